@@ -1,0 +1,87 @@
+"""The one place where TensorFlow, Keras 2 (``tf_keras``) and segmentation-models are imported.
+
+segmentation-models 1.0.1 only works with the Keras 2 API. TensorFlow >= 2.16 puts Keras 3 behind
+``tf.keras`` unless ``TF_USE_LEGACY_KERAS=1`` is set *before TensorFlow is imported*. This module
+sets that flag (and ``SM_FRAMEWORK=tf.keras``), imports TensorFlow, and then asserts that
+``tf.keras`` really is ``tf_keras``. Every other module of the package does::
+
+    from iac_tf._keras import tf, keras
+
+and never imports ``tensorflow.keras``, ``keras`` or ``tf_keras`` itself.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+_FLAGS = {"TF_USE_LEGACY_KERAS": "1", "SM_FRAMEWORK": "tf.keras"}
+
+KERAS3_MESSAGE = (
+    "iac_tf needs the Keras 2 API (tf_keras), but TensorFlow was already imported with Keras 3 "
+    "behind tf.keras. Set the environment variable TF_USE_LEGACY_KERAS=1 before anything imports "
+    "TensorFlow (e.g. `export TF_USE_LEGACY_KERAS=1`, or `os.environ['TF_USE_LEGACY_KERAS'] = '1'` "
+    "as the first line of your script/notebook), or import iac_tf before tensorflow. Restart the "
+    "Python process after changing it."
+)
+
+
+def _set_flags() -> None:
+    tf_already_imported = "tensorflow" in sys.modules
+    for key, value in _FLAGS.items():
+        current = os.environ.get(key)
+        if current is not None and current != value:
+            raise ImportError(
+                f"iac_tf: environment variable {key}={current!r} conflicts with the required "
+                f"{key}={value!r}. Unset it or set it to {value!r}."
+            )
+        if current is None and not tf_already_imported:
+            os.environ[key] = value
+        elif current is None and key == "SM_FRAMEWORK":
+            os.environ[key] = value
+
+
+_set_flags()
+
+import tensorflow as tf  # noqa: E402  (must follow the flags above)
+
+try:
+    import tf_keras as keras  # noqa: E402
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "iac_tf needs the package tf-keras matching TensorFlow (pip install 'tf-keras~=2.21.0')."
+    ) from exc
+
+
+def _assert_legacy_keras() -> None:
+    """Fail loudly if ``tf.keras`` is Keras 3 (i.e. TensorFlow was imported before the flag)."""
+    tfk = getattr(tf, "keras", None)
+    version = getattr(tfk, "__version__", None) or getattr(
+        getattr(tfk, "version", None), "__call__", lambda: None
+    )()
+    if tfk is None:
+        raise ImportError(KERAS3_MESSAGE)
+    if isinstance(version, str) and version.startswith("3"):
+        raise ImportError(KERAS3_MESSAGE)
+    # tf.keras must resolve to the tf_keras package.
+    if not getattr(tfk, "__name__", "").startswith(("tf_keras", "keras.api._v2", "tensorflow")):
+        raise ImportError(KERAS3_MESSAGE)
+    if getattr(tfk.layers.Layer, "__module__", "").startswith("keras.src"):
+        raise ImportError(KERAS3_MESSAGE)
+
+
+_assert_legacy_keras()
+
+
+def import_segmentation_models():
+    """Import segmentation_models lazily (it prints at import and is slow to load)."""
+    import io
+    import contextlib
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        import segmentation_models as sm  # noqa: WPS433
+    sm.set_framework("tf.keras")
+    return sm
+
+
+__all__ = ["tf", "keras", "import_segmentation_models", "KERAS3_MESSAGE"]
