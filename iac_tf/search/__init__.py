@@ -1,0 +1,32 @@
+"""The IAC search space: operations, partial-channel mixed op, edge normalisation, cells.
+
+See the paper, Section III-B (eq. (1)-(10)), Algorithm 2 and Fig. 2-4.
+"""
+
+from iac_tf.search.architecture_parameters import ArchitectureParameters
+from iac_tf.search.channel_shuffle import channel_shuffle
+from iac_tf.search.discrete_cell import DiscreteCell
+from iac_tf.search.mixed_op import MixedOp
+from iac_tf.search.operations import OPS, PRIMITIVES, ReLUConvBN, ReLUSepConvBN, make_op
+from iac_tf.search.psi import EDGE_NORMS, PsiEdgeNorm, psi_edge_weights
+from iac_tf.search.search_cell import SearchCell
+from iac_tf.search.topology import edge_list, node_edge_slices, num_edges
+
+__all__ = [
+    "ArchitectureParameters",
+    "DiscreteCell",
+    "EDGE_NORMS",
+    "MixedOp",
+    "OPS",
+    "PRIMITIVES",
+    "PsiEdgeNorm",
+    "ReLUConvBN",
+    "ReLUSepConvBN",
+    "SearchCell",
+    "channel_shuffle",
+    "edge_list",
+    "make_op",
+    "node_edge_slices",
+    "num_edges",
+    "psi_edge_weights",
+]

@@ -1,0 +1,53 @@
+"""What the search and the discrete cell share: input checks, preprocessing, output projection.
+
+Both cells take ``[input0, input1, ...]`` with ``input0`` the upsampled decoder features and
+``input1`` the encoder skip (the two tensors the U-Net concatenates, Fig. 2), map each to C
+channels with ReLU-1x1 conv-BN, and map the concatenation of their intermediate nodes back to
+``out_channels`` (the channel count of the replaced concatenation) with a 1x1 convolution.
+"""
+
+from __future__ import annotations
+
+from iac_tf._keras import keras, tf
+from iac_tf.search.operations import ReLUConvBN, build_sublayer
+
+
+def check_positive_int(owner: str, key: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{owner}: {key} must be a positive int, got {value!r}")
+    return value
+
+
+def check_cell_inputs(owner: str, shape0, shape1) -> None:
+    """Both inputs NHWC, with the same H and W and known channel counts."""
+    shape0, shape1 = tf.TensorShape(shape0), tf.TensorShape(shape1)
+    if shape0.rank != 4 or shape1.rank != 4:
+        raise ValueError(
+            f"{owner}: input0 and input1 must be (B, H, W, C) tensors, got {shape0} and {shape1}"
+        )
+    if shape0[-1] is None or shape1[-1] is None:
+        raise ValueError(f"{owner}: channel counts must be known, got {shape0} and {shape1}")
+    for axis, label in ((1, "height"), (2, "width")):
+        a, b = shape0[axis], shape1[axis]
+        if a is not None and b is not None and a != b:
+            raise ValueError(
+                f"{owner}: input0 {shape0} and input1 {shape1} differ in {label}; the cell needs "
+                "the upsampled decoder tensor and the encoder skip at the same resolution"
+            )
+
+
+def build_io_layers(cell, shape0, shape1, affine: bool):
+    """Create and build ``cell.preprocess0/1`` (to C) and ``cell.output_conv`` (to out_channels)."""
+    shape0, shape1 = tf.TensorShape(shape0), tf.TensorShape(shape1)
+    cell.preprocess0 = ReLUConvBN(cell.C, affine, name="preprocess0", dtype=cell.dtype_policy)
+    cell.preprocess1 = ReLUConvBN(cell.C, affine, name="preprocess1", dtype=cell.dtype_policy)
+    cell.output_conv = keras.layers.Conv2D(
+        cell.out_channels, 1, use_bias=True, name="output_conv", dtype=cell.dtype_policy
+    )
+    build_sublayer(cell.preprocess0, shape0)
+    build_sublayer(cell.preprocess1, shape1)
+    build_sublayer(cell.output_conv, shape0[:-1].concatenate([cell.steps * cell.C]))
+
+
+def output_shape(cell, shape0):
+    return tf.TensorShape(shape0)[:-1].concatenate([cell.out_channels])

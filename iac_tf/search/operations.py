@@ -1,0 +1,206 @@
+"""The candidate operations of an edge: ``PRIMITIVES`` and the ``OPS`` table of factories.
+
+As in DARTS / PC-DARTS (``operations.py``), for stride 1 and resolution-preserving ("same")
+padding on NHWC tensors:
+
+* ``none``          -- zeros (no connection)
+* ``max_pool_3x3``  -- 3x3 max pooling
+* ``avg_pool_3x3``  -- 3x3 average pooling; padding is *excluded* from the mean (TF's "same"
+  pooling averages over the valid pixels only, like PyTorch's ``count_include_pad=False``)
+* ``skip_connect``  -- identity
+* ``sep_conv_kxk``  -- (ReLU, depthwise kxk, pointwise 1x1, BN) applied twice
+* ``dil_conv_kxk``  -- ReLU, depthwise kxk with dilation 2, pointwise 1x1, BN
+
+``OPS[name](C, affine)`` returns a fresh Keras layer mapping ``C`` channels to ``C`` channels.
+``affine=False`` (search) gives BatchNorms without scale/offset; ``affine=True`` (discrete cell)
+gives the usual ones. The BN after pooling during search is added by :class:`MixedOp`, as in DARTS.
+"""
+
+from __future__ import annotations
+
+from iac_tf._keras import keras, tf
+
+PRIMITIVES = (
+    "none",
+    "max_pool_3x3",
+    "avg_pool_3x3",
+    "skip_connect",
+    "sep_conv_3x3",
+    "sep_conv_5x5",
+    "dil_conv_3x3",
+    "dil_conv_5x5",
+)
+
+# PyTorch BatchNorm2d defaults (momentum 0.1 there = 0.9 here), as in the reference code.
+BN_MOMENTUM = 0.9
+BN_EPSILON = 1e-5
+
+
+def batch_norm(affine: bool, name: str | None = None, dtype=None):
+    """The BatchNorm used everywhere in a cell (no scale/offset when ``affine`` is False)."""
+    return keras.layers.BatchNormalization(
+        momentum=BN_MOMENTUM, epsilon=BN_EPSILON, center=affine, scale=affine, name=name, dtype=dtype
+    )
+
+
+def build_sublayer(layer, input_shape):
+    """Build ``layer`` now, under its own name scope (unique weight names, needed by .h5)."""
+    if isinstance(input_shape, (list, tuple)) and input_shape and not isinstance(
+        input_shape[0], (int, type(None))
+    ):
+        input_shape = [tf.TensorShape(s) for s in input_shape]  # a layer with several inputs
+    else:
+        input_shape = tf.TensorShape(input_shape)
+    with tf.name_scope(layer.name):
+        layer.build(input_shape)
+    return layer
+
+
+@keras.utils.register_keras_serializable(package="iac_tf")
+class Zero(keras.layers.Layer):
+    """The ``none`` operation: a tensor of zeros shaped like the input."""
+
+    def call(self, inputs):
+        return tf.zeros_like(inputs)
+
+
+@keras.utils.register_keras_serializable(package="iac_tf")
+class Identity(keras.layers.Layer):
+    """The ``skip_connect`` operation (stride 1): the input unchanged."""
+
+    def call(self, inputs):
+        return tf.identity(inputs)
+
+
+@keras.utils.register_keras_serializable(package="iac_tf")
+class ReLUSepConvBN(keras.layers.Layer):
+    """``repeats`` x (ReLU, depthwise kxk (dilated), pointwise 1x1 to ``filters``, BN).
+
+    ``sep_conv_kxk`` is ``repeats=2, dilation_rate=1``; ``dil_conv_kxk`` is ``repeats=1,
+    dilation_rate=2``. Convolutions have no bias (the BN follows).
+
+    Args:
+        filters: output channels ``C`` of every pointwise convolution.
+        kernel_size: depthwise kernel size ``k``.
+        dilation_rate: depthwise dilation.
+        repeats: how many (ReLU, depthwise, pointwise, BN) blocks.
+        affine: BatchNorm with scale/offset.
+
+    Call arguments:
+        inputs: ``(B, H, W, C_in)``. Returns ``(B, H, W, filters)``.
+    """
+
+    def __init__(self, filters, kernel_size, dilation_rate=1, repeats=1, affine=True, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = int(filters)
+        self.kernel_size = int(kernel_size)
+        self.dilation_rate = int(dilation_rate)
+        self.repeats = int(repeats)
+        self.affine = bool(affine)
+
+    def build(self, input_shape):
+        self.blocks = []
+        shape = tf.TensorShape(input_shape)
+        for r in range(self.repeats):
+            depthwise = keras.layers.DepthwiseConv2D(
+                self.kernel_size, padding="same", dilation_rate=self.dilation_rate,
+                use_bias=False, name=f"depthwise{r}", dtype=self.dtype_policy,
+            )
+            pointwise = keras.layers.Conv2D(
+                self.filters, 1, use_bias=False, name=f"pointwise{r}", dtype=self.dtype_policy
+            )
+            bn = batch_norm(self.affine, name=f"bn{r}", dtype=self.dtype_policy)
+            build_sublayer(depthwise, shape)
+            build_sublayer(pointwise, shape)
+            shape = shape[:-1].concatenate([self.filters])
+            build_sublayer(bn, shape)
+            self.blocks.append((depthwise, pointwise, bn))
+        super().build(input_shape)
+
+    def call(self, inputs, training=None):
+        x = inputs
+        for depthwise, pointwise, bn in self.blocks:
+            x = bn(pointwise(depthwise(tf.nn.relu(x))), training=training)
+        return x
+
+    def compute_output_shape(self, input_shape):
+        return tf.TensorShape(input_shape)[:-1].concatenate([self.filters])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "filters": self.filters,
+                "kernel_size": self.kernel_size,
+                "dilation_rate": self.dilation_rate,
+                "repeats": self.repeats,
+                "affine": self.affine,
+            }
+        )
+        return config
+
+
+@keras.utils.register_keras_serializable(package="iac_tf")
+class ReLUConvBN(keras.layers.Layer):
+    """ReLU, 1x1 convolution to ``filters`` channels (no bias), BN: a cell's input preprocessing.
+
+    This is DARTS' ``ReLUConvBN(C_prev, C, 1, 1, 0)`` mapping each cell input to C channels.
+
+    Args:
+        filters: output channels ``C``.
+        affine: BatchNorm with scale/offset (False during search).
+
+    Call arguments:
+        inputs: ``(B, H, W, C_in)``. Returns ``(B, H, W, filters)``.
+    """
+
+    def __init__(self, filters, affine=True, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = int(filters)
+        self.affine = bool(affine)
+
+    def build(self, input_shape):
+        shape = tf.TensorShape(input_shape)
+        self.conv = keras.layers.Conv2D(
+            self.filters, 1, use_bias=False, name="conv", dtype=self.dtype_policy
+        )
+        self.bn = batch_norm(self.affine, name="bn", dtype=self.dtype_policy)
+        build_sublayer(self.conv, shape)
+        build_sublayer(self.bn, shape[:-1].concatenate([self.filters]))
+        super().build(input_shape)
+
+    def call(self, inputs, training=None):
+        return self.bn(self.conv(tf.nn.relu(inputs)), training=training)
+
+    def compute_output_shape(self, input_shape):
+        return tf.TensorShape(input_shape)[:-1].concatenate([self.filters])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"filters": self.filters, "affine": self.affine})
+        return config
+
+
+def _pool(kind):
+    layer = keras.layers.MaxPooling2D if kind == "max" else keras.layers.AveragePooling2D
+    return lambda C, affine, **kw: layer(pool_size=3, strides=1, padding="same", **kw)
+
+
+OPS = {
+    "none": lambda C, affine, **kw: Zero(**kw),
+    "max_pool_3x3": _pool("max"),
+    "avg_pool_3x3": _pool("avg"),
+    "skip_connect": lambda C, affine, **kw: Identity(**kw),
+    "sep_conv_3x3": lambda C, affine, **kw: ReLUSepConvBN(C, 3, 1, 2, affine, **kw),
+    "sep_conv_5x5": lambda C, affine, **kw: ReLUSepConvBN(C, 5, 1, 2, affine, **kw),
+    "dil_conv_3x3": lambda C, affine, **kw: ReLUSepConvBN(C, 3, 2, 1, affine, **kw),
+    "dil_conv_5x5": lambda C, affine, **kw: ReLUSepConvBN(C, 5, 2, 1, affine, **kw),
+}
+assert tuple(OPS) == PRIMITIVES  # one table, one order
+
+
+def make_op(op_name: str, C: int, affine: bool, **layer_kwargs):
+    """``OPS[op_name](C, affine, **layer_kwargs)`` with a clear error for an unknown name."""
+    if op_name not in OPS:
+        raise ValueError(f"unknown operation {op_name!r}; known: {', '.join(PRIMITIVES)}")
+    return OPS[op_name](C, affine, **layer_kwargs)

@@ -1,0 +1,115 @@
+"""The continuous Implantable Adaptive Cell used during search (Fig. 2-4, Algorithm 2)."""
+
+from __future__ import annotations
+
+from iac_tf._keras import keras, tf
+from iac_tf.search.cell_io import (
+    build_io_layers,
+    check_cell_inputs,
+    check_positive_int,
+    output_shape,
+)
+from iac_tf.search.mixed_op import MixedOp, check_partial_channels
+from iac_tf.search.operations import PRIMITIVES, build_sublayer
+from iac_tf.search.psi import PsiEdgeNorm, _check_mode
+from iac_tf.search.topology import DEFAULT_STEPS, edge_list, node_edge_slices, num_edges
+
+
+@keras.utils.register_keras_serializable(package="iac_tf")
+class SearchCell(keras.layers.Layer):
+    """Continuous IAC: four nodes over 14 partial-channel mixed edges, weighted by alpha and beta.
+
+    ``input0`` (upsampled decoder features) and ``input1`` (encoder skip) are each mapped to C
+    channels (ReLU, 1x1 conv, BN); node ``j`` is ``x_j = sum_{i<j} Psi_ij * f_PC_ij(x_i)``
+    (eq. (5), Algorithm 2 lines 1-5) over every earlier state, each edge a :class:`MixedOp`
+    weighted by ``phi = softmax(alpha_edge)`` (eq. (1)-(3)); Psi comes from beta by
+    :class:`PsiEdgeNorm` (eq. (4) or (6)-(10)). The four nodes are concatenated and a 1x1
+    convolution maps them to ``out_channels``, the width of the concatenation the cell replaces.
+
+    alpha and beta come in as inputs (from :class:`ArchitectureParameters`), so the same
+    architecture drives the cell of every U-Net level while each cell has its own weights omega.
+    Under ``mixed_float16`` the cell computes in float16, but softmax(alpha) and Psi in float32.
+
+    Args:
+        out_channels: output channels (the replaced concatenation's ``Cu + Cs``).
+        C: channels of the cell's internal states.
+        K: partial-channel divisor (``C % K == 0``; 1 = plain DARTS).
+        edge_norm: ``"tan"`` (eq. (6)-(10)) or ``"softmax"`` (eq. (4)).
+        steps: intermediate nodes (4 in the paper: 14 edges).
+
+    Call arguments:
+        inputs: ``[input0, input1, alpha, beta]`` with ``input0`` ``(B, H, W, Cu)``, ``input1``
+            ``(B, H, W, Cs)``, ``alpha`` ``(14, 8)``, ``beta`` ``(14,)``.
+        training: BatchNorm mode (search BNs have no affine parameters).
+        Returns ``(B, H, W, out_channels)``.
+
+    Example:
+        >>> arch = ArchitectureParameters()
+        >>> alpha, beta = arch(up)
+        >>> y = SearchCell(out_channels=128)([up, skip, alpha, beta])
+    """
+
+    def __init__(self, out_channels, C=16, K=4, edge_norm="tan", steps=DEFAULT_STEPS, **kwargs):
+        kwargs["autocast"] = False  # alpha/beta must reach the softmax and Psi as float32
+        super().__init__(**kwargs)
+        self.out_channels = check_positive_int("SearchCell", "out_channels", out_channels)
+        self.C = check_positive_int("SearchCell", "C", C)
+        self.K = check_positive_int("SearchCell", "K", K)
+        check_partial_channels(C, K)
+        self.edge_norm = _check_mode(edge_norm)
+        self.steps = check_positive_int("SearchCell", "steps", steps)
+        self.num_edges = num_edges(steps)
+
+    def build(self, input_shape):
+        if not isinstance(input_shape, (list, tuple)) or len(input_shape) != 4:
+            raise ValueError(f"{self.name}: expects [input0, input1, alpha, beta], got {input_shape}")
+        shape0, shape1, alpha_shape, beta_shape = (tf.TensorShape(s) for s in input_shape)
+        check_cell_inputs(self.name, shape0, shape1)
+        if alpha_shape.as_list() != [self.num_edges, len(PRIMITIVES)]:
+            raise ValueError(
+                f"{self.name}: alpha must be ({self.num_edges}, {len(PRIMITIVES)}), got {alpha_shape}"
+            )
+        if beta_shape.as_list() != [self.num_edges]:
+            raise ValueError(f"{self.name}: beta must be ({self.num_edges},), got {beta_shape}")
+        build_io_layers(self, shape0, shape1, affine=False)
+        self.psi_norm = PsiEdgeNorm(self.edge_norm, self.steps, name="psi")
+        state = shape0[:-1].concatenate([self.C])
+        self.edges = []
+        for e, (j, i) in enumerate(edge_list(self.steps)):
+            edge = MixedOp(self.C, self.K, name=f"edge{e}_x{i}_to_node{j}", dtype=self.dtype_policy)
+            build_sublayer(edge, [state, tf.TensorShape([len(PRIMITIVES)])])
+            self.edges.append(edge)
+        super().build(input_shape)
+
+    def call(self, inputs, training=None):
+        input0, input1, alpha, beta = inputs
+        phi = tf.nn.softmax(tf.cast(alpha, tf.float32), axis=-1)  # eq. (1), float32
+        psi = tf.cast(self.psi_norm(beta), self.compute_dtype)  # eq. (4) / (6)-(10), float32
+        states = [
+            self.preprocess0(tf.cast(input0, self.compute_dtype), training=training),
+            self.preprocess1(tf.cast(input1, self.compute_dtype), training=training),
+        ]
+        for start, end in node_edge_slices(self.steps):
+            node = 0.0
+            for e in range(start, end):  # eq. (5): x_j = sum_i Psi_ij * f_ij(x_i)
+                x_i = states[e - start]
+                node = node + psi[e] * self.edges[e]([x_i, phi[e]], training=training)
+            states.append(node)
+        return self.output_conv(tf.concat(states[2:], axis=-1))
+
+    def compute_output_shape(self, input_shape):
+        return output_shape(self, input_shape[0])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "out_channels": self.out_channels,
+                "C": self.C,
+                "K": self.K,
+                "edge_norm": self.edge_norm,
+                "steps": self.steps,
+            }
+        )
+        config.pop("autocast", None)
+        return config
