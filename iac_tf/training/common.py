@@ -49,3 +49,24 @@ def make_optimizer(name: str, learning_rate, **kwargs) -> keras.optimizers.Optim
     if name == "sgd":
         return keras.optimizers.SGD(learning_rate=learning_rate, **kwargs)
     raise ValueError(f"unknown optimizer {name!r}; use 'adam' or 'sgd'")
+
+
+def load_unet(path) -> keras.Model:
+    """Load a trained U-Net saved as ``.keras``, ``.h5`` or a SavedModel folder (tf_keras).
+
+    Errors name the file. The zoo's custom layers are registered by importing ``iac_tf.unets``.
+    """
+    import pathlib
+
+    import iac_tf.unets  # noqa: F401  (registers the zoo's custom layers for loading)
+
+    path = pathlib.Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: U-Net file not found")
+    try:
+        model = keras.models.load_model(str(path), compile=False)
+    except Exception as exc:  # noqa: BLE001 - re-raised with the file name
+        raise ValueError(f"{path}: could not load a Keras model ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(model, keras.Model):
+        raise ValueError(f"{path}: loaded object is {type(model).__name__}, not a Keras model")
+    return model

@@ -1,0 +1,48 @@
+"""Hard Dice per case and class, nnU-Net style: pure NumPy on binarised predictions.
+
+A case's Dice for class ``c`` is computed over all its slices together (its 2D slices form the
+volume): ``2 TP / (2 TP + FP + FN)``. Where a class is absent from both the ground truth and the
+prediction of a case the score is undefined (NaN) and left out of means, as nnU-Net does; an
+absent class that the model predicts anyway scores 0.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import numpy as np
+
+
+def confusion_counts(gt: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """TP, FP, FN per class (last axis) of binary arrays of equal shape ``(..., N)``."""
+    gt = np.asarray(gt).astype(bool)
+    pred = np.asarray(pred).astype(bool)
+    if gt.shape != pred.shape:
+        raise ValueError(f"shape mismatch: ground truth {gt.shape} vs prediction {pred.shape}")
+    axes = tuple(range(gt.ndim - 1))
+    tp = np.sum(gt & pred, axis=axes)
+    fp = np.sum(~gt & pred, axis=axes)
+    fn = np.sum(gt & ~pred, axis=axes)
+    return tp, fp, fn
+
+
+def dice_from_counts(tp, fp, fn) -> np.ndarray:
+    """``2TP / (2TP + FP + FN)``; NaN where the denominator is 0 (class absent in both)."""
+    tp, fp, fn = (np.asarray(a, dtype=np.float64) for a in (tp, fp, fn))
+    denom = 2 * tp + fp + fn
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denom > 0, 2 * tp / np.where(denom > 0, denom, 1), np.nan)
+
+
+def case_dice(masks: np.ndarray, probs: np.ndarray, case_ids, threshold: float = 0.5) -> "OrderedDict[str, np.ndarray]":
+    """Dice per case (over its slices) and class: ``{case_id: array (N,)}`` in first-seen order."""
+    masks = np.asarray(masks)
+    pred = np.asarray(probs) > threshold
+    case_ids = np.asarray(case_ids)
+    if len(case_ids) != len(masks):
+        raise ValueError(f"{len(case_ids)} case ids for {len(masks)} slices")
+    out: "OrderedDict[str, np.ndarray]" = OrderedDict()
+    for case in dict.fromkeys(case_ids.tolist()):
+        sel = case_ids == case
+        out[str(case)] = dice_from_counts(*confusion_counts(masks[sel], pred[sel]))
+    return out

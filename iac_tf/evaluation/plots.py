@@ -1,0 +1,80 @@
+"""Plots written into run folders (matplotlib, Agg backend: no display needed)."""
+
+from __future__ import annotations
+
+import csv
+import pathlib
+
+import numpy as np
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_history(history_csv, out_png, keys_pairs=(("loss", "val_loss"), ("dice", "val_dice")), title=""):
+    """Learning curves from an epoch ``history.csv``: one panel per (train, val) key pair."""
+    rows = list(csv.DictReader(open(history_csv, newline="")))
+    if not rows:
+        raise ValueError(f"{history_csv}: no epochs logged")
+    plt = _plt()
+    pairs = [p for p in keys_pairs if any(k in rows[0] for k in p)]
+    fig, axes = plt.subplots(1, len(pairs), figsize=(5 * len(pairs), 3.5), squeeze=False)
+    epochs = [int(r["epoch"]) for r in rows]
+    for ax, pair in zip(axes[0], pairs):
+        for key in pair:
+            if key in rows[0]:
+                ax.plot(epochs, [float(r[key]) for r in rows], label=key)
+        ax.set_xlabel("epoch")
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=100)
+    plt.close(fig)
+    return pathlib.Path(out_png)
+
+
+def plot_paired_dice(baseline, candidate, out_png, labels=("baseline", "IAC"), title="Dice per case"):
+    """Paired per-case Dice: one line per case from baseline to candidate, plus box plots."""
+    b = np.asarray(baseline, dtype=float)
+    c = np.asarray(candidate, dtype=float)
+    keep = ~(np.isnan(b) | np.isnan(c))
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    for bi, ci in zip(b[keep], c[keep]):
+        ax.plot([0, 1], [bi, ci], color="0.6", lw=0.8)
+    ax.boxplot([b[keep], c[keep]], positions=[0, 1], widths=0.3)
+    ax.set_xticks([0, 1], labels)
+    ax.set_ylabel("Dice")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=100)
+    plt.close(fig)
+    return pathlib.Path(out_png)
+
+
+def plot_arch_weights(phi, psi, out_png, op_names, title="architecture weights"):
+    """Heat map of softmax(alpha) per edge (eq. 1) with each edge's Psi (eq. 4/6-10) beside it."""
+    phi = np.asarray(phi)
+    psi_flat = np.concatenate([np.asarray(p) for p in psi])
+    plt = _plt()
+    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(8, 5), gridspec_kw={"width_ratios": [8, 1]})
+    im = ax0.imshow(phi, aspect="auto", cmap="viridis", vmin=0)
+    ax0.set_xticks(range(len(op_names)), op_names, rotation=60, ha="right")
+    ax0.set_ylabel("edge")
+    fig.colorbar(im, ax=ax0)
+    ax1.imshow(psi_flat[:, None], aspect="auto", cmap="magma", vmin=0, vmax=1)
+    ax1.set_xticks([0], ["Psi"])
+    ax1.set_yticks([])
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=100)
+    plt.close(fig)
+    return pathlib.Path(out_png)

@@ -1,0 +1,270 @@
+"""Stage II (paper Section IV-B.2, Algorithm 1): search the IAC architecture on a frozen,
+trained U-Net.
+
+Output, under the stage folder:
+
+* ``genotypes/epoch_XXX.json`` - the genotype derived after every epoch (all kept; the paper
+  picks among epochs 25, 50, 100, 150, 200), plus ``genotypes/epoch_XXX.png`` drawings;
+* ``arch/epoch_XXX.json`` - alpha, beta, softmax(alpha) and Psi per node after every epoch;
+* ``history.csv`` - losses and Dice on both search sets, learning rates, lambda_e, warm-up flag
+  and wall time per epoch; ``search_time.json`` - total/per-epoch search time (Table III);
+* ``checkpoints/`` - everything needed to resume (omega, alpha, beta, both optimiser states).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+import time
+from typing import Literal
+
+import numpy as np
+
+from iac_tf._keras import keras, tf
+from iac_tf.training.common import epoch_seed, make_optimizer
+from iac_tf.training.loop import EpochLoop
+from iac_tf.training.runs import atomic_write_json
+from iac_tf.training.schedules import cosine_power_annealing, linear_ramp
+from iac_tf.training.supernet import SearchSupernet
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage2Config:
+    """The ``stage2:`` section of an experiment YAML. Defaults follow the paper (IV-B.2).
+
+    Args:
+        epochs: search epochs E, warm-up included (paper: 200).
+        warmup_epochs: first epochs that update omega only (paper: 15).
+        batch_size: batch size of each search set (paper: 128).
+        cell_channels: C, the channels of the cell's nodes after its input 1x1 convolutions.
+        partial_channels: K of PC-DARTS; 1/K of the channels go through the mixed ops (K=1: DARTS).
+        edge_norm: ``tan`` (the paper's eq. 6-10) or ``softmax`` (PC-DARTS' eq. 4).
+        arch_init: ``ones`` (paper) or ``normal`` (PC-DARTS' 1e-3 N(0,1)).
+        arch_learning_rate / arch_beta_1 / arch_beta_2: Adam for alpha/beta (1e-3; PC-DARTS' betas).
+        arch_weight_decay: L2 on alpha/beta (PC-DARTS: 1e-3).
+        weight_learning_rate / weight_learning_rate_min: SGD for omega, annealed from max to min.
+        weight_momentum / weight_decay: SGD momentum and L2 for omega (paper: 0 and 0).
+        lr_schedule: ``cosine_power`` (sharpDARTS, paper) or ``constant``.
+        cosine_power: the power p of the cosine power annealing.
+        update_order: ``arch_first`` (Algorithm 1) or ``weights_first`` (eq. 13 then 14).
+        regularizer: ``none`` or ``beta_darts`` (lambda_e * mean logsumexp(alpha)).
+        reg_lambda_start / reg_lambda_end: lambda_e ramps linearly between them over the search
+            epochs after the warm-up.
+        mixed_precision: ``mixed_float16`` (alpha, beta, Psi stay float32).
+        shuffle: reshuffle both search sets every epoch, deterministically from the seed.
+        draw_genotypes: also write a PNG drawing of every epoch's genotype.
+        checkpoints_to_keep / verbose: as in Stage I.
+    """
+
+    epochs: int = 200
+    warmup_epochs: int = 15
+    batch_size: int = 128
+    cell_channels: int = 16
+    partial_channels: int = 4
+    edge_norm: Literal["tan", "softmax"] = "tan"
+    arch_init: Literal["ones", "normal"] = "ones"
+    arch_learning_rate: float = 1e-3
+    arch_beta_1: float = 0.5
+    arch_beta_2: float = 0.999
+    arch_weight_decay: float = 1e-3
+    weight_learning_rate: float = 0.01
+    weight_learning_rate_min: float = 0.0
+    weight_momentum: float = 0.0
+    weight_decay: float = 0.0
+    lr_schedule: Literal["cosine_power", "constant"] = "cosine_power"
+    cosine_power: float = 10.0
+    update_order: Literal["arch_first", "weights_first"] = "arch_first"
+    regularizer: Literal["none", "beta_darts"] = "none"
+    reg_lambda_start: float = 0.0
+    reg_lambda_end: float = 1.0
+    mixed_precision: bool = False
+    shuffle: bool = True
+    draw_genotypes: bool = True
+    checkpoints_to_keep: int = 2
+    verbose: int = 2
+
+    def __post_init__(self):
+        for key in ("epochs", "batch_size", "cell_channels", "partial_channels", "checkpoints_to_keep"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
+        if not 0 <= self.warmup_epochs <= self.epochs:
+            raise ValueError(f"warmup_epochs must be in [0, epochs={self.epochs}], got {self.warmup_epochs}")
+        if self.cosine_power < 1:
+            raise ValueError(f"cosine_power must be >= 1, got {self.cosine_power}")
+
+    def weight_lr(self, epoch: int) -> float:
+        """Learning rate of omega in ``epoch`` (1-based)."""
+        if self.lr_schedule == "constant":
+            return self.weight_learning_rate
+        return cosine_power_annealing(epoch, self.epochs, self.weight_learning_rate,
+                                      self.weight_learning_rate_min, self.cosine_power)
+
+    def reg_lambda(self, epoch: int) -> float:
+        """lambda_e of Algorithm 1 (0 when the regulariser is off or during warm-up)."""
+        if self.regularizer == "none" or epoch <= self.warmup_epochs:
+            return 0.0
+        return linear_ramp(epoch, self.epochs, self.reg_lambda_start, self.reg_lambda_end,
+                           first_epoch=self.warmup_epochs + 1)
+
+
+def build_supernet(unet: keras.Model, cfg: Stage2Config) -> SearchSupernet:
+    """Implant a continuous IAC (:class:`~iac_tf.search.SearchCell`) into every skip connection
+    of the frozen ``unet``; one :class:`~iac_tf.search.ArchitectureParameters` feeds all cells."""
+    from iac_tf.implant import implant, module_name
+    from iac_tf.search import ArchitectureParameters, SearchCell
+
+    arch = ArchitectureParameters(init=cfg.arch_init, name="iac_arch")
+
+    def make_module(level, up_shape, skip_shape):
+        cell = SearchCell(
+            out_channels=int(up_shape[-1]) + int(skip_shape[-1]),
+            C=cfg.cell_channels,
+            K=cfg.partial_channels,
+            edge_norm=cfg.edge_norm,
+            name=module_name("iac_search_cell", level),
+        )
+
+        def module(inputs):
+            alpha, beta = arch(inputs[0])
+            return cell([inputs[0], inputs[1], alpha, beta])
+
+        return module
+
+    net = implant(unet, make_module, name=f"{unet.name}_iac_search")
+    supernet = SearchSupernet(
+        net, arch, update_order=cfg.update_order, arch_weight_decay=cfg.arch_weight_decay,
+        weight_decay=cfg.weight_decay, name="search_supernet",
+    )
+    arch_opt = keras.optimizers.Adam(cfg.arch_learning_rate, beta_1=cfg.arch_beta_1, beta_2=cfg.arch_beta_2)
+    weight_opt = make_optimizer("sgd", cfg.weight_lr(1), momentum=cfg.weight_momentum)
+    if cfg.mixed_precision:
+        arch_opt = keras.mixed_precision.LossScaleOptimizer(arch_opt)
+        weight_opt = keras.mixed_precision.LossScaleOptimizer(weight_opt)
+    supernet.compile(arch_optimizer=arch_opt, weight_optimizer=weight_opt)
+    # Create optimiser slots now so checkpoints restore them eagerly (not deferred).
+    _inner(arch_opt).build(supernet.arch_variables)
+    _inner(weight_opt).build(supernet.omega_variables)
+    return supernet
+
+
+def _inner(optimizer):
+    return getattr(optimizer, "inner_optimizer", optimizer)
+
+
+def _set_lr(optimizer, value: float) -> None:
+    _inner(optimizer).learning_rate.assign(value)
+
+
+def arch_state(supernet: SearchSupernet, edge_norm: str) -> dict:
+    """alpha, beta, softmax(alpha) (eq. 1) and Psi per node (eq. 4 or 6-10) as plain lists."""
+    from iac_tf.search import psi_edge_weights
+
+    alpha = supernet.arch.alpha.numpy()
+    beta = supernet.arch.beta.numpy()
+    phi = tf.nn.softmax(alpha, axis=-1).numpy()
+    psi, start = [], 0
+    for node in range(4):
+        n_in = node + 2
+        psi.append(psi_edge_weights(tf.constant(beta[start:start + n_in]), mode=edge_norm).numpy().tolist())
+        start += n_in
+    return {"alpha": alpha.tolist(), "beta": beta.tolist(), "phi": phi.tolist(), "psi": psi}
+
+
+@dataclasses.dataclass
+class SearchResult:
+    run_dir: pathlib.Path
+    genotype_paths: list[pathlib.Path]
+    history: list[dict]
+    seconds: float
+
+
+def search(
+    unet: keras.Model,
+    train_search,
+    val_search,
+    cfg: Stage2Config,
+    run_dir: str | os.PathLike,
+    seed: int = 0,
+) -> SearchResult:
+    """Run Algorithm 1 on ``unet`` (frozen) and write the search outputs to ``run_dir``.
+
+    Args:
+        unet: the trained U-Net (its weights are never changed).
+        train_search / val_search: callables ``(epoch, seed) -> batched tf.data.Dataset`` of
+            ``(images, masks)`` for ``train_search_dt`` and ``val_search_dt``; epoch is 0-based.
+            Both should give the same number of batches (Z in Algorithm 1); pairs beyond the
+            shorter one are dropped.
+        cfg: the search configuration.
+        run_dir: stage folder; an interrupted search there is resumed.
+        seed: run seed (data order).
+    """
+    from iac_tf.genotype import derive_genotype
+
+    run_dir = pathlib.Path(run_dir)
+    (run_dir / "genotypes").mkdir(parents=True, exist_ok=True)
+    (run_dir / "arch").mkdir(parents=True, exist_ok=True)
+    supernet = build_supernet(unet, cfg)
+    loop = EpochLoop(
+        run_dir,
+        {"supernet": supernet, "arch_optimizer": supernet.arch_optimizer,
+         "weight_optimizer": supernet.weight_optimizer},
+        monitor=None,
+        max_to_keep=cfg.checkpoints_to_keep,
+    )
+
+    def train_data(epoch: int):
+        # Per-epoch state is a pure function of the epoch: set it here, before fit runs it.
+        e = epoch + 1
+        active = e > cfg.warmup_epochs
+        if active != supernet.search_active:
+            supernet.search_active = active
+            supernet.train_function = None  # retrace: the warm-up step has no architecture update
+        _set_lr(supernet.weight_optimizer, cfg.weight_lr(e))
+        supernet.reg_lambda.assign(cfg.reg_lambda(e))
+        s = epoch_seed(seed, epoch) if cfg.shuffle else seed
+        return tf.data.Dataset.zip((train_search(epoch, s), val_search(epoch, s + 1)))
+
+    genotype_paths: list[pathlib.Path] = []
+
+    def on_epoch_end(epoch: int, logs: dict) -> dict:
+        state = arch_state(supernet, cfg.edge_norm)
+        genotype = derive_genotype(np.asarray(state["alpha"]), np.asarray(state["beta"]),
+                                   edge_norm=cfg.edge_norm)
+        path = run_dir / "genotypes" / f"epoch_{epoch:03d}.json"
+        genotype.save(path) if hasattr(genotype, "save") else _write_text(path, genotype.to_json())
+        if cfg.draw_genotypes:
+            try:
+                genotype.draw(run_dir / "genotypes" / f"epoch_{epoch:03d}.png")
+            except Exception as exc:  # noqa: BLE001 - a drawing failure must not stop a search
+                print(f"[iac] genotype drawing failed at epoch {epoch}: {exc}", flush=True)
+        genotype_paths.append(path)
+        atomic_write_json(run_dir / "arch" / f"epoch_{epoch:03d}.json", {"epoch": epoch, **state})
+        if cfg.verbose:
+            print(f"[iac] epoch {epoch}/{cfg.epochs} genotype: {genotype}", flush=True)
+        return {
+            "warmup": int(epoch <= cfg.warmup_epochs),
+            "lr_weights": cfg.weight_lr(epoch),
+            "lr_arch": cfg.arch_learning_rate,
+            "reg_lambda": cfg.reg_lambda(epoch),
+        }
+
+    t0 = time.perf_counter()
+    history = loop.run(supernet, cfg.epochs, train_data=train_data, on_epoch_end=on_epoch_end,
+                       verbose=cfg.verbose)
+    seconds = time.perf_counter() - t0
+    times = [float(r["epoch_time_s"]) for r in history]
+    atomic_write_json(run_dir / "search_time.json", {
+        "epochs": len(times),
+        "total_seconds": sum(times),
+        "mean_epoch_seconds": sum(times) / max(1, len(times)),
+        "per_epoch_seconds": times,
+    })
+    all_paths = sorted((run_dir / "genotypes").glob("epoch_*.json"))
+    return SearchResult(run_dir=run_dir, genotype_paths=all_paths, history=history, seconds=seconds)
+
+
+def _write_text(path: pathlib.Path, text: str) -> None:
+    from iac_tf.training.runs import atomic_write_text
+
+    atomic_write_text(path, text)
