@@ -1,0 +1,104 @@
+"""Implant modules into the skip connections of a trained U-Net (Fig. 1: the "Adaptive OP").
+
+`implant` replays the U-Net's graph call by call (`iac_tf.implant.graph`), reusing the original
+layer objects and so their weights, and calls a new module in place of each skip connection's
+concatenation. The original layers are frozen (`freeze_unet`) and called with ``training=False``:
+the U-Net is a fixed function in Stages II and III; only the modules' own layers train.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from iac_tf._keras import keras, tf
+from iac_tf.implant.freeze import freeze_unet, iter_layers
+from iac_tf.implant.graph import Graph, TensorKey, build_graph, call_arguments
+from iac_tf.implant.modules import MakeModule
+from iac_tf.implant.skips import SkipConnection, locate_skips
+
+
+class ImplantError(ValueError):
+    """A module does not fit its skip connection (wrong output, or a name already taken)."""
+
+
+def _check_output(skip: SkipConnection, module: Any, output: Any) -> None:
+    if not hasattr(output, "shape") or isinstance(output, (list, tuple)):
+        raise ImplantError(
+            f"The module for skip level {skip.level} ({skip.concat_name!r}) returned "
+            f"{type(output).__name__}, expected one tensor of shape {skip.out_shape}."
+        )
+    got = tuple(output.shape.as_list()[1:]) if output.shape.rank is not None else None
+    if got is None or not tf.TensorShape(got).is_compatible_with(skip.out_shape):
+        raise ImplantError(
+            f"The module for skip level {skip.level} ({skip.concat_name!r}, {module!r}) returned "
+            f"shape {got}; it must return the concatenation's shape {skip.out_shape} "
+            f"(up {skip.up_shape} + skip {skip.skip_shape} along channels)."
+        )
+
+
+def _check_name(skip: SkipConnection, module: Any, taken: dict[str, Any]) -> None:
+    if not isinstance(module, keras.layers.Layer):
+        return
+    owner = taken.get(module.name)
+    if owner is not None and owner is not module:
+        raise ImplantError(
+            f"The module for skip level {skip.level} is named {module.name!r}, a name already "
+            "used in the model; name modules with iac_tf.implant.module_name(prefix, level)."
+        )
+    taken[module.name] = module
+
+
+def _replay(graph: Graph, located: list, make_module: MakeModule) -> list:
+    """The new output tensors of the model (flat, in ``graph.output_keys`` order)."""
+    by_call = {call.index: skip for skip, call in located}
+    taken = {layer.name: layer for layer in iter_layers(graph.model)}
+    tensors: dict[TensorKey, Any] = dict(zip(graph.input_keys, graph.model.inputs))
+    for call in graph.calls:
+        skip = by_call.get(call.index)
+        if skip is not None:
+            up = tensors[call.input_keys[skip.up_index]]
+            encoder = tensors[call.input_keys[1 - skip.up_index]]
+            module = make_module(skip.level, skip.up_shape, skip.skip_shape)
+            _check_name(skip, module, taken)
+            outputs = module([up, encoder])
+            _check_output(skip, module, outputs)
+        else:
+            args, kwargs = call_arguments(call, tensors)
+            if getattr(call.layer, "_expects_training_arg", False):
+                kwargs["training"] = False  # the frozen U-Net always runs in inference mode
+            outputs = call.layer(*args, **kwargs)
+        for key, tensor in zip(call.output_keys, tf.nest.flatten(outputs)):
+            tensors[key] = tensor
+    return [tensors[key] for key in graph.output_keys]
+
+
+def implant(model: Any, make_module: MakeModule, name: str | None = None) -> Any:
+    """A new model: ``model`` with a module in place of each skip-connection concatenation.
+
+    For each skip connection (see `find_skip_connections`, level 0 = deepest) this calls
+    ``make_module(level, up_shape, skip_shape)`` and then ``module([up, skip])``; the module must
+    return one tensor of the concatenation's shape ``out_shape``. Inputs are always passed as
+    ``[up, skip]``, also where the U-Net concatenated ``[skip, up]``; `original_concat` builds
+    modules that reproduce the original concatenations exactly.
+
+    The new model reuses the layer objects of ``model`` (same weights). ``model`` is frozen in
+    place (`freeze_unet`: every layer ``trainable=False``) and each of its layers is called with
+    ``training=False``, so BatchNorm statistics and Dropout stay in inference mode even when the
+    new model is trained; the modules' layers stay trainable.
+
+    Args:
+        model: a functional U-Net, built in code or loaded with `keras.models.load_model`.
+        make_module: ``(level, up_shape, skip_shape) -> module``; shapes are ``(H, W, C)``.
+        name: the new model's name; default ``f"{model.name}_implanted"``.
+
+    Raises:
+        NoSkipConnectionsError: the model has no skip connection.
+        ImplantError: a module returned the wrong shape or reused a taken layer name.
+    """
+    graph = build_graph(model)
+    located = locate_skips(graph)
+    freeze_unet(model)
+    outputs = _replay(graph, located, make_module)
+    structure = model._nested_outputs  # noqa: SLF001 (keep a single output a tensor, not a list)
+    outputs = tf.nest.pack_sequence_as(structure, outputs)
+    return keras.Model(model.inputs, outputs, name=name or f"{model.name}_implanted")
