@@ -1,0 +1,29 @@
+"""Medical data for the three IAC stages: readers, 2D preprocessing, splits, cache, tf.data.
+
+Typical use (the ``data:`` section of an experiment YAML is a :class:`DataConfig`)::
+
+    from iac_tf.data import DataConfig, prepare_dataset
+    prepared = prepare_dataset(DataConfig(format="nnunet",
+                                          root="data/sample/Dataset001_PyradiomicsSample"))
+    print(prepared.summary())
+    train = prepared.dataset("train_dt", batch_size=32, shuffle=True, seed=0)
+
+Modules: ``config`` (DataConfig, DataError, SPLITS), ``datasets`` (the registry of layouts),
+``nifti`` (reading + checks), ``preprocess`` (pure NumPy 3D -> 2D), ``splits`` (Fig. 5),
+``cache`` (HDF5), ``pipeline`` (PreparedDataset), ``prepare``, ``check``, ``cli`` (the functions
+behind ``iac data prepare|check``).
+"""
+
+from iac_tf.data.check import CheckReport, check_dataset
+from iac_tf.data.config import FORMATS, SPLITS, DataConfig, DataError
+from iac_tf.data.datasets import DATASETS
+from iac_tf.data.pipeline import PreparedDataset
+from iac_tf.data.prepare import prepare_dataset
+
+#: The bundled sample (relative to the repository root).
+SAMPLE_DATASET = "data/sample/Dataset001_PyradiomicsSample"
+
+__all__ = [
+    "DataConfig", "DataError", "SPLITS", "FORMATS", "DATASETS", "PreparedDataset",
+    "prepare_dataset", "check_dataset", "CheckReport", "SAMPLE_DATASET",
+]

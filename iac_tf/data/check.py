@@ -1,0 +1,87 @@
+"""``check_dataset``: validate a dataset folder without preprocessing it (``iac data check``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+
+import numpy as np
+
+from iac_tf.data.config import DataError
+from iac_tf.data.datasets import DATASETS, detect_format, list_cases
+from iac_tf.data.nifti import load_case
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckReport:
+    """What :func:`check_dataset` found: one row per case, the classes, and the problems."""
+
+    root: str
+    format: str
+    class_names: tuple[str, ...]
+    rows: tuple[str, ...]
+    problems: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def __str__(self) -> str:
+        lines = [f"{self.root}: format {self.format}, {len(self.rows)} case(s), "
+                 f"classes {list(self.class_names)}"]
+        lines += [f"  {r}" for r in self.rows]
+        lines += [f"PROBLEM {p}" for p in self.problems]
+        lines.append("OK" if self.ok else f"{len(self.problems)} problem(s)")
+        return "\n".join(lines)
+
+
+def check_dataset(dataset_dir: str | pathlib.Path, format: str | None = None,
+                  raise_on_error: bool = True) -> CheckReport:
+    """Read every case of ``dataset_dir`` and check it (files, grids, labels, intensities).
+
+    Args:
+        dataset_dir: the dataset folder (or ``.npz`` file).
+        format: the layout; ``None`` guesses it from the folder.
+        raise_on_error: raise :class:`DataError` listing every problem found (else return a
+            report whose ``problems`` lists them).
+    """
+    root = pathlib.Path(dataset_dir).expanduser()
+    if not root.exists():
+        raise DataError(f"{root}: not found")
+    format = format or detect_format(root)
+    rows, problems, names = [], [], ()
+    if format == "npz":
+        from iac_tf.data.prepare import load_npz
+
+        try:
+            images, masks, ids = load_npz(root)
+            rows.append(f"{len(images)} slices of {images.shape[1:]}, masks {masks.shape[1:]}, "
+                        f"{len(set(ids))} case(s)")
+            names = tuple(f"class{k}" for k in range(masks.shape[-1]))
+        except DataError as exc:
+            problems.append(str(exc))
+    else:
+        spec = DATASETS.get(format)
+        if spec is None:
+            raise DataError(f"unknown dataset format {format!r}")
+        try:
+            classes = spec.classes(root, "regions")
+            names = classes.names
+            cases = list_cases(format, root)
+        except DataError as exc:
+            problems.append(str(exc))
+            cases = []
+        for case in cases:
+            try:
+                image, label, affine = load_case(case.image_paths, case.label_path,
+                                                 classes.allowed, spec.reorient)
+            except DataError as exc:
+                problems.append(str(exc))
+                continue
+            values = np.unique(label).tolist()
+            rows.append(f"{case.case_id} (patient {case.patient_id}): {image.shape[:3]} x "
+                        f"{image.shape[3]} ch {'/'.join(case.modalities)}, labels {values}")
+    report = CheckReport(str(root), format, tuple(names), tuple(rows), tuple(problems))
+    if problems and raise_on_error:
+        raise DataError(str(report))
+    return report

@@ -1,0 +1,95 @@
+"""The ``data:`` section of an experiment YAML (:class:`DataConfig`) and :class:`DataError`."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+FORMATS = ("nnunet", "acdc", "brats", "kits", "amos", "npz")
+
+#: The four splits of Fig. 5: train_dt / val_dt (80/20 by patient) and two equal, disjoint
+#: search subsets drawn from train_dt.
+SPLITS = ("train_dt", "val_dt", "train_search_dt", "val_search_dt")
+
+
+class DataError(ValueError):
+    """Bad input data; the message names the file (or case) and the problem."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """How a dataset is read, preprocessed to 2D slices, split and cached.
+
+    Args:
+        format: one of ``FORMATS``; the reader used for ``root``.
+        root: the dataset folder as the user unpacked it (or the ``.npz`` file for ``npz``).
+        cache_dir: where the HDF5 cache and ``splits.json`` go (relative: to the working dir).
+        patch_size: side of the square 2D crops (the paper: 128).
+        seed: seed of the patient-level split.
+        val_fraction: share of patients in ``val_dt`` (the paper: 0.2).
+        search_fraction: share of ``train_dt`` patients in EACH of ``train_search_dt`` and
+            ``val_search_dt`` (at most 0.5; the two subsets are disjoint).
+        empty_slice_fraction: share of the slices without any foreground that is kept (evenly
+            spaced, no randomness); all slices with foreground are kept.
+        crop: centre of the in-plane crop box, per volume: ``label`` (label bounding box,
+            falling back to the body), ``body`` (non-background bounding box) or ``center``.
+        zoom: in-plane resampling factor applied before cropping (0.5 halves a 512x512 CT);
+            1.0 keeps the native grid.
+        label_mode: ``regions`` (the dataset's default overlapping regions, e.g. BraTS WT/TC/ET)
+            or ``raw`` (one channel per label value).
+        ct_window: fixed HU window ``[low, high]`` for CT; empty: per-volume percentiles.
+        ct_percentiles: percentiles (of the whole volume) CT is clipped to when no window is set.
+        mri_nonzero: z-score MRI over the non-zero voxels only; ``None``: the dataset's default
+            (True for skull-stripped BraTS, False otherwise).
+        reorient: reorient volumes to RAS before slicing; ``None``: the dataset's default
+            (everything but ACDC, whose short-axis stacks are sliced along the stored last axis).
+        on_error: ``raise`` stops at the first bad case; ``skip`` skips it and lists it in the
+            summary.
+        max_cases: read only the first N cases (sorted by id); 0 reads all (handy for tests).
+    """
+
+    format: Literal["nnunet", "acdc", "brats", "kits", "amos", "npz"]
+    root: str
+    cache_dir: str = "cache"
+    patch_size: int = 128
+    seed: int = 0
+    val_fraction: float = 0.2
+    search_fraction: float = 0.5
+    empty_slice_fraction: float = 0.1
+    crop: Literal["label", "body", "center"] = "label"
+    zoom: float = 1.0
+    label_mode: Literal["regions", "raw"] = "regions"
+    ct_window: tuple[float, ...] = ()
+    ct_percentiles: tuple[float, float] = (0.5, 99.5)
+    mri_nonzero: bool | None = None
+    reorient: bool | None = None
+    on_error: Literal["raise", "skip"] = "raise"
+    max_cases: int = 0
+
+    def __post_init__(self) -> None:
+        if self.format not in FORMATS:
+            raise ValueError(f"format must be one of {FORMATS}, got {self.format!r}")
+        if self.patch_size < 8:
+            raise ValueError(f"patch_size must be >= 8, got {self.patch_size}")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        if not 0.0 < self.search_fraction <= 0.5:
+            raise ValueError(f"search_fraction must be in (0, 0.5], got {self.search_fraction}")
+        if not 0.0 <= self.empty_slice_fraction <= 1.0:
+            raise ValueError(
+                f"empty_slice_fraction must be in [0, 1], got {self.empty_slice_fraction}")
+        if not 0.0 < self.zoom <= 4.0:
+            raise ValueError(f"zoom must be in (0, 4], got {self.zoom}")
+        if self.ct_window and (len(self.ct_window) != 2 or self.ct_window[0] >= self.ct_window[1]):
+            raise ValueError(f"ct_window must be [low, high] with low < high, got {self.ct_window}")
+        lo, hi = self.ct_percentiles
+        if not 0.0 <= lo < hi <= 100.0:
+            raise ValueError(f"ct_percentiles must satisfy 0 <= low < high <= 100, got {lo, hi}")
+        if self.max_cases < 0:
+            raise ValueError(f"max_cases must be >= 0, got {self.max_cases}")
+
+    def content_dict(self) -> dict:
+        """The fields that change the cached slices (not the split or the cache location)."""
+        skip = {"cache_dir", "seed", "val_fraction", "search_fraction", "on_error"}
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name not in skip}

@@ -1,0 +1,138 @@
+"""``prepare_dataset``: read -> preprocess -> HDF5 cache -> splits.json -> PreparedDataset."""
+
+from __future__ import annotations
+
+import hashlib
+import pathlib
+
+import numpy as np
+
+from iac_tf.data import cache as cache_lib
+from iac_tf.data.config import DataConfig, DataError
+from iac_tf.data.datasets import DATASETS, list_cases
+from iac_tf.data.nifti import load_case
+from iac_tf.data.pipeline import PreparedDataset
+from iac_tf.data.preprocess import preprocess_case
+from iac_tf.data.splits import load_or_make_splits
+
+
+def resolve_paths(cfg: DataConfig) -> tuple[pathlib.Path, pathlib.Path]:
+    """``(root, cache_dir)``; a relative ``cache_dir`` is relative to the working directory."""
+    root = pathlib.Path(cfg.root).expanduser()
+    cache_dir = pathlib.Path(cfg.cache_dir).expanduser()
+    return root, (cache_dir if cache_dir.is_absolute() else pathlib.Path.cwd() / cache_dir)
+
+
+def prepare_dataset(cfg: DataConfig, progress: bool = True) -> PreparedDataset:
+    """Build (or reuse) the slice cache and ``splits.json`` of ``cfg``.
+
+    Raises:
+        DataError: bad input, naming the file and the problem (with ``on_error: skip`` bad
+            NIfTI cases are skipped instead and listed in :meth:`PreparedDataset.summary`).
+    """
+    root, cache_dir = resolve_paths(cfg)
+    name = root.stem if cfg.format == "npz" else root.name
+    build = _build_npz if cfg.format == "npz" else _build_volumes
+    cache_path = build(cfg, root, cache_dir, name, progress)
+    meta = cache_lib.read_meta(cache_path)
+    case_patients = dict(zip(meta["case_ids"], meta["patient_ids"]))
+    root_tag = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:8]
+    splits_path = cache_dir / f"{cfg.format}_{name}_{root_tag}_seed{cfg.seed}_splits.json"
+    splits = load_or_make_splits(splits_path, case_patients, cfg.seed, cfg.val_fraction,
+                                 cfg.search_fraction)
+    return PreparedDataset(cfg, cache_path, splits_path, meta, splits)
+
+
+def _tqdm(iterable, progress: bool, desc: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, desc=desc, disable=not progress, unit="case")
+
+
+def _build_volumes(cfg, root, cache_dir, name, progress) -> pathlib.Path:
+    spec = DATASETS[cfg.format]
+    cases = list_cases(cfg.format, root)
+    if cfg.max_cases:
+        cases = cases[: cfg.max_cases]
+    classes = spec.classes(root, cfg.label_mode)
+    files = [p for c in cases for p in (*c.image_paths, c.label_path) if p.is_file()]
+    key = cache_lib.cache_key(cfg.content_dict() | {"root": None},
+                              cache_lib.file_fingerprints(files, root))
+    path = cache_dir / f"{cfg.format}_{name}_{key[:12]}.h5"
+    if path.is_file():
+        return path
+    reorient = spec.reorient if cfg.reorient is None else cfg.reorient
+    nonzero = spec.mri_nonzero if cfg.mri_nonzero is None else cfg.mri_nonzero
+    skipped: list[str] = []
+    channels = len(cases[0].image_paths)
+    with cache_lib.CacheWriter(path, cfg.patch_size, channels, len(classes.names)) as writer:
+        for case in _tqdm(cases, progress, f"preprocessing {name}"):
+            try:
+                if len(case.image_paths) != channels:
+                    raise DataError(f"{case.case_id}: {len(case.image_paths)} channels, "
+                                    f"the dataset has {channels}")
+                image, label, _ = load_case(case.image_paths, case.label_path,
+                                            classes.allowed, reorient)
+            except DataError as exc:
+                if cfg.on_error == "raise":
+                    raise
+                skipped.append(f"{case.case_id}: {exc}")
+                continue
+            images, masks, slices = preprocess_case(
+                image, label, classes.values, case.modalities, patch_size=cfg.patch_size,
+                crop=cfg.crop, zoom=cfg.zoom, empty_slice_fraction=cfg.empty_slice_fraction,
+                ct_window=cfg.ct_window, ct_percentiles=cfg.ct_percentiles, mri_nonzero=nonzero)
+            writer.append(case.case_id, case.patient_id, images, masks, slices)
+        if not writer.case_ids:
+            raise DataError(f"{root}: every case was skipped: {skipped}")
+        writer.close(key, list(classes.names), skipped, cfg.content_dict())
+    return path
+
+
+def load_npz(path: pathlib.Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """``(images, masks, case_ids)`` of an ``npz`` dataset, validated."""
+    if not path.is_file():
+        raise DataError(f"{path}: npz file not found")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except Exception as exc:
+        raise DataError(f"{path}: not a readable .npz file ({exc})") from exc
+    for key in ("images", "masks"):
+        if key not in arrays:
+            raise DataError(f"{path}: missing array {key!r} (has {sorted(arrays)})")
+        if arrays[key].ndim != 4:
+            raise DataError(f"{path}: {key!r} must be (S, H, W, C), got {arrays[key].shape}")
+    images, masks = arrays["images"], arrays["masks"]
+    if images.shape[:3] != masks.shape[:3]:
+        raise DataError(f"{path}: images {images.shape} and masks {masks.shape} differ in (S,H,W)")
+    if not np.all(np.isfinite(images)):
+        raise DataError(f"{path}: 'images' contains NaN or infinite values")
+    if not np.isin(masks, (0, 1)).all():
+        raise DataError(f"{path}: 'masks' must be binary (0/1)")
+    if "case_ids" in arrays:
+        ids = [str(c) for c in arrays["case_ids"]]
+        if len(ids) != len(images):
+            raise DataError(f"{path}: {len(ids)} case_ids for {len(images)} slices")
+    else:
+        ids = [f"slice{i:06d}" for i in range(len(images))]
+    return images.astype(np.float32), masks.astype(np.uint8), ids
+
+
+def _build_npz(cfg, root, cache_dir, name, progress) -> pathlib.Path:
+    key = cache_lib.cache_key({"format": "npz"}, cache_lib.file_fingerprints(
+        [root] if root.is_file() else [], root.parent))
+    path = cache_dir / f"npz_{name}_{key[:12]}.h5"
+    if path.is_file():
+        return path
+    images, masks, ids = load_npz(root)
+    order: dict[str, list[int]] = {}
+    for i, case in enumerate(ids):
+        order.setdefault(case, []).append(i)
+    with cache_lib.CacheWriter(path, images.shape[1], images.shape[-1], masks.shape[-1]) as w:
+        if images.shape[1] != images.shape[2]:
+            raise DataError(f"{root}: slices must be square, got {images.shape[1:3]}")
+        for case, idx in _tqdm(order.items(), progress, f"caching {name}"):
+            w.append(case, case, images[idx], masks[idx], np.arange(len(idx)))
+        w.close(key, [f"class{k}" for k in range(masks.shape[-1])], [], {"format": "npz"})
+    return path
