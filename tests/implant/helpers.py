@@ -1,0 +1,42 @@
+"""Shared checks for the implantation tests."""
+
+import numpy as np
+
+from iac_tf._keras import keras
+from iac_tf.implant import find_skip_connections, implant, module_name, original_concat
+
+L = keras.layers
+
+
+def batch(model, n=1, seed=0):
+    """A random input batch for every input of ``model`` (None dims -> 32)."""
+    rng = np.random.RandomState(seed)
+    shapes = [[d or 32 for d in t.shape[1:]] for t in model.inputs]
+    arrays = [rng.rand(n, *s).astype("float32") for s in shapes]
+    return arrays[0] if len(arrays) == 1 else arrays
+
+
+def outputs_of(model, x, training=False):
+    out = model(x, training=training)
+    return [o.numpy() for o in (out if isinstance(out, (list, tuple)) else [out])]
+
+
+def assert_identity_implant(model, x):
+    """Implanting the original concatenations leaves every output bit-identical."""
+    expected = outputs_of(model, x)
+    skips = find_skip_connections(model)
+    new = implant(model, original_concat(skips))
+    got = outputs_of(new, x)
+    assert len(got) == len(expected)
+    for a, b in zip(got, expected):
+        assert np.array_equal(a, b)
+    names = [layer.name for layer in new.layers if layer.name.startswith("concat_level")]
+    assert sorted(names) == sorted(module_name("concat", s.level) for s in skips)
+    return skips, new
+
+
+def conv_module(level, up_shape, skip_shape):
+    """A trainable module: concatenate, then a 1x1 conv back to the concat's channels."""
+    concat = L.Concatenate(name=module_name("cat", level))
+    conv = L.Conv2D(up_shape[-1] + skip_shape[-1], 1, name=module_name("iac", level))
+    return lambda inputs: conv(concat(inputs))
