@@ -84,7 +84,8 @@ def build(sdist: pathlib.Path, out_root: pathlib.Path, window: int, margin: int)
     with tempfile.TemporaryDirectory() as tmp:
         with tarfile.open(sdist) as tar:
             members = [m for m in tar.getmembers()
-                       if m.name.endswith((".nrrd", "LICENSE.txt")) and "/data/baseline" not in m.name]
+                       if m.name.endswith((".nrrd", "LICENSE.txt"))
+                       and "/data/baseline" not in m.name]
             tar.extractall(tmp, members=members, filter="data")
         src = pathlib.Path(tmp) / f"pyradiomics-{VERSION}"
         final = out_root / DATASET
@@ -133,8 +134,10 @@ def build(sdist: pathlib.Path, out_root: pathlib.Path, window: int, margin: int)
             f"Built by `scripts/build_sample_data.py --window {window} --margin {margin}`:\n"
             f"NRRD (LPS) converted to NIfTI with a RAS affine; each volume cut to an in-plane\n"
             f"window of at most {window}x{window} voxels centred on the lesion bounding box and\n"
-            f"to the lesion's slices +-{margin}; images int16 as stored, labels uint8 (lesion=1).\n\n"
-            "| case | modality | original shape | kept shape | kept voxel ranges | lesion voxels |\n"
+            f"to the lesion's slices +-{margin}; images int16 as stored, labels uint8 "
+            "(lesion=1).\n\n"
+            "| case | modality | original shape | kept shape | kept voxel ranges "
+            "| lesion voxels |\n"
             "|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n"
         )
         if final.exists():
@@ -145,7 +148,8 @@ def build(sdist: pathlib.Path, out_root: pathlib.Path, window: int, margin: int)
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sdist", type=pathlib.Path, help="pyradiomics-3.0.1.tar.gz (else download)")
+    parser.add_argument("--sdist", type=pathlib.Path,
+                        help="pyradiomics-3.0.1.tar.gz (else download)")
     parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("data/sample"))
     parser.add_argument("--window", type=int, default=192, help="in-plane window (voxels)")
     parser.add_argument("--margin", type=int, default=3, help="slices kept either side of lesion")

@@ -10,12 +10,12 @@ Typical use (the ``data:`` section of an experiment YAML is a :class:`DataConfig
 
 Modules: ``config`` (DataConfig, DataError, SPLITS), ``datasets`` (the registry of layouts),
 ``nifti`` (reading + checks), ``preprocess`` (pure NumPy 3D -> 2D), ``splits`` (Fig. 5),
-``cache`` (HDF5), ``pipeline`` (PreparedDataset), ``prepare``, ``check``, ``cli`` (the functions
-behind ``iac data prepare|check``).
+``cache`` (HDF5), ``pipeline`` (PreparedDataset), ``prepare`` and ``check`` (behind
+``iac data prepare|check``).
 """
 
 from iac_tf.data.check import CheckReport, check_dataset
-from iac_tf.data.config import FORMATS, SPLITS, DataConfig, DataError
+from iac_tf.data.config import FORMATS, SPLITS, DataConfig, DataError, load_data_config
 from iac_tf.data.datasets import DATASETS
 from iac_tf.data.pipeline import PreparedDataset
 from iac_tf.data.prepare import prepare_dataset
@@ -24,6 +24,15 @@ from iac_tf.data.prepare import prepare_dataset
 SAMPLE_DATASET = "data/sample/Dataset001_PyradiomicsSample"
 
 __all__ = [
-    "DataConfig", "DataError", "SPLITS", "FORMATS", "DATASETS", "PreparedDataset",
-    "prepare_dataset", "check_dataset", "CheckReport", "SAMPLE_DATASET",
+    "DATASETS",
+    "FORMATS",
+    "SAMPLE_DATASET",
+    "SPLITS",
+    "CheckReport",
+    "DataConfig",
+    "DataError",
+    "PreparedDataset",
+    "check_dataset",
+    "load_data_config",
+    "prepare_dataset",
 ]

@@ -21,7 +21,7 @@ import hashlib
 import json
 import os
 import pathlib
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -102,7 +102,7 @@ class CacheWriter:
         finally:
             self.tmp.unlink(missing_ok=True)
 
-    def __enter__(self) -> "CacheWriter":
+    def __enter__(self) -> CacheWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

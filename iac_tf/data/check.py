@@ -54,10 +54,10 @@ def check_dataset(dataset_dir: str | pathlib.Path, format: str | None = None,
         from iac_tf.data.prepare import load_npz
 
         try:
-            images, masks, ids = load_npz(root)
+            images, masks, ids, npz_names = load_npz(root)
             rows.append(f"{len(images)} slices of {images.shape[1:]}, masks {masks.shape[1:]}, "
                         f"{len(set(ids))} case(s)")
-            names = tuple(f"class{k}" for k in range(masks.shape[-1]))
+            names = tuple(npz_names)
         except DataError as exc:
             problems.append(str(exc))
     else:

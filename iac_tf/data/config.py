@@ -93,3 +93,17 @@ class DataConfig:
         skip = {"cache_dir", "seed", "val_fraction", "search_fraction", "on_error"}
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
                 if f.name not in skip}
+
+
+def load_data_config(path) -> DataConfig:
+    """The ``data:`` section of an experiment YAML as a :class:`DataConfig` (errors name the
+    file and the key)."""
+    from iac_tf.config import ConfigError, from_dict, load_yaml
+
+    raw = load_yaml(path)
+    if "data" not in raw:
+        raise ConfigError(f"{path}: no 'data:' section")
+    try:
+        return from_dict(DataConfig, raw["data"], "data")
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None

@@ -12,7 +12,7 @@ import dataclasses
 import json
 import pathlib
 import re
-from typing import Callable
+from collections.abc import Callable
 
 from iac_tf.data.config import DataError
 
@@ -103,7 +103,8 @@ def find_nnunet(root: pathlib.Path) -> list[Case]:
     cases = []
     for label in sorted((root / "labelsTr").glob(f"*{ending}")):
         case = label.name[: -len(ending)]
-        images = tuple(root / "imagesTr" / f"{case}_{int(i):04d}{ending}" for i in sorted(channels, key=int))
+        images = tuple(root / "imagesTr" / f"{case}_{int(i):04d}{ending}"
+                       for i in sorted(channels, key=int))
         for path in images:
             if not path.is_file():
                 raise DataError(f"{path}: missing image channel of case {case}")
@@ -171,14 +172,17 @@ def find_amos(root: pathlib.Path) -> list[Case]:
 #: format -> layout. ``npz`` is handled by :mod:`iac_tf.data.prepare` (slices as they are).
 DATASETS: dict[str, DatasetSpec] = {
     "nnunet": DatasetSpec(find_nnunet, _json_classes,
-                          "DatasetXXX_Name/dataset.json, imagesTr/CASE_0000.nii.gz, labelsTr/CASE.nii.gz"),
+                          "DatasetXXX_Name/dataset.json, imagesTr/CASE_0000.nii.gz, "
+                          "labelsTr/CASE.nii.gz"),
     "acdc": DatasetSpec(find_acdc, _fixed({"RV": 1, "MYO": 2, "LV": 3},
                                           {"RV": (1,), "MYO": (2,), "LV": (3,)}),
-                        "[database/]training/patientNNN/ with Info.cfg, patientNNN_frameXX[_gt].nii.gz",
+                        "[database/]training/patientNNN/ with Info.cfg, "
+                        "patientNNN_frameXX[_gt].nii.gz",
                         reorient=False),
     "brats": DatasetSpec(find_brats, _fixed({"NETC": 1, "SNFH": 2, "ET": 3},
                                             {"WT": (1, 2, 3), "TC": (1, 3), "ET": (3,)}),
-                         "BraTS-GLI-NNNNN-TTT/BraTS-GLI-NNNNN-TTT-{t1n,t1c,t2w,t2f,seg}.nii.gz",
+                         "BraTS-GLI-NNNNN-TTT/BraTS-GLI-NNNNN-TTT-"
+                         "{t1n,t1c,t2w,t2f,seg}.nii.gz",
                          mri_nonzero=True),
     "kits": DatasetSpec(find_kits, _fixed({"kidney": 1, "tumor": 2, "cyst": 3},
                                           {"kidney_and_masses": (1, 2, 3), "masses": (2, 3),

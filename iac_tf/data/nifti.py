@@ -8,7 +8,7 @@ a corrupt or non-NIfTI file, non-finite intensities, image/label shape or affine
 from __future__ import annotations
 
 import pathlib
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -38,7 +38,8 @@ def load_nifti(path: str | pathlib.Path, reorient: bool) -> tuple[np.ndarray, np
     except DataError:
         raise
     except Exception as exc:  # nibabel raises many types for corrupt / truncated files
-        raise DataError(f"{path}: corrupt or not a NIfTI file ({type(exc).__name__}: {exc})") from exc
+        raise DataError(
+            f"{path}: corrupt or not a NIfTI file ({type(exc).__name__}: {exc})") from exc
     if data.ndim == 4 and data.shape[-1] == 1:
         data = data[..., 0]
     if data.ndim != 3:
@@ -79,7 +80,8 @@ def load_case(
     bad = sorted(set(values.tolist()) - set(int(v) for v in allowed_labels))
     if bad:
         raise DataError(
-            f"{label_path}: label value(s) {bad} outside the dataset's set {sorted(allowed_labels)}")
+            f"{label_path}: label value(s) {bad} outside the dataset's set "
+            f"{sorted(allowed_labels)}")
     return np.stack(channels, axis=-1), label.astype(np.int16), ref_affine
 
 

@@ -32,7 +32,7 @@ class PreparedDataset:
         splits: the content of ``splits.json`` (patients and case ids per split).
     """
 
-    def __init__(self, config: "DataConfig", cache_path: pathlib.Path,
+    def __init__(self, config: DataConfig, cache_path: pathlib.Path,
                  splits_path: pathlib.Path, meta: dict, splits: dict):
         self.config = config
         self.cache_path = pathlib.Path(cache_path)
@@ -64,14 +64,16 @@ class PreparedDataset:
         return np.flatnonzero(np.isin(self._case_index, case_numbers))
 
     def num_slices(self, split: str) -> int:
-        return int(len(self.indices(split)))
+        return len(self.indices(split))
 
     def arrays(self, split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """``(images (S,H,W,C) float32, masks (S,H,W,N) float32, case id per slice)``."""
         idx = self.indices(split)
         with self._h5() as f:
-            images = f["images"][idx] if len(idx) else np.zeros((0,) + f["images"].shape[1:], np.float32)
-            masks = f["masks"][idx] if len(idx) else np.zeros((0,) + f["masks"].shape[1:], np.uint8)
+            images, masks = (
+                (f["images"][idx], f["masks"][idx]) if len(idx) else
+                (np.zeros((0, *f["images"].shape[1:]), np.float32),
+                 np.zeros((0, *f["masks"].shape[1:]), np.uint8)))
         return (images.astype(np.float32, copy=False), masks.astype(np.float32),
                 [self.case_ids[i] for i in self._case_index[idx]])
 
@@ -110,13 +112,14 @@ class PreparedDataset:
             raise DataError(f"{self.cache_path}: split {split!r} has no slices")
         read = self._source(split)
         p, c, k = self.patch_size, self.in_channels, self.num_classes
+        b = batch_size if drop_remainder else None
 
         def load(rows):
             images, masks = tf.numpy_function(
                 lambda r: read(np.asarray(r, np.int64)), [rows], (tf.float32, tf.float32),
                 stateful=False)
-            images.set_shape((None, p, p, c))
-            masks.set_shape((None, p, p, k))
+            images.set_shape((b, p, p, c))
+            masks.set_shape((b, p, p, k))
             return images, masks
 
         ds = tf.data.Dataset.range(n)

@@ -89,8 +89,11 @@ def _build_volumes(cfg, root, cache_dir, name, progress) -> pathlib.Path:
     return path
 
 
-def load_npz(path: pathlib.Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """``(images, masks, case_ids)`` of an ``npz`` dataset, validated."""
+def load_npz(path: pathlib.Path) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
+    """``(images, masks, case_ids, class_names)`` of an ``npz`` dataset, validated.
+
+    Optional arrays: ``case_ids`` (S,) (else each slice is its own case) and ``class_names`` (N,).
+    """
     if not path.is_file():
         raise DataError(f"{path}: npz file not found")
     try:
@@ -116,7 +119,11 @@ def load_npz(path: pathlib.Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
             raise DataError(f"{path}: {len(ids)} case_ids for {len(images)} slices")
     else:
         ids = [f"slice{i:06d}" for i in range(len(images))]
-    return images.astype(np.float32), masks.astype(np.uint8), ids
+    default = [f"class{k}" for k in range(masks.shape[-1])]
+    names = [str(n) for n in arrays.get("class_names", default)]
+    if len(names) != masks.shape[-1]:
+        raise DataError(f"{path}: {len(names)} class_names for {masks.shape[-1]} mask channels")
+    return images.astype(np.float32), masks.astype(np.uint8), ids, names
 
 
 def _build_npz(cfg, root, cache_dir, name, progress) -> pathlib.Path:
@@ -125,7 +132,7 @@ def _build_npz(cfg, root, cache_dir, name, progress) -> pathlib.Path:
     path = cache_dir / f"npz_{name}_{key[:12]}.h5"
     if path.is_file():
         return path
-    images, masks, ids = load_npz(root)
+    images, masks, ids, names = load_npz(root)
     order: dict[str, list[int]] = {}
     for i, case in enumerate(ids):
         order.setdefault(case, []).append(i)
@@ -134,5 +141,5 @@ def _build_npz(cfg, root, cache_dir, name, progress) -> pathlib.Path:
             raise DataError(f"{root}: slices must be square, got {images.shape[1:3]}")
         for case, idx in _tqdm(order.items(), progress, f"caching {name}"):
             w.append(case, case, images[idx], masks[idx], np.arange(len(idx)))
-        w.close(key, [f"class{k}" for k in range(masks.shape[-1])], [], {"format": "npz"})
+        w.close(key, names, [], {"format": "npz"})
     return path

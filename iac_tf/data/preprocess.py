@@ -7,7 +7,7 @@ class -> keep every slice with foreground plus an evenly spaced share of the emp
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

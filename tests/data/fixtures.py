@@ -96,8 +96,8 @@ def write_kits(root: pathlib.Path, cases=(0, 1, 2, 3, 4)) -> pathlib.Path:
         ct = volume(k, low=-1024.0, high=1500.0)
         save(to_kits_order(ct), folder / "imaging.nii.gz", KITS_AFFINE)
         save(to_kits_order(blob_label((1, 2, 3))), folder / "segmentation.nii.gz", KITS_AFFINE)
-        save(to_kits_order(blob_label((1,))), folder / "instances" / "kidney_instance-1_annotation-1.nii.gz",
-             KITS_AFFINE)
+        save(to_kits_order(blob_label((1,))),
+             folder / "instances" / "kidney_instance-1_annotation-1.nii.gz", KITS_AFFINE)
     return root
 
 
