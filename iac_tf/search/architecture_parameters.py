@@ -60,7 +60,8 @@ class ArchitectureParameters(keras.layers.Layer):
         seed = None if self.seed is None else int(self.seed) + offset
         return keras.initializers.RandomNormal(stddev=NORMAL_INIT_SCALE, seed=seed)
 
-    def call(self, inputs):
+    @tf.autograph.experimental.do_not_convert  # plain Python loops over static structure
+    def call(self, inputs, training=None):  # noqa: ARG002 (Keras passes it)
         del inputs  # only anchors the layer in a functional graph
         return tf.identity(self.alpha), tf.identity(self.beta)
 

@@ -57,24 +57,25 @@ class DiscreteCell(keras.layers.Layer):
         check_cell_inputs(self.name, shape0, shape1)
         build_io_layers(self, shape0, shape1, affine=True)
         state = shape0[:-1].concatenate([self.C])
+        # flat list, two ops per node in genotype order (Keras-format saving walks flat lists)
         self.node_ops = []
         for j, node in enumerate(self.genotype.edges):
-            ops = []
             for k, (op_name, i) in enumerate(node):
                 op = make_op(op_name, self.C, True, name=f"node{j}_op{k}_{op_name}_x{i}",
                              dtype=self.dtype_policy)
-                ops.append((build_sublayer(op, state), i))
-            self.node_ops.append(ops)
+                self.node_ops.append(build_sublayer(op, state))
         super().build(input_shape)
 
+    @tf.autograph.experimental.do_not_convert  # plain Python loops over static structure
     def call(self, inputs, training=None):
         input0, input1 = inputs
         states = [
             self.preprocess0(input0, training=training),
             self.preprocess1(input1, training=training),
         ]
-        for ops in self.node_ops:
-            states.append(tf.add_n([op(states[i], training=training) for op, i in ops]))
+        for j, node in enumerate(self.genotype.edges):
+            ops = self.node_ops[2 * j : 2 * j + 2]
+            states.append(tf.add_n([op(states[i], training=training) for op, (_, i) in zip(ops, node)]))
         return self.output_conv(tf.concat(states[2:], axis=-1))
 
     def compute_output_shape(self, input_shape):

@@ -59,6 +59,7 @@ class MixedOp(keras.layers.Layer):
             self.pool_bns.append(bn)
         super().build(input_shape)
 
+    @tf.autograph.experimental.do_not_convert  # plain Python loops over static structure
     def call(self, inputs, training=None):
         x, phi = inputs
         x = tf.cast(x, self.compute_dtype)

@@ -60,7 +60,8 @@ def build_sublayer(layer, input_shape):
 class Zero(keras.layers.Layer):
     """The ``none`` operation: a tensor of zeros shaped like the input."""
 
-    def call(self, inputs):
+    @tf.autograph.experimental.do_not_convert  # plain Python loops over static structure
+    def call(self, inputs, training=None):  # noqa: ARG002 (Keras passes it)
         return tf.zeros_like(inputs)
 
 
@@ -68,7 +69,8 @@ class Zero(keras.layers.Layer):
 class Identity(keras.layers.Layer):
     """The ``skip_connect`` operation (stride 1): the input unchanged."""
 
-    def call(self, inputs):
+    @tf.autograph.experimental.do_not_convert  # plain Python loops over static structure
+    def call(self, inputs, training=None):  # noqa: ARG002 (Keras passes it)
         return tf.identity(inputs)
 
 
@@ -99,7 +101,8 @@ class ReLUSepConvBN(keras.layers.Layer):
         self.affine = bool(affine)
 
     def build(self, input_shape):
-        self.blocks = []
+        # flat lists of layers (Keras-format saving walks lists of layers, not lists of tuples)
+        self.depthwise, self.pointwise, self.bns = [], [], []
         shape = tf.TensorShape(input_shape)
         for r in range(self.repeats):
             depthwise = keras.layers.DepthwiseConv2D(
@@ -114,12 +117,15 @@ class ReLUSepConvBN(keras.layers.Layer):
             build_sublayer(pointwise, shape)
             shape = shape[:-1].concatenate([self.filters])
             build_sublayer(bn, shape)
-            self.blocks.append((depthwise, pointwise, bn))
+            self.depthwise.append(depthwise)
+            self.pointwise.append(pointwise)
+            self.bns.append(bn)
         super().build(input_shape)
 
+    @tf.autograph.experimental.do_not_convert  # plain Python loops over static structure
     def call(self, inputs, training=None):
         x = inputs
-        for depthwise, pointwise, bn in self.blocks:
+        for depthwise, pointwise, bn in zip(self.depthwise, self.pointwise, self.bns):
             x = bn(pointwise(depthwise(tf.nn.relu(x))), training=training)
         return x
 
@@ -169,6 +175,7 @@ class ReLUConvBN(keras.layers.Layer):
         build_sublayer(self.bn, shape[:-1].concatenate([self.filters]))
         super().build(input_shape)
 
+    @tf.autograph.experimental.do_not_convert  # plain Python loops over static structure
     def call(self, inputs, training=None):
         return self.bn(self.conv(tf.nn.relu(inputs)), training=training)
 

@@ -85,7 +85,8 @@ class PsiEdgeNorm(keras.layers.Layer):
         self.steps = int(steps)
         self.num_edges = num_edges(self.steps)
 
-    def call(self, inputs):
+    @tf.autograph.experimental.do_not_convert  # plain Python loops over static structure
+    def call(self, inputs, training=None):  # noqa: ARG002 (Keras passes it)
         beta = tf.cast(inputs, tf.float32)
         if beta.shape.rank != 1 or beta.shape[0] != self.num_edges:
             raise ValueError(

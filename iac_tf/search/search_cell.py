@@ -81,6 +81,7 @@ class SearchCell(keras.layers.Layer):
             self.edges.append(edge)
         super().build(input_shape)
 
+    @tf.autograph.experimental.do_not_convert  # plain Python loops over static structure
     def call(self, inputs, training=None):
         input0, input1, alpha, beta = inputs
         phi = tf.nn.softmax(tf.cast(alpha, tf.float32), axis=-1)  # eq. (1), float32

@@ -79,13 +79,13 @@ def test_conv_ops_match_numpy(name, dilation, repeats):
     x = np.random.default_rng(1).normal(size=(1, 9, 9, C)).astype(np.float32)
     got = op(x, training=False).numpy()
     y = x.astype(np.float64)
-    for depthwise, pointwise, bn in op.blocks:
+    for depthwise, pointwise, bn in zip(op.depthwise, op.pointwise, op.bns):
         assert depthwise.dilation_rate == (dilation, dilation)
         y = _depthwise_same(np.maximum(y, 0), depthwise.depthwise_kernel.numpy(), dilation)
         y = y @ pointwise.kernel.numpy()[0, 0]
         y = (y - bn.moving_mean.numpy()) / np.sqrt(bn.moving_variance.numpy() + bn.epsilon)
         y = y * bn.gamma.numpy() + bn.beta.numpy()
-    assert len(op.blocks) == repeats
+    assert len(op.depthwise) == len(op.bns) == repeats
     np.testing.assert_allclose(got, y, rtol=1e-4, atol=1e-5)
 
 

@@ -104,6 +104,17 @@ def test_two_input_node_gets_no_gradient_in_tan_mode_but_does_in_softmax():
     assert np.all(np.abs(tape.gradient(soft_loss, beta).numpy()) > 1e-3)
 
 
+def test_exact_tie_of_two_inputs_takes_the_uncapped_branch():
+    # beta = (1, 1), the paper's ones init: Psi_hat = (0.5, 0.5) is not > 0.5, so eq. (7) applies
+    # and the gradient is softmax's; any step off the tie caps it and the gradient vanishes.
+    beta = tf.Variable([1.0, 1.0])
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(psi_edge_weights(beta, "tan") * tf.constant([1.0, -1.0]))
+    grad = tape.gradient(loss, beta).numpy()
+    expected = 0.25 * 2 / np.cos(1.0) ** 2  # dPsi0/dt0 * dt0/dbeta0, minus the other edge
+    np.testing.assert_allclose(grad, [expected, -expected], rtol=1e-5)
+
+
 @pytest.mark.parametrize("mode", ["tan", "softmax"])
 def test_no_nan_or_inf_across_the_poles_of_tan(mode):
     sweep = np.linspace(-HALF_PI - 0.05, HALF_PI + 0.05, 2001)
