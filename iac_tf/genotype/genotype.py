@@ -104,7 +104,7 @@ class Genotype:
         """Parse JSON text, or read it from a file path (a ``Path`` or a string naming a file)."""
         source, text = "genotype JSON", text_or_path
         if isinstance(text_or_path, Path) or (
-            isinstance(text_or_path, str) and not text_or_path.lstrip().startswith("{")
+            isinstance(text_or_path, str) and not text_or_path.lstrip().startswith(("{", "["))
         ):
             source = str(text_or_path)
             try:

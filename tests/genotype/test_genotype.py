@@ -1,0 +1,68 @@
+"""Genotype record: validation, JSON round trip and errors, printing, DOT and PNG drawing."""
+
+import json
+
+import pytest
+
+from iac_tf.genotype import FORMAT_VERSION, Genotype, GenotypeError
+
+EDGES = (
+    (("sep_conv_3x3", 1), ("skip_connect", 0)),
+    (("dil_conv_5x5", 2), ("max_pool_3x3", 0)),
+    (("avg_pool_3x3", 3), ("sep_conv_5x5", 1)),
+    (("dil_conv_3x3", 4), ("skip_connect", 2)),
+)
+
+
+def test_json_round_trip(tmp_path):
+    g = Genotype(EDGES)
+    assert Genotype.from_json(g.to_json()) == g
+    path = tmp_path / "genotype.json"
+    g.to_json(path)
+    assert Genotype.from_json(path) == g
+    assert Genotype.from_json(str(path)) == g
+    data = json.loads(path.read_text())
+    assert data["version"] == FORMAT_VERSION and data["edges"][0] == [["sep_conv_3x3", 1], ["skip_connect", 0]]
+    assert Genotype([[list(p) for p in node] for node in EDGES]) == g  # lists accepted
+
+
+@pytest.mark.parametrize("text,match", [
+    ("{not json", "not valid JSON"),
+    ('[1, 2]', "expected a JSON object"),
+    ('{"format": "darts", "version": 1, "edges": []}', "'format' must be"),
+    ('{"format": "iac_tf.genotype", "version": 99, "edges": []}', "unsupported version 99"),
+    ('{"format": "iac_tf.genotype", "version": 1, "edges": [], "x": 1}', "unknown keys"),
+    ('{"format": "iac_tf.genotype", "version": 1, "edges": []}', "non-empty list"),
+    ('{"format": "iac_tf.genotype", "version": 1, "edges": [[["conv_7x7", 0], ["skip_connect", 1]]]}',
+     "unknown operation 'conv_7x7'"),
+    ('{"format": "iac_tf.genotype", "version": 1, "edges": [[["none", 0], ["skip_connect", 1]]]}',
+     "'none' cannot"),
+    ('{"format": "iac_tf.genotype", "version": 1, "edges": [[["skip_connect", 2], ["skip_connect", 1]]]}',
+     r"input index must be an int in \[0, 1\]"),
+    ('{"format": "iac_tf.genotype", "version": 1, "edges": [[["skip_connect", 0]]]}', "exactly 2"),
+])
+def test_malformed_json(text, match):
+    with pytest.raises(GenotypeError, match=match):
+        Genotype.from_json(text)
+
+
+def test_missing_file_names_it(tmp_path):
+    with pytest.raises(GenotypeError, match="missing.json"):
+        Genotype.from_json(tmp_path / "missing.json")
+
+
+def test_readable_str_and_dot():
+    g = Genotype(EDGES)
+    text = str(g)
+    assert "node0 = sep_conv_3x3 <- input1 (skip), skip_connect <- input0 (decoder)" in text
+    assert "node3 = dil_conv_3x3 <- node2" in text
+    dot = g.to_dot()
+    assert dot.startswith("digraph") and 'n1 -> n2 [label="avg_pool_3x3"]' in dot
+    assert dot.count("->") == 8 + 4
+
+
+def test_draw_png_and_dot(tmp_path):
+    path = Genotype(EDGES).draw(tmp_path / "cell.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert path.stat().st_size > 5000
+    assert (tmp_path / "cell.dot").read_text().startswith("digraph")
