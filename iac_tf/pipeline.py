@@ -88,13 +88,18 @@ def run_stage2(cfg: ExperimentConfig):
     bs = cfg.stage2.batch_size
     _log(f"Stage II: searching on {unet_path} with {prepared.num_slices('train_search_dt')} / "
          f"{prepared.num_slices('val_search_dt')} search slices -> {cfg.stage_dir(2)}")
+    from iac_tf._keras import tf
+
+    strategy = (tf.distribute.MirroredStrategy() if cfg.stage2.distribute == "mirrored"
+                else tf.distribute.get_strategy())
     with precision_policy(cfg.stage2.mixed_precision):
-        unet = load_unet(unet_path)
+        with strategy.scope():
+            unet = load_unet(unet_path)
         result = search(
             unet,
             lambda e, s: prepared.dataset("train_search_dt", bs, shuffle=cfg.stage2.shuffle, seed=s),
             lambda e, s: prepared.dataset("val_search_dt", bs, shuffle=cfg.stage2.shuffle, seed=s),
-            cfg.stage2, cfg.stage_dir(2), seed=cfg.seed,
+            cfg.stage2, cfg.stage_dir(2), seed=cfg.seed, strategy=strategy,
         )
     _log(f"Stage II done: {len(result.genotype_paths)} genotypes in {cfg.stage_dir(2) / 'genotypes'}")
     return result
@@ -128,7 +133,7 @@ def run_stage3(cfg: ExperimentConfig):
     prepared = prepare(cfg)
     unet_path = trained_unet_path(cfg)
     geno_path = stage3_genotype_path(cfg)
-    genotype = Genotype.from_json(geno_path.read_text())
+    genotype = Genotype.from_json(geno_path)
     _log(f"Stage III: genotype {geno_path} -> {cfg.stage_dir(3)}\n{genotype}")
     with precision_policy(cfg.stage3.mixed_precision):
         unet = load_unet(unet_path)

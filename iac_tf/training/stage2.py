@@ -24,7 +24,7 @@ import numpy as np
 from iac_tf._keras import keras, tf
 from iac_tf.training.common import epoch_seed, make_optimizer
 from iac_tf.training.loop import EpochLoop
-from iac_tf.training.runs import atomic_write_json
+from iac_tf.training.runs import atomic_write_json, atomic_write_text
 from iac_tf.training.schedules import cosine_power_annealing, linear_ramp
 from iac_tf.training.supernet import SearchSupernet
 
@@ -52,6 +52,8 @@ class Stage2Config:
         reg_lambda_start / reg_lambda_end: lambda_e ramps linearly between them over the search
             epochs after the warm-up.
         mixed_precision: ``mixed_float16`` (alpha, beta, Psi stay float32).
+        distribute: ``mirrored`` runs the search under ``tf.distribute.MirroredStrategy`` over all
+            visible GPUs (``batch_size`` is then the global batch).
         shuffle: reshuffle both search sets every epoch, deterministically from the seed.
         draw_genotypes: also write a PNG drawing of every epoch's genotype.
         checkpoints_to_keep / verbose: as in Stage I.
@@ -79,6 +81,7 @@ class Stage2Config:
     reg_lambda_start: float = 0.0
     reg_lambda_end: float = 1.0
     mixed_precision: bool = False
+    distribute: Literal["none", "mirrored"] = "none"
     shuffle: bool = True
     draw_genotypes: bool = True
     checkpoints_to_keep: int = 2
@@ -186,6 +189,7 @@ def search(
     cfg: Stage2Config,
     run_dir: str | os.PathLike,
     seed: int = 0,
+    strategy: tf.distribute.Strategy | None = None,
 ) -> SearchResult:
     """Run Algorithm 1 on ``unet`` (frozen) and write the search outputs to ``run_dir``.
 
@@ -198,13 +202,18 @@ def search(
         cfg: the search configuration.
         run_dir: stage folder; an interrupted search there is resumed.
         seed: run seed (data order).
+        strategy: a ``tf.distribute`` strategy (e.g. ``MirroredStrategy`` for several GPUs); the
+            supernet and optimisers are built in its scope, ``unet`` should be loaded there too.
+            Batches are global (split over the replicas).
     """
     from iac_tf.genotype import derive_genotype
 
     run_dir = pathlib.Path(run_dir)
     (run_dir / "genotypes").mkdir(parents=True, exist_ok=True)
     (run_dir / "arch").mkdir(parents=True, exist_ok=True)
-    supernet = build_supernet(unet, cfg)
+    strategy = strategy or tf.distribute.get_strategy()
+    with strategy.scope():
+        supernet = build_supernet(unet, cfg)
     loop = EpochLoop(
         run_dir,
         {"supernet": supernet, "arch_optimizer": supernet.arch_optimizer,
@@ -232,7 +241,7 @@ def search(
         genotype = derive_genotype(np.asarray(state["alpha"]), np.asarray(state["beta"]),
                                    edge_norm=cfg.edge_norm)
         path = run_dir / "genotypes" / f"epoch_{epoch:03d}.json"
-        genotype.save(path) if hasattr(genotype, "save") else _write_text(path, genotype.to_json())
+        atomic_write_text(path, genotype.to_json() + "\n")
         if cfg.draw_genotypes:
             try:
                 genotype.draw(run_dir / "genotypes" / f"epoch_{epoch:03d}.png")
@@ -263,8 +272,3 @@ def search(
     all_paths = sorted((run_dir / "genotypes").glob("epoch_*.json"))
     return SearchResult(run_dir=run_dir, genotype_paths=all_paths, history=history, seconds=seconds)
 
-
-def _write_text(path: pathlib.Path, text: str) -> None:
-    from iac_tf.training.runs import atomic_write_text
-
-    atomic_write_text(path, text)

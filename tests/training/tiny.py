@@ -7,23 +7,23 @@ import numpy as np
 from iac_tf._keras import keras, tf
 
 
-def tiny_unet(size: int = 32, channels: int = 1, classes: int = 1, f: int = 8) -> keras.Model:
-    """A two-level functional U-Net whose skips are Concatenate([up, skip]) like the zoo's."""
-    x_in = keras.Input((size, size, channels), name="image")
-    e1 = keras.layers.Conv2D(f, 3, padding="same", activation="relu", name="enc1")(x_in)
-    p1 = keras.layers.MaxPool2D(name="pool1")(e1)
-    e2 = keras.layers.Conv2D(2 * f, 3, padding="same", name="enc2_conv")(p1)
-    e2 = keras.layers.BatchNormalization(name="enc2_bn")(e2)
-    e2 = keras.layers.Activation("relu", name="enc2_relu")(e2)
-    p2 = keras.layers.MaxPool2D(name="pool2")(e2)
-    b = keras.layers.Conv2D(4 * f, 3, padding="same", activation="relu", name="bottleneck")(p2)
-    u1 = keras.layers.UpSampling2D(name="decoder_stage0_upsampling")(b)
-    c1 = keras.layers.Concatenate(name="decoder_stage0_concat")([u1, e2])
-    d1 = keras.layers.Conv2D(2 * f, 3, padding="same", activation="relu", name="dec1")(c1)
-    u2 = keras.layers.UpSampling2D(name="decoder_stage1_upsampling")(d1)
-    c2 = keras.layers.Concatenate(name="decoder_stage1_concat")([u2, e1])
-    d2 = keras.layers.Conv2D(f, 3, padding="same", activation="relu", name="dec2")(c2)
-    out = keras.layers.Conv2D(classes, 1, activation="sigmoid", dtype="float32", name="head")(d2)
+def tiny_unet(size: int = 32, channels: int = 1, classes: int = 1, f: int = 8, levels: int = 2) -> keras.Model:
+    """A functional U-Net with ``levels`` skips, each a Concatenate([up, skip]) like the zoo's."""
+    x = x_in = keras.Input((size, size, channels), name="image")
+    skips = []
+    for i in range(levels):
+        x = keras.layers.Conv2D(f * 2**i, 3, padding="same", name=f"enc{i}_conv")(x)
+        x = keras.layers.BatchNormalization(name=f"enc{i}_bn")(x)
+        x = keras.layers.Activation("relu", name=f"enc{i}_relu")(x)
+        skips.append(x)
+        x = keras.layers.MaxPool2D(name=f"pool{i}")(x)
+    x = keras.layers.Conv2D(f * 2**levels, 3, padding="same", activation="relu", name="bottleneck")(x)
+    for stage, skip in enumerate(reversed(skips)):
+        up = keras.layers.UpSampling2D(name=f"decoder_stage{stage}_upsampling")(x)
+        x = keras.layers.Concatenate(name=f"decoder_stage{stage}_concat")([up, skip])
+        x = keras.layers.Conv2D(skip.shape[-1], 3, padding="same", activation="relu",
+                                name=f"decoder_stage{stage}_conv")(x)
+    out = keras.layers.Conv2D(classes, 1, activation="sigmoid", dtype="float32", name="head")(x)
     return keras.Model(x_in, out, name="tiny_unet")
 
 
