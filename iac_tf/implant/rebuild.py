@@ -48,6 +48,16 @@ def _check_name(skip: SkipConnection, module: Any, taken: dict[str, Any]) -> Non
     taken[module.name] = module
 
 
+def _in_inference_mode(layer: Any, args: list, kwargs: dict) -> tuple[list, dict]:
+    """The call arguments with ``training=False``, also where the graph passed it positionally."""
+    if not getattr(layer, "_expects_training_arg", False):
+        return args, kwargs
+    spec = getattr(layer, "_call_spec", None)
+    if spec is None:
+        return args, {**kwargs, "training": False}
+    return spec.set_arg_value("training", False, args, kwargs, inputs_in_args=True)
+
+
 def _replay(graph: Graph, located: list, make_module: MakeModule) -> list:
     """The new output tensors of the model (flat, in ``graph.output_keys`` order)."""
     by_call = {call.index: skip for skip, call in located}
@@ -63,9 +73,8 @@ def _replay(graph: Graph, located: list, make_module: MakeModule) -> list:
             outputs = module([up, encoder])
             _check_output(skip, module, outputs)
         else:
-            args, kwargs = call_arguments(call, tensors)
-            if getattr(call.layer, "_expects_training_arg", False):
-                kwargs["training"] = False  # the frozen U-Net always runs in inference mode
+            # The frozen U-Net always runs in inference mode (BatchNorm, Dropout, ...).
+            args, kwargs = _in_inference_mode(call.layer, *call_arguments(call, tensors))
             outputs = call.layer(*args, **kwargs)
         for key, tensor in zip(call.output_keys, tf.nest.flatten(outputs)):
             tensors[key] = tensor

@@ -100,6 +100,20 @@ def test_frozen_unet_runs_in_inference_mode_when_training():
     assert np.array_equal(outputs_of(new, x, training=True)[0], expected[0])
 
 
+def test_explicit_training_arguments_are_overridden():
+    """MC-dropout style calls (training=True, even positional) also run in inference mode."""
+    inputs = keras.Input((16, 16, 2))
+    e = L.Dropout(0.5)(L.Conv2D(4, 3, padding="same")(inputs), True)
+    b = L.BatchNormalization()(L.MaxPooling2D()(e), training=True)
+    d = L.Concatenate()([L.UpSampling2D()(b), e])
+    model = keras.Model(inputs, L.Conv2D(1, 1)(d))
+    new = implant(model, conv_module)
+    x = batch(model, n=2)
+    first = outputs_of(new, x, training=True)[0]
+    assert np.array_equal(first, outputs_of(new, x, training=True)[0])
+    assert np.array_equal(first, outputs_of(new, x, training=False)[0])
+
+
 def test_freeze_unet_freezes_nested_layers():
     model = unets.nested_encoder_unet()
     assert freeze_unet(model) is model
