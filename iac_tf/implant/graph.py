@@ -20,8 +20,9 @@ sub-model and the outputs of its outer call are *aliases* of other keys; every k
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from iac_tf._keras import keras, tf
 
@@ -79,9 +80,14 @@ def contains_concatenate(model: Any) -> bool:
     return False
 
 
+def flatten_if_concatenate(layer: Any) -> bool:
+    """The default rule: expand a nested functional model iff it contains a `Concatenate`."""
+    return is_functional(layer) and contains_concatenate(layer)
+
+
 def ordered_nodes(model: Any) -> list:
     """The non-input nodes of a functional model in a topological order (inputs first)."""
-    depths = sorted(model._nodes_by_depth, reverse=True)  # noqa: SLF001 (Keras 2 graph API)
+    depths = sorted(model._nodes_by_depth, reverse=True)
     return [node for depth in depths for node in model._nodes_by_depth[depth] if not node.is_input]
 
 
@@ -115,7 +121,7 @@ def build_graph(model: Any, should_flatten: Callable[[Any], bool] | None = None)
             "so its graph cannot be walked."
         )
     if should_flatten is None:
-        should_flatten = lambda layer: is_functional(layer) and contains_concatenate(layer)  # noqa: E731
+        should_flatten = flatten_if_concatenate
 
     alias: dict[TensorKey, TensorKey] = {}
     shapes: dict[TensorKey, tuple] = {}
@@ -148,7 +154,7 @@ def build_graph(model: Any, should_flatten: Callable[[Any], bool] | None = None)
         if should_flatten(node.layer):
             inner, inner_scope = node.layer, next_scope
             next_scope += 1
-            outer_inputs = inner._flatten_to_reference_inputs(node.call_args[0])  # noqa: SLF001
+            outer_inputs = inner._flatten_to_reference_inputs(node.call_args[0])
             for inner_input, outer_input in zip(inner.inputs, outer_inputs):
                 alias[(inner_scope, id(inner_input))] = resolve((scope, id(outer_input)))
             for outer_key, outer_output, inner_output in zip(out_keys, outputs, inner.outputs):

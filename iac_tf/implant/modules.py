@@ -11,7 +11,8 @@ Give layers deterministic, unique names with `module_name` (e.g. ``module_name("
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from iac_tf._keras import keras
 

@@ -108,6 +108,6 @@ def implant(model: Any, make_module: MakeModule, name: str | None = None) -> Any
     located = locate_skips(graph)
     freeze_unet(model)
     outputs = _replay(graph, located, make_module)
-    structure = model._nested_outputs  # noqa: SLF001 (keep a single output a tensor, not a list)
+    structure = model._nested_outputs
     outputs = tf.nest.pack_sequence_as(structure, outputs)
     return keras.Model(model.inputs, outputs, name=name or f"{model.name}_implanted")

@@ -49,7 +49,10 @@ def compare_resolution(before: tuple, after: tuple) -> str:
 
 
 def _named_upsampling(layer: Any) -> bool:
-    names = [getattr(layer, "symbol", ""), getattr(getattr(layer, "function", None), "__name__", "")]
+    names = [
+        getattr(layer, "symbol", ""),
+        getattr(getattr(layer, "function", None), "__name__", ""),
+    ]
     return any(word in str(name).lower() for name in names for word in UPSAMPLING_WORDS)
 
 

@@ -61,10 +61,18 @@ def test_original_layers_and_weights_are_reused_and_frozen():
     assert new.get_layer("enc0_conv") is model.get_layer("enc0_conv")
     assert all(not layer.trainable for layer in model.layers)
     trainable = sorted(w.name for w in new.trainable_weights)
-    assert trainable == ["iac_level0/bias:0", "iac_level0/kernel:0",
-                         "iac_level1/bias:0", "iac_level1/kernel:0"]
-    assert [n for n in (l.name for l in new.layers) if n.startswith(("iac_", "cat_"))] == [
-        "cat_level0", "iac_level0", "cat_level1", "iac_level1"]
+    assert trainable == [
+        "iac_level0/bias:0",
+        "iac_level0/kernel:0",
+        "iac_level1/bias:0",
+        "iac_level1/kernel:0",
+    ]
+    assert [n for n in (layer.name for layer in new.layers) if n.startswith(("iac_", "cat_"))] == [
+        "cat_level0",
+        "iac_level0",
+        "cat_level1",
+        "iac_level1",
+    ]
 
 
 def test_fit_step_changes_modules_only_and_keeps_batchnorm_statistics():
@@ -84,8 +92,9 @@ def test_fit_step_changes_modules_only_and_keeps_batchnorm_statistics():
     for w in model.weights:
         assert np.array_equal(w.numpy(), before[w.name]), w.name
     assert any("moving_mean" in name for name in before)
-    assert all(not np.array_equal(a, w.numpy())
-               for a, w in zip(modules_before, new.trainable_weights))
+    assert all(
+        not np.array_equal(a, w.numpy()) for a, w in zip(modules_before, new.trainable_weights)
+    )
 
 
 def test_frozen_unet_runs_in_inference_mode_when_training():

@@ -1,4 +1,4 @@
-"""implant on U-Nets saved to disk and reloaded with keras.models.load_model (.h5, .keras, SavedModel)."""
+"""implant on U-Nets saved to disk and reloaded (.h5, .keras, SavedModel via load_model)."""
 
 import numpy as np
 import pytest
@@ -27,7 +27,9 @@ def save_and_load(model, tmp_path, fmt):
 
 
 # SavedModel round trips cost ~10 s each on 2 CPU cores: two models are enough for that format.
-CASES = [(n, f) for n in sorted(MODELS) for f in sorted(FORMATS) if (n, f) != ("plain", "savedmodel")]
+CASES = [
+    (n, f) for n in sorted(MODELS) for f in sorted(FORMATS) if (n, f) != ("plain", "savedmodel")
+]
 
 
 @pytest.mark.filterwarnings("ignore:You are saving your model as an HDF5 file")
@@ -47,8 +49,14 @@ def test_reloaded_unet_implants_bit_identically(tmp_path, name, fmt):
 def test_reloaded_segmentation_models_unet(tmp_path):
     """A segmentation_models U-Net with transpose-conv decoder blocks, trained elsewhere."""
     sm = import_segmentation_models()
-    model = sm.Unet("resnet18", input_shape=(64, 64, 3), classes=2, activation="sigmoid",
-                    encoder_weights=None, decoder_block_type="transpose")
+    model = sm.Unet(
+        "resnet18",
+        input_shape=(64, 64, 3),
+        classes=2,
+        activation="sigmoid",
+        encoder_weights=None,
+        decoder_block_type="transpose",
+    )
     x = batch(model)
     expected = outputs_of(model, x)
     loaded = save_and_load(model, tmp_path, "h5")
@@ -56,5 +64,6 @@ def test_reloaded_segmentation_models_unet(tmp_path):
     assert [s.concat_name for s in skips] == [f"decoder_stage{i}_concat" for i in range(4)]
     # Conv2DTranspose -> BN -> ReLU -> concat: the module gets the ReLU's output.
     assert [(s.up_name, s.upsampling_name) for s in skips] == [
-        (f"decoder_stage{i}a_relu", f"decoder_stage{i}a_transpose") for i in range(4)]
+        (f"decoder_stage{i}a_relu", f"decoder_stage{i}a_transpose") for i in range(4)
+    ]
     assert np.array_equal(outputs_of(new, x)[0], expected[0])

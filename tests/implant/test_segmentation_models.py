@@ -11,18 +11,31 @@ from tests.implant.helpers import assert_identity_implant, batch
 
 # backbone -> expected (skip_name, skip_shape) per level, input 64x64
 EXPECTED = {
-    "vgg16": [("block5_conv3", (4, 4, 512)), ("block4_conv3", (8, 8, 512)),
-              ("block3_conv3", (16, 16, 256)), ("block2_conv2", (32, 32, 128))],
-    "resnet50": [("stage4_unit1_relu1", (4, 4, 1024)), ("stage3_unit1_relu1", (8, 8, 512)),
-                 ("stage2_unit1_relu1", (16, 16, 256)), ("relu0", (32, 32, 64))],
+    "vgg16": [
+        ("block5_conv3", (4, 4, 512)),
+        ("block4_conv3", (8, 8, 512)),
+        ("block3_conv3", (16, 16, 256)),
+        ("block2_conv2", (32, 32, 128)),
+    ],
+    "resnet50": [
+        ("stage4_unit1_relu1", (4, 4, 1024)),
+        ("stage3_unit1_relu1", (8, 8, 512)),
+        ("stage2_unit1_relu1", (16, 16, 256)),
+        ("relu0", (32, 32, 64)),
+    ],
 }
 
 
 @pytest.fixture(scope="module", params=sorted(EXPECTED))
 def sm_unet(request):
     sm = import_segmentation_models()
-    model = sm.Unet(request.param, input_shape=(64, 64, 3), classes=2, activation="sigmoid",
-                    encoder_weights=None)
+    model = sm.Unet(
+        request.param,
+        input_shape=(64, 64, 3),
+        classes=2,
+        activation="sigmoid",
+        encoder_weights=None,
+    )
     return request.param, model
 
 

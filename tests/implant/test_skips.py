@@ -11,36 +11,64 @@ from tests.implant import unets
 
 # (builder, kwargs, expected [(concat_name, up_index, skip_name, up_shape, skip_shape, out_shape)])
 CASES = {
-    "plain": (unets.plain_unet, {}, [
-        ("dec0_concat", 0, "enc1_relu", (16, 16, 8), (16, 16, 8), (16, 16, 16)),
-        ("dec1_concat", 0, "enc0_relu", (32, 32, 4), (32, 32, 4), (32, 32, 8)),
-    ]),
-    "plain_dynamic": (unets.plain_unet, {"input_shape": (None, None, 3)}, [
-        ("dec0_concat", 0, "enc1_relu", (None, None, 8), (None, None, 8), (None, None, 16)),
-        ("dec1_concat", 0, "enc0_relu", (None, None, 4), (None, None, 4), (None, None, 8)),
-    ]),
-    "resize_skip_up_order": (unets.resize_unet, {}, [
-        ("concatenate", 1, "e1_relu", (16, 16, 8), (16, 16, 8), (16, 16, 16)),
-        ("concatenate_1", 1, "e0_relu", (32, 32, 8), (32, 32, 4), (32, 32, 12)),
-    ]),
-    "resize_dynamic": (unets.resize_unet, {"input_shape": (None, None, 1)}, [
-        ("concatenate", 1, "e1_relu", (None, None, 8), (None, None, 8), (None, None, 16)),
-        ("concatenate_1", 1, "e0_relu", (None, None, 8), (None, None, 4), (None, None, 12)),
-    ]),
-    "nested_encoder": (unets.nested_encoder_unet, {}, [
-        ("cat1", 0, "encoder", (16, 16, 16), (16, 16, 8), (16, 16, 24)),
-        ("cat0", 0, "encoder", (32, 32, 8), (32, 32, 4), (32, 32, 12)),
-    ]),
-    "wrapped_twice": (unets.wrapped_unet, {}, [
-        ("dec0_concat", 0, "enc1_relu", (16, 16, 8), (16, 16, 8), (16, 16, 16)),
-        ("dec0_concat", 0, "enc1_relu", (16, 16, 8), (16, 16, 8), (16, 16, 16)),
-        ("dec1_concat", 0, "enc0_relu", (32, 32, 4), (32, 32, 4), (32, 32, 8)),
-        ("dec1_concat", 0, "enc0_relu", (32, 32, 4), (32, 32, 4), (32, 32, 8)),
-    ]),
-    "shared_layers": (unets.shared_layers_unet, {}, [
-        ("shared_concat", 0, "shared_conv", (16, 16, 8), (16, 16, 8), (16, 16, 16)),
-        ("shared_concat", 0, "shared_conv", (32, 32, 8), (32, 32, 8), (32, 32, 16)),
-    ]),
+    "plain": (
+        unets.plain_unet,
+        {},
+        [
+            ("dec0_concat", 0, "enc1_relu", (16, 16, 8), (16, 16, 8), (16, 16, 16)),
+            ("dec1_concat", 0, "enc0_relu", (32, 32, 4), (32, 32, 4), (32, 32, 8)),
+        ],
+    ),
+    "plain_dynamic": (
+        unets.plain_unet,
+        {"input_shape": (None, None, 3)},
+        [
+            ("dec0_concat", 0, "enc1_relu", (None, None, 8), (None, None, 8), (None, None, 16)),
+            ("dec1_concat", 0, "enc0_relu", (None, None, 4), (None, None, 4), (None, None, 8)),
+        ],
+    ),
+    "resize_skip_up_order": (
+        unets.resize_unet,
+        {},
+        [
+            ("concatenate", 1, "e1_relu", (16, 16, 8), (16, 16, 8), (16, 16, 16)),
+            ("concatenate_1", 1, "e0_relu", (32, 32, 8), (32, 32, 4), (32, 32, 12)),
+        ],
+    ),
+    "resize_dynamic": (
+        unets.resize_unet,
+        {"input_shape": (None, None, 1)},
+        [
+            ("concatenate", 1, "e1_relu", (None, None, 8), (None, None, 8), (None, None, 16)),
+            ("concatenate_1", 1, "e0_relu", (None, None, 8), (None, None, 4), (None, None, 12)),
+        ],
+    ),
+    "nested_encoder": (
+        unets.nested_encoder_unet,
+        {},
+        [
+            ("cat1", 0, "encoder", (16, 16, 16), (16, 16, 8), (16, 16, 24)),
+            ("cat0", 0, "encoder", (32, 32, 8), (32, 32, 4), (32, 32, 12)),
+        ],
+    ),
+    "wrapped_twice": (
+        unets.wrapped_unet,
+        {},
+        [
+            ("dec0_concat", 0, "enc1_relu", (16, 16, 8), (16, 16, 8), (16, 16, 16)),
+            ("dec0_concat", 0, "enc1_relu", (16, 16, 8), (16, 16, 8), (16, 16, 16)),
+            ("dec1_concat", 0, "enc0_relu", (32, 32, 4), (32, 32, 4), (32, 32, 8)),
+            ("dec1_concat", 0, "enc0_relu", (32, 32, 4), (32, 32, 4), (32, 32, 8)),
+        ],
+    ),
+    "shared_layers": (
+        unets.shared_layers_unet,
+        {},
+        [
+            ("shared_concat", 0, "shared_conv", (16, 16, 8), (16, 16, 8), (16, 16, 16)),
+            ("shared_concat", 0, "shared_conv", (32, 32, 8), (32, 32, 8), (32, 32, 16)),
+        ],
+    ),
 }
 
 
@@ -50,15 +78,19 @@ def test_skips_found_with_levels_names_and_shapes(case):
     skips = find_skip_connections(builder(**kwargs))
     assert all(isinstance(s, SkipConnection) for s in skips)
     assert [s.level for s in skips] == list(range(len(expected)))
-    got = [(s.concat_name, s.up_index, s.skip_name, s.up_shape, s.skip_shape, s.out_shape)
-           for s in skips]
+    got = [
+        (s.concat_name, s.up_index, s.skip_name, s.up_shape, s.skip_shape, s.out_shape)
+        for s in skips
+    ]
     assert got == expected
 
 
 def test_up_and_upsampling_names():
     skips = find_skip_connections(unets.plain_unet())
     assert [(s.up_name, s.upsampling_name) for s in skips] == [
-        ("dec0_up", "dec0_up"), ("dec1_up", "dec1_up")]
+        ("dec0_up", "dec0_up"),
+        ("dec1_up", "dec1_up"),
+    ]
     resize = find_skip_connections(unets.resize_unet())
     # The upsampling sits one conv before the concat: up_name is the conv, the op is the resize.
     assert resize[0].upsampling_name == "tf.image.resize"

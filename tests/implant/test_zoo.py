@@ -12,7 +12,8 @@ BACKBONES = getattr(unets, "BACKBONES", ())
 def test_identity_implant_on_zoo_unet(backbone):
     model = unets.build_unet(backbone, input_shape=(64, 64, 1), classes=2, encoder_weights=None)
     concats = sorted(
-        layer.name for layer in model.layers
+        layer.name
+        for layer in model.layers
         if layer.name.startswith("decoder_stage") and layer.name.endswith("_concat")
     )
     skips, new = assert_identity_implant(model, batch(model, n=1))

@@ -35,7 +35,9 @@ def resize_unet(input_shape=(32, 32, 1)):
     e0 = conv_block(inputs, 4, "e0")
     e1 = conv_block(L.MaxPooling2D()(e0), 8, "e1")
     b = conv_block(L.MaxPooling2D()(e1), 8, "b")
-    up1 = tf.image.resize(b, tf.shape(e1)[1:3] if input_shape[0] is None else (input_shape[0] // 2,) * 2)
+    up1 = tf.image.resize(
+        b, tf.shape(e1)[1:3] if input_shape[0] is None else (input_shape[0] // 2,) * 2
+    )
     up1 = L.Conv2D(8, 2, padding="same", activation="relu")(up1)
     d1 = conv_block(L.Concatenate()([e1, up1]), 8, "d1")
     up0 = L.UpSampling2D(interpolation="bilinear")(d1)
