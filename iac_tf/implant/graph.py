@@ -68,12 +68,25 @@ def is_functional(layer: Any) -> bool:
     return isinstance(layer, keras.Model) and bool(getattr(layer, "_is_graph_network", False))
 
 
+def is_concatenation(layer: Any) -> bool:
+    """A `Concatenate` layer, or ``tf.concat`` used in a functional model (a TFOpLambda)."""
+    return isinstance(layer, keras.layers.Concatenate) or getattr(layer, "symbol", None) == "concat"
+
+
+def concat_axis(call: Call) -> Any:
+    """The axis a concatenation call joins along (an int, or whatever the graph passed)."""
+    if isinstance(call.layer, keras.layers.Concatenate):
+        return call.layer.axis
+    args, kwargs = call.node.call_args, call.node.call_kwargs
+    return kwargs.get("axis", args[1] if len(args) > 1 else None)
+
+
 def contains_concatenate(model: Any) -> bool:
-    """Whether a `Concatenate` layer is anywhere inside ``model`` (nested models included)."""
+    """Whether a concatenation layer is anywhere inside ``model`` (nested models included)."""
     stack = [model]
     while stack:
         layer = stack.pop()
-        if isinstance(layer, keras.layers.Concatenate):
+        if is_concatenation(layer):
             return True
         if isinstance(layer, keras.Model):
             stack.extend(layer.layers)

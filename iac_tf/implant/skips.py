@@ -1,6 +1,7 @@
 """Find the skip connections of any functional Keras U-Net.
 
-A skip connection (Fig. 1 of the paper, the "Adaptive OP" of Stage I) is a `Concatenate` of
+A skip connection (Fig. 1 of the paper, the "Adaptive OP" of Stage I) is a `Concatenate` (or a
+``tf.concat`` in the functional graph) of
 exactly two 4D tensors along channels, with equal H and W, where one input (`up`) is the decoder
 tensor just upsampled (see `iac_tf.implant.upsampling`) and the other (`skip`) comes from the
 encoder. The concatenation may list them in either order; `SkipConnection.up_index` says which.
@@ -15,8 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from iac_tf._keras import keras
-from iac_tf.implant.graph import Call, Graph, build_graph
+from iac_tf.implant.graph import Call, Graph, build_graph, concat_axis, is_concatenation
 from iac_tf.implant.upsampling import MAX_STEPS, find_upsampling, spatial
 
 
@@ -78,7 +78,7 @@ def _no_batch(shape: tuple) -> tuple:
 
 def examine_concat(graph: Graph, call: Call) -> tuple[int, Call] | str:
     """``(up_index, upsampling call)`` if ``call`` is a skip connection, else why it is not."""
-    axis = call.layer.axis
+    axis = concat_axis(call)
     shapes = [graph.shapes[k] for k in call.input_keys]
     if len(shapes) != 2:
         return f"has {len(shapes)} inputs, a skip connection has 2"
@@ -109,7 +109,7 @@ def locate_skips(graph: Graph) -> list[tuple[SkipConnection, Call]]:
     """
     accepted, rejected = [], []
     for call in graph.calls:
-        if not isinstance(call.layer, keras.layers.Concatenate):
+        if not is_concatenation(call.layer):
             continue
         verdict = examine_concat(graph, call)
         if isinstance(verdict, str):

@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from iac_tf._keras import keras
-from iac_tf.implant.graph import Call, Graph, TensorKey
+from iac_tf.implant.graph import Call, Graph, TensorKey, is_concatenation
 
 MAX_STEPS = 8
 """How many layers back from a concat input the walk looks for the upsampling op."""
@@ -84,7 +84,7 @@ def find_upsampling(graph: Graph, key: TensorKey, max_steps: int = MAX_STEPS) ->
         upcoming = []
         for current in frontier:
             call = graph.producers.get(current)
-            if call is None or isinstance(call.layer, keras.layers.Concatenate):
+            if call is None or is_concatenation(call.layer):
                 continue
             change = resolution_change(call, graph)
             if change == "up":

@@ -25,6 +25,7 @@ BUILDERS = {
     "nested_encoder": lambda: unets.nested_encoder_unet(),
     "wrapped_twice": lambda: unets.wrapped_unet(),
     "shared_layers": lambda: unets.shared_layers_unet(),
+    "tf_concat": lambda: unets.tf_concat_unet(),
 }
 
 

@@ -61,6 +61,14 @@ CASES = {
             ("dec1_concat", 0, "enc0_relu", (32, 32, 4), (32, 32, 4), (32, 32, 8)),
         ],
     ),
+    "tf_concat": (
+        unets.tf_concat_unet,
+        {},
+        [
+            ("tf.concat", 1, "t1_relu", (16, 16, 8), (16, 16, 8), (16, 16, 16)),
+            ("tf.concat_1", 0, "t0_relu", (32, 32, 8), (32, 32, 4), (32, 32, 12)),
+        ],
+    ),
     "shared_layers": (
         unets.shared_layers_unet,
         {},

@@ -90,3 +90,14 @@ def no_skip_net(input_shape=(16, 16, 3)):
     x = L.Concatenate(name="branches")([a, b])
     y = L.Concatenate(name="three_way")([a, b, x])
     return keras.Model(inputs, L.Conv2D(1, 1)(y), name="no_skip_net")
+
+
+def tf_concat_unet(input_shape=(32, 32, 3)):
+    """Skips joined with tf.concat (a TFOpLambda), [skip, up] then [up, skip]."""
+    inputs = keras.Input(input_shape)
+    e0 = conv_block(inputs, 4, "t0")
+    e1 = conv_block(L.MaxPooling2D()(e0), 8, "t1")
+    b = conv_block(L.MaxPooling2D()(e1), 8, "tb")
+    d1 = conv_block(tf.concat([e1, L.UpSampling2D(name="tup1")(b)], axis=-1), 8, "td1")
+    d0 = conv_block(tf.concat([L.UpSampling2D(name="tup0")(d1), e0], 3), 4, "td0")
+    return keras.Model(inputs, L.Conv2D(1, 1, name="head")(d0), name="tf_concat_unet")
