@@ -90,10 +90,9 @@ class PreparedDataset:
         f = self._h5()
 
         def read(rows):
-            order = np.argsort(rows)
-            chosen = idx[rows[order]]
-            inverse = np.empty_like(order)
-            inverse[order] = np.arange(len(order))
+            # h5py wants strictly increasing indices; a repeated dataset can batch a row twice
+            unique, inverse = np.unique(rows, return_inverse=True)
+            chosen = idx[unique]
             return (f["images"][chosen][inverse].astype(np.float32),
                     f["masks"][chosen][inverse].astype(np.float32))
         return read

@@ -1,52 +1,81 @@
 """3D volume -> 2D training slices, as pure NumPy functions (no randomness, no augmentation).
 
-Order per case (Section IV-A): normalise each channel over the whole volume -> optional in-plane
-zoom -> one crop box per volume, centred on the labels (or body) -> masks as one binary channel per
-class -> keep every slice with foreground plus an evenly spaced share of the empty ones.
+Per case (Section IV-A): intensity statistics of each channel over the whole volume (Eq.-free
+nnU-Net style: MRI z-score, CT clip + z-score) -> one in-plane crop box per volume, centred on the
+labels (or the body) -> optional in-plane zoom of that box -> normalisation with the whole-volume
+statistics -> masks as one binary channel per class -> every slice with foreground plus an evenly
+spaced share of the empty ones. Cropping before zooming and normalising keeps a 512x512 CT cheap.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
 
 EPS = 1e-8
+#: Statistics of larger volumes use every k-th voxel (a fixed stride: deterministic).
+SAMPLE_VOXELS = 1_000_000
+
+
+def _sample(volume: np.ndarray) -> np.ndarray:
+    flat = volume.reshape(-1)
+    return flat[:: max(1, flat.size // SAMPLE_VOXELS)].astype(np.float64)
+
+
+def intensity_stats(volume: np.ndarray, modality: str, *, window: Sequence[float] = (),
+                    percentiles: tuple[float, float] = (0.5, 99.5),
+                    nonzero: bool = False) -> tuple[float, float, float, float]:
+    """``(low, high, mean, std)`` of one channel: CT is clipped to ``[low, high]`` (a HU
+    ``window`` or the volume's ``percentiles``, from the image alone, never the labels) and
+    z-scored; MRI is z-scored (over the non-zero voxels with ``nonzero``), low/high = +-inf."""
+    values = _sample(volume)
+    if modality == "CT":
+        low, high = (window if len(window) == 2 else np.percentile(values, percentiles))
+        values = np.clip(values, low, high)
+    else:
+        low, high = -np.inf, np.inf
+        if nonzero:
+            values = values[values != 0]
+    if values.size == 0:
+        return float(low), float(high), 0.0, 1.0
+    return float(low), float(high), float(values.mean()), max(float(values.std()), EPS)
+
+
+def apply_stats(array: np.ndarray, stats: tuple[float, float, float, float],
+                keep_zero: bool = False) -> np.ndarray:
+    """``(clip(array, low, high) - mean) / std``; with ``keep_zero`` zeros stay 0 (background
+    of skull-stripped MRI)."""
+    low, high, mean, std = stats
+    out = ((np.clip(array.astype(np.float32), low, high) - mean) / std).astype(np.float32)
+    if keep_zero:
+        out[array == 0] = 0.0
+    return out
 
 
 def normalise_mri(volume: np.ndarray, nonzero: bool = False) -> np.ndarray:
     """Z-score; with ``nonzero`` the statistics use the non-zero voxels, the rest become 0."""
-    volume = volume.astype(np.float32)
-    mask = volume != 0 if nonzero else np.ones(volume.shape, bool)
-    if not mask.any():
-        return np.zeros_like(volume)
-    values = volume[mask]
-    out = (volume - values.mean()) / max(float(values.std()), EPS)
-    if nonzero:
-        out[~mask] = 0.0
-    return out.astype(np.float32)
+    return apply_stats(volume, intensity_stats(volume, "MRI", nonzero=nonzero), nonzero)
 
 
-def normalise_ct(
-    volume: np.ndarray,
-    window: Sequence[float] = (),
-    percentiles: tuple[float, float] = (0.5, 99.5),
-) -> np.ndarray:
-    """Clip to a HU ``window`` (or the volume's ``percentiles``), then z-score (nnU-Net style).
+def normalise_ct(volume: np.ndarray, window: Sequence[float] = (),
+                 percentiles: tuple[float, float] = (0.5, 99.5)) -> np.ndarray:
+    """Clip to a HU ``window`` (or the volume's ``percentiles``), then z-score (nnU-Net style)."""
+    return apply_stats(volume, intensity_stats(volume, "CT", window=window,
+                                               percentiles=percentiles))
 
-    The clip range comes from the image alone, never from the labels, so val_dt is normalised
-    the way unseen data would be.
-    """
-    volume = volume.astype(np.float32)
-    low, high = window if len(window) == 2 else np.percentile(volume, percentiles)
-    clipped = np.clip(volume, low, high)
-    return ((clipped - clipped.mean()) / max(float(clipped.std()), EPS)).astype(np.float32)
+
+def body_threshold(volume: np.ndarray) -> float:
+    """10% of the way from the minimum to the 99th percentile (air/background below)."""
+    values = _sample(volume)
+    low, high = float(volume.min()), float(np.percentile(values, 99))
+    return low + 0.1 * (high - low)
 
 
 def body_mask(volume: np.ndarray) -> np.ndarray:
-    """Voxels brighter than 10% of the way from the minimum to the 99th percentile."""
-    low, high = float(volume.min()), float(np.percentile(volume, 99))
-    return volume > low + 0.1 * (high - low)
+    """Voxels above :func:`body_threshold`."""
+    return volume > body_threshold(volume)
 
 
 def labels_to_channels(label: np.ndarray, classes: Sequence[Sequence[int]]) -> np.ndarray:
@@ -93,8 +122,10 @@ def zoom_in_plane(image: np.ndarray, label: np.ndarray, factor: float):
 
     img_zoom = (factor, factor) + (1,) * (image.ndim - 2)
     lab_zoom = (factor, factor) + (1,) * (label.ndim - 2)
-    return (ndimage.zoom(image, img_zoom, order=1).astype(np.float32),
-            ndimage.zoom(label, lab_zoom, order=0))
+    # grid_mode: voxel edges (not centres) are aligned, so 0.5 maps 2 voxels onto 1 exactly
+    return (ndimage.zoom(image, img_zoom, order=1, grid_mode=True, mode="nearest")
+            .astype(np.float32),
+            ndimage.zoom(label, lab_zoom, order=0, grid_mode=True, mode="nearest"))
 
 
 def select_slices(has_foreground: np.ndarray, empty_fraction: float) -> np.ndarray:
@@ -102,7 +133,7 @@ def select_slices(has_foreground: np.ndarray, empty_fraction: float) -> np.ndarr
     evenly spaced over the empty ones (deterministic)."""
     fg = np.flatnonzero(has_foreground)
     empty = np.flatnonzero(~has_foreground)
-    keep = int(round(empty_fraction * len(empty)))
+    keep = round(empty_fraction * len(empty))
     if keep > 0:
         picks = np.linspace(0, len(empty) - 1, keep).round().astype(int)
         fg = np.union1d(fg, empty[np.unique(picks)])
@@ -125,27 +156,32 @@ def preprocess_case(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(images (S,P,P,C) float32, masks (S,P,P,N) uint8, slice indices (S,))`` of one case.
 
-    ``image`` is ``(X, Y, Z, C)``, ``label`` ``(X, Y, Z)``; axial slices along ``Z``;
+    ``image`` is ``(X, Y, Z, C)``, ``label`` ``(X, Y, Z)`` integer; axial slices along ``Z``;
     ``modalities[c]`` is ``"CT"`` (CT normalisation) or anything else (MRI z-score).
     """
-    body = body_mask(image[..., 0])
-    channels = [
-        normalise_ct(image[..., c], ct_window, ct_percentiles) if modalities[c] == "CT"
-        else normalise_mri(image[..., c], mri_nonzero)
-        for c in range(image.shape[-1])
-    ]
-    norm = np.stack(channels, axis=-1)
-    masks = labels_to_channels(label, classes)
+    nonzero = [mri_nonzero and m != "CT" for m in modalities]
+    stats = [intensity_stats(image[..., c], modalities[c], window=ct_window,
+                             percentiles=ct_percentiles, nonzero=nonzero[c])
+             for c in range(image.shape[-1])]
+    fg_plane = np.isin(label, [v for vals in classes for v in vals]).any(axis=2)
+    body_plane = None
+    if crop == "body" or (crop == "label" and not fg_plane.any()):
+        body_plane = (image[..., 0] > body_threshold(image[..., 0])).any(axis=2)
+    centre = crop_centre(image.shape, fg_plane if crop == "label" else None, body_plane)
+    # crop a window that becomes patch_size after zooming, zoom it, then crop exactly
+    window = patch_size if zoom == 1.0 else math.ceil(patch_size / zoom) + 2
+    fill = [float(max(image[..., c].min(), s[0])) for c, s in enumerate(stats)]
+    img = np.stack([crop_or_pad(image[..., c], centre, window, fill[c])
+                    for c in range(image.shape[-1])], axis=-1)
+    lab = crop_or_pad(label, centre, window, 0)
     if zoom != 1.0:
-        norm, masks = zoom_in_plane(norm, masks, zoom)
-        _, body = zoom_in_plane(norm[..., :1], body.astype(np.uint8), zoom)
-        body = body.astype(bool)
-    centre = crop_centre(norm.shape, masks.any(-1) if crop == "label" else None,
-                         body if crop in ("label", "body") else None)
-    fill = norm.reshape(-1, norm.shape[-1]).min(axis=0)
-    norm = np.stack([crop_or_pad(norm[..., c], centre, patch_size, float(fill[c]))
-                     for c in range(norm.shape[-1])], axis=-1)
-    masks = crop_or_pad(masks, centre, patch_size, 0)
+        img, lab = zoom_in_plane(img, lab, zoom)
+        mid = (img.shape[0] // 2, img.shape[1] // 2)
+        img = crop_or_pad(img, mid, patch_size, 0.0)  # the window covers the patch: no fill
+        lab = crop_or_pad(lab, mid, patch_size, 0)
+    norm = np.stack([apply_stats(img[..., c], stats[c], nonzero[c])
+                     for c in range(img.shape[-1])], axis=-1)
+    masks = labels_to_channels(lab, classes)
     keep = select_slices(masks.any(axis=(0, 1, 3)), empty_slice_fraction)
     images = np.ascontiguousarray(np.moveaxis(norm[:, :, keep], 2, 0))
     masks = np.ascontiguousarray(np.moveaxis(masks[:, :, keep], 2, 0))

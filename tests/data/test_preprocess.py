@@ -101,3 +101,24 @@ def test_preprocess_case_pads_small_volume_and_dispatches_ct():
     assert masks[0].sum() == 4 and masks[1].sum() == 0
     assert np.isclose(images.min(), images[0, 0, 0, 0])  # padding = background value
     assert images.max() > 0 > images.min()
+
+
+def test_preprocess_case_zoom_crops_then_resamples():
+    image = np.tile(np.arange(64, dtype=np.float32)[:, None, None, None], (1, 64, 3, 1))
+    label = np.zeros((64, 64, 3), np.int16)
+    label[20:36, 28:44, 1] = 1  # 16x16 lesion
+    images, masks, keep = pp.preprocess_case(image, label, [(1,)], ["MRI"], patch_size=16,
+                                             zoom=0.5, empty_slice_fraction=0.0)
+    assert images.shape == (1, 16, 16, 1) and list(keep) == [1]
+    assert masks.sum() == 64  # 16x16 at half resolution, nothing cut off
+    ramp = images[0, :, 0, 0]
+    assert np.all(np.diff(ramp) > 0)  # still the x ramp, at twice the voxel step
+    np.testing.assert_allclose(np.diff(ramp), 2 / image.std(), rtol=1e-3)
+
+
+def test_statistics_of_large_volume_use_fixed_stride_sample():
+    vol = np.random.default_rng(0).normal(50, 10, (128, 128, 80)).astype(np.float32)
+    low, high, mean, std = pp.intensity_stats(vol, "MRI")
+    assert (low, high) == (-np.inf, np.inf)
+    assert abs(mean - vol.mean()) < 0.1 and abs(std - vol.std()) < 0.1
+    assert pp.intensity_stats(vol, "MRI") == (low, high, mean, std)  # deterministic
