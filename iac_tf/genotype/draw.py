@@ -46,23 +46,23 @@ def draw_genotype(genotype, path_png, write_dot: bool = True) -> Path:
     ax.set_axis_off()
     ax.set_xlim(-0.7, steps + 1.7)
     ax.set_ylim(-2.0, 2.0)
-    arrow = dict(arrowstyle="-|>", color="0.3", shrinkA=18, shrinkB=18)
+    arrow = {"arrowstyle": "-|>", "color": "0.3", "shrinkA": 18, "shrinkB": 18}
     for j, node in enumerate(genotype.edges):
         for k, (op, i) in enumerate(node):
             rad = 0.15 if k == 0 else -0.15
             ax.annotate("", xy=pos[j + 2], xytext=pos[i],
-                        arrowprops=dict(arrow, connectionstyle=f"arc3,rad={rad}"))
+                        arrowprops={**arrow, "connectionstyle": f"arc3,rad={rad}"})
             (x0, y0), (x1, y1) = pos[i], pos[j + 2]
             # label at the middle of the arc3 curve: chord midpoint + rad/2 * (dy, -dx)
             lx = (x0 + x1) / 2 + rad / 2 * (y1 - y0)
             ly = (y0 + y1) / 2 - rad / 2 * (x1 - x0)
             ax.text(lx, ly, op, fontsize=8, ha="center", va="center", color="#8b0000",
-                    bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.8))
+                    bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8})
     for j in range(steps):
-        ax.annotate("", xy=pos["out"], xytext=pos[j + 2], arrowprops=dict(arrow, color="0.6"))
+        ax.annotate("", xy=pos["out"], xytext=pos[j + 2], arrowprops={**arrow, "color": "0.6"})
     for key, (x, y) in pos.items():
         ax.text(x, y, labels[key], ha="center", va="center", fontsize=9,
-                bbox=dict(boxstyle="round,pad=0.4", fc=colours.get(key, "#add8e6"), ec="0.3"))
+                bbox={"boxstyle": "round,pad=0.4", "fc": colours.get(key, "#add8e6"), "ec": "0.3"})
     fig.tight_layout()
     path_png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path_png, dpi=100)

@@ -78,7 +78,7 @@ class Genotype:
         }
 
     @classmethod
-    def from_dict(cls, data, source: str = "genotype") -> "Genotype":
+    def from_dict(cls, data, source: str = "genotype") -> Genotype:
         if not isinstance(data, dict):
             raise GenotypeError(f"{source}: expected a JSON object, got {type(data).__name__}")
         if data.get("format") != FORMAT:
@@ -100,7 +100,7 @@ class Genotype:
         return text
 
     @classmethod
-    def from_json(cls, text_or_path) -> "Genotype":
+    def from_json(cls, text_or_path) -> Genotype:
         """Parse JSON text, or read it from a file path (a ``Path`` or a string naming a file)."""
         source, text = "genotype JSON", text_or_path
         if isinstance(text_or_path, Path) or (

@@ -13,12 +13,12 @@ from iac_tf.search.search_cell import SearchCell
 from iac_tf.search.topology import edge_list, node_edge_slices, num_edges
 
 __all__ = [
-    "ArchitectureParameters",
-    "DiscreteCell",
     "EDGE_NORMS",
-    "MixedOp",
     "OPS",
     "PRIMITIVES",
+    "ArchitectureParameters",
+    "DiscreteCell",
+    "MixedOp",
     "PsiEdgeNorm",
     "ReLUConvBN",
     "ReLUSepConvBN",

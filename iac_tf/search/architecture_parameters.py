@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from iac_tf._keras import keras, tf
 from iac_tf.search.operations import PRIMITIVES
-from iac_tf.search.topology import num_edges
+from iac_tf.search.topology import DEFAULT_STEPS, num_edges
 
 ARCH_INITS = ("ones", "normal")
 NORMAL_INIT_SCALE = 1e-3  # PC-DARTS: 1e-3 * randn
+NUM_EDGES = num_edges(DEFAULT_STEPS)  # 14
+NUM_OPS = len(PRIMITIVES)  # 8
 
 
 @keras.utils.register_keras_serializable(package="iac_tf")
@@ -31,7 +33,7 @@ class ArchitectureParameters(keras.layers.Layer):
         inputs: any tensor (ignored). Returns ``(alpha, beta)``, float32.
     """
 
-    def __init__(self, num_edges=num_edges(4), num_ops=len(PRIMITIVES), init="ones", seed=None,
+    def __init__(self, num_edges=NUM_EDGES, num_ops=NUM_OPS, init="ones", seed=None,
                  **kwargs):
         kwargs["dtype"] = "float32"
         kwargs["autocast"] = False
@@ -61,7 +63,7 @@ class ArchitectureParameters(keras.layers.Layer):
         return keras.initializers.RandomNormal(stddev=NORMAL_INIT_SCALE, seed=seed)
 
     @tf.autograph.experimental.do_not_convert  # plain Python loops over static structure
-    def call(self, inputs, training=None):  # noqa: ARG002 (Keras passes it)
+    def call(self, inputs, training=None):  # training: accepted, unused
         del inputs  # only anchors the layer in a functional graph
         return tf.identity(self.alpha), tf.identity(self.beta)
 

@@ -61,7 +61,7 @@ class Zero(keras.layers.Layer):
     """The ``none`` operation: a tensor of zeros shaped like the input."""
 
     @tf.autograph.experimental.do_not_convert  # plain Python loops over static structure
-    def call(self, inputs, training=None):  # noqa: ARG002 (Keras passes it)
+    def call(self, inputs, training=None):  # training: accepted, unused
         return tf.zeros_like(inputs)
 
 
@@ -70,7 +70,7 @@ class Identity(keras.layers.Layer):
     """The ``skip_connect`` operation (stride 1): the input unchanged."""
 
     @tf.autograph.experimental.do_not_convert  # plain Python loops over static structure
-    def call(self, inputs, training=None):  # noqa: ARG002 (Keras passes it)
+    def call(self, inputs, training=None):  # training: accepted, unused
         return tf.identity(inputs)
 
 

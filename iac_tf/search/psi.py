@@ -86,7 +86,7 @@ class PsiEdgeNorm(keras.layers.Layer):
         self.num_edges = num_edges(self.steps)
 
     @tf.autograph.experimental.do_not_convert  # plain Python loops over static structure
-    def call(self, inputs, training=None):  # noqa: ARG002 (Keras passes it)
+    def call(self, inputs, training=None):  # training: accepted, unused
         beta = tf.cast(inputs, tf.float32)
         if beta.shape.rank != 1 or beta.shape[0] != self.num_edges:
             raise ValueError(
