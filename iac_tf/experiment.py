@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
+from typing import Any
 
 from iac_tf.config import ConfigError, dump_yaml, from_dict, load_yaml
 from iac_tf.data.config import SPLITS, DataConfig
@@ -36,7 +37,10 @@ class UNetConfig:
         backbone: one of ``iac_tf.unets.BACKBONES`` (used when Stage I builds the U-Net).
         encoder_weights: ``null`` (random init) or ``imagenet`` / a weights file, passed through
             to the encoder (ImageNet weights need network access the first time).
-        decoder_filters: filters of the five decoder stages.
+        decoder_filters: filters per decoder stage, deepest first; ``null``: the zoo's default
+            (segmentation_models' ``[256, 128, 64, 32, 16]``; mirrored encoder filters for base).
+        options: backbone options passed to ``build_unet`` (e.g. ``{base_filters: 16}`` for
+            ``base``, ``{alpha: 0.75}`` for ``mobilenetv3_large``).
         pretrained: path of an already trained U-Net (``.keras``, ``.h5`` or SavedModel). When
             set, Stages II and III use it instead of Stage I's best checkpoint, and Stage I may
             be skipped.
@@ -44,7 +48,8 @@ class UNetConfig:
 
     backbone: str = "base"
     encoder_weights: str | None = None
-    decoder_filters: tuple[int, ...] = (256, 128, 64, 32, 16)
+    decoder_filters: tuple[int, ...] | None = None
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)
     pretrained: str | None = None
 
 

@@ -68,7 +68,8 @@ def run_stage1(cfg: ExperimentConfig):
         model = build_unet(
             cfg.unet.backbone, input_shape=(size, size, prepared.in_channels),
             classes=prepared.num_classes, encoder_weights=cfg.unet.encoder_weights,
-            decoder_filters=tuple(cfg.unet.decoder_filters),
+            decoder_filters=tuple(cfg.unet.decoder_filters) if cfg.unet.decoder_filters else None,
+            **cfg.unet.options,
         )
         train, val = _train_val(prepared, cfg.stage1.batch_size, cfg.seed, cfg.stage1.shuffle)
         result = train_model(model, train, val, cfg.stage1, cfg.stage_dir(1))

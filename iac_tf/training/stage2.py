@@ -251,7 +251,11 @@ def search(
         atomic_write_json(run_dir / "arch" / f"epoch_{epoch:03d}.json", {"epoch": epoch, **state})
         if cfg.verbose:
             print(f"[iac] epoch {epoch}/{cfg.epochs} genotype: {genotype}", flush=True)
+        extra = {}
+        if epoch <= cfg.warmup_epochs:  # no architecture step ran: nothing measured on val_search
+            extra = {k: float("nan") for k in ("loss_val_search", "dice_val_search", "arch_reg")}
         return {
+            **extra,
             "warmup": int(epoch <= cfg.warmup_epochs),
             "lr_weights": cfg.weight_lr(epoch),
             "lr_arch": cfg.arch_learning_rate,

@@ -1,0 +1,164 @@
+"""Benchmark: cost of one Stage II search iteration against one Stage I training step, and the
+supernet's peak memory for K = 1, 2, 4, 8.
+
+    python benchmarks/search_step.py                       # base and resnet50, batch 8, 128x128
+    python benchmarks/search_step.py --backbones base --batch 4 --ks 1 4
+
+Timing: both steps are traced once (warm-up), then each is run ``--repeats`` times on the same
+batch; the medians and their ratio are printed. The ratio is what to compare across machines.
+
+Memory: each configuration runs in a fresh subprocess (so peaks don't mix) that performs two
+steps. On a GPU the number is TensorFlow's allocator peak; on a CPU it is the process's peak RSS
+(includes the TensorFlow runtime and weights, so the cells' activation memory is reported as
+``supernet peak - Stage I peak`` of the same U-Net and batch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+import iac_tf  # noqa: E402,F401
+from iac_tf._keras import keras, tf  # noqa: E402
+
+
+def _unet(backbone: str, size: int, base_filters: int | None):
+    from iac_tf.unets import build_unet
+
+    kwargs = {"base_filters": base_filters} if backbone == "base" and base_filters else {}
+    return build_unet(backbone, input_shape=(size, size, 1), classes=2, **kwargs)
+
+
+def _batch(batch: int, size: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(batch, size, size, 1)).astype(np.float32)
+    y = (rng.random((batch, size, size, 2)) > 0.7).astype(np.float32)
+    return tf.constant(x), tf.constant(y)
+
+
+def _stage1_step(backbone, size, batch, base_filters):
+    from iac_tf.training.stage1 import Stage1Config, compile_for_training
+
+    model = _unet(backbone, size, base_filters)
+    compile_for_training(model, Stage1Config())
+    x, y = _batch(batch, size)
+    step = tf.function(model.train_step)
+    return lambda: step((x, y)), model
+
+
+def _search_step(backbone, size, batch, base_filters, K, C):
+    from iac_tf.training.stage2 import Stage2Config, build_supernet
+
+    unet = _unet(backbone, size, base_filters)
+    sn = build_supernet(unet, Stage2Config(cell_channels=C, partial_channels=K))
+    sn.search_active = True
+    tr, val = _batch(batch, size, 0), _batch(batch, size, 1)
+    step = tf.function(sn.train_step)
+    return lambda: step((tr, val)), sn
+
+
+def _median_seconds(fn, repeats: int) -> float:
+    out = fn()  # warm-up / trace
+    _sync(out)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        _sync(fn())
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _sync(out):
+    for v in tf.nest.flatten(out):
+        if hasattr(v, "numpy"):
+            v.numpy()
+
+
+def _peak_memory_child(kind: str, backbone: str, size: int, batch: int, base_filters, K: int, C: int) -> None:
+    fn = (_stage1_step(backbone, size, batch, base_filters)[0] if kind == "stage1"
+          else _search_step(backbone, size, batch, base_filters, K, C)[0])
+    gpu = bool(tf.config.list_physical_devices("GPU"))
+    if gpu:
+        tf.config.experimental.reset_memory_stats("GPU:0")
+    _sync(fn())
+    _sync(fn())
+    if gpu:
+        peak = tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20
+        source = "gpu_allocator_peak"
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB (Linux)
+        source = "process_peak_rss"
+    print(json.dumps({"peak_mib": peak, "source": source}))
+
+
+def _measure_memory(args, kind, backbone, K=0):
+    cmd = [sys.executable, __file__, "--child", kind, "--backbones", backbone, "--batch", str(args.batch),
+           "--size", str(args.size), "--k-child", str(K), "--cell-channels", str(args.cell_channels)]
+    if args.base_filters:
+        cmd += ["--base-filters", str(args.base_filters)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr[-2000:])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--backbones", nargs="+", default=["base", "resnet50"])
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--size", type=int, default=128)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--cell-channels", type=int, default=16)
+    p.add_argument("--k", type=int, default=4, help="K used for the timing")
+    p.add_argument("--ks", type=int, nargs="*", default=[1, 2, 4, 8], help="K values for memory")
+    p.add_argument("--memory-backbone", default="base")
+    p.add_argument("--base-filters", type=int, default=None)
+    p.add_argument("--skip-timing", action="store_true")
+    p.add_argument("--child", choices=["stage1", "search"], help=argparse.SUPPRESS)
+    p.add_argument("--k-child", type=int, default=4, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+
+    if args.child:
+        _peak_memory_child(args.child, args.backbones[0], args.size, args.batch, args.base_filters,
+                           args.k_child, args.cell_channels)
+        return
+
+    device = "GPU" if tf.config.list_physical_devices("GPU") else f"CPU ({os.cpu_count()} cores)"
+    print(f"device: {device}; batch {args.batch}; input {args.size}x{args.size}x1; 2 classes; "
+          f"C={args.cell_channels}")
+    if not args.skip_timing:
+        print("\n| backbone | Stage I step (s) | search iteration (s), K=%d | ratio |" % args.k)
+        print("|---|---|---|---|")
+        for backbone in args.backbones:
+            keras.backend.clear_session()
+            t1 = _median_seconds(_stage1_step(backbone, args.size, args.batch, args.base_filters)[0], args.repeats)
+            keras.backend.clear_session()
+            t2 = _median_seconds(_search_step(backbone, args.size, args.batch, args.base_filters,
+                                              args.k, args.cell_channels)[0], args.repeats)
+            print(f"| {backbone} | {t1:.3f} | {t2:.3f} | {t2 / t1:.2f} |", flush=True)
+    if args.ks:
+        b = args.memory_backbone
+        base = _measure_memory(args, "stage1", b)
+        print(f"\npeak memory ({base['source']}), backbone {b}: Stage I step {base['peak_mib']:.0f} MiB")
+        print("| K | supernet peak (MiB) | cells' share = peak - Stage I (MiB) | vs K=1 |")
+        print("|---|---|---|---|")
+        first = None
+        for K in args.ks:
+            m = _measure_memory(args, "search", b, K)
+            cells = m["peak_mib"] - base["peak_mib"]
+            first = cells if first is None else first
+            print(f"| {K} | {m['peak_mib']:.0f} | {cells:.0f} | {cells / first:.2f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
