@@ -36,7 +36,9 @@ def main(argv=None) -> None:
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--channels", type=int, default=1)
     parser.add_argument("--classes", type=int, default=1)
-    parser.add_argument("--backbones", nargs="+", default=list(BACKBONES), choices=BACKBONES)
+    parser.add_argument(
+        "--backbones", nargs="+", default=list(BACKBONES), choices=BACKBONES
+    )
     args = parser.parse_args(argv)
     print(f"input {args.size}x{args.size}x{args.channels}, {args.classes} class(es)")
     print(f"{'backbone':<18} {'params':>12} {'trainable':>12}")

@@ -34,7 +34,9 @@ def conv_bn_relu(x, filters: int, prefix: str, index: int, use_batchnorm: bool =
     return keras.layers.Activation("relu", name=f"{prefix}_relu{index}")(x)
 
 
-def plain_unet_encoder(input_shape, weights=None, base_filters: int = 64, use_batchnorm=True):
+def plain_unet_encoder(
+    input_shape, weights=None, base_filters: int = 64, use_batchnorm=True
+):
     """Build the plain U-Net encoder as a functional model (output: the stride-16 bottleneck).
 
     Args:
@@ -44,9 +46,13 @@ def plain_unet_encoder(input_shape, weights=None, base_filters: int = 64, use_ba
         use_batchnorm: BatchNorm after each convolution (default ``True``).
     """
     if weights is not None:
-        raise ValueError("backbone 'base' has no pretrained encoder weights; use encoder_weights=None")
+        raise ValueError(
+            "backbone 'base' has no pretrained encoder weights; use encoder_weights=None"
+        )
     if int(base_filters) < 1:
-        raise ValueError(f"base_filters must be a positive integer, got {base_filters!r}")
+        raise ValueError(
+            f"base_filters must be a positive integer, got {base_filters!r}"
+        )
     inputs = keras.layers.Input(shape=tuple(input_shape), name="input")
     x = inputs
     for k in range(DEPTH):
@@ -61,4 +67,4 @@ def plain_unet_encoder(input_shape, weights=None, base_filters: int = 64, use_ba
 plain_unet_encoder.description = "plain U-Net encoder (Ronneberger et al.)"
 plain_unet_encoder.kwargs = ("base_filters", "use_batchnorm")
 
-__all__ = ["plain_unet_encoder", "conv_bn_relu"]
+__all__ = ["conv_bn_relu", "plain_unet_encoder"]

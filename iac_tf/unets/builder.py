@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 from iac_tf._keras import keras
 from iac_tf.unets.decoder import build_decoder, center_block
@@ -16,7 +16,9 @@ _CONCAT_RE = re.compile(r"decoder_stage(\d+)_concat")
 def _check_input_shape(input_shape, reduction: int, backbone: str) -> tuple:
     shape = tuple(input_shape)
     if len(shape) != 3 or not all(isinstance(d, int) and d > 0 for d in shape):
-        raise ValueError(f"input_shape must be (H, W, C) of positive ints, got {input_shape!r}")
+        raise ValueError(
+            f"input_shape must be (H, W, C) of positive ints, got {input_shape!r}"
+        )
     height, width, _ = shape
     if height % reduction or width % reduction:
         raise ValueError(
@@ -31,8 +33,8 @@ def build_unet(
     input_shape: Sequence[int] = (128, 128, 1),
     classes: int = 1,
     encoder_weights=None,
-    decoder_filters: Optional[Sequence[int]] = None,
-    name: Optional[str] = None,
+    decoder_filters: Sequence[int] | None = None,
+    name: str | None = None,
     **backbone_kwargs,
 ) -> keras.Model:
     """Build a U-Net of the paper's zoo (Section III-A) as a functional Keras model.
@@ -88,15 +90,21 @@ def build_unet(
     bottleneck = encoder.output
     expected = (shape[0] // spec.reduction, shape[1] // spec.reduction)
     if spatial_size(bottleneck) != expected:
-        raise ValueError(f"{backbone} encoder output is {spatial_size(bottleneck)}, not {expected}")
+        raise ValueError(
+            f"{backbone} encoder output is {spatial_size(bottleneck)}, not {expected}"
+        )
     skips = [locate(encoder) for locate in spec.skips]
     for i, skip in enumerate(skips):
         size = (expected[0] * 2 ** (i + 1), expected[1] * 2 ** (i + 1))
         if spatial_size(skip) != size:  # a table error, never a user error
-            raise ValueError(f"{backbone} skip {i} is {spatial_size(skip)}, expected {size}")
+            raise ValueError(
+                f"{backbone} skip {i} is {spatial_size(skip)}, expected {size}"
+            )
 
     n_stages = spec.reduction.bit_length() - 1
-    filters = decoder_filters or spec.decoder_filters or [int(s.shape[-1]) for s in skips]
+    filters = (
+        decoder_filters or spec.decoder_filters or [int(s.shape[-1]) for s in skips]
+    )
     if len(filters) != n_stages:
         raise ValueError(
             f"backbone {backbone!r} needs {n_stages} decoder_filters (one per upsampling stage), "

@@ -18,7 +18,7 @@ from ImageNet weights and one trained from scratch save, load and implant the sa
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -33,8 +33,10 @@ def adapt_array(array: np.ndarray, shape: tuple) -> np.ndarray:
     if array.shape == shape:
         return array
     channels = shape[-2] if array.ndim == 4 else shape[0]
-    if array.ndim == 4 and array.shape[2] == RGB and array.shape[:2] + array.shape[3:] == (
-        shape[:2] + shape[3:]
+    if (
+        array.ndim == 4
+        and array.shape[2] == RGB
+        and array.shape[:2] + array.shape[3:] == (shape[:2] + shape[3:])
     ):
         mean = array.mean(axis=2, keepdims=True) * (RGB / channels)
         return np.repeat(mean, channels, axis=2).astype(array.dtype)
@@ -50,8 +52,13 @@ def transfer_weights(source: keras.Model, target: keras.Model) -> None:
         raise ValueError("source and target encoders have different layer counts")
     for src, dst in zip(source.layers, target.layers):
         if type(src) is not type(dst):
-            raise ValueError(f"layer mismatch: {src.name} ({type(src).__name__}) vs {dst.name}")
-        weights = [adapt_array(a, b.shape) for a, b in zip(src.get_weights(), dst.get_weights())]
+            raise ValueError(
+                f"layer mismatch: {src.name} ({type(src).__name__}) vs {dst.name}"
+            )
+        weights = [
+            adapt_array(a, b.shape)
+            for a, b in zip(src.get_weights(), dst.get_weights())
+        ]
         dst.set_weights(weights)
 
 
@@ -68,4 +75,4 @@ def build_with_channels(
     return target
 
 
-__all__ = ["adapt_array", "transfer_weights", "build_with_channels"]
+__all__ = ["adapt_array", "build_with_channels", "transfer_weights"]

@@ -15,7 +15,7 @@ output stays float32 under a ``mixed_float16`` policy.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from iac_tf._keras import keras
 

@@ -32,7 +32,9 @@ from iac_tf.unets.channels import build_with_channels
 def _quiet_channel_warning():
     """Keras warns for any channel count but 1 or 3; 1-4 channels are this project's normal."""
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="This model usually expects 1 or 3 input")
+        warnings.filterwarnings(
+            "ignore", message="This model usually expects 1 or 3 input"
+        )
         yield
 
 
@@ -55,7 +57,11 @@ def sm_encoder(sm_name: str):
         def build(shape, w):
             with _quiet_channel_warning():
                 return sm.Backbones.get_backbone(
-                    sm_name, input_shape=shape, weights=w, include_top=False, **_sm_submodules()
+                    sm_name,
+                    input_shape=shape,
+                    weights=w,
+                    include_top=False,
+                    **_sm_submodules(),
                 )
 
         return build_with_channels(build, input_shape, weights)
@@ -91,4 +97,4 @@ def application_encoder(constructor_name: str, kwargs: tuple = ()):
     return make
 
 
-__all__ = ["sm_encoder", "application_encoder"]
+__all__ = ["application_encoder", "sm_encoder"]

@@ -19,7 +19,7 @@ connection, deepest first. Three kinds cover the zoo:
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from iac_tf._keras import keras
 
@@ -38,7 +38,9 @@ def at_stride(stride: int) -> Locator:
         height, width = encoder.input_shape[1:3]
         target = (height // stride, width // stride)
         found = None
-        for layer in encoder.layers:  # topological order (functional models sort by depth)
+        for (
+            layer
+        ) in encoder.layers:  # topological order (functional models sort by depth)
             if isinstance(layer, keras.layers.InputLayer):
                 continue
             output = layer.output
@@ -99,4 +101,4 @@ def conv_stem(stride: int = 2, filters: int = 64) -> Locator:
     return locate
 
 
-__all__ = ["Locator", "at_stride", "named", "conv_stem", "spatial_size"]
+__all__ = ["Locator", "at_stride", "conv_stem", "named", "spatial_size"]

@@ -22,8 +22,8 @@ convnext_tiny/base   keras.applications ConvNeXt         strides 16, 8, 4 + conv
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional
 
 from iac_tf.unets.base_unet import plain_unet_encoder
 from iac_tf.unets.encoders import application_encoder, sm_encoder
@@ -50,8 +50,8 @@ class Backbone:
     encoder: Callable
     skips: tuple[Locator, ...]
     reduction: int = 32
-    decoder_filters: Optional[tuple[int, ...]] = SM_DECODER_FILTERS
-    center_filters: Optional[int] = None
+    decoder_filters: tuple[int, ...] | None = SM_DECODER_FILTERS
+    center_filters: int | None = None
 
 
 def _strides(*strides: int) -> tuple[Locator, ...]:
@@ -69,21 +69,36 @@ def _convnext(constructor_name: str) -> Backbone:
 # segmentation_models' Backbones.get_feature_layers(name, n=4) (checked in the tests).
 _SM_FEATURES = {
     "vgg16": ("block5_conv3", "block4_conv3", "block3_conv3", "block2_conv2"),
-    "resnet50": ("stage4_unit1_relu1", "stage3_unit1_relu1", "stage2_unit1_relu1", "relu0"),
+    "resnet50": (
+        "stage4_unit1_relu1",
+        "stage3_unit1_relu1",
+        "stage2_unit1_relu1",
+        "relu0",
+    ),
 }
 
 TABLE: dict[str, Backbone] = {
-    "base": Backbone(plain_unet_encoder, _strides(8, 4, 2, 1), reduction=16, decoder_filters=None),
-    "vgg16": Backbone(
-        sm_encoder("vgg16"), tuple(map(named, _SM_FEATURES["vgg16"])), center_filters=512
+    "base": Backbone(
+        plain_unet_encoder, _strides(8, 4, 2, 1), reduction=16, decoder_filters=None
     ),
-    "resnet50": Backbone(sm_encoder("resnet50"), tuple(map(named, _SM_FEATURES["resnet50"]))),
+    "vgg16": Backbone(
+        sm_encoder("vgg16"),
+        tuple(map(named, _SM_FEATURES["vgg16"])),
+        center_filters=512,
+    ),
+    "resnet50": Backbone(
+        sm_encoder("resnet50"), tuple(map(named, _SM_FEATURES["resnet50"]))
+    ),
     "mobilenetv3_large": Backbone(
         application_encoder("MobileNetV3Large", kwargs=("alpha", "minimalistic")),
         _strides(*SM_STRIDES),
     ),
-    "efficientnetv2_s": Backbone(application_encoder("EfficientNetV2S"), _strides(*SM_STRIDES)),
-    "efficientnetv2_m": Backbone(application_encoder("EfficientNetV2M"), _strides(*SM_STRIDES)),
+    "efficientnetv2_s": Backbone(
+        application_encoder("EfficientNetV2S"), _strides(*SM_STRIDES)
+    ),
+    "efficientnetv2_m": Backbone(
+        application_encoder("EfficientNetV2M"), _strides(*SM_STRIDES)
+    ),
     "convnext_tiny": _convnext("ConvNeXtTiny"),
     "convnext_base": _convnext("ConvNeXtBase"),
 }
@@ -101,4 +116,4 @@ def get_backbone(name: str) -> Backbone:
         ) from None
 
 
-__all__ = ["BACKBONES", "Backbone", "TABLE", "get_backbone", "SM_DECODER_FILTERS"]
+__all__ = ["BACKBONES", "SM_DECODER_FILTERS", "TABLE", "Backbone", "get_backbone"]

@@ -31,7 +31,11 @@ def test_unknown_backbone_lists_the_backbones():
 
 @pytest.mark.parametrize(
     "backbone, shape, divisor",
-    [("resnet50", (100, 128, 1), 32), ("convnext_tiny", (144, 144, 1), 32), ("base", (120, 120, 1), 16)],
+    [
+        ("resnet50", (100, 128, 1), 32),
+        ("convnext_tiny", (144, 144, 1), 32),
+        ("base", (120, 120, 1), 16),
+    ],
 )
 def test_input_sides_must_be_divisible_by_the_reduction(backbone, shape, divisor):
     with pytest.raises(ValueError, match=f"divisible by {divisor}"):
@@ -63,21 +67,45 @@ def test_base_has_no_pretrained_weights():
 
 def test_decoder_filters_need_one_entry_per_stage():
     with pytest.raises(ValueError, match="needs 4 decoder_filters"):
-        build_unet("base", input_shape=(32, 32, 1), base_filters=4, decoder_filters=(8, 8, 8, 8, 8))
+        build_unet(
+            "base",
+            input_shape=(32, 32, 1),
+            base_filters=4,
+            decoder_filters=(8, 8, 8, 8, 8),
+        )
 
 
 def test_base_options_and_custom_decoder():
     model = build_unet(
-        "base", input_shape=(64, 96, 2), classes=2, base_filters=4, decoder_filters=(5, 6, 7, 8),
+        "base",
+        input_shape=(64, 96, 2),
+        classes=2,
+        base_filters=4,
+        decoder_filters=(5, 6, 7, 8),
         name="tiny",
     )
     assert model.name == "tiny" and model.output_shape == (None, 64, 96, 2)
     assert model.get_layer("encoder_block4_conv2").filters == 64  # 4 * 2**4
-    assert [model.get_layer(f"decoder_stage{i}b_conv").filters for i in range(4)] == [5, 6, 7, 8]
+    assert [model.get_layer(f"decoder_stage{i}b_conv").filters for i in range(4)] == [
+        5,
+        6,
+        7,
+        8,
+    ]
     concat = model.get_layer("decoder_stage3_concat")
-    assert concat.output_shape == (None, 64, 96, 7 + 4)  # [up from stage 2, stride-1 skip]
-    no_bn = build_unet("base", input_shape=(32, 32, 1), base_filters=4, use_batchnorm=False)
-    assert not any(layer.name.startswith("encoder_block") and "_bn" in layer.name for layer in no_bn.layers)
+    assert concat.output_shape == (
+        None,
+        64,
+        96,
+        7 + 4,
+    )  # [up from stage 2, stride-1 skip]
+    no_bn = build_unet(
+        "base", input_shape=(32, 32, 1), base_filters=4, use_batchnorm=False
+    )
+    assert not any(
+        layer.name.startswith("encoder_block") and "_bn" in layer.name
+        for layer in no_bn.layers
+    )
 
 
 def test_skip_layer_names_ignores_other_models():
@@ -97,7 +125,9 @@ def test_mixed_float16_keeps_a_float32_head():
     for m in (model, base):
         concat = m.get_layer("decoder_stage0_concat")
         assert concat.compute_dtype == "float16"  # the body runs in float16 ...
-        assert m.get_layer("final_conv").compute_dtype == "float32"  # ... the head does not
+        assert (
+            m.get_layer("final_conv").compute_dtype == "float32"
+        )  # ... the head does not
         y = m(np.ones((1,) + m.input_shape[1:], "float32"))
         assert y.dtype == "float32" and m.output.dtype == "float32"
 
@@ -109,7 +139,9 @@ def sm_module():
 
 @pytest.mark.parametrize("backbone", ["vgg16", "resnet50"])
 def test_feature_layers_are_segmentation_models(sm_module, backbone):
-    assert _SM_FEATURES[backbone] == sm_module.Backbones.get_feature_layers(backbone, n=4)
+    assert _SM_FEATURES[backbone] == sm_module.Backbones.get_feature_layers(
+        backbone, n=4
+    )
 
 
 def test_resnet50_is_layer_for_layer_sm_unet(sm_module):
@@ -118,9 +150,15 @@ def test_resnet50_is_layer_for_layer_sm_unet(sm_module):
     ours = build_unet("resnet50", input_shape=shape, classes=2)
     keras.backend.clear_session()
     theirs = sm_module.Unet(
-        "resnet50", input_shape=shape, classes=2, activation="sigmoid", encoder_weights=None
+        "resnet50",
+        input_shape=shape,
+        classes=2,
+        activation="sigmoid",
+        encoder_weights=None,
     )
-    assert [layer.name for layer in ours.layers] == [layer.name for layer in theirs.layers]
+    assert [layer.name for layer in ours.layers] == [
+        layer.name for layer in theirs.layers
+    ]
     ours.set_weights(theirs.get_weights())
     x = np.random.default_rng(1).standard_normal((1,) + shape).astype("float32")
     np.testing.assert_allclose(ours(x).numpy(), theirs(x).numpy(), rtol=0, atol=1e-6)

@@ -48,4 +48,6 @@ def test_layer_scale_is_registered_and_round_trips():
     config = keras.layers.serialize(layer)
     clone = keras.layers.deserialize(config)
     assert type(clone) is cls and clone.get_config() == layer.get_config()
-    np.testing.assert_allclose(clone(np.ones((1, 3), "float32")).numpy(), [[0.5, 0.5, 0.5]])
+    np.testing.assert_allclose(
+        clone(np.ones((1, 3), "float32")).numpy(), [[0.5, 0.5, 0.5]]
+    )
