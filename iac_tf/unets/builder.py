@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 import re
 from collections.abc import Sequence
 
@@ -13,12 +14,21 @@ from iac_tf.unets.registry import get_backbone
 _CONCAT_RE = re.compile(r"decoder_stage(\d+)_concat")
 
 
+def _positive_int(value) -> bool:
+    return (
+        isinstance(value, numbers.Integral)
+        and not isinstance(value, bool)
+        and value > 0
+    )
+
+
 def _check_input_shape(input_shape, reduction: int, backbone: str) -> tuple:
     shape = tuple(input_shape)
-    if len(shape) != 3 or not all(isinstance(d, int) and d > 0 for d in shape):
+    if len(shape) != 3 or not all(_positive_int(d) for d in shape):
         raise ValueError(
             f"input_shape must be (H, W, C) of positive ints, got {input_shape!r}"
         )
+    shape = tuple(int(d) for d in shape)
     height, width, _ = shape
     if height % reduction or width % reduction:
         raise ValueError(
@@ -77,8 +87,9 @@ def build_unet(
     """
     spec = get_backbone(backbone)
     shape = _check_input_shape(input_shape, spec.reduction, backbone)
-    if not isinstance(classes, int) or classes < 1:
+    if not _positive_int(classes):
         raise ValueError(f"classes must be a positive int, got {classes!r}")
+    classes = int(classes)
     unknown = sorted(set(backbone_kwargs) - set(spec.encoder.kwargs))
     if unknown:
         allowed = ", ".join(spec.encoder.kwargs) or "none"

@@ -162,3 +162,13 @@ def test_resnet50_is_layer_for_layer_sm_unet(sm_module):
     ours.set_weights(theirs.get_weights())
     x = np.random.default_rng(1).standard_normal((1,) + shape).astype("float32")
     np.testing.assert_allclose(ours(x).numpy(), theirs(x).numpy(), rtol=0, atol=1e-6)
+
+
+def test_savedmodel_round_trip_of_a_small_unet(tmp_path):
+    """The SavedModel format too (a tiny plain U-Net: tracing dominates the cost)."""
+    model = build_unet("base", input_shape=(32, 32, 2), classes=2, base_filters=4)
+    x = np.random.default_rng(2).standard_normal((1, 32, 32, 2)).astype("float32")
+    model.save(tmp_path / "saved_unet", save_format="tf")
+    loaded = keras.models.load_model(tmp_path / "saved_unet", compile=False)
+    np.testing.assert_array_equal(loaded(x).numpy(), model(x).numpy())
+    assert skip_layer_names(loaded) == skip_layer_names(model)
