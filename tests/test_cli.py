@@ -1,0 +1,67 @@
+"""The `iac` command line: config errors, and the whole three-stage pipeline on a tiny setting of
+the bundled sample (base U-Net at 64x64, a couple of epochs per stage)."""
+
+import csv
+import json
+import os
+import pathlib
+
+import pytest
+
+from iac_tf.cli import main
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "experiments" / "sample.yaml"
+
+
+def test_unknown_key_is_an_error_naming_the_key(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(SAMPLE.read_text() + "\nstage2:\n  epochz: 3\n")
+    assert main(["stage2", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "stage2.epochz" in err and str(bad) in err
+
+
+def test_wrong_type_and_missing_file(tmp_path, capsys):
+    assert main(["stage1", str(SAMPLE), "--set", "stage1.batch_size=big"]) == 2
+    assert "stage1.batch_size" in capsys.readouterr().err
+    assert main(["run", str(tmp_path / "nope.yaml")]) == 2
+    assert "config file not found" in capsys.readouterr().err
+
+
+def test_stage2_without_trained_unet_says_what_to_do(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    rc = main(["stage2", str(SAMPLE), "--set", f"output_dir={tmp_path}",
+               "--set", f"data.cache_dir={tmp_path / 'cache'}"])
+    assert rc == 2
+    assert "Run Stage I first" in capsys.readouterr().err
+
+
+def test_three_stage_pipeline_on_the_sample(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    sets = {
+        "name": "tiny", "output_dir": str(tmp_path), "data.cache_dir": str(tmp_path / "cache"),
+        "data.patch_size": 64, "unet.options": "{base_filters: 4}",
+        "stage1.epochs": 2, "stage1.batch_size": 16, "stage1.verbose": 0,
+        "stage2.epochs": 2, "stage2.warmup_epochs": 1, "stage2.batch_size": 16,
+        "stage2.cell_channels": 4, "stage2.verbose": 0,
+        "stage3.epochs": 1, "stage3.batch_size": 16, "stage3.cell_channels": 4, "stage3.verbose": 0,
+    }
+    argv = ["run", str(SAMPLE)]
+    for k, v in sets.items():
+        argv += ["--set", f"{k}={v}"]
+    assert main(argv) == 0
+    run = tmp_path / "tiny"
+    assert (run / "config.yaml").is_file() and (run / "version.txt").is_file()
+    assert (run / "stage1" / "best_model.keras").is_file()
+    genotypes = sorted(p.name for p in (run / "stage2" / "genotypes").glob("*.json"))
+    assert genotypes == ["epoch_001.json", "epoch_002.json"]
+    rows = list(csv.DictReader(open(run / "stage2" / "history.csv")))
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert (run / "stage3" / "savedmodel" / "saved_model.pb").is_file()
+    stats = json.loads((run / "evaluation" / "stats.json").read_text())
+    assert stats["overall"]["n"] >= 1
+    assert 0.0 <= stats["overall"]["mean_baseline"] <= 1.0
+    assert (run / "evaluation" / "dice_table.md").is_file()
+    assert (run / "stage1" / "learning_curves.png").is_file()
+    assert os.path.getsize(run / "evaluation" / "dice_paired.png") > 0
