@@ -76,11 +76,17 @@ def load_case(
     if np.issubdtype(label.dtype, np.floating):
         if not np.all(label == np.round(label)):
             raise DataError(f"{label_path}: label map has non-integer values")
+        label = label.astype(np.int64)
+    elif label.dtype.itemsize > 4:
+        label = label.astype(np.int64)
+    if label.size and int(label.max()) > np.iinfo(np.int16).max:
+        raise DataError(f"{label_path}: label value {int(label.max())} outside the dataset's set "
+                        f"{sorted(allowed_labels)}")
     low = int(label.min())
     if low < 0:
         bad = [low]
     else:  # bincount: much faster than np.unique on a 512x512x500 CT label map
-        present = np.flatnonzero(np.bincount(label.reshape(-1).astype(np.intp)))
+        present = np.flatnonzero(np.bincount(label.reshape(-1)))
         bad = sorted(set(present.tolist()) - {int(v) for v in allowed_labels})
     if bad:
         raise DataError(

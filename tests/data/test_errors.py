@@ -121,3 +121,14 @@ def test_bad_config_values_rejected():
         from_dict(DataConfig, {"format": "nnunet", "root": "x", "search_fraction": 0.7})
     with pytest.raises(ConfigError, match="unknown key"):
         from_dict(DataConfig, {"format": "nnunet", "root": "x", "patchsize": 64})
+
+
+def test_float_label_maps_are_accepted_unless_fractional(tmp_path):
+    ds = fixtures.write_nnunet(tmp_path / "raw")
+    lab = ds / "labelsTr" / "case_b.nii.gz"
+    fixtures.save(fixtures.blob_label((1, 2)).astype(np.float32), lab)
+    assert len(_prepare(ds, tmp_path).case_ids) == 5
+    fixtures.save(fixtures.blob_label((1, 2)).astype(np.float32) * 0.5, lab)
+    with pytest.raises(DataError, match="non-integer values") as info:
+        _prepare(ds, tmp_path)
+    assert str(lab) in str(info.value)
