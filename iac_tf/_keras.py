@@ -56,17 +56,11 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 def _assert_legacy_keras() -> None:
     """Fail loudly if ``tf.keras`` is Keras 3 (i.e. TensorFlow was imported before the flag)."""
     tfk = getattr(tf, "keras", None)
-    version = getattr(tfk, "__version__", None) or getattr(
-        getattr(tfk, "version", None), "__call__", lambda: None
-    )()
     if tfk is None:
         raise ImportError(KERAS3_MESSAGE)
-    if isinstance(version, str) and version.startswith("3"):
-        raise ImportError(KERAS3_MESSAGE)
-    # tf.keras must resolve to the tf_keras package.
-    if not getattr(tfk, "__name__", "").startswith(("tf_keras", "keras.api._v2", "tensorflow")):
-        raise ImportError(KERAS3_MESSAGE)
-    if getattr(tfk.layers.Layer, "__module__", "").startswith("keras.src"):
+    version = getattr(tfk, "__version__", "")
+    layer_module = getattr(tfk.layers.Layer, "__module__", "")
+    if str(version).startswith("3") or not layer_module.startswith("tf_keras"):
         raise ImportError(KERAS3_MESSAGE)
 
 

@@ -6,7 +6,6 @@ import json
 import os
 import pathlib
 
-import pytest
 
 from iac_tf.cli import main
 

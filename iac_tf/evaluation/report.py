@@ -43,8 +43,8 @@ def evaluate_pair(baseline, candidate, images, masks, case_ids, class_names, out
         b = [scores[names[0]][case][k] for case in cases]
         c = [scores[names[1]][case][k] for case in cases]
         report["per_class"][cls] = compare_paired(b, c)
-    b_all = [np.nanmean(scores[names[0]][case]) if not np.all(np.isnan(scores[names[0]][case])) else np.nan for case in cases]
-    c_all = [np.nanmean(scores[names[1]][case]) if not np.all(np.isnan(scores[names[1]][case])) else np.nan for case in cases]
+    b_all = [_case_mean(scores[names[0]][case]) for case in cases]
+    c_all = [_case_mean(scores[names[1]][case]) for case in cases]
     report["overall"] = compare_paired(b_all, c_all)
     atomic_write_json(out_dir / "stats.json", report)
     atomic_write_text(out_dir / "dice_table.md", markdown_table(report, names))
@@ -66,6 +66,11 @@ def markdown_table(report: dict, names=("baseline", "iac")) -> str:
             f"{_f(s['wilcoxon_greater_p'])} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _case_mean(per_class: np.ndarray) -> float:
+    """Mean Dice over the classes present in a case (NaN if none is)."""
+    return float(np.nanmean(per_class)) if not np.all(np.isnan(per_class)) else float("nan")
 
 
 def _f(x) -> str:
