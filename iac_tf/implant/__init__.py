@@ -4,7 +4,7 @@
     skips = find_skip_connections(unet)        # level 0 = deepest skip
     supernet = implant(unet, make_module)      # make_module(level, up_shape, skip_shape) -> module
 
-See ``docs/implant.md`` for a walk-through and ``docs/decisions/implant.md`` for the choices made.
+See ``docs/implant.md`` for a walk-through and ``docs/decisions.md`` (Implantation) for the choices made.
 """
 
 from iac_tf.implant.freeze import freeze_unet

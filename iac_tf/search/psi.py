@@ -12,7 +12,7 @@ Numerics: ``0.5 * Psi_hat_i / S_rest`` equals ``0.5 * softmax_{i != i*}(tan beta
 computed that way (a softmax over the non-winners), so it never divides 0 by 0 even where the
 non-winners' ``Psi_hat`` underflow to zero near a pole of tan. Everything is float32.
 
-Gradient facts (tested; see docs/decisions/search.md): where the cap is active the winner's own
+Gradient facts (tested; see docs/decisions.md, "Search space"): where the cap is active the winner's own
 beta gets no gradient (its Psi is the constant 0.5 and the others do not depend on it); a node
 with two inputs always gets (0.5, 0.5) in tan mode, so its beta gets no gradient at all.
 """
