@@ -15,23 +15,9 @@ Layer names: ``encoder_block{k}_conv{j}`` / ``_bn{j}`` / ``_relu{j}``, ``encoder
 from __future__ import annotations
 
 from iac_tf._keras import keras
+from iac_tf.unets.decoder import conv3x3_bn_relu
 
 DEPTH = 5  # levels, the last one is the bottleneck
-
-
-def conv_bn_relu(x, filters: int, prefix: str, index: int, use_batchnorm: bool = True):
-    """Conv3x3 (+BN) + ReLU named ``{prefix}_conv{index}`` / ``_bn{index}`` / ``_relu{index}``."""
-    x = keras.layers.Conv2D(
-        filters,
-        3,
-        padding="same",
-        use_bias=not use_batchnorm,
-        kernel_initializer="he_uniform",
-        name=f"{prefix}_conv{index}",
-    )(x)
-    if use_batchnorm:
-        x = keras.layers.BatchNormalization(name=f"{prefix}_bn{index}")(x)
-    return keras.layers.Activation("relu", name=f"{prefix}_relu{index}")(x)
 
 
 def plain_unet_encoder(
@@ -60,11 +46,11 @@ def plain_unet_encoder(
             x = keras.layers.MaxPooling2D(2, name=f"encoder_block{k - 1}_pool")(x)
         filters = int(base_filters) * 2**k
         for j in (1, 2):
-            x = conv_bn_relu(x, filters, f"encoder_block{k}", j, use_batchnorm)
+            x = conv3x3_bn_relu(x, filters, f"encoder_block{k}", use_batchnorm, suffix=str(j))
     return keras.Model(inputs, x, name="plain_unet_encoder")
 
 
 plain_unet_encoder.description = "plain U-Net encoder (Ronneberger et al.)"
 plain_unet_encoder.kwargs = ("base_filters", "use_batchnorm")
 
-__all__ = ["conv_bn_relu", "plain_unet_encoder"]
+__all__ = ["plain_unet_encoder"]

@@ -22,19 +22,20 @@ from iac_tf._keras import keras
 CONCAT_NAME = "decoder_stage{}_concat"
 
 
-def conv3x3_bn_relu(x, filters: int, name: str, use_batchnorm: bool = True):
-    """segmentation_models' ``Conv3x3BnReLU``: ``{name}_conv``, ``{name}_bn``, ``{name}_relu``."""
+def conv3x3_bn_relu(x, filters: int, name: str, use_batchnorm: bool = True, suffix: str = ""):
+    """segmentation_models' ``Conv3x3BnReLU``: layers ``{name}_conv{suffix}``, ``{name}_bn{suffix}``,
+    ``{name}_relu{suffix}`` (the base U-Net's blocks use the suffix to number their two convs)."""
     x = keras.layers.Conv2D(
         filters,
         3,
         padding="same",
         use_bias=not use_batchnorm,
         kernel_initializer="he_uniform",
-        name=f"{name}_conv",
+        name=f"{name}_conv{suffix}",
     )(x)
     if use_batchnorm:
-        x = keras.layers.BatchNormalization(axis=-1, name=f"{name}_bn")(x)
-    return keras.layers.Activation("relu", name=f"{name}_relu")(x)
+        x = keras.layers.BatchNormalization(axis=-1, name=f"{name}_bn{suffix}")(x)
+    return keras.layers.Activation("relu", name=f"{name}_relu{suffix}")(x)
 
 
 def decoder_stage(x, skip, filters: int, stage: int, use_batchnorm: bool = True):
