@@ -8,9 +8,10 @@ Timing: both steps are traced once (warm-up), then each is run ``--repeats`` tim
 batch; the medians and their ratio are printed. The ratio is what to compare across machines.
 
 Memory: each configuration runs in a fresh subprocess (so peaks don't mix) that performs two
-steps. On a GPU the number is TensorFlow's allocator peak; on a CPU it is the process's peak RSS
-(includes the TensorFlow runtime and weights, so the cells' activation memory is reported as
-``supernet peak - Stage I peak`` of the same U-Net and batch).
+steps. On a GPU the number is TensorFlow's allocator peak; on a CPU it is the process's peak RSS.
+The whole supernet's peak includes the TensorFlow runtime, the U-Net and its activations, so the
+cells' activation memory is measured separately: the search cells of the U-Net's skip connections
+alone (same shapes), one traced training step, peak during the steps minus the peak before them.
 """
 
 from __future__ import annotations
@@ -84,21 +85,58 @@ def _sync(out):
             v.numpy()
 
 
+def _cells_step(backbone, size, batch, base_filters, K, C):
+    """Only the search cells of ``backbone``'s skip connections (same shapes, shared alpha/beta),
+    trained on their own: their activation memory without the U-Net's."""
+    from iac_tf.implant import find_skip_connections
+    from iac_tf.search import ArchitectureParameters, SearchCell
+
+    skips = find_skip_connections(_unet(backbone, size, base_filters))
+    keras.backend.clear_session()
+    arch = ArchitectureParameters(name="arch")
+    inputs, outputs = [], []
+    for s in skips:
+        up, skip = keras.Input(s.up_shape), keras.Input(s.skip_shape)
+        alpha, beta = arch(up)
+        cell = SearchCell(out_channels=s.out_shape[-1], C=C, K=K, name=f"cell{s.level}")
+        inputs += [up, skip]
+        outputs.append(cell([up, skip, alpha, beta]))
+    model = keras.Model(inputs, outputs)
+    rng = np.random.default_rng(0)
+    xs = [tf.constant(rng.normal(size=(batch,) + tuple(t.shape[1:])).astype(np.float32)) for t in inputs]
+    opt = keras.optimizers.SGD(0.01)
+
+    @tf.function
+    def step():
+        with tf.GradientTape() as tape:
+            loss = tf.add_n([tf.reduce_mean(tf.square(o)) for o in model(xs, training=True)])
+        opt.minimize(loss, model.trainable_variables, tape=tape)
+        return loss
+
+    step.get_concrete_function()  # trace before the baseline reading
+    return step, model
+
+
+def _peak_mib() -> tuple[float, str]:
+    if tf.config.list_physical_devices("GPU"):
+        return tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20, "gpu_allocator_peak"
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "process_peak_rss"  # KiB -> MiB
+
+
 def _peak_memory_child(kind: str, backbone: str, size: int, batch: int, base_filters, K: int, C: int) -> None:
-    fn = (_stage1_step(backbone, size, batch, base_filters)[0] if kind == "stage1"
-          else _search_step(backbone, size, batch, base_filters, K, C)[0])
-    gpu = bool(tf.config.list_physical_devices("GPU"))
-    if gpu:
-        tf.config.experimental.reset_memory_stats("GPU:0")
-    _sync(fn())
-    _sync(fn())
-    if gpu:
-        peak = tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20
-        source = "gpu_allocator_peak"
+    if kind == "stage1":
+        fn = _stage1_step(backbone, size, batch, base_filters)[0]
+    elif kind == "search":
+        fn = _search_step(backbone, size, batch, base_filters, K, C)[0]
     else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB (Linux)
-        source = "process_peak_rss"
-    print(json.dumps({"peak_mib": peak, "source": source}))
+        fn = _cells_step(backbone, size, batch, base_filters, K, C)[0]
+    if tf.config.list_physical_devices("GPU"):
+        tf.config.experimental.reset_memory_stats("GPU:0")
+    before, _ = _peak_mib()
+    _sync(fn())
+    _sync(fn())
+    peak, source = _peak_mib()
+    print(json.dumps({"peak_mib": peak, "before_mib": before, "source": source}))
 
 
 def _measure_memory(args, kind, backbone, K=0):
@@ -124,7 +162,7 @@ def main(argv=None) -> None:
     p.add_argument("--memory-backbone", default="base")
     p.add_argument("--base-filters", type=int, default=None)
     p.add_argument("--skip-timing", action="store_true")
-    p.add_argument("--child", choices=["stage1", "search"], help=argparse.SUPPRESS)
+    p.add_argument("--child", choices=["stage1", "search", "cells"], help=argparse.SUPPRESS)
     p.add_argument("--k-child", type=int, default=4, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
 
@@ -150,15 +188,15 @@ def main(argv=None) -> None:
         b = args.memory_backbone
         base = _measure_memory(args, "stage1", b)
         print(f"\npeak memory ({base['source']}), backbone {b}: Stage I step {base['peak_mib']:.0f} MiB")
-        print("| K | supernet peak (MiB) | cells' share = peak - Stage I (MiB) | vs K=1 |")
+        print("| K | supernet peak (MiB) | cells alone: step peak - peak before the step (MiB) | vs K=1 |")
         print("|---|---|---|---|")
         first = None
         for K in args.ks:
-            m = _measure_memory(args, "search", b, K)
-            cells = m["peak_mib"] - base["peak_mib"]
-            first = cells if first is None else first
-            print(f"| {K} | {m['peak_mib']:.0f} | {cells:.0f} | {cells / first:.2f} |", flush=True)
-
+            whole = _measure_memory(args, "search", b, K)
+            cells = _measure_memory(args, "cells", b, K)
+            delta = cells["peak_mib"] - cells["before_mib"]
+            first = delta if first is None else first
+            print(f"| {K} | {whole['peak_mib']:.0f} | {delta:.0f} | {delta / first:.2f} |", flush=True)
 
 if __name__ == "__main__":
     main()
