@@ -31,7 +31,7 @@ def precision_policy(mixed_precision: bool):
 
 def as_epoch_fn(data: DataSource | None) -> Callable[[int], tf.data.Dataset] | None:
     """Turn a dataset (same every epoch) or a callable ``epoch -> dataset`` into the callable."""
-    if data is None or callable(data) and not isinstance(data, tf.data.Dataset):
+    if data is None or (callable(data) and not isinstance(data, tf.data.Dataset)):
         return data
     return lambda epoch: data
 
