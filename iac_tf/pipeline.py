@@ -141,7 +141,7 @@ def run_stage3(cfg: ExperimentConfig):
         train, val = _train_val(prepared, cfg.stage3.batch_size, cfg.seed, cfg.stage3.shuffle)
         result = train_iac_unet(unet, genotype, train, val, cfg.stage3, cfg.stage_dir(3))
     _plot(cfg.stage_dir(3), "Stage III")
-    report = evaluate(cfg)
+    report = evaluate(cfg, prepared)
     overall = report["overall"]
     _log(f"Stage III done: best val Dice {result.best_val_dice:.4f} (epoch {result.best_epoch}); "
          f"per-case Dice on {cfg.evaluation.split}: U-Net {overall['mean_baseline']:.4f} -> "
@@ -149,13 +149,15 @@ def run_stage3(cfg: ExperimentConfig):
     return result
 
 
-def evaluate(cfg: ExperimentConfig) -> dict:
-    """Per-case Dice of the U-Net and the Stage III IAC U-Net on ``evaluation.split``."""
+def evaluate(cfg: ExperimentConfig, prepared=None) -> dict:
+    """Per-case Dice of the U-Net and the Stage III IAC U-Net on ``evaluation.split``
+    (``prepared``: the already prepared data, if the caller has it)."""
     import iac_tf.search  # noqa: F401  (registers the cells for loading)
     from iac_tf.evaluation.report import evaluate_pair
     from iac_tf.training.stage1 import BEST_MODEL
 
-    prepared = prepare(cfg)
+    if prepared is None:
+        prepared = prepare(cfg)
     images, masks, case_ids = prepared.arrays(cfg.evaluation.split)
     baseline = load_unet(trained_unet_path(cfg))
     candidate = load_unet(cfg.stage_dir(3) / BEST_MODEL)

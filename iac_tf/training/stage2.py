@@ -161,16 +161,13 @@ def _set_lr(optimizer, value: float) -> None:
 
 def arch_state(supernet: SearchSupernet, edge_norm: str) -> dict:
     """alpha, beta, softmax(alpha) (eq. 1) and Psi per node (eq. 4 or 6-10) as plain lists."""
-    from iac_tf.search import psi_edge_weights
+    from iac_tf.search import node_edge_slices, psi_edge_weights
 
     alpha = supernet.arch.alpha.numpy()
     beta = supernet.arch.beta.numpy()
     phi = tf.nn.softmax(alpha, axis=-1).numpy()
-    psi, start = [], 0
-    for node in range(4):
-        n_in = node + 2
-        psi.append(psi_edge_weights(tf.constant(beta[start:start + n_in]), mode=edge_norm).numpy().tolist())
-        start += n_in
+    psi = [psi_edge_weights(tf.constant(beta[start:end]), mode=edge_norm).numpy().tolist()
+           for start, end in node_edge_slices()]
     return {"alpha": alpha.tolist(), "beta": beta.tolist(), "phi": phi.tolist(), "psi": psi}
 
 

@@ -87,12 +87,17 @@ class SearchSupernet(keras.Model):
         self.weight_optimizer = weight_optimizer
 
     # ---------------------------------------------------------------- steps
+    @staticmethod
+    def _replicas():
+        """Replica count as float32: per-replica losses are divided by it so that the
+        cross-replica gradient sum is the global-batch mean."""
+        return tf.cast(tf.distribute.get_strategy().num_replicas_in_sync, tf.float32)
+
     def _dice_loss(self, y, pred):
         """Dice loss of one replica's batch, divided by the replica count so that the
         cross-replica gradient sum is the global-batch mean."""
         per_sample = 1.0 - tf.reduce_mean(dice_per_channel(y, pred, self.dice_eps), axis=-1)
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        return tf.reduce_mean(per_sample) / tf.cast(replicas, tf.float32), per_sample
+        return tf.reduce_mean(per_sample) / self._replicas(), per_sample
 
     def _arch_step(self, x_val, y_val):
         """Eq. (14): (alpha, beta) <- (alpha, beta) - eta * d L_val / d(alpha, beta)."""
@@ -103,8 +108,7 @@ class SearchSupernet(keras.Model):
             l2 = tf.add_n([tf.reduce_sum(tf.square(v)) for v in arch_vars])
             # beta-DARTS regulariser: lambda_e * mean_e logsumexp(alpha_e) (Algorithm 1's lambda_e).
             reg = self.reg_lambda * tf.reduce_mean(tf.reduce_logsumexp(self.arch.alpha, axis=-1))
-            replicas = tf.cast(tf.distribute.get_strategy().num_replicas_in_sync, tf.float32)
-            total = loss + (0.5 * self.arch_weight_decay * l2 + reg) / replicas
+            total = loss + (0.5 * self.arch_weight_decay * l2 + reg) / self._replicas()
         self.arch_optimizer.minimize(total, arch_vars, tape=tape)
         self._trackers["loss_val_search"].update_state(per_sample)
         self._trackers["dice_val_search"].update_state(1.0 - per_sample)
@@ -118,8 +122,7 @@ class SearchSupernet(keras.Model):
             loss, per_sample = self._dice_loss(y_tr, pred)
             if self.weight_decay:
                 l2 = tf.add_n([tf.reduce_sum(tf.square(tf.cast(v, tf.float32))) for v in omega])
-                loss = loss + 0.5 * self.weight_decay * l2 / tf.cast(
-                    tf.distribute.get_strategy().num_replicas_in_sync, tf.float32)
+                loss = loss + 0.5 * self.weight_decay * l2 / self._replicas()
         self.weight_optimizer.minimize(loss, omega, tape=tape)
         self._trackers["loss_train_search"].update_state(per_sample)
         self._trackers["dice_train_search"].update_state(1.0 - per_sample)
