@@ -5,10 +5,24 @@ from __future__ import annotations
 from iac_tf._keras import keras, tf
 from iac_tf.search.cell_io import build_io_layers, check_cell_inputs, output_shape
 from iac_tf.search.checks import check_positive_int
+from iac_tf.search.fused_cell import fused_nodes
 from iac_tf.search.mixed_op import MixedOp, check_partial_channels
 from iac_tf.search.operations import PRIMITIVES, build_sublayer
 from iac_tf.search.psi import PsiEdgeNorm, check_mode
 from iac_tf.search.topology import DEFAULT_STEPS, edge_list, node_edge_slices, num_edges
+
+IMPLEMENTATIONS = ("fused", "reference")
+
+
+def _python_bool(training):
+    """``training`` as a Python bool (None counts as False, like Keras' BatchNorm default);
+    None when it is a tensor whose value is only known at run time."""
+    if training is None:
+        return False
+    if isinstance(training, (bool, int)):
+        return bool(training)
+    value = tf.get_static_value(training)
+    return None if value is None else bool(value)
 
 
 @keras.utils.register_keras_serializable(package="iac_tf")
@@ -32,6 +46,10 @@ class SearchCell(keras.layers.Layer):
         K: partial-channel divisor (``C % K == 0``; 1 = plain DARTS).
         edge_norm: ``"tan"`` (eq. (6)-(10)) or ``"softmax"`` (eq. (4)).
         steps: intermediate nodes (4 in the paper: 14 edges).
+        implementation: ``"fused"`` (default; our choice) evaluates the same eq. (2)-(5) with
+            the ops grouped by the state they read (:mod:`iac_tf.search.fused_cell`);
+            ``"reference"`` evaluates them edge by edge through the ``MixedOp`` layers. Both
+            use the same weights; a symbolic (tensor) ``training`` flag uses the reference path.
 
     Call arguments:
         inputs: ``[input0, input1, alpha, beta]`` with ``input0`` ``(B, H, W, Cu)``, ``input1``
@@ -45,7 +63,8 @@ class SearchCell(keras.layers.Layer):
         >>> y = SearchCell(out_channels=128)([up, skip, alpha, beta])
     """
 
-    def __init__(self, out_channels, C=16, K=4, edge_norm="tan", steps=DEFAULT_STEPS, **kwargs):
+    def __init__(self, out_channels, C=16, K=4, edge_norm="tan", steps=DEFAULT_STEPS,
+                 implementation="fused", **kwargs):
         kwargs["autocast"] = False  # alpha/beta must reach the softmax and Psi as float32
         super().__init__(**kwargs)
         self.out_channels = check_positive_int("SearchCell", "out_channels", out_channels)
@@ -55,6 +74,11 @@ class SearchCell(keras.layers.Layer):
         self.edge_norm = check_mode(edge_norm)
         self.steps = check_positive_int("SearchCell", "steps", steps)
         self.num_edges = num_edges(steps)
+        if implementation not in IMPLEMENTATIONS:
+            raise ValueError(
+                f"SearchCell: implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}"
+            )
+        self.implementation = implementation
 
     def build(self, input_shape):
         if not isinstance(input_shape, (list, tuple)) or len(input_shape) != 4:
@@ -81,11 +105,19 @@ class SearchCell(keras.layers.Layer):
     def call(self, inputs, training=None):
         input0, input1, alpha, beta = inputs
         phi = tf.nn.softmax(tf.cast(alpha, tf.float32), axis=-1)  # eq. (1), float32
-        psi = tf.cast(self.psi_norm(beta), self.compute_dtype)  # eq. (4) / (6)-(10), float32
+        psi32 = self.psi_norm(beta)  # eq. (4) / (6)-(10), float32
         states = [
             self.preprocess0(tf.cast(input0, self.compute_dtype), training=training),
             self.preprocess1(tf.cast(input1, self.compute_dtype), training=training),
         ]
+        mode = _python_bool(training)
+        if self.implementation == "fused" and mode is not None:
+            nodes = fused_nodes(self, states, phi, psi32, mode)
+            return self.output_conv(tf.concat(nodes, axis=-1))
+        return self._reference_call(states, phi, tf.cast(psi32, self.compute_dtype), training)
+
+    def _reference_call(self, states, phi, psi, training):
+        """Eq. (5) edge by edge through the MixedOp layers: the straightforward definition."""
         for start, end in node_edge_slices(self.steps):
             node = 0.0
             for e in range(start, end):  # eq. (5): x_j = sum_i Psi_ij * f_ij(x_i)
@@ -106,6 +138,7 @@ class SearchCell(keras.layers.Layer):
                 "K": self.K,
                 "edge_norm": self.edge_norm,
                 "steps": self.steps,
+                "implementation": self.implementation,
             }
         )
         config.pop("autocast", None)
