@@ -2,19 +2,22 @@
 
 Usage::
 
-    python benchmarks/search_cell.py [--size 64] [--batch 8] [--runs 5] [--warmup 2]
+    python benchmarks/search_cell.py [--size 64] [--batch 8] [--runs 5] [--warmup 2] [--xla]
 
 Prints (cell inputs 64 + 64 channels -> 128 output channels, C = 16):
 * parameters of one SearchCell (K = 1 and K = 4: K divides the channels of the edge ops) and
   of one DiscreteCell for an example genotype and for the smallest / largest genotypes,
 * the median seconds of one forward+backward step (gradients w.r.t. omega, alpha and beta) of a
   SearchCell at size x size, batch ``--batch``, for K = 1 and K = 4, traced with tf.function,
-  after ``--warmup`` untimed steps.
+  after ``--warmup`` untimed steps, for ``implementation="reference"`` (edge by edge: the cell as
+  it was before the fused path) and ``"fused"`` (the default), run interleaved in one process,
+  and their ratio; ``--xla`` adds the fused cell under ``jit_compile=True``.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -56,16 +59,16 @@ def param_counts(size: int = 64) -> dict:
     return out
 
 
-def time_search_cell(K: int, size: int, batch: int, runs: int, warmup: int) -> float:
-    keras.backend.clear_session()
+def make_step(K: int, size: int, batch: int, implementation: str, jit_compile: bool = False):
+    """A traced forward+backward of one SearchCell (gradients for omega, alpha and beta)."""
     arch = ArchitectureParameters()
-    cell = SearchCell(CU + CS, C=C, K=K)
+    cell = SearchCell(CU + CS, C=C, K=K, implementation=implementation)
     x0 = tf.random.normal((batch, size, size, CU), seed=0)
     x1 = tf.random.normal((batch, size, size, CS), seed=1)
     cell([x0, x1, *arch(x0)])  # build
     variables = [arch.alpha, arch.beta] + cell.trainable_weights
 
-    @tf.function
+    @tf.function(jit_compile=jit_compile)
     def step():
         with tf.GradientTape() as tape:
             alpha, beta = arch(x0)
@@ -73,14 +76,21 @@ def time_search_cell(K: int, size: int, batch: int, runs: int, warmup: int) -> f
         grads = tape.gradient(loss, variables)
         return loss, tf.add_n([tf.reduce_sum(g) for g in grads])
 
-    for _ in range(warmup):
-        [t.numpy() for t in step()]
-    times = []
+    return lambda: [t.numpy() for t in step()]  # .numpy() waits for the device
+
+
+def interleaved_medians(steps: dict, runs: int, warmup: int) -> dict:
+    """Median seconds of each step, run in turn (A, B, A, B, ...) so load changes hit all alike."""
+    for fn in steps.values():
+        for _ in range(warmup):
+            fn()
+    times = {name: [] for name in steps}
     for _ in range(runs):
-        start = time.perf_counter()
-        [t.numpy() for t in step()]  # .numpy() waits for the device
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for name, fn in steps.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def main(argv=None) -> None:
@@ -89,6 +99,7 @@ def main(argv=None) -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--xla", action="store_true", help="also time the fused cell with jit_compile")
     args = parser.parse_args(argv)
     devices = [d.device_type + ":" + d.name.split(":")[-1] for d in tf.config.list_logical_devices()]
     print(f"devices: {devices}")
@@ -96,11 +107,18 @@ def main(argv=None) -> None:
     for label, (trainable, total) in param_counts().items():
         print(f"  {label:38s} {trainable:8d} / {total:8d}")
     print(f"SearchCell forward+backward, {args.size}x{args.size}, batch {args.batch}, "
-          f"median of {args.runs} after {args.warmup} warm-up:")
+          f"median of {args.runs} interleaved runs after {args.warmup} warm-up "
+          f"(reference = the edge-by-edge cell as before the fused path; load {os.getloadavg()[0]:.1f}):")
     for K in (1, 4):
-        seconds = time_search_cell(K, args.size, args.batch, args.runs, args.warmup)
-        print(f"  K={K}: {seconds:.4f} s")
-
+        keras.backend.clear_session()
+        steps = {impl: make_step(K, args.size, args.batch, impl) for impl in ("reference", "fused")}
+        if args.xla:
+            steps["fused+xla"] = make_step(K, args.size, args.batch, "fused", jit_compile=True)
+        med = interleaved_medians(steps, args.runs, args.warmup)
+        cells = "  ".join(f"{name} {sec:.4f} s" for name, sec in med.items())
+        ratios = "  ".join(f"reference/{name} {med['reference'] / sec:.2f}x"
+                           for name, sec in med.items() if name != "reference")
+        print(f"  K={K}: {cells}  |  speed-up {ratios}", flush=True)
 
 if __name__ == "__main__":
     main()

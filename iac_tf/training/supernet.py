@@ -54,6 +54,9 @@ class SearchSupernet(keras.Model):
         self.dice_eps = float(dice_eps)
         # Python-level switch read at trace time; Stage II resets `train_function` when it flips.
         self.search_active = False
+        # Python counter bumped each time train_step is traced (a Python side effect runs only
+        # while tracing): tests assert that no epoch after the first search epoch retraces.
+        self.train_step_traces = 0
         # lambda_e of the beta-DARTS regulariser (0 = off); assigned once per epoch.
         self.reg_lambda = tf.Variable(0.0, trainable=False, dtype=tf.float32, name="reg_lambda")
         self._trackers = {
@@ -128,6 +131,7 @@ class SearchSupernet(keras.Model):
         self._trackers["dice_train_search"].update_state(1.0 - per_sample)
 
     def train_step(self, data):
+        self.train_step_traces += 1
         (x_tr, y_tr), (x_val, y_val) = data
         if self.search_active and self.update_order == "arch_first":
             self._arch_step(x_val, y_val)  # Algorithm 1, lines 6-7
