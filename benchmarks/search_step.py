@@ -57,20 +57,24 @@ def _stage1_step(backbone, size, batch, base_filters):
     return lambda: step((x, y)), model
 
 
-def _search_step(backbone, size, batch, base_filters, K, C):
+def _search_step(backbone, size, batch, base_filters, K, C, implementation="fused"):
     from iac_tf.training.stage2 import Stage2Config, build_supernet
 
     unet = _unet(backbone, size, base_filters)
-    sn = build_supernet(unet, Stage2Config(cell_channels=C, partial_channels=K))
+    sn = build_supernet(unet, Stage2Config(cell_channels=C, partial_channels=K,
+                                           cell_implementation=implementation))
     sn.search_active = True
     tr, val = _batch(batch, size, 0), _batch(batch, size, 1)
     step = tf.function(sn.train_step)
     return lambda: step((tr, val)), sn
 
 
-def _median_seconds(fn, repeats: int) -> float:
+def _median_seconds(fn, repeats: int, first: list | None = None) -> float:
+    t0 = time.perf_counter()
     out = fn()  # warm-up / trace
     _sync(out)
+    if first is not None:
+        first.append(time.perf_counter() - t0)
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -85,7 +89,7 @@ def _sync(out):
             v.numpy()
 
 
-def _cells_step(backbone, size, batch, base_filters, K, C):
+def _cells_step(backbone, size, batch, base_filters, K, C, implementation="fused"):
     """Only the search cells of ``backbone``'s skip connections (same shapes, shared alpha/beta),
     trained on their own: their activation memory without the U-Net's."""
     from iac_tf.implant import find_skip_connections
@@ -98,7 +102,8 @@ def _cells_step(backbone, size, batch, base_filters, K, C):
     for s in skips:
         up, skip = keras.Input(s.up_shape), keras.Input(s.skip_shape)
         alpha, beta = arch(up)
-        cell = SearchCell(out_channels=s.out_shape[-1], C=C, K=K, name=f"cell{s.level}")
+        cell = SearchCell(out_channels=s.out_shape[-1], C=C, K=K, implementation=implementation,
+                          name=f"cell{s.level}")
         inputs += [up, skip]
         outputs.append(cell([up, skip, alpha, beta]))
     model = keras.Model(inputs, outputs)
@@ -123,13 +128,14 @@ def _peak_mib() -> tuple[float, str]:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "process_peak_rss"  # KiB -> MiB
 
 
-def _peak_memory_child(kind: str, backbone: str, size: int, batch: int, base_filters, K: int, C: int) -> None:
+def _peak_memory_child(kind: str, backbone: str, size: int, batch: int, base_filters, K: int, C: int,
+                       implementation: str = "fused") -> None:
     if kind == "stage1":
         fn = _stage1_step(backbone, size, batch, base_filters)[0]
     elif kind == "search":
         fn = _search_step(backbone, size, batch, base_filters, K, C)[0]
     else:
-        fn = _cells_step(backbone, size, batch, base_filters, K, C)[0]
+        fn = _cells_step(backbone, size, batch, base_filters, K, C, implementation)[0]
     if tf.config.list_physical_devices("GPU"):
         tf.config.experimental.reset_memory_stats("GPU:0")
     before, _ = _peak_mib()
@@ -139,9 +145,10 @@ def _peak_memory_child(kind: str, backbone: str, size: int, batch: int, base_fil
     print(json.dumps({"peak_mib": peak, "before_mib": before, "source": source}))
 
 
-def _measure_memory(args, kind, backbone, K=0):
+def _measure_memory(args, kind, backbone, K=0, implementation="fused"):
     cmd = [sys.executable, __file__, "--child", kind, "--backbones", backbone, "--batch", str(args.batch),
-           "--size", str(args.size), "--k-child", str(K), "--cell-channels", str(args.cell_channels)]
+           "--size", str(args.size), "--k-child", str(K), "--cell-channels", str(args.cell_channels),
+           "--implementation", implementation]
     if args.base_filters:
         cmd += ["--base-filters", str(args.base_filters)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -160,43 +167,66 @@ def main(argv=None) -> None:
     p.add_argument("--k", type=int, default=4, help="K used for the timing")
     p.add_argument("--ks", type=int, nargs="*", default=[1, 2, 4, 8], help="K values for memory")
     p.add_argument("--memory-backbone", default="base")
+    p.add_argument("--mem-repeats", type=int, default=3)
     p.add_argument("--base-filters", type=int, default=None)
     p.add_argument("--skip-timing", action="store_true")
+    p.add_argument("--implementations", nargs="+", default=["reference", "fused"],
+                   help="SearchCell implementations to time (reference = the cell before the fused path)")
     p.add_argument("--child", choices=["stage1", "search", "cells"], help=argparse.SUPPRESS)
     p.add_argument("--k-child", type=int, default=4, help=argparse.SUPPRESS)
+    p.add_argument("--implementation", default="fused", help=argparse.SUPPRESS)
+    p.add_argument("--cells-only", action="store_true", help="memory: only the cells-alone rows")
     args = p.parse_args(argv)
 
     if args.child:
         _peak_memory_child(args.child, args.backbones[0], args.size, args.batch, args.base_filters,
-                           args.k_child, args.cell_channels)
+                           args.k_child, args.cell_channels, args.implementation)
         return
 
     device = "GPU" if tf.config.list_physical_devices("GPU") else f"CPU ({os.cpu_count()} cores)"
     print(f"device: {device}; batch {args.batch}; input {args.size}x{args.size}x1; 2 classes; "
           f"C={args.cell_channels}")
     if not args.skip_timing:
-        print("\n| backbone | Stage I step (s) | search iteration (s), K=%d | ratio |" % args.k)
-        print("|---|---|---|---|")
+        print(f"load average {os.getloadavg()[0]:.1f}")
+        print("\n| backbone | cell | Stage I step (s) | search iteration (s), K=%d | ratio | "
+              "supernet build (s) | first search iteration incl. trace (s) |" % args.k)
+        print("|---|---|---|---|---|---|---|")
         for backbone in args.backbones:
             keras.backend.clear_session()
             t1 = _median_seconds(_stage1_step(backbone, args.size, args.batch, args.base_filters)[0], args.repeats)
-            keras.backend.clear_session()
-            t2 = _median_seconds(_search_step(backbone, args.size, args.batch, args.base_filters,
-                                              args.k, args.cell_channels)[0], args.repeats)
-            print(f"| {backbone} | {t1:.3f} | {t2:.3f} | {t2 / t1:.2f} |", flush=True)
+            for impl in args.implementations:
+                keras.backend.clear_session()
+                t0 = time.perf_counter()
+                step = _search_step(backbone, args.size, args.batch, args.base_filters, args.k,
+                                    args.cell_channels, impl)[0]
+                build, first = time.perf_counter() - t0, []
+                t2 = _median_seconds(step, args.repeats, first)
+                print(f"| {backbone} | {impl} | {t1:.3f} | {t2:.3f} | {t2 / t1:.2f} | {build:.1f} | "
+                      f"{first[0]:.1f} |", flush=True)
     if args.ks:
         b = args.memory_backbone
-        base = _measure_memory(args, "stage1", b)
-        print(f"\npeak memory ({base['source']}), backbone {b}: Stage I step {base['peak_mib']:.0f} MiB")
-        print("| K | supernet peak (MiB) | cells alone: step peak - peak before the step (MiB) | vs K=1 |")
-        print("|---|---|---|---|")
-        first = None
-        for K in args.ks:
-            whole = _measure_memory(args, "search", b, K)
-            cells = _measure_memory(args, "cells", b, K)
-            delta = cells["peak_mib"] - cells["before_mib"]
-            first = delta if first is None else first
-            print(f"| {K} | {whole['peak_mib']:.0f} | {delta:.0f} | {delta / first:.2f} |", flush=True)
+        if not args.cells_only:
+            base = _measure_memory(args, "stage1", b)
+            print(f"\npeak memory ({base['source']}), backbone {b}: Stage I step {base['peak_mib']:.0f} MiB")
+            print("| K | supernet peak (MiB) |")
+            print("|---|---|")
+            for K in args.ks:
+                print(f"| {K} | {_measure_memory(args, 'search', b, K)['peak_mib']:.0f} |", flush=True)
+        print(f"\nsearch cells of the {b} U-Net's skips alone, one training step: peak minus the "
+              "peak before the step (MiB), median of --mem-repeats fresh processes")
+        print("| implementation | " + " | ".join(f"K={K}" for K in args.ks) + " | K=%d / K=%d |"
+              % (args.ks[-1], args.ks[0]))
+        print("|---|" + "---|" * (len(args.ks) + 1))
+        for impl in ("reference", "fused"):
+            deltas = []
+            for K in args.ks:
+                runs = [_measure_memory(args, "cells", b, K, impl) for _ in range(args.mem_repeats)]
+                deltas.append(statistics.median(r["peak_mib"] - r["before_mib"] for r in runs))
+                source = runs[0]["source"]
+            print(f"| {impl} | " + " | ".join(f"{d:.0f}" for d in deltas)
+                  + f" | {deltas[-1] / deltas[0]:.2f} |", flush=True)
+        print(f"(memory source: {source})")
+
 
 if __name__ == "__main__":
     main()

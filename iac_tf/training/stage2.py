@@ -57,6 +57,8 @@ class Stage2Config:
         shuffle: reshuffle both search sets every epoch, deterministically from the seed.
         draw_genotypes: also write a PNG drawing of every epoch's genotype.
         checkpoints_to_keep / verbose: as in Stage I.
+        cell_implementation: ``fused`` (our choice, faster) or ``reference`` (edge by edge); the
+            same function of the same weights (``SearchCell(implementation=...)``).
     """
 
     epochs: int = 200
@@ -86,6 +88,7 @@ class Stage2Config:
     draw_genotypes: bool = True
     checkpoints_to_keep: int = 2
     verbose: int = 2
+    cell_implementation: Literal["fused", "reference"] = "fused"
 
     def __post_init__(self):
         for key in ("epochs", "batch_size", "cell_channels", "partial_channels", "checkpoints_to_keep"):
@@ -125,6 +128,7 @@ def build_supernet(unet: keras.Model, cfg: Stage2Config) -> SearchSupernet:
             C=cfg.cell_channels,
             K=cfg.partial_channels,
             edge_norm=cfg.edge_norm,
+            implementation=cfg.cell_implementation,
             name=module_name("iac_search_cell", level),
         )
 

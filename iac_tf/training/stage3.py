@@ -42,8 +42,8 @@ class Stage3Config(Stage1Config):
 def build_iac_unet(unet: keras.Model, genotype, cell_channels: int = 16) -> keras.Model:
     """The trained ``unet`` (frozen) with a :class:`~iac_tf.genotype.DiscreteCell` of ``genotype``
     in every skip connection (each level its own weights)."""
-    from iac_tf.implant import implant, module_name
     from iac_tf.genotype import DiscreteCell
+    from iac_tf.implant import implant, module_name
 
     def make_module(level, up_shape, skip_shape):
         return DiscreteCell(
