@@ -15,7 +15,7 @@ def derive_reference(alpha, psi):
     """PC-DARTS ``_parse``: W = softmax(alpha) * Psi; 2 strongest edges by non-none max; argmax op."""
     W = softmax(alpha) * psi[:, None]
     nodes = []
-    for j, (start, end) in enumerate(node_slices(len(alpha) and 4)):
+    for j, (start, _end) in enumerate(node_slices(len(alpha) and 4)):
         best = []
         for i in range(j + 2):
             row = W[start + i]

@@ -20,7 +20,7 @@ def test_node_sums_match_reference(edge_norm="tan"):  # softmax mode: PsiEdgeNor
 
     phi, psi = softmax(alpha), psi_all(beta, edge_norm)  # eq. (1); eq. (4) / (6)-(10)
     states = [cell.preprocess0(x0, training=False).numpy(), cell.preprocess1(x1, training=False).numpy()]
-    for j, (start, end) in enumerate(node_slices(4)):
+    for j, (start, _end) in enumerate(node_slices(4)):
         node = 0.0
         for i in range(j + 2):  # node j takes every earlier state, edge start + i
             f = cell.edges[start + i]([states[i], phi[start + i].astype(np.float32)], training=False)
