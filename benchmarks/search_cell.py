@@ -23,7 +23,7 @@ import time
 
 from iac_tf._keras import keras, tf
 from iac_tf.genotype import DiscreteCell, Genotype
-from iac_tf.search import ArchitectureParameters, SearchCell
+from iac_tf.search import ArchitectureParameters, SearchCell, fused_cell
 
 CU, CS, C = 64, 64, 16
 EXAMPLE = Genotype((
@@ -59,8 +59,11 @@ def param_counts(size: int = 64) -> dict:
     return out
 
 
-def make_step(K: int, size: int, batch: int, implementation: str, jit_compile: bool = False):
-    """A traced forward+backward of one SearchCell (gradients for omega, alpha and beta)."""
+def make_step(K: int, size: int, batch: int, implementation: str, jit_compile: bool = False,
+              group_max_channels: int | None = None):
+    """A traced forward+backward of one SearchCell (gradients for omega, alpha and beta).
+
+    ``group_max_channels`` overrides ``fused_cell.GROUP_CONVS_MAX_CHANNELS`` while tracing."""
     arch = ArchitectureParameters()
     cell = SearchCell(CU + CS, C=C, K=K, implementation=implementation)
     x0 = tf.random.normal((batch, size, size, CU), seed=0)
@@ -76,6 +79,13 @@ def make_step(K: int, size: int, batch: int, implementation: str, jit_compile: b
         grads = tape.gradient(loss, variables)
         return loss, tf.add_n([tf.reduce_sum(g) for g in grads])
 
+    saved = fused_cell.GROUP_CONVS_MAX_CHANNELS
+    if group_max_channels is not None:
+        fused_cell.GROUP_CONVS_MAX_CHANNELS = group_max_channels
+    try:
+        step.get_concrete_function()  # trace now, under the override
+    finally:
+        fused_cell.GROUP_CONVS_MAX_CHANNELS = saved
     return lambda: [t.numpy() for t in step()]  # .numpy() waits for the device
 
 
@@ -100,18 +110,25 @@ def main(argv=None) -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--xla", action="store_true", help="also time the fused cell with jit_compile")
+    parser.add_argument("--grouping", action="store_true",
+                        help="also time the fused cell with every / no edges' conv ops grouped")
+    parser.add_argument("--no-params", action="store_true", help="skip the parameter counts")
     args = parser.parse_args(argv)
     devices = [d.device_type + ":" + d.name.split(":")[-1] for d in tf.config.list_logical_devices()]
     print(f"devices: {devices}")
-    print(f"parameters (inputs {CU}+{CS} channels -> {CU + CS}, C={C}; trainable / total incl. BN stats):")
-    for label, (trainable, total) in param_counts().items():
-        print(f"  {label:38s} {trainable:8d} / {total:8d}")
+    if not args.no_params:
+        print(f"parameters (inputs {CU}+{CS} channels -> {CU + CS}, C={C}; trainable / total incl. BN stats):")
+        for label, (trainable, total) in param_counts().items():
+            print(f"  {label:38s} {trainable:8d} / {total:8d}")
     print(f"SearchCell forward+backward, {args.size}x{args.size}, batch {args.batch}, "
           f"median of {args.runs} interleaved runs after {args.warmup} warm-up "
           f"(reference = the edge-by-edge cell as before the fused path; load {os.getloadavg()[0]:.1f}):")
     for K in (1, 4):
         keras.backend.clear_session()
         steps = {impl: make_step(K, args.size, args.batch, impl) for impl in ("reference", "fused")}
+        if args.grouping:
+            steps["fused, convs grouped"] = make_step(K, args.size, args.batch, "fused", group_max_channels=10**6)
+            steps["fused, convs per edge"] = make_step(K, args.size, args.batch, "fused", group_max_channels=0)
         if args.xla:
             steps["fused+xla"] = make_step(K, args.size, args.batch, "fused", jit_compile=True)
         med = interleaved_medians(steps, args.runs, args.warmup)

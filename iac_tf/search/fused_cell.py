@@ -32,6 +32,9 @@ from iac_tf.search.topology import edge_list
 
 CONV_OPS = ("sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5")
 OP_INDEX = {name: o for o, name in enumerate(PRIMITIVES)}
+#: Edges' conv ops are stacked into one depthwise + one block 1x1 convolution only up to this many
+#: channels per edge (C/K); above it they run edge by edge (our choice, from benchmarks/search_cell.py).
+GROUP_CONVS_MAX_CHANNELS = 8
 
 
 def consumers(steps: int) -> list[list[int]]:
@@ -77,12 +80,29 @@ def _pointwise(x, kernel):
     return tf.nn.conv2d(x, kernel, 1, "VALID")
 
 
+def conv_op_per_edge(r, op, dtype, training):
+    """One ``ReLUSepConvBN`` of one edge on the already ReLU'd input ``r``."""
+    h = r
+    for rep in range(op.repeats):
+        if rep:
+            h = tf.nn.relu(h)
+        h = _depthwise(h, tf.cast(op.depthwise[rep].depthwise_kernel, dtype), op.dilation_rate)
+        h = _pointwise(h, tf.cast(op.pointwise[rep].kernel, dtype))
+        h = batch_norm_group(h, [op.bns[rep]], training)
+    return h
+
+
 def conv_op_group(r, ops, dtype, training):
     """One candidate conv op (``ReLUSepConvBN``) of ``n`` edges on the same ReLU'd input ``r``.
 
     Returns ``(B, H, W, n*c)``, edge-major (edge ``k``'s output is channels ``k*c .. k*c+c-1``).
+    With more than ``GROUP_CONVS_MAX_CHANNELS`` channels per edge the edges run one by one (the
+    block kernels of the grouped form waste n x the pointwise FLOPs).
     """
     n, c = len(ops), int(r.shape[-1])
+    if n == 1 or c > GROUP_CONVS_MAX_CHANNELS:
+        ys = [conv_op_per_edge(r, op, dtype, training) for op in ops]
+        return ys[0] if n == 1 else tf.concat(ys, axis=-1)
     first = ops[0]
     # block 1: depthwise with the n kernels as channel multiplier (output channel d*n + k) ...
     dw = tf.stack([op.depthwise[0].depthwise_kernel[:, :, :, 0] for op in ops], axis=-1)

@@ -7,6 +7,7 @@ import pytest
 
 from iac_tf._keras import keras, tf
 from iac_tf.search import ArchitectureParameters, SearchCell
+from iac_tf.search import fused_cell
 from iac_tf.search.fused_cell import consumers
 from iac_tf.search.search_cell import _python_bool
 
@@ -56,13 +57,14 @@ def _close(a, b, tol, what):
     np.testing.assert_allclose(a, b, rtol=tol, atol=tol * scale, err_msg=what)
 
 
-@pytest.mark.parametrize("K,edge_norm,steps,policy", [
-    (4, "tan", 4, "float32"),
-    (4, "tan", 4, "mixed_float16"),
-    (2, "softmax", 3, "float32"),
-    (1, "tan", 2, "float32"),
+@pytest.mark.parametrize("K,edge_norm,steps,policy,grouped", [
+    (4, "tan", 4, "float32", True),
+    (4, "tan", 4, "mixed_float16", True),
+    (2, "softmax", 3, "float32", True),
+    (1, "tan", 2, "float32", False),  # conv ops edge by edge (wide C/K)
 ])
-def test_fused_equals_reference(K, edge_norm, steps, policy):
+def test_fused_equals_reference(K, edge_norm, steps, policy, grouped, monkeypatch):
+    monkeypatch.setattr(fused_cell, "GROUP_CONVS_MAX_CHANNELS", 10**6 if grouped else 0)
     keras.mixed_precision.set_global_policy(policy)
     try:
         arch, cell, x0, x1 = _setup(K, edge_norm, steps=steps)
