@@ -2,7 +2,8 @@
 
     iac run CONFIG.yaml                 Stages I, II and III, then the evaluation
     iac stage1|stage2|stage3 CONFIG.yaml
-    iac evaluate CONFIG.yaml            Dice table + statistics of U-Net vs IAC U-Net
+    iac compare CONFIG.yaml             train the comparison methods (`compare:`), then evaluate
+    iac evaluate CONFIG.yaml            Dice table + statistics: U-Net vs every trained model
     iac data prepare CONFIG.yaml        build the slice cache and splits, print a summary
     iac data check DATASET_DIR          validate a dataset folder
 
@@ -35,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("stage1", "Stage I: train the reference U-Net"),
         ("stage2", "Stage II: search the IAC architecture"),
         ("stage3", "Stage III: train the discrete IAC in the U-Net, export, evaluate"),
-        ("evaluate", "Dice table and statistics: U-Net vs IAC U-Net"),
+        ("compare", "train the comparison methods of `compare:` on the frozen U-Net, then evaluate"),
+        ("evaluate", "Dice table and statistics: U-Net vs every trained model (models.json)"),
     ]:
         p = sub.add_parser(name, help=help_)
         p.add_argument("config", help="experiment YAML")
@@ -75,6 +77,8 @@ def main(argv=None) -> int:
             pipeline.run_stage2(cfg)
         elif args.command == "stage3":
             pipeline.run_stage3(cfg)
+        elif args.command == "compare":
+            pipeline.run_compare(cfg)
         elif args.command == "evaluate":
             pipeline.evaluate(cfg)
     except (ConfigError, FileNotFoundError, ValueError) as exc:

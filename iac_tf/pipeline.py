@@ -5,6 +5,10 @@
     from iac_tf import pipeline
     cfg = load_experiment("experiments/sample.yaml")
     pipeline.run_stage1(cfg); pipeline.run_stage2(cfg); pipeline.run_stage3(cfg)
+    pipeline.run_compare(cfg)       # the comparison methods of `compare:` (compare/<method>/)
+    pipeline.evaluate(cfg)          # every model of models.json against the U-Net
+
+The run folder's layout is `iac_tf.run_layout`.
 """
 
 from __future__ import annotations
@@ -113,65 +117,214 @@ def stage3_genotype_path(cfg: ExperimentConfig) -> pathlib.Path:
         return pathlib.Path(cfg.stage3.genotype)
     gdir = cfg.stage_dir(2) / "genotypes"
     if cfg.stage3.genotype_epoch is not None:
-        path = gdir / f"epoch_{cfg.stage3.genotype_epoch:03d}.json"
-        if not path.exists():
-            raise FileNotFoundError(f"{path}: no genotype for stage3.genotype_epoch={cfg.stage3.genotype_epoch}")
-        return path
+        return _genotype_of_epoch(cfg, cfg.stage3.genotype_epoch, "stage3.genotype_epoch")
     paths = sorted(gdir.glob("epoch_*.json"))
     if not paths:
         raise FileNotFoundError(f"{gdir}: no genotypes. Run Stage II first or set stage3.genotype.")
     return paths[-1]
 
 
-def run_stage3(cfg: ExperimentConfig):
-    """Stage III: train the discrete IAC in the frozen U-Net, export it, and compare it with the
-    U-Net on the evaluation split (Dice table, tests of significance, plots)."""
+def _genotype_of_epoch(cfg: ExperimentConfig, epoch: int, key: str) -> pathlib.Path:
+    path = cfg.stage_dir(2) / "genotypes" / f"epoch_{epoch:03d}.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no genotype for {key}={epoch} (Stage II has not written it; "
+                                f"its genotypes are in {path.parent})")
+    return path
+
+
+def stage3_units(cfg: ExperimentConfig) -> list[tuple[str, pathlib.Path, pathlib.Path]]:
+    """The Stage III trainings of a run as ``(model name, genotype path, folder)``: one into
+    ``stage3/`` (name ``iac``), or with ``stage3.genotype_epochs`` one per epoch into
+    ``stage3/epoch_XXX/`` (name ``iac_epoch_XXX``). Every genotype must exist (checked here,
+    before anything is trained)."""
+    epochs = cfg.stage3.genotype_epochs
+    if not epochs:
+        return [("iac", stage3_genotype_path(cfg), cfg.stage_dir(3))]
+    missing = [e for e in epochs if not (cfg.stage_dir(2) / "genotypes" / f"epoch_{e:03d}.json").exists()]
+    if missing:
+        raise FileNotFoundError(
+            f"stage3.genotype_epochs: no Stage II genotype for epoch(s) {missing} in "
+            f"{cfg.stage_dir(2) / 'genotypes'}; nothing was trained")
+    return [(f"iac_epoch_{e:03d}", _genotype_of_epoch(cfg, e, "stage3.genotype_epochs"),
+             cfg.stage_dir(3) / f"epoch_{e:03d}") for e in epochs]
+
+
+def _stage3_done(cfg: ExperimentConfig, folder: pathlib.Path) -> bool:
+    from iac_tf.training.stage3 import finished
+
+    return finished(folder, cfg.stage3.epochs) and (
+        not cfg.stage3.export_savedmodel or (folder / "savedmodel" / "saved_model.pb").exists())
+
+
+def run_stage3(cfg: ExperimentConfig, evaluate_after: bool = True):
+    """Stage III: train the discrete IAC of each genotype (one, or the genotype-epoch sweep) in
+    the frozen U-Net, export it, register it in ``models.json`` (``iac`` is the run's final IAC
+    U-Net: with a sweep the epoch chosen by ``stage3.select_genotype``), and (unless
+    ``evaluate_after`` is false) evaluate every registered model against the U-Net.
+
+    A unit that finished in an earlier session is not trained again; an interrupted one resumes.
+    """
+    import time
+
     from iac_tf.genotype import Genotype
+    from iac_tf.run_layout import register_model
+    from iac_tf.training.stage1 import BEST_MODEL
     from iac_tf.training.stage3 import train_iac_unet
 
     write_resolved(cfg)
+    units = stage3_units(cfg)  # every genotype checked before anything runs
     seed_everything(cfg.seed, cfg.deterministic)
     prepared = prepare(cfg)
     unet_path = trained_unet_path(cfg)
-    geno_path = stage3_genotype_path(cfg)
-    genotype = Genotype.from_json(geno_path)
-    _log(f"Stage III: genotype {geno_path} -> {cfg.stage_dir(3)}\n{genotype}")
-    with precision_policy(cfg.stage3.mixed_precision):
-        unet = load_unet(unet_path)
-        train, val = _train_val(prepared, cfg.stage3.batch_size, cfg.seed, cfg.stage3.shuffle)
-        result = train_iac_unet(unet, genotype, train, val, cfg.stage3, cfg.stage_dir(3))
-    _plot(cfg.stage_dir(3), "Stage III")
-    report = evaluate(cfg, prepared)
-    overall = report["overall"]
-    _log(f"Stage III done: best val Dice {result.best_val_dice:.4f} (epoch {result.best_epoch}); "
-         f"per-case Dice on {cfg.evaluation.split}: U-Net {overall['mean_baseline']:.4f} -> "
-         f"IAC {overall['mean_candidate']:.4f}; tables in {cfg.run_dir / 'evaluation'}")
-    return result
+    register_model(cfg.run_dir, "unet", unet_path)
+    results = {}
+    for name, geno_path, folder in units:
+        if _stage3_done(cfg, folder):
+            _log(f"Stage III {name}: finished earlier, kept ({folder})")
+        else:
+            genotype = Genotype.from_json(geno_path)
+            _log(f"Stage III {name}: genotype {geno_path} -> {folder}\n{genotype}")
+            seed_everything(cfg.seed, cfg.deterministic)
+            t0 = time.perf_counter()
+            with precision_policy(cfg.stage3.mixed_precision):
+                unet = load_unet(unet_path)
+                train, val = _train_val(prepared, cfg.stage3.batch_size, cfg.seed, cfg.stage3.shuffle)
+                train_iac_unet(unet, genotype, train, val, cfg.stage3, folder)
+            _log(f"Stage III {name}: {time.perf_counter() - t0:.1f} s")
+            _plot(folder, f"Stage III ({name})")
+        register_model(cfg.run_dir, name, folder / BEST_MODEL)
+        results[name] = _summary(folder)
+    if cfg.stage3.genotype_epochs:
+        final = select_genotype(cfg, results)
+        register_model(cfg.run_dir, "iac", cfg.stage_dir(3) / f"epoch_{final:03d}" / BEST_MODEL)
+        from iac_tf.evaluation.plots import plot_genotype_epochs
+        from iac_tf.training.runs import atomic_write_json
+
+        atomic_write_json(cfg.stage_dir(3) / "selected_genotype.json", {
+            "rule": cfg.stage3.select_genotype, "epoch": final,
+            "best_val_dice": {name: r["best_val_dice"] for name, r in results.items()}})
+        plot_genotype_epochs({e: cfg.stage_dir(3) / f"epoch_{e:03d}" / "history.csv"
+                              for e in cfg.stage3.genotype_epochs},
+                             cfg.stage_dir(3) / "genotype_epochs.png")
+        _log(f"Stage III: genotype of epoch {final} selected ({cfg.stage3.select_genotype}); "
+             f"Fig. 6 curves in {cfg.stage_dir(3) / 'genotype_epochs.png'}")
+    if evaluate_after:
+        _log_report(evaluate(cfg, prepared), cfg)
+    return results
+
+
+def select_genotype(cfg: ExperimentConfig, results: dict) -> int:
+    """The sweep epoch whose Stage III is the run's final IAC U-Net (``stage3.select_genotype``):
+    ``best_val`` the best val_dt Dice (ties: the earlier epoch), ``last`` the last listed."""
+    epochs = list(cfg.stage3.genotype_epochs)
+    if cfg.stage3.select_genotype == "last":
+        return epochs[-1]
+    scores = [results[f"iac_epoch_{e:03d}"]["best_val_dice"] for e in epochs]
+    return epochs[max(range(len(epochs)), key=lambda i: (scores[i], -i))]
+
+
+def _summary(folder: pathlib.Path) -> dict:
+    import json
+
+    return json.loads((folder / "summary.json").read_text())
+
+
+def compare_dir(cfg: ExperimentConfig, method: str) -> pathlib.Path:
+    return cfg.run_dir / "compare" / method
+
+
+def run_compare(cfg: ExperimentConfig, evaluate_after: bool = True):
+    """Train each comparison method of the run (``method`` if not ``iac``, and ``compare``) on
+    the same frozen U-Net and splits as Stage III, into ``compare/<method>/``, register each in
+    ``models.json``, and (unless ``evaluate_after`` is false) evaluate. Finished ones are kept."""
+    import time
+
+    from iac_tf.run_layout import register_model
+    from iac_tf.training.stage1 import BEST_MODEL
+    from iac_tf.training.stage3 import finished, train_comparison
+
+    write_resolved(cfg)
+    if not cfg.comparisons:
+        _log("no comparison methods configured (set `compare: [attention, ...]`)")
+        return {}
+    seed_everything(cfg.seed, cfg.deterministic)
+    prepared = prepare(cfg)
+    unet_path = trained_unet_path(cfg)
+    register_model(cfg.run_dir, "unet", unet_path)
+    results = {}
+    for method in cfg.comparisons:
+        folder = compare_dir(cfg, method)
+        if finished(folder, cfg.stage3.epochs):
+            _log(f"comparison {method}: finished earlier, kept ({folder})")
+        else:
+            _log(f"comparison {method}: training its modules in the frozen U-Net -> {folder}")
+            seed_everything(cfg.seed, cfg.deterministic)
+            t0 = time.perf_counter()
+            with precision_policy(cfg.stage3.mixed_precision):
+                unet = load_unet(unet_path)
+                train, val = _train_val(prepared, cfg.stage3.batch_size, cfg.seed, cfg.stage3.shuffle)
+                train_comparison(unet, method, train, val, cfg.stage3, folder)
+            _log(f"comparison {method}: {time.perf_counter() - t0:.1f} s")
+            _plot(folder, f"comparison: {method}")
+        register_model(cfg.run_dir, method, folder / BEST_MODEL)
+        results[method] = _summary(folder)
+    if evaluate_after:
+        _log_report(evaluate(cfg, prepared), cfg)
+    return results
+
+
+def evaluation_models(cfg: ExperimentConfig) -> dict[str, pathlib.Path]:
+    """The models the evaluation compares with the U-Net, in table order: ``iac``, the sweep's
+    ``iac_epoch_XXX``, the configured comparisons, then anything else registered."""
+    from iac_tf.run_layout import model_paths
+
+    registered = {k: v for k, v in model_paths(cfg.run_dir).items() if k != "unet"}
+    legacy = cfg.stage_dir(3) / "best_model.keras"  # a run folder from before models.json
+    if "iac" not in registered and legacy.exists():
+        registered["iac"] = legacy
+    order = ["iac"] + sorted(k for k in registered if k.startswith("iac_epoch_")) + list(cfg.comparisons)
+    names = [k for k in order if k in registered] + sorted(k for k in registered if k not in order)
+    return {k: registered[k] for k in names}
 
 
 def evaluate(cfg: ExperimentConfig, prepared=None) -> dict:
-    """Per-case Dice of the U-Net and the Stage III IAC U-Net on ``evaluation.split``
-    (``prepared``: the already prepared data, if the caller has it)."""
+    """Per-case Dice of the U-Net and every model registered in ``models.json`` (the IAC U-Net,
+    the sweep's epochs, the comparisons) on ``evaluation.split``; tables and statistics of each
+    against the U-Net in ``evaluation/`` (``prepared``: the already prepared data, if any)."""
+    import iac_tf.comparisons  # noqa: F401  (registers the comparison modules for loading)
     import iac_tf.search  # noqa: F401  (registers the cells for loading)
-    from iac_tf.evaluation.report import evaluate_pair
-    from iac_tf.training.stage1 import BEST_MODEL
+    from iac_tf.evaluation.report import evaluate_models
 
+    models = evaluation_models(cfg)
+    if not models:
+        raise FileNotFoundError(f"{cfg.run_dir / 'models.json'}: no trained model to evaluate; "
+                                "run Stage III (`iac stage3`) or the comparisons (`iac compare`) first")
     if prepared is None:
         prepared = prepare(cfg)
     images, masks, case_ids = prepared.arrays(cfg.evaluation.split)
-    baseline = load_unet(trained_unet_path(cfg))
-    candidate = load_unet(cfg.stage_dir(3) / BEST_MODEL)
-    return evaluate_pair(baseline, candidate, images, masks, case_ids, prepared.class_names,
-                         cfg.run_dir / "evaluation", names=("unet", "iac"),
-                         batch_size=cfg.evaluation.batch_size)
+    loaded = {"unet": load_unet(trained_unet_path(cfg))}
+    loaded.update({name: load_unet(path) for name, path in models.items()})
+    return evaluate_models(loaded, images, masks, case_ids, prepared.class_names,
+                           cfg.run_dir / "evaluation", batch_size=cfg.evaluation.batch_size)
+
+
+def _log_report(report: dict, cfg: ExperimentConfig) -> None:
+    parts = [f"U-Net {report['mean_dice']['unet']:.4f}"]
+    parts += [f"{name} {value:.4f}" for name, value in report["mean_dice"].items() if name != "unet"]
+    _log(f"per-case Dice on {cfg.evaluation.split}: " + ", ".join(parts)
+         + f"; tables in {cfg.run_dir / 'evaluation'}")
 
 
 def run_all(cfg: ExperimentConfig) -> None:
-    """Stages I (unless ``unet.pretrained`` is set), II and III."""
+    """Stages I (unless ``unet.pretrained`` is set), II and III (if ``method`` is ``iac``), the
+    comparisons, then the evaluation. Rerunning resumes: finished parts are kept."""
     if not cfg.unet.pretrained:
         run_stage1(cfg)
-    run_stage2(cfg)
-    run_stage3(cfg)
+    if cfg.method == "iac":
+        run_stage2(cfg)
+        run_stage3(cfg, evaluate_after=False)
+    run_compare(cfg, evaluate_after=False)
+    _log_report(evaluate(cfg), cfg)
 
 
 def _plot(stage_dir: pathlib.Path, title: str) -> None:

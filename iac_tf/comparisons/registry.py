@@ -38,14 +38,15 @@ def residual_attention_factory(skips: Sequence[Any], **options) -> MakeModule:
     return make_module
 
 
-def nested_factory(skips: Sequence[Any], **options) -> MakeModule:
+def nested_factory(skips: Sequence[Any], seen: dict | None = None, **options) -> MakeModule:
     """UNet++ ``X^{i,1}`` nodes (Zhou et al. 2018): the skip of level ``l`` also sees the skip of
     level ``l - 1`` (the next deeper one); the deepest sees the decoder's up-sampled bottleneck.
 
     `implant` replays the decoder deepest level first, so the deeper skip tensor is known when a
-    level's module is called."""
+    level's module is called. ``seen`` (level -> skip tensor) is where the modules record the
+    skips they receive; pass one to share it with modules of other levels."""
     up_index = {s.level: s.up_index for s in skips}
-    seen: dict[int, Any] = {}
+    seen = {} if seen is None else seen
 
     def make_module(level, up_shape, skip_shape):
         layer = NestedSkip(up_index=up_index[level], name=module_name("nested", level), **options)
