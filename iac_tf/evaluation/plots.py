@@ -17,7 +17,7 @@ def _plt():
     return plt
 
 
-def plot_history(history_csv, out_png, keys_pairs=(("loss", "val_loss"), ("dice", "val_dice")), title=""):
+def plot_history(history_csv, out_png, keys_pairs=(("loss", "val_loss"), ("soft_dice", "val_soft_dice")), title=""):
     """Learning curves from an epoch ``history.csv``: one panel per (train, val) key pair."""
     rows = list(csv.DictReader(open(history_csv, newline="")))
     if not rows:
@@ -60,19 +60,43 @@ def plot_paired_dice(baseline, candidate, out_png, labels=("baseline", "IAC"), t
     return pathlib.Path(out_png)
 
 
-def plot_arch_weights(phi, psi, out_png, op_names, title="architecture weights"):
-    """Heat map of softmax(alpha) per edge (eq. 1) with each edge's Psi (eq. 4/6-10) beside it."""
-    phi = np.asarray(phi)
-    psi_flat = np.concatenate([np.asarray(p) for p in psi])
+def plot_dice_per_method(scores: dict, out_png, title="Dice per case"):
+    """Box plots of per-case Dice, one per model (``scores``: name -> per-case values)."""
     plt = _plt()
-    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(8, 5), gridspec_kw={"width_ratios": [8, 1]})
-    im = ax0.imshow(phi, aspect="auto", cmap="viridis", vmin=0)
-    ax0.set_xticks(range(len(op_names)), op_names, rotation=60, ha="right")
-    ax0.set_ylabel("edge")
-    fig.colorbar(im, ax=ax0)
-    ax1.imshow(psi_flat[:, None], aspect="auto", cmap="magma", vmin=0, vmax=1)
-    ax1.set_xticks([0], ["Psi"])
-    ax1.set_yticks([])
+    names = list(scores)
+    data = [np.asarray(v, dtype=float)[~np.isnan(np.asarray(v, dtype=float))] for v in scores.values()]
+    fig, ax = plt.subplots(figsize=(1.2 * len(names) + 2, 4))
+    ax.boxplot(data, positions=range(len(names)), widths=0.5)
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
+    ax.set_ylabel("Dice")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=100)
+    plt.close(fig)
+    return pathlib.Path(out_png)
+
+
+def plot_genotype_epochs(histories: dict, out_png, keys=("soft_dice", "val_soft_dice"),
+                         title="Stage III per genotype epoch"):
+    """The paper's Fig. 6: Stage III learning curves of each genotype epoch overlaid, one panel
+    per key (soft Dice on train_dt and on val_dt). ``histories``: genotype epoch -> ``history.csv``."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.8), squeeze=False)
+    labels = {"soft_dice": "train_dt soft Dice", "val_soft_dice": "val_dt soft Dice",
+              "loss": "train_dt loss", "val_loss": "val_dt loss"}
+    for epoch, path in sorted(histories.items()):
+        rows = list(csv.DictReader(open(path, newline="")))
+        if not rows:
+            raise ValueError(f"{path}: no epochs logged")
+        x = [int(r["epoch"]) for r in rows]
+        for ax, key in zip(axes[0], keys):
+            ax.plot(x, [float(r[key]) for r in rows], marker=".", label=f"genotype of epoch {epoch}")
+    for ax, key in zip(axes[0], keys):
+        ax.set_xlabel("Stage III epoch")
+        ax.set_ylabel(labels.get(key, key))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(out_png, dpi=100)
