@@ -76,3 +76,60 @@ def _case_mean(per_class: np.ndarray) -> float:
 def _f(x) -> str:
     x = float(x)
     return "nan" if math.isnan(x) else f"{x:.4f}"
+
+
+def evaluate_models(models: dict, images, masks, case_ids, class_names, out_dir,
+                    baseline: str = "unet", main: str = "iac", pairs=(),
+                    batch_size: int = 32) -> dict:
+    """Score several models per case and class and compare each with ``baseline``.
+
+    Writes ``dice_per_case.csv`` (columns ``case, class, <baseline>, <method>...``, one per model
+    in ``models`` order), ``stats.json`` (``methods``: each method vs ``baseline``; ``pairs``: the
+    extra ``(reference, candidate)`` comparisons, keyed ``"<candidate>_vs_<reference>"``; and, for
+    ``main``, ``per_class``/``overall`` at the top level as :func:`evaluate_pair` writes them),
+    ``dice_table.md`` (one table per comparison) and ``dice_paired.png`` (``main`` vs baseline).
+    """
+    out_dir = pathlib.Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    names = list(models)
+    if baseline not in names:
+        raise ValueError(f"baseline {baseline!r} is not among the models {names}")
+    scores = {name: case_dice(masks, predict(model, images, batch_size), case_ids)
+              for name, model in models.items()}
+    cases = list(scores[baseline])
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["case", "class"] + names)
+    for case in cases:
+        for k, cls in enumerate(class_names):
+            writer.writerow([case, cls] + [_f(scores[n][case][k]) for n in names])
+    atomic_write_text(out_dir / "dice_per_case.csv", buf.getvalue())
+
+    def compare(ref: str, cand: str) -> dict:
+        out = {"per_class": {}}
+        for k, cls in enumerate(class_names):
+            out["per_class"][cls] = compare_paired([scores[ref][c][k] for c in cases],
+                                                   [scores[cand][c][k] for c in cases])
+        out["overall"] = compare_paired([_case_mean(scores[ref][c]) for c in cases],
+                                        [_case_mean(scores[cand][c]) for c in cases])
+        return out
+
+    report = {"split_cases": len(cases), "classes": list(class_names), "baseline": baseline,
+              "methods": {n: compare(baseline, n) for n in names if n != baseline},
+              "pairs": {f"{cand}_vs_{ref}": compare(ref, cand) for ref, cand in pairs
+                        if ref in scores and cand in scores}}
+    if main in report["methods"]:
+        report.update(report["methods"][main])
+    tables = [f"### {n} vs {baseline}\n\n" + markdown_table(s, (baseline, n))
+              for n, s in report["methods"].items()]
+    tables += [f"### {key.replace('_vs_', ' vs ')}\n\n" + markdown_table(s, (ref, cand))
+               for (ref, cand), (key, s) in zip(
+                   [(r, c) for r, c in pairs if r in scores and c in scores],
+                   report["pairs"].items())]
+    atomic_write_json(out_dir / "stats.json", report)
+    atomic_write_text(out_dir / "dice_table.md", "\n".join(tables))
+    if main in scores:
+        plot_paired_dice([_case_mean(scores[baseline][c]) for c in cases],
+                         [_case_mean(scores[main][c]) for c in cases],
+                         out_dir / "dice_paired.png", labels=(baseline, main))
+    return report

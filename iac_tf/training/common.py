@@ -58,6 +58,7 @@ def load_unet(path) -> keras.Model:
     """
     import pathlib
 
+    import iac_tf.implant.residual  # noqa: F401  (registers ResidualImplant for loading)
     import iac_tf.unets  # noqa: F401  (registers the zoo's custom layers for loading)
 
     path = pathlib.Path(path)

@@ -2,6 +2,9 @@
 checkpoint by Dice on ``val_dt``.
 
 Paper defaults: Adam, constant learning rate 1e-3, batch size 128, 200 epochs, Dice loss.
+Our additions (issue 11): the selection metric (``monitor``), an epoch 0 that scores the model
+before its first update (``evaluate_initial``), early stopping (``patience``) and a warning when
+the best epoch falls in the last 10 % of the epochs (the U-Net had not converged).
 """
 
 from __future__ import annotations
@@ -35,6 +38,15 @@ class Stage1Config:
         shuffle: reshuffle ``train_dt`` every epoch (deterministically from the seed).
         checkpoints_to_keep: epoch checkpoints kept for resuming.
         verbose: Keras progress output (0 silent, 1 progress bar, 2 one line per epoch).
+        monitor: the score that selects the best epoch, always on ``val_dt``: ``val_dice``
+            (soft Dice over slices, the training metric; empty slices count; our reading of the
+            paper's "Dice metric on val_dt", Section IV-B.1) or ``val_case_dice`` (the reported
+            score: hard per-case Dice, mean over cases of the mean over present classes,
+            ``iac_tf.evaluation.metrics.case_dice``; our choice, issue 11).
+        evaluate_initial: score the model before its first update as epoch 0 and let it be
+            selected (our choice; default off for Stage I, on for Stage III).
+        patience: stop after this many epochs without a better ``monitor`` (within
+            ``epochs``); ``null``: train all ``epochs`` (paper). Our choice.
     """
 
     epochs: int = 200
@@ -46,8 +58,13 @@ class Stage1Config:
     shuffle: bool = True
     checkpoints_to_keep: int = 2
     verbose: int = 2
+    monitor: Literal["val_dice", "val_case_dice"] = "val_dice"
+    evaluate_initial: bool = False
+    patience: int | None = None
 
     def __post_init__(self):
+        if self.patience is not None and self.patience < 1:
+            raise ValueError(f"patience must be >= 1 or null, got {self.patience}")
         for key in ("epochs", "batch_size", "checkpoints_to_keep"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
@@ -67,6 +84,13 @@ class TrainResult:
     best_val_dice: float
     history: list[dict]
     seconds: float
+    monitor: str = "val_dice"
+    stopped_early: bool = False
+
+
+def unconverged(best_epoch: int, epochs: int) -> bool:
+    """True when ``best_epoch`` lies in the last 10 % (at least the last one) of ``epochs``."""
+    return best_epoch > epochs - max(1, epochs // 10)
 
 
 def compile_for_training(model: keras.Model, cfg: Stage1Config) -> None:
@@ -86,8 +110,9 @@ def train_model(
     cfg: Stage1Config,
     run_dir: str | os.PathLike,
     extra_trackables: dict | None = None,
+    case_scorer=None,
 ) -> TrainResult:
-    """Train ``model`` with Dice loss, keeping the best checkpoint by ``val_dice``.
+    """Train ``model`` with Dice loss, keeping the best checkpoint by ``cfg.monitor``.
 
     Args:
         model: a functional Keras model with sigmoid outputs (uncompiled or compiled).
@@ -97,26 +122,39 @@ def train_model(
         run_dir: the stage folder (``history.csv``, ``checkpoints/``, ``tensorboard/``,
             ``best_model.keras``, ``summary.json``). A run there is resumed.
         extra_trackables: more objects to checkpoint with the model.
+        case_scorer: ``model -> float``, the per-case hard Dice on ``val_dt`` (see
+            ``iac_tf.evaluation.metrics.mean_case_dice``); logged as ``val_case_dice`` after
+            every epoch when given. Required when ``cfg.monitor`` is ``val_case_dice``.
     """
     run_dir = pathlib.Path(run_dir)
     if model.optimizer is None:
         compile_for_training(model, cfg)
     t0 = time.perf_counter()
+    monitor = getattr(cfg, "monitor", "val_dice")
+    if monitor == "val_case_dice" and case_scorer is None:
+        raise ValueError("monitor 'val_case_dice' needs a case_scorer (the val_dt arrays with case ids)")
     loop = EpochLoop(
         run_dir,
         {"model": model, "optimizer": model.optimizer, **(extra_trackables or {})},
-        monitor="val_dice",
+        monitor=monitor,
         mode="max",
         max_to_keep=cfg.checkpoints_to_keep,
+        patience=getattr(cfg, "patience", None),
     )
     best_path = run_dir / BEST_MODEL
+
+    def case_metrics(epoch: int, logs: dict) -> dict:
+        return {"val_case_dice": float(case_scorer(model))} if case_scorer is not None else {}
+
     history = loop.run(
         model,
         cfg.epochs,
         train_data=as_epoch_fn(train_data),
         val_data=as_epoch_fn(val_data),
+        on_epoch_end=case_metrics,
         save_best=lambda epoch: save_model_atomic(model, best_path),
         verbose=cfg.verbose,
+        evaluate_initial=getattr(cfg, "evaluate_initial", False),
     )
     result = TrainResult(
         run_dir=run_dir,
@@ -125,12 +163,21 @@ def train_model(
         best_val_dice=float(loop.best.numpy()),
         history=history,
         seconds=time.perf_counter() - t0,
+        monitor=monitor,
+        stopped_early=loop.stopped_early,
     )
     atomic_write_json(
         run_dir / "summary.json",
         {
             "best_epoch": result.best_epoch,
             "best_val_dice": result.best_val_dice,
+            "selection_metric": monitor,
+            "best_score": result.best_val_dice,
+            "epoch0_evaluated": bool(getattr(cfg, "evaluate_initial", False)),
+            "stopped_early": result.stopped_early,
+            "epochs_run": sum(1 for r in history if int(r["epoch"]) > 0),
+            "best_epoch_in_last_10_percent": (not result.stopped_early
+                                              and unconverged(result.best_epoch, cfg.epochs)),
             "epochs": cfg.epochs,
             "params": int(model.count_params()),
             "trainable_params": int(sum(int(w.shape.num_elements()) for w in model.trainable_weights)),
