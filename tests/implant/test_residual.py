@@ -1,56 +1,15 @@
-"""The residual implant mode: bit-identical to the U-Net at initialisation (every zoo backbone,
-both concatenation orders, both projections), zero gradient into the module at init, and a
+"""The residual implant mode: bit-identical to the U-Net at initialisation (both concatenation
+orders, both projections; every zoo backbone: tests/implant/test_zoo.py), zero gradient into the module at init, and a
 save -> load round trip."""
 
 import numpy as np
 import pytest
 
 from iac_tf._keras import keras, tf
-from iac_tf.genotype import Genotype
 from iac_tf.implant import ResidualImplant, find_skip_connections, implant, residual
 from iac_tf.search import DiscreteCell
-from iac_tf.implant import module_name
-from tests.implant.helpers import batch, conv_module, outputs_of
+from tests.implant.helpers import assert_residual_identity, batch, cell_module, conv_module, outputs_of
 from tests.implant.unets import plain_unet, resize_unet
-
-unets = pytest.importorskip("iac_tf.unets")
-
-GENOTYPE = Genotype.from_dict({
-    "format": "iac_tf.genotype", "version": 1,
-    "edges": [[["sep_conv_3x3", 0], ["skip_connect", 1]],
-              [["dil_conv_3x3", 1], ["max_pool_3x3", 2]],
-              [["avg_pool_3x3", 0], ["sep_conv_5x5", 3]],
-              [["dil_conv_5x5", 2], ["skip_connect", 4]]],
-})
-
-
-def cell_module(level, up_shape, skip_shape):
-    return DiscreteCell(GENOTYPE, out_channels=int(up_shape[-1]) + int(skip_shape[-1]), C=2,
-                        name=module_name("iac_cell", level))
-
-
-def assert_residual_identity(model, make_module, projection="auto", x=None):
-    x = batch(model) if x is None else x
-    expected = outputs_of(model, x)
-    new = implant(model, residual(make_module, find_skip_connections(model), projection))
-    got = outputs_of(new, x)
-    assert len(got) == len(expected)
-    for a, b in zip(got, expected):
-        assert np.array_equal(a, b)
-    # not a no-op: the modules are there and trainable
-    assert new.trainable_weights
-    return new
-
-
-@pytest.mark.parametrize("backbone", unets.BACKBONES)
-def test_residual_discrete_cell_is_bit_identical_on_zoo_unet(backbone):
-    keras.utils.set_random_seed(0)
-    model = unets.build_unet(backbone, input_shape=(32, 32, 1), classes=1, encoder_weights=None)
-    new = assert_residual_identity(model, cell_module)
-    # output_conv projection: no extra W_out layer
-    adds = [l for l in new.layers if isinstance(l, ResidualImplant)]
-    assert len(adds) == len(find_skip_connections(model)) and not any(a.projection for a in adds)
-
 
 @pytest.mark.parametrize("build", [plain_unet, resize_unet], ids=["up_skip", "skip_up"])
 @pytest.mark.parametrize("projection", ["auto", "conv"])
