@@ -29,14 +29,14 @@ class Stage1Config:
     """The ``stage1:`` section of an experiment YAML (also used by Stage III for its training).
 
     Args:
-        epochs: training epochs (paper: 200).
-        batch_size: batch size (paper: 128).
-        learning_rate: constant learning rate (paper: 1e-3).
-        optimizer: ``adam`` (paper) or ``sgd``.
-        mixed_precision: build and train under ``mixed_float16`` (GPU).
-        dice_eps: smoothing of the Dice loss/metric.
-        shuffle: reshuffle ``train_dt`` every epoch (deterministically from the seed).
-        checkpoints_to_keep: epoch checkpoints kept for resuming.
+        epochs: training epochs (paper, IV-B.1: 200).
+        batch_size: batch size (paper, IV-B.1: 128).
+        learning_rate: constant learning rate (paper, IV-B.1: 1e-3).
+        optimizer: ``adam`` (paper, IV-B.1) or ``sgd``.
+        mixed_precision: build and train under ``mixed_float16`` (GPU; our choice: off).
+        dice_eps: smoothing of the Dice loss/metric (our choice: 1; not in the paper).
+        shuffle: reshuffle ``train_dt`` every epoch (deterministically from the seed; our choice).
+        checkpoints_to_keep: epoch checkpoints kept for resuming (our choice).
         verbose: Keras progress output (0 silent, 1 progress bar, 2 one line per epoch).
         monitor: the score that selects the best epoch, always on ``val_dt``: ``val_dice``
             (soft Dice over slices, the training metric; empty slices count; our reading of the
