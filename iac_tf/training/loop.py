@@ -1,10 +1,16 @@
 """The epoch loop shared by Stages I, II and III: one ``model.fit`` call per epoch, with
 checkpoint/resume, an epoch CSV, TensorBoard logs, best-model tracking and per-epoch hooks.
 
-Why one ``fit`` per epoch: the data of epoch ``e`` is built by ``train_data(e)`` (its order a pure
-function of the seed and ``e``), so a run resumed after a kill replays exactly the batches an
-uninterrupted run would have seen. ``model.train_function`` is cached by Keras across calls, so
-nothing is retraced.
+Why one ``fit`` per epoch: the data of epoch ``e`` is built by ``train_data(e, seed)`` where the
+seed is read here, in one place, from the run seed and the stage's ``shuffle`` switch
+(:func:`iac_tf.training.seeding.data_seed`), so a run resumed after a kill replays exactly the
+batches an uninterrupted run would have seen. ``model.train_function`` is cached by Keras across
+calls, so nothing is retraced.
+
+Per-epoch state (Stage II's search switch, learning rate and lambda_e) is set by the
+``on_epoch_begin`` hook before the epoch's ``fit``; the hook may name log values that the epoch
+does not measure (Stage II's val_search values during the warm-up): they are logged as NaN and
+shown as ``n/a`` on the console, never as 0.
 
 Crash safety: after each finished epoch the loop (1) writes the best model if it improved,
 (2) appends the epoch's row to ``history.csv`` (atomic rewrite), (3) saves a TF checkpoint of
@@ -15,9 +21,14 @@ checkpoint are dropped and training continues at the first unfinished epoch.
 
 Epoch 0 (``evaluate_initial``, issue 11): before the first update the model is scored on the
 validation data (and by ``on_epoch_end``) like a finished epoch; it takes part in the best-epoch
-choice (``save_best(0)``), appears as row ``epoch 0`` of the history and is checkpointed, so a
-resumed run does not score it again. Early stopping (``patience``) is a pure function of the
-checkpointed best epoch, so a resumed run stops where an uninterrupted one would.
+choice (``save_best(0)``), appears as row ``epoch 0`` of the history (training columns NaN) and is
+checkpointed, so a resumed run does not score it again. Early stopping (``patience``) is a pure
+function of the checkpointed best epoch, so a resumed run stops where an uninterrupted one would.
+
+Console: ``Epoch e/E`` counts from 1 to the stage's total ``E`` (Keras alone would print
+``Epoch e/e`` for a one-epoch ``fit``). TensorBoard: one event file per phase (``train``,
+``validation``) and process, written by the loop from the epoch logs (Keras' callback would open
+a new file at every ``fit`` call).
 """
 
 from __future__ import annotations
@@ -26,10 +37,17 @@ import math
 import os
 import pathlib
 import time
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from iac_tf._keras import keras, tf
-from iac_tf.training.runs import CsvHistory
+from iac_tf.files import make_dirs
+from iac_tf.training.history import CsvHistory
+from iac_tf.training.seeding import EpochDataFn, data_seed
+
+#: ``on_epoch_begin(epoch)`` (1-based) -> log keys this epoch does not measure (or None)
+EpochBeginHook = Callable[[int], "Iterable[str] | None"]
+#: ``on_epoch_end(epoch, logs)`` (1-based) -> extra values to log (or None)
+EpochEndHook = Callable[[int, dict], "Mapping[str, Any] | None"]
 
 
 class EpochLoop:
@@ -38,10 +56,13 @@ class EpochLoop:
     Args:
         run_dir: the stage's folder; ``checkpoints/``, ``history.csv`` and ``tensorboard/`` go here.
         trackables: objects to checkpoint by name (the model, optimisers, extra variables).
-        monitor: log key that selects the best epoch (e.g. ``"val_dice"``); ``None`` disables it.
+        monitor: log key that selects the best epoch (e.g. ``"val_soft_dice"``); ``None``
+            disables it.
         mode: ``"max"`` or ``"min"`` for ``monitor``.
         max_to_keep: how many epoch checkpoints to keep.
         tensorboard: write TensorBoard logs.
+        seed: the run seed; each epoch's shuffle seed is derived from it.
+        shuffle: reshuffle the data every epoch (else the data factories get ``seed=None``).
         patience: stop when ``monitor`` has not improved for this many epochs (``None``: never).
     """
 
@@ -49,19 +70,22 @@ class EpochLoop:
         self,
         run_dir: str | os.PathLike,
         trackables: Mapping[str, Any],
-        monitor: str | None = "val_dice",
+        monitor: str | None = "val_soft_dice",
         mode: str = "max",
         max_to_keep: int = 2,
         tensorboard: bool = True,
+        seed: int = 0,
+        shuffle: bool = True,
         patience: int | None = None,
     ):
         if mode not in ("max", "min"):
             raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
-        self.run_dir = pathlib.Path(run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.run_dir = make_dirs(run_dir)
         self.monitor = monitor
         self.mode = mode
         self.tensorboard = tensorboard
+        self.seed = int(seed)
+        self.shuffle = bool(shuffle)
         self.patience = patience
         self.stopped_early = False
         self.completed = tf.Variable(0, dtype=tf.int64, trainable=False, name="completed_epochs")
@@ -102,9 +126,10 @@ class EpochLoop:
         self,
         model: keras.Model,
         epochs: int,
-        train_data: Callable[[int], tf.data.Dataset],
-        val_data: Callable[[int], tf.data.Dataset] | None = None,
-        on_epoch_end: Callable[[int, dict], Mapping[str, Any] | None] | None = None,
+        train_data: EpochDataFn,
+        val_data: EpochDataFn | None = None,
+        on_epoch_begin: EpochBeginHook | None = None,
+        on_epoch_end: EpochEndHook | None = None,
         save_best: Callable[[int], None] | None = None,
         verbose: int = 1,
         steps_per_epoch: int | None = None,
@@ -112,9 +137,11 @@ class EpochLoop:
     ) -> list[dict]:
         """Train from the first unfinished epoch to ``epochs``; return the history rows.
 
-        ``train_data(e)`` / ``val_data(e)`` build epoch ``e``'s datasets (0-based).
-        ``on_epoch_end(epoch, logs)`` (1-based epoch) may return extra values to log.
-        ``save_best(epoch)`` is called when ``monitor`` improves.
+        ``train_data(e, seed)`` / ``val_data(e, seed)`` build epoch ``e``'s datasets (0-based
+        ``e``; ``seed`` is the epoch's shuffle seed, ``None`` without shuffling).
+        ``on_epoch_begin(epoch)`` (1-based) sets per-epoch state and may return the log keys the
+        epoch does not measure. ``on_epoch_end(epoch, logs)`` (1-based) may return extra values
+        to log. ``save_best(epoch)`` is called when ``monitor`` improves.
         ``evaluate_initial``: score the untrained model as epoch 0 first (needs ``val_data``).
         """
         start = self.restore()
@@ -123,13 +150,6 @@ class EpochLoop:
                 raise ValueError(f"{self.run_dir}: this run was started without evaluate_initial; "
                                  "epoch 0 cannot be scored after training began")
             self._initial_epoch(model, val_data, on_epoch_end, save_best, verbose)
-        callbacks = []
-        if self.tensorboard:
-            callbacks.append(
-                keras.callbacks.TensorBoard(
-                    log_dir=str(self.run_dir / "tensorboard"), write_graph=False, profile_batch=0
-                )
-            )
         if start >= epochs:
             return self.history.rows()
         if self._patience_exhausted(start):
@@ -137,60 +157,79 @@ class EpochLoop:
             return self.history.rows()
         if start and verbose:
             print(f"[iac] resuming {self.run_dir} at epoch {start + 1}/{epochs}", flush=True)
-        for epoch in range(start, epochs):
-            t0 = time.perf_counter()
-            fit = model.fit(
-                train_data(epoch),
-                validation_data=val_data(epoch) if val_data is not None else None,
-                epochs=epoch + 1,
-                initial_epoch=epoch,
-                steps_per_epoch=steps_per_epoch,
-                callbacks=callbacks,
-                verbose=verbose,
-            )
-            logs: dict[str, Any] = {"epoch": epoch + 1}
-            logs.update({k: float(v[-1]) for k, v in fit.history.items()})
-            logs["epoch_time_s"] = time.perf_counter() - t0
-            self._finish_epoch(epoch + 1, logs, on_epoch_end, save_best)
-            if self._patience_exhausted(epoch + 1):
-                self.stopped_early = True
-                if verbose:
-                    print(f"[iac] early stop: no better {self.monitor} for {self.patience} epochs "
-                          f"(best epoch {int(self.best_epoch.numpy())})", flush=True)
-                break
+        progbar = _EpochProgbar(epochs)
+        board = _Board(self.run_dir / "tensorboard") if self.tensorboard else None
+        try:
+            for epoch in range(start, epochs):
+                self._run_epoch(model, epoch, epochs, train_data, val_data, on_epoch_begin,
+                                on_epoch_end, save_best, verbose, steps_per_epoch, progbar, board)
+                if self._patience_exhausted(epoch + 1):
+                    self.stopped_early = True
+                    if verbose:
+                        print(f"[iac] early stop: no better {self.monitor} for {self.patience} "
+                              f"epochs (best epoch {int(self.best_epoch.numpy())})", flush=True)
+                    break
+        finally:
+            if board is not None:
+                board.close()
         return self.history.rows()
 
-    def _finish_epoch(self, epoch: int, logs: dict, on_epoch_end, save_best) -> None:
+    def _run_epoch(self, model, epoch, epochs, train_data, val_data, on_epoch_begin, on_epoch_end,
+                   save_best, verbose, steps_per_epoch, progbar, board) -> None:
+        e = epoch + 1
+        unmeasured = tuple(on_epoch_begin(e) or ()) if on_epoch_begin is not None else ()
+        progbar.hidden = unmeasured
+        seed = data_seed(self.seed, epoch, self.shuffle)
+        val_seed = None if seed is None else seed + 1
+        t0 = time.perf_counter()
+        fit = model.fit(
+            train_data(epoch, seed),
+            validation_data=val_data(epoch, val_seed) if val_data is not None else None,
+            epochs=e,
+            initial_epoch=epoch,
+            steps_per_epoch=steps_per_epoch,
+            callbacks=[progbar],
+            verbose=verbose,
+        )
+        logs: dict[str, Any] = {"epoch": e}
+        logs.update({k: float(v[-1]) for k, v in fit.history.items()})
+        logs.update({k: math.nan for k in unmeasured})
+        logs["epoch_time_s"] = time.perf_counter() - t0
+        self._finish_epoch(e, logs, on_epoch_end, save_best, board)
+
+    def _finish_epoch(self, e: int, logs: dict, on_epoch_end, save_best, board=None) -> None:
         """Extra logs, best-model tracking, history row and checkpoint of a finished epoch."""
         if on_epoch_end is not None:
-            logs.update(on_epoch_end(epoch, logs) or {})
+            logs.update(on_epoch_end(e, logs) or {})
         if self.monitor is not None:
             if self.monitor not in logs:
-                raise KeyError(
-                    f"monitored value {self.monitor!r} not in the epoch logs {sorted(logs)}"
-                )
+                raise KeyError(f"monitored value {self.monitor!r} not in the epoch logs {sorted(logs)}")
             value = float(logs[self.monitor])
             if self._improved(value):
                 self.best.assign(value)
-                self.best_epoch.assign(epoch)
+                self.best_epoch.assign(e)
                 if save_best is not None:
-                    save_best(epoch)
+                    save_best(e)
             logs[f"best_{self.monitor}"] = float(self.best.numpy())
         self.history.append(logs)
-        self.completed.assign(epoch)
-        if epoch == 0:
+        if board is not None:
+            board.write(e, logs)
+        self.completed.assign(e)
+        if e == 0:
             self.initial_done.assign(True)
-        self.manager.save(checkpoint_number=epoch)
+        self.manager.save(checkpoint_number=e)
 
     def _initial_epoch(self, model, val_data, on_epoch_end, save_best, verbose) -> None:
         """Epoch 0: the model before its first update, scored on the validation data."""
         if val_data is None:
             raise ValueError("evaluate_initial needs val_data")
         t0 = time.perf_counter()
-        scores = model.evaluate(val_data(0), verbose=0, return_dict=True)
+        seed = data_seed(self.seed, 0, self.shuffle)  # epoch 1's validation data
+        scores = model.evaluate(val_data(0, None if seed is None else seed + 1), verbose=0,
+                                return_dict=True)
         logs: dict[str, Any] = {"epoch": 0}
-        # no training happened: the training columns are empty, validation ones are measured
-        logs.update({k: float("nan") for k in scores})
+        # no training happened: the training columns are empty, the validation ones measured
+        logs.update({k: math.nan for k in scores})
         logs.update({f"val_{k}": float(v) for k, v in scores.items()})
         logs["epoch_time_s"] = time.perf_counter() - t0
         self._finish_epoch(0, logs, on_epoch_end, save_best)
@@ -199,9 +238,62 @@ class EpochLoop:
             print(f"[iac] epoch 0 (before training): {shown}", flush=True)
 
 
-def save_model_atomic(model: keras.Model, path: str | os.PathLike) -> None:
-    """Save ``model`` (``.keras`` or ``.h5``) through a temp file and ``os.replace``."""
-    path = pathlib.Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    model.save(str(tmp))
-    os.replace(tmp, path)
+class _EpochProgbar(keras.callbacks.ProgbarLogger):
+    """Keras' progress output with the stage's real epoch count (``Epoch 7/20``) and the epoch's
+    unmeasured values shown as ``n/a`` instead of Keras' 0.0000."""
+
+    def __init__(self, total_epochs: int):
+        super().__init__(count_mode="steps")
+        self.total_epochs = int(total_epochs)
+        self.hidden: tuple[str, ...] = ()
+
+    def set_params(self, params):
+        super().set_params(params)
+        self.epochs = self.total_epochs
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._reset_progbar()
+        self._maybe_init_progbar()
+        if self.verbose:
+            print(f"Epoch {epoch + 1}/{self.total_epochs}", flush=True)
+
+    def _visible(self, logs):
+        if not logs or not self.hidden:
+            return logs
+        return {k: v for k, v in logs.items() if k not in self.hidden}
+
+    def _batch_update_progbar(self, batch, logs=None):
+        super()._batch_update_progbar(batch, self._visible(logs))
+
+    def _finalize_progbar(self, logs, counter):
+        super()._finalize_progbar(self._visible(logs), counter)
+        if self.verbose and self.hidden:
+            print(f"  n/a (not measured this epoch): {', '.join(self.hidden)}", flush=True)
+
+
+class _Board:
+    """TensorBoard scalars of the epoch logs: ``train/`` and ``validation/`` event files, each
+    opened once for the whole loop (``val_`` prefixed keys go to ``validation``)."""
+
+    def __init__(self, log_dir: pathlib.Path):
+        self.log_dir = log_dir
+        self.writers: dict[str, Any] = {}
+
+    def _writer(self, phase: str):
+        if phase not in self.writers:
+            self.writers[phase] = tf.summary.create_file_writer(str(make_dirs(self.log_dir / phase)))
+        return self.writers[phase]
+
+    def write(self, epoch: int, logs: Mapping[str, Any]) -> None:
+        for key, value in logs.items():
+            if key == "epoch" or not isinstance(value, (int, float)) or not math.isfinite(value):
+                continue
+            phase, name = ("validation", key[4:]) if key.startswith("val_") else ("train", key)
+            with self._writer(phase).as_default():
+                tf.summary.scalar(f"epoch_{name}", float(value), step=epoch)
+        for writer in self.writers.values():
+            writer.flush()
+
+    def close(self) -> None:
+        for writer in self.writers.values():
+            writer.close()

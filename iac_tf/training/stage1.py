@@ -1,6 +1,12 @@
 """Stage I (paper Section IV-B.1): train a reference U-Net on ``train_dt``, select the best
 checkpoint by Dice on ``val_dt``.
 
+Two Dice numbers appear in a run and they are different quantities: the *soft Dice* here
+(``soft_dice`` / ``val_soft_dice`` in ``history.csv``, ``best_val_soft_dice`` in
+``summary.json``) is the slice-level soft Dice of the sigmoid outputs averaged over batches, used
+only to select the best epoch; the evaluation's *per-case Dice*
+(:mod:`iac_tf.evaluation.metrics`) thresholds the predictions and scores each case's volume.
+
 Paper defaults: Adam, constant learning rate 1e-3, batch size 128, 200 epochs, Dice loss.
 Our additions (issue 11): the selection metric (``monitor``), an epoch 0 that scores the model
 before its first update (``evaluate_initial``), early stopping (``patience``) and a warning when
@@ -17,11 +23,14 @@ from typing import Literal
 
 from iac_tf._keras import keras
 from iac_tf.losses import DiceCoefficient, DiceLoss
-from iac_tf.training.common import DataSource, as_epoch_fn, make_optimizer
-from iac_tf.training.loop import EpochLoop, save_model_atomic
-from iac_tf.training.runs import atomic_write_json
+from iac_tf.files import atomic_write_json, save_model
+from iac_tf.training.loop import EpochLoop
+from iac_tf.training.optimizers import make_optimizer
+from iac_tf.training.seeding import DataSource, as_epoch_fn
 
 BEST_MODEL = "best_model.keras"
+SUMMARY = "summary.json"
+MONITOR = "val_soft_dice"  # slice-level soft Dice on val_dt: selects the best epoch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,7 +47,7 @@ class Stage1Config:
         shuffle: reshuffle ``train_dt`` every epoch (deterministically from the seed; our choice).
         checkpoints_to_keep: epoch checkpoints kept for resuming (our choice).
         verbose: Keras progress output (0 silent, 1 progress bar, 2 one line per epoch).
-        monitor: the score that selects the best epoch, always on ``val_dt``: ``val_dice``
+        monitor: the score that selects the best epoch, always on ``val_dt``: ``val_soft_dice``
             (soft Dice over slices, the training metric; empty slices count; our reading of the
             paper's "Dice metric on val_dt", Section IV-B.1) or ``val_case_dice`` (the reported
             score: hard per-case Dice, mean over cases of the mean over present classes,
@@ -58,7 +67,7 @@ class Stage1Config:
     shuffle: bool = True
     checkpoints_to_keep: int = 2
     verbose: int = 2
-    monitor: Literal["val_dice", "val_case_dice"] = "val_dice"
+    monitor: Literal["val_soft_dice", "val_case_dice"] = "val_soft_dice"
     evaluate_initial: bool = False
     patience: int | None = None
 
@@ -81,16 +90,25 @@ class TrainResult:
     run_dir: pathlib.Path
     best_model_path: pathlib.Path
     best_epoch: int
-    best_val_dice: float
+    best_val_soft_dice: float
     history: list[dict]
     seconds: float
-    monitor: str = "val_dice"
+    monitor: str = MONITOR
     stopped_early: bool = False
+    best_score: float = float("nan")  # the best value of ``monitor``
 
 
 def unconverged(best_epoch: int, epochs: int) -> bool:
     """True when ``best_epoch`` lies in the last 10 % (at least the last one) of ``epochs``."""
     return best_epoch > epochs - max(1, epochs // 10)
+
+
+def _at_best(history: list[dict], best_epoch: int, key: str) -> float:
+    """``key`` of the history row of ``best_epoch`` (NaN if absent)."""
+    for row in history:
+        if int(row["epoch"]) == best_epoch and row.get(key) not in (None, ""):
+            return float(row[key])
+    return float("nan")
 
 
 def compile_for_training(model: keras.Model, cfg: Stage1Config) -> None:
@@ -99,7 +117,7 @@ def compile_for_training(model: keras.Model, cfg: Stage1Config) -> None:
     model.compile(
         optimizer=make_optimizer(cfg.optimizer, cfg.learning_rate),
         loss=DiceLoss(eps=cfg.dice_eps),
-        metrics=[DiceCoefficient(eps=cfg.dice_eps, name="dice")],
+        metrics=[DiceCoefficient(eps=cfg.dice_eps, name="soft_dice")],
     )
 
 
@@ -111,12 +129,14 @@ def train_model(
     run_dir: str | os.PathLike,
     extra_trackables: dict | None = None,
     case_scorer=None,
+    seed: int = 0,
 ) -> TrainResult:
     """Train ``model`` with Dice loss, keeping the best checkpoint by ``cfg.monitor``.
 
     Args:
         model: a functional Keras model with sigmoid outputs (uncompiled or compiled).
-        train_data: a batched ``tf.data.Dataset`` or a callable ``epoch -> dataset``.
+        train_data: a batched ``tf.data.Dataset`` or a callable ``(epoch, seed) -> dataset``
+            (``seed``: the epoch's shuffle seed, ``None`` when ``cfg.shuffle`` is off).
         val_data: the same for validation (``val_dt``).
         cfg: training hyper-parameters.
         run_dir: the stage folder (``history.csv``, ``checkpoints/``, ``tensorboard/``,
@@ -125,12 +145,13 @@ def train_model(
         case_scorer: ``model -> float``, the per-case hard Dice on ``val_dt`` (see
             ``iac_tf.evaluation.metrics.mean_case_dice``); logged as ``val_case_dice`` after
             every epoch when given. Required when ``cfg.monitor`` is ``val_case_dice``.
+        seed: the run seed (data order).
     """
     run_dir = pathlib.Path(run_dir)
     if model.optimizer is None:
         compile_for_training(model, cfg)
     t0 = time.perf_counter()
-    monitor = getattr(cfg, "monitor", "val_dice")
+    monitor = getattr(cfg, "monitor", MONITOR)
     if monitor == "val_case_dice" and case_scorer is None:
         raise ValueError("monitor 'val_case_dice' needs a case_scorer (the val_dt arrays with case ids)")
     loop = EpochLoop(
@@ -139,6 +160,8 @@ def train_model(
         monitor=monitor,
         mode="max",
         max_to_keep=cfg.checkpoints_to_keep,
+        seed=seed,
+        shuffle=cfg.shuffle,
         patience=getattr(cfg, "patience", None),
     )
     best_path = run_dir / BEST_MODEL
@@ -152,7 +175,7 @@ def train_model(
         train_data=as_epoch_fn(train_data),
         val_data=as_epoch_fn(val_data),
         on_epoch_end=case_metrics,
-        save_best=lambda epoch: save_model_atomic(model, best_path),
+        save_best=lambda epoch: save_model(model, best_path),
         verbose=cfg.verbose,
         evaluate_initial=getattr(cfg, "evaluate_initial", False),
     )
@@ -160,25 +183,27 @@ def train_model(
         run_dir=run_dir,
         best_model_path=best_path,
         best_epoch=int(loop.best_epoch.numpy()),
-        best_val_dice=float(loop.best.numpy()),
+        best_val_soft_dice=_at_best(history, int(loop.best_epoch.numpy()), "val_soft_dice"),
         history=history,
         seconds=time.perf_counter() - t0,
         monitor=monitor,
         stopped_early=loop.stopped_early,
+        best_score=float(loop.best.numpy()),
     )
     atomic_write_json(
-        run_dir / "summary.json",
+        run_dir / SUMMARY,
         {
             "best_epoch": result.best_epoch,
-            "best_val_dice": result.best_val_dice,
+            "best_val_soft_dice": result.best_val_soft_dice,
             "selection_metric": monitor,
-            "best_score": result.best_val_dice,
+            "best_score": result.best_score,
             "epoch0_evaluated": bool(getattr(cfg, "evaluate_initial", False)),
             "stopped_early": result.stopped_early,
             "epochs_run": sum(1 for r in history if int(r["epoch"]) > 0),
             "best_epoch_in_last_10_percent": (not result.stopped_early
                                               and unconverged(result.best_epoch, cfg.epochs)),
             "epochs": cfg.epochs,
+            "completed_epochs": len(history),
             "params": int(model.count_params()),
             "trainable_params": int(sum(int(w.shape.num_elements()) for w in model.trainable_weights)),
             "seconds_this_session": result.seconds,

@@ -14,7 +14,8 @@ import pathlib
 from typing import Literal
 
 from iac_tf._keras import keras
-from iac_tf.training.common import DataSource
+from iac_tf.files import save_model
+from iac_tf.training.seeding import DataSource
 from iac_tf.training.stage1 import Stage1Config, TrainResult, train_model
 
 
@@ -69,11 +70,11 @@ class Stage3Config(Stage1Config):
 
 def build_iac_unet(unet: keras.Model, genotype, cell_channels: int = 16,
                    implant_mode: str = "replace", residual_projection: str = "auto") -> keras.Model:
-    """The trained ``unet`` (frozen) with a :class:`~iac_tf.search.DiscreteCell` of ``genotype``
+    """The trained ``unet`` (frozen) with a :class:`~iac_tf.genotype.DiscreteCell` of ``genotype``
     in every skip connection (each level its own weights); ``implant_mode="residual"`` wraps
     each cell with :func:`iac_tf.implant.residual` (the model then equals ``unet`` at init)."""
     from iac_tf.implant import find_skip_connections, implant, module_name, residual
-    from iac_tf.search import DiscreteCell
+    from iac_tf.genotype import DiscreteCell
 
     def make_module(level, up_shape, skip_shape):
         return DiscreteCell(
@@ -100,6 +101,7 @@ def train_iac_unet(
     case_scorer=None,
     implant_mode: str | None = None,
     search_cell_channels: int = 16,
+    seed: int = 0,
 ) -> TrainResult:
     """Algorithm 3: build the IAC U-Net and train its cells; U-Net weights stay frozen.
 
@@ -109,7 +111,8 @@ def train_iac_unet(
     channels = cfg.cell_channels or search_cell_channels
     model = build_iac_unet(unet, genotype, channels, implant_mode or cfg.implant_mode,
                            cfg.residual_projection)
-    result = train_model(model, train_data, val_data, cfg, run_dir, case_scorer=case_scorer)
+    result = train_model(model, train_data, val_data, cfg, run_dir, case_scorer=case_scorer,
+                         seed=seed)
     if cfg.export_savedmodel:
         export_savedmodel(result.best_model_path, run_dir / "savedmodel")
     return result
@@ -118,19 +121,10 @@ def train_iac_unet(
 def export_savedmodel(model_path: str | os.PathLike, export_dir: str | os.PathLike) -> pathlib.Path:
     """Export a saved ``.keras`` model as a TensorFlow SavedModel folder (written to a temp
     folder first, then moved into place)."""
-    import shutil
-
     import iac_tf.implant.residual  # noqa: F401  (registers ResidualImplant for loading)
-    import iac_tf.search  # noqa: F401  (registers the cells for loading)
+    import iac_tf.genotype  # noqa: F401  (registers DiscreteCell for loading)
+    import iac_tf.search  # noqa: F401  (registers the search cells for loading)
     import iac_tf.unets  # noqa: F401
 
-    export_dir = pathlib.Path(export_dir)
     model = keras.models.load_model(str(model_path), compile=False)
-    tmp = export_dir.with_name(f".{export_dir.name}.tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    model.save(str(tmp), save_format="tf")
-    if export_dir.exists():
-        shutil.rmtree(export_dir)
-    os.replace(tmp, export_dir)
-    return export_dir
+    return save_model(model, export_dir, save_format="tf")

@@ -59,7 +59,7 @@ GENOTYPE_DICT = {
 
 def cell_module(level, up_shape, skip_shape):
     """A DiscreteCell (C=2) of ``GENOTYPE_DICT`` for the skip at ``level``."""
-    from iac_tf.search import DiscreteCell
+    from iac_tf.genotype import DiscreteCell
 
     return DiscreteCell(_genotype(), out_channels=int(up_shape[-1]) + int(skip_shape[-1]), C=2,
                         name=module_name("iac_cell", level))

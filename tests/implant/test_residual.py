@@ -7,7 +7,7 @@ import pytest
 
 from iac_tf._keras import keras, tf
 from iac_tf.implant import ResidualImplant, find_skip_connections, implant, residual
-from iac_tf.search import DiscreteCell
+from iac_tf.genotype import DiscreteCell
 from tests.implant.helpers import assert_residual_identity, batch, cell_module, conv_module, outputs_of
 from tests.implant.unets import plain_unet, resize_unet
 
