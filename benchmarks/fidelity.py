@@ -60,19 +60,21 @@ def replace_2x(cfg):
 
     from iac_tf import pipeline
     from iac_tf.genotype import Genotype
-    from iac_tf.training.common import load_unet, seed_everything
+    from iac_tf.training.seeding import seed_everything
     from iac_tf.training.stage3 import train_iac_unet
+    from iac_tf.unets import load_unet
 
     prepared = pipeline.prepare(cfg)
     s3 = dataclasses.replace(cfg.stage3, epochs=2 * cfg.stage3.epochs)
     run_dir = cfg.run_dir / "compare" / "iac_replace_2x"
     seed_everything(cfg.seed, cfg.deterministic)
-    train, val = pipeline._train_val(prepared, s3.batch_size, cfg.seed, s3.shuffle)
+    bs = s3.batch_size
     result = train_iac_unet(
         load_unet(pipeline.trained_unet_path(cfg)),
-        Genotype.from_json(pipeline.stage3_genotype_path(cfg)), train, val, s3, run_dir,
-        case_scorer=pipeline._case_scorer(prepared, s3), implant_mode="replace",
-        search_cell_channels=cfg.stage2.cell_channels,
+        Genotype.from_json(pipeline.stage3_genotype_path(cfg)),
+        pipeline._epoch_data(prepared, "train_dt", bs), pipeline._fixed(prepared.dataset("val_dt", bs)),
+        s3, run_dir, seed=cfg.seed, case_scorer=pipeline._case_scorer(prepared, s3),
+        implant_mode="replace", search_cell_channels=cfg.stage2.cell_channels,
     )
     pipeline._register(cfg, "iac_replace_2x", result.best_model_path)
     return result
@@ -86,7 +88,7 @@ def evaluate(cfg) -> dict:
     from iac_tf.evaluation.metrics import case_dice
     from iac_tf.evaluation.report import predict
     from iac_tf.run_layout import model_paths
-    from iac_tf.training.common import load_unet
+    from iac_tf.unets import load_unet
 
     prepared = pipeline.prepare(cfg)
     images, masks, case_ids = prepared.arrays("val_dt")

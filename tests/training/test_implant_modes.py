@@ -67,5 +67,5 @@ def test_evaluate_models_one_column_per_method(tmp_path):
     assert stats["overall"]["mean_candidate"] == pytest.approx(2 * 16 / (16 + 32))
     pair = stats["pairs"]["iac_vs_unet_continued"]["overall"]
     assert pair["mean_baseline"] == 0.0 and pair["mean_gain"] == pytest.approx(2 / 3)
-    assert "### iac vs unet_continued" in (tmp_path / "dice_table.md").read_text()
+    assert "`iac` with `unet_continued`" in (tmp_path / "dice_table.md").read_text()
     assert report["methods"]["unet_continued"]["overall"]["mean_gain"] == 0.0

@@ -40,8 +40,8 @@ def test_epoch0_is_in_the_history_and_can_be_selected(tmp_path):
                          case_scorer=scorer)
     assert [int(r["epoch"]) for r in result.history] == [0, 1, 2, 3]
     row0 = result.history[0]
-    assert np.isnan(float(row0["loss"])) and 0 <= float(row0["val_dice"]) <= 1
-    assert result.best_epoch == 0 and result.best_val_dice == pytest.approx(0.9)
+    assert np.isnan(float(row0["loss"])) and 0 <= float(row0["val_soft_dice"]) <= 1
+    assert result.best_epoch == 0 and result.best_score == pytest.approx(0.9)
     best = keras.models.load_model(tmp_path / "best_model.keras", compile=False)
     np.testing.assert_array_equal(best.predict(x[:2], verbose=0), initial)
     summary = json.loads((tmp_path / "summary.json").read_text())
@@ -50,16 +50,16 @@ def test_epoch0_is_in_the_history_and_can_be_selected(tmp_path):
 
 
 def test_selection_metric_is_honoured(tmp_path):
-    """The same run selects by val_case_dice when asked, by val_dice otherwise."""
+    """The same run selects by val_case_dice when asked, by val_soft_dice otherwise."""
     x, y = disc_data(8, size=16)
     picks = {}
-    for monitor in ("val_case_dice", "val_dice"):
+    for monitor in ("val_case_dice", "val_soft_dice"):
         keras.backend.clear_session()
         keras.utils.set_random_seed(0)
         result = train_model(tiny_unet(size=16, levels=1), batched(x, y), batched(x, y),
                              _cfg(monitor=monitor, epochs=4), tmp_path / monitor,
                              case_scorer=Scripted([0.1, 0.8, 0.2, 0.3]))
-        soft = [float(r["val_dice"]) for r in result.history]
+        soft = [float(r["val_soft_dice"]) for r in result.history]
         case = [float(r["val_case_dice"]) for r in result.history]
         picks[monitor] = result.best_epoch
         values = case if monitor == "val_case_dice" else soft
