@@ -100,6 +100,7 @@ class Command:
     help: str
     handler: Callable[[argparse.Namespace], int]
     add_arguments: Callable[[argparse.ArgumentParser], None] = _config_args
+    tensorflow: bool = True  # the handler needs TensorFlow (imported quietly first)
 
 
 COMMANDS: dict[str, Command] = {
@@ -117,7 +118,7 @@ COMMANDS: dict[str, Command] = {
 #: ``iac data ...`` subcommands
 DATA_COMMANDS: dict[str, Command] = {
     "prepare": Command("build the slice cache and splits", _data_prepare),
-    "check": Command("validate a dataset folder", _data_check, _data_check_args),
+    "check": Command("validate a dataset folder", _data_check, _data_check_args, tensorflow=False),
 }
 
 
@@ -144,15 +145,40 @@ def _add_command(sub, name: str, command: Command) -> None:
 
 
 def quiet_tensorflow(verbose: bool) -> None:
-    """Hide TensorFlow's start-up noise (cuInit errors on CPU machines, oneDNN notices) and its
-    library warnings ("compiled metrics have yet to be built", ...) unless ``verbose``. Must run
-    before TensorFlow is imported; an explicit ``TF_CPP_MIN_LOG_LEVEL`` is respected."""
+    """Hide TensorFlow's library warnings ("compiled metrics have yet to be built", ...) and its
+    C++ info/warning lines unless ``verbose`` (an explicit ``TF_CPP_MIN_LOG_LEVEL`` is
+    respected). Must run before TensorFlow is imported."""
     if verbose:
         os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
         return
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     for name in ("tensorflow", "absl", "h5py"):
         logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def import_tensorflow_quietly() -> None:
+    """Import TensorFlow and initialise its devices with the process' stderr (file descriptor 2)
+    sent to a temporary file: TF 2.21 writes its start-up lines (oneDNN notices, "Could not find
+    cuda drivers", cuInit errors on CPU machines) before its logging is set up, ignoring
+    ``TF_CPP_MIN_LOG_LEVEL``. If the import fails, what it wrote is shown."""
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            from iac_tf._keras import tf
+
+            tf.config.list_physical_devices()
+        except BaseException:
+            os.dup2(saved, 2)
+            sink.seek(0)
+            sys.stderr.write(sink.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def main(argv=None) -> int:
@@ -165,6 +191,8 @@ def main(argv=None) -> int:
     from iac_tf.config import ConfigError
 
     try:
+        if command.tensorflow and not args.verbose:
+            import_tensorflow_quietly()
         return command.handler(args)
     except (ConfigError, FileNotFoundError, ValueError) as exc:
         print(f"iac: error: {exc}", file=sys.stderr)
