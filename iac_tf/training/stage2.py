@@ -161,13 +161,13 @@ def _set_lr(optimizer, value: float) -> None:
 
 def arch_state(supernet: SearchSupernet, edge_norm: str) -> dict:
     """alpha, beta, softmax(alpha) (eq. 1) and Psi per node (eq. 4 or 6-10) as plain lists."""
-    from iac_tf.search import node_edge_slices, psi_edge_weights
+    from iac_tf.search import node_edge_slices, psi_per_node
 
     alpha = supernet.arch.alpha.numpy()
     beta = supernet.arch.beta.numpy()
     phi = tf.nn.softmax(alpha, axis=-1).numpy()
-    psi = [psi_edge_weights(tf.constant(beta[start:end]), mode=edge_norm).numpy().tolist()
-           for start, end in node_edge_slices()]
+    psi_all = psi_per_node(beta, edge_norm).numpy()
+    psi = [psi_all[start:end].tolist() for start, end in node_edge_slices()]
     return {"alpha": alpha.tolist(), "beta": beta.tolist(), "phi": phi.tolist(), "psi": psi}
 
 
