@@ -5,6 +5,9 @@
     iac evaluate CONFIG.yaml            Dice table + statistics of U-Net vs IAC U-Net
     iac data prepare CONFIG.yaml        build the slice cache and splits, print a summary
     iac data check DATASET_DIR          validate a dataset folder
+    iac predict MODEL INPUT... OUTPUT   NIfTI scans in, label NIfTIs out (see iac_tf/inference)
+    iac export MODEL OUT                TF-Serving SavedModel OUT/1/ (signature serving_default)
+    iac evaluate-folder PRED_DIR GT_DIR Dice and HD95 (mm) per case and class of label NIfTIs
 
 ``--set KEY=VALUE`` (repeatable) overrides a config value, e.g. ``--set stage1.epochs=2``.
 """
@@ -48,7 +51,37 @@ def build_parser() -> argparse.ArgumentParser:
     check = dsub.add_parser("check", help="validate a dataset folder")
     check.add_argument("dataset_dir")
     check.add_argument("--format", default=None, help="dataset format (default: detected)")
+    _add_inference_parsers(sub)
     return parser
+
+
+def _add_inference_parsers(sub) -> None:
+    """``predict``, ``export`` and ``evaluate-folder`` (run by :func:`iac_tf.inference.cli.run_inference_command`)."""
+    pred = sub.add_parser("predict", help="predict label NIfTIs of NIfTI scans")
+    pred.add_argument("model", help="run folder, .keras/.h5 file or SavedModel folder")
+    pred.add_argument("inputs", nargs="+", metavar="INPUT",
+                      help="a NIfTI volume, the channel files of one case, or an imagesTs folder")
+    pred.add_argument("output", help="output folder (or a .nii.gz file for one case)")
+    pred.add_argument("--stage", type=int, choices=(1, 3), default=3,
+                      help="3: the IAC U-Net (default), 1: the U-Net")
+    pred.add_argument("--method", default=None, help="a model name of the run's models.json")
+    pred.add_argument("--save-probabilities", action="store_true",
+                      help="also write CASE_probabilities.nii.gz (X, Y, Z, classes)")
+    pred.add_argument("--config", default=None, help="run config.yaml (default: the run's)")
+    pred.add_argument("--modality", action="append", default=None,
+                      help="channel modality (CT or an MRI name), overrides dataset.json")
+    pred.add_argument("--batch-size", type=int, default=32)
+    exp = sub.add_parser("export", help="TF-Serving SavedModel with signature serving_default")
+    exp.add_argument("model", help="run folder, .keras/.h5 file or SavedModel folder")
+    exp.add_argument("out", help="export folder (the model goes to OUT/1/)")
+    exp.add_argument("--stage", type=int, choices=(1, 3), default=3)
+    exp.add_argument("--method", default=None)
+    exp.add_argument("--config", default=None)
+    ev = sub.add_parser("evaluate-folder", help="Dice and HD95 of label NIfTIs vs ground truth")
+    ev.add_argument("pred_dir")
+    ev.add_argument("gt_dir")
+    ev.add_argument("--dataset-json", default=None, help="score its (overlapping) regions")
+    ev.add_argument("--out", default=None, help="where the CSV/JSON go (default: PRED_DIR)")
 
 
 def main(argv=None) -> int:
@@ -61,6 +94,10 @@ def main(argv=None) -> int:
 
             print(check_dataset(args.dataset_dir, format=args.format))
             return 0
+        if args.command in ("predict", "export", "evaluate-folder"):
+            from iac_tf.inference.cli import run_inference_command
+
+            return run_inference_command(args)
         from iac_tf import pipeline
         from iac_tf.experiment import load_experiment
 

@@ -161,9 +161,18 @@ def evaluate(cfg: ExperimentConfig, prepared=None) -> dict:
     images, masks, case_ids = prepared.arrays(cfg.evaluation.split)
     baseline = load_unet(trained_unet_path(cfg))
     candidate = load_unet(cfg.stage_dir(3) / BEST_MODEL)
-    return evaluate_pair(baseline, candidate, images, masks, case_ids, prepared.class_names,
-                         cfg.run_dir / "evaluation", names=("unet", "iac"),
-                         batch_size=cfg.evaluation.batch_size)
+    report = evaluate_pair(baseline, candidate, images, masks, case_ids, prepared.class_names,
+                           cfg.run_dir / "evaluation", names=("unet", "iac"),
+                           batch_size=cfg.evaluation.batch_size)
+    report["volumetric"] = _volumetric(cfg, prepared, {"unet": baseline, "iac": candidate})
+    return report
+
+
+def _volumetric(cfg: ExperimentConfig, prepared, models: dict):
+    """Dice and HD95 (mm) of whole predicted volumes of ``evaluation.split`` (issue 10)."""
+    from iac_tf.inference.run_scores import volumetric_scores
+
+    return volumetric_scores(cfg, prepared, models, batch_size=cfg.evaluation.batch_size)
 
 
 def run_all(cfg: ExperimentConfig) -> None:
