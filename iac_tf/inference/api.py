@@ -10,6 +10,7 @@ from __future__ import annotations
 import pathlib
 from collections.abc import Sequence
 
+from iac_tf.inference.inputs import check_cases, collect_cases
 from iac_tf.inference.model_source import (LoadedModel, find_run_config, load_model,
                                            resolve_model_path)
 from iac_tf.inference.volume import Preprocessing
@@ -26,9 +27,14 @@ def load_run_preprocessing(model_path: pathlib.Path, config: str | None = None,
 
 
 def resolve(model, stage: int = 3, method: str | None = None, config: str | None = None,
-            modality: Sequence[str] | None = None) -> tuple[LoadedModel, Preprocessing]:
+            modality: Sequence[str] | None = None, inputs: Sequence[str] | None = None
+            ) -> tuple[LoadedModel, Preprocessing]:
+    """The model and the run's preprocessing; ``inputs`` are checked (headers, the dataset's
+    channel count) before the model is loaded, so bad input fails fast."""
     path = resolve_model_path(model, stage, method)
     prep = load_run_preprocessing(pathlib.Path(model), config, modality)
+    if inputs is not None:
+        check_cases(collect_cases(inputs), len(prep.modalities))
     loaded = load_model(path)
     if loaded.input_shape[0] != loaded.input_shape[1]:
         raise ValueError(f"{path}: square inputs expected, got {loaded.input_shape[:2]}")
@@ -42,7 +48,7 @@ def predict(model, inputs: Sequence[str], output: str, *, stage: int = 3,
     """``iac predict``: see :func:`iac_tf.inference.predict.predict_cases`."""
     from iac_tf.inference.predict import predict_cases
 
-    loaded, prep = resolve(model, stage, method, config, modality)
+    loaded, prep = resolve(model, stage, method, config, modality, inputs)
     return predict_cases(loaded, inputs, output, prep, batch_size=batch_size,
                          save_probabilities=save_probabilities, progress=progress)
 

@@ -24,9 +24,10 @@ from tests.inference.helpers import PATCH, make_run
 CLASSES = ((1,), (2,))
 
 
-@pytest.fixture
-def run(tmp_path):
-    return make_run(tmp_path)
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """One run folder for the module (building and saving the U-Net is the slow part)."""
+    return make_run(tmp_path_factory.mktemp("run"))
 
 
 def hand_labels(model, ds, case):
