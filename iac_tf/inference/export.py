@@ -38,19 +38,26 @@ TOLERANCE = 1e-5
 
 
 class ServingModule(tf.Module):
-    """The Keras model plus the label rule, as a ``tf.Module`` with a serving signature."""
+    """The Keras model plus the label rule, as a ``tf.Module`` with a serving signature.
+
+    Only the model's variables are tracked (the function closes over the model): tracking the
+    Keras model itself would make ``tf.saved_model.save`` trace every layer for Keras metadata,
+    which is slow and not needed for serving.
+    """
 
     def __init__(self, model: keras.Model, classes):
         super().__init__()
-        self.model = model
-        self._classes = [list(map(int, v)) for v in classes]
+        self.model_variables = list(model.variables)
+        classes = [list(map(int, v)) for v in classes]
         h, w, c = (int(d) for d in model.input_shape[1:])
-        self.serve = tf.function(
-            self._serve, input_signature=[tf.TensorSpec((None, h, w, c), tf.float32, name="image")])
 
-    def _serve(self, image):
-        probs = tf.cast(self.model(image, training=False), tf.float32)
-        return {"probabilities": probs, "labels": probabilities_to_labels_tf(probs, self._classes)}
+        def serve(image):
+            probs = tf.cast(model(image, training=False), tf.float32)
+            return {"probabilities": probs,
+                    "labels": probabilities_to_labels_tf(probs, classes)}
+
+        self.serve = tf.function(
+            serve, input_signature=[tf.TensorSpec((None, h, w, c), tf.float32, name="image")])
 
 
 def export_serving(model: keras.Model, out: str | os.PathLike, classes, *,
