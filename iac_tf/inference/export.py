@@ -16,7 +16,7 @@ percentiles, then mean/std of the clipped values; MRI: mean/std, over non-zero v
 zoom in-plane by ``zoom``; cut ``H x W`` windows of the axial slices.
 
 Before success is reported the folder is reloaded with ``tf.saved_model.load`` and its
-signature must reproduce the Keras model's probabilities (max abs difference <= 1e-5) and labels
+signature must reproduce the Keras model's probabilities (max abs difference <= 1e-4) and labels
 on a test batch; the export is written to a temp folder and moved into place only then.
 """
 
@@ -34,7 +34,7 @@ from iac_tf._keras import keras, tf
 from iac_tf.inference.labels import probabilities_to_labels, probabilities_to_labels_tf
 
 SIGNATURE = "serving_default"
-TOLERANCE = 1e-5
+TOLERANCE = 1e-4  # probabilities; graph vs eager oneDNN kernels differ by ~1e-6
 
 
 class ServingModule(tf.Module):
