@@ -95,7 +95,7 @@ def main(argv=None) -> None:
           f"({unet.count_params():,} params), IAC U-Net cell C={args.cell_channels} "
           f"({iac.count_params():,} params)", flush=True)
     models = {"unet": keras_predictor(unet), "iac": keras_predictor(iac)}
-    for name, predict in models.items():  # warm-up: trace once on a few slices
+    for predict in models.values():  # warm-up: trace once on a few slices
         predict_once(predict, image[:, :, :2], prep, args.patch, classes, args.batch_size)
     times = {name: [] for name in models}
     for r in range(args.repeats):

@@ -25,7 +25,8 @@ def run_inference_command(args) -> int:
         print(f"exported {pathlib.Path(args.out) / '1'} (signature serving_default: image -> "
               f"probabilities, labels); reloaded with tf.saved_model.load: max |difference| to "
               f"the Keras model {check['max_abs_difference']:.2e}, labels equal; "
-              f"preprocessing the caller must apply: {pathlib.Path(args.out) / 'preprocessing.json'}")
+              f"preprocessing the caller must apply: "
+              f"{pathlib.Path(args.out) / 'preprocessing.json'}")
     else:
         from iac_tf.evaluation.volumetric import evaluate_folder, format_summary
 

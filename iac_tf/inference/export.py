@@ -23,7 +23,6 @@ on a test batch; the export is written to a temp folder and moved into place onl
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import pathlib
 import shutil

@@ -124,7 +124,8 @@ def write_case(folder, name, arrays_affines):
 
 
 @pytest.mark.parametrize("make, message", [
-    (lambda d: write_case(d, "x", [(volume(0), RAS)]), "has 1 channel file(s), the model expects 2"),
+    (lambda d: write_case(d, "x", [(volume(0), RAS)]),
+     "has 1 channel file(s), the model expects 2"),
     (lambda d: write_case(d, "x", [(volume(0)[..., 0], RAS), (volume(1)[..., 0], RAS)]),
      "expected a 3D volume"),
     (lambda d: write_case(d, "x", [(np.stack([volume(0)] * 2, -1), RAS), (volume(1), RAS)]),
