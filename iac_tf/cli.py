@@ -2,7 +2,7 @@
 
     iac run CONFIG.yaml                 Stages I, II and III, then the evaluation
     iac stage1|stage2|stage3 CONFIG.yaml
-    iac evaluate CONFIG.yaml            Dice table + statistics of U-Net vs IAC U-Net
+    iac evaluate CONFIG.yaml            per-case Dice table + statistics of U-Net vs IAC U-Net
     iac data prepare CONFIG.yaml        build the slice cache and splits, print a summary
     iac data check DATASET_DIR          validate a dataset folder
     iac predict MODEL INPUT... OUTPUT   NIfTI scans in, label NIfTIs out (see iac_tf/inference)
@@ -10,14 +10,25 @@
     iac evaluate-folder PRED_DIR GT_DIR Dice and HD95 (mm) per case and class of label NIfTIs
 
 ``--set KEY=VALUE`` (repeatable) overrides a config value, e.g. ``--set stage1.epochs=2``.
+``--restart stageN`` clears that stage's folder and every later one before running.
+``--verbose`` shows TensorFlow's start-up and library messages (hidden by default).
+
+Commands are rows of :data:`COMMANDS` (name -> :class:`Command`); a command's handler imports
+what it needs, so ``iac --help`` never imports TensorFlow.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import logging
+import os
 import sys
+from typing import Callable
 
 import yaml
+
+from iac_tf.inference import cli as inference_cli
 
 
 def _parse_sets(items) -> dict:
@@ -30,90 +41,143 @@ def _parse_sets(items) -> dict:
     return out
 
 
+def _restart_stage(value: str) -> int:
+    if value not in ("stage1", "stage2", "stage3"):
+        raise argparse.ArgumentTypeError(f"expected stage1, stage2 or stage3, got {value!r}")
+    return int(value[-1])
+
+
+def _config_args(parser: argparse.ArgumentParser, restart: bool = False) -> None:
+    parser.add_argument("config", help="experiment YAML")
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value")
+    if restart:
+        parser.add_argument("--restart", type=_restart_stage, metavar="stageN",
+                            help="delete the results of stage N and every later stage, then run")
+
+
+def _load(args):
+    from iac_tf.experiment import load_experiment
+
+    return load_experiment(args.config, _parse_sets(args.set))
+
+
+def _stage(function: str) -> Callable[[argparse.Namespace], int]:
+    def handler(args) -> int:
+        from iac_tf import pipeline
+
+        getattr(pipeline, function)(_load(args), restart=args.restart)
+        return 0
+
+    return handler
+
+
+def _evaluate(args) -> int:
+    from iac_tf import pipeline
+
+    pipeline.evaluate(_load(args))  # prints the table it writes
+    return 0
+
+
+def _data_prepare(args) -> int:
+    from iac_tf import pipeline
+
+    print(pipeline.prepare(_load(args)).summary())
+    return 0
+
+
+def _data_check(args) -> int:
+    from iac_tf.data import check_dataset
+
+    print(check_dataset(args.dataset_dir, format=args.format))
+    return 0
+
+
+def _data_check_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("dataset_dir")
+    parser.add_argument("--format", default=None, help="dataset format (default: detected)")
+
+
+@dataclasses.dataclass(frozen=True)
+class Command:
+    """One ``iac`` subcommand: its help line, its arguments and its handler (``args -> exit
+    status``; it imports what it needs)."""
+
+    help: str
+    handler: Callable[[argparse.Namespace], int]
+    add_arguments: Callable[[argparse.ArgumentParser], None] = _config_args
+
+
+COMMANDS: dict[str, Command] = {
+    "run": Command("run Stages I, II and III and the evaluation", _stage("run_all"),
+                   lambda p: _config_args(p, restart=True)),
+    "stage1": Command("Stage I: train the reference U-Net", _stage("run_stage1"),
+                      lambda p: _config_args(p, restart=True)),
+    "stage2": Command("Stage II: search the IAC architecture", _stage("run_stage2"),
+                      lambda p: _config_args(p, restart=True)),
+    "stage3": Command("Stage III: train the discrete IAC in the U-Net, export, evaluate",
+                      _stage("run_stage3"), lambda p: _config_args(p, restart=True)),
+    "evaluate": Command("per-case Dice table and statistics: U-Net vs IAC U-Net", _evaluate),
+    # issue 10: whole scans (handlers and arguments in iac_tf/inference/cli.py, no TF at import)
+    "predict": Command("predict label NIfTIs of NIfTI scans", inference_cli.predict,
+                       inference_cli.predict_args),
+    "export": Command("TF-Serving SavedModel OUT/1/ (signature serving_default)",
+                      inference_cli.export, inference_cli.export_args),
+    "evaluate-folder": Command("Dice and HD95 (mm) of label NIfTIs vs ground truth",
+                               inference_cli.evaluate_folder, inference_cli.evaluate_folder_args),
+}
+
+#: ``iac data ...`` subcommands
+DATA_COMMANDS: dict[str, Command] = {
+    "prepare": Command("build the slice cache and splits", _data_prepare),
+    "check": Command("validate a dataset folder", _data_check, _data_check_args),
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="iac", description="Implantable Adaptive Cells for trained U-Nets")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show TensorFlow's start-up and library messages (hidden by default)")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, help_ in [
-        ("run", "run Stages I, II and III and the evaluation"),
-        ("stage1", "Stage I: train the reference U-Net"),
-        ("stage2", "Stage II: search the IAC architecture"),
-        ("stage3", "Stage III: train the discrete IAC in the U-Net, export, evaluate"),
-        ("evaluate", "Dice table and statistics: U-Net vs IAC U-Net"),
-    ]:
-        p = sub.add_parser(name, help=help_)
-        p.add_argument("config", help="experiment YAML")
-        p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value")
+    for name, command in COMMANDS.items():
+        _add_command(sub, name, command)
     data = sub.add_parser("data", help="data preparation and checks")
     dsub = data.add_subparsers(dest="data_command", required=True)
-    prep = dsub.add_parser("prepare", help="build the slice cache and splits")
-    prep.add_argument("config", help="experiment YAML (its data: section is used)")
-    prep.add_argument("--set", action="append", metavar="KEY=VALUE")
-    check = dsub.add_parser("check", help="validate a dataset folder")
-    check.add_argument("dataset_dir")
-    check.add_argument("--format", default=None, help="dataset format (default: detected)")
-    _add_inference_parsers(sub)
+    for name, command in DATA_COMMANDS.items():
+        _add_command(dsub, name, command)
     return parser
 
 
-def _add_inference_parsers(sub) -> None:
-    """``predict``, ``export`` and ``evaluate-folder`` (run by :func:`iac_tf.inference.cli.run_inference_command`)."""
-    pred = sub.add_parser("predict", help="predict label NIfTIs of NIfTI scans")
-    pred.add_argument("model", help="run folder, .keras/.h5 file or SavedModel folder")
-    pred.add_argument("inputs", nargs="+", metavar="INPUT",
-                      help="a NIfTI volume, the channel files of one case, or an imagesTs folder")
-    pred.add_argument("output", help="output folder (or a .nii.gz file for one case)")
-    pred.add_argument("--stage", type=int, choices=(1, 3), default=3,
-                      help="3: the IAC U-Net (default), 1: the U-Net")
-    pred.add_argument("--method", default=None, help="a model name of the run's models.json")
-    pred.add_argument("--save-probabilities", action="store_true",
-                      help="also write CASE_probabilities.nii.gz (X, Y, Z, classes)")
-    pred.add_argument("--config", default=None, help="run config.yaml (default: the run's)")
-    pred.add_argument("--modality", action="append", default=None,
-                      help="channel modality (CT or an MRI name), overrides dataset.json")
-    pred.add_argument("--batch-size", type=int, default=32)
-    exp = sub.add_parser("export", help="TF-Serving SavedModel with signature serving_default")
-    exp.add_argument("model", help="run folder, .keras/.h5 file or SavedModel folder")
-    exp.add_argument("out", help="export folder (the model goes to OUT/1/)")
-    exp.add_argument("--stage", type=int, choices=(1, 3), default=3)
-    exp.add_argument("--method", default=None)
-    exp.add_argument("--config", default=None)
-    ev = sub.add_parser("evaluate-folder", help="Dice and HD95 of label NIfTIs vs ground truth")
-    ev.add_argument("pred_dir")
-    ev.add_argument("gt_dir")
-    ev.add_argument("--dataset-json", default=None, help="score its (overlapping) regions")
-    ev.add_argument("--out", default=None, help="where the CSV/JSON go (default: PRED_DIR)")
+def _add_command(sub, name: str, command: Command) -> None:
+    parser = sub.add_parser(name, help=command.help)
+    command.add_arguments(parser)
+    # also accepted after the command (iac run CONFIG --verbose)
+    parser.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help=argparse.SUPPRESS)
+
+
+def quiet_tensorflow(verbose: bool) -> None:
+    """Hide TensorFlow's start-up noise (cuInit errors on CPU machines, oneDNN notices) and its
+    library warnings ("compiled metrics have yet to be built", ...) unless ``verbose``. Must run
+    before TensorFlow is imported; an explicit ``TF_CPP_MIN_LOG_LEVEL`` is respected."""
+    if verbose:
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    for name in ("tensorflow", "absl", "h5py"):
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    quiet_tensorflow(args.verbose)
+    if args.command == "data":
+        command = DATA_COMMANDS[args.data_command]
+    else:
+        command = COMMANDS[args.command]
     from iac_tf.config import ConfigError
 
     try:
-        if args.command == "data" and args.data_command == "check":
-            from iac_tf.data import check_dataset
-
-            print(check_dataset(args.dataset_dir, format=args.format))
-            return 0
-        if args.command in ("predict", "export", "evaluate-folder"):
-            from iac_tf.inference.cli import run_inference_command
-
-            return run_inference_command(args)
-        from iac_tf import pipeline
-        from iac_tf.experiment import load_experiment
-
-        cfg = load_experiment(args.config, _parse_sets(args.set))
-        if args.command == "data":
-            print(pipeline.prepare(cfg).summary())
-        elif args.command == "run":
-            pipeline.run_all(cfg)
-        elif args.command == "stage1":
-            pipeline.run_stage1(cfg)
-        elif args.command == "stage2":
-            pipeline.run_stage2(cfg)
-        elif args.command == "stage3":
-            pipeline.run_stage3(cfg)
-        elif args.command == "evaluate":
-            pipeline.evaluate(cfg)
+        return command.handler(args)
     except (ConfigError, FileNotFoundError, ValueError) as exc:
         print(f"iac: error: {exc}", file=sys.stderr)
         return 2
@@ -121,7 +185,6 @@ def main(argv=None) -> int:
         print("iac: interrupted; rerun the same command to resume from the last finished epoch",
               file=sys.stderr)
         return 130
-    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

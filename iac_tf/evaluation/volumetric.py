@@ -98,7 +98,7 @@ def evaluate_folder(pred_dir: str | pathlib.Path, gt_dir: str | pathlib.Path,
     from tqdm.auto import tqdm
 
     from iac_tf.data.nifti import AFFINE_TOLERANCE
-    from iac_tf.training.runs import atomic_write_json, atomic_write_text
+    from iac_tf.files import atomic_write_json, atomic_write_text
 
     pred_dir, gt_dir = pathlib.Path(pred_dir), pathlib.Path(gt_dir)
     for folder in (pred_dir, gt_dir):

@@ -25,11 +25,11 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
-import shutil
 
 import numpy as np
 
 from iac_tf._keras import keras, tf
+from iac_tf.files import atomic_path, atomic_write_json
 from iac_tf.inference.labels import probabilities_to_labels, probabilities_to_labels_tf
 
 SIGNATURE = "serving_default"
@@ -74,27 +74,15 @@ def export_serving(model: keras.Model, out: str | os.PathLike, classes, *,
     if len(classes) != int(model.output_shape[-1]):
         raise ValueError(f"{len(classes)} classes for a model with {model.output_shape[-1]} "
                          "output channels")
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / f".{version}.tmp"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    try:
+    with atomic_path(final) as tmp:  # published only if the check passes
         module = ServingModule(model, classes)
         tf.saved_model.save(module, str(tmp), signatures={SIGNATURE: module.serve})
         check = verify_serving(tmp, model, classes, seed=seed)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     info = {"signature": SIGNATURE, "input": {"image": ["None", *map(int, model.input_shape[1:])]},
             "outputs": ["probabilities", "labels"], "normalisation_in_graph": False,
             "check": check}
     if preprocessing is not None:
         info["preprocessing"] = _jsonable(dataclasses.asdict(preprocessing))
-    from iac_tf.training.runs import atomic_write_json
-
     atomic_write_json(out / "preprocessing.json", info)
     return check
 

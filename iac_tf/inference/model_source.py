@@ -4,8 +4,9 @@ holds the preprocessing.
 
 In a run folder the model is looked up in ``models.json`` (:mod:`iac_tf.run_layout`): ``iac``
 (default, the final IAC U-Net), ``unet`` (``--stage 1``) or ``--method NAME``; without an index
-the stage folders' ``best_model.keras`` are used. The run config is ``config.yaml`` of the run
-folder, or of the nearest parent folder of a model file that has one (``--config`` overrides).
+the stage folders' ``best_model.keras`` are used; a stage folder means its ``best_model.keras``.
+The run config is the nearest ``config.yaml`` at or above the model (a stage folder's record or
+the run's; ``--config`` overrides).
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ def resolve_model_path(model: str | pathlib.Path, stage: int = 3, method: str | 
     model = pathlib.Path(model)
     if not model.exists():
         raise FileNotFoundError(f"{model}: model not found")
+    if model.is_dir() and (model / BEST_MODEL).is_file():
+        return model / BEST_MODEL  # a stage folder (runs/NAME/stage3)
     if not (model.is_dir() and (model / "config.yaml").is_file()):
         return model  # a model file or a SavedModel folder
     name = method or ("unet" if stage == 1 else "iac")
@@ -81,9 +84,10 @@ def _serving_dir(path: pathlib.Path) -> pathlib.Path | None:
 
 def load_model(path: str | pathlib.Path) -> LoadedModel:
     """Load ``path`` for prediction (errors name the file)."""
-    import iac_tf.search  # noqa: F401  (registers the cells for loading)
+    import iac_tf.genotype  # noqa: F401  (registers the IAC cells for loading)
+    import iac_tf.search  # noqa: F401
     from iac_tf.inference.tiling import keras_predictor
-    from iac_tf.training.common import load_unet
+    from iac_tf.unets import load_unet
 
     path = pathlib.Path(path)
     serving = _serving_dir(path) if path.is_dir() else None

@@ -10,9 +10,8 @@ file and ``os.replace``; every case is checked from its headers before the first
 
 from __future__ import annotations
 
-import os
+import gzip
 import pathlib
-import tempfile
 import time
 from collections.abc import Sequence
 
@@ -20,6 +19,7 @@ import numpy as np
 
 from iac_tf.data.config import DataError
 from iac_tf.data.nifti import load_nifti
+from iac_tf.files import atomic_path
 from iac_tf.inference.inputs import InputCase, check_cases, collect_cases
 from iac_tf.inference.labels import probabilities_to_labels
 from iac_tf.inference.model_source import LoadedModel
@@ -48,24 +48,17 @@ def predict_volume(model: LoadedModel, paths: Sequence[pathlib.Path], prep: Prep
 
 def _save_nifti(array: np.ndarray, reference, path: pathlib.Path) -> None:
     """Write ``array`` with the affine and header of ``reference`` (a nibabel image), atomically."""
-    import nibabel as nib
-
     header = reference.header.copy()
     header.set_data_dtype(array.dtype)
     img = type(reference)(array, reference.affine, header)
     img.header.set_slope_inter(1.0, 0.0)
     if array.ndim == 4:
         img.header.set_intent("vector")
-    suffix = "".join(s for s in path.suffixes if s in (".nii", ".gz"))
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        nib.save(img, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    data = img.to_bytes()
+    if path.name.endswith(".gz"):
+        data = gzip.compress(data, compresslevel=1)  # nibabel's default level
+    with atomic_path(path) as tmp:  # the temp name ends in .tmp.gz: write the bytes ourselves
+        tmp.write_bytes(data)
 
 
 def output_path(output: pathlib.Path, case_id: str, single: bool) -> pathlib.Path:

@@ -22,7 +22,7 @@ from iac_tf.inference.model_source import LoadedModel
 from iac_tf.inference.predict import predict_volume
 from iac_tf.inference.tiling import keras_predictor
 from iac_tf.inference.volume import Preprocessing
-from iac_tf.training.runs import atomic_write_json, atomic_write_text
+from iac_tf.files import atomic_write_json, atomic_write_text
 
 
 def volumetric_scores(cfg, prepared, models: dict, batch_size: int = 32) -> dict | None:
