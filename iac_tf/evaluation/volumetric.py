@@ -70,16 +70,17 @@ def score_case(pred: np.ndarray, gt: np.ndarray, classes: Sequence[Sequence[int]
     return out
 
 
-def label_classes(gt_values: set[int], dataset_json: str | pathlib.Path | None
+def label_classes(values: set[int], dataset_json: str | pathlib.Path | None
                   ) -> tuple[list[str], list[tuple[int, ...]]]:
     """Class names and label values: the regions of ``dataset_json`` (nnU-Net labels, unions for
-    region lists) or, without it, one class per foreground value found in the ground truth."""
+    region lists) or, without it, one class per foreground value found in the ground truth or
+    the predictions."""
     if dataset_json:
         from iac_tf.data.datasets import _json_classes
 
         classes = _json_classes(pathlib.Path(dataset_json).parent, "regions")
         return list(classes.names), [tuple(v) for v in classes.values]
-    values = sorted(v for v in gt_values if v != 0)
+    values = sorted(v for v in values if v != 0)
     return [str(v) for v in values], [(v,) for v in values]
 
 
@@ -125,7 +126,7 @@ def evaluate_folder(pred_dir: str | pathlib.Path, gt_dir: str | pathlib.Path,
             raise ValueError(f"{pred}: affine differs from {gt}")
         g = np.asarray(g_img.dataobj).round().astype(np.int32)
         p = np.asarray(p_img.dataobj).round().astype(np.int32)
-        values |= set(np.unique(g).tolist())
+        values |= set(np.unique(g).tolist()) | set(np.unique(p).tolist())
         loaded.append((case, p, g, tuple(float(z) for z in g_img.header.get_zooms()[:3])))
     names, classes = label_classes(values, dataset_json)
     rows = []
