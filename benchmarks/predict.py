@@ -1,7 +1,7 @@
 """Benchmark: ``iac predict`` time per 512x512x100 CT volume, base U-Net vs its IAC U-Net.
 
-    python benchmarks/predict.py                         # 512x512x100, 128x128 windows, base 16
-    python benchmarks/predict.py --slices 20 --base-filters 64 --cell-channels 16
+    python benchmarks/predict.py                         # 512x512x100, 128x128 windows, base 64
+    python benchmarks/predict.py --slices 4 --base-filters 16 --cell-channels 8   # the sample's sizes
 
 Both models are built here with random weights (the time does not depend on the weights): the
 base U-Net (``--base-filters``) and the same U-Net with a :class:`~iac_tf.search.DiscreteCell` of
@@ -71,7 +71,7 @@ def main(argv=None) -> None:
     parser.add_argument("--size", type=int, default=512, help="in-plane side of the volume")
     parser.add_argument("--slices", type=int, default=100)
     parser.add_argument("--patch", type=int, default=128, help="model input side")
-    parser.add_argument("--base-filters", type=int, default=16)
+    parser.add_argument("--base-filters", type=int, default=64, help="64: the zoo's base U-Net")
     parser.add_argument("--cell-channels", type=int, default=16)
     parser.add_argument("--classes", type=int, default=1)
     parser.add_argument("--genotype", default=None, help="genotype JSON (default: built-in)")
