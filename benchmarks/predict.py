@@ -4,7 +4,7 @@
     python benchmarks/predict.py --slices 4 --base-filters 16 --cell-channels 8   # the sample's sizes
 
 Both models are built here with random weights (the time does not depend on the weights): the
-base U-Net (``--base-filters``) and the same U-Net with a :class:`~iac_tf.search.DiscreteCell` of
+base U-Net (``--base-filters``) and the same U-Net with a :class:`~iac_tf.genotype.DiscreteCell` of
 a fixed genotype (``--genotype JSON`` or the built-in one below) in every skip connection
 (``--cell-channels``). One synthetic CT volume (HU noise with a body and a lesion) goes through
 the whole prediction path of ``iac predict`` (whole-volume CT normalisation, sliding
