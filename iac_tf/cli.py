@@ -6,6 +6,9 @@
     iac evaluate CONFIG.yaml            per-case Dice table + statistics: U-Net vs every model
     iac data prepare CONFIG.yaml        build the slice cache and splits, print a summary
     iac data check DATASET_DIR          validate a dataset folder
+    iac predict MODEL INPUT... OUTPUT   NIfTI scans in, label NIfTIs out (see iac_tf/inference)
+    iac export MODEL OUT                TF-Serving SavedModel OUT/1/ (signature serving_default)
+    iac evaluate-folder PRED_DIR GT_DIR Dice and HD95 (mm) per case and class of label NIfTIs
 
 ``--set KEY=VALUE`` (repeatable) overrides a config value, e.g. ``--set stage1.epochs=2``.
 ``--restart stageN`` clears that stage's folder and every later one before running.
@@ -25,6 +28,8 @@ import sys
 from typing import Callable
 
 import yaml
+
+from iac_tf.inference import cli as inference_cli
 
 
 def _parse_sets(items) -> dict:
@@ -117,6 +122,13 @@ COMMANDS: dict[str, Command] = {
                        _stage("run_compare"), lambda p: _config_args(p, restart=True)),
     "evaluate": Command("per-case Dice table and statistics: U-Net vs every trained model",
                         _evaluate),
+    # issue 10: whole scans (handlers and arguments in iac_tf/inference/cli.py, no TF at import)
+    "predict": Command("predict label NIfTIs of NIfTI scans", inference_cli.predict,
+                       inference_cli.predict_args),
+    "export": Command("TF-Serving SavedModel OUT/1/ (signature serving_default)",
+                      inference_cli.export, inference_cli.export_args),
+    "evaluate-folder": Command("Dice and HD95 (mm) of label NIfTIs vs ground truth",
+                               inference_cli.evaluate_folder, inference_cli.evaluate_folder_args),
 }
 
 #: ``iac data ...`` subcommands
