@@ -87,7 +87,7 @@ def compare_settings(baseline, candidate) -> dict:
         "mean_gain": gain, "gain_ci95": [lo, hi],
         "t_test_t": math.nan, "t_test_p": math.nan,
         "wilcoxon_p": math.nan, "wilcoxon_greater_p": math.nan,
-        "wilcoxon_t_plus": rank.t_plus, "wilcoxon_z": rank.z, "wilcoxon_z_p": rank.p_greater,
+        "wilcoxon_t_plus": math.nan, "wilcoxon_z": math.nan, "wilcoxon_z_p": math.nan,
         "improved": int(np.sum(d > 0)), "unchanged": int(np.sum(d == 0)), "worse": int(np.sum(d < 0)),
         "improved_fraction": float(np.mean(d > 0)) if d.size else math.nan,
     }
@@ -96,6 +96,7 @@ def compare_settings(baseline, candidate) -> dict:
         out["t_test_t"], out["t_test_p"] = float(t.statistic), float(t.pvalue)
         out["wilcoxon_p"] = float(stats.wilcoxon(c, b).pvalue)
         out["wilcoxon_greater_p"] = float(stats.wilcoxon(c, b, alternative="greater").pvalue)
+        out["wilcoxon_t_plus"], out["wilcoxon_z"], out["wilcoxon_z_p"] = rank.t_plus, rank.z, rank.p_greater
     return out
 
 

@@ -63,11 +63,11 @@ def run_status(run_dir, cfg: dict | None = None) -> RunStatus:
     if not (cfg.get("unet") or {}).get("pretrained") and not (run_dir / "stage1" / "summary.json").exists():
         missing.append("stage1")
     s2 = cfg.get("stage2") or {}
-    last = int(s2.get("epochs", 200))
-    if not (run_dir / "stage2" / "search_time.json").exists() or not (
-            run_dir / "stage2" / "genotypes" / f"epoch_{last:03d}.json").exists():
-        missing.append("stage2")
     s3 = cfg.get("stage3") or {}
+    last = int(s2.get("epochs", 200))
+    if not s3.get("genotype") and (not (run_dir / "stage2" / "search_time.json").exists() or not (
+            run_dir / "stage2" / "genotypes" / f"epoch_{last:03d}.json").exists()):
+        missing.append("stage2")  # not needed when stage3.genotype names a genotype file
     for ep in s3.get("genotype_epochs") or []:
         if not (run_dir / "stage3" / f"epoch_{int(ep):03d}" / "summary.json").exists():
             missing.append(f"stage3/epoch_{int(ep):03d}")

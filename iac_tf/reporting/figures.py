@@ -83,6 +83,7 @@ def arch_evolution(rec: RunRecord, out_png: pathlib.Path) -> pathlib.Path:
         ax0.plot(epochs, phi[:, k], marker=".", label=ops[k])
     ax0.set_title("softmax(alpha) per operation, mean over edges (eq. 1)")
     ax0.legend(fontsize=6, ncol=2)
+    ax0.ticklabel_format(axis="y", useOffset=False)
     for k in range(psi.shape[1]):
         ax1.plot(epochs, psi[:, k], lw=1)
     ax1.set_title(f"Psi of each of the {psi.shape[1]} edges (beta, eq. 4/6-10)")

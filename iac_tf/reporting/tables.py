@@ -69,7 +69,8 @@ def table_i(records) -> Table:
     for bb in backbones_of(records):
         row = [bb]
         for d in ds:
-            rec = [r for r in records if r.dataset == d and r.backbone == bb]
+            rec = sorted((r for r in records if r.dataset == d and r.backbone == bb),
+                         key=lambda r: "unet" not in r.scores)  # a run with an evaluation first
             row += [f3(rec[0].train_dice), f3(rec[0].scores.get("unet", math.nan))] if rec else ["", ""]
         rows.append(row)
     return Table("table_i", "Table I: Dice of the U-Nets (Stage I)", header, rows,
@@ -104,7 +105,7 @@ def table_ii(records) -> Table:
 
 def table_iii(records) -> Table:
     lit = paper.TABLE_III_LITERATURE
-    header = (["dataset", "settings", "Stage II h", "Stage III h", "Stage II + III h, mean (std)", "GPU"]
+    header = (["dataset", "runs", "Stage II h", "Stage III h", "Stage II + III h, mean (std)", "GPU"]
               + [f"{m} h (literature)" for m in lit] + ["paper's IAC h (literature)"])
     rows = []
     for d in datasets_of(records):
@@ -142,7 +143,7 @@ def _three(records, group_key, groups, title, key, note) -> Table:
         for m in cols:
             row.append(_ci([r.scores[m] for r in sel if m in r.scores]))
         rows.append(row)
-    return Table(key, title, ["group", "settings", "U-Net", "IAC", "nested (U-Net++)"], rows, note)
+    return Table(key, title, ["group", "runs", "U-Net", "IAC", "nested (U-Net++)"], rows, note)
 
 
 def table_iv(records) -> Table:
@@ -201,7 +202,8 @@ def statistics_table(records) -> tuple[Table, dict]:
 def runs_table(records, current_version: str) -> Table:
     rows = []
     for r in records:
-        ver = r.version + ("" if r.version == current_version else "  (older/other code version)")
+        ver = r.version + ("" if r.version in (current_version, "not recorded") or not r.status.exists
+                           else "  (other code version)")
         rows.append([r.name, r.dataset, r.backbone, r.status.state, ", ".join(r.status.missing) or "-",
                      ver, str(r.run_dir)])
     return Table("runs", "Runs", ["run", "dataset", "backbone", "state", "missing", "code version",
@@ -212,6 +214,9 @@ def runs_table(records, current_version: str) -> Table:
 
 
 def all_tables(records, current_version: str) -> tuple[list[Table], dict]:
-    stats, raw = statistics_table(records)
-    return [runs_table(records, current_version), table_i(records), table_ii(records),
-            table_iii(records), table_iv(records), table_v(records), table_vi(records), stats], raw
+    """The Runs table lists every record; the others use the runs that exist (partial ones
+    contribute the parts they have)."""
+    present = [r for r in records if r.status.exists]
+    stats, raw = statistics_table(present)
+    return [runs_table(records, current_version), table_i(present), table_ii(present),
+            table_iii(present), table_iv(present), table_v(present), table_vi(present), stats], raw
