@@ -71,6 +71,8 @@ def _add_report_grid(sub) -> None:
 
 
 def _report_grid(args) -> int:
+    from iac_tf.config import ConfigError
+
     if args.command == "report":
         from iac_tf.reporting.report import build_report
 
@@ -84,6 +86,11 @@ def _report_grid(args) -> int:
     items = grid_lib.settings(grid_lib.load_grid(args.grid), args.dataset, args.backbone, sets)
     print(grid_lib.plan(items), flush=True)
     if args.dry_run:
+        try:
+            grid_lib.validate(items)
+            print("config check: every setting's config is valid")
+        except ConfigError as exc:
+            print(f"config check: {exc}")
         return 0
     failed = [name for name, rc in grid_lib.run_grid(items) if rc != 0]
     if failed:

@@ -76,3 +76,16 @@ def test_paper_table_vi_supports_the_section_v_statements():
     assert s["t_test_p"] == pytest.approx(0.0008, abs=0.0001)
     assert s["improved"] == 23  # 72%
     assert 3.4 < s["wilcoxon_z"] < 3.5  # the paper says ~3.51 (docs/decisions.md)
+
+
+def test_paper_numbers_script_prints_ours_next_to_the_papers(capsys):
+    import runpy
+
+    root = __import__("pathlib").Path(__file__).resolve().parents[2]
+    mod = runpy.run_path(str(root / "experiments" / "paper_numbers.py"))
+    assert mod["main"]([]) == 0
+    out = capsys.readouterr().out
+    assert "0.0629 (0.0284; 0.0974)" in out and "paper: 0.063" in out
+    assert "3.45 (T+ = 448.5)" in out and "paper: ~3.51" in out
+    assert "23/32 = 72%" in out and "20/24 = 83%" in out
+    assert "closest: BRATS TR" in out  # Table I's headers vs Table VI's ACDC baselines
