@@ -199,7 +199,7 @@ def run_grid(items: list[Setting], extra_args: tuple[str, ...] = (), log=print) 
     skipping a finished one). Returns ``(name, exit status)`` per setting that was run."""
     import yaml
 
-    from iac_tf.training.runs import atomic_write_json, atomic_write_text
+    from iac_tf.files import atomic_write_json, atomic_write_text
 
     validate(items)
     results = []

@@ -11,19 +11,20 @@ Layout of ``<cache_dir>/<format>_<name>_<key[:12]>.h5``:
 
 The key hashes the preprocessing fields of the config, :data:`CACHE_VERSION` and each source
 file's path, size and modification time, so any change gives a new file name (a rebuild). The file
-is written as ``*.h5.<pid>.tmp`` and renamed only when complete, so a killed build leaves no
-cache that a later run could mistake for a finished one.
+is written under a hidden temporary name and renamed only when complete (:mod:`iac_tf.files`),
+so a killed build leaves no cache that a later run could mistake for a finished one.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import pathlib
 from collections.abc import Iterable
 
 import numpy as np
+
+from iac_tf.files import publish, temp_sibling
 
 CACHE_VERSION = 1
 
@@ -57,7 +58,7 @@ class CacheWriter:
         import h5py
 
         self.path = pathlib.Path(path)
-        self.tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
+        self.tmp = temp_sibling(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.file = h5py.File(self.tmp, "w")
         p = patch_size
@@ -94,7 +95,7 @@ class CacheWriter:
                             ("config", config)):
             attrs[name] = json.dumps(value, default=list)
         self.file.close()
-        os.replace(self.tmp, self.path)
+        publish(self.tmp, self.path)
 
     def abort(self) -> None:
         try:

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import pathlib
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from iac_tf.data.config import SPLITS, DataError
+from iac_tf.files import atomic_write_text
 
 SPLITS_VERSION = 1
 
@@ -76,9 +76,7 @@ def load_or_make_splits(path: pathlib.Path, case_patients: Mapping[str, str], se
             return old
     splits = make_splits(case_patients, seed, val_fraction, search_fraction)
     validate_splits(splits, path)
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(splits, indent=1) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(splits, indent=1) + "\n")
     return splits
 
 

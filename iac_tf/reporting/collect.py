@@ -22,6 +22,18 @@ import yaml
 DICE_CSV = pathlib.Path("evaluation") / "dice_per_case.csv"
 EPOCH_COLUMN = re.compile(r"^iac_epoch_(\d+)$")
 NOT_MODELS = {"case", "class", "gain"}
+# column names of the slice-level soft Dice, current first (older runs wrote "dice"/"val_dice")
+TRAIN_DICE = ("soft_dice", "dice")
+VAL_DICE = ("val_soft_dice", "val_dice")
+BEST_VAL = ("best_val_soft_dice", "best_val_dice")
+
+
+def first(row: dict, keys: tuple[str, ...]):
+    """The value of the first of ``keys`` present in ``row`` (None if none is)."""
+    for k in keys:
+        if k in row:
+            return row[k]
+    return None
 
 
 @dataclasses.dataclass
@@ -211,14 +223,15 @@ def read_run(run_dir) -> RunRecord:
     if not rec.epoch_scores:  # a sweep without evaluation columns: Stage III's own val Dice
         for key, d in stage3_dirs(run_dir).items():
             if key.startswith("epoch_") and (d / "summary.json").exists():
-                rec.epoch_scores[int(key[6:])] = _float(_json(d / "summary.json").get("best_val_dice"))
+                rec.epoch_scores[int(key[6:])] = _float(first(_json(d / "summary.json"), BEST_VAL))
                 rec.epoch_score_source = "Stage III best val_dt slice Dice (no evaluation column)"
     s1 = _json(run_dir / "stage1" / "summary.json")
     if s1:
         best = s1.get("best_epoch")
         for r in _history(run_dir / "stage1" / "history.csv"):
             if str(r.get("epoch")) == str(best):
-                rec.train_dice, rec.val_soft_dice = _float(r.get("dice")), _float(r.get("val_dice"))
+                rec.train_dice = _float(first(r, TRAIN_DICE))
+                rec.val_soft_dice = _float(first(r, VAL_DICE))
     search = _json(run_dir / "stage2" / "search_time.json")
     if search:
         rec.stage2_seconds = _float(search.get("total_seconds"))

@@ -18,7 +18,7 @@ import pathlib
 
 import numpy as np
 
-from iac_tf.reporting.collect import RunRecord, stage3_dirs
+from iac_tf.reporting.collect import TRAIN_DICE, VAL_DICE, RunRecord, stage3_dirs
 
 
 class FigureUnavailable(Exception):
@@ -55,9 +55,11 @@ def stage3_curves(rec: RunRecord, out_png: pathlib.Path) -> pathlib.Path:
     for label, d in dirs.items():
         rows = _rows(d / "history.csv")
         ep = _col(rows, "epoch")
-        axes[0].plot(ep, _col(rows, "dice"), marker=".", label=label)
-        axes[1].plot(ep, _col(rows, "val_dice"), marker=".", label=label)
-    for ax, title in zip(axes, ("train_dt Dice", "val_dt Dice")):
+        train_key = next((k for k in TRAIN_DICE if rows and k in rows[0]), TRAIN_DICE[0])
+        val_key = next((k for k in VAL_DICE if rows and k in rows[0]), VAL_DICE[0])
+        axes[0].plot(ep, _col(rows, train_key), marker=".", label=label)
+        axes[1].plot(ep, _col(rows, val_key), marker=".", label=label)
+    for ax, title in zip(axes, ("train_dt soft Dice", "val_dt soft Dice")):
         ax.set_xlabel("Stage III epoch")
         ax.set_title(title)
         ax.grid(alpha=0.3)
@@ -134,7 +136,7 @@ def overlays(rec: RunRecord, out_png: pathlib.Path, n_slices: int = 3, batch_siz
     from iac_tf.data import prepare_dataset
     from iac_tf.experiment import load_experiment
     from iac_tf.run_layout import model_paths
-    from iac_tf.training.common import load_unet
+    from iac_tf.unets.loading import load_unet
 
     cfg_path = rec.run_dir / "config.yaml"
     if not cfg_path.exists():

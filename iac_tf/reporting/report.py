@@ -16,13 +16,10 @@ import base64
 import csv
 import html
 import io
-import json
-import math
-import os
 import pathlib
 import shutil
-import tempfile
 
+from iac_tf.files import atomic_path, dumps_json
 from iac_tf.reporting import figures as figs
 from iac_tf.reporting.collect import expand_run_dirs, read_run
 from iac_tf.reporting.tables import Table, all_tables
@@ -34,7 +31,7 @@ def _log(msg: str) -> None:
 
 def build_report(run_dirs, out_dir, overlays: bool = True, n_slices: int = 3, log=_log) -> dict:
     """Collect ``run_dirs``, write the report to ``out_dir``; returns a summary dict."""
-    from iac_tf.training.runs import code_version
+    from iac_tf.version import code_version
 
     out_dir = pathlib.Path(out_dir)
     runs = expand_run_dirs(run_dirs)
@@ -46,46 +43,18 @@ def build_report(run_dirs, out_dir, overlays: bool = True, n_slices: int = 3, lo
                                                      if r.status.missing else ""))
     version = code_version()
     tables, stats = all_tables(records, version)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
-        (tmp / "tables").mkdir()
+    with atomic_path(out_dir) as tmp:  # built beside out_dir, moved into place when complete
+        (tmp / "tables").mkdir(parents=True)
         (tmp / "figures").mkdir()
         figures, skipped = _figures(records, tmp / "figures", overlays, n_slices, log)
         for t in tables:
             _write_csv(t, tmp / "tables" / f"{t.key}.csv")
-        (tmp / "statistics.json").write_text(json.dumps(_strict(stats), indent=2) + "\n")
+        (tmp / "statistics.json").write_text(dumps_json(stats))
         (tmp / "report.md").write_text(markdown(tables, figures, skipped, out_root=tmp))
         (tmp / "report.html").write_text(html_page(tables, figures, skipped))
-        for p in tmp.rglob("*"):
-            os.chmod(p, 0o755 if p.is_dir() else 0o644)
-        os.chmod(tmp, 0o755)
-        if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old")
-            if old.exists():
-                shutil.rmtree(old)
-            out_dir.rename(old)
-            tmp.rename(out_dir)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log(f"report: {len(records)} runs, {len(figures)} figures -> {out_dir / 'report.html'}")
     return {"runs": len(records), "figures": len(figures), "skipped_figures": skipped,
             "tables": [t.key for t in tables], "out": str(out_dir)}
-
-
-def _strict(obj):
-    """NaN -> None so the JSON is strict."""
-    if isinstance(obj, dict):
-        return {k: _strict(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_strict(v) for v in obj]
-    if isinstance(obj, float) and math.isnan(obj):
-        return None
-    return obj
 
 
 def _figures(records, fig_dir, overlays, n_slices, log):

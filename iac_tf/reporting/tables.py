@@ -74,7 +74,7 @@ def table_i(records) -> Table:
             row += [f3(rec[0].train_dice), f3(rec[0].scores.get("unet", math.nan))] if rec else ["", ""]
         rows.append(row)
     return Table("table_i", "Table I: Dice of the U-Nets (Stage I)", header, rows,
-                 "train_dt: Stage I's soft Dice on train_dt at its best epoch (history.csv); val_dt: "
+                 "train_dt: Stage I's slice-level soft Dice on train_dt at its best epoch (history.csv); val_dt: "
                  "mean per-case Dice on the evaluation split (the U-Net column of the evaluation). "
                  "An empty cell: no run of that setting.")
 
