@@ -77,15 +77,18 @@ def run_status(run_dir, cfg: dict | None = None) -> RunStatus:
     s2 = cfg.get("stage2") or {}
     s3 = cfg.get("stage3") or {}
     last = int(s2.get("epochs", 200))
-    if not s3.get("genotype") and (not (run_dir / "stage2" / "search_time.json").exists() or not (
-            run_dir / "stage2" / "genotypes" / f"epoch_{last:03d}.json").exists()):
+    method = str(cfg.get("method") or "iac")  # a comparison-only run (method: nested) has no IAC
+    methods = list(dict.fromkeys(([method] if method != "iac" else [])
+                                 + [str(m) for m in (cfg.get("compare") or [])]))
+    searched = (run_dir / "stage2" / "search_time.json").exists() and (
+        run_dir / "stage2" / "genotypes" / f"epoch_{last:03d}.json").exists()
+    if method == "iac" and not s3.get("genotype") and not searched:
         missing.append("stage2")  # not needed when stage3.genotype names a genotype file
-    for ep in s3.get("genotype_epochs") or []:
+    for ep in (s3.get("genotype_epochs") or []) if method == "iac" else []:
         if not (run_dir / "stage3" / f"epoch_{int(ep):03d}" / "summary.json").exists():
             missing.append(f"stage3/epoch_{int(ep):03d}")
-    if not (s3.get("genotype_epochs")) and not (run_dir / "stage3" / "summary.json").exists():
+    if method == "iac" and not s3.get("genotype_epochs") and not (run_dir / "stage3" / "summary.json").exists():
         missing.append("stage3")
-    methods = [str(m) for m in (cfg.get("compare") or [])]
     for m in methods:
         if not (run_dir / "compare" / m / "summary.json").exists():
             missing.append(f"compare/{m}")
@@ -93,7 +96,8 @@ def run_status(run_dir, cfg: dict | None = None) -> RunStatus:
     if columns is None:
         missing.append("evaluation")
     else:
-        missing += [f"evaluation column {c}" for c in ["unet", "iac", *methods] if c not in columns]
+        wanted = ["unet"] + (["iac"] if method == "iac" else []) + methods
+        missing += [f"evaluation column {c}" for c in wanted if c not in columns]
     return RunStatus(run_dir, missing, exists=True)
 
 
