@@ -2,7 +2,8 @@
 
     iac run CONFIG.yaml                 Stages I, II and III, then the evaluation
     iac stage1|stage2|stage3 CONFIG.yaml
-    iac evaluate CONFIG.yaml            per-case Dice table + statistics of U-Net vs IAC U-Net
+    iac compare CONFIG.yaml             train the comparison methods (`compare:`), then evaluate
+    iac evaluate CONFIG.yaml            per-case Dice table + statistics: U-Net vs every model
     iac data prepare CONFIG.yaml        build the slice cache and splits, print a summary
     iac data check DATASET_DIR          validate a dataset folder
     iac report RUN_DIR... --out DIR     the paper's tables, statistics and figures over runs
@@ -161,7 +162,10 @@ COMMANDS: dict[str, Command] = {
                       lambda p: _config_args(p, restart=True)),
     "stage3": Command("Stage III: train the discrete IAC in the U-Net, export, evaluate",
                       _stage("run_stage3"), lambda p: _config_args(p, restart=True)),
-    "evaluate": Command("per-case Dice table and statistics: U-Net vs IAC U-Net", _evaluate),
+    "compare": Command("train the comparison methods of `compare:` on the frozen U-Net, evaluate",
+                       _stage("run_compare"), lambda p: _config_args(p, restart=True)),
+    "evaluate": Command("per-case Dice table and statistics: U-Net vs every trained model",
+                        _evaluate),
     "report": Command("the paper's tables, statistics and figures over runs", _report, _report_args),
     "grid": Command("run the dataset x backbone grid, skipping finished runs", _grid, _grid_args),
 }

@@ -9,6 +9,8 @@ import dataclasses
 import os
 import pathlib
 
+from typing import Literal
+
 from iac_tf._keras import keras
 from iac_tf.files import save_model
 from iac_tf.training.seeding import DataSource
@@ -24,12 +26,20 @@ class Stage3Config(Stage1Config):
         genotype: path of a genotype JSON to use; if unset, Stage II's genotype of
             ``genotype_epoch`` (default: the last search epoch) is used.
         genotype_epoch: which Stage II epoch's genotype to implant.
+        genotype_epochs: the genotype-epoch sweep (paper Table VI, Fig. 6: ``[25, 50, 100, 150,
+            200]``): one Stage III per listed Stage II epoch, into ``stage3/epoch_XXX/``; ``null``
+            (default): one Stage III into ``stage3/``.
+        select_genotype: with a sweep, which epoch's IAC U-Net is the run's final ``iac``:
+            ``best_val`` (default; the best Stage III val_dt soft Dice, paper Section V-A) or
+            ``last`` (the last listed epoch).
         export_savedmodel: also export the best model as a TensorFlow SavedModel.
     """
 
     cell_channels: int = 16
     genotype: str | None = None
     genotype_epoch: int | None = None
+    genotype_epochs: tuple[int, ...] | None = None
+    select_genotype: Literal["best_val", "last"] = "best_val"
     export_savedmodel: bool = True
 
     def __post_init__(self):
@@ -38,6 +48,13 @@ class Stage3Config(Stage1Config):
             raise ValueError(f"cell_channels must be >= 1, got {self.cell_channels}")
         if self.genotype_epoch is not None and self.genotype_epoch < 1:
             raise ValueError(f"genotype_epoch must be >= 1, got {self.genotype_epoch}")
+        if self.genotype_epochs is not None:
+            epochs = list(self.genotype_epochs)
+            if not epochs or any(e < 1 for e in epochs) or len(set(epochs)) != len(epochs):
+                raise ValueError(f"genotype_epochs must be distinct epochs >= 1, got {epochs}")
+            if self.genotype is not None or self.genotype_epoch is not None:
+                raise ValueError("genotype_epochs (a sweep) cannot be combined with genotype or "
+                                 "genotype_epoch (one genotype); set only one of them")
 
 
 def build_iac_unet(unet: keras.Model, genotype, cell_channels: int = 16) -> keras.Model:
@@ -75,9 +92,28 @@ def train_iac_unet(
     return result
 
 
+def train_comparison(
+    unet: keras.Model,
+    method: str,
+    train_data: DataSource,
+    val_data: DataSource,
+    cfg: Stage3Config,
+    run_dir: str | os.PathLike,
+    seed: int = 0,
+) -> TrainResult:
+    """Train a comparison method (paper Section V-A) exactly like Stage III: its modules in the
+    frozen ``unet``'s skip connections, Stage III's training settings, best epoch by val_dt soft
+    Dice."""
+    from iac_tf.comparisons import build_comparison_unet
+
+    model = build_comparison_unet(unet, method)
+    return train_model(model, train_data, val_data, cfg, run_dir, seed=seed)
+
+
 def export_savedmodel(model_path: str | os.PathLike, export_dir: str | os.PathLike) -> pathlib.Path:
     """Export a saved ``.keras`` model as a TensorFlow SavedModel folder (written to a temp
     folder first, then moved into place)."""
+    import iac_tf.comparisons  # noqa: F401  (registers the comparison modules for loading)
     import iac_tf.search  # noqa: F401  (registers the cells for loading)
     import iac_tf.unets  # noqa: F401
 

@@ -1,9 +1,11 @@
 """`iac report` over small real runs made here, and `iac grid --dry-run`.
 
 Runs (32x32 slices, 1-2 epochs per stage; Stage II runs once, the other runs reuse its genotype):
-  sample_base   the bundled sample, base U-Net: Stages I, II, III (finished)
+  sample_base   the bundled sample, base U-Net: `iac run` with the genotype-epoch sweep [1, 2] and
+                the nested comparison (finished)
   sample_vgg16  the sample, vgg16 U-Net: Stage I, Stage III with sample_base's genotype (finished)
-  tiny_base     a second dataset (nnU-Net fixture), base U-Net: Stage I + III (finished)
+  tiny_base     a second dataset (nnU-Net fixture), base U-Net: Stage I, Stage III with that
+                genotype, the nested comparison (finished)
   unfinished    the sample, base U-Net, Stage I only (deliberately unfinished)
 """
 
@@ -44,9 +46,8 @@ def runs(tmp_path_factory, request):
     mp = pytest.MonkeyPatch()
     mp.chdir(ROOT)
     request.addfinalizer(mp.undo)
-    base = _args(tmp, "sample_base")
-    for stage in ("stage1", "stage2", "stage3"):
-        assert main([stage, str(SAMPLE)] + base) == 0
+    base = _args(tmp, "sample_base", **{"stage3.genotype_epochs": "[1, 2]", "compare": "[nested]"})
+    assert main(["run", str(SAMPLE)] + base) == 0
     genotype = tmp / "runs" / "sample_base" / "stage2" / "genotypes" / "epoch_002.json"
     vgg = _args(tmp, "sample_vgg16", **{"unet.backbone": "vgg16", "unet.options": "{}",
                                         "unet.decoder_filters": "[8, 8, 4, 4, 4]",
@@ -55,8 +56,8 @@ def runs(tmp_path_factory, request):
         assert main([stage, str(SAMPLE)] + vgg) == 0
     ds = write_nnunet(tmp / "data")
     other = _args(tmp, "tiny_base", **{"data.root": str(ds), "data.label_mode": "raw",
-                                       "stage3.genotype": str(genotype)})
-    for stage in ("stage1", "stage3"):
+                                       "stage3.genotype": str(genotype), "compare": "[nested]"})
+    for stage in ("stage1", "stage3", "compare"):
         assert main([stage, str(SAMPLE)] + other) == 0
     assert main(["stage1", str(SAMPLE)] + _args(tmp, "unfinished")) == 0
     return tmp
@@ -101,10 +102,18 @@ def test_report_from_real_runs(runs, capsys):
     for title in ("Table IV:", "Table V:"):
         for row in _table(md, title):
             assert re.match(r"\d\.\d{3} \(", row[2]) and re.match(r"\d\.\d{3} \(", row[3]), row
-    t6 = _table(md, "Table VI:")
-    assert len(t6) == 3 and all(re.fullmatch(r"\d\.\d{3}", c) for r in t6 for c in r[3:])
+    header2 = md.split("## Table II:", 1)[1].splitlines()[2]
+    assert "nested" in header2 and "iac" in header2
+    assert re.match(r"[+-]\d\.\d{3} \(", t2[0][header2.split("|").index(" nested ") - 1])
+    for title in ("Table IV:", "Table V:"):
+        rows = {r[0]: r for r in _table(md, title)}
+        assert re.match(r"\d\.\d{3} \(", rows["overall"][4])  # nested: two runs have it
+    t6 = {r[2]: r for r in _table(md, "Table VI:")}
+    assert md.split("## Table VI:", 1)[1].splitlines()[2].count("EP ") == 2
+    assert all(re.fullmatch(r"\d\.\d{3}", c) for c in t6["sample_base"][3:])  # U-Net, EP 1, EP 2, IAC
+    assert all(re.fullmatch(r"\d\.\d{3}", c) for r in t6.values() for c in (r[3], r[-1]))
     stats = {r[0]: r for r in _table(md, "Section V-C")}
-    assert stats["iac"][1] == "3"
+    assert stats["iac"][1] == "3" and stats["nested"][1] == "2"
     assert all(c != "n/a" for c in stats["iac"])
 
     html = (out / "report.html").read_text()
