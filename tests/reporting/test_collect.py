@@ -59,8 +59,9 @@ def test_grid_skips_a_finished_setting(tmp_path):
     from iac_tf import grid
 
     g = grid.load_grid(pathlib.Path(__file__).resolve().parents[2] / "experiments" / "paper" / "grid.yaml")
-    (cell,) = grid.settings(g, "acdc", "base", {"output_dir": str(tmp_path), "stage2.epochs": 2, "stage2.warmup_epochs": 0,
-                                                "stage3.genotype_epochs": [1, 2]})
+    sets = {"output_dir": str(tmp_path), "stage2.epochs": 2, "stage2.warmup_epochs": 0,
+            "stage3.genotype_epochs": [1, 2]}
+    (cell,) = grid.settings(g, "acdc", "base", sets)
     run = cell.run_dir
     _touch(run / "config.yaml", yaml.safe_dump(cell.config))
     for part in ("stage1/summary.json", "stage2/search_time.json", "stage2/genotypes/epoch_002.json",
