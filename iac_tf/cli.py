@@ -9,6 +9,8 @@
     iac predict MODEL INPUT... OUTPUT   NIfTI scans in, label NIfTIs out (see iac_tf/inference)
     iac export MODEL OUT                TF-Serving SavedModel OUT/1/ (signature serving_default)
     iac evaluate-folder PRED_DIR GT_DIR Dice and HD95 (mm) per case and class of label NIfTIs
+    iac report RUN_DIR... --out DIR     the paper's tables, statistics and figures over runs
+    iac grid GRID.yaml [--dry-run]      run the dataset x backbone grid (experiments/paper/)
 
 ``--set KEY=VALUE`` (repeatable) overrides a config value, e.g. ``--set stage1.epochs=2``.
 ``--restart stageN`` clears that stage's folder and every later one before running.
@@ -98,6 +100,54 @@ def _data_check_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", default=None, help="dataset format (default: detected)")
 
 
+def _report_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
+                        help="run folders (or folders of runs, e.g. runs/); absent ones are listed as missing")
+    parser.add_argument("--out", required=True, help="output folder (report.md, report.html, tables/, figures/)")
+    parser.add_argument("--no-overlays", action="store_true",
+                        help="skip the image overlays (no data or models loaded)")
+    parser.add_argument("--slices", type=int, default=3, help="val_dt slices per overlay figure (default 3)")
+
+
+def _report(args) -> int:
+    from iac_tf.reporting.report import build_report
+
+    build_report(args.run_dirs, args.out, overlays=not args.no_overlays, n_slices=args.slices)
+    return 0
+
+
+def _grid_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("grid", help="grid YAML (e.g. experiments/paper/grid.yaml)")
+    parser.add_argument("--dataset", help="only this dataset (a key of the grid's datasets)")
+    parser.add_argument("--backbone", help="only this backbone")
+    parser.add_argument("--data-root", help="data.root of the selected dataset(s) (e.g. /data/ACDC)")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan and the estimated work only")
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a value in every setting")
+
+
+def _grid(args) -> int:
+    from iac_tf import grid as grid_lib
+    from iac_tf.config import ConfigError
+
+    sets = _parse_sets(args.set)
+    if args.data_root:
+        sets["data.root"] = args.data_root
+    items = grid_lib.settings(grid_lib.load_grid(args.grid), args.dataset, args.backbone, sets)
+    print(grid_lib.plan(items), flush=True)
+    if args.dry_run:
+        try:
+            grid_lib.validate(items)
+            print("config check: every setting's config is valid")
+        except ConfigError as exc:
+            print(f"config check: {exc}")
+        return 0
+    failed = [name for name, rc in grid_lib.run_grid(items) if rc != 0]
+    if failed:
+        print(f"iac: error: {len(failed)} setting(s) failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
 @dataclasses.dataclass(frozen=True)
 class Command:
     """One ``iac`` subcommand: its help line, its arguments and its handler (``args -> exit
@@ -129,6 +179,8 @@ COMMANDS: dict[str, Command] = {
                       inference_cli.export, inference_cli.export_args),
     "evaluate-folder": Command("Dice and HD95 (mm) of label NIfTIs vs ground truth",
                                inference_cli.evaluate_folder, inference_cli.evaluate_folder_args),
+    "report": Command("the paper's tables, statistics and figures over runs", _report, _report_args),
+    "grid": Command("run the dataset x backbone grid, skipping finished runs", _grid, _grid_args),
 }
 
 #: ``iac data ...`` subcommands
