@@ -453,7 +453,15 @@ def _evaluate(cfg: ExperimentConfig, prepared=None) -> dict:
                              batch_size=cfg.evaluation.batch_size, pairs=pairs)
     _log(f"per-case Dice on {cfg.evaluation.split} ({report['split_cases']} cases; "
          f"{out_dir / 'dice_table.md'}):\n{markdown_table(report)}")
+    report["volumetric"] = _volumetric(cfg, prepared, loaded)
     return report
+
+
+def _volumetric(cfg: ExperimentConfig, prepared, models: dict):
+    """Dice and HD95 (mm) of whole predicted volumes of ``evaluation.split`` (issue 10)."""
+    from iac_tf.inference.run_scores import volumetric_scores
+
+    return volumetric_scores(cfg, prepared, models, batch_size=cfg.evaluation.batch_size)
 
 
 def run_all(cfg: ExperimentConfig, restart: int | None = None) -> None:
