@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from iac_tf.data.cache import temp_path
 from iac_tf.data.config import SPLITS, DataError
 
 SPLITS_VERSION = 1
@@ -76,9 +77,13 @@ def load_or_make_splits(path: pathlib.Path, case_patients: Mapping[str, str], se
             return old
     splits = make_splits(case_patients, seed, val_fraction, search_fraction)
     validate_splits(splits, path)
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(splits, indent=1) + "\n")
-    os.replace(tmp, path)
+    tmp = temp_path(path)
+    try:
+        tmp.write_text(json.dumps(splits, indent=1) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return splits
 
 
