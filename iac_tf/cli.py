@@ -5,6 +5,8 @@
     iac evaluate CONFIG.yaml            Dice table + statistics of U-Net vs IAC U-Net
     iac data prepare CONFIG.yaml        build the slice cache and splits, print a summary
     iac data check DATASET_DIR          validate a dataset folder
+    iac doctor CONFIG.yaml              every pre-flight check (data, U-Net, genotype, folders,
+                                        free space, GPU) as a table; exit 2 if one fails
 
 ``--set KEY=VALUE`` (repeatable) overrides a config value, e.g. ``--set stage1.epochs=2``.
 """
@@ -27,6 +29,14 @@ def _parse_sets(items) -> dict:
     return out
 
 
+def _os_message(exc: OSError) -> str:
+    """``PATH: reason`` of an OS error (``[Errno N]`` dropped)."""
+    if exc.filename is not None and exc.strerror:
+        other = f" -> {exc.filename2}" if exc.filename2 is not None else ""
+        return f"{exc.filename}{other}: {exc.strerror}"
+    return exc.strerror if exc.strerror and exc.errno is not None else str(exc)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="iac", description="Implantable Adaptive Cells for trained U-Nets")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -36,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("stage2", "Stage II: search the IAC architecture"),
         ("stage3", "Stage III: train the discrete IAC in the U-Net, export, evaluate"),
         ("evaluate", "Dice table and statistics: U-Net vs IAC U-Net"),
+        ("doctor", "check data, U-Net, genotype, folders, free space and GPU; print a table"),
     ]:
         p = sub.add_parser(name, help=help_)
         p.add_argument("config", help="experiment YAML")
@@ -54,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from iac_tf.config import ConfigError
+    from iac_tf.data.config import PrepareInterrupted
 
     try:
         if args.command == "data" and args.data_command == "check":
@@ -77,9 +89,22 @@ def main(argv=None) -> int:
             pipeline.run_stage3(cfg)
         elif args.command == "evaluate":
             pipeline.evaluate(cfg)
-    except (ConfigError, FileNotFoundError, ValueError) as exc:
+        elif args.command == "doctor":
+            from iac_tf.preflight import FAIL, doctor, format_table
+
+            rows = doctor(cfg)
+            print(format_table(rows))
+            return 2 if any(r.status == FAIL for r in rows) else 0
+    except (ConfigError, ValueError) as exc:
         print(f"iac: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # missing / read-only / full disk / not a folder: name the path
+        print(f"iac: error: {_os_message(exc)}", file=sys.stderr)
+        return 2
+    except PrepareInterrupted:
+        print("iac: interrupted during data preparation; the partial cache file was removed. "
+              "Rerun the same command to prepare the data again.", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         print("iac: interrupted; rerun the same command to resume from the last finished epoch",
               file=sys.stderr)

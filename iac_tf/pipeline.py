@@ -9,10 +9,25 @@
 
 from __future__ import annotations
 
+import functools
 import pathlib
 
+from iac_tf.diskspace import disk_full_guard
 from iac_tf.experiment import ExperimentConfig, write_resolved
+from iac_tf.preflight import checked_prepare
 from iac_tf.training.common import epoch_seed, load_unet, precision_policy, seed_everything
+
+
+def _outputs_guarded(stage):
+    """A full disk anywhere in ``stage``'s writes -> DiskFullError naming the run folder, with
+    the hidden temporaries (``.*.tmp*``, ``*_temp`` checkpoint parts) removed."""
+    @functools.wraps(stage)
+    def run(cfg: ExperimentConfig, *args, **kwargs):
+        with disk_full_guard(cfg.run_dir, "the run's outputs", "output_dir",
+                             cleanup=lambda: [*cfg.run_dir.rglob(".*.tmp*"),
+                                              *cfg.run_dir.rglob("ckpt-*_temp")]):
+            return stage(cfg, *args, **kwargs)
+    return run
 
 
 def _log(msg: str) -> None:
@@ -53,14 +68,15 @@ def trained_unet_path(cfg: ExperimentConfig) -> pathlib.Path:
     return path
 
 
+@_outputs_guarded
 def run_stage1(cfg: ExperimentConfig):
     """Stage I: build the configured U-Net and train it on train_dt (best by val_dt Dice)."""
     from iac_tf.training.stage1 import train_model
     from iac_tf.unets import build_unet
 
+    prepared = checked_prepare(cfg, 1, prepare)  # pre-flight: nothing written before it
     write_resolved(cfg)
     seed_everything(cfg.seed, cfg.deterministic)
-    prepared = prepare(cfg)
     _log(f"Stage I: {cfg.unet.backbone} U-Net on {prepared.num_slices('train_dt')} train / "
          f"{prepared.num_slices('val_dt')} val slices -> {cfg.stage_dir(1)}")
     with precision_policy(cfg.stage1.mixed_precision):
@@ -78,14 +94,15 @@ def run_stage1(cfg: ExperimentConfig):
     return result
 
 
+@_outputs_guarded
 def run_stage2(cfg: ExperimentConfig):
     """Stage II: search the IAC on the frozen trained U-Net (train_search_dt / val_search_dt)."""
     from iac_tf.training.stage2 import search
 
+    unet_path = trained_unet_path(cfg)
+    prepared = checked_prepare(cfg, 2, prepare, unet_path=unet_path)
     write_resolved(cfg)
     seed_everything(cfg.seed, cfg.deterministic)
-    prepared = prepare(cfg)
-    unet_path = trained_unet_path(cfg)
     bs = cfg.stage2.batch_size
     _log(f"Stage II: searching on {unet_path} with {prepared.num_slices('train_search_dt')} / "
          f"{prepared.num_slices('val_search_dt')} search slices -> {cfg.stage_dir(2)}")
@@ -123,18 +140,19 @@ def stage3_genotype_path(cfg: ExperimentConfig) -> pathlib.Path:
     return paths[-1]
 
 
+@_outputs_guarded
 def run_stage3(cfg: ExperimentConfig):
     """Stage III: train the discrete IAC in the frozen U-Net, export it, and compare it with the
     U-Net on the evaluation split (Dice table, tests of significance, plots)."""
     from iac_tf.genotype import Genotype
     from iac_tf.training.stage3 import train_iac_unet
 
-    write_resolved(cfg)
-    seed_everything(cfg.seed, cfg.deterministic)
-    prepared = prepare(cfg)
     unet_path = trained_unet_path(cfg)
     geno_path = stage3_genotype_path(cfg)
+    prepared = checked_prepare(cfg, 3, prepare, unet_path=unet_path, genotype_path=geno_path)
     genotype = Genotype.from_json(geno_path)
+    write_resolved(cfg)
+    seed_everything(cfg.seed, cfg.deterministic)
     _log(f"Stage III: genotype {geno_path} -> {cfg.stage_dir(3)}\n{genotype}")
     with precision_policy(cfg.stage3.mixed_precision):
         unet = load_unet(unet_path)
@@ -149,6 +167,7 @@ def run_stage3(cfg: ExperimentConfig):
     return result
 
 
+@_outputs_guarded
 def evaluate(cfg: ExperimentConfig, prepared=None) -> dict:
     """Per-case Dice of the U-Net and the Stage III IAC U-Net on ``evaluation.split``
     (``prepared``: the already prepared data, if the caller has it)."""

@@ -18,6 +18,7 @@ import numpy as np
 
 from iac_tf.data.cache import temp_path
 from iac_tf.data.config import SPLITS, DataError
+from iac_tf.diskspace import disk_full_guard
 
 SPLITS_VERSION = 1
 
@@ -78,12 +79,14 @@ def load_or_make_splits(path: pathlib.Path, case_patients: Mapping[str, str], se
     splits = make_splits(case_patients, seed, val_fraction, search_fraction)
     validate_splits(splits, path)
     tmp = temp_path(path)
-    try:
-        tmp.write_text(json.dumps(splits, indent=1) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with disk_full_guard(path.parent, "splits.json", "data.cache_dir", needed=4096,
+                         cleanup=[tmp]):
+        try:
+            tmp.write_text(json.dumps(splits, indent=1) + "\n")
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
     return splits
 
 

@@ -23,6 +23,7 @@ import time
 from typing import Any, Callable, Mapping
 
 from iac_tf._keras import keras, tf
+from iac_tf.diskspace import disk_full_guard
 from iac_tf.training.runs import CsvHistory
 
 
@@ -136,17 +137,37 @@ class EpochLoop:
                     self.best.assign(value)
                     self.best_epoch.assign(epoch + 1)
                     if save_best is not None:
-                        save_best(epoch + 1)
+                        with self._disk_guard(model, f"the best model of epoch {epoch + 1}"):
+                            save_best(epoch + 1)
                 logs[f"best_{self.monitor}"] = float(self.best.numpy())
             self.history.append(logs)
             self.completed.assign(epoch + 1)
-            self.manager.save(checkpoint_number=epoch + 1)
+            with self._disk_guard(model, f"the checkpoint of epoch {epoch + 1}"):
+                self.manager.save(checkpoint_number=epoch + 1)
         return self.history.rows()
+
+    def _disk_guard(self, model: keras.Model, what: str):
+        """A full disk while saving -> :class:`~iac_tf.diskspace.DiskFullError` naming the
+        folder and the size of the last checkpoint + best model, partial files removed."""
+        ckpt = self.run_dir / "checkpoints"
+        sizes = [p.stat().st_size for p in ckpt.glob("ckpt-*.*") if p.is_file()]
+        latest = self.manager.latest_checkpoint
+        if latest:
+            sizes = [p.stat().st_size for p in ckpt.glob(pathlib.Path(latest).name + ".*")]
+        best = [p.stat().st_size for p in self.run_dir.glob("*.keras")]
+        needed = sum(sizes) + sum(best) or 4 * 4 * model.count_params()
+        return disk_full_guard(
+            self.run_dir, what, "output_dir", needed=needed,
+            cleanup=lambda: [*ckpt.glob("*_temp*"), *self.run_dir.glob(".*.tmp.*")])
 
 
 def save_model_atomic(model: keras.Model, path: str | os.PathLike) -> None:
     """Save ``model`` (``.keras`` or ``.h5``) through a temp file and ``os.replace``."""
     path = pathlib.Path(path)
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    model.save(str(tmp))
-    os.replace(tmp, path)
+    try:
+        model.save(str(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
