@@ -15,7 +15,7 @@ import shutil
 import tempfile
 
 #: Kept free on top of every estimate: HDF5/checkpoint metadata, index files, other writers.
-MARGIN_BYTES = 4 * 1024**2
+MARGIN_BYTES = 1024**2
 
 
 class DiskFullError(OSError):
@@ -67,7 +67,7 @@ def check_free_space(folder, needed: int, what: str, key: str = "") -> None:
     """Raise :class:`DiskFullError` unless ``needed`` bytes plus :data:`MARGIN_BYTES` are free."""
     free = free_bytes(folder)
     if free < needed + MARGIN_BYTES:
-        raise DiskFullError(folder, needed, what, key, free)
+        raise DiskFullError(folder, needed + MARGIN_BYTES, what, key, free)
 
 
 def is_disk_full(exc: BaseException) -> bool:

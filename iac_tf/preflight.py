@@ -370,14 +370,35 @@ def doctor(cfg) -> list[Check]:
         found = sorted((cfg.stage_dir(2) / "genotypes").glob("epoch_*.json"))
         rows.append(genotype_check(found[-1]) if found else
                     Check("genotype", SKIP, "stage3.genotype not set: Stage II writes it"))
-    params = info.params if info is not None else 2_000_000
-    needed = 3 * 12 * 4 * params + 50 * 1024**2  # 3 stages x (best + 2 checkpoints x 3 slots + ...)
+    params = info.params if info is not None else _stage1_params(cfg, shape)
+    # 3 stages x (best model + savedmodel + 2 checkpoints x (weights + 2 Adam slots)) + logs
+    needed = 3 * 8 * 4 * (params or 2_000_000) + 50 * 1024**2
     free = free_bytes(cfg.run_dir)
     rows.append(Check("output space", OK if free >= needed else WARN,
                       f"{cfg.run_dir}: {human(free)} free, about {human(needed)} needed "
-                      f"(models and checkpoints of {params:,} parameters)"))
+                      f"(models and checkpoints of a {params:,}-parameter U-Net)" if params else
+                      f"{cfg.run_dir}: {human(free)} free, about {human(needed)} needed "
+                      "(assuming a 2M-parameter U-Net)"))
     rows += gpu_checks(cfg)
     return rows
+
+
+def _stage1_params(cfg, shape: DataShape | None) -> int:
+    """Parameters of the U-Net Stage I would build (0 if it cannot be built here)."""
+    if shape is None or cfg.unet.pretrained:
+        return 0
+    try:
+        from iac_tf.unets import build_unet
+
+        size = cfg.data.patch_size
+        model = build_unet(
+            cfg.unet.backbone, input_shape=(size, size, shape.channels), classes=shape.classes,
+            encoder_weights=None,
+            decoder_filters=tuple(cfg.unet.decoder_filters) if cfg.unet.decoder_filters else None,
+            **cfg.unet.options)
+        return int(model.count_params())
+    except Exception:  # noqa: BLE001 - the Stage I row reports configuration problems
+        return 0
 
 
 def format_table(rows: list[Check]) -> str:

@@ -15,10 +15,12 @@ is written as ``*.h5.<host>-<pid>.tmp`` and renamed only when complete, so a kil
 cache that a later run could mistake for a finished one; the next build deletes the temporaries of
 dead processes of this host (:func:`clean_stale_temporaries`).
 
-Full disk: before each case the writer checks that the case's uncompressed bytes fit
-(:mod:`iac_tf.diskspace`) and raises :class:`~iac_tf.diskspace.DiskFullError` naming the folder
-and the estimated space needed. A write that still fails with ``ENOSPC`` (another process filled
-the disk) is turned into the same error. Aborting truncates the temp file to 0 bytes *before*
+Full disk: the writer stops when less than :data:`~iac_tf.diskspace.MARGIN_BYTES` are free
+before a case, and a write failing with ``ENOSPC`` is turned into the same
+:class:`~iac_tf.diskspace.DiskFullError`, naming the folder and the space still needed (the
+remaining slices of an upper bound, scaled by the compression achieved so far). The uncompressed
+size is not required up front: lzf shrinks typical slices several-fold, so that would refuse
+caches that fit. Aborting truncates the temp file to 0 bytes *before*
 closing it: HDF5 flushes its metadata cache on close, and on a full disk that flush fails; h5py
 then leaves the file half-closed and the interpreter crashes at exit (segfault, exit 139,
 measured on a 2 MiB tmpfs). Truncating first frees the space, so the close succeeds.
@@ -37,8 +39,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from iac_tf.data.config import DataError
-from iac_tf.diskspace import (MARGIN_BYTES, DiskFullError, check_free_space, free_bytes,
-                              is_disk_full)
+from iac_tf.diskspace import MARGIN_BYTES, DiskFullError, free_bytes, is_disk_full
 
 CACHE_VERSION = 1
 #: Bytes per slice on top of the image and mask data (indices, chunk index, attributes).
@@ -139,9 +140,11 @@ class CacheWriter:
         self.row_bytes = slice_bytes(patch_size, channels, classes)
         self.expected_slices = expected_slices
         self.written = 0
+        self.closed = False
         self.folder.mkdir(parents=True, exist_ok=True)
-        check_free_space(self.folder, self.row_bytes, "the slice cache", self.KEY)
         self.file = None
+        if free_bytes(self.folder) < MARGIN_BYTES:
+            raise self._full(self.row_bytes)
         try:
             self.file = h5py.File(self.tmp, "w")
             p = patch_size
@@ -166,18 +169,27 @@ class CacheWriter:
         self.patient_ids: list[str] = []
 
     def _full(self, needed_now: int) -> DiskFullError:
-        """The full-disk error: the space still needed is the rest of the upper bound (or at
-        least this write)."""
-        rest = 0
+        """Remove the partial file, then the full-disk error: the space needed is the whole
+        cache's upper bound scaled by the compression reached so far (at least this write),
+        the free space is measured after the removal."""
+        total = 0
         if self.expected_slices is not None:
-            rest = (self.expected_slices - self.written) * self.row_bytes
-        return DiskFullError(self.folder, max(rest, needed_now), "the slice cache", self.KEY)
+            ratio = 1.0  # compressed / raw bytes so far (lzf)
+            if self.written:
+                try:
+                    ratio = min(1.0, self.tmp.stat().st_size / (self.written * self.row_bytes))
+                except OSError:
+                    pass
+            total = int(self.expected_slices * self.row_bytes * ratio)
+        self.abort()
+        return DiskFullError(self.folder, max(total, needed_now) + MARGIN_BYTES,
+                             "the slice cache", self.KEY)
 
     def append(self, case_id: str, patient_id: str, images: np.ndarray, masks: np.ndarray,
                slices: np.ndarray) -> None:
         n, s = len(self.images), len(images)
         needed = s * self.row_bytes
-        if free_bytes(self.folder) < needed + MARGIN_BYTES:
+        if free_bytes(self.folder) < MARGIN_BYTES:  # already full: stop before HDF5 fails
             raise self._full(needed)
         try:
             for ds, arr in ((self.images, images), (self.masks, masks),
@@ -212,6 +224,9 @@ class CacheWriter:
     def abort(self) -> None:
         """Delete the temp file. It is truncated first: that frees its space, so HDF5's
         metadata flush at close cannot fail on a full disk (see the module docstring)."""
+        if self.closed:
+            return
+        self.closed = True
         try:
             if self.tmp.exists():
                 os.truncate(self.tmp, 0)
