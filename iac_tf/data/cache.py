@@ -198,7 +198,7 @@ class CacheWriter:
                             (self.class_voxels, masks.sum(axis=(1, 2), dtype=np.int32))):
                 ds.resize(n + s, axis=0)
                 ds[n:] = arr
-        except OSError as exc:
+        except (OSError, RuntimeError) as exc:
             if is_disk_full(exc):
                 raise self._full(needed) from None
             raise DataError(f"{self.tmp}: cannot write the slice cache ({exc})") from None
@@ -214,8 +214,11 @@ class CacheWriter:
                                 ("class_names", class_names), ("skipped", skipped),
                                 ("config", config)):
                 attrs[name] = json.dumps(value, default=list)
+            # flush first: a flush failing on a full disk leaves h5py usable (abort can still
+            # truncate and close); a *close* failing half-way leaves it crashing later
+            self.file.flush()
             self.file.close()
-        except OSError as exc:
+        except (OSError, RuntimeError) as exc:  # HDF5 reports a failed flush as RuntimeError
             if is_disk_full(exc):
                 raise self._full(SLICE_OVERHEAD) from None
             raise
@@ -233,10 +236,13 @@ class CacheWriter:
         except OSError:
             pass
         try:
-            if self.file is not None:
-                self.file.close()
-        except Exception:  # noqa: BLE001 - the file is being thrown away
-            pass
+            for _ in range(2):  # after a failed flush the first close may raise; retry once
+                try:
+                    if self.file is not None:
+                        self.file.close()
+                    break
+                except Exception:  # noqa: BLE001 - the file is being thrown away
+                    continue
         finally:
             self.tmp.unlink(missing_ok=True)
 
