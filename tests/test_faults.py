@@ -223,9 +223,11 @@ def test_full_disk_while_saving(where, dataset, shared_cache, tmp_path, capsys, 
         text = "not enough free space for the best model of epoch 1"
     cfg = write_config(tmp_path, dataset, shared_cache)
     rc, _, err = run(["stage1", cfg], capsys)
-    run_dir = tmp_path / "runs" / "t"
-    assert rc == 2 and f"{run_dir}: {text}" in err and "output_dir" in err, err
-    assert not temporaries(run_dir)
+    stage_dir = tmp_path / "runs" / "t" / "stage1"
+    assert rc == 2 and f"{stage_dir}: {text}" in err and "output_dir" in err, err
+    assert not temporaries(stage_dir)
+    if where == "best model":  # the previous best (none here) is kept, no partial one
+        assert not (stage_dir / "best_model.keras").exists()
 
 
 # ---------------------------------------------------------------------------- 3: OS errors
