@@ -19,8 +19,8 @@ import statistics
 import time
 
 from iac_tf._keras import keras, tf
-from iac_tf.genotype import Genotype
-from iac_tf.search import ArchitectureParameters, DiscreteCell, SearchCell
+from iac_tf.genotype import DiscreteCell, Genotype
+from iac_tf.search import ArchitectureParameters, SearchCell
 
 CU, CS, C = 64, 64, 16
 EXAMPLE = Genotype((

@@ -1,9 +1,18 @@
 """iac_tf: Implantable Adaptive Cells for trained U-Nets (TensorFlow / tf_keras).
 
-Importing the package sets up the Keras 2 API (see :mod:`iac_tf._keras`); it prints nothing.
+Importing the package sets the Keras 2 flags (``TF_USE_LEGACY_KERAS=1``, see
+:mod:`iac_tf._flags`) but does not import TensorFlow: the modules that need it import it through
+:mod:`iac_tf._keras`. If TensorFlow was imported before ``iac_tf``, the Keras version is checked
+right away. It prints nothing.
 """
 
-from iac_tf import _keras  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+import sys as _sys
+
+from iac_tf._flags import set_keras_flags as _set_keras_flags
+
+_set_keras_flags()
+if "tensorflow" in _sys.modules:
+    from iac_tf import _keras  # noqa: F401  (fails now if tf.keras is Keras 3)
 
 __version__ = "0.1.0"
 

@@ -167,7 +167,6 @@ def load_config(cls: type[T], path: str | pathlib.Path) -> T:
 
 def dump_yaml(obj: Any, path: str | pathlib.Path) -> None:
     """Write a config dataclass as YAML (atomically)."""
-    path = pathlib.Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(to_dict(obj), sort_keys=False))
-    tmp.replace(path)
+    from iac_tf.files import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(to_dict(obj), sort_keys=False))

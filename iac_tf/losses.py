@@ -18,7 +18,6 @@ is a perfect score), which is what the paper's Keras-style Dice does. The report
 
 from __future__ import annotations
 
-import numpy as np
 
 from iac_tf._keras import keras, tf
 
@@ -38,16 +37,6 @@ def dice_per_channel(y_true, y_pred, eps: float = 1.0):
 def dice_coefficient(y_true, y_pred, eps: float = 1.0):
     """Mean soft Dice over the batch and the N class channels (a scalar)."""
     return tf.reduce_mean(dice_per_channel(y_true, y_pred, eps))
-
-
-def dice_coefficient_np(y_true: np.ndarray, y_pred: np.ndarray, eps: float = 1.0) -> np.ndarray:
-    """NumPy Dice per (sample, class) for ``(B, H, W, N)`` arrays (used for reports and tests)."""
-    y_true = np.asarray(y_true, dtype=np.float64)
-    y_pred = np.asarray(y_pred, dtype=np.float64)
-    axes = tuple(range(1, y_pred.ndim - 1))
-    inter = (y_true * y_pred).sum(axis=axes)
-    denom = y_true.sum(axis=axes) + y_pred.sum(axis=axes)
-    return (2.0 * inter + eps) / (denom + eps)
 
 
 @keras.utils.register_keras_serializable(package="iac_tf")
@@ -104,7 +93,6 @@ class DiceCoefficient(keras.metrics.Mean):
 __all__ = [
     "dice_per_channel",
     "dice_coefficient",
-    "dice_coefficient_np",
     "DiceLoss",
     "DiceCoefficient",
 ]

@@ -98,7 +98,7 @@ def inspect_unet(path: str | pathlib.Path, patch_size: int) -> tuple[UNetInfo | 
     import numpy as np
 
     from iac_tf.implant import NoSkipConnectionsError, find_skip_connections
-    from iac_tf.training.common import load_unet
+    from iac_tf.unets import load_unet
 
     path = pathlib.Path(path)
     try:

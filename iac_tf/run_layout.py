@@ -25,6 +25,8 @@ import json
 import os
 import pathlib
 
+from iac_tf.files import atomic_write_json
+
 MODELS_INDEX = "models.json"
 
 
@@ -50,8 +52,6 @@ def model_paths(run_dir: str | os.PathLike) -> dict[str, pathlib.Path]:
 
 def register_model(run_dir: str | os.PathLike, name: str, model_path: str | os.PathLike) -> None:
     """Record ``name -> model_path`` in the run's ``models.json`` (atomic rewrite)."""
-    from iac_tf.training.runs import atomic_write_json
-
     run_dir = pathlib.Path(run_dir)
     model_path = pathlib.Path(model_path)
     try:

@@ -336,17 +336,13 @@ def test_image_without_label_is_listed(tmp_path, capsys):
 def test_stale_temporaries_of_dead_processes_are_removed(dataset, tmp_path, capsys):
     cache = tmp_path / "cache"
     cache.mkdir()
-    from iac_tf.data.cache import _host
-
-    stale = [cache / f"nnunet_x.h5.{dead_pid()}.tmp",
-             cache / f"nnunet_y.h5.{_host()}-{dead_pid()}.tmp"]
-    live = cache / f"nnunet_z.h5.{os.getppid()}.tmp"
-    other_host = cache / f"nnunet_w.h5.otherhost-{dead_pid()}.tmp"
-    for p in (*stale, live, other_host):
+    stale = [cache / f".nnunet_x.{dead_pid()}.tmp.h5", cache / f"nnunet_y.h5.{dead_pid()}.tmp"]
+    live = cache / f".nnunet_z.{os.getppid()}.tmp.h5"
+    for p in (*stale, live):
         p.write_bytes(b"partial")
     rc, _, err = run(["data", "prepare", write_config(tmp_path, dataset, cache)], capsys)
     assert rc == 0 and all(not p.exists() and str(p) in err for p in stale)
-    assert live.exists() and other_host.exists()
+    assert live.exists()
 
 
 def test_ctrl_c_during_prepare(dataset, tmp_path, capsys, monkeypatch):

@@ -11,9 +11,9 @@ Layout of ``<cache_dir>/<format>_<name>_<key[:12]>.h5``:
 
 The key hashes the preprocessing fields of the config, :data:`CACHE_VERSION` and each source
 file's path, size and modification time, so any change gives a new file name (a rebuild). The file
-is written as ``*.h5.<host>-<pid>.tmp`` and renamed only when complete, so a killed build leaves no
-cache that a later run could mistake for a finished one; the next build deletes the temporaries of
-dead processes of this host (:func:`clean_stale_temporaries`).
+is written under a hidden temporary name and renamed only when complete (:mod:`iac_tf.files`),
+so a killed build leaves no cache that a later run could mistake for a finished one; the next
+build deletes the temporaries of dead processes (:func:`clean_stale_temporaries`).
 
 Full disk: the writer stops when less than :data:`~iac_tf.diskspace.MARGIN_BYTES` are free
 before a case, and a write failing with ``ENOSPC`` is turned into the same
@@ -22,8 +22,8 @@ remaining slices of an upper bound, scaled by the compression achieved so far). 
 size is not required up front: lzf shrinks typical slices several-fold, so that would refuse
 caches that fit. Aborting truncates the temp file to 0 bytes *before*
 closing it: HDF5 flushes its metadata cache on close, and on a full disk that flush fails; h5py
-then leaves the file half-closed and the interpreter crashes at exit (segfault, exit 139,
-measured on a 2 MiB tmpfs). Truncating first frees the space, so the close succeeds.
+then leaves the file half-closed and the interpreter crashes later (segfault, exit 139,
+measured on a 1.5 MiB tmpfs). Truncating first frees the space, so the close succeeds.
 """
 
 from __future__ import annotations
@@ -33,29 +33,22 @@ import json
 import os
 import pathlib
 import re
-import socket
 from collections.abc import Iterable
 
 import numpy as np
 
 from iac_tf.data.config import DataError
 from iac_tf.diskspace import MARGIN_BYTES, DiskFullError, free_bytes, is_disk_full
+from iac_tf.files import publish, temp_sibling
 
 CACHE_VERSION = 1
 #: Bytes per slice on top of the image and mask data (indices, chunk index, attributes).
 SLICE_OVERHEAD = 256
 
-_TMP = re.compile(r"^(?P<final>.+)\.(?:(?P<host>[A-Za-z0-9_-]+?)-)?(?P<pid>\d+)\.tmp$")
-
-
-def _host() -> str:
-    return re.sub(r"[^A-Za-z0-9_]", "_", socket.gethostname().split(".")[0]) or "host"
-
-
-def temp_path(path: pathlib.Path) -> pathlib.Path:
-    """``<path>.<host>-<pid>.tmp``: where ``path`` is written before its ``os.replace``."""
-    path = pathlib.Path(path)
-    return path.with_name(f"{path.name}.{_host()}-{os.getpid()}.tmp")
+#: ``.<stem>.<pid>.tmp<suffix>`` (:func:`iac_tf.files.temp_sibling`) or the older
+#: ``<name>.<pid>.tmp``
+_TMP = re.compile(r"^(?:\.(?P<stem>.+)\.(?P<pid>\d+)\.tmp(?P<suffix>\.\w+)?|"
+                  r"(?P<name>.+)\.(?P<old_pid>\d+)\.tmp)$")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -69,18 +62,19 @@ def _pid_alive(pid: int) -> bool:
 
 
 def clean_stale_temporaries(folder: pathlib.Path) -> list[pathlib.Path]:
-    """Delete the ``*.<host>-<pid>.tmp`` files (and the older ``*.<pid>.tmp``) of ``folder``
-    left by killed processes of this host; return them. Temporaries of live processes and of
-    other hosts (a cache shared over the network) are kept."""
+    """Delete the temporaries (:func:`iac_tf.files.temp_sibling` names) in ``folder`` whose
+    process is dead on this machine, i.e. left by a killed build; return them. Those of live
+    processes are kept. (A cache folder shared by several machines over the network: a live
+    writer on another machine whose pid is unused here would lose its temporary; give each
+    machine its own ``data.cache_dir`` there.)"""
     removed = []
     if not folder.is_dir():
         return removed
-    host = _host()
-    for path in folder.glob("*.tmp"):
+    for path in folder.iterdir():
         m = _TMP.match(path.name)
-        if not m or (m["host"] is not None and m["host"] != host):
+        if not m or not path.is_file():
             continue
-        pid = int(m["pid"])
+        pid = int(m["pid"] or m["old_pid"])
         if pid == os.getpid() or _pid_alive(pid):
             continue
         try:
@@ -135,7 +129,7 @@ class CacheWriter:
         import h5py
 
         self.path = pathlib.Path(path)
-        self.tmp = temp_path(self.path)
+        self.tmp = temp_sibling(self.path)
         self.folder = self.path.parent
         self.row_bytes = slice_bytes(patch_size, channels, classes)
         self.expected_slices = expected_slices
@@ -222,7 +216,7 @@ class CacheWriter:
             if is_disk_full(exc):
                 raise self._full(SLICE_OVERHEAD) from None
             raise
-        os.replace(self.tmp, self.path)
+        publish(self.tmp, self.path)
 
     def abort(self) -> None:
         """Delete the temp file. It is truncated first: that frees its space, so HDF5's

@@ -17,7 +17,7 @@ def _plt():
     return plt
 
 
-def plot_history(history_csv, out_png, keys_pairs=(("loss", "val_loss"), ("dice", "val_dice")), title=""):
+def plot_history(history_csv, out_png, keys_pairs=(("loss", "val_loss"), ("soft_dice", "val_soft_dice")), title=""):
     """Learning curves from an epoch ``history.csv``: one panel per (train, val) key pair."""
     rows = list(csv.DictReader(open(history_csv, newline="")))
     if not rows:
@@ -54,26 +54,6 @@ def plot_paired_dice(baseline, candidate, out_png, labels=("baseline", "IAC"), t
     ax.set_ylabel("Dice")
     ax.set_ylim(-0.02, 1.02)
     ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(out_png, dpi=100)
-    plt.close(fig)
-    return pathlib.Path(out_png)
-
-
-def plot_arch_weights(phi, psi, out_png, op_names, title="architecture weights"):
-    """Heat map of softmax(alpha) per edge (eq. 1) with each edge's Psi (eq. 4/6-10) beside it."""
-    phi = np.asarray(phi)
-    psi_flat = np.concatenate([np.asarray(p) for p in psi])
-    plt = _plt()
-    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(8, 5), gridspec_kw={"width_ratios": [8, 1]})
-    im = ax0.imshow(phi, aspect="auto", cmap="viridis", vmin=0)
-    ax0.set_xticks(range(len(op_names)), op_names, rotation=60, ha="right")
-    ax0.set_ylabel("edge")
-    fig.colorbar(im, ax=ax0)
-    ax1.imshow(psi_flat[:, None], aspect="auto", cmap="magma", vmin=0, vmax=1)
-    ax1.set_xticks([0], ["Psi"])
-    ax1.set_yticks([])
-    fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(out_png, dpi=100)
     plt.close(fig)

@@ -13,7 +13,7 @@ import numpy as np
 from iac_tf.evaluation.metrics import case_dice
 from iac_tf.evaluation.plots import plot_paired_dice
 from iac_tf.evaluation.stats import compare_paired
-from iac_tf.training.runs import atomic_write_json, atomic_write_text
+from iac_tf.files import atomic_write_json, atomic_write_text
 
 
 def predict(model, images: np.ndarray, batch_size: int = 32) -> np.ndarray:

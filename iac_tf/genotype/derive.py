@@ -6,7 +6,7 @@ import numpy as np
 
 from iac_tf.genotype.genotype import EDGES_PER_NODE, Genotype
 from iac_tf.search.operations import PRIMITIVES
-from iac_tf.search.psi import psi_edge_weights
+from iac_tf.search.psi import psi_per_node
 from iac_tf.search.topology import node_edge_slices, steps_for_num_edges
 
 NONE_INDEX = PRIMITIVES.index("none")
@@ -20,7 +20,7 @@ def _softmax(x: np.ndarray) -> np.ndarray:
 def edge_strengths(alpha, beta, edge_norm: str = "tan") -> np.ndarray:
     """``W[e, o] = Psi_e * softmax(alpha_e)_o``: each edge's op weights scaled by its Psi.
 
-    Psi is computed per node by :func:`iac_tf.search.psi_edge_weights` (the same function the
+    Psi is computed per node by :func:`iac_tf.search.psi_per_node` (the same function the
     search used), so the genotype reflects the edge weights the search actually applied.
     """
     alpha = np.asarray(alpha, dtype=np.float64)
@@ -33,10 +33,7 @@ def edge_strengths(alpha, beta, edge_norm: str = "tan") -> np.ndarray:
         raise ValueError("derive_genotype: alpha and beta must be finite")
     steps = steps_for_num_edges(alpha.shape[0])
     phi = _softmax(alpha)  # eq. (1)
-    psi = np.concatenate(
-        [np.asarray(psi_edge_weights(beta[s:e], edge_norm), np.float64)
-         for s, e in node_edge_slices(steps)]
-    )  # eq. (4) / (6)-(10)
+    psi = np.asarray(psi_per_node(beta, edge_norm, steps), np.float64)  # eq. (4) / (6)-(10)
     return phi * psi[:, None]
 
 

@@ -117,6 +117,11 @@ class Genotype:
             raise GenotypeError(f"{source}: not valid JSON ({exc})") from exc
         return cls.from_dict(data, source)
 
+    @classmethod
+    def coerce(cls, genotype) -> Genotype:
+        """A ``Genotype`` from a ``Genotype``, its JSON dict or its JSON text."""
+        return as_genotype(genotype)
+
     # -- display ------------------------------------------------------------------------------
     @staticmethod
     def input_label(index: int) -> str:
@@ -140,3 +145,14 @@ class Genotype:
         from iac_tf.genotype.draw import draw_genotype
 
         return draw_genotype(self, path_png, write_dot=write_dot)
+
+
+def as_genotype(genotype) -> Genotype:
+    """A ``Genotype`` from a ``Genotype``, its JSON dict or its JSON text."""
+    if isinstance(genotype, Genotype):
+        return genotype
+    if isinstance(genotype, dict):
+        return Genotype.from_dict(genotype)
+    if isinstance(genotype, str):
+        return Genotype.from_json(genotype)
+    raise TypeError(f"expected a Genotype, its dict or JSON text, got {type(genotype).__name__}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from iac_tf._keras import keras, tf
+from iac_tf.search.checks import check_positive_int
 from iac_tf.search.operations import PRIMITIVES
 from iac_tf.search.topology import DEFAULT_STEPS, num_edges
 
@@ -38,9 +39,8 @@ class ArchitectureParameters(keras.layers.Layer):
         kwargs["dtype"] = "float32"
         kwargs["autocast"] = False
         super().__init__(**kwargs)
-        for key, value in (("num_edges", num_edges), ("num_ops", num_ops)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"ArchitectureParameters: {key} must be a positive int, got {value!r}")
+        check_positive_int("ArchitectureParameters", "num_edges", num_edges)
+        check_positive_int("ArchitectureParameters", "num_ops", num_ops)
         if init not in ARCH_INITS:
             raise ValueError(f"ArchitectureParameters: init must be one of {ARCH_INITS}, got {init!r}")
         self.num_edges = num_edges

@@ -12,12 +12,6 @@ from iac_tf._keras import keras, tf
 from iac_tf.search.operations import ReLUConvBN, build_sublayer
 
 
-def check_positive_int(owner: str, key: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{owner}: {key} must be a positive int, got {value!r}")
-    return value
-
-
 def check_cell_inputs(owner: str, shape0, shape1) -> None:
     """Both inputs NHWC, with the same H and W and known channel counts."""
     shape0, shape1 = tf.TensorShape(shape0), tf.TensorShape(shape1)

@@ -10,6 +10,7 @@ first ``C/K`` channels (the ones it searches on) are a different subset.
 from __future__ import annotations
 
 from iac_tf._keras import tf
+from iac_tf.search.checks import check_positive_int
 
 
 def channel_shuffle(x, groups: int):
@@ -22,8 +23,7 @@ def channel_shuffle(x, groups: int):
     Returns:
         a tensor of the same shape and dtype.
     """
-    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
-        raise ValueError(f"channel_shuffle: groups must be a positive int, got {groups!r}")
+    check_positive_int("channel_shuffle", "groups", groups)
     channels = x.shape[-1]
     if channels is None:
         raise ValueError("channel_shuffle: the channel axis must have a static size")

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from iac_tf._keras import keras, tf
 from iac_tf.search.channel_shuffle import channel_shuffle
+from iac_tf.search.checks import check_positive_int
 from iac_tf.search.operations import PRIMITIVES, batch_norm, build_sublayer, make_op
 
 
 def check_partial_channels(C: int, K: int) -> None:
     """Clear error unless ``C`` channels split into ``K`` equal parts (PC-DARTS' 1/K)."""
-    for key, value in (("C", C), ("K", K)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{key} must be a positive int, got {value!r}")
+    check_positive_int("MixedOp", "C", C)
+    check_positive_int("MixedOp", "K", K)
     if C % K:
         raise ValueError(f"C={C} channels are not divisible by K={K} (partial channels C/K)")
 

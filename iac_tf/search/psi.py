@@ -20,13 +20,15 @@ with two inputs always gets (0.5, 0.5) in tan mode, so its beta gets no gradient
 from __future__ import annotations
 
 from iac_tf._keras import keras, tf
+from iac_tf.search.checks import check_positive_int
 from iac_tf.search.topology import DEFAULT_STEPS, node_edge_slices, num_edges
 
 EDGE_NORMS = ("tan", "softmax")
 PSI_CAP = 0.5  # eq. (7)-(10)
 
 
-def _check_mode(mode: str) -> str:
+def check_mode(mode: str) -> str:
+    """``mode`` if it is one of :data:`EDGE_NORMS`, else a clear ``ValueError``."""
     if mode not in EDGE_NORMS:
         raise ValueError(f"edge normalisation mode must be one of {EDGE_NORMS}, got {mode!r}")
     return mode
@@ -42,7 +44,7 @@ def psi_edge_weights(beta, mode: str = "tan"):
     Returns:
         a float32 tensor shaped like ``beta``; each row sums to 1.
     """
-    _check_mode(mode)
+    check_mode(mode)
     beta = tf.cast(tf.convert_to_tensor(beta), tf.float32)
     n = beta.shape[-1]
     if n is None or n < 1:
@@ -60,6 +62,28 @@ def psi_edge_weights(beta, mode: str = "tan"):
     rest = tf.nn.softmax(t_rest - tf.stop_gradient(tf.reduce_max(t_rest, -1, keepdims=True)), -1)
     rescaled = tf.where(winner, tf.constant(PSI_CAP, tf.float32), PSI_CAP * rest)  # eq. (8), (10)
     return tf.where(capped, rescaled, psi_hat)
+
+
+def psi_per_node(beta, mode: str = "tan", steps: int = DEFAULT_STEPS):
+    """Psi of every edge of a cell: :func:`psi_edge_weights` node by node (eq. (4) / (6)-(10)).
+
+    The one place that walks the nodes: used by :class:`PsiEdgeNorm` (the cells), the search
+    logging and the genotype rule.
+
+    Args:
+        beta: ``(num_edges(steps),)`` tensor/array in the edge order of :mod:`~iac_tf.search.topology`.
+        mode: ``"tan"`` or ``"softmax"``.
+        steps: intermediate nodes.
+
+    Returns:
+        float32 tensor ``(num_edges,)``; the slice of each node sums to 1.
+    """
+    check_mode(mode)
+    beta = tf.cast(tf.convert_to_tensor(beta), tf.float32)
+    n = num_edges(steps)
+    if beta.shape.rank != 1 or beta.shape[0] != n:
+        raise ValueError(f"psi_per_node: beta must have shape ({n},) for {steps} nodes, got {beta.shape}")
+    return tf.concat([psi_edge_weights(beta[s:e], mode) for s, e in node_edge_slices(steps)], axis=0)
 
 
 @keras.utils.register_keras_serializable(package="iac_tf")
@@ -81,8 +105,8 @@ class PsiEdgeNorm(keras.layers.Layer):
         kwargs["dtype"] = "float32"
         kwargs["autocast"] = False
         super().__init__(**kwargs)
-        self.mode = _check_mode(mode)
-        self.steps = int(steps)
+        self.mode = check_mode(mode)
+        self.steps = check_positive_int("PsiEdgeNorm", "steps", steps)
         self.num_edges = num_edges(self.steps)
 
     @tf.autograph.experimental.do_not_convert  # plain Python loops over static structure
@@ -92,10 +116,7 @@ class PsiEdgeNorm(keras.layers.Layer):
             raise ValueError(
                 f"PsiEdgeNorm: beta must have shape ({self.num_edges},), got {beta.shape}"
             )
-        return tf.concat(
-            [psi_edge_weights(beta[s:e], self.mode) for s, e in node_edge_slices(self.steps)],
-            axis=0,
-        )
+        return psi_per_node(beta, self.mode, self.steps)
 
     def compute_output_shape(self, input_shape):
         return tf.TensorShape([self.num_edges])

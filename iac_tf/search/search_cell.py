@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 from iac_tf._keras import keras, tf
-from iac_tf.search.cell_io import (
-    build_io_layers,
-    check_cell_inputs,
-    check_positive_int,
-    output_shape,
-)
+from iac_tf.search.cell_io import build_io_layers, check_cell_inputs, output_shape
+from iac_tf.search.checks import check_positive_int
 from iac_tf.search.mixed_op import MixedOp, check_partial_channels
 from iac_tf.search.operations import PRIMITIVES, build_sublayer
-from iac_tf.search.psi import PsiEdgeNorm, _check_mode
+from iac_tf.search.psi import PsiEdgeNorm, check_mode
 from iac_tf.search.topology import DEFAULT_STEPS, edge_list, node_edge_slices, num_edges
 
 
@@ -56,7 +52,7 @@ class SearchCell(keras.layers.Layer):
         self.C = check_positive_int("SearchCell", "C", C)
         self.K = check_positive_int("SearchCell", "K", K)
         check_partial_channels(C, K)
-        self.edge_norm = _check_mode(edge_norm)
+        self.edge_norm = check_mode(edge_norm)
         self.steps = check_positive_int("SearchCell", "steps", steps)
         self.num_edges = num_edges(steps)
 

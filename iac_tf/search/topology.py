@@ -14,13 +14,13 @@ to edge ``e``; the beta values of node ``j`` are ``beta[offset_j : offset_j + j 
 
 from __future__ import annotations
 
+from iac_tf.search.checks import check_positive_int
+
 DEFAULT_STEPS = 4
 
 
 def _check_steps(steps: int) -> int:
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps (number of intermediate nodes) must be a positive int, got {steps!r}")
-    return steps
+    return check_positive_int("cell", "steps (number of intermediate nodes)", steps)
 
 
 def num_edges(steps: int = DEFAULT_STEPS) -> int:

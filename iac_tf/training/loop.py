@@ -1,10 +1,16 @@
 """The epoch loop shared by Stages I, II and III: one ``model.fit`` call per epoch, with
 checkpoint/resume, an epoch CSV, TensorBoard logs, best-model tracking and per-epoch hooks.
 
-Why one ``fit`` per epoch: the data of epoch ``e`` is built by ``train_data(e)`` (its order a pure
-function of the seed and ``e``), so a run resumed after a kill replays exactly the batches an
-uninterrupted run would have seen. ``model.train_function`` is cached by Keras across calls, so
-nothing is retraced.
+Why one ``fit`` per epoch: the data of epoch ``e`` is built by ``train_data(e, seed)`` where the
+seed is read here, in one place, from the run seed and the stage's ``shuffle`` switch
+(:func:`iac_tf.training.seeding.data_seed`), so a run resumed after a kill replays exactly the
+batches an uninterrupted run would have seen. ``model.train_function`` is cached by Keras across
+calls, so nothing is retraced.
+
+Per-epoch state (Stage II's search switch, learning rate and lambda_e) is set by the
+``on_epoch_begin`` hook before the epoch's ``fit``; the hook may name log values that the epoch
+does not measure (Stage II's val_search values during the warm-up): they are logged as NaN and
+shown as ``n/a`` on the console, never as 0.
 
 Crash safety: after each finished epoch the loop (1) writes the best model if it improved,
 (2) appends the epoch's row to ``history.csv`` (atomic rewrite), (3) saves a TF checkpoint of
@@ -12,6 +18,11 @@ every trackable (weights, optimiser states, epoch counter, best score). TF write
 under temporary names and updates its ``checkpoint`` index atomically, so a kill at any moment
 leaves the previous checkpoint loadable. On resume, CSV rows of epochs not covered by the
 checkpoint are dropped and training continues at the first unfinished epoch.
+
+Console: ``Epoch e/E`` counts from 1 to the stage's total ``E`` (Keras alone would print
+``Epoch e/e`` for a one-epoch ``fit``). TensorBoard: one event file per phase (``train``,
+``validation``) and process, written by the loop from the epoch logs (Keras' callback would open
+a new file at every ``fit`` call).
 """
 
 from __future__ import annotations
@@ -20,11 +31,18 @@ import math
 import os
 import pathlib
 import time
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from iac_tf._keras import keras, tf
 from iac_tf.diskspace import disk_full_guard
-from iac_tf.training.runs import CsvHistory
+from iac_tf.files import make_dirs
+from iac_tf.training.history import CsvHistory
+from iac_tf.training.seeding import EpochDataFn, data_seed
+
+#: ``on_epoch_begin(epoch)`` (1-based) -> log keys this epoch does not measure (or None)
+EpochBeginHook = Callable[[int], "Iterable[str] | None"]
+#: ``on_epoch_end(epoch, logs)`` (1-based) -> extra values to log (or None)
+EpochEndHook = Callable[[int, dict], "Mapping[str, Any] | None"]
 
 
 class EpochLoop:
@@ -33,28 +51,34 @@ class EpochLoop:
     Args:
         run_dir: the stage's folder; ``checkpoints/``, ``history.csv`` and ``tensorboard/`` go here.
         trackables: objects to checkpoint by name (the model, optimisers, extra variables).
-        monitor: log key that selects the best epoch (e.g. ``"val_dice"``); ``None`` disables it.
+        monitor: log key that selects the best epoch (e.g. ``"val_soft_dice"``); ``None``
+            disables it.
         mode: ``"max"`` or ``"min"`` for ``monitor``.
         max_to_keep: how many epoch checkpoints to keep.
         tensorboard: write TensorBoard logs.
+        seed: the run seed; each epoch's shuffle seed is derived from it.
+        shuffle: reshuffle the data every epoch (else the data factories get ``seed=None``).
     """
 
     def __init__(
         self,
         run_dir: str | os.PathLike,
         trackables: Mapping[str, Any],
-        monitor: str | None = "val_dice",
+        monitor: str | None = "val_soft_dice",
         mode: str = "max",
         max_to_keep: int = 2,
         tensorboard: bool = True,
+        seed: int = 0,
+        shuffle: bool = True,
     ):
         if mode not in ("max", "min"):
             raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
-        self.run_dir = pathlib.Path(run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.run_dir = make_dirs(run_dir)
         self.monitor = monitor
         self.mode = mode
         self.tensorboard = tensorboard
+        self.seed = int(seed)
+        self.shuffle = bool(shuffle)
         self.completed = tf.Variable(0, dtype=tf.int64, trainable=False, name="completed_epochs")
         worst = -math.inf if mode == "max" else math.inf
         self.best = tf.Variable(worst, dtype=tf.float64, trainable=False, name="best_score")
@@ -86,65 +110,78 @@ class EpochLoop:
         self,
         model: keras.Model,
         epochs: int,
-        train_data: Callable[[int], tf.data.Dataset],
-        val_data: Callable[[int], tf.data.Dataset] | None = None,
-        on_epoch_end: Callable[[int, dict], Mapping[str, Any] | None] | None = None,
+        train_data: EpochDataFn,
+        val_data: EpochDataFn | None = None,
+        on_epoch_begin: EpochBeginHook | None = None,
+        on_epoch_end: EpochEndHook | None = None,
         save_best: Callable[[int], None] | None = None,
         verbose: int = 1,
         steps_per_epoch: int | None = None,
     ) -> list[dict]:
         """Train from the first unfinished epoch to ``epochs``; return the history rows.
 
-        ``train_data(e)`` / ``val_data(e)`` build epoch ``e``'s datasets (0-based).
-        ``on_epoch_end(epoch, logs)`` (1-based epoch) may return extra values to log.
-        ``save_best(epoch)`` is called when ``monitor`` improves.
+        ``train_data(e, seed)`` / ``val_data(e, seed)`` build epoch ``e``'s datasets (0-based
+        ``e``; ``seed`` is the epoch's shuffle seed, ``None`` without shuffling).
+        ``on_epoch_begin(epoch)`` (1-based) sets per-epoch state and may return the log keys the
+        epoch does not measure. ``on_epoch_end(epoch, logs)`` (1-based) may return extra values
+        to log. ``save_best(epoch)`` is called when ``monitor`` improves.
         """
         start = self.restore()
-        callbacks = []
-        if self.tensorboard:
-            callbacks.append(
-                keras.callbacks.TensorBoard(
-                    log_dir=str(self.run_dir / "tensorboard"), write_graph=False, profile_batch=0
-                )
-            )
         if start >= epochs:
             return self.history.rows()
         if start and verbose:
             print(f"[iac] resuming {self.run_dir} at epoch {start + 1}/{epochs}", flush=True)
-        for epoch in range(start, epochs):
-            t0 = time.perf_counter()
-            fit = model.fit(
-                train_data(epoch),
-                validation_data=val_data(epoch) if val_data is not None else None,
-                epochs=epoch + 1,
-                initial_epoch=epoch,
-                steps_per_epoch=steps_per_epoch,
-                callbacks=callbacks,
-                verbose=verbose,
-            )
-            logs: dict[str, Any] = {"epoch": epoch + 1}
-            logs.update({k: float(v[-1]) for k, v in fit.history.items()})
-            logs["epoch_time_s"] = time.perf_counter() - t0
-            if on_epoch_end is not None:
-                logs.update(on_epoch_end(epoch + 1, logs) or {})
-            if self.monitor is not None:
-                if self.monitor not in logs:
-                    raise KeyError(
-                        f"monitored value {self.monitor!r} not in the epoch logs {sorted(logs)}"
-                    )
-                value = float(logs[self.monitor])
-                if self._improved(value):
-                    self.best.assign(value)
-                    self.best_epoch.assign(epoch + 1)
-                    if save_best is not None:
-                        with self._disk_guard(model, f"the best model of epoch {epoch + 1}"):
-                            save_best(epoch + 1)
-                logs[f"best_{self.monitor}"] = float(self.best.numpy())
-            self.history.append(logs)
-            self.completed.assign(epoch + 1)
-            with self._disk_guard(model, f"the checkpoint of epoch {epoch + 1}"):
-                self.manager.save(checkpoint_number=epoch + 1)
+        progbar = _EpochProgbar(epochs)
+        board = _Board(self.run_dir / "tensorboard") if self.tensorboard else None
+        try:
+            for epoch in range(start, epochs):
+                self._run_epoch(model, epoch, epochs, train_data, val_data, on_epoch_begin,
+                                on_epoch_end, save_best, verbose, steps_per_epoch, progbar, board)
+        finally:
+            if board is not None:
+                board.close()
         return self.history.rows()
+
+    def _run_epoch(self, model, epoch, epochs, train_data, val_data, on_epoch_begin, on_epoch_end,
+                   save_best, verbose, steps_per_epoch, progbar, board) -> None:
+        e = epoch + 1
+        unmeasured = tuple(on_epoch_begin(e) or ()) if on_epoch_begin is not None else ()
+        progbar.hidden = unmeasured
+        seed = data_seed(self.seed, epoch, self.shuffle)
+        val_seed = None if seed is None else seed + 1
+        t0 = time.perf_counter()
+        fit = model.fit(
+            train_data(epoch, seed),
+            validation_data=val_data(epoch, val_seed) if val_data is not None else None,
+            epochs=e,
+            initial_epoch=epoch,
+            steps_per_epoch=steps_per_epoch,
+            callbacks=[progbar],
+            verbose=verbose,
+        )
+        logs: dict[str, Any] = {"epoch": e}
+        logs.update({k: float(v[-1]) for k, v in fit.history.items()})
+        logs.update({k: math.nan for k in unmeasured})
+        logs["epoch_time_s"] = time.perf_counter() - t0
+        if on_epoch_end is not None:
+            logs.update(on_epoch_end(e, logs) or {})
+        if self.monitor is not None:
+            if self.monitor not in logs:
+                raise KeyError(f"monitored value {self.monitor!r} not in the epoch logs {sorted(logs)}")
+            value = float(logs[self.monitor])
+            if self._improved(value):
+                self.best.assign(value)
+                self.best_epoch.assign(e)
+                if save_best is not None:
+                    with self._disk_guard(model, f"the best model of epoch {e}"):
+                        save_best(e)
+            logs[f"best_{self.monitor}"] = float(self.best.numpy())
+        self.history.append(logs)
+        if board is not None:
+            board.write(e, logs)
+        self.completed.assign(e)
+        with self._disk_guard(model, f"the checkpoint of epoch {e}"):
+            self.manager.save(checkpoint_number=e)
 
     def _disk_guard(self, model: keras.Model, what: str):
         """A full disk while saving -> :class:`~iac_tf.diskspace.DiskFullError` naming the
@@ -158,16 +195,65 @@ class EpochLoop:
         needed = sum(sizes) + sum(best) or 4 * 4 * model.count_params()
         return disk_full_guard(
             self.run_dir, what, "output_dir", needed=needed,
-            cleanup=lambda: [*ckpt.glob("*_temp*"), *self.run_dir.glob(".*.tmp.*")])
+            cleanup=lambda: [*ckpt.glob("*_temp*"), *self.run_dir.glob(".*.tmp*")])
 
 
-def save_model_atomic(model: keras.Model, path: str | os.PathLike) -> None:
-    """Save ``model`` (``.keras`` or ``.h5``) through a temp file and ``os.replace``."""
-    path = pathlib.Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    try:
-        model.save(str(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+class _EpochProgbar(keras.callbacks.ProgbarLogger):
+    """Keras' progress output with the stage's real epoch count (``Epoch 7/20``) and the epoch's
+    unmeasured values shown as ``n/a`` instead of Keras' 0.0000."""
+
+    def __init__(self, total_epochs: int):
+        super().__init__(count_mode="steps")
+        self.total_epochs = int(total_epochs)
+        self.hidden: tuple[str, ...] = ()
+
+    def set_params(self, params):
+        super().set_params(params)
+        self.epochs = self.total_epochs
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._reset_progbar()
+        self._maybe_init_progbar()
+        if self.verbose:
+            print(f"Epoch {epoch + 1}/{self.total_epochs}", flush=True)
+
+    def _visible(self, logs):
+        if not logs or not self.hidden:
+            return logs
+        return {k: v for k, v in logs.items() if k not in self.hidden}
+
+    def _batch_update_progbar(self, batch, logs=None):
+        super()._batch_update_progbar(batch, self._visible(logs))
+
+    def _finalize_progbar(self, logs, counter):
+        super()._finalize_progbar(self._visible(logs), counter)
+        if self.verbose and self.hidden:
+            print(f"  n/a (not measured this epoch): {', '.join(self.hidden)}", flush=True)
+
+
+class _Board:
+    """TensorBoard scalars of the epoch logs: ``train/`` and ``validation/`` event files, each
+    opened once for the whole loop (``val_`` prefixed keys go to ``validation``)."""
+
+    def __init__(self, log_dir: pathlib.Path):
+        self.log_dir = log_dir
+        self.writers: dict[str, Any] = {}
+
+    def _writer(self, phase: str):
+        if phase not in self.writers:
+            self.writers[phase] = tf.summary.create_file_writer(str(make_dirs(self.log_dir / phase)))
+        return self.writers[phase]
+
+    def write(self, epoch: int, logs: Mapping[str, Any]) -> None:
+        for key, value in logs.items():
+            if key == "epoch" or not isinstance(value, (int, float)) or not math.isfinite(value):
+                continue
+            phase, name = ("validation", key[4:]) if key.startswith("val_") else ("train", key)
+            with self._writer(phase).as_default():
+                tf.summary.scalar(f"epoch_{name}", float(value), step=epoch)
+        for writer in self.writers.values():
+            writer.flush()
+
+    def close(self) -> None:
+        for writer in self.writers.values():
+            writer.close()

@@ -1,6 +1,12 @@
 """Stage I (paper Section IV-B.1): train a reference U-Net on ``train_dt``, select the best
 checkpoint by Dice on ``val_dt``.
 
+Two Dice numbers appear in a run and they are different quantities: the *soft Dice* here
+(``soft_dice`` / ``val_soft_dice`` in ``history.csv``, ``best_val_soft_dice`` in
+``summary.json``) is the slice-level soft Dice of the sigmoid outputs averaged over batches, used
+only to select the best epoch; the evaluation's *per-case Dice*
+(:mod:`iac_tf.evaluation.metrics`) thresholds the predictions and scores each case's volume.
+
 Paper defaults: Adam, constant learning rate 1e-3, batch size 128, 200 epochs, Dice loss.
 """
 
@@ -14,11 +20,14 @@ from typing import Literal
 
 from iac_tf._keras import keras
 from iac_tf.losses import DiceCoefficient, DiceLoss
-from iac_tf.training.common import DataSource, as_epoch_fn, make_optimizer
-from iac_tf.training.loop import EpochLoop, save_model_atomic
-from iac_tf.training.runs import atomic_write_json
+from iac_tf.files import atomic_write_json, save_model
+from iac_tf.training.loop import EpochLoop
+from iac_tf.training.optimizers import make_optimizer
+from iac_tf.training.seeding import DataSource, as_epoch_fn
 
 BEST_MODEL = "best_model.keras"
+SUMMARY = "summary.json"
+MONITOR = "val_soft_dice"  # slice-level soft Dice on val_dt: selects the best epoch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,7 +73,7 @@ class TrainResult:
     run_dir: pathlib.Path
     best_model_path: pathlib.Path
     best_epoch: int
-    best_val_dice: float
+    best_val_soft_dice: float
     history: list[dict]
     seconds: float
 
@@ -75,7 +84,7 @@ def compile_for_training(model: keras.Model, cfg: Stage1Config) -> None:
     model.compile(
         optimizer=make_optimizer(cfg.optimizer, cfg.learning_rate),
         loss=DiceLoss(eps=cfg.dice_eps),
-        metrics=[DiceCoefficient(eps=cfg.dice_eps, name="dice")],
+        metrics=[DiceCoefficient(eps=cfg.dice_eps, name="soft_dice")],
     )
 
 
@@ -86,17 +95,20 @@ def train_model(
     cfg: Stage1Config,
     run_dir: str | os.PathLike,
     extra_trackables: dict | None = None,
+    seed: int = 0,
 ) -> TrainResult:
-    """Train ``model`` with Dice loss, keeping the best checkpoint by ``val_dice``.
+    """Train ``model`` with Dice loss, keeping the best checkpoint by ``val_soft_dice``.
 
     Args:
         model: a functional Keras model with sigmoid outputs (uncompiled or compiled).
-        train_data: a batched ``tf.data.Dataset`` or a callable ``epoch -> dataset``.
+        train_data: a batched ``tf.data.Dataset`` or a callable ``(epoch, seed) -> dataset``
+            (``seed``: the epoch's shuffle seed, ``None`` when ``cfg.shuffle`` is off).
         val_data: the same for validation (``val_dt``).
         cfg: training hyper-parameters.
         run_dir: the stage folder (``history.csv``, ``checkpoints/``, ``tensorboard/``,
             ``best_model.keras``, ``summary.json``). A run there is resumed.
         extra_trackables: more objects to checkpoint with the model.
+        seed: the run seed (data order).
     """
     run_dir = pathlib.Path(run_dir)
     if model.optimizer is None:
@@ -105,9 +117,11 @@ def train_model(
     loop = EpochLoop(
         run_dir,
         {"model": model, "optimizer": model.optimizer, **(extra_trackables or {})},
-        monitor="val_dice",
+        monitor=MONITOR,
         mode="max",
         max_to_keep=cfg.checkpoints_to_keep,
+        seed=seed,
+        shuffle=cfg.shuffle,
     )
     best_path = run_dir / BEST_MODEL
     history = loop.run(
@@ -115,23 +129,24 @@ def train_model(
         cfg.epochs,
         train_data=as_epoch_fn(train_data),
         val_data=as_epoch_fn(val_data),
-        save_best=lambda epoch: save_model_atomic(model, best_path),
+        save_best=lambda epoch: save_model(model, best_path),
         verbose=cfg.verbose,
     )
     result = TrainResult(
         run_dir=run_dir,
         best_model_path=best_path,
         best_epoch=int(loop.best_epoch.numpy()),
-        best_val_dice=float(loop.best.numpy()),
+        best_val_soft_dice=float(loop.best.numpy()),
         history=history,
         seconds=time.perf_counter() - t0,
     )
     atomic_write_json(
-        run_dir / "summary.json",
+        run_dir / SUMMARY,
         {
             "best_epoch": result.best_epoch,
-            "best_val_dice": result.best_val_dice,
+            "best_val_soft_dice": result.best_val_soft_dice,
             "epochs": cfg.epochs,
+            "completed_epochs": len(history),
             "params": int(model.count_params()),
             "trainable_params": int(sum(int(w.shape.num_elements()) for w in model.trainable_weights)),
             "seconds_this_session": result.seconds,

@@ -6,7 +6,7 @@ Output, under the stage folder:
 * ``genotypes/epoch_XXX.json`` - the genotype derived after every epoch (all kept; the paper
   picks among epochs 25, 50, 100, 150, 200), plus ``genotypes/epoch_XXX.png`` drawings;
 * ``arch/epoch_XXX.json`` - alpha, beta, softmax(alpha) and Psi per node after every epoch;
-* ``history.csv`` - losses and Dice on both search sets, learning rates, lambda_e, warm-up flag
+* ``history.csv`` - losses and slice-level soft Dice on both search sets, learning rates, lambda_e, warm-up flag
   and wall time per epoch; ``search_time.json`` - total/per-epoch search time (Table III);
 * ``checkpoints/`` - everything needed to resume (omega, alpha, beta, both optimiser states).
 """
@@ -22,9 +22,9 @@ from typing import Literal
 import numpy as np
 
 from iac_tf._keras import keras, tf
-from iac_tf.training.common import epoch_seed, make_optimizer
+from iac_tf.files import atomic_write_json, atomic_write_text, make_dirs
 from iac_tf.training.loop import EpochLoop
-from iac_tf.training.runs import atomic_write_json, atomic_write_text
+from iac_tf.training.optimizers import make_optimizer
 from iac_tf.training.schedules import cosine_power_annealing, linear_ramp
 from iac_tf.training.supernet import SearchSupernet
 
@@ -161,13 +161,13 @@ def _set_lr(optimizer, value: float) -> None:
 
 def arch_state(supernet: SearchSupernet, edge_norm: str) -> dict:
     """alpha, beta, softmax(alpha) (eq. 1) and Psi per node (eq. 4 or 6-10) as plain lists."""
-    from iac_tf.search import node_edge_slices, psi_edge_weights
+    from iac_tf.search import node_edge_slices, psi_per_node
 
     alpha = supernet.arch.alpha.numpy()
     beta = supernet.arch.beta.numpy()
     phi = tf.nn.softmax(alpha, axis=-1).numpy()
-    psi = [psi_edge_weights(tf.constant(beta[start:end]), mode=edge_norm).numpy().tolist()
-           for start, end in node_edge_slices()]
+    psi_all = psi_per_node(beta, edge_norm).numpy()
+    psi = [psi_all[start:end].tolist() for start, end in node_edge_slices()]
     return {"alpha": alpha.tolist(), "beta": beta.tolist(), "phi": phi.tolist(), "psi": psi}
 
 
@@ -193,7 +193,8 @@ def search(
     Args:
         unet: the trained U-Net (its weights are never changed).
         train_search / val_search: callables ``(epoch, seed) -> batched tf.data.Dataset`` of
-            ``(images, masks)`` for ``train_search_dt`` and ``val_search_dt``; epoch is 0-based.
+            ``(images, masks)`` for ``train_search_dt`` and ``val_search_dt``; epoch is 0-based,
+            seed is the epoch's shuffle seed (``None`` when ``cfg.shuffle`` is off).
             Both should give the same number of batches (Z in Algorithm 1); pairs beyond the
             shorter one are dropped.
         cfg: the search configuration.
@@ -206,8 +207,8 @@ def search(
     from iac_tf.genotype import derive_genotype
 
     run_dir = pathlib.Path(run_dir)
-    (run_dir / "genotypes").mkdir(parents=True, exist_ok=True)
-    (run_dir / "arch").mkdir(parents=True, exist_ok=True)
+    make_dirs(run_dir / "genotypes")
+    make_dirs(run_dir / "arch")
     strategy = strategy or tf.distribute.get_strategy()
     with strategy.scope():
         supernet = build_supernet(unet, cfg)
@@ -217,19 +218,24 @@ def search(
          "weight_optimizer": supernet.weight_optimizer},
         monitor=None,
         max_to_keep=cfg.checkpoints_to_keep,
+        seed=seed,
+        shuffle=cfg.shuffle,
     )
 
-    def train_data(epoch: int):
-        # Per-epoch state is a pure function of the epoch: set it here, before fit runs it.
-        e = epoch + 1
-        active = e > cfg.warmup_epochs
+    def on_epoch_begin(epoch: int):
+        # Per-epoch state of Algorithm 1, a pure function of the (1-based) epoch.
+        active = epoch > cfg.warmup_epochs
         if active != supernet.search_active:
             supernet.search_active = active
             supernet.train_function = None  # retrace: the warm-up step has no architecture update
-        _set_lr(supernet.weight_optimizer, cfg.weight_lr(e))
-        supernet.reg_lambda.assign(cfg.reg_lambda(e))
-        s = epoch_seed(seed, epoch) if cfg.shuffle else seed
-        return tf.data.Dataset.zip((train_search(epoch, s), val_search(epoch, s + 1)))
+        _set_lr(supernet.weight_optimizer, cfg.weight_lr(epoch))
+        supernet.reg_lambda.assign(cfg.reg_lambda(epoch))
+        # Warm-up: no architecture step runs, so nothing is measured on val_search.
+        return () if active else ("loss_val_search", "soft_dice_val_search", "arch_reg")
+
+    def train_data(epoch: int, s):
+        val_seed = None if s is None else s + 1
+        return tf.data.Dataset.zip((train_search(epoch, s), val_search(epoch, val_seed)))
 
     genotype_paths: list[pathlib.Path] = []
 
@@ -248,11 +254,7 @@ def search(
         atomic_write_json(run_dir / "arch" / f"epoch_{epoch:03d}.json", {"epoch": epoch, **state})
         if cfg.verbose:
             print(f"[iac] epoch {epoch}/{cfg.epochs} genotype: {genotype}", flush=True)
-        extra = {}
-        if epoch <= cfg.warmup_epochs:  # no architecture step ran: nothing measured on val_search
-            extra = {k: float("nan") for k in ("loss_val_search", "dice_val_search", "arch_reg")}
         return {
-            **extra,
             "warmup": int(epoch <= cfg.warmup_epochs),
             "lr_weights": cfg.weight_lr(epoch),
             "lr_arch": cfg.arch_learning_rate,
@@ -260,8 +262,8 @@ def search(
         }
 
     t0 = time.perf_counter()
-    history = loop.run(supernet, cfg.epochs, train_data=train_data, on_epoch_end=on_epoch_end,
-                       verbose=cfg.verbose)
+    history = loop.run(supernet, cfg.epochs, train_data=train_data, on_epoch_begin=on_epoch_begin,
+                       on_epoch_end=on_epoch_end, verbose=cfg.verbose)
     seconds = time.perf_counter() - t0
     times = [float(r["epoch_time_s"]) for r in history]
     atomic_write_json(run_dir / "search_time.json", {

@@ -10,7 +10,8 @@ import os
 import pathlib
 
 from iac_tf._keras import keras
-from iac_tf.training.common import DataSource
+from iac_tf.files import save_model
+from iac_tf.training.seeding import DataSource
 from iac_tf.training.stage1 import Stage1Config, TrainResult, train_model
 
 
@@ -40,10 +41,10 @@ class Stage3Config(Stage1Config):
 
 
 def build_iac_unet(unet: keras.Model, genotype, cell_channels: int = 16) -> keras.Model:
-    """The trained ``unet`` (frozen) with a :class:`~iac_tf.search.DiscreteCell` of ``genotype``
+    """The trained ``unet`` (frozen) with a :class:`~iac_tf.genotype.DiscreteCell` of ``genotype``
     in every skip connection (each level its own weights)."""
     from iac_tf.implant import implant, module_name
-    from iac_tf.search import DiscreteCell
+    from iac_tf.genotype import DiscreteCell
 
     def make_module(level, up_shape, skip_shape):
         return DiscreteCell(
@@ -63,11 +64,12 @@ def train_iac_unet(
     val_data: DataSource,
     cfg: Stage3Config,
     run_dir: str | os.PathLike,
+    seed: int = 0,
 ) -> TrainResult:
     """Algorithm 3: build the IAC U-Net and train its cells; U-Net weights stay frozen."""
     run_dir = pathlib.Path(run_dir)
     model = build_iac_unet(unet, genotype, cfg.cell_channels)
-    result = train_model(model, train_data, val_data, cfg, run_dir)
+    result = train_model(model, train_data, val_data, cfg, run_dir, seed=seed)
     if cfg.export_savedmodel:
         export_savedmodel(result.best_model_path, run_dir / "savedmodel")
     return result
@@ -76,18 +78,8 @@ def train_iac_unet(
 def export_savedmodel(model_path: str | os.PathLike, export_dir: str | os.PathLike) -> pathlib.Path:
     """Export a saved ``.keras`` model as a TensorFlow SavedModel folder (written to a temp
     folder first, then moved into place)."""
-    import shutil
-
     import iac_tf.search  # noqa: F401  (registers the cells for loading)
     import iac_tf.unets  # noqa: F401
 
-    export_dir = pathlib.Path(export_dir)
     model = keras.models.load_model(str(model_path), compile=False)
-    tmp = export_dir.with_name(f".{export_dir.name}.tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    model.save(str(tmp), save_format="tf")
-    if export_dir.exists():
-        shutil.rmtree(export_dir)
-    os.replace(tmp, export_dir)
-    return export_dir
+    return save_model(model, export_dir, save_format="tf")

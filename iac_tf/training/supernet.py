@@ -58,8 +58,8 @@ class SearchSupernet(keras.Model):
         self.reg_lambda = tf.Variable(0.0, trainable=False, dtype=tf.float32, name="reg_lambda")
         self._trackers = {
             name: keras.metrics.Mean(name=name)
-            for name in ("loss_train_search", "dice_train_search", "loss_val_search",
-                         "dice_val_search", "arch_reg")
+            for name in ("loss_train_search", "soft_dice_train_search", "loss_val_search",
+                         "soft_dice_val_search", "arch_reg")
         }
 
     # ---------------------------------------------------------------- variables
@@ -111,7 +111,7 @@ class SearchSupernet(keras.Model):
             total = loss + (0.5 * self.arch_weight_decay * l2 + reg) / self._replicas()
         self.arch_optimizer.minimize(total, arch_vars, tape=tape)
         self._trackers["loss_val_search"].update_state(per_sample)
-        self._trackers["dice_val_search"].update_state(1.0 - per_sample)
+        self._trackers["soft_dice_val_search"].update_state(1.0 - per_sample)
         self._trackers["arch_reg"].update_state(reg)
 
     def _weight_step(self, x_tr, y_tr):
@@ -125,7 +125,7 @@ class SearchSupernet(keras.Model):
                 loss = loss + 0.5 * self.weight_decay * l2 / self._replicas()
         self.weight_optimizer.minimize(loss, omega, tape=tape)
         self._trackers["loss_train_search"].update_state(per_sample)
-        self._trackers["dice_train_search"].update_state(1.0 - per_sample)
+        self._trackers["soft_dice_train_search"].update_state(1.0 - per_sample)
 
     def train_step(self, data):
         (x_tr, y_tr), (x_val, y_val) = data
@@ -141,6 +141,6 @@ class SearchSupernet(keras.Model):
         pred = self.net(x, training=False)
         _, per_sample = self._dice_loss(y, pred)
         self._trackers["loss_val_search"].update_state(per_sample)
-        self._trackers["dice_val_search"].update_state(1.0 - per_sample)
+        self._trackers["soft_dice_val_search"].update_state(1.0 - per_sample)
         return {"loss": self._trackers["loss_val_search"].result(),
-                "dice": self._trackers["dice_val_search"].result()}
+                "soft_dice": self._trackers["soft_dice_val_search"].result()}

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from iac_tf._keras import keras, tf
-from iac_tf.genotype import Genotype
-from iac_tf.search import ArchitectureParameters, DiscreteCell, MixedOp, PsiEdgeNorm, SearchCell
+from iac_tf.genotype import DiscreteCell, Genotype
+from iac_tf.search import ArchitectureParameters, MixedOp, PsiEdgeNorm, SearchCell
 
 GENOTYPE = Genotype((
     (("sep_conv_3x3", 1), ("skip_connect", 0)),

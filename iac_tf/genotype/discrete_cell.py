@@ -1,28 +1,16 @@
-"""The discrete Implantable Adaptive Cell trained in Stage III (Algorithm 3)."""
+"""The discrete Implantable Adaptive Cell trained in Stage III (Algorithm 3).
+
+It lives beside the genotype it is built from: ``iac_tf.genotype`` imports ``iac_tf.search``
+(operations, Psi, cell input/output layers) and never the other way round.
+"""
 
 from __future__ import annotations
 
 from iac_tf._keras import keras, tf
-from iac_tf.search.cell_io import (
-    build_io_layers,
-    check_cell_inputs,
-    check_positive_int,
-    output_shape,
-)
+from iac_tf.genotype.genotype import as_genotype
+from iac_tf.search.cell_io import build_io_layers, check_cell_inputs, output_shape
+from iac_tf.search.checks import check_positive_int
 from iac_tf.search.operations import build_sublayer, make_op
-
-
-def as_genotype(genotype):
-    """A ``Genotype`` from a ``Genotype``, its JSON dict or its JSON text."""
-    from iac_tf.genotype.genotype import Genotype  # lazy: iac_tf.genotype imports iac_tf.search
-
-    if isinstance(genotype, Genotype):
-        return genotype
-    if isinstance(genotype, dict):
-        return Genotype.from_dict(genotype)
-    if isinstance(genotype, str):
-        return Genotype.from_json(genotype)
-    raise TypeError(f"expected a Genotype, its dict or JSON text, got {type(genotype).__name__}")
 
 
 @keras.utils.register_keras_serializable(package="iac_tf")

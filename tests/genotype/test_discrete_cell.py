@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 
 from iac_tf._keras import keras, tf
-from iac_tf.genotype import Genotype
-from iac_tf.search import DiscreteCell
+from iac_tf.genotype import DiscreteCell, Genotype
 from tests.search.zoo_shapes import ZOO_LEVELS
 
 GENOTYPE = Genotype((
