@@ -170,6 +170,9 @@ def _row(name: str, fn: Callable[[], str | tuple[str, str]]) -> Check:
     a ``fail`` row with the exception's message."""
     try:
         out = fn()
+    except OSError as exc:  # our own OSErrors carry the whole message (no "[Errno N]")
+        plain = exc.filename is None and exc.strerror
+        return Check(name, FAIL, exc.strerror if plain else str(exc))
     except Exception as exc:  # noqa: BLE001 - every check reports, none aborts the table
         return Check(name, FAIL, str(exc))
     return Check(name, *out) if isinstance(out, tuple) else Check(name, OK, out)
