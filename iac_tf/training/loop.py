@@ -192,7 +192,10 @@ class EpochLoop:
         if latest:
             sizes = [p.stat().st_size for p in ckpt.glob(pathlib.Path(latest).name + ".*")]
         best = [p.stat().st_size for p in self.run_dir.glob("*.keras")]
-        needed = sum(sizes) + sum(best) or 4 * 4 * model.count_params()
+        # no file yet: float32 weights + 2 Adam slots + a best model (count_params() fails on
+        # subclassed models such as the search supernet, the weights list does not)
+        needed = sum(sizes) + sum(best) or 16 * sum(int(w.shape.num_elements() or 0)
+                                                    for w in model.weights)
         return disk_full_guard(
             self.run_dir, what, "output_dir", needed=needed,
             cleanup=lambda: [*ckpt.glob("*_temp*"), *self.run_dir.glob(".*.tmp*")])
