@@ -11,6 +11,8 @@ stage1: {epochs: 200}        # Stage1Config
 stage2: {epochs: 200}        # Stage2Config
 stage3: {epochs: 200}        # Stage3Config
 evaluation: {split: val_dt}  # EvaluationConfig
+method: iac                  # what the run improves the U-Net with (iac or a comparison)
+compare: [attention]         # comparison methods trained on the same frozen U-Net and splits
 ```
 Every section is a frozen dataclass: unknown keys and wrong types are rejected with the key's
 dotted path. The resolved config and the code version are written into the run folder, and each
@@ -69,10 +71,15 @@ class EvaluationConfig:
     Args:
         split: a split name (``val_dt`` as in the paper).
         batch_size: prediction batch size.
+        unet_continued: also train the budget-matched baseline ``unet_continued`` (the U-Net
+            trained further from its best checkpoint for ``stage3.epochs`` with Stage III's
+            optimiser and selection; our choice, issue 11, not in the paper) and report the IAC
+            against both the U-Net and it.
     """
 
     split: str = "val_dt"
     batch_size: int = 32
+    unet_continued: bool = True
 
     def __post_init__(self):
         if self.split not in SPLITS:
@@ -81,7 +88,16 @@ class EvaluationConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ExperimentConfig:
-    """A whole experiment (see the module docstring)."""
+    """A whole experiment (see the module docstring).
+
+    Args:
+        method: ``iac`` (default, the paper's method: Stages II and III) or a comparison method
+            of ``iac_tf.comparisons.METHODS`` (then ``iac run`` trains only that comparison after
+            Stage I, into ``compare/<method>/``).
+        compare: comparison methods (paper Section V-A, Table II) to train as well, each like
+            Stage III (frozen U-Net, ``stage3`` training settings, best epoch by val_dt Dice) into
+            ``compare/<method>/``; the evaluation has one column per method. Default: none.
+    """
 
     data: DataConfig
     name: str = "experiment"
@@ -93,6 +109,30 @@ class ExperimentConfig:
     stage2: Stage2Config = dataclasses.field(default_factory=Stage2Config)
     stage3: Stage3Config = dataclasses.field(default_factory=Stage3Config)
     evaluation: EvaluationConfig = dataclasses.field(default_factory=EvaluationConfig)
+    method: str = "iac"
+    compare: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        from iac_tf.comparisons import METHODS
+
+        if self.method != "iac" and self.method not in METHODS:
+            raise ValueError(f"method must be 'iac' or one of {sorted(METHODS)}, got {self.method!r}")
+        for name in self.compare:
+            if name not in METHODS:
+                raise ValueError(f"compare: unknown method {name!r}; choose from {sorted(METHODS)}")
+        if len(set(self.compare)) != len(self.compare):
+            raise ValueError(f"compare: methods listed twice in {list(self.compare)}")
+        epochs = self.stage3.genotype_epochs or ()
+        late = [e for e in epochs if e > self.stage2.epochs]
+        if late and self.method == "iac":
+            raise ValueError(f"stage3.genotype_epochs: epoch {late[0]} is beyond stage2.epochs="
+                             f"{self.stage2.epochs}; Stage II writes genotypes for epochs 1..{self.stage2.epochs}")
+
+    @property
+    def comparisons(self) -> tuple[str, ...]:
+        """The comparison methods this run trains: ``method`` (if not ``iac``), then ``compare``."""
+        first = (self.method,) if self.method != "iac" else ()
+        return first + tuple(m for m in self.compare if m not in first)
 
     @property
     def run_dir(self) -> pathlib.Path:
@@ -237,13 +277,16 @@ def record_stage(cfg: ExperimentConfig, stage: int) -> pathlib.Path:
 
 def restart_from(cfg: ExperimentConfig, stage: int) -> list[pathlib.Path]:
     """``--restart stageN``: delete the folders of stage ``N`` and every later stage, the
-    evaluation, and their entries in ``models.json``; return what was deleted."""
+    comparisons (``compare/``, for stage 1 or 3), the evaluation, and their entries in
+    ``models.json``; return what was deleted."""
     from iac_tf.run_layout import MODELS_INDEX
 
     if stage not in STAGES:
         raise ConfigError(f"--restart: expected stage1, stage2 or stage3, got stage{stage}")
-    gone = [p for p in [cfg.stage_dir(s) for s in STAGES if s >= stage] + [cfg.run_dir / "evaluation"]
-            if p.exists()]
+    # the comparisons (compare/) depend on Stage I's U-Net and on the stage3 training settings
+    compare = [cfg.run_dir / "compare"] if stage in (1, 3) else []
+    gone = [p for p in [cfg.stage_dir(s) for s in STAGES if s >= stage] + compare
+            + [cfg.run_dir / "evaluation"] if p.exists()]
     for path in gone:
         remove(path)
     index = cfg.run_dir / MODELS_INDEX

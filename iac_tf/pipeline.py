@@ -5,6 +5,11 @@
     from iac_tf import pipeline
     cfg = load_experiment("experiments/sample.yaml")
     pipeline.run_stage1(cfg); pipeline.run_stage2(cfg); pipeline.run_stage3(cfg)
+    pipeline.run_compare(cfg)       # the comparison methods of `compare:` (compare/<method>/)
+    pipeline.evaluate(cfg)          # every model of models.json against the U-Net
+
+The run folder's layout is `iac_tf.run_layout`; every trained model is registered in its
+``models.json`` (``unet``, ``iac``, ``iac_epoch_XXX``, ``attention``, ...).
 
 Every stage first compares the config with the records of the stage folders it uses
 (:func:`iac_tf.experiment.check_stages`) and stops with :class:`~iac_tf.experiment.RunConflict`
@@ -21,22 +26,27 @@ import functools
 import json
 import pathlib
 
+import iac_tf.comparisons  # noqa: F401  (registers the comparison modules, so they load)
 import iac_tf.search  # noqa: F401  (registers the IAC cells, so IAC U-Nets load)
 from iac_tf._keras import tf
 from iac_tf.data import prepare_dataset
 from iac_tf.diskspace import disk_full_guard
 from iac_tf.evaluation.plots import plot_history
-from iac_tf.evaluation.report import evaluate_pair, markdown_table
+from iac_tf.evaluation.plots import plot_genotype_epochs
+from iac_tf.evaluation.report import evaluate_models, markdown_table
+from iac_tf.config import dump_yaml
 from iac_tf.experiment import (STAGE_NAMES, ExperimentConfig, check_stages, record_stage,
                                restart_from, write_resolved)
+from iac_tf.files import atomic_write_json
+from iac_tf.run_layout import model_paths, register_model
 from iac_tf.genotype import Genotype
 from iac_tf.preflight import checked_prepare
 from iac_tf.training.history import CsvHistory
 from iac_tf.training.precision import precision_policy
 from iac_tf.training.seeding import seed_everything
-from iac_tf.training.stage1 import BEST_MODEL, SUMMARY, TrainResult, train_model
+from iac_tf.training.stage1 import BEST_MODEL, SUMMARY, Stage1Config, TrainResult, train_model, unconverged
 from iac_tf.training.stage2 import SearchResult, search
-from iac_tf.training.stage3 import train_iac_unet
+from iac_tf.training.stage3 import train_comparison, train_iac_unet
 from iac_tf.unets import build_unet, load_unet
 
 
@@ -70,6 +80,24 @@ def _epoch_data(prepared, split: str, batch_size: int):
 
 def _fixed(dataset):
     return lambda epoch, seed: dataset
+
+
+def _case_scorer(prepared, train_cfg, batch_size: int = 32):
+    """``model -> per-case hard Dice on val_dt`` when ``train_cfg.monitor`` is ``val_case_dice``
+    (the reported score selects the epoch), else None."""
+    if getattr(train_cfg, "monitor", "val_soft_dice") != "val_case_dice":
+        return None
+    import numpy as np
+
+    from iac_tf.evaluation.metrics import mean_case_dice
+
+    images, masks, case_ids = prepared.arrays("val_dt")
+
+    def score(model) -> float:
+        probs = np.asarray(model.predict(images, batch_size=batch_size, verbose=0), np.float32)
+        return mean_case_dice(masks, probs, case_ids)
+
+    return score
 
 
 def stage1_model_path(cfg: ExperimentConfig) -> pathlib.Path:
@@ -115,15 +143,24 @@ def _begin(cfg: ExperimentConfig, stage: int, restart: int | None, unet=None, ge
 
 def _finished_training(cfg: ExperimentConfig, stage: int, epochs: int) -> TrainResult | None:
     """The result of a finished Stage I/III run in the stage folder, else ``None``."""
-    folder = cfg.stage_dir(stage)
+    return _finished_in(cfg.stage_dir(stage), epochs)
+
+
+def _finished_in(folder: pathlib.Path, epochs: int) -> TrainResult | None:
+    """The result of a finished training (Stage I/III, a sweep epoch, a comparison) in
+    ``folder``, else ``None``."""
     summary_path, rows = folder / SUMMARY, CsvHistory(folder / "history.csv").rows()
-    if not summary_path.is_file() or len(rows) < epochs:
+    if not summary_path.is_file():
         return None
     summary = json.loads(summary_path.read_text())
+    trained = sum(1 for r in rows if int(r["epoch"]) > 0)  # epoch 0 is no training
+    if trained < epochs and not summary.get("stopped_early"):
+        return None
     return TrainResult(run_dir=folder, best_model_path=folder / BEST_MODEL,
                        best_epoch=int(summary["best_epoch"]),
                        best_val_soft_dice=float(summary["best_val_soft_dice"]), history=rows,
-                       seconds=0.0)
+                       seconds=0.0, monitor=summary.get("selection_metric", "val_soft_dice"),
+                       best_score=float(summary.get("best_score", summary["best_val_soft_dice"])))
 
 
 def _skipped(stage: int, result: TrainResult) -> None:
@@ -153,10 +190,17 @@ def run_stage1(cfg: ExperimentConfig, restart: int | None = None) -> TrainResult
         bs = cfg.stage1.batch_size
         result = train_model(model, _epoch_data(prepared, "train_dt", bs),
                              _fixed(prepared.dataset("val_dt", bs)), cfg.stage1, cfg.stage_dir(1),
-                             seed=cfg.seed)
+                             seed=cfg.seed,
+                             case_scorer=_case_scorer(prepared, cfg.stage1, cfg.evaluation.batch_size))
     _plot(cfg.stage_dir(1), "Stage I")
-    _log(f"Stage I done: best val_dt soft Dice (slice level, selects the epoch) "
-         f"{result.best_val_soft_dice:.4f} at epoch {result.best_epoch}")
+    _log(f"Stage I done: best val_dt {result.monitor} (selects the epoch) "
+         f"{result.best_score:.4f} at epoch {result.best_epoch}"
+         + (" (early stop: stage1.patience)" if result.stopped_early else ""))
+    if not result.stopped_early and unconverged(result.best_epoch, cfg.stage1.epochs):
+        _log(f"WARNING: Stage I's best epoch ({result.best_epoch}) is in the last 10% of its "
+             f"{cfg.stage1.epochs} epochs: the U-Net has probably not converged, so a later gain "
+             "of the IAC cannot be told apart from more training. Train longer (stage1.epochs, "
+             "stage1.patience) before the search.")
     return result
 
 
@@ -205,67 +249,259 @@ def stage3_genotype_path(cfg: ExperimentConfig) -> pathlib.Path:
     return paths[-1]
 
 
+def stage3_units(cfg: ExperimentConfig) -> list[tuple[str, pathlib.Path, pathlib.Path]]:
+    """The Stage III trainings of a run as ``(model name, genotype path, folder)``: one into
+    ``stage3/`` (name ``iac``), or with ``stage3.genotype_epochs`` one per epoch into
+    ``stage3/epoch_XXX/`` (name ``iac_epoch_XXX``). Every genotype must exist (checked here,
+    before anything is trained)."""
+    epochs = cfg.stage3.genotype_epochs
+    if not epochs:
+        return [("iac", stage3_genotype_path(cfg), cfg.stage_dir(3))]
+    # (stage3.extra_implant_modes: see run_stage3, one more unit per mode)
+    gdir = cfg.stage_dir(2) / "genotypes"
+    missing = [e for e in epochs if not (gdir / f"epoch_{e:03d}.json").exists()]
+    if missing:
+        raise FileNotFoundError(f"stage3.genotype_epochs: no Stage II genotype for epoch(s) "
+                                f"{missing} in {gdir}; nothing was trained")
+    return [(f"iac_epoch_{e:03d}", gdir / f"epoch_{e:03d}.json", cfg.stage_dir(3) / f"epoch_{e:03d}")
+            for e in epochs]
+
+
+def _stage3_done(cfg: ExperimentConfig, folder: pathlib.Path) -> TrainResult | None:
+    done = _finished_in(folder, cfg.stage3.epochs)
+    if done is not None and cfg.stage3.export_savedmodel and not (folder / "savedmodel").is_dir():
+        return None  # killed between the last epoch and the export
+    return done
+
+
 @_outputs_guarded
-def run_stage3(cfg: ExperimentConfig, restart: int | None = None) -> TrainResult:
-    """Stage III: train the discrete IAC in the frozen U-Net, export it, and compare it with the
-    U-Net on the evaluation split (Dice table, tests of significance, plots)."""
-    prepared = _begin(cfg, 3, restart, unet=trained_unet_path, genotype=stage3_genotype_path)
-    result = _finished_training(cfg, 3, cfg.stage3.epochs)
-    if result is not None:
-        _skipped(3, result)
-    else:
-        unet_path = trained_unet_path(cfg)
-        geno_path = stage3_genotype_path(cfg)
-        genotype = Genotype.from_json(geno_path)
-        _log(f"Stage III: genotype {geno_path} -> {cfg.stage_dir(3)}\n{genotype}")
-        with precision_policy(cfg.stage3.mixed_precision):
-            unet = load_unet(unet_path)
-            bs = cfg.stage3.batch_size
-            result = train_iac_unet(unet, genotype, _epoch_data(prepared, "train_dt", bs),
-                                    _fixed(prepared.dataset("val_dt", bs)), cfg.stage3,
-                                    cfg.stage_dir(3), seed=cfg.seed)
-        _plot(cfg.stage_dir(3), "Stage III")
-        _log(f"Stage III done: best val_dt soft Dice (slice level, selects the epoch) "
-             f"{result.best_val_soft_dice:.4f} at epoch {result.best_epoch}")
-    _evaluate(cfg, prepared)
+def run_stage3(cfg: ExperimentConfig, restart: int | None = None, evaluate_after: bool = True):
+    """Stage III: train the discrete IAC of each genotype (one, or the genotype-epoch sweep
+    ``stage3.genotype_epochs``) in the frozen U-Net, export it, register it in ``models.json``
+    (``iac`` is the run's final IAC U-Net: with a sweep, the epoch chosen by
+    ``stage3.select_genotype``; Fig. 6 in ``stage3/genotype_epochs.png``), then (unless
+    ``evaluate_after`` is false) evaluate every registered model against the U-Net. Finished
+    units are skipped, an interrupted one resumes. Returns ``{model name: TrainResult}``."""
+    # pre-flight (U-Net against the data, every genotype file) before the run folder is written
+    prepared = _begin(cfg, 3, restart, unet=trained_unet_path,
+                      genotype=lambda c: [geno for _, geno, _ in stage3_units(c)])
+    units = stage3_units(cfg)  # every genotype checked before anything is trained
+    unet_path = trained_unet_path(cfg)
+    register_model(cfg.run_dir, "unet", unet_path)
+    results = {}
+    scorer = _case_scorer(prepared, cfg.stage3, cfg.evaluation.batch_size)
+    runs = [(name, geno, folder, cfg.stage3.implant_mode) for name, geno, folder in units]
+    runs += [(f"iac_{mode}", units[0][1] if len(units) == 1 else stage3_genotype_path(cfg),
+              compare_dir(cfg, f"iac_{mode}"), mode) for mode in cfg.stage3.extra_implant_modes]
+    for name, geno_path, folder, mode in runs:
+        result = _stage3_done(cfg, folder)
+        if result is not None:
+            _log(f"Stage III {name}: complete (best val_dt soft Dice {result.best_val_soft_dice:.4f}, "
+                 f"epoch {result.best_epoch}), skipped")
+        else:
+            genotype = Genotype.from_json(geno_path)
+            _log(f"Stage III {name} ({mode} implant, epoch selection by val_dt {cfg.stage3.monitor}"
+                 f"{', epoch 0 included' if cfg.stage3.evaluate_initial else ''}): genotype "
+                 f"{geno_path} -> {folder}\n{genotype}")
+            seed_everything(cfg.seed, cfg.deterministic)
+            with precision_policy(cfg.stage3.mixed_precision):
+                unet = load_unet(unet_path)
+                bs = cfg.stage3.batch_size
+                result = train_iac_unet(unet, genotype, _epoch_data(prepared, "train_dt", bs),
+                                        _fixed(prepared.dataset("val_dt", bs)), cfg.stage3,
+                                        folder, seed=cfg.seed, case_scorer=scorer,
+                                        implant_mode=mode,
+                                        search_cell_channels=cfg.stage2.cell_channels)
+            _plot(folder, f"Stage III ({name})")
+            _log(f"Stage III {name} done in {result.seconds:.1f} s: best val_dt {result.monitor} "
+                 f"(selects the epoch) {result.best_score:.4f} at epoch {result.best_epoch}")
+        register_model(cfg.run_dir, name, folder / BEST_MODEL)
+        results[name] = result
+    if cfg.evaluation.unet_continued:
+        results["unet_continued"] = run_unet_continued(cfg, prepared)
+    if cfg.stage3.genotype_epochs:
+        final = select_genotype(cfg, {n: r.best_val_soft_dice for n, r in results.items()
+                                      if n.startswith("iac_epoch_")})
+        register_model(cfg.run_dir, "iac", cfg.stage_dir(3) / f"epoch_{final:03d}" / BEST_MODEL)
+        atomic_write_json(cfg.stage_dir(3) / "selected_genotype.json", {
+            "rule": cfg.stage3.select_genotype, "epoch": final,
+            "best_val_soft_dice": {n: r.best_val_soft_dice for n, r in results.items()}})
+        plot_genotype_epochs({e: cfg.stage_dir(3) / f"epoch_{e:03d}" / "history.csv"
+                              for e in cfg.stage3.genotype_epochs},
+                             cfg.stage_dir(3) / "genotype_epochs.png")
+        _log(f"Stage III: the genotype of epoch {final} is the run's IAC U-Net "
+             f"(select_genotype: {cfg.stage3.select_genotype}); Fig. 6 curves in "
+             f"{cfg.stage_dir(3) / 'genotype_epochs.png'}")
+    if evaluate_after:
+        _evaluate(cfg, prepared)
+    return results
+
+
+def select_genotype(cfg: ExperimentConfig, best_val: dict[str, float]) -> int:
+    """The sweep epoch whose Stage III is the run's final IAC U-Net (``stage3.select_genotype``):
+    ``best_val`` the best val_dt soft Dice (ties: the earlier epoch), ``last`` the last listed.
+    ``best_val``: ``iac_epoch_XXX`` -> best val_dt soft Dice."""
+    epochs = list(cfg.stage3.genotype_epochs)
+    if cfg.stage3.select_genotype == "last":
+        return epochs[-1]
+    scores = [best_val[f"iac_epoch_{e:03d}"] for e in epochs]
+    return epochs[max(range(len(epochs)), key=lambda i: (scores[i], -i))]
+
+
+def compare_dir(cfg: ExperimentConfig, method: str) -> pathlib.Path:
+    return cfg.run_dir / "compare" / method
+
+
+def run_unet_continued(cfg: ExperimentConfig, prepared=None) -> TrainResult:
+    """The budget-matched baseline (issue 11, not in the paper): the trained U-Net trained further
+    from its best checkpoint for as many epochs as Stage III (``stage3.epochs``), with Stage III's
+    optimiser, batch, selection metric and epoch 0, into ``compare/unet_continued/``, registered
+    as ``unet_continued``. A finished run is skipped."""
+    import dataclasses
+
+    folder = compare_dir(cfg, "unet_continued")
+    s3 = cfg.stage3
+    done = _finished_in(folder, s3.epochs)
+    if done is not None:
+        _log(f"unet_continued: complete (best val_dt {done.monitor} {done.best_score:.4f}, "
+             f"epoch {done.best_epoch}), skipped")
+        register_model(cfg.run_dir, "unet_continued", folder / BEST_MODEL)
+        return done
+    if prepared is None:
+        prepared = prepare(cfg)
+    train_cfg = Stage1Config(**{f.name: getattr(s3, f.name) for f in dataclasses.fields(Stage1Config)})
+    unet_path = trained_unet_path(cfg)
+    _log(f"unet_continued (budget-matched baseline): {s3.epochs} more epochs of {unet_path}, "
+         f"selection by val_dt {s3.monitor} -> {folder}")
+    seed_everything(cfg.seed, cfg.deterministic)
+    with precision_policy(s3.mixed_precision):
+        model = load_unet(unet_path)
+        bs = s3.batch_size
+        result = train_model(model, _epoch_data(prepared, "train_dt", bs),
+                             _fixed(prepared.dataset("val_dt", bs)), train_cfg, folder,
+                             seed=cfg.seed,
+                             case_scorer=_case_scorer(prepared, s3, cfg.evaluation.batch_size))
+    _plot(folder, "unet_continued")
+    register_model(cfg.run_dir, "unet_continued", folder / BEST_MODEL)
+    _log(f"unet_continued done: best val_dt {result.monitor} {result.best_score:.4f} at epoch "
+         f"{result.best_epoch}")
     return result
+
+
+def run_compare(cfg: ExperimentConfig, restart: int | None = None, evaluate_after: bool = True):
+    """Train each comparison method of the run (``method`` if not ``iac``, then ``compare``) on
+    the same frozen U-Net, splits and Stage III training settings, into ``compare/<method>/``
+    (its resolved config in ``config.yaml``), register each in ``models.json``, then (unless
+    ``evaluate_after`` is false) evaluate. Finished ones are skipped, an interrupted one resumes.
+    Returns ``{method: TrainResult}``."""
+    if restart is not None:
+        for path in restart_from(cfg, restart):
+            _log(f"--restart stage{restart}: removed {path}")
+    check_stages(cfg, _used_stages(cfg, 1))
+    write_resolved(cfg)
+    if not cfg.comparisons:
+        _log("no comparison method configured (set `compare: [attention, ...]`)")
+        return {}
+    prepared = prepare(cfg)
+    unet_path = trained_unet_path(cfg)
+    register_model(cfg.run_dir, "unet", unet_path)
+    results = {}
+    for method in cfg.comparisons:
+        folder = compare_dir(cfg, method)
+        result = _finished_in(folder, cfg.stage3.epochs)
+        if result is not None:
+            _log(f"comparison {method}: complete (best val_dt soft Dice "
+                 f"{result.best_val_soft_dice:.4f}, epoch {result.best_epoch}), skipped")
+        else:
+            _log(f"comparison {method}: its modules in the frozen U-Net {unet_path} -> {folder}")
+            folder.mkdir(parents=True, exist_ok=True)
+            dump_yaml(cfg, folder / "config.yaml")
+            seed_everything(cfg.seed, cfg.deterministic)
+            with precision_policy(cfg.stage3.mixed_precision):
+                unet = load_unet(unet_path)
+                bs = cfg.stage3.batch_size
+                result = train_comparison(unet, method, _epoch_data(prepared, "train_dt", bs),
+                                          _fixed(prepared.dataset("val_dt", bs)), cfg.stage3,
+                                          folder, seed=cfg.seed,
+                                          case_scorer=_case_scorer(prepared, cfg.stage3,
+                                                                   cfg.evaluation.batch_size))
+            _plot(folder, f"comparison: {method}")
+            _log(f"comparison {method} done in {result.seconds:.1f} s: best val_dt soft Dice "
+                 f"{result.best_val_soft_dice:.4f} at epoch {result.best_epoch}")
+        register_model(cfg.run_dir, method, folder / BEST_MODEL)
+        results[method] = result
+    if evaluate_after:
+        _evaluate(cfg, prepared)
+    return results
+
+
+def evaluation_models(cfg: ExperimentConfig) -> dict[str, pathlib.Path]:
+    """The models the evaluation compares with the U-Net, in table order: ``iac``, the sweep's
+    ``iac_epoch_XXX``, the configured comparisons, then anything else registered."""
+    registered = {k: v for k, v in model_paths(cfg.run_dir).items() if k != "unet"}
+    legacy = cfg.stage_dir(3) / BEST_MODEL  # a run folder from before models.json
+    if "iac" not in registered and legacy.exists():
+        registered["iac"] = legacy
+    order = (["iac"] + sorted(k for k in registered if k.startswith("iac_epoch_"))
+             + [f"iac_{m}" for m in cfg.stage3.extra_implant_modes] + ["unet_continued"]
+             + list(cfg.comparisons))
+    names = [k for k in order if k in registered] + sorted(k for k in registered if k not in order)
+    return {k: registered[k] for k in names}
 
 
 @_outputs_guarded
 def evaluate(cfg: ExperimentConfig, prepared=None) -> dict:
-    """Per-case Dice of the U-Net and the Stage III IAC U-Net on ``evaluation.split``
-    (``prepared``: the already prepared data, if the caller has it). Stops with
+    """Per-case Dice of the U-Net and of every model registered in ``models.json`` (the IAC
+    U-Net, the sweep's epochs, the comparisons) on ``evaluation.split``, each compared with the
+    U-Net (``prepared``: the already prepared data, if the caller has it). Stops with
     :class:`~iac_tf.experiment.RunConflict` if the stage folders hold another config's results."""
-    check_stages(cfg, _used_stages(cfg, 3))
+    check_stages(cfg, _used_stages(cfg, 3 if cfg.method == "iac" else 1))
     return _evaluate(cfg, prepared)
 
 
 def _evaluate(cfg: ExperimentConfig, prepared=None) -> dict:
+    models = evaluation_models(cfg)
+    if not models:
+        raise FileNotFoundError(f"{cfg.run_dir / 'models.json'}: no trained model to evaluate; "
+                                "run Stage III (`iac stage3`) or the comparisons (`iac compare`) first")
     if prepared is None:
         prepared = prepare(cfg)
     images, masks, case_ids = prepared.arrays(cfg.evaluation.split)
-    baseline = load_unet(trained_unet_path(cfg))
-    candidate = load_unet(cfg.stage_dir(3) / BEST_MODEL)
-    names = ("unet", "iac")
+    loaded = {"unet": load_unet(trained_unet_path(cfg))}
+    loaded.update({name: load_unet(path) for name, path in models.items()})
     out_dir = cfg.run_dir / "evaluation"
-    report = evaluate_pair(baseline, candidate, images, masks, case_ids, prepared.class_names,
-                           out_dir, names=names, batch_size=cfg.evaluation.batch_size)
+    # the IAC (every mode) against the budget-matched baseline too (issue 11)
+    pairs = [("unet_continued", n) for n in loaded if n.startswith("iac") and "unet_continued" in loaded]
+    report = evaluate_models(loaded, images, masks, case_ids, prepared.class_names, out_dir,
+                             batch_size=cfg.evaluation.batch_size, pairs=pairs)
     _log(f"per-case Dice on {cfg.evaluation.split} ({report['split_cases']} cases; "
-         f"{out_dir / 'dice_table.md'}):\n{markdown_table(report, names)}")
+         f"{out_dir / 'dice_table.md'}):\n{markdown_table(report)}")
+    report["volumetric"] = _volumetric(cfg, prepared, loaded)
     return report
 
 
+def _volumetric(cfg: ExperimentConfig, prepared, models: dict):
+    """Dice and HD95 (mm) of whole predicted volumes of ``evaluation.split`` (issue 10)."""
+    from iac_tf.inference.run_scores import volumetric_scores
+
+    return volumetric_scores(cfg, prepared, models, batch_size=cfg.evaluation.batch_size)
+
+
 def run_all(cfg: ExperimentConfig, restart: int | None = None) -> None:
-    """Stages I (unless ``unet.pretrained`` is set), II and III. All stage records are compared
-    before any stage starts."""
+    """Stages I (unless ``unet.pretrained`` is set), II and III (if ``method`` is ``iac``), the
+    comparison methods, then the evaluation. All stage records are compared before any stage
+    starts; finished parts are skipped."""
     if restart is not None:
         for path in restart_from(cfg, restart):
             _log(f"--restart stage{restart}: removed {path}")
-    check_stages(cfg, _used_stages(cfg, 3))
+    check_stages(cfg, _used_stages(cfg, 3 if cfg.method == "iac" else 1))
     if not cfg.unet.pretrained:
         run_stage1(cfg)
-    run_stage2(cfg)
-    run_stage3(cfg)
+    if cfg.method == "iac":
+        run_stage2(cfg)
+        run_stage3(cfg, evaluate_after=False)
+    run_compare(cfg, evaluate_after=False)
+    _evaluate(cfg)
 
 
 def _plot(stage_dir: pathlib.Path, title: str) -> None:

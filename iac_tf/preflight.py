@@ -286,8 +286,9 @@ def checked_prepare(cfg, stage: int, prepare: Callable, unet_path=None, genotype
     rows = folder_checks(cfg)
     if stage == 1:
         rows += stage1_checks(cfg)
-    if genotype_path is not None:
-        rows.append(genotype_check(genotype_path))
+    if genotype_path is not None:  # one path, or a list (a genotype-epoch sweep)
+        paths = genotype_path if isinstance(genotype_path, (list, tuple)) else [genotype_path]
+        rows += [genotype_check(p) for p in paths]
     info = None
     if unet_path is not None:
         row, info = unet_check(unet_path, cfg)

@@ -58,3 +58,47 @@ def plot_paired_dice(baseline, candidate, out_png, labels=("baseline", "IAC"), t
     fig.savefig(out_png, dpi=100)
     plt.close(fig)
     return pathlib.Path(out_png)
+
+
+def plot_dice_per_method(scores: dict, out_png, title="Dice per case"):
+    """Box plots of per-case Dice, one per model (``scores``: name -> per-case values)."""
+    plt = _plt()
+    names = list(scores)
+    data = [np.asarray(v, dtype=float)[~np.isnan(np.asarray(v, dtype=float))] for v in scores.values()]
+    fig, ax = plt.subplots(figsize=(1.2 * len(names) + 2, 4))
+    ax.boxplot(data, positions=range(len(names)), widths=0.5)
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
+    ax.set_ylabel("Dice")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=100)
+    plt.close(fig)
+    return pathlib.Path(out_png)
+
+
+def plot_genotype_epochs(histories: dict, out_png, keys=("soft_dice", "val_soft_dice"),
+                         title="Stage III per genotype epoch"):
+    """The paper's Fig. 6: Stage III learning curves of each genotype epoch overlaid, one panel
+    per key (soft Dice on train_dt and on val_dt). ``histories``: genotype epoch -> ``history.csv``."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.8), squeeze=False)
+    labels = {"soft_dice": "train_dt soft Dice", "val_soft_dice": "val_dt soft Dice",
+              "loss": "train_dt loss", "val_loss": "val_dt loss"}
+    for epoch, path in sorted(histories.items()):
+        rows = list(csv.DictReader(open(path, newline="")))
+        if not rows:
+            raise ValueError(f"{path}: no epochs logged")
+        x = [int(r["epoch"]) for r in rows]
+        for ax, key in zip(axes[0], keys):
+            ax.plot(x, [float(r[key]) for r in rows], marker=".", label=f"genotype of epoch {epoch}")
+    for ax, key in zip(axes[0], keys):
+        ax.set_xlabel("Stage III epoch")
+        ax.set_ylabel(labels.get(key, key))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=100)
+    plt.close(fig)
+    return pathlib.Path(out_png)

@@ -1,0 +1,71 @@
+"""`iac run` with a genotype-epoch sweep and a comparison on the bundled sample (base U-Net with
+4 filters at 32x32, one or two epochs per stage): both Stage III folders, the Fig. 6 plot, the
+per-method table, models.json; a rerun trains nothing; a missing epoch fails before anything runs."""
+
+import csv
+import json
+import pathlib
+
+from iac_tf.cli import main
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+SAMPLE = ROOT / "experiments" / "sample.yaml"
+
+
+def _args(tmp_path, **extra):
+    sets = {
+        "name": "sweep", "output_dir": str(tmp_path), "data.cache_dir": str(tmp_path / "cache"),
+        "data.patch_size": 32, "unet.options": "{base_filters: 4}",
+        "stage1.epochs": 1, "stage1.batch_size": 32, "stage1.verbose": 0,
+        "stage2.epochs": 2, "stage2.warmup_epochs": 0, "stage2.batch_size": 32,
+        "stage2.cell_channels": 4, "stage2.verbose": 0,
+        "stage3.epochs": 1, "stage3.batch_size": 32, "stage3.cell_channels": 4, "stage3.verbose": 0,
+        "stage3.export_savedmodel": False, "stage3.genotype_epochs": "[1, 2]",
+        "compare": "[attention]", **extra,
+    }
+    out = [str(SAMPLE)]
+    for k, v in sets.items():
+        out += ["--set", f"{k}={v}"]
+    return out
+
+
+def test_missing_genotype_epoch_fails_before_anything_runs(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    assert main(["run"] + _args(tmp_path, **{"stage3.genotype_epochs": "[1, 5]"})) == 2
+    err = capsys.readouterr().err
+    assert "stage3.genotype_epochs" in err and "5" in err
+    assert not (tmp_path / "sweep").exists()
+
+
+def test_sweep_and_comparison_run_then_resume(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    assert main(["run"] + _args(tmp_path)) == 0
+    run = tmp_path / "sweep"
+    for e in ("epoch_001", "epoch_002"):
+        assert (run / "stage3" / e / "best_model.keras").is_file()
+        assert (run / "stage3" / e / "history.csv").is_file()
+    assert (run / "stage3" / "genotype_epochs.png").stat().st_size > 0
+    assert (run / "compare" / "attention" / "best_model.keras").is_file()
+    models = json.loads((run / "models.json").read_text())
+    assert set(models) == {"unet", "iac", "iac_epoch_001", "iac_epoch_002", "attention"}
+    selected = json.loads((run / "stage3" / "selected_genotype.json").read_text())
+    best = max(selected["best_val_dice"].items(), key=lambda kv: kv[1])[0]
+    assert models["iac"] == models[f"iac_epoch_{selected['epoch']:03d}"]
+    assert selected["best_val_dice"][f"iac_epoch_{selected['epoch']:03d}"] == selected["best_val_dice"][best]
+
+    rows = list(csv.DictReader(open(run / "evaluation" / "dice_per_case.csv")))
+    assert list(rows[0]) == ["case", "class", "unet", "iac", "iac_epoch_001", "iac_epoch_002", "attention"]
+    stats = json.loads((run / "evaluation" / "stats.json").read_text())
+    assert set(stats["methods"]) == {"iac", "iac_epoch_001", "iac_epoch_002", "attention"}
+    for entry in stats["methods"].values():
+        assert {"mean_gain", "gain_ci95", "t_test_p", "wilcoxon_p", "wilcoxon_greater_p"} <= set(entry["overall"])
+    table = (run / "evaluation" / "dice_table.md").read_text()
+    assert table.splitlines()[0] == "| class | n | unet | iac | iac_epoch_001 | iac_epoch_002 | attention |"
+
+    # a rerun keeps every finished Stage III and comparison
+    mtimes = {p: p.stat().st_mtime_ns for p in run.glob("*/**/best_model.keras")}
+    capsys.readouterr()
+    assert main(["run"] + _args(tmp_path)) == 0
+    out = capsys.readouterr().out
+    assert out.count("finished earlier, kept") == 3
+    assert mtimes == {p: p.stat().st_mtime_ns for p in run.glob("*/**/best_model.keras")}
