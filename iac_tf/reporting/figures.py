@@ -164,7 +164,10 @@ def overlays(rec: RunRecord, out_png: pathlib.Path, n_slices: int = 3, batch_siz
     x = images[pick]
     preds = {}
     for label, path in (("U-Net", unet_path), ("IAC", iac_path)):
-        model = load_unet(path)
+        try:
+            model = load_unet(path)
+        except Exception as exc:  # noqa: BLE001 - e.g. a model saved by an older code version
+            raise FigureUnavailable(f"{path} not loadable by this code version ({exc})") from None
         preds[label] = np.asarray(model.predict(x, batch_size=batch_size, verbose=0)) > 0.5
     columns = [("image", None), ("ground truth", masks[pick] > 0.5), ("U-Net", preds["U-Net"]),
                ("IAC", preds["IAC"])]
