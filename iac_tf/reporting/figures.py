@@ -132,7 +132,6 @@ def genotype_diagrams(rec: RunRecord, out_dir: pathlib.Path) -> list[tuple[str, 
 def overlays(rec: RunRecord, out_png: pathlib.Path, n_slices: int = 3, batch_size: int = 16) -> pathlib.Path:
     """Image / ground truth / U-Net / IAC on ``n_slices`` val_dt slices (needs the run's data cache
     or data, and both models)."""
-    import iac_tf.search  # noqa: F401  (registers the cells for loading)
     from iac_tf.data import prepare_dataset
     from iac_tf.experiment import load_experiment
     from iac_tf.run_layout import model_paths
