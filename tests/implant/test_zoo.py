@@ -1,4 +1,5 @@
-"""implant on every U-Net of the zoo: all skips found, identity implant bit-identical."""
+"""implant on every U-Net of the zoo: all skips found, identity implant bit-identical, and the
+residual implant mode (a DiscreteCell per skip) bit-identical at initialisation."""
 
 import pytest
 
@@ -16,11 +17,17 @@ def test_identity_implant_on_zoo_unet(backbone):
         for layer in model.layers
         if layer.name.startswith("decoder_stage") and layer.name.endswith("_concat")
     )
-    skips, new = assert_identity_implant(model, batch(model, n=1))
+    x = batch(model, n=1)
+    skips, new = assert_identity_implant(model, x)
     assert len(skips) == len(concats) >= 4
     assert [s.concat_name for s in skips] == [f"decoder_stage{i}_concat" for i in range(len(skips))]
     assert all(s.up_index == 0 for s in skips)
     assert new.trainable_weights == []
+    # residual mode (issue 11): the same U-Net with a DiscreteCell in every skip, bit-identical
+    from tests.implant.helpers import assert_residual_identity, cell_module
+
+    residual = assert_residual_identity(model, cell_module, x=x)
+    assert len([l for l in residual.layers if l.name.startswith("residual_level")]) == len(skips)
 
 
 def test_zoo_has_eight_backbones():
