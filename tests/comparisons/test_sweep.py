@@ -49,9 +49,9 @@ def test_sweep_and_comparison_run_then_resume(tmp_path, capsys, monkeypatch):
     models = json.loads((run / "models.json").read_text())
     assert set(models) == {"unet", "iac", "iac_epoch_001", "iac_epoch_002", "attention"}
     selected = json.loads((run / "stage3" / "selected_genotype.json").read_text())
-    best = max(selected["best_val_dice"].items(), key=lambda kv: kv[1])[0]
+    scores = selected["best_val_soft_dice"]
     assert models["iac"] == models[f"iac_epoch_{selected['epoch']:03d}"]
-    assert selected["best_val_dice"][f"iac_epoch_{selected['epoch']:03d}"] == selected["best_val_dice"][best]
+    assert scores[f"iac_epoch_{selected['epoch']:03d}"] == max(scores.values())
 
     rows = list(csv.DictReader(open(run / "evaluation" / "dice_per_case.csv")))
     assert list(rows[0]) == ["case", "class", "unet", "iac", "iac_epoch_001", "iac_epoch_002", "attention"]
@@ -67,5 +67,6 @@ def test_sweep_and_comparison_run_then_resume(tmp_path, capsys, monkeypatch):
     capsys.readouterr()
     assert main(["run"] + _args(tmp_path)) == 0
     out = capsys.readouterr().out
-    assert out.count("finished earlier, kept") == 3
+    for name in ("Stage III iac_epoch_001", "Stage III iac_epoch_002", "comparison attention"):
+        assert f"{name}: complete" in out
     assert mtimes == {p: p.stat().st_mtime_ns for p in run.glob("*/**/best_model.keras")}
