@@ -6,6 +6,11 @@
     iac evaluate CONFIG.yaml            per-case Dice table + statistics: U-Net vs every model
     iac data prepare CONFIG.yaml        build the slice cache and splits, print a summary
     iac data check DATASET_DIR          validate a dataset folder
+    iac predict MODEL INPUT... OUTPUT   NIfTI scans in, label NIfTIs out (see iac_tf/inference)
+    iac export MODEL OUT                TF-Serving SavedModel OUT/1/ (signature serving_default)
+    iac evaluate-folder PRED_DIR GT_DIR Dice and HD95 (mm) per case and class of label NIfTIs
+    iac report RUN_DIR... --out DIR     the paper's tables, statistics and figures over runs
+    iac grid GRID.yaml [--dry-run]      run the dataset x backbone grid (experiments/paper/)
 
 ``--set KEY=VALUE`` (repeatable) overrides a config value, e.g. ``--set stage1.epochs=2``.
 ``--restart stageN`` clears that stage's folder and every later one before running.
@@ -25,6 +30,8 @@ import sys
 from typing import Callable
 
 import yaml
+
+from iac_tf.inference import cli as inference_cli
 
 
 def _parse_sets(items) -> dict:
@@ -93,6 +100,54 @@ def _data_check_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", default=None, help="dataset format (default: detected)")
 
 
+def _report_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
+                        help="run folders (or folders of runs, e.g. runs/); absent ones are listed as missing")
+    parser.add_argument("--out", required=True, help="output folder (report.md, report.html, tables/, figures/)")
+    parser.add_argument("--no-overlays", action="store_true",
+                        help="skip the image overlays (no data or models loaded)")
+    parser.add_argument("--slices", type=int, default=3, help="val_dt slices per overlay figure (default 3)")
+
+
+def _report(args) -> int:
+    from iac_tf.reporting.report import build_report
+
+    build_report(args.run_dirs, args.out, overlays=not args.no_overlays, n_slices=args.slices)
+    return 0
+
+
+def _grid_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("grid", help="grid YAML (e.g. experiments/paper/grid.yaml)")
+    parser.add_argument("--dataset", help="only this dataset (a key of the grid's datasets)")
+    parser.add_argument("--backbone", help="only this backbone")
+    parser.add_argument("--data-root", help="data.root of the selected dataset(s) (e.g. /data/ACDC)")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan and the estimated work only")
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a value in every setting")
+
+
+def _grid(args) -> int:
+    from iac_tf import grid as grid_lib
+    from iac_tf.config import ConfigError
+
+    sets = _parse_sets(args.set)
+    if args.data_root:
+        sets["data.root"] = args.data_root
+    items = grid_lib.settings(grid_lib.load_grid(args.grid), args.dataset, args.backbone, sets)
+    print(grid_lib.plan(items), flush=True)
+    if args.dry_run:
+        try:
+            grid_lib.validate(items)
+            print("config check: every setting's config is valid")
+        except ConfigError as exc:
+            print(f"config check: {exc}")
+        return 0
+    failed = [name for name, rc in grid_lib.run_grid(items) if rc != 0]
+    if failed:
+        print(f"iac: error: {len(failed)} setting(s) failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
 @dataclasses.dataclass(frozen=True)
 class Command:
     """One ``iac`` subcommand: its help line, its arguments and its handler (``args -> exit
@@ -101,6 +156,7 @@ class Command:
     help: str
     handler: Callable[[argparse.Namespace], int]
     add_arguments: Callable[[argparse.ArgumentParser], None] = _config_args
+    tensorflow: bool = True  # the handler needs TensorFlow (imported quietly first)
 
 
 COMMANDS: dict[str, Command] = {
@@ -116,12 +172,21 @@ COMMANDS: dict[str, Command] = {
                        _stage("run_compare"), lambda p: _config_args(p, restart=True)),
     "evaluate": Command("per-case Dice table and statistics: U-Net vs every trained model",
                         _evaluate),
+    # issue 10: whole scans (handlers and arguments in iac_tf/inference/cli.py, no TF at import)
+    "predict": Command("predict label NIfTIs of NIfTI scans", inference_cli.predict,
+                       inference_cli.predict_args),
+    "export": Command("TF-Serving SavedModel OUT/1/ (signature serving_default)",
+                      inference_cli.export, inference_cli.export_args),
+    "evaluate-folder": Command("Dice and HD95 (mm) of label NIfTIs vs ground truth",
+                               inference_cli.evaluate_folder, inference_cli.evaluate_folder_args),
+    "report": Command("the paper's tables, statistics and figures over runs", _report, _report_args),
+    "grid": Command("run the dataset x backbone grid, skipping finished runs", _grid, _grid_args),
 }
 
 #: ``iac data ...`` subcommands
 DATA_COMMANDS: dict[str, Command] = {
     "prepare": Command("build the slice cache and splits", _data_prepare),
-    "check": Command("validate a dataset folder", _data_check, _data_check_args),
+    "check": Command("validate a dataset folder", _data_check, _data_check_args, tensorflow=False),
 }
 
 
@@ -148,15 +213,40 @@ def _add_command(sub, name: str, command: Command) -> None:
 
 
 def quiet_tensorflow(verbose: bool) -> None:
-    """Hide TensorFlow's start-up noise (cuInit errors on CPU machines, oneDNN notices) and its
-    library warnings ("compiled metrics have yet to be built", ...) unless ``verbose``. Must run
-    before TensorFlow is imported; an explicit ``TF_CPP_MIN_LOG_LEVEL`` is respected."""
+    """Hide TensorFlow's library warnings ("compiled metrics have yet to be built", ...) and its
+    C++ info/warning lines unless ``verbose`` (an explicit ``TF_CPP_MIN_LOG_LEVEL`` is
+    respected). Must run before TensorFlow is imported."""
     if verbose:
         os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
         return
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     for name in ("tensorflow", "absl", "h5py"):
         logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def import_tensorflow_quietly() -> None:
+    """Import TensorFlow and initialise its devices with the process' stderr (file descriptor 2)
+    sent to a temporary file: TF 2.21 writes its start-up lines (oneDNN notices, "Could not find
+    cuda drivers", cuInit errors on CPU machines) before its logging is set up, ignoring
+    ``TF_CPP_MIN_LOG_LEVEL``. If the import fails, what it wrote is shown."""
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            from iac_tf._keras import tf
+
+            tf.config.list_physical_devices()
+        except BaseException:
+            os.dup2(saved, 2)
+            sink.seek(0)
+            sys.stderr.write(sink.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def main(argv=None) -> int:
@@ -169,6 +259,8 @@ def main(argv=None) -> int:
     from iac_tf.config import ConfigError
 
     try:
+        if command.tensorflow and not args.verbose:
+            import_tensorflow_quietly()
         return command.handler(args)
     except (ConfigError, FileNotFoundError, ValueError) as exc:
         print(f"iac: error: {exc}", file=sys.stderr)

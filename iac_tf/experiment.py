@@ -71,10 +71,15 @@ class EvaluationConfig:
     Args:
         split: a split name (``val_dt`` as in the paper).
         batch_size: prediction batch size.
+        unet_continued: also train the budget-matched baseline ``unet_continued`` (the U-Net
+            trained further from its best checkpoint for ``stage3.epochs`` with Stage III's
+            optimiser and selection; our choice, issue 11, not in the paper) and report the IAC
+            against both the U-Net and it.
     """
 
     split: str = "val_dt"
     batch_size: int = 32
+    unet_continued: bool = True
 
     def __post_init__(self):
         if self.split not in SPLITS:

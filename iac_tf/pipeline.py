@@ -41,7 +41,7 @@ from iac_tf.genotype import Genotype
 from iac_tf.training.history import CsvHistory
 from iac_tf.training.precision import precision_policy
 from iac_tf.training.seeding import seed_everything
-from iac_tf.training.stage1 import BEST_MODEL, SUMMARY, TrainResult, train_model
+from iac_tf.training.stage1 import BEST_MODEL, SUMMARY, Stage1Config, TrainResult, train_model, unconverged
 from iac_tf.training.stage2 import SearchResult, search
 from iac_tf.training.stage3 import train_comparison, train_iac_unet
 from iac_tf.unets import build_unet, load_unet
@@ -65,6 +65,24 @@ def _epoch_data(prepared, split: str, batch_size: int):
 
 def _fixed(dataset):
     return lambda epoch, seed: dataset
+
+
+def _case_scorer(prepared, train_cfg, batch_size: int = 32):
+    """``model -> per-case hard Dice on val_dt`` when ``train_cfg.monitor`` is ``val_case_dice``
+    (the reported score selects the epoch), else None."""
+    if getattr(train_cfg, "monitor", "val_soft_dice") != "val_case_dice":
+        return None
+    import numpy as np
+
+    from iac_tf.evaluation.metrics import mean_case_dice
+
+    images, masks, case_ids = prepared.arrays("val_dt")
+
+    def score(model) -> float:
+        probs = np.asarray(model.predict(images, batch_size=batch_size, verbose=0), np.float32)
+        return mean_case_dice(masks, probs, case_ids)
+
+    return score
 
 
 def stage1_model_path(cfg: ExperimentConfig) -> pathlib.Path:
@@ -112,13 +130,17 @@ def _finished_in(folder: pathlib.Path, epochs: int) -> TrainResult | None:
     """The result of a finished training (Stage I/III, a sweep epoch, a comparison) in
     ``folder``, else ``None``."""
     summary_path, rows = folder / SUMMARY, CsvHistory(folder / "history.csv").rows()
-    if not summary_path.is_file() or len(rows) < epochs:
+    if not summary_path.is_file():
         return None
     summary = json.loads(summary_path.read_text())
+    trained = sum(1 for r in rows if int(r["epoch"]) > 0)  # epoch 0 is no training
+    if trained < epochs and not summary.get("stopped_early"):
+        return None
     return TrainResult(run_dir=folder, best_model_path=folder / BEST_MODEL,
                        best_epoch=int(summary["best_epoch"]),
                        best_val_soft_dice=float(summary["best_val_soft_dice"]), history=rows,
-                       seconds=0.0)
+                       seconds=0.0, monitor=summary.get("selection_metric", "val_soft_dice"),
+                       best_score=float(summary.get("best_score", summary["best_val_soft_dice"])))
 
 
 def _skipped(stage: int, result: TrainResult) -> None:
@@ -148,10 +170,17 @@ def run_stage1(cfg: ExperimentConfig, restart: int | None = None) -> TrainResult
         bs = cfg.stage1.batch_size
         result = train_model(model, _epoch_data(prepared, "train_dt", bs),
                              _fixed(prepared.dataset("val_dt", bs)), cfg.stage1, cfg.stage_dir(1),
-                             seed=cfg.seed)
+                             seed=cfg.seed,
+                             case_scorer=_case_scorer(prepared, cfg.stage1, cfg.evaluation.batch_size))
     _plot(cfg.stage_dir(1), "Stage I")
-    _log(f"Stage I done: best val_dt soft Dice (slice level, selects the epoch) "
-         f"{result.best_val_soft_dice:.4f} at epoch {result.best_epoch}")
+    _log(f"Stage I done: best val_dt {result.monitor} (selects the epoch) "
+         f"{result.best_score:.4f} at epoch {result.best_epoch}"
+         + (" (early stop: stage1.patience)" if result.stopped_early else ""))
+    if not result.stopped_early and unconverged(result.best_epoch, cfg.stage1.epochs):
+        _log(f"WARNING: Stage I's best epoch ({result.best_epoch}) is in the last 10% of its "
+             f"{cfg.stage1.epochs} epochs: the U-Net has probably not converged, so a later gain "
+             "of the IAC cannot be told apart from more training. Train longer (stage1.epochs, "
+             "stage1.patience) before the search.")
     return result
 
 
@@ -208,6 +237,7 @@ def stage3_units(cfg: ExperimentConfig) -> list[tuple[str, pathlib.Path, pathlib
     epochs = cfg.stage3.genotype_epochs
     if not epochs:
         return [("iac", stage3_genotype_path(cfg), cfg.stage_dir(3))]
+    # (stage3.extra_implant_modes: see run_stage3, one more unit per mode)
     gdir = cfg.stage_dir(2) / "genotypes"
     missing = [e for e in epochs if not (gdir / f"epoch_{e:03d}.json").exists()]
     if missing:
@@ -237,28 +267,39 @@ def run_stage3(cfg: ExperimentConfig, restart: int | None = None, evaluate_after
     unet_path = trained_unet_path(cfg)
     register_model(cfg.run_dir, "unet", unet_path)
     results = {}
-    for name, geno_path, folder in units:
+    scorer = _case_scorer(prepared, cfg.stage3, cfg.evaluation.batch_size)
+    runs = [(name, geno, folder, cfg.stage3.implant_mode) for name, geno, folder in units]
+    runs += [(f"iac_{mode}", units[0][1] if len(units) == 1 else stage3_genotype_path(cfg),
+              compare_dir(cfg, f"iac_{mode}"), mode) for mode in cfg.stage3.extra_implant_modes]
+    for name, geno_path, folder, mode in runs:
         result = _stage3_done(cfg, folder)
         if result is not None:
             _log(f"Stage III {name}: complete (best val_dt soft Dice {result.best_val_soft_dice:.4f}, "
                  f"epoch {result.best_epoch}), skipped")
         else:
             genotype = Genotype.from_json(geno_path)
-            _log(f"Stage III {name}: genotype {geno_path} -> {folder}\n{genotype}")
+            _log(f"Stage III {name} ({mode} implant, epoch selection by val_dt {cfg.stage3.monitor}"
+                 f"{', epoch 0 included' if cfg.stage3.evaluate_initial else ''}): genotype "
+                 f"{geno_path} -> {folder}\n{genotype}")
             seed_everything(cfg.seed, cfg.deterministic)
             with precision_policy(cfg.stage3.mixed_precision):
                 unet = load_unet(unet_path)
                 bs = cfg.stage3.batch_size
                 result = train_iac_unet(unet, genotype, _epoch_data(prepared, "train_dt", bs),
                                         _fixed(prepared.dataset("val_dt", bs)), cfg.stage3,
-                                        folder, seed=cfg.seed)
+                                        folder, seed=cfg.seed, case_scorer=scorer,
+                                        implant_mode=mode,
+                                        search_cell_channels=cfg.stage2.cell_channels)
             _plot(folder, f"Stage III ({name})")
-            _log(f"Stage III {name} done in {result.seconds:.1f} s: best val_dt soft Dice (slice "
-                 f"level, selects the epoch) {result.best_val_soft_dice:.4f} at epoch {result.best_epoch}")
+            _log(f"Stage III {name} done in {result.seconds:.1f} s: best val_dt {result.monitor} "
+                 f"(selects the epoch) {result.best_score:.4f} at epoch {result.best_epoch}")
         register_model(cfg.run_dir, name, folder / BEST_MODEL)
         results[name] = result
+    if cfg.evaluation.unet_continued:
+        results["unet_continued"] = run_unet_continued(cfg, prepared)
     if cfg.stage3.genotype_epochs:
-        final = select_genotype(cfg, {n: r.best_val_soft_dice for n, r in results.items()})
+        final = select_genotype(cfg, {n: r.best_val_soft_dice for n, r in results.items()
+                                      if n.startswith("iac_epoch_")})
         register_model(cfg.run_dir, "iac", cfg.stage_dir(3) / f"epoch_{final:03d}" / BEST_MODEL)
         atomic_write_json(cfg.stage_dir(3) / "selected_genotype.json", {
             "rule": cfg.stage3.select_genotype, "epoch": final,
@@ -287,6 +328,42 @@ def select_genotype(cfg: ExperimentConfig, best_val: dict[str, float]) -> int:
 
 def compare_dir(cfg: ExperimentConfig, method: str) -> pathlib.Path:
     return cfg.run_dir / "compare" / method
+
+
+def run_unet_continued(cfg: ExperimentConfig, prepared=None) -> TrainResult:
+    """The budget-matched baseline (issue 11, not in the paper): the trained U-Net trained further
+    from its best checkpoint for as many epochs as Stage III (``stage3.epochs``), with Stage III's
+    optimiser, batch, selection metric and epoch 0, into ``compare/unet_continued/``, registered
+    as ``unet_continued``. A finished run is skipped."""
+    import dataclasses
+
+    folder = compare_dir(cfg, "unet_continued")
+    s3 = cfg.stage3
+    done = _finished_in(folder, s3.epochs)
+    if done is not None:
+        _log(f"unet_continued: complete (best val_dt {done.monitor} {done.best_score:.4f}, "
+             f"epoch {done.best_epoch}), skipped")
+        register_model(cfg.run_dir, "unet_continued", folder / BEST_MODEL)
+        return done
+    if prepared is None:
+        prepared = prepare(cfg)
+    train_cfg = Stage1Config(**{f.name: getattr(s3, f.name) for f in dataclasses.fields(Stage1Config)})
+    unet_path = trained_unet_path(cfg)
+    _log(f"unet_continued (budget-matched baseline): {s3.epochs} more epochs of {unet_path}, "
+         f"selection by val_dt {s3.monitor} -> {folder}")
+    seed_everything(cfg.seed, cfg.deterministic)
+    with precision_policy(s3.mixed_precision):
+        model = load_unet(unet_path)
+        bs = s3.batch_size
+        result = train_model(model, _epoch_data(prepared, "train_dt", bs),
+                             _fixed(prepared.dataset("val_dt", bs)), train_cfg, folder,
+                             seed=cfg.seed,
+                             case_scorer=_case_scorer(prepared, s3, cfg.evaluation.batch_size))
+    _plot(folder, "unet_continued")
+    register_model(cfg.run_dir, "unet_continued", folder / BEST_MODEL)
+    _log(f"unet_continued done: best val_dt {result.monitor} {result.best_score:.4f} at epoch "
+         f"{result.best_epoch}")
+    return result
 
 
 def run_compare(cfg: ExperimentConfig, restart: int | None = None, evaluate_after: bool = True):
@@ -323,7 +400,9 @@ def run_compare(cfg: ExperimentConfig, restart: int | None = None, evaluate_afte
                 bs = cfg.stage3.batch_size
                 result = train_comparison(unet, method, _epoch_data(prepared, "train_dt", bs),
                                           _fixed(prepared.dataset("val_dt", bs)), cfg.stage3,
-                                          folder, seed=cfg.seed)
+                                          folder, seed=cfg.seed,
+                                          case_scorer=_case_scorer(prepared, cfg.stage3,
+                                                                   cfg.evaluation.batch_size))
             _plot(folder, f"comparison: {method}")
             _log(f"comparison {method} done in {result.seconds:.1f} s: best val_dt soft Dice "
                  f"{result.best_val_soft_dice:.4f} at epoch {result.best_epoch}")
@@ -341,7 +420,9 @@ def evaluation_models(cfg: ExperimentConfig) -> dict[str, pathlib.Path]:
     legacy = cfg.stage_dir(3) / BEST_MODEL  # a run folder from before models.json
     if "iac" not in registered and legacy.exists():
         registered["iac"] = legacy
-    order = ["iac"] + sorted(k for k in registered if k.startswith("iac_epoch_")) + list(cfg.comparisons)
+    order = (["iac"] + sorted(k for k in registered if k.startswith("iac_epoch_"))
+             + [f"iac_{m}" for m in cfg.stage3.extra_implant_modes] + ["unet_continued"]
+             + list(cfg.comparisons))
     names = [k for k in order if k in registered] + sorted(k for k in registered if k not in order)
     return {k: registered[k] for k in names}
 
@@ -366,11 +447,21 @@ def _evaluate(cfg: ExperimentConfig, prepared=None) -> dict:
     loaded = {"unet": load_unet(trained_unet_path(cfg))}
     loaded.update({name: load_unet(path) for name, path in models.items()})
     out_dir = cfg.run_dir / "evaluation"
+    # the IAC (every mode) against the budget-matched baseline too (issue 11)
+    pairs = [("unet_continued", n) for n in loaded if n.startswith("iac") and "unet_continued" in loaded]
     report = evaluate_models(loaded, images, masks, case_ids, prepared.class_names, out_dir,
-                             batch_size=cfg.evaluation.batch_size)
+                             batch_size=cfg.evaluation.batch_size, pairs=pairs)
     _log(f"per-case Dice on {cfg.evaluation.split} ({report['split_cases']} cases; "
          f"{out_dir / 'dice_table.md'}):\n{markdown_table(report)}")
+    report["volumetric"] = _volumetric(cfg, prepared, loaded)
     return report
+
+
+def _volumetric(cfg: ExperimentConfig, prepared, models: dict):
+    """Dice and HD95 (mm) of whole predicted volumes of ``evaluation.split`` (issue 10)."""
+    from iac_tf.inference.run_scores import volumetric_scores
+
+    return volumetric_scores(cfg, prepared, models, batch_size=cfg.evaluation.batch_size)
 
 
 def run_all(cfg: ExperimentConfig, restart: int | None = None) -> None:

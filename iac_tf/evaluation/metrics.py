@@ -46,3 +46,11 @@ def case_dice(masks: np.ndarray, probs: np.ndarray, case_ids, threshold: float =
         sel = case_ids == case
         out[str(case)] = dice_from_counts(*confusion_counts(masks[sel], pred[sel]))
     return out
+
+
+def mean_case_dice(masks: np.ndarray, probs: np.ndarray, case_ids, threshold: float = 0.5) -> float:
+    """The reported score in one number: the mean over cases of each case's mean Dice over the
+    classes present in it (cases where every class is undefined are left out; NaN if all are)."""
+    per_case = [d[~np.isnan(d)] for d in case_dice(masks, probs, case_ids, threshold).values()]
+    means = [float(d.mean()) for d in per_case if d.size]
+    return float(np.mean(means)) if means else float("nan")

@@ -6,7 +6,9 @@ statistics of each model against the U-Net (JSON + Markdown) and plots.
   stats.json          ``methods[<method>]`` = ``{per_class, overall}``, each the paired comparison
                       with the U-Net (`compare_paired`: mean gain with 95% CI, paired t-test,
                       Wilcoxon two- and one-sided); ``mean_dice`` per model; ``per_class`` /
-                      ``overall`` repeat the first method's (the run's ``iac``) statistics
+                      ``overall`` repeat the first method's (the run's ``iac``) statistics;
+                      ``pairs["<candidate>_vs_<reference>"]`` extra comparisons between two
+                      methods (e.g. ``iac_vs_unet_continued``, the budget-matched baseline)
   dice_table.md       mean Dice per class, one column per model; then the statistics per method
   dice_paired.png     per-case Dice, U-Net vs the first method; dice_methods.png all models
 """
@@ -31,13 +33,15 @@ def predict(model, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
 
 
 def evaluate_models(models: dict, images, masks, case_ids, class_names, out_dir,
-                    baseline: str = "unet", batch_size: int = 32) -> dict:
+                    baseline: str = "unet", batch_size: int = 32, pairs=()) -> dict:
     """Score every model per case and class and compare each with ``models[baseline]``.
 
     Args:
         models: name -> model (anything with ``predict``), the baseline first or anywhere; the
             other models keep their order as the table's columns.
         baseline: the name of the reference model (the trained U-Net).
+        pairs: extra ``(reference, candidate)`` comparisons between two of the models (pairs
+            naming a model not in ``models`` are left out).
     Returns the ``stats.json`` content.
     """
     if baseline not in models or len(models) < 2:
@@ -67,6 +71,15 @@ def evaluate_models(models: dict, images, masks, case_ids, class_names, out_dir,
                                             [scores[m][c][k] for c in cases])
         report["methods"][m] = {"per_class": per_class,
                                 "overall": compare_paired(per_case[baseline], per_case[m])}
+    report["pairs"] = {}
+    for ref, cand in pairs:
+        if ref in scores and cand in scores:
+            report["pairs"][f"{cand}_vs_{ref}"] = {
+                "reference": ref, "candidate": cand,
+                "per_class": {cls: compare_paired([scores[ref][c][k] for c in cases],
+                                                  [scores[cand][c][k] for c in cases])
+                              for k, cls in enumerate(class_names)},
+                "overall": compare_paired(per_case[ref], per_case[cand])}
     report["per_class"] = report["methods"][methods[0]]["per_class"]
     report["overall"] = report["methods"][methods[0]]["overall"]
     atomic_write_json(out_dir / "stats.json", report)
@@ -110,6 +123,17 @@ def markdown_table(report: dict) -> str:
             lo, hi = s["gain_ci95"]
             lines.append(f"| {m} | {cls} | {s['n']} | {_f(s['mean_gain'])} ({_f(lo)}; {_f(hi)}) | "
                          f"{_f(s['t_test_p'])} | {_f(s['wilcoxon_p'])} | {_f(s['wilcoxon_greater_p'])} |")
+    for key, entry in report.get("pairs", {}).items():
+        ref, cand = entry["reference"], entry["candidate"]
+        lines += ["", f"Paired comparison of `{cand}` with `{ref}` (gain = {cand} - {ref}):", "",
+                  "| class | n | " + ref + " | " + cand + " | gain (95% CI) | t-test p | Wilcoxon p | "
+                  "Wilcoxon p (gain>0) |", "|---|---|---|---|---|---|---|---|"]
+        for cls in rows:
+            s = entry["overall"] if cls == "overall" else entry["per_class"][cls]
+            lo, hi = s["gain_ci95"]
+            lines.append(f"| {cls} | {s['n']} | {_f(s['mean_baseline'])} | {_f(s['mean_candidate'])} | "
+                         f"{_f(s['mean_gain'])} ({_f(lo)}; {_f(hi)}) | {_f(s['t_test_p'])} | "
+                         f"{_f(s['wilcoxon_p'])} | {_f(s['wilcoxon_greater_p'])} |")
     return "\n".join(lines) + "\n"
 
 

@@ -10,9 +10,11 @@ See ``docs/implant.md`` for a walk-through and ``docs/decisions.md`` (Implantati
 from iac_tf.implant.freeze import freeze_unet
 from iac_tf.implant.modules import module_name, original_concat
 from iac_tf.implant.rebuild import ImplantError, implant
+from iac_tf.implant.residual import IMPLANT_MODES, ResidualImplant, residual
 from iac_tf.implant.skips import NoSkipConnectionsError, SkipConnection, find_skip_connections
 
 __all__ = [
+    "IMPLANT_MODES",
     "ImplantError",
     "NoSkipConnectionsError",
     "SkipConnection",
@@ -21,4 +23,6 @@ __all__ = [
     "implant",
     "module_name",
     "original_concat",
+    "residual",
+    "ResidualImplant",
 ]

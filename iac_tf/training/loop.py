@@ -19,6 +19,12 @@ under temporary names and updates its ``checkpoint`` index atomically, so a kill
 leaves the previous checkpoint loadable. On resume, CSV rows of epochs not covered by the
 checkpoint are dropped and training continues at the first unfinished epoch.
 
+Epoch 0 (``evaluate_initial``, issue 11): before the first update the model is scored on the
+validation data (and by ``on_epoch_end``) like a finished epoch; it takes part in the best-epoch
+choice (``save_best(0)``), appears as row ``epoch 0`` of the history (training columns NaN) and is
+checkpointed, so a resumed run does not score it again. Early stopping (``patience``) is a pure
+function of the checkpointed best epoch, so a resumed run stops where an uninterrupted one would.
+
 Console: ``Epoch e/E`` counts from 1 to the stage's total ``E`` (Keras alone would print
 ``Epoch e/e`` for a one-epoch ``fit``). TensorBoard: one event file per phase (``train``,
 ``validation``) and process, written by the loop from the epoch logs (Keras' callback would open
@@ -57,6 +63,7 @@ class EpochLoop:
         tensorboard: write TensorBoard logs.
         seed: the run seed; each epoch's shuffle seed is derived from it.
         shuffle: reshuffle the data every epoch (else the data factories get ``seed=None``).
+        patience: stop when ``monitor`` has not improved for this many epochs (``None``: never).
     """
 
     def __init__(
@@ -69,6 +76,7 @@ class EpochLoop:
         tensorboard: bool = True,
         seed: int = 0,
         shuffle: bool = True,
+        patience: int | None = None,
     ):
         if mode not in ("max", "min"):
             raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
@@ -78,12 +86,16 @@ class EpochLoop:
         self.tensorboard = tensorboard
         self.seed = int(seed)
         self.shuffle = bool(shuffle)
+        self.patience = patience
+        self.stopped_early = False
         self.completed = tf.Variable(0, dtype=tf.int64, trainable=False, name="completed_epochs")
         worst = -math.inf if mode == "max" else math.inf
         self.best = tf.Variable(worst, dtype=tf.float64, trainable=False, name="best_score")
         self.best_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="best_epoch")
+        self.initial_done = tf.Variable(False, trainable=False, name="initial_evaluated")
         self.checkpoint = tf.train.Checkpoint(
-            completed_epochs=self.completed, best=self.best, best_epoch=self.best_epoch, **trackables
+            completed_epochs=self.completed, best=self.best, best_epoch=self.best_epoch,
+            initial_evaluated=self.initial_done, **trackables
         )
         self.manager = tf.train.CheckpointManager(
             self.checkpoint, str(self.run_dir / "checkpoints"), max_to_keep=max_to_keep
@@ -97,8 +109,13 @@ class EpochLoop:
         if latest:
             self.checkpoint.restore(latest).expect_partial()
         done = int(self.completed.numpy())
-        self.history.truncate(done)
+        # no checkpoint at all: drop every row, an epoch-0 row included
+        self.history.truncate(done if latest else -1)
         return done
+
+    def _patience_exhausted(self, done: int) -> bool:
+        return (self.monitor is not None and self.patience is not None
+                and done - int(self.best_epoch.numpy()) >= self.patience)
 
     def _improved(self, value: float) -> bool:
         best = float(self.best.numpy())
@@ -116,6 +133,7 @@ class EpochLoop:
         save_best: Callable[[int], None] | None = None,
         verbose: int = 1,
         steps_per_epoch: int | None = None,
+        evaluate_initial: bool = False,
     ) -> list[dict]:
         """Train from the first unfinished epoch to ``epochs``; return the history rows.
 
@@ -124,9 +142,18 @@ class EpochLoop:
         ``on_epoch_begin(epoch)`` (1-based) sets per-epoch state and may return the log keys the
         epoch does not measure. ``on_epoch_end(epoch, logs)`` (1-based) may return extra values
         to log. ``save_best(epoch)`` is called when ``monitor`` improves.
+        ``evaluate_initial``: score the untrained model as epoch 0 first (needs ``val_data``).
         """
         start = self.restore()
+        if evaluate_initial and not bool(self.initial_done.numpy()):
+            if start:
+                raise ValueError(f"{self.run_dir}: this run was started without evaluate_initial; "
+                                 "epoch 0 cannot be scored after training began")
+            self._initial_epoch(model, val_data, on_epoch_end, save_best, verbose)
         if start >= epochs:
+            return self.history.rows()
+        if self._patience_exhausted(start):
+            self.stopped_early = True
             return self.history.rows()
         if start and verbose:
             print(f"[iac] resuming {self.run_dir} at epoch {start + 1}/{epochs}", flush=True)
@@ -136,6 +163,12 @@ class EpochLoop:
             for epoch in range(start, epochs):
                 self._run_epoch(model, epoch, epochs, train_data, val_data, on_epoch_begin,
                                 on_epoch_end, save_best, verbose, steps_per_epoch, progbar, board)
+                if self._patience_exhausted(epoch + 1):
+                    self.stopped_early = True
+                    if verbose:
+                        print(f"[iac] early stop: no better {self.monitor} for {self.patience} "
+                              f"epochs (best epoch {int(self.best_epoch.numpy())})", flush=True)
+                    break
         finally:
             if board is not None:
                 board.close()
@@ -162,6 +195,10 @@ class EpochLoop:
         logs.update({k: float(v[-1]) for k, v in fit.history.items()})
         logs.update({k: math.nan for k in unmeasured})
         logs["epoch_time_s"] = time.perf_counter() - t0
+        self._finish_epoch(e, logs, on_epoch_end, save_best, board)
+
+    def _finish_epoch(self, e: int, logs: dict, on_epoch_end, save_best, board=None) -> None:
+        """Extra logs, best-model tracking, history row and checkpoint of a finished epoch."""
         if on_epoch_end is not None:
             logs.update(on_epoch_end(e, logs) or {})
         if self.monitor is not None:
@@ -178,7 +215,27 @@ class EpochLoop:
         if board is not None:
             board.write(e, logs)
         self.completed.assign(e)
+        if e == 0:
+            self.initial_done.assign(True)
         self.manager.save(checkpoint_number=e)
+
+    def _initial_epoch(self, model, val_data, on_epoch_end, save_best, verbose) -> None:
+        """Epoch 0: the model before its first update, scored on the validation data."""
+        if val_data is None:
+            raise ValueError("evaluate_initial needs val_data")
+        t0 = time.perf_counter()
+        seed = data_seed(self.seed, 0, self.shuffle)  # epoch 1's validation data
+        scores = model.evaluate(val_data(0, None if seed is None else seed + 1), verbose=0,
+                                return_dict=True)
+        logs: dict[str, Any] = {"epoch": 0}
+        # no training happened: the training columns are empty, the validation ones measured
+        logs.update({k: math.nan for k in scores})
+        logs.update({f"val_{k}": float(v) for k, v in scores.items()})
+        logs["epoch_time_s"] = time.perf_counter() - t0
+        self._finish_epoch(0, logs, on_epoch_end, save_best)
+        if verbose:
+            shown = {k: round(v, 4) for k, v in logs.items() if k.startswith("val_")}
+            print(f"[iac] epoch 0 (before training): {shown}", flush=True)
 
 
 class _EpochProgbar(keras.callbacks.ProgbarLogger):

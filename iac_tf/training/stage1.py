@@ -8,6 +8,9 @@ only to select the best epoch; the evaluation's *per-case Dice*
 (:mod:`iac_tf.evaluation.metrics`) thresholds the predictions and scores each case's volume.
 
 Paper defaults: Adam, constant learning rate 1e-3, batch size 128, 200 epochs, Dice loss.
+Our additions (issue 11): the selection metric (``monitor``), an epoch 0 that scores the model
+before its first update (``evaluate_initial``), early stopping (``patience``) and a warning when
+the best epoch falls in the last 10 % of the epochs (the U-Net had not converged).
 """
 
 from __future__ import annotations
@@ -35,15 +38,24 @@ class Stage1Config:
     """The ``stage1:`` section of an experiment YAML (also used by Stage III for its training).
 
     Args:
-        epochs: training epochs (paper: 200).
-        batch_size: batch size (paper: 128).
-        learning_rate: constant learning rate (paper: 1e-3).
-        optimizer: ``adam`` (paper) or ``sgd``.
-        mixed_precision: build and train under ``mixed_float16`` (GPU).
-        dice_eps: smoothing of the Dice loss/metric.
-        shuffle: reshuffle ``train_dt`` every epoch (deterministically from the seed).
-        checkpoints_to_keep: epoch checkpoints kept for resuming.
+        epochs: training epochs (paper, IV-B.1: 200).
+        batch_size: batch size (paper, IV-B.1: 128).
+        learning_rate: constant learning rate (paper, IV-B.1: 1e-3).
+        optimizer: ``adam`` (paper, IV-B.1) or ``sgd``.
+        mixed_precision: build and train under ``mixed_float16`` (GPU; our choice: off).
+        dice_eps: smoothing of the Dice loss/metric (our choice: 1; not in the paper).
+        shuffle: reshuffle ``train_dt`` every epoch (deterministically from the seed; our choice).
+        checkpoints_to_keep: epoch checkpoints kept for resuming (our choice).
         verbose: Keras progress output (0 silent, 1 progress bar, 2 one line per epoch).
+        monitor: the score that selects the best epoch, always on ``val_dt``: ``val_soft_dice``
+            (soft Dice over slices, the training metric; empty slices count; our reading of the
+            paper's "Dice metric on val_dt", Section IV-B.1) or ``val_case_dice`` (the reported
+            score: hard per-case Dice, mean over cases of the mean over present classes,
+            ``iac_tf.evaluation.metrics.case_dice``; our choice, issue 11).
+        evaluate_initial: score the model before its first update as epoch 0 and let it be
+            selected (our choice; default off for Stage I, on for Stage III).
+        patience: stop after this many epochs without a better ``monitor`` (within
+            ``epochs``); ``null``: train all ``epochs`` (paper). Our choice.
     """
 
     epochs: int = 200
@@ -55,8 +67,13 @@ class Stage1Config:
     shuffle: bool = True
     checkpoints_to_keep: int = 2
     verbose: int = 2
+    monitor: Literal["val_soft_dice", "val_case_dice"] = "val_soft_dice"
+    evaluate_initial: bool = False
+    patience: int | None = None
 
     def __post_init__(self):
+        if self.patience is not None and self.patience < 1:
+            raise ValueError(f"patience must be >= 1 or null, got {self.patience}")
         for key in ("epochs", "batch_size", "checkpoints_to_keep"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
@@ -76,6 +93,22 @@ class TrainResult:
     best_val_soft_dice: float
     history: list[dict]
     seconds: float
+    monitor: str = MONITOR
+    stopped_early: bool = False
+    best_score: float = float("nan")  # the best value of ``monitor``
+
+
+def unconverged(best_epoch: int, epochs: int) -> bool:
+    """True when ``best_epoch`` lies in the last 10 % (at least the last one) of ``epochs``."""
+    return best_epoch > epochs - max(1, epochs // 10)
+
+
+def _at_best(history: list[dict], best_epoch: int, key: str) -> float:
+    """``key`` of the history row of ``best_epoch`` (NaN if absent)."""
+    for row in history:
+        if int(row["epoch"]) == best_epoch and row.get(key) not in (None, ""):
+            return float(row[key])
+    return float("nan")
 
 
 def compile_for_training(model: keras.Model, cfg: Stage1Config) -> None:
@@ -95,9 +128,10 @@ def train_model(
     cfg: Stage1Config,
     run_dir: str | os.PathLike,
     extra_trackables: dict | None = None,
+    case_scorer=None,
     seed: int = 0,
 ) -> TrainResult:
-    """Train ``model`` with Dice loss, keeping the best checkpoint by ``val_soft_dice``.
+    """Train ``model`` with Dice loss, keeping the best checkpoint by ``cfg.monitor``.
 
     Args:
         model: a functional Keras model with sigmoid outputs (uncompiled or compiled).
@@ -108,43 +142,66 @@ def train_model(
         run_dir: the stage folder (``history.csv``, ``checkpoints/``, ``tensorboard/``,
             ``best_model.keras``, ``summary.json``). A run there is resumed.
         extra_trackables: more objects to checkpoint with the model.
+        case_scorer: ``model -> float``, the per-case hard Dice on ``val_dt`` (see
+            ``iac_tf.evaluation.metrics.mean_case_dice``); logged as ``val_case_dice`` after
+            every epoch when given. Required when ``cfg.monitor`` is ``val_case_dice``.
         seed: the run seed (data order).
     """
     run_dir = pathlib.Path(run_dir)
     if model.optimizer is None:
         compile_for_training(model, cfg)
     t0 = time.perf_counter()
+    monitor = getattr(cfg, "monitor", MONITOR)
+    if monitor == "val_case_dice" and case_scorer is None:
+        raise ValueError("monitor 'val_case_dice' needs a case_scorer (the val_dt arrays with case ids)")
     loop = EpochLoop(
         run_dir,
         {"model": model, "optimizer": model.optimizer, **(extra_trackables or {})},
-        monitor=MONITOR,
+        monitor=monitor,
         mode="max",
         max_to_keep=cfg.checkpoints_to_keep,
         seed=seed,
         shuffle=cfg.shuffle,
+        patience=getattr(cfg, "patience", None),
     )
     best_path = run_dir / BEST_MODEL
+
+    def case_metrics(epoch: int, logs: dict) -> dict:
+        return {"val_case_dice": float(case_scorer(model))} if case_scorer is not None else {}
+
     history = loop.run(
         model,
         cfg.epochs,
         train_data=as_epoch_fn(train_data),
         val_data=as_epoch_fn(val_data),
+        on_epoch_end=case_metrics,
         save_best=lambda epoch: save_model(model, best_path),
         verbose=cfg.verbose,
+        evaluate_initial=getattr(cfg, "evaluate_initial", False),
     )
     result = TrainResult(
         run_dir=run_dir,
         best_model_path=best_path,
         best_epoch=int(loop.best_epoch.numpy()),
-        best_val_soft_dice=float(loop.best.numpy()),
+        best_val_soft_dice=_at_best(history, int(loop.best_epoch.numpy()), "val_soft_dice"),
         history=history,
         seconds=time.perf_counter() - t0,
+        monitor=monitor,
+        stopped_early=loop.stopped_early,
+        best_score=float(loop.best.numpy()),
     )
     atomic_write_json(
         run_dir / SUMMARY,
         {
             "best_epoch": result.best_epoch,
             "best_val_soft_dice": result.best_val_soft_dice,
+            "selection_metric": monitor,
+            "best_score": result.best_score,
+            "epoch0_evaluated": bool(getattr(cfg, "evaluate_initial", False)),
+            "stopped_early": result.stopped_early,
+            "epochs_run": sum(1 for r in history if int(r["epoch"]) > 0),
+            "best_epoch_in_last_10_percent": (not result.stopped_early
+                                              and unconverged(result.best_epoch, cfg.epochs)),
             "epochs": cfg.epochs,
             "completed_epochs": len(history),
             "params": int(model.count_params()),

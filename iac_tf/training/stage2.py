@@ -31,18 +31,29 @@ from iac_tf.training.supernet import SearchSupernet
 
 @dataclasses.dataclass(frozen=True)
 class Stage2Config:
-    """The ``stage2:`` section of an experiment YAML. Defaults follow the paper (IV-B.2).
+    """The ``stage2:`` section of an experiment YAML. Each default is marked "paper (Section)" or
+    "our choice / PC-DARTS" (values the paper does not state, taken from PC-DARTS' code).
 
     Args:
-        epochs: search epochs E, warm-up included (paper: 200).
-        warmup_epochs: first epochs that update omega only (paper: 15).
-        batch_size: batch size of each search set (paper: 128).
-        cell_channels: C, the channels of the cell's nodes after its input 1x1 convolutions.
-        partial_channels: K of PC-DARTS; 1/K of the channels go through the mixed ops (K=1: DARTS).
-        edge_norm: ``tan`` (the paper's eq. 6-10) or ``softmax`` (PC-DARTS' eq. 4).
-        arch_init: ``ones`` (paper) or ``normal`` (PC-DARTS' 1e-3 N(0,1)).
-        arch_learning_rate / arch_beta_1 / arch_beta_2: Adam for alpha/beta (1e-3; PC-DARTS' betas).
-        arch_weight_decay: L2 on alpha/beta (PC-DARTS: 1e-3).
+        epochs: search epochs E, warm-up included (paper, IV-B.2: 200).
+        warmup_epochs: first epochs that update omega only (paper, IV-B.2: 15).
+        batch_size: batch size of each search set (paper, IV-B.2: 128).
+        cell_channels: C, the channels of the cell's nodes after its input 1x1 convolutions
+            (PC-DARTS: 16; not in the paper).
+        partial_channels: K of PC-DARTS; 1/K of the channels go through the mixed ops (K=1: DARTS)
+            (PC-DARTS: 4; not in the paper).
+        edge_norm: ``tan`` (paper, eq. 6-10) or ``softmax`` (PC-DARTS' eq. 4).
+        arch_init: ``ones`` (paper, Algorithm 1) or ``normal`` (PC-DARTS' 1e-3 N(0,1)).
+        arch_learning_rate / arch_beta_1 / arch_beta_2: Adam for alpha/beta (learning rate 1e-3:
+            paper, IV-B.2; betas 0.5/0.999: PC-DARTS, not in the paper).
+        arch_weight_decay: L2 on alpha/beta (PC-DARTS: 1e-3, not in the paper). With
+            ``edge_norm: tan`` the beta of an edge whose weight is capped gets only this L2
+            gradient, which Adam turns into a full-size step down (measured example in
+            docs/decisions.md); ``0`` turns the L2 off.
+        implant_mode: ``replace`` (paper) or ``residual`` (our choice, issue 11): the search cell's
+            output is added to the concatenation through its zero-initialised output 1x1
+            convolution, so the supernet starts as the U-Net (alpha/beta get no gradient until
+            that convolution has moved; the warm-up moves it). See ``iac_tf.implant.residual``.
         weight_learning_rate / weight_learning_rate_min: SGD for omega, annealed from max to min.
         weight_momentum / weight_decay: SGD momentum and L2 for omega (paper: 0 and 0).
         lr_schedule: ``cosine_power`` (sharpDARTS, paper) or ``constant``.
@@ -70,6 +81,7 @@ class Stage2Config:
     arch_beta_1: float = 0.5
     arch_beta_2: float = 0.999
     arch_weight_decay: float = 1e-3
+    implant_mode: Literal["replace", "residual"] = "replace"
     weight_learning_rate: float = 0.01
     weight_learning_rate_min: float = 0.0
     weight_momentum: float = 0.0
@@ -93,6 +105,8 @@ class Stage2Config:
                 raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
         if not 0 <= self.warmup_epochs <= self.epochs:
             raise ValueError(f"warmup_epochs must be in [0, epochs={self.epochs}], got {self.warmup_epochs}")
+        if self.arch_weight_decay < 0:
+            raise ValueError(f"arch_weight_decay must be >= 0, got {self.arch_weight_decay}")
         if self.cosine_power < 1:
             raise ValueError(f"cosine_power must be >= 1, got {self.cosine_power}")
 
@@ -114,26 +128,37 @@ class Stage2Config:
 def build_supernet(unet: keras.Model, cfg: Stage2Config) -> SearchSupernet:
     """Implant a continuous IAC (:class:`~iac_tf.search.SearchCell`) into every skip connection
     of the frozen ``unet``; one :class:`~iac_tf.search.ArchitectureParameters` feeds all cells."""
-    from iac_tf.implant import implant, module_name
+    from iac_tf.implant import find_skip_connections, implant, module_name, residual
     from iac_tf.search import ArchitectureParameters, SearchCell
 
     arch = ArchitectureParameters(init=cfg.arch_init, name="iac_arch")
 
+    class _SearchModule:
+        """alpha, beta -> the level's SearchCell; exposes the cell's ``output_conv`` (for the
+        residual mode's zero initialisation)."""
+
+        def __init__(self, cell):
+            self.cell = cell
+
+        @property
+        def output_conv(self):
+            return getattr(self.cell, "output_conv", None)
+
+        def __call__(self, inputs):
+            alpha, beta = arch(inputs[0])
+            return self.cell([inputs[0], inputs[1], alpha, beta])
+
     def make_module(level, up_shape, skip_shape):
-        cell = SearchCell(
+        return _SearchModule(SearchCell(
             out_channels=int(up_shape[-1]) + int(skip_shape[-1]),
             C=cfg.cell_channels,
             K=cfg.partial_channels,
             edge_norm=cfg.edge_norm,
             name=module_name("iac_search_cell", level),
-        )
+        ))
 
-        def module(inputs):
-            alpha, beta = arch(inputs[0])
-            return cell([inputs[0], inputs[1], alpha, beta])
-
-        return module
-
+    if cfg.implant_mode == "residual":
+        make_module = residual(make_module, find_skip_connections(unet), "output_conv")
     net = implant(unet, make_module, name=f"{unet.name}_iac_search")
     supernet = SearchSupernet(
         net, arch, update_order=cfg.update_order, arch_weight_decay=cfg.arch_weight_decay,

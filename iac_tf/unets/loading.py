@@ -16,6 +16,7 @@ def load_unet(path: str | os.PathLike) -> keras.Model:
     (``import iac_tf.search``).
     """
     register_application_layers()
+    import iac_tf.implant.residual  # noqa: F401  (registers ResidualImplant: residual IAC U-Nets)
     path = pathlib.Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: U-Net file not found")

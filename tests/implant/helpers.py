@@ -3,7 +3,7 @@
 import numpy as np
 
 from iac_tf._keras import keras
-from iac_tf.implant import find_skip_connections, implant, module_name, original_concat
+from iac_tf.implant import find_skip_connections, implant, module_name, original_concat, residual
 
 L = keras.layers
 
@@ -40,3 +40,40 @@ def conv_module(level, up_shape, skip_shape):
     concat = L.Concatenate(name=module_name("cat", level))
     conv = L.Conv2D(up_shape[-1] + skip_shape[-1], 1, name=module_name("iac", level))
     return lambda inputs: conv(concat(inputs))
+
+
+def _genotype():
+    from iac_tf.genotype import Genotype
+
+    return Genotype.from_dict(GENOTYPE_DICT)
+
+
+GENOTYPE_DICT = {
+    "format": "iac_tf.genotype", "version": 1,
+    "edges": [[["sep_conv_3x3", 0], ["skip_connect", 1]],
+              [["dil_conv_3x3", 1], ["max_pool_3x3", 2]],
+              [["avg_pool_3x3", 0], ["sep_conv_5x5", 3]],
+              [["dil_conv_5x5", 2], ["skip_connect", 4]]],
+}
+
+
+def cell_module(level, up_shape, skip_shape):
+    """A DiscreteCell (C=2) of ``GENOTYPE_DICT`` for the skip at ``level``."""
+    from iac_tf.genotype import DiscreteCell
+
+    return DiscreteCell(_genotype(), out_channels=int(up_shape[-1]) + int(skip_shape[-1]), C=2,
+                        name=module_name("iac_cell", level))
+
+
+def assert_residual_identity(model, make_module, projection="auto", x=None):
+    """The residual implant of ``make_module`` leaves every output bit-identical at init."""
+    x = batch(model) if x is None else x
+    expected = outputs_of(model, x)
+    new = implant(model, residual(make_module, find_skip_connections(model), projection))
+    got = outputs_of(new, x)
+    assert len(got) == len(expected)
+    for a, b in zip(got, expected):
+        assert np.array_equal(a, b)
+    # not a no-op: the modules are there and trainable
+    assert new.trainable_weights
+    return new

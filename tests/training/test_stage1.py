@@ -34,7 +34,7 @@ def test_stage1_lowers_dice_loss_and_writes_best_checkpoint(tmp_path):
     assert loaded.predict(x[:2], verbose=0).shape == (2, 32, 32, 1)
 
 
-def test_stage1_resume_keeps_finished_epochs(tmp_path):
+def test_stage1_resume_keeps_finished_epochs(tmp_path, capsys):
     keras.utils.set_random_seed(1)
     x, y = disc_data(8)
     model = tiny_unet()
@@ -44,7 +44,12 @@ def test_stage1_resume_keeps_finished_epochs(tmp_path):
     # "Killed" after 2 epochs; a new process rebuilds the model and asks for 4 epochs.
     keras.backend.clear_session()
     model2 = tiny_unet()
-    result = train_model(model2, batched(x, y), batched(x, y), _cfg(epochs=4), tmp_path)
+    capsys.readouterr()
+    result = train_model(model2, batched(x, y), batched(x, y), _cfg(epochs=4, verbose=2), tmp_path)
+    out = capsys.readouterr().out
+    # The epoch counter shows the real position, from where the run resumed.
+    assert "Epoch 3/4" in out and "Epoch 4/4" in out
+    assert "Epoch 1/" not in out and "Epoch 3/3" not in out and "Epoch 4/4\n" in out
     assert [int(r["epoch"]) for r in result.history] == [1, 2, 3, 4]
     # Epochs 1-2 were not retrained: their rows are unchanged.
     assert (tmp_path / "history.csv").read_text().splitlines()[:3] == first_rows

@@ -31,7 +31,7 @@ class _Killed(RuntimeError):
     pass
 
 
-def test_search_end_to_end_and_resume_equals_uninterrupted(tmp_path):
+def test_search_end_to_end_and_resume_equals_uninterrupted(tmp_path, capsys):
     train, val = _data()
     keras.utils.set_random_seed(0)
     unet = tiny_unet(size=SIZE, levels=1)
@@ -39,7 +39,15 @@ def test_search_end_to_end_and_resume_equals_uninterrupted(tmp_path):
 
     # Uninterrupted run.
     keras.utils.set_random_seed(7)
-    full = search(unet, train, val, _cfg(), tmp_path / "full")
+    capsys.readouterr()
+    full = search(unet, train, val, _cfg(verbose=2), tmp_path / "full")
+    # Console: the real epoch position, and the warm-up's unmeasured val_search values as n/a.
+    out = capsys.readouterr().out
+    assert "Epoch 1/2" in out and "Epoch 2/2" in out and "Epoch 1/1" not in out
+    warmup = out.split("Epoch 2/2")[0]
+    assert "n/a (not measured this epoch): loss_val_search, soft_dice_val_search, arch_reg" in warmup
+    assert "loss_val_search:" not in warmup and "loss_train_search:" in warmup
+    assert "loss_val_search:" in out.split("Epoch 2/2")[1]
     assert [p.name for p in full.genotype_paths] == ["epoch_001.json", "epoch_002.json"]
     # The frozen U-Net is bit-identical after the search (weights and BN statistics).
     assert all(np.array_equal(a, b) for a, b in zip(frozen_before, unet.get_weights()))

@@ -1,0 +1,32 @@
+"""Use a trained (IAC) U-Net on whole scans: ``iac predict`` and ``iac export``.
+
+Modules: ``labels`` (probabilities -> the dataset's label values, overlapping regions),
+``tiling`` (sliding windows over slices of any size), ``volume`` (the run's preprocessing of one
+volume and its inverse), ``inputs`` (INPUT -> cases, header checks), ``model_source`` (MODEL ->
+a loaded model and its run config), ``predict`` (the whole command), ``export`` (TF Serving),
+``api`` (the Python calls behind the commands), ``cli`` (their arguments), ``run_scores``
+(volumetric scores of a run's evaluation split, for ``iac run``).
+
+The names below are imported on first use, so ``iac --help`` does not import TensorFlow.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "LoadedModel": "model_source", "find_run_config": "model_source",
+    "load_model": "model_source", "resolve_model_path": "model_source",
+    "Preprocessing": "volume",
+    "export_serving": "export", "verify_serving": "export",
+    "paint_values": "labels", "probabilities_to_labels": "labels",
+    "format_summary": "predict", "predict_cases": "predict", "predict_volume": "predict",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'iac_tf.inference' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"iac_tf.inference.{_EXPORTS[name]}"), name)

@@ -1,0 +1,64 @@
+"""The Python API behind ``iac predict`` and ``iac export``::
+
+    from iac_tf.inference.api import predict, export
+    predict("runs/sample_base", ["scans/imagesTs"], "scans/predictions")
+    export("runs/sample_base", "serving/iac_unet")
+"""
+
+from __future__ import annotations
+
+import pathlib
+from collections.abc import Sequence
+
+from iac_tf.inference.inputs import check_cases, collect_cases
+from iac_tf.inference.model_source import (LoadedModel, find_run_config, load_model,
+                                           resolve_model_path)
+from iac_tf.inference.volume import Preprocessing
+
+
+def load_run_preprocessing(model_path: pathlib.Path, config: str | None = None,
+                           modality: Sequence[str] | None = None) -> Preprocessing:
+    """The preprocessing of the run ``model_path`` belongs to (its ``config.yaml``'s data
+    section, or ``config``)."""
+    from iac_tf.experiment import load_experiment
+
+    cfg = load_experiment(config or find_run_config(model_path))
+    return Preprocessing.from_data_config(cfg.data, modality)
+
+
+def resolve(model, stage: int = 3, method: str | None = None, config: str | None = None,
+            modality: Sequence[str] | None = None, inputs: Sequence[str] | None = None
+            ) -> tuple[LoadedModel, Preprocessing]:
+    """The model and the run's preprocessing; ``inputs`` are checked (headers, the dataset's
+    channel count) before the model is loaded, so bad input fails fast."""
+    path = resolve_model_path(model, stage, method)
+    prep = load_run_preprocessing(pathlib.Path(model), config, modality)
+    if inputs is not None:
+        check_cases(collect_cases(inputs), len(prep.modalities))
+    loaded = load_model(path)
+    if loaded.input_shape[0] != loaded.input_shape[1]:
+        raise ValueError(f"{path}: square inputs expected, got {loaded.input_shape[:2]}")
+    return loaded, prep
+
+
+def predict(model, inputs: Sequence[str], output: str, *, stage: int = 3,
+            method: str | None = None, config: str | None = None,
+            modality: Sequence[str] | None = None, save_probabilities: bool = False,
+            batch_size: int = 32, progress: bool = True) -> list[dict]:
+    """``iac predict``: see :func:`iac_tf.inference.predict.predict_cases`."""
+    from iac_tf.inference.predict import predict_cases
+
+    loaded, prep = resolve(model, stage, method, config, modality, inputs)
+    return predict_cases(loaded, inputs, output, prep, batch_size=batch_size,
+                         save_probabilities=save_probabilities, progress=progress)
+
+
+def export(model, out: str, *, stage: int = 3, method: str | None = None,
+           config: str | None = None) -> dict:
+    """``iac export``: see :func:`iac_tf.inference.export.export_serving`."""
+    from iac_tf.inference.export import export_serving
+
+    loaded, prep = resolve(model, stage, method, config)
+    if loaded.keras_model is None:
+        raise ValueError(f"{loaded.path}: already a serving SavedModel; export a Keras model")
+    return export_serving(loaded.keras_model, out, prep.classes, preprocessing=prep)

@@ -1,0 +1,120 @@
+"""``MODEL`` of ``iac predict`` / ``iac export``: a run folder, a ``.keras``/``.h5`` file, a Keras
+SavedModel folder or a serving SavedModel written by ``iac export``; and the run config that
+holds the preprocessing.
+
+In a run folder the model is looked up in ``models.json`` (:mod:`iac_tf.run_layout`): ``iac``
+(default, the final IAC U-Net), ``unet`` (``--stage 1``) or ``--method NAME``; without an index
+the stage folders' ``best_model.keras`` are used; a stage folder means its ``best_model.keras``.
+The run config is the nearest ``config.yaml`` at or above the model (a stage folder's record or
+the run's; ``--config`` overrides).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+from collections.abc import Callable
+
+import numpy as np
+
+from iac_tf.run_layout import model_paths
+
+BEST_MODEL = "best_model.keras"
+
+
+@dataclasses.dataclass
+class LoadedModel:
+    """A model ready to predict: ``predict(batch (B,H,W,C)) -> (B,H,W,N)`` probabilities."""
+
+    path: pathlib.Path
+    predict: Callable[[np.ndarray], np.ndarray]
+    input_shape: tuple[int, int, int]  # (H, W, C)
+    num_classes: int
+    keras_model: object | None = None
+
+
+def resolve_model_path(model: str | pathlib.Path, stage: int = 3, method: str | None = None
+                       ) -> pathlib.Path:
+    """The model file of ``model`` (see the module docstring)."""
+    model = pathlib.Path(model)
+    if not model.exists():
+        raise FileNotFoundError(f"{model}: model not found")
+    if model.is_dir() and (model / BEST_MODEL).is_file():
+        return model / BEST_MODEL  # a stage folder (runs/NAME/stage3)
+    if not (model.is_dir() and (model / "config.yaml").is_file()):
+        return model  # a model file or a SavedModel folder
+    name = method or ("unet" if stage == 1 else "iac")
+    index = model_paths(model)
+    if index:
+        if name not in index:
+            raise ValueError(f"{model / 'models.json'}: no model {name!r}; registered: "
+                             f"{sorted(index)}")
+        path = index[name]
+    elif method and method not in ("iac", "unet"):
+        path = model / "compare" / method / BEST_MODEL
+    else:
+        path = model / ("stage1" if name == "unet" else "stage3") / BEST_MODEL
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: model {name!r} of run {model} not found (has that "
+                                "stage run?)")
+    return path
+
+
+def find_run_config(model: str | pathlib.Path) -> pathlib.Path:
+    """``config.yaml`` of the run that ``model`` belongs to (searched upwards, 4 levels)."""
+    path = pathlib.Path(model).resolve()
+    for folder in [path] + list(path.parents)[:4]:
+        if (folder / "config.yaml").is_file():
+            return folder / "config.yaml"
+    raise FileNotFoundError(f"{model}: no config.yaml of a run found next to the model; pass "
+                            "--config RUN/config.yaml (the preprocessing is read from it)")
+
+
+def _serving_dir(path: pathlib.Path) -> pathlib.Path | None:
+    """The newest version folder of an ``iac export`` folder (``OUT/1``, ``OUT/2`` ...), or
+    ``path`` itself if it is a SavedModel without Keras metadata."""
+    versions = sorted((p for p in path.iterdir() if p.is_dir() and p.name.isdigit()),
+                      key=lambda p: int(p.name))
+    if versions and (versions[-1] / "saved_model.pb").is_file():
+        return versions[-1]
+    if (path / "saved_model.pb").is_file() and not (path / "keras_metadata.pb").is_file():
+        return path
+    return None
+
+
+def load_model(path: str | pathlib.Path) -> LoadedModel:
+    """Load ``path`` for prediction (errors name the file)."""
+    import iac_tf.genotype  # noqa: F401  (registers the IAC cells for loading)
+    import iac_tf.search  # noqa: F401
+    from iac_tf.inference.tiling import keras_predictor
+    from iac_tf.unets import load_unet
+
+    path = pathlib.Path(path)
+    serving = _serving_dir(path) if path.is_dir() else None
+    if serving is not None:
+        return _load_serving(serving)
+    model = load_unet(path)
+    h, w, c = (int(d) for d in model.input_shape[1:])
+    return LoadedModel(path, keras_predictor(model), (h, w, c), int(model.output_shape[-1]),
+                       model)
+
+
+def _load_serving(path: pathlib.Path) -> LoadedModel:
+    from iac_tf._keras import tf
+
+    try:
+        loaded = tf.saved_model.load(str(path))
+        fn = loaded.signatures["serving_default"]
+    except Exception as exc:  # noqa: BLE001 - re-raised with the file name
+        raise ValueError(f"{path}: could not load a serving SavedModel ({exc})") from exc
+    spec = fn.structured_input_signature[1].get("image")
+    if spec is None:
+        raise ValueError(f"{path}: serving_default has no 'image' input")
+    h, w, c = (int(d) for d in spec.shape[1:])
+    n = int(fn.structured_outputs["probabilities"].shape[-1])
+
+    def predict(batch):
+        return np.asarray(fn(image=tf.constant(batch, tf.float32))["probabilities"], np.float32)
+
+    predict.loaded = loaded  # keep the trackable object alive
+    return LoadedModel(path, predict, (h, w, c), n)

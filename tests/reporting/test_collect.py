@@ -1,0 +1,77 @@
+"""Run status: every part a run's config asks for is checked, absent parts are named."""
+
+import yaml
+
+from iac_tf.reporting.collect import case_scores, run_status
+
+CFG = {"stage2": {"epochs": 2}, "stage3": {"genotype_epochs": [1, 2]}, "compare": ["nested"]}
+
+
+def _touch(path, text="{}"):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def test_missing_parts_are_named_until_the_run_is_finished(tmp_path):
+    run = tmp_path / "r"
+    assert run_status(run, CFG).state == "not started"
+    _touch(run / "config.yaml", yaml.safe_dump(CFG))
+    _touch(run / "stage1" / "summary.json")
+    _touch(run / "stage3" / "epoch_001" / "summary.json")
+    s = run_status(run)
+    assert s.state == "partial"
+    assert s.missing == ["stage2", "stage3/epoch_002", "compare/nested", "evaluation"]
+    _touch(run / "stage2" / "search_time.json")
+    _touch(run / "stage2" / "genotypes" / "epoch_002.json")
+    _touch(run / "stage3" / "epoch_002" / "summary.json")
+    _touch(run / "compare" / "nested" / "summary.json")
+    _touch(run / "evaluation" / "dice_per_case.csv", "case,class,unet,iac\nc1,a,0.5,0.6\n")
+    assert run_status(run).missing == ["evaluation column nested"]
+    _touch(run / "evaluation" / "dice_per_case.csv",
+           "case,class,unet,iac,nested,iac_epoch_001\nc1,a,0.5,0.6,0.7,0.4\nc1,b,0.3,,0.1,0.2\n")
+    assert run_status(run).finished
+
+
+def test_comparison_only_run_needs_no_search_and_stage3_genotype_needs_no_stage2(tmp_path):
+    run = tmp_path / "r"
+    _touch(run / "config.yaml", "")
+    _touch(run / "stage1" / "summary.json")
+    _touch(run / "compare" / "nested" / "summary.json")
+    _touch(run / "evaluation" / "dice_per_case.csv", "case,class,unet,nested\n")
+    assert run_status(run, {"method": "nested"}).finished
+    _touch(run / "stage3" / "summary.json")
+    assert run_status(run, {"stage3": {"genotype": "g.json"}}).missing == ["evaluation column iac"]
+
+
+def test_case_scores_average_present_classes_then_cases(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text("case,class,unet,iac,gain\nc1,a,0.5,0.7,0.2\nc1,b,nan,0.1,nan\nc2,a,0.2,0.4,0.2\n"
+                    "c2,b,0.4,0.6,0.2\n")
+    s = case_scores(path)
+    assert set(s) == {"unet", "iac"}
+    assert abs(s["unet"][0] - 0.5) < 1e-12 and abs(s["unet"][1] - 0.3) < 1e-12
+    assert abs(s["iac"][0] - 0.4) < 1e-12 and abs(s["iac"][1] - 0.5) < 1e-12
+
+
+def test_grid_skips_a_finished_setting(tmp_path):
+    import pathlib
+
+    from iac_tf import grid
+
+    g = grid.load_grid(pathlib.Path(__file__).resolve().parents[2] / "experiments" / "paper" / "grid.yaml")
+    sets = {"output_dir": str(tmp_path), "stage2.epochs": 2, "stage2.warmup_epochs": 0,
+            "stage3.genotype_epochs": [1, 2]}
+    (cell,) = grid.settings(g, "acdc", "base", sets)
+    run = cell.run_dir
+    _touch(run / "config.yaml", yaml.safe_dump(cell.config))
+    for part in ("stage1/summary.json", "stage2/search_time.json", "stage2/genotypes/epoch_002.json",
+                 "stage3/epoch_001/summary.json", "stage3/epoch_002/summary.json"):
+        _touch(run / part)
+    for m in cell.config["compare"]:
+        _touch(run / "compare" / m / "summary.json")
+    _touch(run / "evaluation" / "dice_per_case.csv",
+           "case,class,unet,iac," + ",".join(cell.config["compare"]) + "\n")
+    logged = []
+    assert grid.run_grid([cell], log=logged.append) == []
+    assert logged == ["[grid] 1/1 acdc_base: finished, skipped"]
+    assert "finished" in grid.plan([cell]) and "0 to run" in grid.plan([cell])

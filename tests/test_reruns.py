@@ -1,0 +1,164 @@
+"""Run folders you can trust: each stage records its config; a rerun with another config stops
+naming the keys and touches nothing; a finished stage says so; files are world-readable."""
+
+import hashlib
+import json
+import os
+import pathlib
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from iac_tf.cli import main
+from iac_tf.experiment import RunConflict, check_stages, load_experiment, record_stage, restart_from
+from iac_tf.run_layout import model_paths, register_model
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "experiments" / "sample.yaml"
+
+
+def _snapshot(folder: pathlib.Path) -> dict:
+    """Every file under ``folder`` with its content hash, size, mtime and mode."""
+    out = {}
+    for path in sorted(folder.rglob("*")):
+        st = path.stat()
+        digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "dir"
+        out[str(path.relative_to(folder))] = (digest, st.st_size, st.st_mtime_ns, st.st_mode)
+    return out
+
+
+def _tiny_sets(tmp_path, **extra):
+    sets = {"name": "tiny", "output_dir": str(tmp_path), "data.cache_dir": str(tmp_path / "cache"),
+            "data.patch_size": 32, "unet.options": "{base_filters: 4}",
+            "stage1.epochs": 1, "stage1.batch_size": 16, "stage1.verbose": 0}
+    sets.update(extra)
+    args = []
+    for k, v in sets.items():
+        args += ["--set", f"{k}={v}"]
+    return args
+
+
+def test_changed_config_stops_naming_keys_and_touches_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(ROOT)
+    old_umask = os.umask(0o022)
+    try:
+        assert main(["stage1", str(SAMPLE)] + _tiny_sets(tmp_path)) == 0
+    finally:
+        os.umask(old_umask)
+    run = tmp_path / "tiny"
+    assert (run / "stage1" / "config.yaml").is_file() and (run / "stage1" / "version.txt").is_file()
+    # Every file the run wrote is readable by others (0644 / 0755 with umask 022).
+    for path in [run, *run.rglob("*")]:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        assert mode == (0o755 if path.is_dir() else 0o644), (path, oct(mode))
+    before = _snapshot(tmp_path)
+    capsys.readouterr()
+
+    rc = main(["stage1", str(SAMPLE)] + _tiny_sets(tmp_path, **{"unet.options": "{base_filters: 8}"}))
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "unet.options.base_filters: 4 -> 8" in err
+    assert "--set name=" in err and "--restart stage1" in err
+    assert _snapshot(tmp_path) == before  # every file untouched, config.yaml included
+
+    # Another dataset: also stopped, also named; Stage II refuses to use the stale Stage I.
+    rc = main(["stage2", str(SAMPLE)] + _tiny_sets(tmp_path, **{"data.root": "elsewhere"}))
+    assert rc == 2 and "data.root" in capsys.readouterr().err
+    assert _snapshot(tmp_path) == before
+
+    # Keys that do not change the results (verbosity, evaluation batch size) do not block: the
+    # finished stage is reported and skipped.
+    rc = main(["stage1", str(SAMPLE)] + _tiny_sets(tmp_path, **{"stage1.verbose": 2,
+                                                                "evaluation.batch_size": 4}))
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "Stage I: complete (best val_dt soft Dice" in out and "), skipped" in out
+
+    # --restart stage1 clears the stage and runs it with the new config.
+    rc = main(["stage1", str(SAMPLE), "--restart", "stage1"]
+              + _tiny_sets(tmp_path, **{"unet.options": "{base_filters: 8}"}))
+    assert rc == 0
+    assert "base_filters: 8" in (run / "stage1" / "config.yaml").read_text()
+
+
+def _cfg(tmp_path, **overrides):
+    return load_experiment(SAMPLE, {"output_dir": str(tmp_path), "name": "r", **overrides})
+
+
+def test_stage_keys_decide_per_stage(tmp_path):
+    cfg = _cfg(tmp_path)
+    for stage in (1, 2, 3):
+        record_stage(cfg, stage)
+    # A Stage III key blocks Stage III only; a Stage II key blocks II (and III reads II).
+    changed = _cfg(tmp_path, **{"stage3.epochs": 99})
+    check_stages(changed, (1, 2))
+    with pytest.raises(RunConflict, match="stage3.epochs: 10 -> 99"):
+        check_stages(changed, (1, 2, 3))
+    with pytest.raises(RunConflict, match=r"(?s)stage2.*--restart stage2"):
+        check_stages(_cfg(tmp_path, **{"stage2.cell_channels": 4}), (1, 2, 3))
+    # Non-blocking keys: where the cache lives, verbosity, checkpoints kept, the evaluation, the
+    # TF determinism switch.
+    check_stages(_cfg(tmp_path, **{"data.cache_dir": "x", "stage2.verbose": 0, "deterministic": True,
+                                   "stage1.checkpoints_to_keep": 5, "evaluation.split": "val_search_dt"}),
+                 (1, 2, 3))
+    # A pretrained U-Net makes Stage II independent of the stage1 section.
+    pre = {"unet.pretrained": "u.keras"}
+    record_stage(_cfg(tmp_path, **pre), 2)
+    check_stages(_cfg(tmp_path, **pre, **{"stage1.epochs": 1}), (2,))
+
+
+def test_stage_folder_without_record_is_not_reused(tmp_path):
+    cfg = _cfg(tmp_path)
+    (cfg.stage_dir(1)).mkdir(parents=True)
+    (cfg.stage_dir(1) / "history.csv").write_text("epoch\n1\n")
+    with pytest.raises(RunConflict, match="no config.yaml"):
+        check_stages(cfg, (1,))
+
+
+def test_restart_clears_the_stage_and_later_ones_and_their_models(tmp_path):
+    cfg = _cfg(tmp_path)
+    for stage in (1, 2, 3):
+        record_stage(cfg, stage)
+        (cfg.stage_dir(stage) / "best_model.keras").write_text("m")
+    (cfg.run_dir / "evaluation").mkdir()
+    register_model(cfg.run_dir, "unet", cfg.stage_dir(1) / "best_model.keras")
+    register_model(cfg.run_dir, "iac", cfg.stage_dir(3) / "best_model.keras")
+    gone = restart_from(cfg, 2)
+    assert sorted(p.name for p in gone) == ["evaluation", "stage2", "stage3"]
+    assert cfg.stage_dir(1).is_dir() and not cfg.stage_dir(2).exists()
+    assert sorted(model_paths(cfg.run_dir)) == ["unet"]
+
+
+def test_help_does_not_import_tensorflow():
+    code = ("import sys\nfrom iac_tf.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n"
+            "    pass\nprint('TF', 'tensorflow' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().endswith("TF False")
+    assert "--verbose" in proc.stdout
+
+
+def test_quiet_by_default_verbose_on_request(monkeypatch):
+    from iac_tf.cli import quiet_tensorflow
+
+    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
+    quiet_tensorflow(False)
+    assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "3"
+    quiet_tensorflow(True)
+    assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "0"
+
+
+def test_strict_json_has_no_bare_nan(tmp_path):
+    from iac_tf.evaluation.stats import compare_paired
+    from iac_tf.files import atomic_write_json
+
+    stats = compare_paired([0.5], [0.7])  # one pair: the CI and the tests are NaN
+    atomic_write_json(tmp_path / "stats.json", {"overall": stats})
+    text = (tmp_path / "stats.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    loaded = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON {c}"))
+    assert loaded["overall"]["t_test_p"] is None and loaded["overall"]["gain_ci95"] == [None, None]
+    assert loaded["overall"]["mean_gain"] == pytest.approx(0.2)
