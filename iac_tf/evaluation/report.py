@@ -123,7 +123,7 @@ def markdown_table(report: dict) -> str:
             lo, hi = s["gain_ci95"]
             lines.append(f"| {m} | {cls} | {s['n']} | {_f(s['mean_gain'])} ({_f(lo)}; {_f(hi)}) | "
                          f"{_f(s['t_test_p'])} | {_f(s['wilcoxon_p'])} | {_f(s['wilcoxon_greater_p'])} |")
-    for key, entry in report.get("pairs", {}).items():
+    for entry in report.get("pairs", {}).values():
         ref, cand = entry["reference"], entry["candidate"]
         lines += ["", f"Paired comparison of `{cand}` with `{ref}` (gain = {cand} - {ref}):", "",
                   "| class | n | " + ref + " | " + cand + " | gain (95% CI) | t-test p | Wilcoxon p | "

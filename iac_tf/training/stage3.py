@@ -13,8 +13,6 @@ import os
 import pathlib
 from typing import Literal
 
-from typing import Literal
-
 from iac_tf._keras import keras
 from iac_tf.files import save_model
 from iac_tf.training.seeding import DataSource
