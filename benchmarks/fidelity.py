@@ -1,7 +1,8 @@
 """Fidelity of the IAC U-Net to the U-Net it improves (issue 11), on the bundled sample.
 
-For each seed: Stage I (the U-Net), then Stage III with one fixed genotype in both implant modes (``residual`` and the paper's ``replace``),
-the paper's ``replace`` with a 2x longer Stage III, and the budget-matched ``unet_continued``
+For each seed: Stage I (the U-Net), then Stage III with one fixed genotype in both implant
+modes (``residual`` and the paper's ``replace``), the paper's ``replace`` with a 2x longer
+Stage III, and the budget-matched ``unet_continued``
 (the U-Net trained further for as many epochs as Stage III). Every Stage III run and
 ``unet_continued`` score epoch 0 and select on the per-case hard Dice on ``val_dt``
 (``monitor: val_case_dice``). Prints the per-case Dice on ``val_dt`` of each model next to the

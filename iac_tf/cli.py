@@ -6,6 +6,8 @@
     iac evaluate CONFIG.yaml            per-case Dice table + statistics: U-Net vs every model
     iac data prepare CONFIG.yaml        build the slice cache and splits, print a summary
     iac data check DATASET_DIR          validate a dataset folder
+    iac doctor CONFIG.yaml              every pre-flight check (data, U-Net, genotype, folders,
+                                        free space, GPU) as a table; exit 2 if one fails
     iac predict MODEL INPUT... OUTPUT   NIfTI scans in, label NIfTIs out (see iac_tf/inference)
     iac export MODEL OUT                TF-Serving SavedModel OUT/1/ (signature serving_default)
     iac evaluate-folder PRED_DIR GT_DIR Dice and HD95 (mm) per case and class of label NIfTIs
@@ -86,6 +88,22 @@ def _data_prepare(args) -> int:
 
     print(pipeline.prepare(_load(args)).summary())
     return 0
+
+
+def _doctor(args) -> int:
+    from iac_tf.preflight import FAIL, doctor, format_table
+
+    rows = doctor(_load(args))
+    print(format_table(rows))
+    return 2 if any(r.status == FAIL for r in rows) else 0
+
+
+def _os_message(exc: OSError) -> str:
+    """``PATH: reason`` of an OS error (``[Errno N]`` dropped)."""
+    if exc.filename is not None and exc.strerror:
+        other = f" -> {exc.filename2}" if exc.filename2 is not None else ""
+        return f"{exc.filename}{other}: {exc.strerror}"
+    return exc.strerror if exc.strerror and exc.errno is not None else str(exc)
 
 
 def _data_check(args) -> int:
@@ -181,6 +199,8 @@ COMMANDS: dict[str, Command] = {
                                inference_cli.evaluate_folder, inference_cli.evaluate_folder_args),
     "report": Command("the paper's tables, statistics and figures over runs", _report, _report_args),
     "grid": Command("run the dataset x backbone grid, skipping finished runs", _grid, _grid_args),
+    "doctor": Command("check data, U-Net, genotype, folders, free space and GPU; print a table",
+                      _doctor),
 }
 
 #: ``iac data ...`` subcommands
@@ -257,14 +277,22 @@ def main(argv=None) -> int:
     else:
         command = COMMANDS[args.command]
     from iac_tf.config import ConfigError
+    from iac_tf.data.config import PrepareInterrupted
 
     try:
         if command.tensorflow and not args.verbose:
             import_tensorflow_quietly()
         return command.handler(args)
-    except (ConfigError, FileNotFoundError, ValueError) as exc:
+    except (ConfigError, ValueError) as exc:
         print(f"iac: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # missing / read-only / full disk / not a folder: name the path
+        print(f"iac: error: {_os_message(exc)}", file=sys.stderr)
+        return 2
+    except PrepareInterrupted:
+        print("iac: interrupted during data preparation; the partial cache file was removed. "
+              "Rerun the same command to prepare the data again.", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         print("iac: interrupted; rerun the same command to resume from the last finished epoch",
               file=sys.stderr)

@@ -139,12 +139,16 @@ def to_dict(obj: Any) -> Any:
 def load_yaml(path: str | pathlib.Path) -> dict:
     """Read a YAML mapping; errors name the file."""
     path = pathlib.Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a folder; give the config's YAML file")
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    except (UnicodeDecodeError, OSError) as exc:
+        raise ConfigError(f"{path}: not a readable YAML text file ({exc})") from exc
     if data is None:
         data = {}
     if not isinstance(data, dict):

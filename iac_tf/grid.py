@@ -141,7 +141,9 @@ def estimated_epochs(cfg: dict) -> dict[str, int]:
     s3cfg = cfg.get("stage3") or {}
     n_geno = len(s3cfg.get("genotype_epochs") or [None])
     s3 = int(s3cfg.get("epochs", 200)) * n_geno
-    methods = cfg.get("compare") or []
+    methods = list(cfg.get("compare") or [])
+    if (cfg.get("evaluation") or {}).get("unet_continued", True):
+        methods.append("unet_continued")  # the budget-matched U-Net baseline trains like Stage III
     comp = int(s3cfg.get("epochs", 200)) * len(methods)
     return {"stage1": s1, "stage2": s2, "stage3": s3, "compare": comp}
 

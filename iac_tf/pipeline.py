@@ -22,6 +22,7 @@ one score per case and class, the paper's Table numbers).
 
 from __future__ import annotations
 
+import functools
 import json
 import pathlib
 
@@ -29,6 +30,7 @@ import iac_tf.comparisons  # noqa: F401  (registers the comparison modules, so t
 import iac_tf.search  # noqa: F401  (registers the IAC cells, so IAC U-Nets load)
 from iac_tf._keras import tf
 from iac_tf.data import prepare_dataset
+from iac_tf.diskspace import disk_full_guard
 from iac_tf.evaluation.plots import plot_history
 from iac_tf.evaluation.plots import plot_genotype_epochs
 from iac_tf.evaluation.report import evaluate_models, markdown_table
@@ -38,6 +40,7 @@ from iac_tf.experiment import (STAGE_NAMES, ExperimentConfig, check_stages, reco
 from iac_tf.files import atomic_write_json
 from iac_tf.run_layout import model_paths, register_model
 from iac_tf.genotype import Genotype
+from iac_tf.preflight import checked_prepare
 from iac_tf.training.history import CsvHistory
 from iac_tf.training.precision import precision_policy
 from iac_tf.training.seeding import seed_everything
@@ -45,6 +48,18 @@ from iac_tf.training.stage1 import BEST_MODEL, SUMMARY, Stage1Config, TrainResul
 from iac_tf.training.stage2 import SearchResult, search
 from iac_tf.training.stage3 import train_comparison, train_iac_unet
 from iac_tf.unets import build_unet, load_unet
+
+
+def _outputs_guarded(stage):
+    """A full disk anywhere in ``stage``'s writes -> DiskFullError naming the run folder, with
+    the hidden temporaries (``.*.tmp*``, ``*_temp`` checkpoint parts) removed."""
+    @functools.wraps(stage)
+    def run(cfg: ExperimentConfig, *args, **kwargs):
+        with disk_full_guard(cfg.run_dir, "the run's outputs", "output_dir",
+                             cleanup=lambda: [*cfg.run_dir.rglob(".*.tmp*"),
+                                              *cfg.run_dir.rglob("ckpt-*_temp")]):
+            return stage(cfg, *args, **kwargs)
+    return run
 
 
 def _log(msg: str) -> None:
@@ -109,16 +124,21 @@ def _used_stages(cfg: ExperimentConfig, stage: int) -> tuple[int, ...]:
                  and not (s == 2 < stage and cfg.stage3.genotype))
 
 
-def _begin(cfg: ExperimentConfig, stage: int, restart: int | None) -> None:
+def _begin(cfg: ExperimentConfig, stage: int, restart: int | None, unet=None, genotype=None):
     """Clear on ``--restart``, compare the config with the stage records (stop on a difference,
-    before any write), then record the config and seed everything."""
+    before any write), run the pre-flight checks and prepare the data (:mod:`iac_tf.preflight`:
+    folders, ``unet(cfg)``'s U-Net file against the data, ``genotype(cfg)``'s file), then record
+    the config and seed everything. Returns the prepared data."""
     if restart is not None:
         for path in restart_from(cfg, restart):
             _log(f"--restart stage{restart}: removed {path}")
     check_stages(cfg, _used_stages(cfg, stage))
+    prepared = checked_prepare(cfg, stage, prepare, unet_path=unet(cfg) if unet else None,
+                               genotype_path=genotype(cfg) if genotype else None)
     write_resolved(cfg)
     record_stage(cfg, stage)
     seed_everything(cfg.seed, cfg.deterministic)
+    return prepared
 
 
 def _finished_training(cfg: ExperimentConfig, stage: int, epochs: int) -> TrainResult | None:
@@ -148,15 +168,15 @@ def _skipped(stage: int, result: TrainResult) -> None:
          f"epoch {result.best_epoch}), skipped")
 
 
+@_outputs_guarded
 def run_stage1(cfg: ExperimentConfig, restart: int | None = None) -> TrainResult:
     """Stage I: build the configured U-Net and train it on train_dt (best by val_dt soft Dice).
     ``restart``: clear that stage and all later ones first (``--restart stageN``)."""
-    _begin(cfg, 1, restart)
+    prepared = _begin(cfg, 1, restart)
     done = _finished_training(cfg, 1, cfg.stage1.epochs)
     if done is not None:
         _skipped(1, done)
         return done
-    prepared = prepare(cfg)
     _log(f"Stage I: {cfg.unet.backbone} U-Net on {prepared.num_slices('train_dt')} train / "
          f"{prepared.num_slices('val_dt')} val slices -> {cfg.stage_dir(1)}")
     with precision_policy(cfg.stage1.mixed_precision):
@@ -184,9 +204,10 @@ def run_stage1(cfg: ExperimentConfig, restart: int | None = None) -> TrainResult
     return result
 
 
+@_outputs_guarded
 def run_stage2(cfg: ExperimentConfig, restart: int | None = None) -> SearchResult:
     """Stage II: search the IAC on the frozen trained U-Net (train_search_dt / val_search_dt)."""
-    _begin(cfg, 2, restart)
+    prepared = _begin(cfg, 2, restart, unet=trained_unet_path)
     folder = cfg.stage_dir(2)
     times = folder / "search_time.json"
     if times.is_file() and json.loads(times.read_text()).get("epochs", 0) >= cfg.stage2.epochs:
@@ -195,7 +216,6 @@ def run_stage2(cfg: ExperimentConfig, restart: int | None = None) -> SearchResul
              f"{folder / 'genotypes'}), skipped")
         return SearchResult(run_dir=folder, genotype_paths=paths,
                             history=CsvHistory(folder / "history.csv").rows(), seconds=0.0)
-    prepared = prepare(cfg)
     unet_path = trained_unet_path(cfg)
     bs = cfg.stage2.batch_size
     _log(f"Stage II: searching on {unet_path} with {prepared.num_slices('train_search_dt')} / "
@@ -254,6 +274,7 @@ def _stage3_done(cfg: ExperimentConfig, folder: pathlib.Path) -> TrainResult | N
     return done
 
 
+@_outputs_guarded
 def run_stage3(cfg: ExperimentConfig, restart: int | None = None, evaluate_after: bool = True):
     """Stage III: train the discrete IAC of each genotype (one, or the genotype-epoch sweep
     ``stage3.genotype_epochs``) in the frozen U-Net, export it, register it in ``models.json``
@@ -261,9 +282,10 @@ def run_stage3(cfg: ExperimentConfig, restart: int | None = None, evaluate_after
     ``stage3.select_genotype``; Fig. 6 in ``stage3/genotype_epochs.png``), then (unless
     ``evaluate_after`` is false) evaluate every registered model against the U-Net. Finished
     units are skipped, an interrupted one resumes. Returns ``{model name: TrainResult}``."""
-    _begin(cfg, 3, restart)
+    # pre-flight (U-Net against the data, every genotype file) before the run folder is written
+    prepared = _begin(cfg, 3, restart, unet=trained_unet_path,
+                      genotype=lambda c: [geno for _, geno, _ in stage3_units(c)])
     units = stage3_units(cfg)  # every genotype checked before anything is trained
-    prepared = prepare(cfg)
     unet_path = trained_unet_path(cfg)
     register_model(cfg.run_dir, "unet", unet_path)
     results = {}
@@ -428,6 +450,7 @@ def evaluation_models(cfg: ExperimentConfig) -> dict[str, pathlib.Path]:
     return {k: registered[k] for k in names}
 
 
+@_outputs_guarded
 def evaluate(cfg: ExperimentConfig, prepared=None) -> dict:
     """Per-case Dice of the U-Net and of every model registered in ``models.json`` (the IAC
     U-Net, the sweep's epochs, the comparisons) on ``evaluation.split``, each compared with the

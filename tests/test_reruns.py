@@ -141,14 +141,29 @@ def test_help_does_not_import_tensorflow():
     assert "--verbose" in proc.stdout
 
 
-def test_quiet_by_default_verbose_on_request(monkeypatch):
-    from iac_tf.cli import quiet_tensorflow
+def test_tensorflow_start_up_is_silent_by_default():
+    code = ("from iac_tf.cli import import_tensorflow_quietly, quiet_tensorflow\n"
+            "quiet_tensorflow(False)\nimport_tensorflow_quietly()\n"
+            "from iac_tf._keras import tf\nprint('sum', float(tf.reduce_sum(tf.ones(3))))")
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          cwd=ROOT, env=dict(env, PYTHONPATH=str(ROOT)))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "sum 3.0"
+    assert proc.stderr == ""  # no oneDNN notice, no cuda/cuInit lines
+
+
+def test_verbose_shows_tensorflow_messages(monkeypatch):
+    from iac_tf.cli import build_parser, quiet_tensorflow
 
     monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
     quiet_tensorflow(False)
-    assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "3"
+    assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "2"
     quiet_tensorflow(True)
     assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "0"
+    assert build_parser().parse_args(["run", "x.yaml", "--verbose"]).verbose
+    assert build_parser().parse_args(["--verbose", "run", "x.yaml"]).verbose
+    assert not build_parser().parse_args(["run", "x.yaml"]).verbose
 
 
 def test_strict_json_has_no_bare_nan(tmp_path):

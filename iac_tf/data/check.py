@@ -8,8 +8,8 @@ import pathlib
 import numpy as np
 
 from iac_tf.data.config import DataError
-from iac_tf.data.datasets import DATASETS, detect_format, list_cases
-from iac_tf.data.nifti import load_case
+from iac_tf.data.datasets import (DATASETS, detect_format, list_cases, read_case,
+                                  unlabelled_warning)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,6 +21,7 @@ class CheckReport:
     class_names: tuple[str, ...]
     rows: tuple[str, ...]
     problems: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -30,6 +31,7 @@ class CheckReport:
         lines = [f"{self.root}: format {self.format}, {len(self.rows)} case(s), "
                  f"classes {list(self.class_names)}"]
         lines += [f"  {r}" for r in self.rows]
+        lines += [f"WARNING {w}" for w in self.warnings]
         lines += [f"PROBLEM {p}" for p in self.problems]
         lines.append("OK" if self.ok else f"{len(self.problems)} problem(s)")
         return "\n".join(lines)
@@ -49,7 +51,7 @@ def check_dataset(dataset_dir: str | pathlib.Path, format: str | None = None,
     if not root.exists():
         raise DataError(f"{root}: not found")
     format = format or detect_format(root)
-    rows, problems, names = [], [], ()
+    rows, problems, warnings, names = [], [], [], ()
     if format == "npz":
         from iac_tf.data.prepare import load_npz
 
@@ -68,20 +70,21 @@ def check_dataset(dataset_dir: str | pathlib.Path, format: str | None = None,
             classes = spec.classes(root, "regions")
             names = classes.names
             cases = list_cases(format, root)
+            warnings += [w for w in [unlabelled_warning(format, root)] if w]
         except DataError as exc:
             problems.append(str(exc))
             cases = []
         for case in cases:
             try:
-                image, label, affine = load_case(case.image_paths, case.label_path,
-                                                 classes.allowed, spec.reorient)
+                image, label, affine = read_case(case, classes.allowed, spec.reorient)
             except DataError as exc:
                 problems.append(str(exc))
                 continue
             values = np.unique(label).tolist()
             rows.append(f"{case.case_id} (patient {case.patient_id}): {image.shape[:3]} x "
                         f"{image.shape[3]} ch {'/'.join(case.modalities)}, labels {values}")
-    report = CheckReport(str(root), format, tuple(names), tuple(rows), tuple(problems))
+    report = CheckReport(str(root), format, tuple(names), tuple(rows), tuple(problems),
+                         tuple(warnings))
     if problems and raise_on_error:
         raise DataError(str(report))
     return report

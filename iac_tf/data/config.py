@@ -16,6 +16,10 @@ class DataError(ValueError):
     """Bad input data; the message names the file (or case) and the problem."""
 
 
+class PrepareInterrupted(KeyboardInterrupt):
+    """Ctrl-C during data preparation (the partial cache file has been removed)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
     """How a dataset is read, preprocessed to 2D slices, split and cached.

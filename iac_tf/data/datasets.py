@@ -15,6 +15,7 @@ import re
 from collections.abc import Callable
 
 from iac_tf.data.config import DataError
+from iac_tf.data.nifti import load_case
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,21 +72,46 @@ def read_dataset_json(root: pathlib.Path) -> dict:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: not valid JSON ({exc})") from exc
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read dataset.json ({exc.strerror})") from exc
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: the top level must be a JSON object with a 'labels' mapping, "
+                        f"got a {type(data).__name__}")
     if not isinstance(data.get("labels"), dict):
         raise DataError(f"{path}: needs a 'labels' mapping")
     return data
+
+
+def _label_values(path: pathlib.Path, name: str, val) -> tuple[int, ...]:
+    """One entry of ``labels``: an integer or a list of integers (a region), else an error
+    naming the file and the label."""
+    items = val if isinstance(val, list) else [val]
+    out = []
+    for v in items:
+        if isinstance(v, bool) or not isinstance(v, (int, str, float)) or (
+                isinstance(v, float) and not v.is_integer()):
+            raise DataError(f"{path}: label {name!r} must be an integer or a list of integers, "
+                            f"got {val!r}")
+        try:
+            out.append(int(v))
+        except ValueError:
+            raise DataError(f"{path}: label {name!r} must be an integer or a list of integers, "
+                            f"got {val!r}") from None
+    if not out:
+        raise DataError(f"{path}: label {name!r} has no values")
+    return tuple(out)
 
 
 def _json_classes(root: pathlib.Path, label_mode: str) -> Classes:
     """Classes from dataset.json: nnU-Net v2 ``{name: value | [values]}`` or the older
     ``{"value": name}`` (AMOS22, MSD); region lists become unions."""
     labels = read_dataset_json(root)["labels"]
+    path = root / "dataset.json"
     pairs = []
     for key, val in labels.items():
         if isinstance(val, str) and key.lstrip("-").isdigit():
             key, val = val, int(key)
-        vals = tuple(int(v) for v in (val if isinstance(val, list) else [val]))
-        pairs.append((str(key), vals))
+        pairs.append((str(key), _label_values(path, str(key), val)))
     allowed = sorted({v for _, vals in pairs for v in vals} | {0})
     fg = [(n, v) for n, v in pairs if v != (0,)]
     if label_mode == "raw":
@@ -95,19 +121,29 @@ def _json_classes(root: pathlib.Path, label_mode: str) -> Classes:
     return Classes(tuple(n for n, _ in fg), tuple(v for _, v in fg), tuple(allowed))
 
 
-def find_nnunet(root: pathlib.Path) -> list[Case]:
+def _nnunet_meta(root: pathlib.Path) -> tuple[str, dict]:
     meta = read_dataset_json(root)
     ending = meta.get("file_ending", ".nii.gz")
     channels = meta.get("channel_names") or meta.get("modality") or {"0": "MRI"}
+    if not isinstance(channels, dict) or not all(str(k).isdigit() for k in channels):
+        raise DataError(f"{root / 'dataset.json'}: 'channel_names' must map channel numbers "
+                        f"(\"0\", \"1\", ...) to modality names, got {channels!r}")
+    if not isinstance(ending, str):
+        raise DataError(f"{root / 'dataset.json'}: 'file_ending' must be a string, got {ending!r}")
+    return ending, channels
+
+
+def find_nnunet(root: pathlib.Path) -> list[Case]:
+    """Every ``labelsTr`` case; a missing image channel is reported when the case is read
+    (:func:`read_case`), so ``on_error: skip`` and ``iac data check`` can go on past it."""
+    meta = read_dataset_json(root)
+    ending, channels = _nnunet_meta(root)
     per_case = meta.get("case_modality", {})
     cases = []
     for label in sorted((root / "labelsTr").glob(f"*{ending}")):
         case = label.name[: -len(ending)]
         images = tuple(root / "imagesTr" / f"{case}_{int(i):04d}{ending}"
                        for i in sorted(channels, key=int))
-        for path in images:
-            if not path.is_file():
-                raise DataError(f"{path}: missing image channel of case {case}")
         mods = tuple(per_case.get(case, channels[i]) for i in sorted(channels, key=int))
         cases.append(Case(case, case, images, label, tuple(_modality(m) for m in mods)))
     return cases
@@ -144,9 +180,6 @@ def find_brats(root: pathlib.Path) -> list[Case]:
     for folder in _dirs(root, r"BraTS-GLI-\d{5}-\d{3}"):
         name = folder.name
         images = tuple(folder / f"{name}-{s}.nii.gz" for s in BRATS_SEQUENCES)
-        for path in images:
-            if not path.is_file():
-                raise DataError(f"{path}: missing modality of case {name}")
         cases.append(Case(name, name.rsplit("-", 1)[0], images, folder / f"{name}-seg.nii.gz",
                           BRATS_SEQUENCES))
     return cases
@@ -215,5 +248,47 @@ def detect_format(path: pathlib.Path) -> str:
                          ("kits", r"case_\d{5}")):
         if _dirs(path, pattern):
             return fmt
-    raise DataError(f"{path}: cannot tell the dataset layout; pass format= one of "
-                    f"{sorted(DATASETS) + ['npz']}")
+    raise DataError(f"{path}: cannot tell the dataset layout; pass --format (data.format in "
+                    f"a config) as one of {sorted(DATASETS) + ['npz']}")
+
+
+def unlabelled_cases(format: str, root: pathlib.Path) -> list[str]:
+    """Cases with an image but no label (nnU-Net ``imagesTr`` / AMOS ``imagesTr|Va``): they
+    cannot be used for training and are left out; the caller warns about them."""
+    if format == "nnunet":
+        ending, channels = _nnunet_meta(root)
+        first = f"_{int(min(channels, key=int)):04d}{ending}"
+        labelled = {p.name[: -len(ending)] for p in (root / "labelsTr").glob(f"*{ending}")}
+        images = {p.name[: -len(first)] for p in (root / "imagesTr").glob(f"*{first}")}
+        return sorted(images - labelled)
+    if format == "amos":
+        out = []
+        for split in ("Tr", "Va"):
+            labelled = {p.name for p in (root / f"labels{split}").glob("amos_*.nii.gz")}
+            out += [p.name[: -len(".nii.gz")]
+                    for p in sorted((root / f"images{split}").glob("amos_*.nii.gz"))
+                    if p.name not in labelled]
+        return sorted(out)
+    return []
+
+
+def unlabelled_warning(format: str, root: pathlib.Path) -> str:
+    """``""`` or a one-line warning listing the images without a label."""
+    missing = unlabelled_cases(format, root)
+    if not missing:
+        return ""
+    shown = ", ".join(missing[:20]) + (f", ... ({len(missing) - 20} more)" if len(missing) > 20
+                                       else "")
+    return (f"{root}: {len(missing)} image(s) without a label are not used: {shown}")
+
+
+def read_case(case: Case, allowed: tuple[int, ...], reorient: bool):
+    """``load_case`` of one listed case, after checking that every file exists (a missing
+    channel or label is named with its case)."""
+    for i, path in enumerate(case.image_paths):
+        if not path.is_file():
+            raise DataError(f"{path}: missing image channel {i} ({case.modalities[i]}) of case "
+                            f"{case.case_id}")
+    if not case.label_path.is_file():
+        raise DataError(f"{case.label_path}: label file not found (case {case.case_id})")
+    return load_case(case.image_paths, case.label_path, allowed, reorient)

@@ -32,6 +32,9 @@ def load_nifti(path: str | pathlib.Path, reorient: bool) -> tuple[np.ndarray, np
         img = nib.load(str(path))
         if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
             raise DataError(f"{path}: not a NIfTI file ({type(img).__name__})")
+        shape = tuple(img.shape)
+        if len(shape) < 3 or any(d != 1 for d in shape[3:]):
+            raise DataError(f"{path}: expected a 3D volume, got shape {shape}")
         if reorient:
             img = nib.as_closest_canonical(img)
         data = np.asarray(img.dataobj)
@@ -40,8 +43,8 @@ def load_nifti(path: str | pathlib.Path, reorient: bool) -> tuple[np.ndarray, np
     except Exception as exc:  # nibabel raises many types for corrupt / truncated files
         raise DataError(
             f"{path}: corrupt or not a NIfTI file ({type(exc).__name__}: {exc})") from exc
-    if data.ndim == 4 and data.shape[-1] == 1:
-        data = data[..., 0]
+    if data.ndim > 3:  # trailing singleton axes (checked above)
+        data = data.reshape(data.shape[:3])
     if data.ndim != 3:
         raise DataError(f"{path}: expected a 3D volume, got shape {data.shape}")
     if np.issubdtype(data.dtype, np.floating) and not np.all(np.isfinite(data)):

@@ -44,6 +44,7 @@ class PreparedDataset:
         self.case_ids: list[str] = list(meta["case_ids"])
         self.patient_ids: list[str] = list(meta["patient_ids"])
         self.skipped: list[str] = list(meta.get("skipped", []))
+        self.warnings: list[str] = []  # e.g. images without a label (set by prepare_dataset)
         self._case_index = np.asarray(meta["case_index"])
         self._class_voxels = np.asarray(meta["class_voxels"])
         with self._h5() as f:
@@ -151,6 +152,7 @@ class PreparedDataset:
         if self.skipped:
             lines.append(f"skipped {len(self.skipped)} case(s):")
             lines += [f"  {s}" for s in self.skipped]
+        lines += [f"warning: {w}" for w in self.warnings]
         return "\n".join(lines)
 
     def __repr__(self) -> str:

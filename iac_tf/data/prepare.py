@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import pathlib
+import sys
 
 import numpy as np
 
 from iac_tf.data import cache as cache_lib
-from iac_tf.data.config import DataConfig, DataError
-from iac_tf.data.datasets import DATASETS, list_cases
-from iac_tf.data.nifti import load_case
+from iac_tf.data.config import DataConfig, DataError, PrepareInterrupted
+from iac_tf.data.datasets import DATASETS, list_cases, read_case, unlabelled_warning
+from iac_tf.diskspace import check_writable_folder
 from iac_tf.data.pipeline import PreparedDataset
 from iac_tf.data.preprocess import preprocess_case
 from iac_tf.data.splits import load_or_make_splits
@@ -26,21 +27,79 @@ def resolve_paths(cfg: DataConfig) -> tuple[pathlib.Path, pathlib.Path]:
 def prepare_dataset(cfg: DataConfig, progress: bool = True) -> PreparedDataset:
     """Build (or reuse) the slice cache and ``splits.json`` of ``cfg``.
 
+    Temporaries of killed earlier builds are deleted first; a cache file that cannot be read
+    (truncated) is rebuilt; images without a label are listed in ``prepared.warnings``.
+
     Raises:
         DataError: bad input, naming the file and the problem (with ``on_error: skip`` bad
             NIfTI cases are skipped instead and listed in :meth:`PreparedDataset.summary`).
+        DiskFullError: the cache folder has not enough free space (the partial file is removed).
+        PrepareInterrupted: Ctrl-C (the partial file is removed).
     """
+    try:
+        return _prepare(cfg, progress)
+    except KeyboardInterrupt:
+        raise PrepareInterrupted() from None
+
+
+def _prepare(cfg: DataConfig, progress: bool) -> PreparedDataset:
     root, cache_dir = resolve_paths(cfg)
     name = root.stem if cfg.format == "npz" else root.name
     build = _build_npz if cfg.format == "npz" else _build_volumes
+    for path in cache_lib.clean_stale_temporaries(cache_dir):
+        _warn(f"removed {path} (left by a killed preparation)", progress)
+    warnings = [] if cfg.format == "npz" else [w for w in [unlabelled_warning(cfg.format, root)]
+                                               if root.is_dir() and w]
+    for w in warnings:
+        _warn(w, progress)
     cache_path = build(cfg, root, cache_dir, name, progress)
-    meta = cache_lib.read_meta(cache_path)
+    try:
+        meta = cache_lib.read_meta(cache_path)
+    except cache_lib.CorruptCacheError as exc:
+        _warn(f"{exc}; rebuilding it", progress)
+        try:
+            cache_path.unlink()
+        except OSError as err:
+            raise DataError(f"{exc}; it cannot be deleted ({err.strerror}): delete it by hand "
+                            "and rerun") from None
+        cache_path = build(cfg, root, cache_dir, name, progress)
+        meta = cache_lib.read_meta(cache_path)
     case_patients = dict(zip(meta["case_ids"], meta["patient_ids"]))
     root_tag = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:8]
     splits_path = cache_dir / f"{cfg.format}_{name}_{root_tag}_seed{cfg.seed}_splits.json"
     splits = load_or_make_splits(splits_path, case_patients, cfg.seed, cfg.val_fraction,
                                  cfg.search_fraction)
-    return PreparedDataset(cfg, cache_path, splits_path, meta, splits)
+    prepared = PreparedDataset(cfg, cache_path, splits_path, meta, splits)
+    prepared.warnings = warnings
+    return prepared
+
+
+def _warn(message: str, progress: bool) -> None:
+    if progress:
+        print(f"iac: warning: {message}", file=sys.stderr, flush=True)
+
+
+def _check_cache_dir(cache_dir: pathlib.Path) -> None:
+    """The cache folder exists (or can be made) and is writable, else a clear error."""
+    check_writable_folder(cache_dir, "the slice cache", "data.cache_dir")
+
+
+def axial_slices(path: pathlib.Path, reorient: bool) -> int:
+    """Number of axial slices of a NIfTI file, from its header only (the axis that becomes
+    the third after RAS reorientation, or the stored third axis)."""
+    import nibabel as nib
+
+    try:
+        img = nib.load(str(path))
+        shape = img.shape
+        if len(shape) < 3:
+            return 1
+        if not reorient:
+            return int(shape[2])
+        axes = nib.io_orientation(img.affine)[:, 0]
+        return int(shape[int(np.flatnonzero(axes == 2)[0])]) if 2 in axes else int(shape[2])
+    except Exception:  # noqa: BLE001 - an estimate; the read reports the file properly
+        return 0
 
 
 def _tqdm(iterable, progress: bool, desc: str):
@@ -65,14 +124,16 @@ def _build_volumes(cfg, root, cache_dir, name, progress) -> pathlib.Path:
     nonzero = spec.mri_nonzero if cfg.mri_nonzero is None else cfg.mri_nonzero
     skipped: list[str] = []
     channels = len(cases[0].image_paths)
-    with cache_lib.CacheWriter(path, cfg.patch_size, channels, len(classes.names)) as writer:
+    _check_cache_dir(cache_dir)
+    expected = sum(axial_slices(c.label_path, reorient) for c in cases if c.label_path.is_file())
+    with cache_lib.CacheWriter(path, cfg.patch_size, channels, len(classes.names),
+                               expected_slices=expected) as writer:
         for case in _tqdm(cases, progress, f"preprocessing {name}"):
             try:
                 if len(case.image_paths) != channels:
                     raise DataError(f"{case.case_id}: {len(case.image_paths)} channels, "
                                     f"the dataset has {channels}")
-                image, label, _ = load_case(case.image_paths, case.label_path,
-                                            classes.allowed, reorient)
+                image, label, _ = read_case(case, classes.allowed, reorient)
             except DataError as exc:
                 if cfg.on_error == "raise":
                     raise
@@ -136,7 +197,9 @@ def _build_npz(cfg, root, cache_dir, name, progress) -> pathlib.Path:
     order: dict[str, list[int]] = {}
     for i, case in enumerate(ids):
         order.setdefault(case, []).append(i)
-    with cache_lib.CacheWriter(path, images.shape[1], images.shape[-1], masks.shape[-1]) as w:
+    _check_cache_dir(cache_dir)
+    with cache_lib.CacheWriter(path, images.shape[1], images.shape[-1], masks.shape[-1],
+                               expected_slices=len(images)) as w:
         if images.shape[1] != images.shape[2]:
             raise DataError(f"{root}: slices must be square, got {images.shape[1:3]}")
         for case, idx in _tqdm(order.items(), progress, f"caching {name}"):

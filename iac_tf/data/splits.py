@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from iac_tf.data.config import SPLITS, DataError
+from iac_tf.diskspace import disk_full_guard
 from iac_tf.files import atomic_write_text
 
 SPLITS_VERSION = 1
@@ -76,7 +77,8 @@ def load_or_make_splits(path: pathlib.Path, case_patients: Mapping[str, str], se
             return old
     splits = make_splits(case_patients, seed, val_fraction, search_fraction)
     validate_splits(splits, path)
-    atomic_write_text(path, json.dumps(splits, indent=1) + "\n")
+    with disk_full_guard(path.parent, "splits.json", "data.cache_dir", needed=4096):
+        atomic_write_text(path, json.dumps(splits, indent=1) + "\n")  # removes its temp on error
     return splits
 
 

@@ -109,7 +109,7 @@ class Genotype:
             source = str(text_or_path)
             try:
                 text = Path(text_or_path).read_text(encoding="utf-8")
-            except OSError as exc:
+            except (OSError, UnicodeDecodeError) as exc:
                 raise GenotypeError(f"{source}: cannot read genotype file ({exc})") from exc
         try:
             data = json.loads(text)

@@ -84,8 +84,6 @@ def _serving_dir(path: pathlib.Path) -> pathlib.Path | None:
 
 def load_model(path: str | pathlib.Path) -> LoadedModel:
     """Load ``path`` for prediction (errors name the file)."""
-    import iac_tf.genotype  # noqa: F401  (registers the IAC cells for loading)
-    import iac_tf.search  # noqa: F401
     from iac_tf.inference.tiling import keras_predictor
     from iac_tf.unets import load_unet
 

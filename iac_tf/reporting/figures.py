@@ -132,7 +132,6 @@ def genotype_diagrams(rec: RunRecord, out_dir: pathlib.Path) -> list[tuple[str, 
 def overlays(rec: RunRecord, out_png: pathlib.Path, n_slices: int = 3, batch_size: int = 16) -> pathlib.Path:
     """Image / ground truth / U-Net / IAC on ``n_slices`` val_dt slices (needs the run's data cache
     or data, and both models)."""
-    import iac_tf.search  # noqa: F401  (registers the cells for loading)
     from iac_tf.data import prepare_dataset
     from iac_tf.experiment import load_experiment
     from iac_tf.run_layout import model_paths
@@ -164,7 +163,10 @@ def overlays(rec: RunRecord, out_png: pathlib.Path, n_slices: int = 3, batch_siz
     x = images[pick]
     preds = {}
     for label, path in (("U-Net", unet_path), ("IAC", iac_path)):
-        model = load_unet(path)
+        try:
+            model = load_unet(path)
+        except Exception as exc:  # noqa: BLE001 - e.g. a model saved by an older code version
+            raise FigureUnavailable(f"{path} not loadable by this code version ({exc})") from None
         preds[label] = np.asarray(model.predict(x, batch_size=batch_size, verbose=0)) > 0.5
     columns = [("image", None), ("ground truth", masks[pick] > 0.5), ("U-Net", preds["U-Net"]),
                ("IAC", preds["IAC"])]

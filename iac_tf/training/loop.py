@@ -40,6 +40,7 @@ import time
 from typing import Any, Callable, Iterable, Mapping
 
 from iac_tf._keras import keras, tf
+from iac_tf.diskspace import disk_full_guard
 from iac_tf.files import make_dirs
 from iac_tf.training.history import CsvHistory
 from iac_tf.training.seeding import EpochDataFn, data_seed
@@ -145,6 +146,7 @@ class EpochLoop:
         ``evaluate_initial``: score the untrained model as epoch 0 first (needs ``val_data``).
         """
         start = self.restore()
+        self._weights = model.weights  # for the full-disk estimate before any file exists
         if evaluate_initial and not bool(self.initial_done.numpy()):
             if start:
                 raise ValueError(f"{self.run_dir}: this run was started without evaluate_initial; "
@@ -209,7 +211,8 @@ class EpochLoop:
                 self.best.assign(value)
                 self.best_epoch.assign(e)
                 if save_best is not None:
-                    save_best(e)
+                    with self._disk_guard(f"the best model of epoch {e}"):
+                        save_best(e)
             logs[f"best_{self.monitor}"] = float(self.best.numpy())
         self.history.append(logs)
         if board is not None:
@@ -217,7 +220,24 @@ class EpochLoop:
         self.completed.assign(e)
         if e == 0:
             self.initial_done.assign(True)
-        self.manager.save(checkpoint_number=e)
+        with self._disk_guard(f"the checkpoint of epoch {e}"):
+            self.manager.save(checkpoint_number=e)
+
+    def _disk_guard(self, what: str):
+        """A full disk while saving -> :class:`~iac_tf.diskspace.DiskFullError` naming the
+        folder and the size of the last checkpoint + best model, partial files removed."""
+        ckpt = self.run_dir / "checkpoints"
+        sizes = [p.stat().st_size for p in ckpt.glob("ckpt-*.*") if p.is_file()]
+        latest = self.manager.latest_checkpoint
+        if latest:
+            sizes = [p.stat().st_size for p in ckpt.glob(pathlib.Path(latest).name + ".*")]
+        best = [p.stat().st_size for p in self.run_dir.glob("*.keras")]
+        # no file yet: float32 weights + 2 Adam slots + a best model
+        needed = sum(sizes) + sum(best) or 16 * sum(
+            int(w.shape.num_elements() or 0) for w in getattr(self, "_weights", ()))
+        return disk_full_guard(
+            self.run_dir, what, "output_dir", needed=needed or None,
+            cleanup=lambda: [*ckpt.glob("*_temp*"), *self.run_dir.glob(".*.tmp*")])
 
     def _initial_epoch(self, model, val_data, on_epoch_end, save_best, verbose) -> None:
         """Epoch 0: the model before its first update, scored on the validation data."""

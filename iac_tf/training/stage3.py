@@ -156,11 +156,7 @@ def train_comparison(
 def export_savedmodel(model_path: str | os.PathLike, export_dir: str | os.PathLike) -> pathlib.Path:
     """Export a saved ``.keras`` model as a TensorFlow SavedModel folder (written to a temp
     folder first, then moved into place)."""
-    import iac_tf.comparisons  # noqa: F401  (registers the comparison modules for loading)
-    import iac_tf.implant.residual  # noqa: F401  (registers ResidualImplant for loading)
-    import iac_tf.genotype  # noqa: F401  (registers DiscreteCell for loading)
-    import iac_tf.search  # noqa: F401  (registers the search cells for loading)
-    import iac_tf.unets  # noqa: F401
+    from iac_tf.unets.loading import load_unet
 
-    model = keras.models.load_model(str(model_path), compile=False)
+    model = load_unet(model_path)
     return save_model(model, export_dir, save_format="tf")

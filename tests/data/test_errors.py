@@ -74,7 +74,7 @@ def test_brats_missing_modality(tmp_path):
     root = fixtures.write_brats(tmp_path)
     missing = next(root.rglob("BraTS-GLI-00002-000-t2f.nii.gz"))
     missing.unlink()
-    with pytest.raises(DataError, match="missing modality") as info:
+    with pytest.raises(DataError, match="missing image channel 3 \\(t2f\\)") as info:
         _prepare(root, tmp_path, fmt="brats")
     assert str(missing) in str(info.value)
 

@@ -18,7 +18,7 @@ def test_residual_both_concat_orders_and_projections(build, projection):
     model = build()
     make = conv_module if projection == "auto" else cell_module  # auto on a closure -> W_out conv
     new = assert_residual_identity(model, make, projection)
-    adds = [l for l in new.layers if isinstance(l, ResidualImplant)]
+    adds = [layer for layer in new.layers if isinstance(layer, ResidualImplant)]
     assert all(a.projection for a in adds)
 
 
@@ -42,7 +42,7 @@ def test_gradient_reaches_only_w_out_at_init():
     model = plain_unet()
     x = batch(model, n=2)
     new = implant(model, residual(cell_module, find_skip_connections(model)))
-    cells = [l for l in new.layers if isinstance(l, DiscreteCell)]
+    cells = [layer for layer in new.layers if isinstance(layer, DiscreteCell)]
     with tf.GradientTape() as tape:
         loss = tf.reduce_mean(tf.square(new(x, training=True) - 1.0))
     variables = new.trainable_variables

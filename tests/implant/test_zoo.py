@@ -27,7 +27,7 @@ def test_identity_implant_on_zoo_unet(backbone):
     from tests.implant.helpers import assert_residual_identity, cell_module
 
     residual = assert_residual_identity(model, cell_module, x=x)
-    assert len([l for l in residual.layers if l.name.startswith("residual_level")]) == len(skips)
+    assert len([layer for layer in residual.layers if layer.name.startswith("residual_level")]) == len(skips)
 
 
 def test_zoo_has_eight_backbones():

@@ -28,6 +28,7 @@ TINY = {
     "stage2.cell_channels": 4, "stage2.verbose": 0, "stage2.draw_genotypes": True,
     "stage3.epochs": 1, "stage3.batch_size": 16, "stage3.cell_channels": 4, "stage3.verbose": 0,
     "unet.options": "{base_filters: 4}",
+    "stage3.extra_implant_modes": "[]", "evaluation.unet_continued": "false",  # sample.yaml's extras
 }
 
 

@@ -108,7 +108,10 @@ def test_resume_with_epoch0_is_exact(tmp_path):
     model2 = fresh()
     resumed = train_model(model2, batched(x, y), batched(x, y), cfg, tmp_path / "cut")
     assert [r["epoch"] for r in resumed.history] == ["0", "1", "2", "3"]
-    strip = lambda rows: [{k: v for k, v in r.items() if k != "epoch_time_s"} for r in rows]
+
+    def strip(rows):
+        return [{k: v for k, v in r.items() if k != "epoch_time_s"} for r in rows]
+
     assert strip(resumed.history) == strip(full.history)
     assert resumed.best_epoch == full.best_epoch
     cut_weights = keras.models.load_model(tmp_path / "cut" / "best_model.keras").get_weights()

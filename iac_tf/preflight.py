@@ -1,0 +1,416 @@
+"""Pre-flight checks: everything that can be checked before the first epoch, so a bad input fails
+in seconds with a message naming the file or key, not after hours inside a Keras traceback.
+
+Each check returns a :class:`Check` row (``ok`` / ``warn`` / ``fail`` / ``skip``).
+``iac doctor CONFIG`` prints all of them as a table (:func:`doctor`); the pipeline runs the ones
+a stage needs through :func:`checked_prepare` *before* the run folder or any training step
+exists, and stops with :class:`PreflightError` listing every failure at once.
+
+The U-Net checks (``unet.pretrained`` or Stage I's model) are: the file loads; one 4D input;
+a fixed input size equals ``data.patch_size``; the model runs on a ``patch_size`` slice; the
+output is a sigmoid (the stages train one sigmoid per class with Dice, eq. (5)); at least one
+skip connection is found by :func:`iac_tf.implant.find_skip_connections` (IAC cells are
+implanted there); input channels and output classes match the prepared data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+from typing import Callable
+
+from iac_tf.diskspace import (MARGIN_BYTES, check_writable_folder, free_bytes, human)
+
+OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
+
+
+@dataclasses.dataclass(frozen=True)
+class Check:
+    """One row of the pre-flight table."""
+
+    name: str
+    status: str
+    detail: str
+
+
+class PreflightError(ValueError):
+    """One or more pre-flight checks failed; the message lists each (with its file or key)."""
+
+    def __init__(self, failures: list[Check]):
+        self.failures = failures
+        if len(failures) == 1:
+            msg = failures[0].detail
+        else:
+            msg = f"{len(failures)} problems found before starting:\n" + "\n".join(
+                f"  - {c.name}: {c.detail}" for c in failures)
+        super().__init__(msg)
+
+
+@dataclasses.dataclass(frozen=True)
+class UNetInfo:
+    """What the pre-flight learned about a trained U-Net file."""
+
+    path: pathlib.Path
+    in_channels: int | None
+    classes: int | None
+    skips: int
+    params: int
+
+
+@dataclasses.dataclass(frozen=True)
+class DataShape:
+    """What a U-Net must match: image channels, mask classes, slice side."""
+
+    channels: int
+    classes: int
+    patch_size: int
+    class_names: tuple[str, ...] = ()
+
+
+# ---------------------------------------------------------------------------- U-Net
+def _short(exc: BaseException, limit: int = 300) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:limit]}{'...' if len(text) > limit else ''}"
+
+
+def _output_activation(model) -> str:
+    """Name of the function producing the model's (first) output: ``sigmoid``, ``softmax``,
+    ``linear``, ... or ``""`` when it cannot be told (e.g. a revived SavedModel)."""
+    from iac_tf._keras import keras
+
+    try:
+        layer = model.outputs[0]._keras_history.layer
+        while isinstance(layer, keras.Model) and layer.outputs:
+            layer = layer.outputs[0]._keras_history.layer
+    except (AttributeError, IndexError, TypeError):
+        return ""
+    act = getattr(layer, "activation", None)
+    if act is not None:
+        return getattr(act, "__name__", str(act))
+    symbol = str(getattr(layer, "symbol", "") or getattr(layer, "name", ""))
+    return "sigmoid" if "sigmoid" in symbol else type(layer).__name__
+
+
+def inspect_unet(path: str | pathlib.Path, patch_size: int) -> tuple[UNetInfo | None, list[str]]:
+    """Load the U-Net file and check what needs no data: one 4D input, fixed input size ==
+    ``patch_size``, a forward pass on one ``patch_size`` slice, sigmoid output, skip
+    connections. Returns ``(info, problems)``; each problem names the file."""
+    import numpy as np
+
+    from iac_tf.implant import NoSkipConnectionsError, find_skip_connections
+    from iac_tf.unets import load_unet
+
+    path = pathlib.Path(path)
+    try:
+        model = load_unet(path)
+    except (OSError, ValueError) as exc:
+        return None, [str(exc)]
+    problems = []
+    if len(model.inputs) != 1 or len(model.inputs[0].shape) != 4:
+        shapes = [tuple(t.shape) for t in model.inputs]
+        return None, [f"{path}: expected one image input (batch, H, W, C), got inputs {shapes}"]
+    _, h, w, c = tuple(model.inputs[0].shape)
+    out_shape = tuple(model.outputs[0].shape)
+    classes = out_shape[-1] if len(out_shape) == 4 else None
+    if len(out_shape) != 4:
+        problems.append(f"{path}: expected a 4D output (batch, H, W, classes), got {out_shape}")
+    for side in (h, w):
+        if side is not None and side != patch_size:
+            problems.append(f"{path}: the U-Net takes {h}x{w} inputs but data.patch_size is "
+                            f"{patch_size}; set data.patch_size: {h} (or re-export the U-Net "
+                            "with a flexible input size)")
+            break
+    if not problems and c is not None:
+        try:
+            pred = model(np.zeros((1, patch_size, patch_size, c), np.float32), training=False)
+            got = tuple(pred.shape)
+            if got[1:3] != (patch_size, patch_size):
+                problems.append(f"{path}: a {patch_size}x{patch_size} slice gives a {got[1]}x"
+                                f"{got[2]} output; data.patch_size must suit the U-Net's "
+                                "downsampling (a multiple of 2^depth, e.g. 32)")
+        except Exception as exc:  # noqa: BLE001 - any failure: the size does not suit the model
+            problems.append(f"{path}: the U-Net does not run on {patch_size}x{patch_size}x{c} "
+                            f"slices (data.patch_size must be a multiple of its total "
+                            f"downsampling, e.g. 32): {_short(exc, 160)}")
+    act = _output_activation(model)
+    if act and act != "sigmoid":
+        problems.append(f"{path}: the output activation is {act!r}; the IAC stages need a "
+                        "sigmoid output (one sigmoid per class, Dice loss)")
+    try:
+        skips = len(find_skip_connections(model))
+    except NoSkipConnectionsError as exc:
+        skips = 0
+        problems.append(f"{path}: no skip connection found, so no place to implant a cell "
+                        f"({str(exc).splitlines()[0]})")
+    except Exception as exc:  # noqa: BLE001 - graph walk failed on an unusual model
+        skips = 0
+        problems.append(f"{path}: cannot analyse the U-Net graph for skip connections "
+                        f"({_short(exc, 160)})")
+    info = UNetInfo(path, c, classes, skips, int(model.count_params()))
+    return info, problems
+
+
+def match_data(info: UNetInfo, data: DataShape, source: str) -> list[str]:
+    """Input channels and output classes of the U-Net against the data (``source`` names the
+    dataset or cache in the message)."""
+    problems = []
+    if info.in_channels is not None and info.in_channels != data.channels:
+        problems.append(f"{info.path}: the U-Net takes {info.in_channels} input channel(s) but "
+                        f"the data ({source}) has {data.channels}")
+    if info.classes is not None and info.classes != data.classes:
+        names = f" {list(data.class_names)}" if data.class_names else ""
+        problems.append(f"{info.path}: the U-Net outputs {info.classes} class(es) but the data "
+                        f"({source}) has {data.classes}{names}")
+    return problems
+
+
+# ---------------------------------------------------------------------------- rows
+def _row(name: str, fn: Callable[[], str | tuple[str, str]]) -> Check:
+    """Run ``fn``; its return is the detail (``ok``) or ``(status, detail)``; an exception is
+    a ``fail`` row with the exception's message."""
+    try:
+        out = fn()
+    except OSError as exc:  # our own OSErrors carry the whole message (no "[Errno N]")
+        plain = exc.filename is None and exc.strerror
+        return Check(name, FAIL, exc.strerror if plain else str(exc))
+    except Exception as exc:  # noqa: BLE001 - every check reports, none aborts the table
+        return Check(name, FAIL, str(exc))
+    return Check(name, *out) if isinstance(out, tuple) else Check(name, OK, out)
+
+
+def folder_checks(cfg) -> list[Check]:
+    """Output and cache folders: exist or can be made, are folders, are writable."""
+    from iac_tf.data.prepare import resolve_paths
+
+    def output():
+        run_dir = pathlib.Path(cfg.run_dir)
+        if run_dir.exists() and not run_dir.is_dir():
+            raise NotADirectoryError(f"{run_dir}: is a file, not a run folder (set output_dir "
+                                     "or name)")
+        check_writable_folder(run_dir, "the run folder", "output_dir")
+        return f"{run_dir} writable"
+
+    def cache():
+        _, cache_dir = resolve_paths(cfg.data)
+        check_writable_folder(cache_dir, "the slice cache", "data.cache_dir")
+        return f"{cache_dir} writable"
+
+    return [_row("output folder", output), _row("cache folder", cache)]
+
+
+def stage1_checks(cfg) -> list[Check]:
+    """The U-Net Stage I builds: the backbone exists and ``data.patch_size`` suits it."""
+    def backbone():
+        from iac_tf.unets.registry import get_backbone
+
+        red = get_backbone(cfg.unet.backbone).reduction
+        if cfg.data.patch_size % red:
+            raise ValueError(f"data.patch_size: {cfg.data.patch_size} is not a multiple of "
+                             f"{red}, the downsampling of backbone {cfg.unet.backbone!r} "
+                             f"(unet.backbone); use e.g. {max(red, cfg.data.patch_size // red * red)}")
+        return f"{cfg.unet.backbone}: patch {cfg.data.patch_size} is a multiple of {red}"
+    return [_row("U-Net (Stage I)", backbone)]
+
+
+def unet_check(path, cfg, data: DataShape | None = None) -> tuple[Check, UNetInfo | None]:
+    info, problems = inspect_unet(path, cfg.data.patch_size)
+    if info is not None and data is not None:
+        problems += match_data(info, data, cfg.data.root)
+    if problems:
+        return Check("U-Net", FAIL, "; ".join(problems)), info
+    return Check("U-Net", OK, f"{path}: {info.in_channels} ch -> {info.classes} class(es), "
+                 f"{info.skips} skip connection(s), sigmoid, {info.params:,} parameters"), info
+
+
+def genotype_check(path) -> Check:
+    def load():
+        from iac_tf.genotype import Genotype
+
+        Genotype.from_json(pathlib.Path(path))
+        return f"{path}"
+    return _row("genotype", load)
+
+
+def gpu_checks(cfg) -> list[Check]:
+    """GPU visibility, and whether ``mixed_precision`` (any stage) has a GPU that runs float16
+    fast (compute capability >= 7.0)."""
+    from iac_tf._keras import tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    caps = []
+    for gpu in gpus:
+        try:
+            caps.append(tf.config.experimental.get_device_details(gpu).get("compute_capability"))
+        except Exception:  # noqa: BLE001
+            caps.append(None)
+    rows = [Check("GPU", OK, f"{len(gpus)} visible: " + ", ".join(g.name for g in gpus))
+            if gpus else Check("GPU", WARN, "no GPU visible to TensorFlow: training runs on "
+                               "the CPU (slow for real datasets)")]
+    mixed = [f"stage{i}.mixed_precision" for i in (1, 2, 3)
+             if getattr(getattr(cfg, f"stage{i}"), "mixed_precision", False)]
+    if not mixed:
+        rows.append(Check("mixed precision", OK, "off (float32)"))
+    elif not gpus:
+        rows.append(Check("mixed precision", WARN, f"{', '.join(mixed)} set but no GPU: "
+                          "float16 on the CPU is slower than float32"))
+    elif not any(c and c >= (7, 0) for c in caps):
+        rows.append(Check("mixed precision", WARN, f"{', '.join(mixed)} set but no GPU has "
+                          f"compute capability >= 7.0 (found {caps}): little or no speed-up"))
+    else:
+        rows.append(Check("mixed precision", OK, f"{', '.join(mixed)} on a GPU with compute "
+                          f"capability {max(c for c in caps if c)}"))
+    return rows
+
+
+# ---------------------------------------------------------------------------- pipeline
+def trained_unet_candidates(cfg) -> pathlib.Path | None:
+    """``unet.pretrained``, else Stage I's best model if it exists."""
+    if cfg.unet.pretrained:
+        return pathlib.Path(cfg.unet.pretrained)
+    from iac_tf.training.stage1 import BEST_MODEL
+
+    path = cfg.stage_dir(1) / BEST_MODEL
+    return path if path.exists() else None
+
+
+def _raise_failures(rows: list[Check]) -> None:
+    failures = [r for r in rows if r.status == FAIL]
+    if failures:
+        raise PreflightError(failures)
+
+
+def checked_prepare(cfg, stage: int, prepare: Callable, unet_path=None, genotype_path=None):
+    """Run the checks of ``stage`` (1, 2 or 3), prepare the data, check the U-Net against it,
+    and return the prepared data. Nothing is written to the run folder; raises
+    :class:`PreflightError` listing every failure (the data cache may have been built)."""
+    rows = folder_checks(cfg)
+    if stage == 1:
+        rows += stage1_checks(cfg)
+    if genotype_path is not None:  # one path, or a list (a genotype-epoch sweep)
+        paths = genotype_path if isinstance(genotype_path, (list, tuple)) else [genotype_path]
+        rows += [genotype_check(p) for p in paths]
+    info = None
+    if unet_path is not None:
+        row, info = unet_check(unet_path, cfg)
+        rows.append(row)
+    _raise_failures(rows)
+    prepared = prepare(cfg)
+    if info is not None:
+        data = DataShape(prepared.in_channels, prepared.num_classes, prepared.patch_size,
+                         tuple(prepared.class_names))
+        problems = match_data(info, data, str(prepared.cache_path))
+        if problems:
+            raise PreflightError([Check("U-Net", FAIL, "; ".join(problems))])
+    return prepared
+
+
+# ---------------------------------------------------------------------------- doctor
+def _data_rows(cfg) -> tuple[list[Check], DataShape | None]:
+    """Every case read and checked (as ``iac data check``), plus the cache size estimate."""
+    from iac_tf.data import check_dataset
+    from iac_tf.data.cache import slice_bytes
+    from iac_tf.data.datasets import DATASETS, list_cases
+    from iac_tf.data.prepare import axial_slices, load_npz, resolve_paths
+
+    d = cfg.data
+    root, cache_dir = resolve_paths(d)
+    shape, slices = None, 0
+    try:
+        report = check_dataset(root, format=d.format, raise_on_error=False)
+    except Exception as exc:  # noqa: BLE001
+        return [Check("data", FAIL, str(exc))], None
+    if report.problems:
+        more = f" (and {len(report.problems) - 3} more)" if len(report.problems) > 3 else ""
+        status = WARN if d.on_error == "skip" and report.rows else FAIL
+        data_row = Check("data", status, f"{len(report.problems)} problem(s): "
+                         + "; ".join(report.problems[:3]) + more
+                         + (" (data.on_error: skip skips them)" if status == WARN else ""))
+    elif report.warnings:
+        data_row = Check("data", WARN, f"{len(report.rows)} case(s) OK; " + "; ".join(report.warnings))
+    else:
+        data_row = Check("data", OK, f"{root}: {len(report.rows)} case(s), classes "
+                         f"{list(report.class_names)}")
+    try:
+        if d.format == "npz":
+            images, masks, _, names = load_npz(root)
+            shape = DataShape(images.shape[-1], masks.shape[-1], d.patch_size, tuple(names))
+            slices = len(images)
+        else:
+            spec = DATASETS[d.format]
+            cases = list_cases(d.format, root)[: d.max_cases or None]
+            names = spec.classes(root, d.label_mode).names
+            shape = DataShape(len(cases[0].image_paths), len(names), d.patch_size, tuple(names))
+            reorient = spec.reorient if d.reorient is None else d.reorient
+            slices = sum(axial_slices(c.label_path, reorient) for c in cases
+                         if c.label_path.is_file())
+    except Exception:  # noqa: BLE001 - already reported by the data row
+        return [data_row], None
+    needed = slices * slice_bytes(d.patch_size, shape.channels, shape.classes)
+    free = free_bytes(cache_dir)
+    status = OK if free >= needed + MARGIN_BYTES else WARN
+    space = Check("cache space", status, f"{cache_dir}: {human(free)} free, the cache needs at "
+                  f"most {human(needed)} (uncompressed, every slice)"
+                  + ("" if status == OK else "; it may not fit (set data.cache_dir)"))
+    return [data_row, space], shape
+
+
+def doctor(cfg) -> list[Check]:
+    """Every check of an experiment config, as table rows (nothing is written)."""
+    rows = folder_checks(cfg)
+    data_rows, shape = _data_rows(cfg)
+    rows += data_rows
+    info = None
+    if not cfg.unet.pretrained:
+        rows += stage1_checks(cfg)
+    path = trained_unet_candidates(cfg)
+    if path is not None:
+        row, info = unet_check(path, cfg, shape)
+        rows.append(row)
+    elif cfg.unet.pretrained is None:
+        rows.append(Check("U-Net", SKIP, "unet.pretrained not set: Stage I trains it"))
+    if cfg.stage3.genotype:
+        rows.append(genotype_check(cfg.stage3.genotype))
+    else:
+        found = sorted((cfg.stage_dir(2) / "genotypes").glob("epoch_*.json"))
+        rows.append(genotype_check(found[-1]) if found else
+                    Check("genotype", SKIP, "stage3.genotype not set: Stage II writes it"))
+    params = info.params if info is not None else _stage1_params(cfg, shape)
+    # 3 stages x (best model + savedmodel + 2 checkpoints x (weights + 2 Adam slots)) + logs
+    needed = 3 * 8 * 4 * (params or 2_000_000) + 50 * 1024**2
+    free = free_bytes(cfg.run_dir)
+    rows.append(Check("output space", OK if free >= needed else WARN,
+                      f"{cfg.run_dir}: {human(free)} free, about {human(needed)} needed "
+                      f"(models and checkpoints of a {params:,}-parameter U-Net)" if params else
+                      f"{cfg.run_dir}: {human(free)} free, about {human(needed)} needed "
+                      "(assuming a 2M-parameter U-Net)"))
+    rows += gpu_checks(cfg)
+    return rows
+
+
+def _stage1_params(cfg, shape: DataShape | None) -> int:
+    """Parameters of the U-Net Stage I would build (0 if it cannot be built here)."""
+    if shape is None or cfg.unet.pretrained:
+        return 0
+    try:
+        from iac_tf.unets import build_unet
+
+        size = cfg.data.patch_size
+        model = build_unet(
+            cfg.unet.backbone, input_shape=(size, size, shape.channels), classes=shape.classes,
+            encoder_weights=None,
+            decoder_filters=tuple(cfg.unet.decoder_filters) if cfg.unet.decoder_filters else None,
+            **cfg.unet.options)
+        return int(model.count_params())
+    except Exception:  # noqa: BLE001 - the Stage I row reports configuration problems
+        return 0
+
+
+def format_table(rows: list[Check]) -> str:
+    """The rows as a fixed-width table, then a one-line verdict."""
+    width = max(len(r.name) for r in rows)
+    lines = [f"{'check':<{width}}  status  detail", f"{'-' * width}  ------  ------"]
+    lines += [f"{r.name:<{width}}  {r.status.upper():<6}  {r.detail}" for r in rows]
+    fails = sum(r.status == FAIL for r in rows)
+    warns = sum(r.status == WARN for r in rows)
+    lines.append(f"{fails} failure(s), {warns} warning(s)" if fails or warns else "all checks passed")
+    return "\n".join(lines)
