@@ -320,12 +320,13 @@ def run_stage3(cfg: ExperimentConfig, restart: int | None = None, evaluate_after
     if cfg.evaluation.unet_continued:
         results["unet_continued"] = run_unet_continued(cfg, prepared)
     if cfg.stage3.genotype_epochs:
-        final = select_genotype(cfg, {n: r.best_val_soft_dice for n, r in results.items()
-                                      if n.startswith("iac_epoch_")})
+        sweep = {n: r for n, r in results.items() if n.startswith("iac_epoch_")}
+        final = select_genotype(cfg, {n: r.best_score for n, r in sweep.items()})
         register_model(cfg.run_dir, "iac", cfg.stage_dir(3) / f"epoch_{final:03d}" / BEST_MODEL)
         atomic_write_json(cfg.stage_dir(3) / "selected_genotype.json", {
-            "rule": cfg.stage3.select_genotype, "epoch": final,
-            "best_val_soft_dice": {n: r.best_val_soft_dice for n, r in results.items()}})
+            "rule": cfg.stage3.select_genotype, "epoch": final, "metric": cfg.stage3.monitor,
+            "best_val_score": {n: r.best_score for n, r in sweep.items()},
+            "best_val_soft_dice": {n: r.best_val_soft_dice for n, r in sweep.items()}})
         plot_genotype_epochs({e: cfg.stage_dir(3) / f"epoch_{e:03d}" / "history.csv"
                               for e in cfg.stage3.genotype_epochs},
                              cfg.stage_dir(3) / "genotype_epochs.png")
@@ -339,8 +340,8 @@ def run_stage3(cfg: ExperimentConfig, restart: int | None = None, evaluate_after
 
 def select_genotype(cfg: ExperimentConfig, best_val: dict[str, float]) -> int:
     """The sweep epoch whose Stage III is the run's final IAC U-Net (``stage3.select_genotype``):
-    ``best_val`` the best val_dt soft Dice (ties: the earlier epoch), ``last`` the last listed.
-    ``best_val``: ``iac_epoch_XXX`` -> best val_dt soft Dice."""
+    ``best_val`` the best val_dt score of the selection metric ``stage3.monitor`` (ties: the
+    earlier epoch), ``last`` the last listed. ``best_val``: ``iac_epoch_XXX`` -> that score."""
     epochs = list(cfg.stage3.genotype_epochs)
     if cfg.stage3.select_genotype == "last":
         return epochs[-1]

@@ -89,9 +89,12 @@ def plot_genotype_epochs(histories: dict, out_png, keys=("soft_dice", "val_soft_
         rows = list(csv.DictReader(open(path, newline="")))
         if not rows:
             raise ValueError(f"{path}: no epochs logged")
-        x = [int(r["epoch"]) for r in rows]
         for ax, key in zip(axes[0], keys):
-            ax.plot(x, [float(r[key]) for r in rows], marker=".", label=f"genotype of epoch {epoch}")
+            # unmeasured values (e.g. train_dt at the "epoch 0" row) are logged as n/a: skipped
+            points = [(int(r["epoch"]), _number(r.get(key))) for r in rows]
+            points = [(e, v) for e, v in points if v is not None]
+            ax.plot([e for e, _ in points], [v for _, v in points], marker=".",
+                    label=f"genotype of epoch {epoch}")
     for ax, key in zip(axes[0], keys):
         ax.set_xlabel("Stage III epoch")
         ax.set_ylabel(labels.get(key, key))
@@ -102,3 +105,11 @@ def plot_genotype_epochs(histories: dict, out_png, keys=("soft_dice", "val_soft_
     fig.savefig(out_png, dpi=100)
     plt.close(fig)
     return pathlib.Path(out_png)
+
+
+def _number(value) -> float | None:
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if np.isnan(out) else out

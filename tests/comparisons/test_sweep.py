@@ -21,7 +21,7 @@ def _args(tmp_path, **extra):
         "stage2.cell_channels": 4, "stage2.verbose": 0,
         "stage3.epochs": 1, "stage3.batch_size": 32, "stage3.cell_channels": 4, "stage3.verbose": 0,
         "stage3.export_savedmodel": False, "stage3.genotype_epochs": "[1, 2]",
-        "compare": "[attention]", **extra,
+        "stage3.extra_implant_modes": "[]", "compare": "[attention]", **extra,
     }
     out = [str(SAMPLE)]
     for k, v in sets.items():
@@ -47,25 +47,27 @@ def test_sweep_and_comparison_run_then_resume(tmp_path, capsys, monkeypatch):
     assert (run / "stage3" / "genotype_epochs.png").stat().st_size > 0
     assert (run / "compare" / "attention" / "best_model.keras").is_file()
     models = json.loads((run / "models.json").read_text())
-    assert set(models) == {"unet", "iac", "iac_epoch_001", "iac_epoch_002", "attention"}
+    assert set(models) == {"unet", "iac", "iac_epoch_001", "iac_epoch_002", "unet_continued", "attention"}
     selected = json.loads((run / "stage3" / "selected_genotype.json").read_text())
-    best = max(selected["best_val_dice"].items(), key=lambda kv: kv[1])[0]
+    scores = selected["best_val_score"]
     assert models["iac"] == models[f"iac_epoch_{selected['epoch']:03d}"]
-    assert selected["best_val_dice"][f"iac_epoch_{selected['epoch']:03d}"] == selected["best_val_dice"][best]
+    assert scores[f"iac_epoch_{selected['epoch']:03d}"] == max(scores.values())
 
     rows = list(csv.DictReader(open(run / "evaluation" / "dice_per_case.csv")))
-    assert list(rows[0]) == ["case", "class", "unet", "iac", "iac_epoch_001", "iac_epoch_002", "attention"]
+    methods = ["iac", "iac_epoch_001", "iac_epoch_002", "unet_continued", "attention"]
+    assert list(rows[0]) == ["case", "class", "unet"] + methods
     stats = json.loads((run / "evaluation" / "stats.json").read_text())
-    assert set(stats["methods"]) == {"iac", "iac_epoch_001", "iac_epoch_002", "attention"}
+    assert set(methods) <= set(stats["methods"])
     for entry in stats["methods"].values():
         assert {"mean_gain", "gain_ci95", "t_test_p", "wilcoxon_p", "wilcoxon_greater_p"} <= set(entry["overall"])
     table = (run / "evaluation" / "dice_table.md").read_text()
-    assert table.splitlines()[0] == "| class | n | unet | iac | iac_epoch_001 | iac_epoch_002 | attention |"
+    assert table.splitlines()[0] == "| class | n | unet | " + " | ".join(methods) + " |"
 
     # a rerun keeps every finished Stage III and comparison
     mtimes = {p: p.stat().st_mtime_ns for p in run.glob("*/**/best_model.keras")}
     capsys.readouterr()
     assert main(["run"] + _args(tmp_path)) == 0
     out = capsys.readouterr().out
-    assert out.count("finished earlier, kept") == 3
+    for name in ("Stage III iac_epoch_001", "Stage III iac_epoch_002", "comparison attention"):
+        assert f"{name}: complete" in out
     assert mtimes == {p: p.stat().st_mtime_ns for p in run.glob("*/**/best_model.keras")}
