@@ -399,12 +399,14 @@ def run_compare(cfg: ExperimentConfig, restart: int | None = None, evaluate_afte
         for path in restart_from(cfg, restart):
             _log(f"--restart stage{restart}: removed {path}")
     check_stages(cfg, _used_stages(cfg, 1))
-    write_resolved(cfg)
     if not cfg.comparisons:
         _log("no comparison method configured (set `compare: [attention, ...]`)")
         return {}
-    prepared = prepare(cfg)
     unet_path = trained_unet_path(cfg)
+    # the same pre-flight checks as Stages II/III (folders, the U-Net against the data), before
+    # anything is written
+    prepared = checked_prepare(cfg, 3, prepare, unet_path=unet_path)
+    write_resolved(cfg)
     register_model(cfg.run_dir, "unet", unet_path)
     results = {}
     for method in cfg.comparisons:

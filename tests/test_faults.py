@@ -128,6 +128,15 @@ UNET_CASES = [
 ]
 
 
+def test_comparisons_check_the_pretrained_unet_first(unets, dataset, shared_cache, tmp_path, capsys):
+    """`iac compare` runs the same pre-flight as the stages: nothing written on a bad U-Net."""
+    cfg = write_config(tmp_path, dataset, shared_cache, unet__pretrained=str(unets["classes3"]),
+                       data__patch_size=32)
+    rc, _, err = run(["compare", cfg, "--set", "compare=[attention]"], capsys)
+    assert rc == 2 and str(unets["classes3"]) in err and "outputs 3 class(es)" in err, err
+    assert not (tmp_path / "runs").exists()
+
+
 @pytest.mark.parametrize("unet,patch,text", UNET_CASES)
 def test_pretrained_unet_checked_before_the_run_folder(unet, patch, text, unets, dataset,
                                                        shared_cache, tmp_path, capsys):
