@@ -46,7 +46,7 @@ def test_three_stage_pipeline_on_the_sample(tmp_path, monkeypatch):
         "data.patch_size": 64, "unet.options": "{base_filters: 4}",
         "stage1.epochs": 2, "stage1.batch_size": 16, "stage1.verbose": 0,
         "stage2.epochs": 2, "stage2.warmup_epochs": 0, "stage2.batch_size": 16,
-        "stage2.cell_channels": 4, "stage2.verbose": 0,
+        "stage2.cell_channels": 4, "stage2.cell_steps": 2, "stage2.verbose": 0,
         "stage3.epochs": 1, "stage3.batch_size": 16, "stage3.cell_channels": 4, "stage3.verbose": 0,
     }
     overrides = []
@@ -62,6 +62,11 @@ def test_three_stage_pipeline_on_the_sample(tmp_path, monkeypatch):
     assert (run / "stage1" / "best_model.keras").is_file()
     genotypes = sorted(p.name for p in (run / "stage2" / "genotypes").glob("*.json"))
     assert genotypes == ["epoch_001.json", "epoch_002.json"]
+    from iac_tf.genotype import Genotype  # stage2.cell_steps: 2 -> a 2-node cell, 5 searched edges
+
+    assert Genotype.from_json(run / "stage2" / "genotypes" / "epoch_002.json").steps == 2
+    arch = json.loads((run / "stage2" / "arch" / "epoch_002.json").read_text())
+    assert len(arch["beta"]) == 5 and [len(p) for p in arch["psi"]] == [2, 3]
     rows = list(csv.DictReader(open(run / "stage2" / "history.csv")))
     assert [r["epoch"] for r in rows] == ["1", "2"]
     assert (run / "stage3" / "savedmodel" / "saved_model.pb").is_file()

@@ -24,7 +24,8 @@ def test_quickstart_notebook_executes(tmp_path):
     tiny = {"output_dir": str(tmp_path), "data.cache_dir": str(tmp_path / "cache"),
             "data.patch_size": 32, "unet.pretrained": str(tmp_path / "my_unet.keras"),
             "stage2.epochs": 1, "stage2.warmup_epochs": 0, "stage2.batch_size": 16,
-            "stage2.cell_channels": 4, "stage2.verbose": 0, "stage2.draw_genotypes": False,
+            "stage2.cell_channels": 4, "stage2.cell_steps": 2, "stage2.verbose": 0,
+            "stage2.draw_genotypes": False,
             "stage3.epochs": 1, "stage3.batch_size": 16, "stage3.cell_channels": 4,
             "stage3.verbose": 0, "stage3.export_savedmodel": False}
     nb.cells.insert(settings_cell[0] + 1,

@@ -70,6 +70,9 @@ class Stage2Config:
         checkpoints_to_keep / verbose: as in Stage I.
         cell_implementation: ``fused`` (our choice, faster) or ``reference`` (edge by edge); the
             same function of the same weights (``SearchCell(implementation=...)``).
+        cell_steps: intermediate nodes of the searched cell (paper, Section III-A: 4, i.e. 14
+            edges); smaller values give a smaller search space (tests use 2: 5 edges, a much
+            cheaper supernet to build and trace).
     """
 
     epochs: int = 200
@@ -101,9 +104,11 @@ class Stage2Config:
     checkpoints_to_keep: int = 2
     verbose: int = 2
     cell_implementation: Literal["fused", "reference"] = "fused"
+    cell_steps: int = 4
 
     def __post_init__(self):
-        for key in ("epochs", "batch_size", "cell_channels", "partial_channels", "checkpoints_to_keep"):
+        for key in ("epochs", "batch_size", "cell_channels", "partial_channels", "checkpoints_to_keep",
+                    "cell_steps"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
         if not 0 <= self.warmup_epochs <= self.epochs:
@@ -132,9 +137,10 @@ def build_supernet(unet: keras.Model, cfg: Stage2Config) -> SearchSupernet:
     """Implant a continuous IAC (:class:`~iac_tf.search.SearchCell`) into every skip connection
     of the frozen ``unet``; one :class:`~iac_tf.search.ArchitectureParameters` feeds all cells."""
     from iac_tf.implant import find_skip_connections, implant, module_name, residual
-    from iac_tf.search import ArchitectureParameters, SearchCell
+    from iac_tf.search import ArchitectureParameters, SearchCell, num_edges
 
-    arch = ArchitectureParameters(init=cfg.arch_init, name="iac_arch")
+    arch = ArchitectureParameters(num_edges=num_edges(cfg.cell_steps), init=cfg.arch_init,
+                                  name="iac_arch")
 
     class _SearchModule:
         """alpha, beta -> the level's SearchCell; exposes the cell's ``output_conv`` (for the
@@ -158,6 +164,7 @@ def build_supernet(unet: keras.Model, cfg: Stage2Config) -> SearchSupernet:
             K=cfg.partial_channels,
             edge_norm=cfg.edge_norm,
             implementation=cfg.cell_implementation,
+            steps=cfg.cell_steps,
             name=module_name("iac_search_cell", level),
         ))
 
@@ -191,12 +198,14 @@ def _set_lr(optimizer, value: float) -> None:
 def arch_state(supernet: SearchSupernet, edge_norm: str) -> dict:
     """alpha, beta, softmax(alpha) (eq. 1) and Psi per node (eq. 4 or 6-10) as plain lists."""
     from iac_tf.search import node_edge_slices, psi_per_node
+    from iac_tf.search.topology import steps_for_num_edges
 
     alpha = supernet.arch.alpha.numpy()
     beta = supernet.arch.beta.numpy()
+    steps = steps_for_num_edges(beta.shape[0])
     phi = tf.nn.softmax(alpha, axis=-1).numpy()
-    psi_all = psi_per_node(beta, edge_norm).numpy()
-    psi = [psi_all[start:end].tolist() for start, end in node_edge_slices()]
+    psi_all = psi_per_node(beta, edge_norm, steps).numpy()
+    psi = [psi_all[start:end].tolist() for start, end in node_edge_slices(steps)]
     return {"alpha": alpha.tolist(), "beta": beta.tolist(), "phi": phi.tolist(), "psi": psi}
 
 

@@ -18,7 +18,7 @@ def _args(tmp_path, **extra):
         "data.patch_size": 32, "unet.options": "{base_filters: 4}",
         "stage1.epochs": 1, "stage1.batch_size": 32, "stage1.verbose": 0,
         "stage2.epochs": 2, "stage2.warmup_epochs": 0, "stage2.batch_size": 32,
-        "stage2.cell_channels": 4, "stage2.verbose": 0,
+        "stage2.cell_channels": 4, "stage2.cell_steps": 2, "stage2.verbose": 0,
         "stage3.epochs": 1, "stage3.batch_size": 32, "stage3.cell_channels": 4, "stage3.verbose": 0,
         "stage3.export_savedmodel": False, "stage3.genotype_epochs": "[1, 2]",
         "stage3.extra_implant_modes": "[]", "compare": "[attention]", **extra,

@@ -25,7 +25,8 @@ GRID = ROOT / "experiments" / "paper" / "grid.yaml"
 TINY = {
     "data.patch_size": 32, "stage1.epochs": 1, "stage1.batch_size": 16, "stage1.verbose": 0,
     "stage2.epochs": 2, "stage2.warmup_epochs": 0, "stage2.batch_size": 16,
-    "stage2.cell_channels": 4, "stage2.verbose": 0, "stage2.draw_genotypes": True,
+    "stage2.cell_channels": 4, "stage2.cell_steps": 2, "stage2.verbose": 0,
+    "stage2.draw_genotypes": True,
     "stage3.epochs": 1, "stage3.batch_size": 16, "stage3.cell_channels": 4, "stage3.verbose": 0,
     "unet.options": "{base_filters: 4}",
     "stage3.extra_implant_modes": "[]", "evaluation.unet_continued": "false",  # sample.yaml's extras
