@@ -82,7 +82,9 @@ def test_savedmodel_export(tmp_path, build):
     _export(model, str(tmp_path / "sm"))
     restored = tf.saved_model.load(str(tmp_path / "sm"))
     after = restored.signatures["serving_default"](up=x[0], skip=x[1])["y"].numpy()
-    np.testing.assert_allclose(after, before, rtol=1e-6, atol=1e-6)
+    # float32 round-off only: with oneDNN on, the served graph's fused kernels differ from eager
+    # by up to 1.7e-6 on outputs of ~1 (measured; bit-equal to 1e-6 with TF_ENABLE_ONEDNN_OPTS=0)
+    np.testing.assert_allclose(after, before, rtol=1e-5, atol=1e-5)
     if build is _search_model:
         return  # Keras reload of the supernet is covered by .h5 / .keras above (and slow here)
     # and back into Keras from the SavedModel (layers rebuilt from their configs)
