@@ -20,7 +20,7 @@ import math
 import numpy as np
 from scipy import stats
 
-from iac_tf.evaluation.stats import mean_ci
+from iac_tf.evaluation.stats import mean_ci, paired
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,13 +71,7 @@ def compare_settings(baseline, candidate) -> dict:
     approximation, the statistic the paper quotes), ``improved`` / ``unchanged`` / ``worse``
     counts and ``improved_fraction``. Tests that cannot run give NaN.
     """
-    b = np.asarray(baseline, dtype=np.float64).ravel()
-    c = np.asarray(candidate, dtype=np.float64).ravel()
-    if b.shape != c.shape:
-        raise ValueError(f"paired scores differ in length: {b.size} vs {c.size}")
-    keep = ~(np.isnan(b) | np.isnan(c))
-    b, c = b[keep], c[keep]
-    d = c - b
+    b, c, d = paired(baseline, candidate)
     gain, lo, hi = mean_ci(d)
     rank = signed_rank(d)
     out = {

@@ -22,6 +22,17 @@ def mean_ci(values, confidence: float = 0.95) -> tuple[float, float, float]:
     return m, m - half, m + half
 
 
+def paired(baseline, candidate) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Paired scores as float64 arrays with every pair holding a NaN dropped, and their
+    differences ``candidate - baseline``; a length mismatch is an error."""
+    b = np.asarray(baseline, dtype=np.float64).ravel()
+    c = np.asarray(candidate, dtype=np.float64).ravel()
+    if b.shape != c.shape:
+        raise ValueError(f"paired scores differ in length: {b.size} vs {c.size}")
+    keep = ~(np.isnan(b) | np.isnan(c))
+    return b[keep], c[keep], c[keep] - b[keep]
+
+
 def compare_paired(baseline, candidate) -> dict:
     """Compare paired scores (same cases, same order). Pairs with a NaN on either side are dropped.
 
@@ -30,13 +41,7 @@ def compare_paired(baseline, candidate) -> dict:
     (one-sided: candidate > baseline) and ``improved_fraction``. Tests that cannot run (fewer than
     two pairs, all differences zero) give NaN.
     """
-    b = np.asarray(baseline, dtype=np.float64).ravel()
-    c = np.asarray(candidate, dtype=np.float64).ravel()
-    if b.shape != c.shape:
-        raise ValueError(f"paired scores differ in length: {b.size} vs {c.size}")
-    keep = ~(np.isnan(b) | np.isnan(c))
-    b, c = b[keep], c[keep]
-    d = c - b
+    b, c, d = paired(baseline, candidate)
     gain, lo, hi = mean_ci(d)
     out = {
         "n": int(d.size),
