@@ -30,6 +30,7 @@ TINY = {
     "stage3.epochs": 1, "stage3.batch_size": 16, "stage3.cell_channels": 4, "stage3.verbose": 0,
     "unet.options": "{base_filters: 4}",
     "stage3.extra_implant_modes": "[]", "evaluation.unet_continued": "false",  # sample.yaml's extras
+    "compare": "[]",  # sample.yaml trains the attention gate; the runs below set their own
 }
 
 
