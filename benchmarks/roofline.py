@@ -23,14 +23,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
 
 from iac_tf._keras import keras, tf  # noqa: E402
+from search_step import _batch, _median_seconds  # noqa: E402  (same folder: one timing loop, one batch)
 
 EXAMPLE_GENOTYPE = {
     "format": "iac_tf.genotype", "version": 1,
@@ -48,25 +46,8 @@ def graph_flops(fn, *args) -> int:
 
 
 def median_seconds(fn, args, repeats: int) -> float:
-    _sync(fn(*args))
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        _sync(fn(*args))
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
-def _sync(out):
-    for v in tf.nest.flatten(out):
-        if hasattr(v, "numpy"):
-            v.numpy()
-
-
-def _batch(batch, size, seed=0):
-    rng = np.random.default_rng(seed)
-    return (tf.constant(rng.normal(size=(batch, size, size, 1)).astype(np.float32)),
-            tf.constant((rng.random((batch, size, size, 2)) > 0.7).astype(np.float32)))
+    """Median seconds of ``fn(*args)`` after one warm-up call (search_step's timing loop)."""
+    return _median_seconds(lambda: fn(*args), repeats)
 
 
 def _unet(backbone, size):
