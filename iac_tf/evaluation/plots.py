@@ -34,10 +34,7 @@ def plot_history(history_csv, out_png, keys_pairs=(("loss", "val_loss"), ("soft_
         ax.legend()
         ax.grid(alpha=0.3)
     fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(out_png, dpi=100)
-    plt.close(fig)
-    return pathlib.Path(out_png)
+    return _save(plt, fig, out_png)
 
 
 def plot_paired_dice(baseline, candidate, out_png, labels=("baseline", "IAC"), title="Dice per case"):
@@ -51,13 +48,8 @@ def plot_paired_dice(baseline, candidate, out_png, labels=("baseline", "IAC"), t
         ax.plot([0, 1], [bi, ci], color="0.6", lw=0.8)
     ax.boxplot([b[keep], c[keep]], positions=[0, 1], widths=0.3)
     ax.set_xticks([0, 1], labels)
-    ax.set_ylabel("Dice")
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(out_png, dpi=100)
-    plt.close(fig)
-    return pathlib.Path(out_png)
+    _dice_axis(ax, title)
+    return _save(plt, fig, out_png)
 
 
 def plot_dice_per_method(scores: dict, out_png, title="Dice per case"):
@@ -68,13 +60,8 @@ def plot_dice_per_method(scores: dict, out_png, title="Dice per case"):
     fig, ax = plt.subplots(figsize=(1.2 * len(names) + 2, 4))
     ax.boxplot(data, positions=range(len(names)), widths=0.5)
     ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
-    ax.set_ylabel("Dice")
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(out_png, dpi=100)
-    plt.close(fig)
-    return pathlib.Path(out_png)
+    _dice_axis(ax, title)
+    return _save(plt, fig, out_png)
 
 
 def plot_genotype_epochs(histories: dict, out_png, keys=("soft_dice", "val_soft_dice"),
@@ -101,10 +88,7 @@ def plot_genotype_epochs(histories: dict, out_png, keys=("soft_dice", "val_soft_
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(out_png, dpi=100)
-    plt.close(fig)
-    return pathlib.Path(out_png)
+    return _save(plt, fig, out_png)
 
 
 def _number(value) -> float | None:
@@ -113,3 +97,18 @@ def _number(value) -> float | None:
     except (TypeError, ValueError):
         return None
     return None if np.isnan(out) else out
+
+
+def _dice_axis(ax, title: str) -> None:
+    """A Dice axis: label, the [0, 1] range with a margin, the title."""
+    ax.set_ylabel("Dice")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(title)
+
+
+def _save(plt, fig, out_png) -> pathlib.Path:
+    """Lay out, write ``out_png`` (100 dpi), close the figure; return the path."""
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=100)
+    plt.close(fig)
+    return pathlib.Path(out_png)
