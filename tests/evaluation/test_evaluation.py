@@ -6,6 +6,7 @@ from scipy import stats
 
 from iac_tf.evaluation import case_dice, compare_paired, confusion_counts, dice_from_counts
 from iac_tf.evaluation.report import evaluate_pair
+from tests.evaluation.helpers import ConstModel, half_masks
 
 
 def test_confusion_counts_and_dice_exact():
@@ -53,17 +54,8 @@ def test_compare_paired_matches_scipy_and_drops_nan():
 
 
 def test_evaluate_pair_writes_tables(tmp_path):
-    class Const:
-        def __init__(self, value):
-            self.value = value
-
-        def predict(self, x, batch_size=None, verbose=0):
-            return np.full(x.shape[:3] + (1,), self.value, np.float32)
-
-    masks = np.zeros((4, 4, 4, 1), np.float32)
-    masks[:, :2] = 1
-    images = np.zeros((4, 4, 4, 1), np.float32)
-    report = evaluate_pair(Const(0.0), Const(1.0), images, masks, ["p1", "p1", "p2", "p2"],
+    images, masks = half_masks()
+    report = evaluate_pair(ConstModel(0.0), ConstModel(1.0), images, masks, ["p1", "p1", "p2", "p2"],
                            ["lesion"], tmp_path)
     assert report["overall"]["mean_baseline"] == 0.0
     assert report["overall"]["mean_candidate"] == pytest.approx(2 * 16 / (16 + 32))

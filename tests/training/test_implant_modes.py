@@ -12,6 +12,7 @@ from iac_tf.training.stage2 import Stage2Config, build_supernet
 from iac_tf.training.stage3 import Stage3Config, build_iac_unet
 from tests.training.test_stage3 import GENOTYPE
 from tests.training.tiny import tiny_unet
+from tests.evaluation.helpers import ConstModel, half_masks
 
 SIZE = 16
 
@@ -47,17 +48,8 @@ def test_stage_configs_accept_the_new_keys():
 
 
 def test_evaluate_models_one_column_per_method(tmp_path):
-    class Const:
-        def __init__(self, value):
-            self.value = value
-
-        def predict(self, x, batch_size=None, verbose=0):
-            return np.full(x.shape[:3] + (1,), self.value, np.float32)
-
-    masks = np.zeros((4, 4, 4, 1), np.float32)
-    masks[:, :2] = 1
-    images = np.zeros_like(masks)
-    models = {"unet": Const(0.0), "iac": Const(1.0), "unet_continued": Const(0.0)}
+    images, masks = half_masks()
+    models = {"unet": ConstModel(0.0), "iac": ConstModel(1.0), "unet_continued": ConstModel(0.0)}
     report = evaluate_models(models, images, masks, ["p1", "p1", "p2", "p2"], ["lesion"], tmp_path,
                              pairs=[("unet_continued", "iac")])
     rows = list(csv.reader(open(tmp_path / "dice_per_case.csv")))
