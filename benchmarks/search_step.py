@@ -8,7 +8,10 @@ Timing: both steps are traced once (warm-up), then each is run ``--repeats`` tim
 batch; the medians and their ratio are printed. The ratio is what to compare across machines.
 
 Memory: each configuration runs in a fresh subprocess (so peaks don't mix) that performs two
-steps. On a GPU the number is TensorFlow's allocator peak; on a CPU it is the process's peak RSS.
+steps. The number is TensorFlow's own allocator statistics (``get_memory_info``: bytes in use,
+peak): on a GPU its allocator, on a CPU the BFC allocator the child switches on with
+``TF_CPU_ALLOCATOR_USE_BFC=true`` (TensorFlow's default CPU allocator keeps no statistics).
+Where neither is available it falls back to the process's peak RSS and says so in the output.
 The whole supernet's peak includes the TensorFlow runtime, the U-Net and its activations, so the
 cells' activation memory is measured separately: the search cells of the U-Net's skip connections
 alone (same shapes), one traced training step, peak during the steps minus the peak before them.
@@ -26,6 +29,8 @@ import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+if "--child" in sys.argv:  # before TensorFlow is imported: a CPU allocator that keeps statistics
+    os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
 
 import numpy as np  # noqa: E402
 
@@ -122,9 +127,24 @@ def _cells_step(backbone, size, batch, base_filters, K, C, implementation="fused
     return step, model
 
 
+def _device() -> str:
+    return "GPU:0" if tf.config.list_physical_devices("GPU") else "CPU:0"
+
+
+def _allocator_mib() -> tuple[float, float] | None:
+    """(bytes in use, peak) of TensorFlow's allocator in MiB, or None where it keeps no statistics."""
+    try:
+        info = tf.config.experimental.get_memory_info(_device())
+    except (ValueError, tf.errors.OpError):
+        return None
+    return info["current"] / 2**20, info["peak"] / 2**20
+
+
 def _peak_mib() -> tuple[float, str]:
-    if tf.config.list_physical_devices("GPU"):
-        return tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20, "gpu_allocator_peak"
+    """(peak MiB, source): the allocator's peak where it keeps one, else the process's peak RSS."""
+    stats = _allocator_mib()
+    if stats is not None:
+        return stats[1], f"tensorflow_allocator_peak ({_device()}{', BFC' if _device() == 'CPU:0' else ''})"
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "process_peak_rss"  # KiB -> MiB
 
 
@@ -136,9 +156,12 @@ def _peak_memory_child(kind: str, backbone: str, size: int, batch: int, base_fil
         fn = _search_step(backbone, size, batch, base_filters, K, C)[0]
     else:
         fn = _cells_step(backbone, size, batch, base_filters, K, C, implementation)[0]
-    if tf.config.list_physical_devices("GPU"):
-        tf.config.experimental.reset_memory_stats("GPU:0")
-    before, _ = _peak_mib()
+    stats = _allocator_mib()
+    if stats is not None:  # peak from here on, against the bytes held before the step
+        tf.config.experimental.reset_memory_stats(_device())
+        before = _allocator_mib()[0]
+    else:
+        before, _ = _peak_mib()
     _sync(fn())
     _sync(fn())
     peak, source = _peak_mib()

@@ -14,8 +14,12 @@ exactly the same function with the ops grouped by the state they read:
   statistics, so each block sees exactly its own batch statistics; the moving statistics of each
   edge's BatchNorm layer are updated from its own slice, as Keras does).
 * ``psi_e * phi_{e,o}`` is one float32 scalar per (edge, op) (eq. (1), (4)-(10)), so the weighted
-  sum of eq. (2) and the Psi weighting of eq. (5) are one multiply-add per op and state; ``none``
-  contributes exactly zero and is skipped.
+  sum of eq. (2) and the Psi weighting of eq. (5) are one broadcast multiply-add per op and
+  state; ``none`` contributes exactly zero and is skipped. The parameter-free ops (skip, pools and
+  their training-mode BN) give the same output for every edge reading a state, so they are
+  computed and kept once per state, not once per edge.
+* The bypass ``(1 - M) x_i`` of a state is sliced once and shared by the edges that read it
+  (each multiplication by ``Psi_e`` keeps its input for d/dPsi: one copy per state, not per edge).
 * The channel shuffle is linear and the same for every edge, so it is applied once per node to
   ``concat(sum_i Psi_ij mixed_ij, sum_i Psi_ij bypass_ij)`` instead of once per edge (eq. (5)).
 
@@ -28,7 +32,7 @@ from __future__ import annotations
 from iac_tf._keras import tf
 from iac_tf.search.channel_shuffle import channel_shuffle
 from iac_tf.search.operations import BN_EPSILON, BN_MOMENTUM, PRIMITIVES
-from iac_tf.search.topology import edge_list
+from iac_tf.search.topology import edge_list, node_edge_slices
 
 CONV_OPS = ("sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5")
 OP_INDEX = {name: o for o, name in enumerate(PRIMITIVES)}
@@ -45,24 +49,31 @@ def consumers(steps: int) -> list[list[int]]:
     return out
 
 
-def batch_norm_group(x, bns, training: bool):
-    """Non-affine BatchNorm of ``x`` whose channels are the concatenated channels of ``bns``.
+def batch_norm_group(x, bns, training: bool, weight=None):
+    """Non-affine BatchNorm of ``x`` whose channels are the concatenated channels of ``bns``,
+    times ``weight``.
 
     Mirrors tf_keras' fused BatchNormalization (``fused_batch_norm`` with the exponential
     moving-average factor ``1 - momentum``; the moving variance averages the Bessel-corrected
     batch variance, as tf_keras does by default), then writes each layer's slice back.
+
+    ``weight`` (float32, one value per channel, or None for 1) enters as the fused op's scale:
+    ``weight * BN(x)`` is one op whose gradient yields d/d(weight) directly, so the mixing
+    weights ``psi_e phi_{e,o}`` of the ops that end in a BN cost no multiplication of their own,
+    and BN's output need not be kept for the backward pass.
     """
     mean = tf.concat([bn.moving_mean for bn in bns], axis=0)
     var = tf.concat([bn.moving_variance for bn in bns], axis=0)
     channels = int(x.shape[-1])
     ones, zeros = tf.ones([channels], tf.float32), tf.zeros([channels], tf.float32)
+    scale = ones if weight is None else weight
     if not training:
         y, _, _ = tf.compat.v1.nn.fused_batch_norm(
-            x, ones, zeros, mean=mean, variance=var, epsilon=BN_EPSILON, is_training=False
+            x, scale, zeros, mean=mean, variance=var, epsilon=BN_EPSILON, is_training=False
         )
         return y
     y, new_mean, new_var = tf.compat.v1.nn.fused_batch_norm(
-        x, ones, zeros, mean=mean, variance=var, epsilon=BN_EPSILON,
+        x, scale, zeros, mean=mean, variance=var, epsilon=BN_EPSILON,
         is_training=True, exponential_avg_factor=1.0 - BN_MOMENTUM,
     )
     width = channels // len(bns)
@@ -80,20 +91,22 @@ def _pointwise(x, kernel):
     return tf.nn.conv2d(x, kernel, 1, "VALID")
 
 
-def conv_op_per_edge(r, op, dtype, training):
-    """One ``ReLUSepConvBN`` of one edge on the already ReLU'd input ``r``."""
+def conv_op_per_edge(r, op, dtype, training, weight=None):
+    """One ``ReLUSepConvBN`` of one edge on the already ReLU'd input ``r``, times ``weight``
+    (float32, per channel) if given."""
     h = r
     for rep in range(op.repeats):
         if rep:
             h = tf.nn.relu(h)
         h = _depthwise(h, tf.cast(op.depthwise[rep].depthwise_kernel, dtype), op.dilation_rate)
         h = _pointwise(h, tf.cast(op.pointwise[rep].kernel, dtype))
-        h = batch_norm_group(h, [op.bns[rep]], training)
+        h = batch_norm_group(h, [op.bns[rep]], training, weight if rep == op.repeats - 1 else None)
     return h
 
 
-def conv_op_group(r, ops, dtype, training):
-    """One candidate conv op (``ReLUSepConvBN``) of ``n`` edges on the same ReLU'd input ``r``.
+def conv_op_group(r, ops, dtype, training, weight=None):
+    """One candidate conv op (``ReLUSepConvBN``) of ``n`` edges on the same ReLU'd input ``r``,
+    times ``weight`` (float32 ``(n*c,)``, edge-major) if given.
 
     Returns ``(B, H, W, n*c)``, edge-major (edge ``k``'s output is channels ``k*c .. k*c+c-1``).
     With more than ``GROUP_CONVS_MAX_CHANNELS`` channels per edge the edges run one by one (the
@@ -101,7 +114,8 @@ def conv_op_group(r, ops, dtype, training):
     """
     n, c = len(ops), int(r.shape[-1])
     if n == 1 or c > GROUP_CONVS_MAX_CHANNELS:
-        ys = [conv_op_per_edge(r, op, dtype, training) for op in ops]
+        ws = [None] * n if weight is None else tf.split(weight, n)
+        ys = [conv_op_per_edge(r, op, dtype, training, w) for op, w in zip(ops, ws)]
         return ys[0] if n == 1 else tf.concat(ys, axis=-1)
     first = ops[0]
     # block 1: depthwise with the n kernels as channel multiplier (output channel d*n + k) ...
@@ -111,39 +125,81 @@ def conv_op_group(r, ops, dtype, training):
     pw = tf.stack([op.pointwise[0].kernel[0, 0] for op in ops])  # (n, c, c)
     block = tf.einsum("kdf,kg->dkgf", pw, tf.eye(n, dtype=pw.dtype))
     h = _pointwise(h, tf.cast(tf.reshape(block, [1, 1, c * n, n * c]), dtype))
-    h = batch_norm_group(h, [op.bns[0] for op in ops], training)
+    h = batch_norm_group(h, [op.bns[0] for op in ops], training, weight if first.repeats == 1 else None)
     for rep in range(1, first.repeats):  # sep_conv: the second (ReLU, dw, pw, BN) block
         dw = tf.concat([op.depthwise[rep].depthwise_kernel for op in ops], axis=2)
         h = _depthwise(tf.nn.relu(h), tf.cast(dw, dtype), first.dilation_rate)
         pw = tf.stack([op.pointwise[rep].kernel[0, 0] for op in ops])
         block = tf.einsum("kdf,kg->kdgf", pw, tf.eye(n, dtype=pw.dtype))
         h = _pointwise(h, tf.cast(tf.reshape(block, [1, 1, n * c, n * c]), dtype))
-        h = batch_norm_group(h, [op.bns[rep] for op in ops], training)
+        h = batch_norm_group(h, [op.bns[rep] for op in ops], training,
+                             weight if rep == first.repeats - 1 else None)
     return h
+
+
+def batch_norm_shared(x, bns, training: bool):
+    """Non-affine BatchNorm of ``x`` for ``n`` edges whose BN input is this same tensor.
+
+    In training mode every edge normalises with the batch statistics of ``x``, so the output
+    is computed once (not ``n`` times on a tiled copy) and each edge's moving statistics are
+    updated from the same batch statistics, as its own BN layer would. In inference mode the
+    edges' moving statistics may differ: their outputs are computed from a tiled copy.
+
+    Returns ``(B, H, W, 1, c)`` in training mode (the same for every edge), else
+    ``(B, H, W, n, c)``.
+    """
+    n, c = len(bns), int(x.shape[-1])
+    if not training:
+        return _split_edges(batch_norm_group(tf.tile(x, [1, 1, 1, n]), bns, False), n)
+    ones, zeros = tf.ones([c], tf.float32), tf.zeros([c], tf.float32)
+    # exponential_avg_factor 1: the returned "running" statistics are the batch mean and the
+    # Bessel-corrected batch variance, which each layer folds into its own moving average.
+    y, batch_mean, batch_var = tf.compat.v1.nn.fused_batch_norm(
+        x, ones, zeros, mean=zeros, variance=ones, epsilon=BN_EPSILON,
+        is_training=True, exponential_avg_factor=1.0,
+    )
+    for bn in bns:
+        bn.moving_mean.assign(BN_MOMENTUM * bn.moving_mean + (1.0 - BN_MOMENTUM) * batch_mean)
+        bn.moving_variance.assign(BN_MOMENTUM * bn.moving_variance + (1.0 - BN_MOMENTUM) * batch_var)
+    return y[..., None, :]
+
+
+def _split_edges(x, n):
+    """``(B, H, W, n*c)`` edge-major -> ``(B, H, W, n, c)`` (a view: no copy)."""
+    c = int(x.shape[-1]) // n
+    return tf.reshape(x, tf.concat([tf.shape(x)[:-1], [n, c]], axis=0))
 
 
 def mixed_group(x_ops, edges, weights, dtype, training):
     """``sum_o psi_e phi_{e,o} o_e(x_ops)`` for the edges ``edges`` (MixedOps) reading ``x_ops``.
 
-    ``weights``: ``(len(edges), num_ops)`` float32, the rows ``psi_e * phi_e``. Returns the
-    edge-major ``(B, H, W, n*c)`` sum (eq. (2), (5) without the bypass).
+    ``weights``: ``(len(edges), num_ops)`` float32, the rows ``psi_e * phi_e``. Returns
+    ``(B, H, W, n, c)``: edge ``k``'s sum (eq. (2), (5) without the bypass) at ``[..., k, :]``.
+
+    The conv ops take their weights as the scale of their last BN (:func:`batch_norm_group`).
+    The parameter-free ops (skip, pools with their training-mode BN) give the same output for
+    every edge reading ``x_ops``: it is multiplied by its ``(n, 1)`` column of weights by
+    broadcasting, so what the multiplication keeps for d/d(weights) is one ``c``-channel tensor,
+    not ``n`` copies.
     """
     n, c = len(edges), int(x_ops.shape[-1])
+    w = tf.cast(weights, dtype)
 
-    def per_channel(o):  # (n*c,) edge-major copy of column o
-        return tf.cast(tf.repeat(weights[:, o], c), dtype)
+    def column(o):  # (n, 1): edge k's psi_e phi_{e,o}, broadcast over its c channels
+        return w[:, o:o + 1]
 
     r = tf.nn.relu(x_ops)  # shared by every conv op of every edge reading this state
-    total = tf.tile(x_ops, [1, 1, 1, n]) * per_channel(OP_INDEX["skip_connect"])
+    total = x_ops[..., None, :] * column(OP_INDEX["skip_connect"])
     for name, pool in (("max_pool_3x3", tf.nn.max_pool2d), ("avg_pool_3x3", tf.nn.avg_pool2d)):
         o = OP_INDEX[name]
-        pooled = tf.tile(pool(x_ops, 3, 1, "SAME"), [1, 1, 1, n])
-        pooled = batch_norm_group(pooled, [edge.pool_bns[o] for edge in edges], training)
-        total = total + pooled * per_channel(o)
-    for name in CONV_OPS:
+        pooled = batch_norm_shared(pool(x_ops, 3, 1, "SAME"), [edge.pool_bns[o] for edge in edges],
+                                   training)
+        total = total + pooled * column(o)
+    for name in CONV_OPS:  # psi_e phi_{e,o} enters the op's last BN as its scale
         o = OP_INDEX[name]
-        y = conv_op_group(r, [edge.ops[o] for edge in edges], dtype, training)
-        total = total + y * per_channel(o)
+        y = conv_op_group(r, [edge.ops[o] for edge in edges], dtype, training,
+                          tf.repeat(weights[:, o], c))
+        total = total + _split_edges(y, n)
     return total
 
 
@@ -156,35 +212,36 @@ def fused_nodes(cell, states, phi, psi, training: bool):
     c = cell.C // cell.K
     weights = psi[:, None] * phi  # psi_e * phi_{e,o}, float32
     readers = consumers(cell.steps)
-    slots = {}  # edge -> (state i, position among the readers of i)
-    mixed = {}
-    edges = edge_list(cell.steps)
+    parts = {}  # edge e -> (state i it reads, its sum_o psi_e phi_{e,o} o(M x_i))
+    passing = {}  # state i -> (1 - M) x_i
     states = list(states)
 
+    # Tensors are cut with split/unstack, not slicing: the gradient of n slices of one tensor is
+    # n zero-padded full-size tensors summed (StridedSliceGrad + AddN, measured 14 % of a fused
+    # cell's step), that of a split is one concatenation.
     def read_state(i):
         group = readers[i]
-        x_ops = states[i][..., :c]  # eq. (3): M x_i, the same for every reader
-        mixed[i] = mixed_group(x_ops, [cell.edges[e] for e in group],
-                               tf.gather(weights, group), dtype, training)
-        for k, e in enumerate(group):
-            slots[e] = (i, k)
+        if cell.K > 1:  # eq. (3): M x_i (the same for every reader) and (1 - M) x_i
+            x_ops, passing[i] = tf.split(states[i], [c, cell.C - c], axis=-1)
+        else:
+            x_ops = states[i]
+        mixed = mixed_group(x_ops, [cell.edges[e] for e in group],
+                            tf.gather(weights, group), dtype, training)
+        for e, part in zip(group, tf.unstack(mixed, axis=-2)):
+            parts[e] = (i, part)
 
     read_state(0)
     read_state(1)
-    start = 0
-    for j in range(cell.steps):
-        end = start + j + 2
-        part = 0.0
-        bypass = 0.0
-        for e in range(start, end):
-            i, k = slots[e]
-            part = part + mixed[i][..., k * c:(k + 1) * c]
-            if cell.K > 1:  # eq. (3): (1 - M) x_i passes, weighted by Psi_e (eq. (5))
-                bypass = bypass + tf.cast(psi[e], dtype) * states[i][..., c:]
-        node = part if cell.K == 1 else channel_shuffle(tf.concat([part, bypass], -1), cell.K)
+    psi_cast = tf.unstack(tf.cast(psi, dtype))
+    for j, (start, end) in enumerate(node_edge_slices(cell.steps)):
+        part = tf.add_n([parts[e][1] for e in range(start, end)])
+        if cell.K == 1:
+            node = part
+        else:  # eq. (3): (1 - M) x_i passes, weighted by Psi_e (eq. (5))
+            bypass = tf.add_n([psi_cast[e] * passing[parts[e][0]] for e in range(start, end)])
+            node = channel_shuffle(tf.concat([part, bypass], -1), cell.K)
         states.append(node)
         if j + 2 < len(readers) and readers[j + 2]:
             read_state(j + 2)
-        start = end
-    assert len(slots) == len(edges)
+    assert len(parts) == len(edge_list(cell.steps))
     return states[2:]
