@@ -14,7 +14,11 @@ peak): on a GPU its allocator, on a CPU the BFC allocator the child switches on 
 Where neither is available it falls back to the process's peak RSS and says so in the output.
 The whole supernet's peak includes the TensorFlow runtime, the U-Net and its activations, so the
 cells' activation memory is measured separately: the search cells of the U-Net's skip connections
-alone (same shapes), one traced training step, peak during the steps minus the peak before them.
+alone (same shapes, a fixed upstream gradient per cell output as the decoder would return), one
+traced training step, two numbers: the activations the forward pass keeps for the backward pass
+(``saved``: counted exactly on the traced graph) and the allocator's peak during the step minus
+the bytes in use before it (``peak``: adds the backward pass's temporaries). Children run one op
+at a time (inter-op threads 1) so that the peak does not depend on a random op order.
 """
 
 from __future__ import annotations
@@ -116,10 +120,17 @@ def _cells_step(backbone, size, batch, base_filters, K, C, implementation="fused
     xs = [tf.constant(rng.normal(size=(batch,) + tuple(t.shape[1:])).astype(np.float32)) for t in inputs]
     opt = keras.optimizers.SGD(0.01)
 
+    # A fixed upstream gradient per cell output, as the frozen decoder hands it back in the
+    # supernet: a linear loss keeps no copy of the cells' outputs (a squared loss would keep
+    # them all for its own backward pass, which is not the cells' memory).
+    upstream = [tf.constant(rng.normal(size=(batch,) + tuple(o.shape[1:])).astype(np.float32))
+                for o in model.outputs]
+
     @tf.function
     def step():
         with tf.GradientTape() as tape:
-            loss = tf.add_n([tf.reduce_mean(tf.square(o)) for o in model(xs, training=True)])
+            outputs = model(xs, training=True)
+            loss = tf.add_n([tf.reduce_sum(o * g) for o, g in zip(outputs, upstream)])
         opt.minimize(loss, model.trainable_variables, tape=tape)
         return loss
 
@@ -140,6 +151,41 @@ def _allocator_mib() -> tuple[float, float] | None:
     return info["current"] / 2**20, info["peak"] / 2**20
 
 
+_VIEWS = ("Reshape", "ExpandDims", "Squeeze", "Identity")
+
+
+def saved_activation_mib(step) -> float:
+    """MiB of the tensors the forward pass of the traced ``step`` keeps for its backward pass.
+
+    Counted on the graph of the tf.function: the outputs of forward ops that are inputs of
+    gradient ops (those TensorFlow names ``gradient_tape/...``) which the step's results need,
+    each buffer once (reshapes and other views are followed to the tensor they alias);
+    constants and variable reads are not activations. An exact count from static shapes,
+    independent of the order in which ops run; what the allocator's peak adds on top are the
+    backward pass's own temporaries (gradients in flight).
+    """
+    fn = step.get_concrete_function()
+    needed, todo = set(), [t.op for t in fn.outputs] + list(fn.graph.control_outputs)
+    while todo:
+        op = todo.pop()
+        if op.name not in needed:
+            needed.add(op.name)
+            todo.extend(t.op for t in op.inputs)
+            todo.extend(op.control_inputs)
+    kept = {}
+    for op in fn.graph.get_operations():
+        if not (op.name.startswith("gradient_tape") and op.name in needed):
+            continue
+        for t in op.inputs:
+            while t.op.type in _VIEWS and not t.op.name.startswith("gradient_tape"):
+                t = t.op.inputs[0]
+            if t.op.name.startswith("gradient_tape") or t.op.type in ("Const", "ReadVariableOp",
+                                                                      "Placeholder"):
+                continue
+            kept[t.name] = (t.shape.num_elements() or 0) * t.dtype.size
+    return sum(kept.values()) / 2**20
+
+
 def _peak_mib() -> tuple[float, str]:
     """(peak MiB, source): the allocator's peak where it keeps one, else the process's peak RSS."""
     stats = _allocator_mib()
@@ -150,12 +196,17 @@ def _peak_mib() -> tuple[float, str]:
 
 def _peak_memory_child(kind: str, backbone: str, size: int, batch: int, base_filters, K: int, C: int,
                        implementation: str = "fused") -> None:
+    # one op at a time: the peak of a graph run depends on the order in which independent ops
+    # run; with several inter-op threads it varied by ~10 % between identical processes
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    saved = None
     if kind == "stage1":
         fn = _stage1_step(backbone, size, batch, base_filters)[0]
     elif kind == "search":
         fn = _search_step(backbone, size, batch, base_filters, K, C)[0]
     else:
         fn = _cells_step(backbone, size, batch, base_filters, K, C, implementation)[0]
+        saved = saved_activation_mib(fn)
     stats = _allocator_mib()
     if stats is not None:  # peak from here on, against the bytes held before the step
         tf.config.experimental.reset_memory_stats(_device())
@@ -165,7 +216,7 @@ def _peak_memory_child(kind: str, backbone: str, size: int, batch: int, base_fil
     _sync(fn())
     _sync(fn())
     peak, source = _peak_mib()
-    print(json.dumps({"peak_mib": peak, "before_mib": before, "source": source}))
+    print(json.dumps({"peak_mib": peak, "before_mib": before, "source": source, "saved_mib": saved}))
 
 
 def _measure_memory(args, kind, backbone, K=0, implementation="fused"):
@@ -235,19 +286,23 @@ def main(argv=None) -> None:
             print("|---|---|")
             for K in args.ks:
                 print(f"| {K} | {_measure_memory(args, 'search', b, K)['peak_mib']:.0f} |", flush=True)
-        print(f"\nsearch cells of the {b} U-Net's skips alone, one training step: peak minus the "
-              "peak before the step (MiB), median of --mem-repeats fresh processes")
-        print("| implementation | " + " | ".join(f"K={K}" for K in args.ks) + " | K=%d / K=%d |"
-              % (args.ks[-1], args.ks[0]))
-        print("|---|" + "---|" * (len(args.ks) + 1))
+        print(f"\nsearch cells of the {b} U-Net's skips alone, one training step (MiB); saved = "
+              "activations the forward pass keeps for the backward pass (exact, from the traced "
+              "graph); peak = allocator peak during the step minus the bytes held before it "
+              "(median of --mem-repeats fresh processes)")
+        print("| implementation | measure | " + " | ".join(f"K={K}" for K in args.ks)
+              + " | K=%d / K=%d |" % (args.ks[-1], args.ks[0]))
+        print("|---|---|" + "---|" * (len(args.ks) + 1))
         for impl in ("reference", "fused"):
-            deltas = []
+            rows = {"saved": [], "peak": []}
             for K in args.ks:
                 runs = [_measure_memory(args, "cells", b, K, impl) for _ in range(args.mem_repeats)]
-                deltas.append(statistics.median(r["peak_mib"] - r["before_mib"] for r in runs))
+                rows["peak"].append(statistics.median(r["peak_mib"] - r["before_mib"] for r in runs))
+                rows["saved"].append(runs[0]["saved_mib"])
                 source = runs[0]["source"]
-            print(f"| {impl} | " + " | ".join(f"{d:.0f}" for d in deltas)
-                  + f" | {deltas[-1] / deltas[0]:.2f} |", flush=True)
+            for measure, values in rows.items():
+                print(f"| {impl} | {measure} | " + " | ".join(f"{v:.0f}" for v in values)
+                      + f" | {values[-1] / values[0]:.2f} |", flush=True)
         print(f"(memory source: {source})")
 
 

@@ -29,6 +29,10 @@ gradients for omega, alpha and beta (``tests/search/test_fused_cell.py``).
 
 from __future__ import annotations
 
+import functools
+
+import numpy as np
+
 from iac_tf._keras import tf
 from iac_tf.search.channel_shuffle import channel_shuffle
 from iac_tf.search.operations import BN_EPSILON, BN_MOMENTUM, PRIMITIVES
@@ -76,11 +80,33 @@ def batch_norm_group(x, bns, training: bool, weight=None):
         x, scale, zeros, mean=mean, variance=var, epsilon=BN_EPSILON,
         is_training=True, exponential_avg_factor=1.0 - BN_MOMENTUM,
     )
-    width = channels // len(bns)
-    for k, bn in enumerate(bns):
-        bn.moving_mean.assign(new_mean[k * width:(k + 1) * width])
-        bn.moving_variance.assign(new_var[k * width:(k + 1) * width])
+    for bn, m, v in zip(bns, tf.split(new_mean, len(bns)), tf.split(new_var, len(bns))):
+        bn.moving_mean.assign(m)
+        bn.moving_variance.assign(v)
     return y
+
+
+@functools.lru_cache(maxsize=None)
+def _block_index(n: int, c: int, multiplier_layout: bool) -> np.ndarray:
+    """Indices into ``concat(flat kernels of the n edges, [0])`` that build the block 1x1
+    kernel ``(c*n, n*c)``: input channel ``d*n + k`` (``multiplier_layout``, the output order
+    of a depthwise convolution with channel multiplier n) or ``k*c + d``, output channel
+    ``k*c + f``, value ``kernel_k[d, f]``; every other entry points at the trailing zero."""
+    index = np.full((c * n, n * c), n * c * c, dtype=np.int32)
+    for k in range(n):
+        for d in range(c):
+            row = d * n + k if multiplier_layout else k * c + d
+            index[row, k * c:(k + 1) * c] = k * c * c + d * c + np.arange(c)
+    return index
+
+
+def block_kernel(kernels, multiplier_layout: bool, dtype):
+    """The n edges' ``(1, 1, c, c)`` pointwise kernels as one block ``(1, 1, c*n, n*c)`` kernel
+    (one gather, so tracing stays small and the gradient reaches each edge's kernel)."""
+    n, c = len(kernels), int(kernels[0].shape[-1])
+    flat = tf.concat([tf.reshape(k, [-1]) for k in kernels] + [tf.zeros([1], kernels[0].dtype)], 0)
+    block = tf.gather(flat, _block_index(n, c, multiplier_layout))
+    return tf.cast(tf.reshape(block, [1, 1, c * n, n * c]), dtype)
 
 
 def _depthwise(x, kernel, dilation):
@@ -119,19 +145,15 @@ def conv_op_group(r, ops, dtype, training, weight=None):
         return ys[0] if n == 1 else tf.concat(ys, axis=-1)
     first = ops[0]
     # block 1: depthwise with the n kernels as channel multiplier (output channel d*n + k) ...
-    dw = tf.stack([op.depthwise[0].depthwise_kernel[:, :, :, 0] for op in ops], axis=-1)
+    dw = tf.concat([op.depthwise[0].depthwise_kernel for op in ops], axis=3)  # (k, k, c, n)
     h = _depthwise(r, tf.cast(dw, dtype), first.dilation_rate)
     # ... and one 1x1 conv mapping channel d*n + k to k*c + f with edge k's pointwise kernel.
-    pw = tf.stack([op.pointwise[0].kernel[0, 0] for op in ops])  # (n, c, c)
-    block = tf.einsum("kdf,kg->dkgf", pw, tf.eye(n, dtype=pw.dtype))
-    h = _pointwise(h, tf.cast(tf.reshape(block, [1, 1, c * n, n * c]), dtype))
+    h = _pointwise(h, block_kernel([op.pointwise[0].kernel for op in ops], True, dtype))
     h = batch_norm_group(h, [op.bns[0] for op in ops], training, weight if first.repeats == 1 else None)
     for rep in range(1, first.repeats):  # sep_conv: the second (ReLU, dw, pw, BN) block
         dw = tf.concat([op.depthwise[rep].depthwise_kernel for op in ops], axis=2)
         h = _depthwise(tf.nn.relu(h), tf.cast(dw, dtype), first.dilation_rate)
-        pw = tf.stack([op.pointwise[rep].kernel[0, 0] for op in ops])
-        block = tf.einsum("kdf,kg->kdgf", pw, tf.eye(n, dtype=pw.dtype))
-        h = _pointwise(h, tf.cast(tf.reshape(block, [1, 1, n * c, n * c]), dtype))
+        h = _pointwise(h, block_kernel([op.pointwise[rep].kernel for op in ops], False, dtype))
         h = batch_norm_group(h, [op.bns[rep] for op in ops], training,
                              weight if rep == first.repeats - 1 else None)
     return h
@@ -158,9 +180,11 @@ def batch_norm_shared(x, bns, training: bool):
         x, ones, zeros, mean=zeros, variance=ones, epsilon=BN_EPSILON,
         is_training=True, exponential_avg_factor=1.0,
     )
-    for bn in bns:
-        bn.moving_mean.assign(BN_MOMENTUM * bn.moving_mean + (1.0 - BN_MOMENTUM) * batch_mean)
-        bn.moving_variance.assign(BN_MOMENTUM * bn.moving_variance + (1.0 - BN_MOMENTUM) * batch_var)
+    for stat, batch in (("moving_mean", batch_mean), ("moving_variance", batch_var)):
+        old = tf.concat([getattr(bn, stat) for bn in bns], axis=0)
+        new = BN_MOMENTUM * old + (1.0 - BN_MOMENTUM) * tf.tile(batch, [n])
+        for bn, value in zip(bns, tf.split(new, n)):
+            getattr(bn, stat).assign(value)
     return y[..., None, :]
 
 
@@ -183,22 +207,21 @@ def mixed_group(x_ops, edges, weights, dtype, training):
     not ``n`` copies.
     """
     n, c = len(edges), int(x_ops.shape[-1])
-    w = tf.cast(weights, dtype)
-
-    def column(o):  # (n, 1): edge k's psi_e phi_{e,o}, broadcast over its c channels
-        return w[:, o:o + 1]
+    # (n, 1) per op: edge k's psi_e phi_{e,o}, broadcast over its c channels ...
+    column = tf.split(tf.cast(weights, dtype), len(PRIMITIVES), axis=1)
+    # ... and (n*c,) float32 per op, edge-major, for the BN scales
+    per_channel = tf.unstack(tf.reshape(tf.tile(weights[:, None, :], [1, c, 1]), [n * c, -1]), axis=1)
 
     r = tf.nn.relu(x_ops)  # shared by every conv op of every edge reading this state
-    total = x_ops[..., None, :] * column(OP_INDEX["skip_connect"])
+    total = x_ops[..., None, :] * column[OP_INDEX["skip_connect"]]
     for name, pool in (("max_pool_3x3", tf.nn.max_pool2d), ("avg_pool_3x3", tf.nn.avg_pool2d)):
         o = OP_INDEX[name]
         pooled = batch_norm_shared(pool(x_ops, 3, 1, "SAME"), [edge.pool_bns[o] for edge in edges],
                                    training)
-        total = total + pooled * column(o)
+        total = total + pooled * column[o]
     for name in CONV_OPS:  # psi_e phi_{e,o} enters the op's last BN as its scale
         o = OP_INDEX[name]
-        y = conv_op_group(r, [edge.ops[o] for edge in edges], dtype, training,
-                          tf.repeat(weights[:, o], c))
+        y = conv_op_group(r, [edge.ops[o] for edge in edges], dtype, training, per_channel[o])
         total = total + _split_edges(y, n)
     return total
 
