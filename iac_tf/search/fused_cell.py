@@ -29,8 +29,6 @@ gradients for omega, alpha and beta (``tests/search/test_fused_cell.py``).
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 
 from iac_tf._keras import tf
@@ -86,26 +84,20 @@ def batch_norm_group(x, bns, training: bool, weight=None):
     return y
 
 
-@functools.lru_cache(maxsize=None)
-def _block_index(n: int, c: int, multiplier_layout: bool) -> np.ndarray:
-    """Indices into ``concat(flat kernels of the n edges, [0])`` that build the block 1x1
-    kernel ``(c*n, n*c)``: input channel ``d*n + k`` (``multiplier_layout``, the output order
-    of a depthwise convolution with channel multiplier n) or ``k*c + d``, output channel
-    ``k*c + f``, value ``kernel_k[d, f]``; every other entry points at the trailing zero."""
-    index = np.full((c * n, n * c), n * c * c, dtype=np.int32)
-    for k in range(n):
-        for d in range(c):
-            row = d * n + k if multiplier_layout else k * c + d
-            index[row, k * c:(k + 1) * c] = k * c * c + d * c + np.arange(c)
-    return index
-
-
 def block_kernel(kernels, multiplier_layout: bool, dtype):
-    """The n edges' ``(1, 1, c, c)`` pointwise kernels as one block ``(1, 1, c*n, n*c)`` kernel
-    (one gather, so tracing stays small and the gradient reaches each edge's kernel)."""
+    """The n edges' ``(1, 1, c, c)`` pointwise kernels as one block ``(1, 1, c*n, n*c)`` kernel.
+
+    Output channel ``k*c + f`` takes edge ``k``'s kernel ``[d, f]`` from input channel
+    ``d*n + k`` (``multiplier_layout``: the output order of a depthwise convolution with
+    channel multiplier n) or ``k*c + d``; every other entry is zero. Built from dense ops
+    (reshape, mask, transpose) whose gradients stay small when traced.
+    """
     n, c = len(kernels), int(kernels[0].shape[-1])
-    flat = tf.concat([tf.reshape(k, [-1]) for k in kernels] + [tf.zeros([1], kernels[0].dtype)], 0)
-    block = tf.gather(flat, _block_index(n, c, multiplier_layout))
+    pw = tf.concat([tf.reshape(k, [1, c, 1, c]) for k in kernels], axis=0)  # [k, d, 1, f]
+    mask = np.eye(n, dtype=np.float32).reshape(n, 1, n, 1)  # [k, 1, g, 1] = delta(k, g)
+    block = pw * tf.constant(mask, pw.dtype)  # [k, d, g, f]
+    if multiplier_layout:
+        block = tf.transpose(block, [1, 0, 2, 3])  # [d, k, g, f]
     return tf.cast(tf.reshape(block, [1, 1, c * n, n * c]), dtype)
 
 
