@@ -29,7 +29,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 from iac_tf._keras import keras, tf  # noqa: E402
-from search_step import _batch, _median_seconds  # noqa: E402  (same folder: one timing loop, one batch)
+from search_step import _batch, _median_seconds, ops_run  # noqa: E402  (same folder: one timing loop, one batch)
 
 EXAMPLE_GENOTYPE = {
     "format": "iac_tf.genotype", "version": 1,
@@ -50,13 +50,7 @@ def graph_flops(fn, *args) -> tuple[int, int]:
 
     concrete = fn.get_concrete_function(*args)
     graph = concrete.graph
-    needed, todo = set(), [t.op for t in concrete.outputs] + list(graph.control_outputs)
-    while todo:
-        op = todo.pop()
-        if op.name not in needed:
-            needed.add(op.name)
-            todo.extend(t.op for t in op.inputs)
-            todo.extend(op.control_inputs)
+    needed = ops_run(concrete)
     run = total = 0
     for op in graph.get_operations():
         try:

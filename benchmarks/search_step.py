@@ -154,24 +154,32 @@ def _allocator_mib() -> tuple[float, float] | None:
 _VIEWS = ("Reshape", "ExpandDims", "Squeeze", "Identity")
 
 
-def saved_activation_mib(step) -> float:
-    """MiB of the tensors the forward pass of the traced ``step`` keeps for its backward pass.
-
-    Counted on the graph of the tf.function: the outputs of forward ops that are inputs of
-    gradient ops (those TensorFlow names ``gradient_tape/...``) which the step's results need,
-    each buffer once (reshapes and other views are followed to the tensor they alias);
-    constants and variable reads are not activations. An exact count from static shapes,
-    independent of the order in which ops run; what the allocator's peak adds on top are the
-    backward pass's own temporaries (gradients in flight).
-    """
-    fn = step.get_concrete_function()
-    needed, todo = set(), [t.op for t in fn.outputs] + list(fn.graph.control_outputs)
+def ops_run(concrete) -> set[str]:
+    """Names of the ops of a concrete function that its results and side effects need (what
+    the runtime executes; a traced gradient also holds ops that nothing uses)."""
+    needed, todo = set(), [t.op for t in concrete.outputs] + list(concrete.graph.control_outputs)
     while todo:
         op = todo.pop()
         if op.name not in needed:
             needed.add(op.name)
             todo.extend(t.op for t in op.inputs)
             todo.extend(op.control_inputs)
+    return needed
+
+
+def saved_activation_mib(step) -> float:
+    """MiB of the tensors the forward pass of the traced ``step`` keeps for its backward pass.
+
+    Counted on the graph of the tf.function: the outputs of forward ops that are inputs of
+    gradient ops (those TensorFlow names ``gradient_tape/...``) which the step's results need,
+    each buffer once (reshapes and other views are followed to the tensor they alias);
+    constants and variable reads are not activations. Counted from static shapes, independent of
+    the order in which ops run, on the graph before TensorFlow's optimisations (they merge
+    identical expressions, which the edge-by-edge reference cell has many of, so for it this is
+    an upper bound); what the allocator's peak adds are the backward pass's temporaries.
+    """
+    fn = step.get_concrete_function()
+    needed = ops_run(fn)
     kept = {}
     for op in fn.graph.get_operations():
         if not (op.name.startswith("gradient_tape") and op.name in needed):
