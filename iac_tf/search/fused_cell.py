@@ -14,17 +14,19 @@ exactly the same function with the ops grouped by the state they read:
   statistics, so each block sees exactly its own batch statistics; the moving statistics of each
   edge's BatchNorm layer are updated from its own slice, as Keras does).
 * ``psi_e * phi_{e,o}`` is one float32 scalar per (edge, op) (eq. (1), (4)-(10)), so the weighted
-  sum of eq. (2) and the Psi weighting of eq. (5) are one broadcast multiply-add per op and
-  state; ``none`` contributes exactly zero and is skipped. The parameter-free ops (skip, pools and
-  their training-mode BN) give the same output for every edge reading a state, so they are
-  computed and kept once per state, not once per edge.
-* The bypass ``(1 - M) x_i`` of a state is sliced once and shared by the edges that read it
-  (each multiplication by ``Psi_e`` keeps its input for d/dPsi: one copy per state, not per edge).
+  sum of eq. (2) and the Psi weighting of eq. (5) need no per-edge loop: the conv ops take it as
+  the scale of their last (non-affine) BN, the parameter-free ops (skip, pools and their
+  training-mode BN, whose output is the same for every edge reading a state, so computed and
+  kept once per state) by one broadcast multiply per op and state; ``none`` contributes exactly
+  zero and is skipped.
+* Each state is split once into ``M x_i`` and the bypass ``(1 - M) x_i``, shared by the edges that
+  read it (each multiplication by ``Psi_e`` keeps its input for d/dPsi: one copy per state).
 * The channel shuffle is linear and the same for every edge, so it is applied once per node to
   ``concat(sum_i Psi_ij mixed_ij, sum_i Psi_ij bypass_ij)`` instead of once per edge (eq. (5)).
 
-Only the order of floating-point additions changes; tests compare both paths' outputs and
-gradients for omega, alpha and beta (``tests/search/test_fused_cell.py``).
+Only the order of floating-point operations changes; tests compare both paths' outputs,
+gradients for omega, alpha and beta, and BN statistics (``tests/search/test_fused_cell.py``).
+Under float16 the conv ops run edge by edge (see :func:`conv_op_group`).
 """
 
 from __future__ import annotations
