@@ -25,6 +25,13 @@ def _python_bool(training):
     return None if value is None else bool(value)
 
 
+def _keras_shape_inference(layer) -> bool:
+    """True while tf_keras infers ``layer``'s output signature on symbolic inputs (functional
+    construction), which it does by calling the layer in a graph named ``<name>_scratch_graph``.
+    If tf_keras changes that name this returns False and the cell is simply traced in full."""
+    return getattr(tf.compat.v1.get_default_graph(), "name", None) == f"{layer.name}_scratch_graph"
+
+
 @keras.utils.register_keras_serializable(package="iac_tf")
 class SearchCell(keras.layers.Layer):
     """Continuous IAC: four nodes over 14 partial-channel mixed edges, weighted by alpha and beta.
@@ -104,6 +111,14 @@ class SearchCell(keras.layers.Layer):
     @tf.autograph.experimental.do_not_convert  # plain Python loops over static structure
     def call(self, inputs, training=None):
         input0, input1, alpha, beta = inputs
+        if _keras_shape_inference(self):
+            # Keras calls a layer in a scratch graph when it is applied to symbolic inputs, only
+            # to read the output's shape and dtype; the cell's ~2900 ops (about 1 s to trace per
+            # cell) would be thrown away. The sublayers are built in build().
+            out = tf.zeros(tf.concat([tf.shape(input0)[:-1], [self.out_channels]], axis=0),
+                           self.compute_dtype)
+            out.set_shape(input0.shape[:-1].merge_with(input1.shape[:-1]).concatenate([self.out_channels]))
+            return out
         phi = tf.nn.softmax(tf.cast(alpha, tf.float32), axis=-1)  # eq. (1), float32
         psi32 = self.psi_norm(beta)  # eq. (4) / (6)-(10), float32
         states = [

@@ -102,3 +102,40 @@ def test_config_round_trip():
     assert (clone.out_channels, clone.C, clone.K, clone.edge_norm, clone.steps, clone.name) == (
         96, 8, 2, "softmax", 4, "iac3")
     assert len(PRIMITIVES) == 8
+
+
+@pytest.mark.parametrize("policy", ["float32", "mixed_float16"])
+@pytest.mark.parametrize("shape0,shape1", [((16, 16, 8), (16, 16, 4)),
+                                           ((None, None, 8), (16, 16, 4)),
+                                           ((None, None, 8), (None, None, 4))])
+def test_functional_construction_skips_the_scratch_trace(shape0, shape1, policy):
+    """On symbolic inputs Keras calls the cell only to read the output signature; the cell
+    answers without tracing its body, with the shape and dtype a real trace gives."""
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        up, skip = keras.Input(shape0), keras.Input(shape1)
+        arch = ArchitectureParameters()
+        cell = SearchCell(12, C=8, K=2, name="probe_cell")
+        y = cell([up, skip, *arch(up)])
+        assert cell.built and len(cell.weights) > 100  # the sublayers exist without the trace
+
+        @tf.function
+        def traced(a, b):
+            return cell([a, b, *arch(a)], training=True)
+
+        real = traced.get_concrete_function(
+            tf.TensorSpec((None, *shape0)), tf.TensorSpec((None, *shape1))).structured_outputs
+        assert y.shape.as_list() == real.shape.as_list()
+        assert y.dtype == real.dtype == tf.as_dtype(cell.compute_dtype)
+        # the scratch call leaves Keras a few ops, not the cell's ~1000
+        graph = tf.__internal__.FuncGraph("probe_cell_scratch_graph")
+        with graph.as_default():
+            cell([tf.compat.v1.placeholder(tf.float32, (None, *shape0)),
+                  tf.compat.v1.placeholder(tf.float32, (None, *shape1)),
+                  tf.zeros(arch.alpha.shape), tf.zeros(arch.beta.shape)])
+        assert len(graph.get_operations()) < 30
+        model = keras.Model([up, skip], y)
+        data = [np.ones((2, 16, 16, 8), np.float32), np.ones((2, 16, 16, 4), np.float32)]
+        assert model(data).shape == (2, 16, 16, 12)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
