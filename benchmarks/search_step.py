@@ -6,9 +6,10 @@ supernet's peak memory for K = 1, 2, 4, 8.
 
 Timing: both steps are traced once (warm-up), then each is run ``--repeats`` times on the same
 batch; the medians and their ratio are printed. The ratio is what to compare across machines.
-For the search step, the time to the first step is printed in three parts: building the
-supernet, tracing the step (``get_concrete_function``), and the first call (graph optimisation
-and kernel set-up).
+For the search step, the time to the first step is printed in three parts, measured in a fresh
+process (as a user's ``iac search`` starts; in the benchmark's own process, after a Stage I
+model, the same trace measured 3-10 s slower): building the supernet, tracing the step
+(``get_concrete_function``), and the first call (graph optimisation and kernel set-up).
 
 Memory: each configuration runs in a fresh subprocess (so peaks don't mix) that performs two
 steps. The number is TensorFlow's own allocator statistics (``get_memory_info``: bytes in use,
@@ -36,7 +37,8 @@ import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-if "--child" in sys.argv:  # before TensorFlow is imported: a CPU allocator that keeps statistics
+if "--child" in sys.argv and "first-step" not in sys.argv:  # memory children, before TensorFlow
+    # is imported: a CPU allocator that keeps statistics
     os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
 
 import numpy as np  # noqa: E402
@@ -235,7 +237,18 @@ def _peak_memory_child(kind: str, backbone: str, size: int, batch: int, base_fil
     print(json.dumps({"peak_mib": peak, "before_mib": before, "source": source, "saved_mib": saved}))
 
 
-def _measure_memory(args, kind, backbone, K=0, implementation="fused"):
+def _first_step_child(backbone, size, batch, base_filters, K, C, implementation) -> None:
+    t0 = time.perf_counter()
+    step = _search_step(backbone, size, batch, base_filters, K, C, implementation)[0]
+    t1 = time.perf_counter()
+    step.trace()
+    t2 = time.perf_counter()
+    _sync(step())
+    t3 = time.perf_counter()
+    print(json.dumps({"build": t1 - t0, "trace": t2 - t1, "first": t3 - t2}))
+
+
+def _run_child(args, kind, backbone, K=0, implementation="fused"):
     cmd = [sys.executable, __file__, "--child", kind, "--backbones", backbone, "--batch", str(args.batch),
            "--size", str(args.size), "--k-child", str(K), "--cell-channels", str(args.cell_channels),
            "--implementation", implementation]
@@ -262,12 +275,16 @@ def main(argv=None) -> None:
     p.add_argument("--skip-timing", action="store_true")
     p.add_argument("--implementations", nargs="+", default=["reference", "fused"],
                    help="SearchCell implementations to time (reference = the cell before the fused path)")
-    p.add_argument("--child", choices=["stage1", "search", "cells"], help=argparse.SUPPRESS)
+    p.add_argument("--child", choices=["stage1", "search", "cells", "first-step"], help=argparse.SUPPRESS)
     p.add_argument("--k-child", type=int, default=4, help=argparse.SUPPRESS)
     p.add_argument("--implementation", default="fused", help=argparse.SUPPRESS)
     p.add_argument("--cells-only", action="store_true", help="memory: only the cells-alone rows")
     args = p.parse_args(argv)
 
+    if args.child == "first-step":
+        _first_step_child(args.backbones[0], args.size, args.batch, args.base_filters, args.k_child,
+                          args.cell_channels, args.implementation)
+        return
     if args.child:
         _peak_memory_child(args.child, args.backbones[0], args.size, args.batch, args.base_filters,
                            args.k_child, args.cell_channels, args.implementation)
@@ -285,26 +302,22 @@ def main(argv=None) -> None:
             keras.backend.clear_session()
             t1 = _median_seconds(_stage1_step(backbone, args.size, args.batch, args.base_filters)[0], args.repeats)
             for impl in args.implementations:
+                first = _run_child(args, "first-step", backbone, args.k, impl)
                 keras.backend.clear_session()
-                t0 = time.perf_counter()
                 step = _search_step(backbone, args.size, args.batch, args.base_filters, args.k,
                                     args.cell_channels, impl)[0]
-                build = time.perf_counter() - t0
-                t0 = time.perf_counter()
-                step.trace()
-                trace, first = time.perf_counter() - t0, []
-                t2 = _median_seconds(step, args.repeats, first)
-                print(f"| {backbone} | {impl} | {t1:.3f} | {t2:.3f} | {t2 / t1:.2f} | {build:.1f} | "
-                      f"{trace:.1f} | {first[0]:.1f} |", flush=True)
+                t2 = _median_seconds(step, args.repeats)
+                print(f"| {backbone} | {impl} | {t1:.3f} | {t2:.3f} | {t2 / t1:.2f} | {first['build']:.1f} | "
+                      f"{first['trace']:.1f} | {first['first']:.1f} |", flush=True)
     if args.ks:
         b = args.memory_backbone
         if not args.cells_only:
-            base = _measure_memory(args, "stage1", b)
+            base = _run_child(args, "stage1", b)
             print(f"\npeak memory ({base['source']}), backbone {b}: Stage I step {base['peak_mib']:.0f} MiB")
             print("| K | supernet peak (MiB) |")
             print("|---|---|")
             for K in args.ks:
-                print(f"| {K} | {_measure_memory(args, 'search', b, K)['peak_mib']:.0f} |", flush=True)
+                print(f"| {K} | {_run_child(args, 'search', b, K)['peak_mib']:.0f} |", flush=True)
         print(f"\nsearch cells of the {b} U-Net's skips alone, one training step (MiB); saved = "
               "activations the forward pass keeps for the backward pass (exact, from the traced "
               "graph); peak = allocator peak during the step minus the bytes held before it "
@@ -315,7 +328,7 @@ def main(argv=None) -> None:
         for impl in ("reference", "fused"):
             rows = {"saved": [], "peak": []}
             for K in args.ks:
-                runs = [_measure_memory(args, "cells", b, K, impl) for _ in range(args.mem_repeats)]
+                runs = [_run_child(args, "cells", b, K, impl) for _ in range(args.mem_repeats)]
                 rows["peak"].append(statistics.median(r["peak_mib"] - r["before_mib"] for r in runs))
                 rows["saved"].append(runs[0]["saved_mib"])
                 source = runs[0]["source"]
