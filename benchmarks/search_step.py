@@ -88,12 +88,8 @@ def _search_step(backbone, size, batch, base_filters, K, C, implementation="fuse
     return run, sn
 
 
-def _median_seconds(fn, repeats: int, first: list | None = None) -> float:
-    t0 = time.perf_counter()
-    out = fn()  # warm-up / trace
-    _sync(out)
-    if first is not None:
-        first.append(time.perf_counter() - t0)
+def _median_seconds(fn, repeats: int) -> float:
+    _sync(fn())  # warm-up / trace
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()

@@ -95,8 +95,8 @@ def block_kernel(kernels, multiplier_layout: bool, dtype):
     (reshape, mask, transpose) whose gradients stay small when traced.
     """
     n, c = len(kernels), int(kernels[0].shape[-1])
-    # n x (1, 1, c, c) -> (n, 1, c, c) [k, 1, d, f], which has the memory layout of [k, d, 1, f]
-    pw = tf.reshape(_stack(kernels, 0), [n, c, 1, c])
+    # n x (1, 1, c, c) stacked: [k, 1, 1, d, f], the memory layout of [k, d, 1, f]
+    pw = tf.reshape(tf.stack(kernels), [n, c, 1, c])
     mask = np.eye(n, dtype=np.float32).reshape(n, 1, n, 1)  # [k, 1, g, 1] = delta(k, g)
     block = pw * tf.constant(mask, pw.dtype)  # [k, d, g, f]
     if multiplier_layout:

@@ -95,7 +95,7 @@ def _group_distance(pairs):
     return np.sqrt(err / max(ref, 1e-30))
 
 
-def _float16_distances(y, grads, stats, y32, g32, w32, cell):
+def _float16_distances(y, grads, stats, y32, g32, w32):
     """Group distances to the float32 truth: output, BN statistics, alpha, beta, omega; and the
     largest single-tensor distance."""
     groups = {
@@ -133,7 +133,7 @@ def _float16_runs(seed, implementations=("fused", "reference")):
         for implementation in implementations:
             y, grads, stats = _run(arch, cell16, x0, x1, implementation, training)
             finite = bool(np.all(np.isfinite(y)) and all(np.all(np.isfinite(g)) for g in grads))
-            distances, worst = _float16_distances(y, grads, stats, *truth, cell16) if finite else ({}, None)
+            distances, worst = _float16_distances(y, grads, stats, *truth) if finite else ({}, None)
             yield implementation, training, finite, distances, worst
 
 
