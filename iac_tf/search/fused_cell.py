@@ -35,6 +35,7 @@ import numpy as np
 
 from iac_tf._keras import tf
 from iac_tf.search.channel_shuffle import channel_shuffle
+from iac_tf.search.kernels import avg_pool_3x3, depthwise_conv
 from iac_tf.search.operations import BN_EPSILON, BN_MOMENTUM, PRIMITIVES
 from iac_tf.search.topology import edge_list, node_edge_slices
 
@@ -112,13 +113,8 @@ def _stack(kernels, axis):
     return tf.reshape(tf.stack(kernels, axis=axis), shape)
 
 
-def _depthwise(x, kernel, dilation):
-    if dilation == 1:  # the op itself: tf.nn.depthwise_conv2d's wrapper adds ~5 ops per call
-        return tf.raw_ops.DepthwiseConv2dNative(input=x, filter=kernel, strides=[1, 1, 1, 1],
-                                                padding="SAME")
-    # dilated: through space-to-batch (tf.nn.depthwise_conv2d); on CPU the native op's
-    # gradient kernels ignore the dilation (measured: both backprops wrong for dilation 2)
-    return tf.nn.depthwise_conv2d(x, kernel, [1, 1, 1, 1], "SAME", dilations=[dilation, dilation])
+def _max_pool_3x3(x):
+    return tf.nn.max_pool2d(x, 3, 1, "SAME")
 
 
 def _pointwise(x, kernel):
@@ -132,7 +128,7 @@ def conv_op_per_edge(r, op, dtype, training, weight=None):
     for rep in range(op.repeats):
         if rep:
             h = tf.nn.relu(h)
-        h = _depthwise(h, tf.cast(op.depthwise[rep].depthwise_kernel, dtype), op.dilation_rate)
+        h = depthwise_conv(h, tf.cast(op.depthwise[rep].depthwise_kernel, dtype), op.dilation_rate)
         h = _pointwise(h, tf.cast(op.pointwise[rep].kernel, dtype))
         h = batch_norm_group(h, [op.bns[rep]], training, weight if rep == op.repeats - 1 else None)
     return h
@@ -156,13 +152,13 @@ def conv_op_group(r, ops, dtype, training, weight=None):
     first = ops[0]
     # block 1: depthwise with the n kernels as channel multiplier (output channel d*n + k) ...
     dw = _stack([op.depthwise[0].depthwise_kernel for op in ops], 3)  # (k, k, c, n)
-    h = _depthwise(r, tf.cast(dw, dtype), first.dilation_rate)
+    h = depthwise_conv(r, tf.cast(dw, dtype), first.dilation_rate)
     # ... and one 1x1 conv mapping channel d*n + k to k*c + f with edge k's pointwise kernel.
     h = _pointwise(h, block_kernel([op.pointwise[0].kernel for op in ops], True, dtype))
     h = batch_norm_group(h, [op.bns[0] for op in ops], training, weight if first.repeats == 1 else None)
     for rep in range(1, first.repeats):  # sep_conv: the second (ReLU, dw, pw, BN) block
         dw = _stack([op.depthwise[rep].depthwise_kernel for op in ops], 2)  # (k, k, n*c, 1)
-        h = _depthwise(tf.nn.relu(h), tf.cast(dw, dtype), first.dilation_rate)
+        h = depthwise_conv(tf.nn.relu(h), tf.cast(dw, dtype), first.dilation_rate)
         h = _pointwise(h, block_kernel([op.pointwise[rep].kernel for op in ops], False, dtype))
         h = batch_norm_group(h, [op.bns[rep] for op in ops], training,
                              weight if rep == first.repeats - 1 else None)
@@ -227,10 +223,9 @@ def mixed_group(x_ops, edges, weights, dtype, training):
 
     r = tf.nn.relu(x_ops)  # shared by every conv op of every edge reading this state
     total = tf.expand_dims(x_ops, -2) * column[OP_INDEX["skip_connect"]]
-    for name, pool in (("max_pool_3x3", tf.nn.max_pool2d), ("avg_pool_3x3", tf.nn.avg_pool2d)):
+    for name, pool in (("max_pool_3x3", _max_pool_3x3), ("avg_pool_3x3", avg_pool_3x3)):
         o = OP_INDEX[name]
-        pooled = batch_norm_shared(pool(x_ops, 3, 1, "SAME"), [edge.pool_bns[o] for edge in edges],
-                                   training)
+        pooled = batch_norm_shared(pool(x_ops), [edge.pool_bns[o] for edge in edges], training)
         total = total + pooled * column[o]
     for name in CONV_OPS:  # psi_e phi_{e,o} enters the op's last BN as its scale
         o = OP_INDEX[name]
