@@ -35,7 +35,7 @@ import numpy as np
 
 from iac_tf._keras import tf
 from iac_tf.search.channel_shuffle import channel_shuffle
-from iac_tf.search.kernels import avg_pool_3x3, depthwise_conv
+from iac_tf.search.kernels import avg_pool_3x3, depthwise_conv, edge_weighted
 from iac_tf.search.operations import BN_EPSILON, BN_MOMENTUM, PRIMITIVES
 from iac_tf.search.topology import edge_list, node_edge_slices
 
@@ -173,7 +173,7 @@ def batch_norm_shared(x, bns, training: bool):
     updated from the same batch statistics, as its own BN layer would. In inference mode the
     edges' moving statistics may differ: their outputs are computed from a tiled copy.
 
-    Returns ``(B, H, W, 1, c)`` in training mode (the same for every edge), else
+    Returns ``(B, H, W, c)`` in training mode (the same for every edge), else
     ``(B, H, W, n, c)``.
     """
     n, c = len(bns), int(x.shape[-1])
@@ -191,7 +191,7 @@ def batch_norm_shared(x, bns, training: bool):
         new = BN_MOMENTUM * old + (1.0 - BN_MOMENTUM) * tf.tile(batch, [n])
         for bn, value in zip(bns, tf.split(new, n)):
             getattr(bn, stat).assign(value)
-    return tf.expand_dims(y, -2)
+    return y
 
 
 def _split_edges(x, n):
@@ -211,22 +211,25 @@ def mixed_group(x_ops, edges, weights, dtype, training):
 
     The conv ops take their weights as the scale of their last BN (:func:`batch_norm_group`).
     The parameter-free ops (skip, pools with their training-mode BN) give the same output for
-    every edge reading ``x_ops``: it is multiplied by its ``(n, 1)`` column of weights by
-    broadcasting, so what the multiplication keeps for d/d(weights) is one ``c``-channel tensor,
-    not ``n`` copies.
+    every edge reading ``x_ops``: it is multiplied by its column of ``n`` weights by
+    broadcasting (:func:`~iac_tf.search.kernels.edge_weighted`), so what the multiplication keeps
+    for d/d(weights) is one ``c``-channel tensor, not ``n`` copies.
     """
     n, c = len(edges), int(x_ops.shape[-1])
-    # (n, 1) per op: edge k's psi_e phi_{e,o}, broadcast over its c channels ...
-    column = tf.split(tf.cast(weights, dtype), len(PRIMITIVES), axis=1)
+    # (n,) per op: edge k's psi_e phi_{e,o} ...
+    column = tf.unstack(tf.cast(weights, dtype), axis=1)
     # ... and (n*c,) float32 per op, edge-major, for the BN scales
     per_channel = tf.unstack(tf.reshape(tf.tile(weights[:, None, :], [1, c, 1]), [n * c, -1]), axis=1)
 
     r = tf.nn.relu(x_ops)  # shared by every conv op of every edge reading this state
-    total = tf.expand_dims(x_ops, -2) * column[OP_INDEX["skip_connect"]]
+    total = edge_weighted(x_ops, column[OP_INDEX["skip_connect"]])
     for name, pool in (("max_pool_3x3", _max_pool_3x3), ("avg_pool_3x3", avg_pool_3x3)):
         o = OP_INDEX[name]
         pooled = batch_norm_shared(pool(x_ops), [edge.pool_bns[o] for edge in edges], training)
-        total = total + pooled * column[o]
+        if training:  # one tensor for every edge
+            total = total + edge_weighted(pooled, column[o])
+        else:  # (B, H, W, n, c): each edge's own moving statistics
+            total = total + pooled * tf.reshape(column[o], [n, 1])
     for name in CONV_OPS:  # psi_e phi_{e,o} enters the op's last BN as its scale
         o = OP_INDEX[name]
         y = conv_op_group(r, [edge.ops[o] for edge in edges], dtype, training, per_channel[o])

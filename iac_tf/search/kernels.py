@@ -78,3 +78,34 @@ def depthwise_conv(x, kernel, dilation: int = 1):
     if dilation == 1:
         return _depthwise_same(x, kernel)
     return tf.nn.depthwise_conv2d(x, kernel, _STRIDES, "SAME", dilations=[dilation, dilation])
+
+
+def edge_weighted(x, w):
+    """``x[..., None, :] * w[:, None]``: the ``n`` edges' weighted copies ``(B, H, W, n, c)`` of
+    one parameter-free op's output ``x`` ``(B, H, W, c)``, ``w`` ``(n,)``.
+
+    In float32 the gradient is two matrix products over the ``B*H*W`` pixels instead of
+    TensorFlow's broadcast gradient (a full-size product and a reduction over every axis but
+    ``n`` for d/dw, which measured 12-13 ms against 2-3 ms at (8, 128, 128, 4, 4)):
+    ``dL/dx = G S`` with ``S[k*c + i, i] = w_k`` and ``dL/dw_k = sum_{p,i} (X^T G)[i, k*c + i]``.
+    In float16 the plain broadcast (and its gradient) is kept: a matrix product would sum the
+    ``B*H*W`` products of d/dw in float16.
+    """
+    if x.dtype != tf.float32:
+        return tf.expand_dims(x, -2) * tf.reshape(w, [-1, 1])
+    return _edge_weighted(x, w)
+
+
+@tf.custom_gradient
+def _edge_weighted(x, w):
+    n, c = int(w.shape[0]), int(x.shape[-1])
+    y = tf.expand_dims(x, -2) * tf.reshape(w, [n, 1])
+
+    def grad(g):
+        flat = tf.reshape(g, [-1, n * c])
+        eye = tf.eye(c, dtype=x.dtype)
+        dx = tf.matmul(flat, tf.reshape(w[:, None, None] * eye, [n * c, c]))
+        m = tf.reshape(tf.matmul(tf.reshape(x, [-1, c]), flat, transpose_a=True), [c, n, c])
+        return tf.reshape(dx, tf.shape(x)), tf.reduce_sum(m * eye[:, None, :], axis=[0, 2])
+
+    return y, grad

@@ -208,8 +208,8 @@ def test_batch_norm_shared_against_numpy():
     old = [(bn.moving_mean.numpy(), bn.moving_variance.numpy()) for bn in bns]
     y = batch_norm_shared(tf.constant(x), bns, training=True).numpy()
     mean, var = x.mean(axis=(0, 1, 2)), x.var(axis=(0, 1, 2))
-    assert y.shape == (2, 4, 4, 1, 3)
-    np.testing.assert_allclose(y[..., 0, :], (x - mean) / np.sqrt(var + BN_EPSILON), rtol=1e-4, atol=1e-5)
+    assert y.shape == (2, 4, 4, 3)
+    np.testing.assert_allclose(y, (x - mean) / np.sqrt(var + BN_EPSILON), rtol=1e-4, atol=1e-5)
     unbiased = var * x[..., 0].size / (x[..., 0].size - 1)
     for bn, (m0, v0) in zip(bns, old):
         np.testing.assert_allclose(bn.moving_mean.numpy(), BN_MOMENTUM * m0 + (1 - BN_MOMENTUM) * mean,

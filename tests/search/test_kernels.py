@@ -102,3 +102,41 @@ def test_dilated_depthwise_keeps_tensorflows_gradient():
     _, ref = _grads(lambda a, b: tf.nn.depthwise_conv2d(a, b, [1, 1, 1, 1], "SAME", dilations=[2, 2]), [x, w], g)
     for a, b in zip(got, ref):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("n,c", [(4, 4), (3, 2), (1, 5)])
+def test_edge_weighted_gradients_match_the_broadcast(n, c):
+    from iac_tf.search.kernels import edge_weighted
+
+    rng = np.random.default_rng(10 * n + c)
+    x = tf.constant(rng.normal(size=(2, 6, 5, c)), tf.float32)
+    w = tf.constant(rng.normal(size=(n,)), tf.float32)
+    g = tf.constant(rng.normal(size=(2, 6, 5, n, c)), tf.float32)
+    y, (dx, dw) = _grads(edge_weighted, [x, w], g)
+    y_ref, (dx_ref, dw_ref) = _grads(lambda a, b: tf.expand_dims(a, -2) * tf.reshape(b, [-1, 1]), [x, w], g)
+    np.testing.assert_array_equal(y.numpy(), y_ref.numpy())
+    np.testing.assert_allclose(dx.numpy(), dx_ref.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(dw.numpy(), dw_ref.numpy(), rtol=1e-5, atol=1e-5)
+    # against NumPy: dL/dw_k = sum g[..., k, :] * x, dL/dx = sum_k w_k g[..., k, :]
+    np.testing.assert_allclose(dw.numpy(), np.einsum("bhwkc,bhwc->k", g.numpy(), x.numpy()), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(dx.numpy(), np.einsum("bhwkc,k->bhwc", g.numpy(), w.numpy()), rtol=1e-5, atol=1e-6)
+
+
+def test_edge_weighted_unknown_spatial_shape_and_float16():
+    from iac_tf.search.kernels import edge_weighted
+
+    rng = np.random.default_rng(3)
+    x = tf.constant(rng.normal(size=(2, 4, 3, 2)), tf.float32)
+    w = tf.constant(rng.normal(size=(3,)), tf.float32)
+    g = tf.constant(rng.normal(size=(2, 4, 3, 3, 2)), tf.float32)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 2]), tf.TensorSpec([3]),
+                                  tf.TensorSpec([None, None, None, 3, 2])])
+    def grads(x, w, g):
+        return _grads(edge_weighted, [x, w], g)[1]
+
+    dx, dw = grads(x, w, g)
+    np.testing.assert_allclose(dw.numpy(), np.einsum("bhwkc,bhwc->k", g.numpy(), x.numpy()), rtol=1e-5, atol=1e-5)
+    assert dx.shape == x.shape
+    y16 = edge_weighted(tf.cast(x, tf.float16), tf.cast(w, tf.float16))
+    assert y16.dtype == tf.float16 and y16.shape == (2, 4, 3, 3, 2)
