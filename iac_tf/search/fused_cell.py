@@ -35,7 +35,7 @@ import numpy as np
 
 from iac_tf._keras import tf
 from iac_tf.search.channel_shuffle import channel_shuffle
-from iac_tf.search.kernels import avg_pool_3x3, depthwise_conv, edge_weighted
+from iac_tf.search.kernels import avg_pool_3x3, depthwise_conv, weighted_copies
 from iac_tf.search.operations import BN_EPSILON, BN_MOMENTUM, PRIMITIVES
 from iac_tf.search.topology import edge_list, node_edge_slices
 
@@ -211,25 +211,23 @@ def mixed_group(x_ops, edges, weights, dtype, training):
 
     The conv ops take their weights as the scale of their last BN (:func:`batch_norm_group`).
     The parameter-free ops (skip, pools with their training-mode BN) give the same output for
-    every edge reading ``x_ops``: it is multiplied by its column of ``n`` weights by
-    broadcasting (:func:`~iac_tf.search.kernels.edge_weighted`), so what the multiplication keeps
-    for d/d(weights) is one ``c``-channel tensor, not ``n`` copies.
+    every edge reading ``x_ops``: the three are weighted for the ``n`` edges in one matrix product
+    (:func:`~iac_tf.search.kernels.weighted_copies`), which keeps for d/d(weights) the three
+    ``c``-channel tensors, not ``n`` copies.
     """
     n, c = len(edges), int(x_ops.shape[-1])
-    # (n,) per op: edge k's psi_e phi_{e,o} ...
-    column = tf.unstack(tf.cast(weights, dtype), axis=1)
-    # ... and (n*c,) float32 per op, edge-major, for the BN scales
+    # (n*c,) float32 per op, edge-major: edge k's psi_e phi_{e,o} for each of its channels
     per_channel = tf.unstack(tf.reshape(tf.tile(weights[:, None, :], [1, c, 1]), [n * c, -1]), axis=1)
 
     r = tf.nn.relu(x_ops)  # shared by every conv op of every edge reading this state
-    total = edge_weighted(x_ops, column[OP_INDEX["skip_connect"]])
-    for name, pool in (("max_pool_3x3", _max_pool_3x3), ("avg_pool_3x3", avg_pool_3x3)):
-        o = OP_INDEX[name]
-        pooled = batch_norm_shared(pool(x_ops), [edge.pool_bns[o] for edge in edges], training)
-        if training:  # one tensor for every edge
-            total = total + edge_weighted(pooled, column[o])
-        else:  # (B, H, W, n, c): each edge's own moving statistics
-            total = total + pooled * tf.reshape(column[o], [n, 1])
+    free = [OP_INDEX[name] for name in ("skip_connect", "max_pool_3x3", "avg_pool_3x3")]
+    pooled = [batch_norm_shared(pool(x_ops), [edge.pool_bns[o] for edge in edges], training)
+              for pool, o in ((_max_pool_3x3, free[1]), (avg_pool_3x3, free[2]))]
+    if training:  # the three outputs are the same for every edge: one weighted sum per edge
+        total = weighted_copies([x_ops, *pooled], tf.gather(weights, free, axis=1))
+    else:  # the pools' BN outputs (B, H, W, n, c) differ per edge (own moving statistics)
+        column = [tf.reshape(tf.cast(weights[:, o], dtype), [n, 1]) for o in free]
+        total = tf.expand_dims(x_ops, -2) * column[0] + pooled[0] * column[1] + pooled[1] * column[2]
     for name in CONV_OPS:  # psi_e phi_{e,o} enters the op's last BN as its scale
         o = OP_INDEX[name]
         y = conv_op_group(r, [edge.ops[o] for edge in edges], dtype, training, per_channel[o])

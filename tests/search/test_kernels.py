@@ -104,39 +104,49 @@ def test_dilated_depthwise_keeps_tensorflows_gradient():
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("n,c", [(4, 4), (3, 2), (1, 5)])
-def test_edge_weighted_gradients_match_the_broadcast(n, c):
-    from iac_tf.search.kernels import edge_weighted
+def _weighted_reference(tensors, weights):
+    return tf.add_n([tf.expand_dims(t, -2) * tf.reshape(w, [-1, 1])
+                     for t, w in zip(tensors, tf.unstack(weights, axis=1))])
 
-    rng = np.random.default_rng(10 * n + c)
-    x = tf.constant(rng.normal(size=(2, 6, 5, c)), tf.float32)
-    w = tf.constant(rng.normal(size=(n,)), tf.float32)
+
+@pytest.mark.parametrize("n,m,c", [(4, 3, 4), (3, 3, 2), (1, 2, 5), (2, 1, 3)])
+def test_weighted_copies_gradients_match_the_broadcast(n, m, c):
+    from iac_tf.search.kernels import weighted_copies
+
+    rng = np.random.default_rng(100 * n + 10 * m + c)
+    ts = [tf.constant(rng.normal(size=(2, 6, 5, c)), tf.float32) for _ in range(m)]
+    w = tf.constant(rng.normal(size=(n, m)), tf.float32)
     g = tf.constant(rng.normal(size=(2, 6, 5, n, c)), tf.float32)
-    y, (dx, dw) = _grads(edge_weighted, [x, w], g)
-    y_ref, (dx_ref, dw_ref) = _grads(lambda a, b: tf.expand_dims(a, -2) * tf.reshape(b, [-1, 1]), [x, w], g)
-    np.testing.assert_array_equal(y.numpy(), y_ref.numpy())
-    np.testing.assert_allclose(dx.numpy(), dx_ref.numpy(), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(dw.numpy(), dw_ref.numpy(), rtol=1e-5, atol=1e-5)
-    # against NumPy: dL/dw_k = sum g[..., k, :] * x, dL/dx = sum_k w_k g[..., k, :]
-    np.testing.assert_allclose(dw.numpy(), np.einsum("bhwkc,bhwc->k", g.numpy(), x.numpy()), rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(dx.numpy(), np.einsum("bhwkc,k->bhwc", g.numpy(), w.numpy()), rtol=1e-5, atol=1e-6)
+    y, grads = _grads(weighted_copies, [ts, w], g)
+    y_ref, grads_ref = _grads(_weighted_reference, [ts, w], g)
+    np.testing.assert_allclose(y.numpy(), y_ref.numpy(), rtol=1e-5, atol=1e-6)
+    for a, b in zip(tf.nest.flatten(grads), tf.nest.flatten(grads_ref)):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-5)
+    # against NumPy: dL/dw[k, o] = sum g[..., k, :] * t_o, dL/dt_o = sum_k w[k, o] g[..., k, :]
+    t_np, g_np = np.stack([t.numpy() for t in ts]), g.numpy()
+    np.testing.assert_allclose(grads[1].numpy(), np.einsum("bhwkc,obhwc->ko", g_np, t_np), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.stack([d.numpy() for d in grads[0]]),
+                               np.einsum("bhwkc,ko->obhwc", g_np, w.numpy()), rtol=1e-5, atol=1e-6)
 
 
-def test_edge_weighted_unknown_spatial_shape_and_float16():
-    from iac_tf.search.kernels import edge_weighted
+def test_weighted_copies_unknown_spatial_shape_and_float16():
+    from iac_tf.search.kernels import weighted_copies
 
     rng = np.random.default_rng(3)
-    x = tf.constant(rng.normal(size=(2, 4, 3, 2)), tf.float32)
-    w = tf.constant(rng.normal(size=(3,)), tf.float32)
-    g = tf.constant(rng.normal(size=(2, 4, 3, 3, 2)), tf.float32)
+    ts = [tf.constant(rng.normal(size=(2, 4, 3, 2)), tf.float32) for _ in range(3)]
+    w = tf.constant(rng.normal(size=(4, 3)), tf.float32)
+    g = tf.constant(rng.normal(size=(2, 4, 3, 4, 2)), tf.float32)
+    spec = tf.TensorSpec([None, None, None, 2])
 
-    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 2]), tf.TensorSpec([3]),
-                                  tf.TensorSpec([None, None, None, 3, 2])])
-    def grads(x, w, g):
-        return _grads(edge_weighted, [x, w], g)[1]
+    @tf.function(input_signature=[spec, spec, spec, tf.TensorSpec([4, 3]), tf.TensorSpec([None, None, None, 4, 2])])
+    def run(a, b, c, w, g):
+        y, grads = _grads(weighted_copies, [[a, b, c], w], g)
+        return y, grads[1]
 
-    dx, dw = grads(x, w, g)
-    np.testing.assert_allclose(dw.numpy(), np.einsum("bhwkc,bhwc->k", g.numpy(), x.numpy()), rtol=1e-5, atol=1e-5)
-    assert dx.shape == x.shape
-    y16 = edge_weighted(tf.cast(x, tf.float16), tf.cast(w, tf.float16))
-    assert y16.dtype == tf.float16 and y16.shape == (2, 4, 3, 3, 2)
+    y, dw = run(*ts, w, g)
+    np.testing.assert_allclose(y.numpy(), _weighted_reference(ts, w).numpy(), rtol=1e-5, atol=1e-6)
+    t_np = np.stack([t.numpy() for t in ts])
+    np.testing.assert_allclose(dw.numpy(), np.einsum("bhwkc,obhwc->ko", g.numpy(), t_np), rtol=1e-5, atol=1e-5)
+    y16 = weighted_copies([tf.cast(t, tf.float16) for t in ts], w)
+    assert y16.dtype == tf.float16 and y16.shape == (2, 4, 3, 4, 2)
+    np.testing.assert_allclose(y16.numpy(), y.numpy(), rtol=2e-2, atol=2e-2)
