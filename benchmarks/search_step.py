@@ -4,8 +4,9 @@ supernet's peak memory for K = 1, 2, 4, 8.
     python benchmarks/search_step.py                       # base and resnet50, batch 8, 128x128
     python benchmarks/search_step.py --backbones base --batch 4 --ks 1 4
 
-Timing: both steps are traced once (warm-up), then each is run ``--repeats`` times on the same
-batch; the medians and their ratio are printed. The ratio is what to compare across machines.
+Timing: both steps are traced once (warm-up), then run in turns (Stage I, search, Stage I, ...)
+``--repeats`` times each on the same batch; their medians and the median of the per-turn ratios
+are printed. The ratio is what to compare across machines.
 For the search step, the time to the first step is printed in three parts, measured in a fresh
 process (as a user's ``iac search`` starts; in the benchmark's own process, after a Stage I
 model, the same trace measured 3-10 s slower): building the supernet, tracing the step
@@ -96,6 +97,23 @@ def _median_seconds(fn, repeats: int) -> float:
         _sync(fn())
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+def _interleaved_seconds(fns, repeats: int) -> tuple[list[float], float]:
+    """Median seconds of each of ``fns`` (each traced and run once first), timed in turns
+    ``f0, f1, f0, f1, ...``, and the median of the per-turn ratios ``f1 / f0``: a drift in the
+    shared machine's speed then moves both alike (timed one after the other, the ratio of the
+    same code varied by up to 25 %)."""
+    for fn in fns:
+        _sync(fn())
+    times = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, ts in zip(fns, times):
+            t0 = time.perf_counter()
+            _sync(fn())
+            ts.append(time.perf_counter() - t0)
+    ratio = statistics.median(b / a for a, b in zip(times[0], times[1]))
+    return [statistics.median(ts) for ts in times], ratio
 
 
 def _sync(out):
@@ -295,15 +313,14 @@ def main(argv=None) -> None:
               "supernet build (s) | trace (s) | first search iteration after the trace (s) |" % args.k)
         print("|---|---|---|---|---|---|---|---|")
         for backbone in args.backbones:
-            keras.backend.clear_session()
-            t1 = _median_seconds(_stage1_step(backbone, args.size, args.batch, args.base_filters)[0], args.repeats)
             for impl in args.implementations:
                 first = _run_child(args, "first-step", backbone, args.k, impl)
                 keras.backend.clear_session()
+                stage1 = _stage1_step(backbone, args.size, args.batch, args.base_filters)[0]
                 step = _search_step(backbone, args.size, args.batch, args.base_filters, args.k,
                                     args.cell_channels, impl)[0]
-                t2 = _median_seconds(step, args.repeats)
-                print(f"| {backbone} | {impl} | {t1:.3f} | {t2:.3f} | {t2 / t1:.2f} | {first['build']:.1f} | "
+                (t1, t2), ratio = _interleaved_seconds([stage1, step], args.repeats)
+                print(f"| {backbone} | {impl} | {t1:.3f} | {t2:.3f} | {ratio:.2f} | {first['build']:.1f} | "
                       f"{first['trace']:.1f} | {first['first']:.1f} |", flush=True)
     if args.ks:
         b = args.memory_backbone
