@@ -1,6 +1,6 @@
 """Two primitives of the fused search cell with hand-written gradients (same maths, faster on CPU).
 
-The stride-1, ``SAME`` 3x3 average pooling and the undilated depthwise convolution are the
+The stride-1, ``SAME`` 3x3 average pooling and the depthwise convolution are the
 search cell's most frequent ops. TensorFlow's own gradient kernels for them measured 2-4x the
 time of their forward pass on this CPU (oneDNN, (8, 128, 128, 4) tensors,
 ``benchmarks/search_cell.py``); both gradients are themselves a forward op of the same kind:
@@ -12,12 +12,14 @@ time of their forward pass on this CPU (oneDNN, (8, 128, 128, 4) tensors,
   ``y(p, c*m + j) = sum_t w(t, c, j) x(p + t - r, c)`` with ``r = (k - 1) / 2``, so
   ``dL/dx(q, c) = sum_j sum_t w(k - 1 - t, c, j) g(q + t - r, c*m + j)``: a depthwise
   convolution (multiplier 1) of ``g`` with the spatially flipped kernel, then a sum over the ``m``
-  outputs of each input channel (a 1x1 convolution with a 0/1 kernel). The filter gradient is
-  TensorFlow's own ``DepthwiseConv2dNativeBackpropFilter`` (correct without dilation).
+  outputs of each input channel (a 1x1 convolution with a 0/1 kernel). Dilated, ``t - r`` is
+  scaled by the dilation on both sides: the same flipped-kernel convolution, dilated. The filter
+  gradient is TensorFlow's own: ``DepthwiseConv2dNativeBackpropFilter`` without dilation, the
+  gradient through space-to-batch with it (``tf.nn.depthwise_conv2d``; on CPU the native op's
+  gradient kernels ignore the dilation, so dilated convolutions never use them).
 
-Dilated depthwise convolutions keep TensorFlow's gradient (through space-to-batch): on CPU the
-native op's gradient kernels ignore the dilation. Only the order of floating-point additions
-changes; ``tests/search/test_kernels.py`` compares both against TensorFlow's gradients.
+Only the order of floating-point additions changes; ``tests/search/test_kernels.py`` compares
+every gradient against TensorFlow's, NumPy and central differences.
 """
 
 from __future__ import annotations
@@ -52,32 +54,50 @@ def avg_pool_3x3(x):
     return y, grad
 
 
-def _depthwise_native(x, kernel):
-    return tf.raw_ops.DepthwiseConv2dNative(input=x, filter=kernel, strides=_STRIDES, padding="SAME")
+def _depthwise_forward(x, kernel, dilation):
+    if dilation == 1:  # the op itself: tf.nn.depthwise_conv2d's wrapper adds ~5 ops per call
+        return tf.raw_ops.DepthwiseConv2dNative(input=x, filter=kernel, strides=_STRIDES, padding="SAME")
+    return tf.nn.depthwise_conv2d(x, kernel, _STRIDES, "SAME", dilations=[dilation, dilation])
 
 
-@tf.custom_gradient
-def _depthwise_same(x, kernel):
-    y = _depthwise_native(x, kernel)
+def _depthwise_filter_grad(x, kernel, g, dilation):
+    if dilation == 1:
+        return tf.raw_ops.DepthwiseConv2dNativeBackpropFilter(
+            input=x, filter_sizes=kernel.shape.as_list(), out_backprop=g, strides=_STRIDES, padding="SAME")
+    # dilated: TensorFlow's gradient through space-to-batch (the forward op is not rerun: only
+    # its input's space-to-batch is needed)
+    with tf.GradientTape() as tape:
+        tape.watch(kernel)
+        y = _depthwise_forward(x, kernel, dilation)
+    return tape.gradient(y, kernel, output_gradients=g)
 
-    def grad(g):
-        k, _, c, m = kernel.shape.as_list()
-        z = _depthwise_native(g, tf.reshape(tf.reverse(kernel, [0, 1]), [k, k, c * m, 1]))
-        if m > 1:  # sum the m outputs of each input channel: output c*m + j -> channel c
-            select = np.kron(np.eye(c), np.ones((m, 1))).reshape(1, 1, c * m, c)
-            z = tf.nn.conv2d(z, tf.constant(select, z.dtype), 1, "VALID")
-        dk = tf.raw_ops.DepthwiseConv2dNativeBackpropFilter(
-            input=x, filter_sizes=[k, k, c, m], out_backprop=g, strides=_STRIDES, padding="SAME")
-        return z, dk
 
-    return y, grad
+def _make_depthwise(dilation: int):
+    @tf.custom_gradient
+    def depthwise(x, kernel):
+        def grad(g):
+            k, _, c, m = kernel.shape.as_list()
+            flipped = tf.reshape(tf.reverse(kernel, [0, 1]), [k, k, c * m, 1])
+            dx = _depthwise_forward(g, flipped, dilation)
+            if m > 1:  # sum the m outputs of each input channel: output c*m + j -> channel c
+                select = np.kron(np.eye(c), np.ones((m, 1))).reshape(1, 1, c * m, c)
+                dx = tf.nn.conv2d(dx, tf.constant(select, dx.dtype), 1, "VALID")
+            return dx, _depthwise_filter_grad(x, kernel, g, dilation)
+
+        return _depthwise_forward(x, kernel, dilation), grad
+
+    return depthwise
+
+
+_DEPTHWISE = {}
 
 
 def depthwise_conv(x, kernel, dilation: int = 1):
-    """Stride-1 ``SAME`` depthwise convolution of ``x`` with ``kernel`` ``(k, k, c, m)`` (odd k)."""
-    if dilation == 1:
-        return _depthwise_same(x, kernel)
-    return tf.nn.depthwise_conv2d(x, kernel, _STRIDES, "SAME", dilations=[dilation, dilation])
+    """Stride-1 ``SAME`` depthwise convolution of ``x`` with ``kernel`` ``(k, k, c, m)`` (odd k),
+    dilated by ``dilation``."""
+    if dilation not in _DEPTHWISE:
+        _DEPTHWISE[dilation] = _make_depthwise(dilation)
+    return _DEPTHWISE[dilation](x, kernel)
 
 
 def weighted_copies(tensors, weights):

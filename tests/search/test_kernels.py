@@ -93,15 +93,32 @@ def test_depthwise_input_gradient_numerically():
     np.testing.assert_allclose(dx.numpy(), num, rtol=1e-6, atol=1e-7)
 
 
-def test_dilated_depthwise_keeps_tensorflows_gradient():
-    rng = np.random.default_rng(3)
-    x = tf.constant(rng.normal(size=(1, 8, 8, 2)), tf.float32)
-    w = tf.constant(rng.normal(size=(3, 3, 2, 1)), tf.float32)
-    g = tf.constant(rng.normal(size=(1, 8, 8, 2)), tf.float32)
-    _, got = _grads(lambda a, b: depthwise_conv(a, b, 2), [x, w], g)
-    _, ref = _grads(lambda a, b: tf.nn.depthwise_conv2d(a, b, [1, 1, 1, 1], "SAME", dilations=[2, 2]), [x, w], g)
+@pytest.mark.parametrize("k,c,m", [(3, 2, 1), (3, 4, 4), (5, 3, 2)])
+def test_dilated_depthwise_gradients_match_tensorflow(k, c, m):
+    rng = np.random.default_rng(3 + k + c + m)
+    x = tf.constant(rng.normal(size=(2, 11, 9, c)), tf.float32)
+    w = tf.constant(rng.normal(size=(k, k, c, m)), tf.float32)
+    g = tf.constant(rng.normal(size=(2, 11, 9, c * m)), tf.float32)
+    y, got = _grads(lambda a, b: depthwise_conv(a, b, 2), [x, w], g)
+    y_ref, ref = _grads(lambda a, b: tf.nn.depthwise_conv2d(a, b, [1, 1, 1, 1], "SAME", dilations=[2, 2]), [x, w], g)
+    np.testing.assert_allclose(y.numpy(), y_ref.numpy(), rtol=1e-5, atol=1e-5)
     for a, b in zip(got, ref):
-        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-4)
+
+
+def test_dilated_depthwise_input_gradient_numerically():
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(1, 7, 6, 2))
+    w = rng.normal(size=(3, 3, 2, 2))
+    g = rng.normal(size=(1, 7, 6, 4))
+    loss = lambda a: float(tf.reduce_sum(depthwise_conv(tf.constant(a), tf.constant(w), 2) * g))  # noqa: E731
+    _, (dx,) = _grads(lambda a: depthwise_conv(a, tf.constant(w), 2), [tf.constant(x)], tf.constant(g))
+    eps, num = 1e-6, np.zeros_like(x)
+    for idx in np.ndindex(x.shape):
+        d = np.zeros_like(x)
+        d[idx] = eps
+        num[idx] = (loss(x + d) - loss(x - d)) / (2 * eps)
+    np.testing.assert_allclose(dx.numpy(), num, rtol=1e-6, atol=1e-7)
 
 
 def _weighted_reference(tensors, weights):
