@@ -150,15 +150,21 @@ def _cells_step(backbone, size, batch, base_filters, K, C, implementation="fused
     upstream = [tf.constant(rng.normal(size=(batch,) + tuple(o.shape[1:])).astype(np.float32))
                 for o in model.outputs]
 
+    forward_ops = {}
+
     @tf.function
     def step():
         with tf.GradientTape() as tape:
             outputs = model(xs, training=True)
             loss = tf.add_n([tf.reduce_sum(o * g) for o, g in zip(outputs, upstream)])
+        # every op created from here on belongs to the backward pass (or the update), whatever
+        # its name (ops of a tf.custom_gradient are not named gradient_tape/...)
+        forward_ops["count"] = len(tf.compat.v1.get_default_graph().get_operations())
         opt.minimize(loss, model.trainable_variables, tape=tape)
         return loss
 
     step.get_concrete_function()  # trace before the baseline reading
+    step.forward_ops = forward_ops
     return step, model
 
 
@@ -195,7 +201,8 @@ def saved_activation_mib(step) -> float:
     """MiB of the tensors the forward pass of the traced ``step`` keeps for its backward pass.
 
     Counted on the graph of the tf.function: the outputs of forward ops that are inputs of
-    gradient ops (those TensorFlow names ``gradient_tape/...``) which the step's results need,
+    backward ops (the ops created after the forward pass, as ``_cells_step`` records; else those
+    TensorFlow names ``gradient_tape/...``) which the step's results need,
     each buffer once (reshapes and other views are followed to the tensor they alias);
     constants and variable reads are not activations. Counted from static shapes, independent of
     the order in which ops run, on the graph before TensorFlow's optimisations (they merge
@@ -204,15 +211,18 @@ def saved_activation_mib(step) -> float:
     """
     fn = step.get_concrete_function()
     needed = ops_run(fn)
+    ops = fn.graph.get_operations()
+    count = getattr(step, "forward_ops", {}).get("count")
+    backward = ({op.name for op in ops[count:]} if count is not None
+                else {op.name for op in ops if op.name.startswith("gradient_tape")})
     kept = {}
-    for op in fn.graph.get_operations():
-        if not (op.name.startswith("gradient_tape") and op.name in needed):
+    for op in ops:
+        if not (op.name in backward and op.name in needed):
             continue
         for t in op.inputs:
-            while t.op.type in _VIEWS and not t.op.name.startswith("gradient_tape"):
+            while t.op.type in _VIEWS and t.op.name not in backward:
                 t = t.op.inputs[0]
-            if t.op.name.startswith("gradient_tape") or t.op.type in ("Const", "ReadVariableOp",
-                                                                      "Placeholder"):
+            if t.op.name in backward or t.op.type in ("Const", "ReadVariableOp", "Placeholder"):
                 continue
             kept[t.name] = (t.shape.num_elements() or 0) * t.dtype.size
     return sum(kept.values()) / 2**20
