@@ -17,8 +17,9 @@ exactly the same function with the ops grouped by the state they read:
   sum of eq. (2) and the Psi weighting of eq. (5) need no per-edge loop: the conv ops take it as
   the scale of their last (non-affine) BN, the parameter-free ops (skip, pools and their
   training-mode BN, whose output is the same for every edge reading a state, so computed and
-  kept once per state) by one broadcast multiply per op and state; ``none`` contributes exactly
-  zero and is skipped.
+  kept once per state) by one matrix product per state (:mod:`iac_tf.search.kernels`, which
+  also holds the hand-written gradients of the pooling and depthwise ops); ``none`` contributes
+  exactly zero and is skipped.
 * Each state is split once into ``M x_i`` and the bypass ``(1 - M) x_i``, shared by the edges that
   read it (each multiplication by ``Psi_e`` keeps its input for d/dPsi: one copy per state).
 * The channel shuffle is linear and the same for every edge, so it is applied once per node to
