@@ -201,8 +201,8 @@ def saved_activation_mib(step) -> float:
     """MiB of the tensors the forward pass of the traced ``step`` keeps for its backward pass.
 
     Counted on the graph of the tf.function: the outputs of forward ops that are inputs of
-    backward ops (the ops created after the forward pass, as ``_cells_step`` records; else those
-    TensorFlow names ``gradient_tape/...``) which the step's results need,
+    backward ops (the ops created after the forward pass, as ``_cells_step`` records: ops of a
+    ``tf.custom_gradient`` are not named ``gradient_tape/...``) which the step's results need,
     each buffer once (reshapes and other views are followed to the tensor they alias);
     constants and variable reads are not activations. Counted from static shapes, independent of
     the order in which ops run, on the graph before TensorFlow's optimisations (they merge
@@ -212,9 +212,7 @@ def saved_activation_mib(step) -> float:
     fn = step.get_concrete_function()
     needed = ops_run(fn)
     ops = fn.graph.get_operations()
-    count = getattr(step, "forward_ops", {}).get("count")
-    backward = ({op.name for op in ops[count:]} if count is not None
-                else {op.name for op in ops if op.name.startswith("gradient_tape")})
+    backward = {op.name for op in ops[step.forward_ops["count"]:]}
     kept = {}
     for op in ops:
         if not (op.name in backward and op.name in needed):

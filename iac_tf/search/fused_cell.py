@@ -36,7 +36,7 @@ import numpy as np
 
 from iac_tf._keras import tf
 from iac_tf.search.channel_shuffle import channel_shuffle
-from iac_tf.search.kernels import avg_pool_3x3, depthwise_conv, weighted_copies
+from iac_tf.search.kernels import avg_pool_3x3, channels_shape, depthwise_conv, weighted_copies
 from iac_tf.search.operations import BN_EPSILON, BN_MOMENTUM, PRIMITIVES
 from iac_tf.search.topology import edge_list, node_edge_slices
 
@@ -197,11 +197,7 @@ def batch_norm_shared(x, bns, training: bool):
 
 def _split_edges(x, n):
     """``(B, H, W, n*c)`` edge-major -> ``(B, H, W, n, c)`` (a view: no copy)."""
-    c = int(x.shape[-1]) // n
-    spatial = x.shape[1:-1]
-    if spatial.is_fully_defined():  # a constant shape: one op fewer per call to trace
-        return tf.reshape(x, [-1, *spatial.as_list(), n, c])
-    return tf.reshape(x, tf.concat([tf.shape(x)[:-1], [n, c]], axis=0))
+    return tf.reshape(x, channels_shape(x, n, int(x.shape[-1]) // n))
 
 
 def mixed_group(x_ops, edges, weights, dtype, training):

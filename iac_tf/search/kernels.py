@@ -24,6 +24,8 @@ every gradient against TensorFlow's, NumPy and central differences.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from iac_tf._keras import tf
@@ -72,6 +74,7 @@ def _depthwise_filter_grad(x, kernel, g, dilation):
     return tape.gradient(y, kernel, output_gradients=g)
 
 
+@functools.cache
 def _make_depthwise(dilation: int):
     @tf.custom_gradient
     def depthwise(x, kernel):
@@ -89,21 +92,17 @@ def _make_depthwise(dilation: int):
     return depthwise
 
 
-_DEPTHWISE = {}
-
-
 def depthwise_conv(x, kernel, dilation: int = 1):
     """Stride-1 ``SAME`` depthwise convolution of ``x`` with ``kernel`` ``(k, k, c, m)`` (odd k),
     dilated by ``dilation``."""
-    if dilation not in _DEPTHWISE:
-        _DEPTHWISE[dilation] = _make_depthwise(dilation)
-    return _DEPTHWISE[dilation](x, kernel)
+    return _make_depthwise(dilation)(x, kernel)
 
 
 def weighted_copies(tensors, weights):
     """``y[..., k, :] = sum_o weights[k, o] * tensors[o]``: the ``n`` edges' weighted sums
     ``(B, H, W, n, c)`` of ``m`` tensors ``(B, H, W, c)`` that are the same for every edge (the
-    parameter-free ops' outputs), ``weights`` ``(n, m)``.
+    parameter-free ops' outputs), ``weights`` ``(n, m)``: in the search cell the parameter-free
+    terms of eq. (2), ``weights[k, o] = Psi_e phi_{e,o}`` (eq. (1), (4)-(10), (5)).
 
     In float32 the forward pass is one matrix product of the concatenated tensors
     ``(B*H*W, m*c)`` with ``W[o*c + i, k*c + i] = weights[k, o]``, and the gradient two products
@@ -122,12 +121,13 @@ def weighted_copies(tensors, weights):
     return _weighted_copies(weights, *tensors)
 
 
-def _edges_shape(t, n):
-    """``t``'s shape with its channel axis split into ``(n, c)``."""
-    c = int(t.shape[-1])
-    if t.shape[:-1].is_fully_defined():
-        return [*t.shape[:-1].as_list(), n, c]
-    return tf.concat([tf.shape(t)[:-1], [n, c]], axis=0)
+def channels_shape(t, *channels):
+    """``t``'s shape ``(B, H, W, .)`` with its channel axis replaced by ``channels``: a constant
+    (one op fewer to trace per reshape) where H and W are static, else computed."""
+    spatial = t.shape[1:-1]
+    if spatial.is_fully_defined():
+        return [-1, *spatial.as_list(), *channels]
+    return tf.concat([tf.shape(t)[:-1], list(channels)], axis=0)
 
 
 @tf.custom_gradient
@@ -137,14 +137,14 @@ def _weighted_copies(weights, *tensors):
     eye = tf.eye(c, dtype=weights.dtype)
     flat = tf.reshape(tf.concat(tensors, axis=-1), [-1, m * c])
     big = tf.reshape(tf.transpose(weights)[:, None, :, None] * eye[None, :, None, :], [m * c, n * c])
-    y = tf.reshape(tf.matmul(flat, big), _edges_shape(tensors[0], n))
+    y = tf.reshape(tf.matmul(flat, big), channels_shape(tensors[0], n, c))
 
     def grad(g):
         g_flat = tf.reshape(g, [-1, n * c])
         d_tensors, d_weights = [], []
-        for o, t in enumerate(tensors):
-            select = tf.reshape(weights[:, o, None, None] * eye, [n * c, c])
-            d_tensors.append(tf.reshape(tf.matmul(g_flat, select), tf.shape(t)))
+        # S_o = (rows o*c .. o*c + c - 1 of W)^T
+        for t, block in zip(tensors, tf.split(big, m, axis=0)):
+            d_tensors.append(tf.reshape(tf.matmul(g_flat, block, transpose_b=True), channels_shape(t, c)))
             prod = tf.reshape(tf.matmul(tf.reshape(t, [-1, c]), g_flat, transpose_a=True), [c, n, c])
             d_weights.append(tf.reduce_sum(prod * eye[:, None, :], axis=[0, 2]))
         return (tf.stack(d_weights, axis=1), *d_tensors)

@@ -95,6 +95,24 @@ def test_depthwise_input_gradient_numerically(dilation):
     np.testing.assert_allclose(dx.numpy(), num, rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.parametrize("dilation,k,m", [(1, 3, 2), (1, 5, 1), (2, 3, 3), (2, 5, 2)])
+def test_depthwise_input_gradient_against_numpy(dilation, k, m):
+    """dL/dx(q, c) = sum_j sum_t w(t, c, j) g(q - d(t - r), c*m + j), summed term by term in NumPy
+    (zero outside the image, SAME padding, r = (k - 1) / 2)."""
+    rng = np.random.default_rng(20 + dilation + k + m)
+    h, w_, c = 6, 7, 2
+    x = rng.normal(size=(1, h, w_, c)).astype(np.float32)
+    w = rng.normal(size=(k, k, c, m)).astype(np.float32)
+    g = rng.normal(size=(1, h, w_, c * m)).astype(np.float32)
+    _, (dx,) = _grads(lambda a: depthwise_conv(a, tf.constant(w), dilation), [tf.constant(x)], tf.constant(g))
+    r, ref = (k - 1) // 2, np.zeros_like(x, dtype=np.float64)
+    for i, j, ch, mi, ti, tj in np.ndindex(h, w_, c, m, k, k):
+        p, q = i - dilation * (ti - r), j - dilation * (tj - r)
+        if 0 <= p < h and 0 <= q < w_:
+            ref[0, i, j, ch] += w[ti, tj, ch, mi] * g[0, p, q, ch * m + mi]
+    np.testing.assert_allclose(dx.numpy(), ref, rtol=1e-5, atol=1e-5)
+
+
 def _weighted_reference(tensors, weights):
     return tf.add_n([tf.expand_dims(t, -2) * tf.reshape(w, [-1, 1])
                      for t, w in zip(tensors, tf.unstack(weights, axis=1))])
