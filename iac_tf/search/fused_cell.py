@@ -55,6 +55,26 @@ def consumers(steps: int) -> list[list[int]]:
     return out
 
 
+def fused_batch_norm(x, scale, offset, mean, variance, training: bool, avg_factor: float = 1.0):
+    """``tf.compat.v1.nn.fused_batch_norm`` (NHWC, its epsilon floor of 1.001e-5) returning
+    ``(y, mean, variance)``; the running statistics with ``avg_factor`` in training mode.
+
+    In float32 this calls the ``FusedBatchNorm`` op, not ``FusedBatchNormV3``: the same CPU kernel,
+    but the gradient tape knows the former's statistics outputs need no incoming gradient, while
+    for V3 it traces a zero tensor for each of its five unused outputs, per BN, per gradient (1.9k
+    of the 45k ops of the traced base search step).
+    """
+    epsilon = max(BN_EPSILON, 1.001e-5)
+    if x.dtype == tf.float32:
+        y, new_mean, new_var, _, _ = tf.raw_ops.FusedBatchNorm(
+            x=x, scale=scale, offset=offset, mean=mean, variance=variance, epsilon=epsilon,
+            exponential_avg_factor=avg_factor if training else 1.0, is_training=training)
+        return y, new_mean, new_var
+    return tf.compat.v1.nn.fused_batch_norm(
+        x, scale, offset, mean=mean, variance=variance, epsilon=epsilon, is_training=training,
+        exponential_avg_factor=avg_factor if training else 1.0)
+
+
 def batch_norm_group(x, bns, training: bool, weight=None):
     """Non-affine BatchNorm of ``x`` whose channels are the concatenated channels of ``bns``,
     times ``weight``.
@@ -73,15 +93,9 @@ def batch_norm_group(x, bns, training: bool, weight=None):
     channels = int(x.shape[-1])
     ones, zeros = tf.ones([channels], tf.float32), tf.zeros([channels], tf.float32)
     scale = ones if weight is None else weight
+    y, new_mean, new_var = fused_batch_norm(x, scale, zeros, mean, var, training, 1.0 - BN_MOMENTUM)
     if not training:
-        y, _, _ = tf.compat.v1.nn.fused_batch_norm(
-            x, scale, zeros, mean=mean, variance=var, epsilon=BN_EPSILON, is_training=False
-        )
         return y
-    y, new_mean, new_var = tf.compat.v1.nn.fused_batch_norm(
-        x, scale, zeros, mean=mean, variance=var, epsilon=BN_EPSILON,
-        is_training=True, exponential_avg_factor=1.0 - BN_MOMENTUM,
-    )
     for bn, m, v in zip(bns, tf.split(new_mean, len(bns)), tf.split(new_var, len(bns))):
         bn.moving_mean.assign(m)
         bn.moving_variance.assign(v)
@@ -183,10 +197,7 @@ def batch_norm_shared(x, bns, training: bool):
     ones, zeros = tf.ones([c], tf.float32), tf.zeros([c], tf.float32)
     # exponential_avg_factor 1: the returned "running" statistics are the batch mean and the
     # Bessel-corrected batch variance, which each layer folds into its own moving average.
-    y, batch_mean, batch_var = tf.compat.v1.nn.fused_batch_norm(
-        x, ones, zeros, mean=zeros, variance=ones, epsilon=BN_EPSILON,
-        is_training=True, exponential_avg_factor=1.0,
-    )
+    y, batch_mean, batch_var = fused_batch_norm(x, ones, zeros, zeros, ones, True, 1.0)
     for stat, batch in (("moving_mean", batch_mean), ("moving_variance", batch_var)):
         old = tf.concat([getattr(bn, stat) for bn in bns], axis=0)
         new = BN_MOMENTUM * old + (1.0 - BN_MOMENTUM) * tf.tile(batch, [n])

@@ -14,9 +14,10 @@ time of their forward pass on this CPU (oneDNN, (8, 128, 128, 4) tensors,
   convolution (multiplier 1) of ``g`` with the spatially flipped kernel, then a sum over the ``m``
   outputs of each input channel (a 1x1 convolution with a 0/1 kernel). Dilated, ``t - r`` is
   scaled by the dilation on both sides: the same flipped-kernel convolution, dilated. The filter
-  gradient is TensorFlow's own: ``DepthwiseConv2dNativeBackpropFilter`` without dilation, the
-  gradient through space-to-batch with it (``tf.nn.depthwise_conv2d``; on CPU the native op's
-  gradient kernels ignore the dilation, so dilated convolutions never use them).
+  gradient is TensorFlow's ``DepthwiseConv2dNativeBackpropFilter``; dilated, the native op runs
+  undilated on the ``d x d`` space-to-batch sub-grids (on CPU its kernels ignore the dilation
+  attribute), as ``tf.nn.depthwise_conv2d`` does, but written out with static paddings: 3 ops
+  where TensorFlow's wrapper and its traced gradient cost ~20 per call.
 
 Only the order of floating-point additions changes; ``tests/search/test_kernels.py`` compares
 every gradient against TensorFlow's, NumPy and central differences.
@@ -56,18 +57,46 @@ def avg_pool_3x3(x):
     return y, grad
 
 
+def _dilated_paddings(x, k: int, dilation: int):
+    """Space-to-batch paddings of ``x`` and of ``g`` for a ``SAME`` ``k x k`` convolution dilated by
+    ``dilation``, or None where H or W is not static.
+
+    Padded by ``r*d`` (``r = (k - 1) / 2``) on both sides and to a multiple of ``d`` at the end, the
+    ``d x d`` sub-grids of ``x`` give, under a ``VALID`` undilated convolution, the sub-grids of the
+    output padded to a multiple of ``d``: ``y(a*d + i) = sum_t w(t) x_pad((a + t)*d + i)``.
+    """
+    if not x.shape[1:3].is_fully_defined():
+        return None
+    pad = (k - 1) // 2 * dilation
+    extra = [-size % dilation for size in x.shape[1:3].as_list()]
+    return [[pad, pad + e] for e in extra], [[0, e] for e in extra]
+
+
 def _depthwise_forward(x, kernel, dilation):
     if dilation == 1:  # the op itself: tf.nn.depthwise_conv2d's wrapper adds ~5 ops per call
         return tf.raw_ops.DepthwiseConv2dNative(input=x, filter=kernel, strides=_STRIDES, padding="SAME")
-    return tf.nn.depthwise_conv2d(x, kernel, _STRIDES, "SAME", dilations=[dilation, dilation])
+    paddings = _dilated_paddings(x, int(kernel.shape[0]), dilation)
+    if paddings is None:
+        return tf.nn.depthwise_conv2d(x, kernel, _STRIDES, "SAME", dilations=[dilation, dilation])
+    # static shapes: the space-to-batch path written out (3 ops; the wrapper traces ~20 more)
+    blocks = [dilation, dilation]
+    y = tf.raw_ops.DepthwiseConv2dNative(
+        input=tf.space_to_batch_nd(x, blocks, paddings[0]), filter=kernel, strides=_STRIDES, padding="VALID")
+    return tf.batch_to_space(y, blocks, paddings[1])
 
 
 def _depthwise_filter_grad(x, kernel, g, dilation):
     if dilation == 1:
         return tf.raw_ops.DepthwiseConv2dNativeBackpropFilter(
             input=x, filter_sizes=kernel.shape.as_list(), out_backprop=g, strides=_STRIDES, padding="SAME")
-    # dilated: TensorFlow's gradient through space-to-batch (the forward op is not rerun: only
-    # its input's space-to-batch is needed)
+    paddings = _dilated_paddings(x, int(kernel.shape[0]), dilation)
+    if paddings is not None:  # the undilated filter gradient of the sub-grids (see _dilated_paddings)
+        blocks = [dilation, dilation]
+        return tf.raw_ops.DepthwiseConv2dNativeBackpropFilter(
+            input=tf.space_to_batch_nd(x, blocks, paddings[0]), filter_sizes=kernel.shape.as_list(),
+            out_backprop=tf.space_to_batch_nd(g, blocks, paddings[1]), strides=_STRIDES, padding="VALID")
+    # unknown H or W: TensorFlow's gradient through its own space-to-batch (the forward op is not
+    # rerun: only its input's space-to-batch is needed)
     with tf.GradientTape() as tape:
         tape.watch(kernel)
         y = _depthwise_forward(x, kernel, dilation)

@@ -64,7 +64,7 @@ def test_avg_pool_gradient_against_numpy():
 
 
 @pytest.mark.parametrize("dilation,k,c,m", [(1, 3, 4, 4), (1, 5, 4, 3), (1, 3, 6, 1), (1, 5, 2, 1),
-                                             (2, 3, 2, 1), (2, 3, 4, 4), (2, 5, 3, 2)])
+                                             (2, 3, 2, 1), (2, 3, 4, 4), (2, 5, 3, 2), (3, 3, 2, 2)])
 def test_depthwise_gradients_match_tensorflow(dilation, k, c, m):
     rng = np.random.default_rng(dilation * 1000 + k * 100 + c * 10 + m)
     x = tf.constant(rng.normal(size=(2, 11, 9, c)), tf.float32)
@@ -111,6 +111,45 @@ def test_depthwise_input_gradient_against_numpy(dilation, k, m):
         if 0 <= p < h and 0 <= q < w_:
             ref[0, i, j, ch] += w[ti, tj, ch, mi] * g[0, p, q, ch * m + mi]
     np.testing.assert_allclose(dx.numpy(), ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dilation,k,m", [(1, 3, 2), (2, 3, 1), (2, 5, 2), (3, 3, 2)])
+def test_depthwise_filter_gradient_against_numpy(dilation, k, m):
+    """dL/dw(t, c, j) = sum_p x(p + d(t - r), c) g(p, c*m + j), summed term by term in NumPy: checks
+    the space-to-batch paddings of the dilated filter gradient (H = 7 and W = 8 are not multiples of
+    every dilation)."""
+    rng = np.random.default_rng(40 + dilation + k + m)
+    h, w_, c = 7, 8, 2
+    x = rng.normal(size=(1, h, w_, c)).astype(np.float32)
+    w = rng.normal(size=(k, k, c, m)).astype(np.float32)
+    g = rng.normal(size=(1, h, w_, c * m)).astype(np.float32)
+    _, (dw,) = _grads(lambda b: depthwise_conv(tf.constant(x), b, dilation), [tf.constant(w)], tf.constant(g))
+    r, ref = (k - 1) // 2, np.zeros_like(w, dtype=np.float64)
+    for i, j, ch, mi, ti, tj in np.ndindex(h, w_, c, m, k, k):
+        p, q = i + dilation * (ti - r), j + dilation * (tj - r)
+        if 0 <= p < h and 0 <= q < w_:
+            ref[ti, tj, ch, mi] += x[0, p, q, ch] * g[0, i, j, ch * m + mi]
+    np.testing.assert_allclose(dw.numpy(), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_dilated_depthwise_with_unknown_spatial_shape():
+    """Without static H and W the dilated path falls back to TensorFlow's space-to-batch: same
+    outputs and gradients as with them."""
+    rng = np.random.default_rng(9)
+    x = tf.constant(rng.normal(size=(2, 7, 6, 3)), tf.float32)
+    w = tf.constant(rng.normal(size=(3, 3, 3, 2)), tf.float32)
+    g = tf.constant(rng.normal(size=(2, 7, 6, 6)), tf.float32)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3]), tf.TensorSpec([3, 3, 3, 2]),
+                                  tf.TensorSpec([None, None, None, 6])])
+    def unknown(a, b, out_grad):
+        return _grads(lambda a_, b_: depthwise_conv(a_, b_, 2), [a, b], out_grad)
+
+    y, got = unknown(x, w, g)
+    y_ref, expected = _grads(lambda a, b: depthwise_conv(a, b, 2), [x, w], g)
+    np.testing.assert_allclose(y.numpy(), y_ref.numpy(), rtol=1e-5, atol=1e-5)
+    for a, b in zip(got, expected):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-4)
 
 
 def _weighted_reference(tensors, weights):
