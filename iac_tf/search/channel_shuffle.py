@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from iac_tf._keras import tf
 from iac_tf.search.checks import check_positive_int
+from iac_tf.search.kernels import channels_shape, constant
 
 
 def channel_shuffle(x, groups: int):
@@ -33,9 +34,8 @@ def channel_shuffle(x, groups: int):
         )
     if groups == 1:
         return x
-    shape = tf.shape(x)
-    lead = shape[:-1]
-    grouped = tf.reshape(x, tf.concat([lead, [groups, channels // groups]], axis=0))
+    # constant shapes where H and W are static (fewer traced ops), else computed
+    grouped = tf.reshape(x, channels_shape(x, groups, channels // groups))
     rank = len(x.shape)
-    perm = list(range(rank - 1)) + [rank, rank - 1]
-    return tf.reshape(tf.transpose(grouped, perm), shape)
+    perm = constant(list(range(rank - 1)) + [rank, rank - 1])
+    return tf.reshape(tf.transpose(grouped, perm), channels_shape(x, channels))

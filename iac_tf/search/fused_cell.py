@@ -36,7 +36,7 @@ import numpy as np
 
 from iac_tf._keras import tf
 from iac_tf.search.channel_shuffle import channel_shuffle
-from iac_tf.search.kernels import avg_pool_3x3, channels_shape, depthwise_conv, weighted_copies
+from iac_tf.search.kernels import avg_pool_3x3, channels_shape, constant, depthwise_conv, weighted_copies
 from iac_tf.search.operations import BN_EPSILON, BN_MOMENTUM, PRIMITIVES
 from iac_tf.search.topology import edge_list, node_edge_slices
 
@@ -88,15 +88,16 @@ def batch_norm_group(x, bns, training: bool, weight=None):
     weights ``psi_e phi_{e,o}`` of the ops that end in a BN cost no multiplication of their own,
     and BN's output need not be kept for the backward pass.
     """
-    mean = tf.concat([bn.moving_mean for bn in bns], axis=0)
-    var = tf.concat([bn.moving_variance for bn in bns], axis=0)
+    mean = tf.concat([bn.moving_mean for bn in bns], axis=constant(0))
+    var = tf.concat([bn.moving_variance for bn in bns], axis=constant(0))
     channels = int(x.shape[-1])
-    ones, zeros = tf.ones([channels], tf.float32), tf.zeros([channels], tf.float32)
+    ones, zeros = constant(np.ones(channels), tf.float32), constant(np.zeros(channels), tf.float32)
     scale = ones if weight is None else weight
     y, new_mean, new_var = fused_batch_norm(x, scale, zeros, mean, var, training, 1.0 - BN_MOMENTUM)
     if not training:
         return y
-    for bn, m, v in zip(bns, tf.split(new_mean, len(bns)), tf.split(new_var, len(bns))):
+    for bn, m, v in zip(bns, tf.split(new_mean, len(bns), axis=constant(0)),
+                        tf.split(new_var, len(bns), axis=constant(0))):
         bn.moving_mean.assign(m)
         bn.moving_variance.assign(v)
     return y
@@ -112,12 +113,12 @@ def block_kernel(kernels, multiplier_layout: bool, dtype):
     """
     n, c = len(kernels), int(kernels[0].shape[-1])
     # n x (1, 1, c, c) stacked: [k, 1, 1, d, f], the memory layout of [k, d, 1, f]
-    pw = tf.reshape(tf.stack(kernels), [n, c, 1, c])
+    pw = tf.reshape(tf.stack(kernels), constant([n, c, 1, c]))
     mask = np.eye(n, dtype=np.float32).reshape(n, 1, n, 1)  # [k, 1, g, 1] = delta(k, g)
-    block = pw * tf.constant(mask, pw.dtype)  # [k, d, g, f]
+    block = pw * constant(mask, pw.dtype)  # [k, d, g, f]
     if multiplier_layout:
-        block = tf.transpose(block, [1, 0, 2, 3])  # [d, k, g, f]
-    return tf.cast(tf.reshape(block, [1, 1, c * n, n * c]), dtype)
+        block = tf.transpose(block, constant([1, 0, 2, 3]))  # [d, k, g, f]
+    return tf.cast(tf.reshape(block, constant([1, 1, c * n, n * c])), dtype)
 
 
 def _stack(kernels, axis):
@@ -125,7 +126,7 @@ def _stack(kernels, axis):
     gradient of a concatenation traces ~n + 6 ops (offsets, shapes, n slices), of a stack two."""
     shape = kernels[0].shape.as_list()
     shape[axis] *= len(kernels)
-    return tf.reshape(tf.stack(kernels, axis=axis), shape)
+    return tf.reshape(tf.stack(kernels, axis=axis), constant(shape))
 
 
 def _max_pool_3x3(x):
@@ -161,9 +162,9 @@ def conv_op_group(r, ops, dtype, training, weight=None):
     """
     n, c = len(ops), int(r.shape[-1])
     if n == 1 or c > GROUP_CONVS_MAX_CHANNELS or tf.as_dtype(dtype) != tf.float32:
-        ws = [None] * n if weight is None else tf.split(weight, n)
+        ws = [None] * n if weight is None else tf.split(weight, n, axis=constant(0))
         ys = [conv_op_per_edge(r, op, dtype, training, w) for op, w in zip(ops, ws)]
-        return ys[0] if n == 1 else tf.concat(ys, axis=-1)
+        return ys[0] if n == 1 else tf.concat(ys, axis=constant(-1))
     first = ops[0]
     # block 1: depthwise with the n kernels as channel multiplier (output channel d*n + k) ...
     dw = _stack([op.depthwise[0].depthwise_kernel for op in ops], 3)  # (k, k, c, n)
@@ -193,15 +194,16 @@ def batch_norm_shared(x, bns, training: bool):
     """
     n, c = len(bns), int(x.shape[-1])
     if not training:
-        return _split_edges(batch_norm_group(tf.tile(x, [1, 1, 1, n]), bns, False), n)
-    ones, zeros = tf.ones([c], tf.float32), tf.zeros([c], tf.float32)
+        return _split_edges(batch_norm_group(tf.tile(x, constant([1, 1, 1, n])), bns, False), n)
+    ones, zeros = constant(np.ones(c), tf.float32), constant(np.zeros(c), tf.float32)
     # exponential_avg_factor 1: the returned "running" statistics are the batch mean and the
     # Bessel-corrected batch variance, which each layer folds into its own moving average.
     y, batch_mean, batch_var = fused_batch_norm(x, ones, zeros, zeros, ones, True, 1.0)
     for stat, batch in (("moving_mean", batch_mean), ("moving_variance", batch_var)):
-        old = tf.concat([getattr(bn, stat) for bn in bns], axis=0)
-        new = BN_MOMENTUM * old + (1.0 - BN_MOMENTUM) * tf.tile(batch, [n])
-        for bn, value in zip(bns, tf.split(new, n)):
+        old = tf.concat([getattr(bn, stat) for bn in bns], axis=constant(0))
+        new = (constant(BN_MOMENTUM, tf.float32) * old
+               + constant(1.0 - BN_MOMENTUM, tf.float32) * tf.tile(batch, constant([n])))
+        for bn, value in zip(bns, tf.split(new, n, axis=constant(0))):
             getattr(bn, stat).assign(value)
     return y
 
@@ -225,14 +227,15 @@ def mixed_group(x_ops, edges, weights, dtype, training):
     """
     n, c = len(edges), int(x_ops.shape[-1])
     # (n*c,) float32 per op, edge-major: edge k's psi_e phi_{e,o} for each of its channels
-    per_channel = tf.unstack(tf.reshape(tf.tile(weights[:, None, :], [1, c, 1]), [n * c, -1]), axis=1)
+    per_channel = tf.unstack(tf.reshape(tf.tile(tf.expand_dims(weights, constant(1)), constant([1, c, 1])),
+                                        constant([n * c, -1])), axis=1)
 
     r = tf.nn.relu(x_ops)  # shared by every conv op of every edge reading this state
     free = [OP_INDEX[name] for name in ("skip_connect", "max_pool_3x3", "avg_pool_3x3")]
     pooled = [batch_norm_shared(pool(x_ops), [edge.pool_bns[o] for edge in edges], training)
               for pool, o in ((_max_pool_3x3, free[1]), (avg_pool_3x3, free[2]))]
     if training:  # the three outputs are the same for every edge: one weighted sum per edge
-        total = weighted_copies([x_ops, *pooled], tf.gather(weights, free, axis=1))
+        total = weighted_copies([x_ops, *pooled], tf.gather(weights, constant(free), axis=constant(1)))
     else:  # the pools' BN outputs (B, H, W, n, c) differ per edge (own moving statistics)
         column = [tf.reshape(tf.cast(weights[:, o], dtype), [n, 1]) for o in free]
         total = tf.expand_dims(x_ops, -2) * column[0] + pooled[0] * column[1] + pooled[1] * column[2]
@@ -250,7 +253,7 @@ def fused_nodes(cell, states, phi, psi, training: bool):
     """
     dtype = cell.compute_dtype
     c = cell.C // cell.K
-    weights = psi[:, None] * phi  # psi_e * phi_{e,o}, float32
+    weights = tf.expand_dims(psi, constant(-1)) * phi  # psi_e * phi_{e,o}, float32
     readers = consumers(cell.steps)
     parts = {}  # edge e -> (state i it reads, its sum_o psi_e phi_{e,o} o(M x_i))
     passing = {}  # state i -> (1 - M) x_i
@@ -262,11 +265,11 @@ def fused_nodes(cell, states, phi, psi, training: bool):
     def read_state(i):
         group = readers[i]
         if cell.K > 1:  # eq. (3): M x_i (the same for every reader) and (1 - M) x_i
-            x_ops, passing[i] = tf.split(states[i], [c, cell.C - c], axis=-1)
+            x_ops, passing[i] = tf.split(states[i], constant([c, cell.C - c]), axis=constant(-1))
         else:
             x_ops = states[i]
         mixed = mixed_group(x_ops, [cell.edges[e] for e in group],
-                            tf.gather(weights, group), dtype, training)
+                            tf.gather(weights, constant(group)), dtype, training)
         for e, part in zip(group, tf.unstack(mixed, axis=-2)):
             parts[e] = (i, part)
 
@@ -279,7 +282,7 @@ def fused_nodes(cell, states, phi, psi, training: bool):
             node = part
         else:  # eq. (3): (1 - M) x_i passes, weighted by Psi_e (eq. (5))
             bypass = tf.add_n([psi_cast[e] * passing[parts[e][0]] for e in range(start, end)])
-            node = channel_shuffle(tf.concat([part, bypass], -1), cell.K)
+            node = channel_shuffle(tf.concat([part, bypass], constant(-1)), cell.K)
         states.append(node)
         if j + 2 < len(readers) and readers[j + 2]:
             read_state(j + 2)

@@ -40,7 +40,7 @@ def _window_counts(x):
         h, w = x.shape[1:3].as_list()
         rows = np.minimum(np.arange(h) + 1, 2) + np.minimum(h - np.arange(h), 2) - 1
         cols = np.minimum(np.arange(w) + 1, 2) + np.minimum(w - np.arange(w), 2) - 1
-        return tf.constant(np.outer(rows, cols).reshape(1, h, w, 1), x.dtype)
+        return constant(np.outer(rows, cols).reshape(1, h, w, 1), x.dtype)
     ones = tf.ones(tf.concat([[1], tf.shape(x)[1:3], [1]], axis=0), x.dtype)
     return tf.nn.conv2d(ones, tf.ones([3, 3, 1, 1], x.dtype), 1, "SAME")
 
@@ -113,7 +113,7 @@ def _make_depthwise(dilation: int):
             dx = _depthwise_forward(g, flipped, dilation)
             if m > 1:  # sum the m outputs of each input channel: output c*m + j -> channel c
                 select = np.kron(np.eye(c), np.ones((m, 1))).reshape(1, 1, c * m, c)
-                dx = tf.nn.conv2d(dx, tf.constant(select, dx.dtype), 1, "VALID")
+                dx = tf.nn.conv2d(dx, constant(select, dx.dtype), 1, "VALID")
             return dx, _depthwise_filter_grad(x, kernel, g, dilation)
 
         return _depthwise_forward(x, kernel, dilation), grad
@@ -150,12 +150,33 @@ def weighted_copies(tensors, weights):
     return _weighted_copies(weights, *tensors)
 
 
+def constant(value, dtype=tf.int32):
+    """``tf.constant(value, dtype)``, made once per graph being traced.
+
+    A traced search step passes the same few shapes, axes and vectors to thousands of ops, and
+    each Python value becomes a ``Const`` op of its own (~35 % of the step's graph). The cached
+    tensor is created outside any control-dependency scope, so sharing it orders nothing.
+    """
+    if tf.executing_eagerly():
+        return tf.constant(value, dtype)
+    graph = tf.compat.v1.get_default_graph()
+    array = np.asarray(value, dtype=tf.as_dtype(dtype).as_numpy_dtype)
+    key = (array.dtype.str, array.shape, array.tobytes())
+    cache = getattr(graph, "_iac_tf_constants", None)
+    if cache is None:  # an attribute of the graph: it lives and dies with it
+        cache = graph._iac_tf_constants = {}
+    if key not in cache:
+        with graph.control_dependencies(None):
+            cache[key] = tf.constant(array, dtype)
+    return cache[key]
+
+
 def channels_shape(t, *channels):
     """``t``'s shape ``(B, H, W, .)`` with its channel axis replaced by ``channels``: a constant
     (one op fewer to trace per reshape) where H and W are static, else computed."""
     spatial = t.shape[1:-1]
     if spatial.is_fully_defined():
-        return [-1, *spatial.as_list(), *channels]
+        return constant([-1, *spatial.as_list(), *channels])
     return tf.concat([tf.shape(t)[:-1], list(channels)], axis=0)
 
 
@@ -164,17 +185,17 @@ def _weighted_copies(weights, *tensors):
     n, m = weights.shape.as_list()
     c = int(tensors[0].shape[-1])
     eye = tf.eye(c, dtype=weights.dtype)
-    flat = tf.reshape(tf.concat(tensors, axis=-1), [-1, m * c])
+    flat = tf.reshape(tf.concat(tensors, axis=constant(-1)), constant([-1, m * c]))
     big = tf.reshape(tf.transpose(weights)[:, None, :, None] * eye[None, :, None, :], [m * c, n * c])
     y = tf.reshape(tf.matmul(flat, big), channels_shape(tensors[0], n, c))
 
     def grad(g):
-        g_flat = tf.reshape(g, [-1, n * c])
+        g_flat = tf.reshape(g, constant([-1, n * c]))
         d_tensors, d_weights = [], []
         # S_o = (rows o*c .. o*c + c - 1 of W)^T
         for t, block in zip(tensors, tf.split(big, m, axis=0)):
             d_tensors.append(tf.reshape(tf.matmul(g_flat, block, transpose_b=True), channels_shape(t, c)))
-            prod = tf.reshape(tf.matmul(tf.reshape(t, [-1, c]), g_flat, transpose_a=True), [c, n, c])
+            prod = tf.reshape(tf.matmul(tf.reshape(t, constant([-1, c])), g_flat, transpose_a=True), constant([c, n, c]))
             d_weights.append(tf.reduce_sum(prod * eye[:, None, :], axis=[0, 2]))
         return (tf.stack(d_weights, axis=1), *d_tensors)
 

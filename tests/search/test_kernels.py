@@ -198,3 +198,28 @@ def test_weighted_copies_unknown_spatial_shape_and_float16():
     y16 = weighted_copies([tf.cast(t, tf.float16) for t in ts], w)
     assert y16.dtype == tf.float16 and y16.shape == (2, 4, 3, 4, 2)
     np.testing.assert_allclose(y16.numpy(), y.numpy(), rtol=2e-2, atol=2e-2)
+
+
+def test_constant_is_made_once_per_graph_and_orders_nothing():
+    from iac_tf.search.kernels import constant
+
+    made = {}
+
+    @tf.function
+    def trace(x):
+        with tf.control_dependencies([tf.raw_ops.NoOp()]):  # the first request sits in a dependency scope
+            first = constant([1, 2])
+        made["same"] = constant([1, 2]) is first
+        made["other_value"] = constant([2, 1]) is first
+        made["other_dtype"] = constant([1, 2], tf.int64) is first
+        made["control_inputs"] = list(first.op.control_inputs)
+        made["graph"] = first.graph
+        return x + tf.cast(tf.reduce_sum(first), x.dtype)
+
+    assert float(trace(tf.constant(1.0))) == 4.0
+    assert made["same"] and not made["other_value"] and not made["other_dtype"]
+    assert made["control_inputs"] == []
+    first_graph = made["graph"]
+    trace(tf.constant([1.0, 2.0]))  # a new trace: a new graph, its own constants
+    assert made["graph"] is not first_graph
+    np.testing.assert_array_equal(constant([3, 4]).numpy(), [3, 4])  # eager: a plain constant
