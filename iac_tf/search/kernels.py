@@ -1,4 +1,4 @@
-"""Two primitives of the fused search cell with hand-written gradients (same maths, faster on CPU).
+"""Primitives of the fused search cell with hand-written gradients (same maths, faster on CPU).
 
 The stride-1, ``SAME`` 3x3 average pooling and the depthwise convolution are the
 search cell's most frequent ops. TensorFlow's own gradient kernels for them measured 2-4x the
@@ -21,6 +21,9 @@ time of their forward pass on this CPU (oneDNN, (8, 128, 128, 4) tensors,
 
 Only the order of floating-point additions changes; ``tests/search/test_kernels.py`` compares
 every gradient against TensorFlow's, NumPy and central differences.
+
+Also here, for every traced op of the fused cell: :func:`constant`, one ``Const`` per value and
+graph, and :func:`channels_shape`, constant reshape targets where H and W are static.
 """
 
 from __future__ import annotations
