@@ -198,7 +198,8 @@ def _weighted_copies(weights, *tensors):
         # S_o = (rows o*c .. o*c + c - 1 of W)^T
         for t, block in zip(tensors, tf.split(big, m, axis=0)):
             d_tensors.append(tf.reshape(tf.matmul(g_flat, block, transpose_b=True), channels_shape(t, c)))
-            prod = tf.reshape(tf.matmul(tf.reshape(t, constant([-1, c])), g_flat, transpose_a=True), constant([c, n, c]))
+            prod = tf.matmul(tf.reshape(t, constant([-1, c])), g_flat, transpose_a=True)
+            prod = tf.reshape(prod, constant([c, n, c]))
             d_weights.append(tf.reduce_sum(prod * eye[:, None, :], axis=[0, 2]))
         return (tf.stack(d_weights, axis=1), *d_tensors)
 

@@ -46,7 +46,7 @@ def test_fused_sgd_is_fewer_ops_per_variable():
     for label, opt in (("keras", keras.optimizers.SGD(0.1, momentum=0.9)),
                        ("fused", FusedSGD(0.1, momentum=0.9))):
         opt.build(variables)
-        fn = tf.function(lambda: opt.apply_gradients([(tf.ones([4]), v) for v in variables]))
+        fn = tf.function(lambda opt=opt: opt.apply_gradients([(tf.ones([4]), v) for v in variables]))
         counts[label] = len(fn.get_concrete_function().graph.get_operations())
     assert counts["fused"] < 0.6 * counts["keras"], counts
 
