@@ -263,11 +263,11 @@ def _first_step_child(backbone, size, batch, base_filters, K, C, implementation)
     t0 = time.perf_counter()
     step = _search_step(backbone, size, batch, base_filters, K, C, implementation)[0]
     t1 = time.perf_counter()
-    step.trace()
+    ops = len(step.trace().graph.get_operations())  # the traced step's graph ops (deterministic)
     t2 = time.perf_counter()
     _sync(step())
     t3 = time.perf_counter()
-    print(json.dumps({"build": t1 - t0, "trace": t2 - t1, "first": t3 - t2}))
+    print(json.dumps({"build": t1 - t0, "trace": t2 - t1, "first": t3 - t2, "ops": ops}))
 
 
 def _run_child(args, kind, backbone, K=0, implementation="fused"):
@@ -318,8 +318,9 @@ def main(argv=None) -> None:
     if not args.skip_timing:
         print(f"load average {os.getloadavg()[0]:.1f}")
         print("\n| backbone | cell | Stage I step (s) | search iteration (s), K=%d | ratio | "
-              "supernet build (s) | trace (s) | first search iteration after the trace (s) |" % args.k)
-        print("|---|---|---|---|---|---|---|---|")
+              "supernet build (s) | trace (s) | traced ops | first search iteration after the trace (s) |"
+              % args.k)
+        print("|---|---|---|---|---|---|---|---|---|")
         for backbone in args.backbones:
             for impl in args.implementations:
                 first = _run_child(args, "first-step", backbone, args.k, impl)
@@ -329,7 +330,7 @@ def main(argv=None) -> None:
                                     args.cell_channels, impl)[0]
                 (t1, t2), ratio = _interleaved_seconds([stage1, step], args.repeats)
                 print(f"| {backbone} | {impl} | {t1:.3f} | {t2:.3f} | {ratio:.2f} | {first['build']:.1f} | "
-                      f"{first['trace']:.1f} | {first['first']:.1f} |", flush=True)
+                      f"{first['trace']:.1f} | {first['ops']} | {first['first']:.1f} |", flush=True)
     if args.ks:
         b = args.memory_backbone
         if not args.cells_only:
