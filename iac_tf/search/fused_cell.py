@@ -227,8 +227,8 @@ def mixed_group(x_ops, edges, weights, dtype, training):
     """
     n, c = len(edges), int(x_ops.shape[-1])
     # (n*c,) float32 per op, edge-major: edge k's psi_e phi_{e,o} for each of its channels
-    per_channel = tf.unstack(tf.reshape(tf.tile(tf.expand_dims(weights, constant(1)), constant([1, c, 1])),
-                                        constant([n * c, -1])), axis=1)
+    tiled = tf.tile(tf.expand_dims(weights, constant(1)), constant([1, c, 1]))  # (n, c, num_ops)
+    per_channel = tf.unstack(tf.reshape(tiled, constant([n * c, -1])), axis=1)
 
     r = tf.nn.relu(x_ops)  # shared by every conv op of every edge reading this state
     free = [OP_INDEX[name] for name in ("skip_connect", "max_pool_3x3", "avg_pool_3x3")]

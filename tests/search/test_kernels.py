@@ -114,21 +114,26 @@ def test_depthwise_input_gradient_against_numpy(dilation, k, m):
 
 
 @pytest.mark.parametrize("dilation,k,m", [(1, 3, 2), (2, 3, 1), (2, 5, 2), (3, 3, 2)])
-def test_depthwise_filter_gradient_against_numpy(dilation, k, m):
-    """dL/dw(t, c, j) = sum_p x(p + d(t - r), c) g(p, c*m + j), summed term by term in NumPy: checks
-    the space-to-batch paddings of the dilated filter gradient (H = 7 and W = 8 are not multiples of
-    every dilation)."""
+def test_depthwise_forward_and_filter_gradient_against_numpy(dilation, k, m):
+    """The depthwise part of the sep/dil conv candidates o of eq. (2),
+    y(p, c*m + j) = sum_t w(t, c, j) x(p + d(t - r), c), and its filter gradient
+    dL/dw(t, c, j) = sum_p x(p + d(t - r), c) g(p, c*m + j), summed term by term in NumPy: checks
+    the space-to-batch paddings of the dilated forward and filter gradient (H = 7 and W = 8 are not
+    multiples of every dilation)."""
     rng = np.random.default_rng(40 + dilation + k + m)
     h, w_, c = 7, 8, 2
     x = rng.normal(size=(1, h, w_, c)).astype(np.float32)
     w = rng.normal(size=(k, k, c, m)).astype(np.float32)
     g = rng.normal(size=(1, h, w_, c * m)).astype(np.float32)
-    _, (dw,) = _grads(lambda b: depthwise_conv(tf.constant(x), b, dilation), [tf.constant(w)], tf.constant(g))
+    y, (dw,) = _grads(lambda b: depthwise_conv(tf.constant(x), b, dilation), [tf.constant(w)], tf.constant(g))
     r, ref = (k - 1) // 2, np.zeros_like(w, dtype=np.float64)
+    ref_y = np.zeros_like(g, dtype=np.float64)
     for i, j, ch, mi, ti, tj in np.ndindex(h, w_, c, m, k, k):
         p, q = i + dilation * (ti - r), j + dilation * (tj - r)
         if 0 <= p < h and 0 <= q < w_:
             ref[ti, tj, ch, mi] += x[0, p, q, ch] * g[0, i, j, ch * m + mi]
+            ref_y[0, i, j, ch * m + mi] += w[ti, tj, ch, mi] * x[0, p, q, ch]
+    np.testing.assert_allclose(y.numpy(), ref_y, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(dw.numpy(), ref, rtol=1e-5, atol=1e-5)
 
 
