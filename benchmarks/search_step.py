@@ -20,10 +20,14 @@ Where neither is available it falls back to the process's peak RSS and says so i
 The whole supernet's peak includes the TensorFlow runtime, the U-Net and its activations, so the
 cells' activation memory is measured separately: the search cells of the U-Net's skip connections
 alone (same shapes, a fixed upstream gradient per cell output as the decoder would return), one
-traced training step, two numbers: the activations the forward pass keeps for the backward pass
-(``saved``: counted exactly on the traced graph) and the allocator's peak during the step minus
-the bytes in use before it (``peak``: adds the backward pass's temporaries). Children run one op
-at a time (inter-op threads 1) so that the peak does not depend on a random op order.
+traced training step whose backward pass runs in the supernet's order (after the whole forward
+pass, then cell by cell from the top cell down), three numbers: the activations the forward pass
+keeps for the backward pass (``saved``: counted exactly on the traced graph), the allocator's
+bytes in use at the turn between the two passes (``turn``: the same activations as the
+allocator holds them) and its peak during the step (``peak``: adds the backward pass's
+temporaries), the last two minus the bytes in use before the step. Children run one op at a
+time (inter-op threads 1); the peak still depends on the op order, so each K runs in several
+fresh processes and the median and range are printed.
 """
 
 from __future__ import annotations
@@ -124,14 +128,22 @@ def _sync(out):
 
 def _cells_step(backbone, size, batch, base_filters, K, C, implementation="fused"):
     """Only the search cells of ``backbone``'s skip connections (same shapes, shared alpha/beta),
-    trained on their own: their activation memory without the U-Net's."""
+    trained on their own: their activation memory without the U-Net's.
+
+    The backward pass runs in the supernet's order: only after the whole forward pass (the loss
+    needs every cell), then cell by cell from the top (highest-resolution) cell down, each cell
+    getting its fixed upstream gradient (as the frozen decoder hands it back) only when the
+    cell above is done. At the turn between the passes a ``py_function`` reads the allocator's
+    bytes in use (``step.turn_mib``, one value per call): the activations the forward pass keeps,
+    as the allocator holds them.
+    """
     from iac_tf.implant import find_skip_connections
     from iac_tf.search import ArchitectureParameters, SearchCell
 
     skips = find_skip_connections(_unet(backbone, size, base_filters))
     keras.backend.clear_session()
     arch = ArchitectureParameters(name="arch")
-    inputs, outputs = [], []
+    inputs, outputs, cells = [], [], []
     for s in skips:
         up, skip = keras.Input(s.up_shape), keras.Input(s.skip_shape)
         alpha, beta = arch(up)
@@ -139,6 +151,7 @@ def _cells_step(backbone, size, batch, base_filters, K, C, implementation="fused
                           name=f"cell{s.level}")
         inputs += [up, skip]
         outputs.append(cell([up, skip, alpha, beta]))
+        cells.append(cell)
     model = keras.Model(inputs, outputs)
     rng = np.random.default_rng(0)
     xs = [tf.constant(rng.normal(size=(batch,) + tuple(t.shape[1:])).astype(np.float32)) for t in inputs]
@@ -149,22 +162,44 @@ def _cells_step(backbone, size, batch, base_filters, K, C, implementation="fused
     # them all for its own backward pass, which is not the cells' memory).
     upstream = [tf.constant(rng.normal(size=(batch,) + tuple(o.shape[1:])).astype(np.float32))
                 for o in model.outputs]
+    top_first = sorted(range(len(skips)), key=lambda j: -skips[j].level)  # level 0 = deepest
+    forward_ops, turn_mib = {}, []
 
-    forward_ops = {}
+    def read_in_use(loss):
+        stats = _allocator_mib()
+        turn_mib.append(stats[0] if stats is not None else float("nan"))
+        return loss
 
     @tf.function
     def step():
-        with tf.GradientTape() as tape:
+        with tf.GradientTape(persistent=True) as tape:
             outputs = model(xs, training=True)
-            loss = tf.add_n([tf.reduce_sum(o * g) for o, g in zip(outputs, upstream)])
+            losses = [tf.reduce_sum(o * g) for o, g in zip(outputs, upstream)]
         # every op created from here on belongs to the backward pass (or the update), whatever
         # its name (ops of a tf.custom_gradient are not named gradient_tape/...)
         forward_ops["count"] = len(tf.compat.v1.get_default_graph().get_operations())
-        opt.minimize(loss, model.trainable_variables, tape=tape)
+        loss = tf.add_n(losses)
+        # Without these dependencies each cell's backward could start right after its own
+        # forward (its upstream gradient is a constant), which the supernet never does; the
+        # peak then depended on the op order and varied 0.29x-0.42x (K=4 / K=1) between
+        # identical processes.
+        gate = [tf.py_function(read_in_use, [loss], tf.float32)]
+        arch_vars, arch_grads, pairs = arch.trainable_variables, None, []
+        for j in top_first:
+            with tf.control_dependencies(gate):
+                seed = tf.ones([], tf.float32)
+            own = cells[j].trainable_variables
+            grads = tape.gradient(losses[j], own + arch_vars, output_gradients=seed)
+            pairs += list(zip(grads[:len(own)], own))
+            arch_grads = (grads[len(own):] if arch_grads is None
+                          else [a + b for a, b in zip(arch_grads, grads[len(own):])])
+            gate = [g for g in grads if g is not None]
+        opt.apply_gradients(pairs + list(zip(arch_grads, arch_vars)))
         return loss
 
     step.get_concrete_function()  # trace before the baseline reading
     step.forward_ops = forward_ops
+    step.turn_mib = turn_mib
     return step, model
 
 
@@ -256,7 +291,9 @@ def _peak_memory_child(kind: str, backbone: str, size: int, batch: int, base_fil
     _sync(fn())
     _sync(fn())
     peak, source = _peak_mib()
-    print(json.dumps({"peak_mib": peak, "before_mib": before, "source": source, "saved_mib": saved}))
+    turn = fn.turn_mib[-1] if getattr(fn, "turn_mib", None) else None  # the second step's
+    print(json.dumps({"peak_mib": peak, "before_mib": before, "source": source, "saved_mib": saved,
+                      "turn_mib": turn}))
 
 
 def _first_step_child(backbone, size, batch, base_filters, K, C, implementation) -> None:
@@ -342,21 +379,30 @@ def main(argv=None) -> None:
                 print(f"| {K} | {_run_child(args, 'search', b, K)['peak_mib']:.0f} |", flush=True)
         print(f"\nsearch cells of the {b} U-Net's skips alone, one training step (MiB); saved = "
               "activations the forward pass keeps for the backward pass (exact, from the traced "
-              "graph); peak = allocator peak during the step minus the bytes held before it "
-              "(median of --mem-repeats fresh processes)")
+              "graph); turn = allocator bytes in use between the forward and the backward pass; "
+              "peak = allocator peak during the step; both minus the bytes held before the step, "
+              f"median (min-max) of {args.mem_repeats} fresh processes per K, run in turns")
         print("| implementation | measure | " + " | ".join(f"K={K}" for K in args.ks)
-              + " | K=%d / K=%d |" % (args.ks[-1], args.ks[0]))
+              + " | K=%d / K=%d (medians) |" % (args.ks[-1], args.ks[0]))
         print("|---|---|" + "---|" * (len(args.ks) + 1))
-        for impl in ("reference", "fused"):
-            rows = {"saved": [], "peak": []}
-            for K in args.ks:
-                runs = [_run_child(args, "cells", b, K, impl) for _ in range(args.mem_repeats)]
-                rows["peak"].append(statistics.median(r["peak_mib"] - r["before_mib"] for r in runs))
-                rows["saved"].append(runs[0]["saved_mib"])
-                source = runs[0]["source"]
-            for measure, values in rows.items():
-                print(f"| {impl} | {measure} | " + " | ".join(f"{v:.0f}" for v in values)
-                      + f" | {values[-1] / values[0]:.2f} |", flush=True)
+        for impl in args.implementations:
+            runs = {K: [] for K in args.ks}
+            for _ in range(args.mem_repeats):  # K=1, K=4, K=1, ...: host conditions spread over both
+                for K in args.ks:
+                    runs[K].append(_run_child(args, "cells", b, K, impl))
+            for measure in ("saved", "turn", "peak"):
+                cols, medians = [], []
+                for K in args.ks:
+                    if measure == "saved":
+                        values = [runs[K][0]["saved_mib"]]
+                    else:
+                        values = [r[f"{measure}_mib"] - r["before_mib"] for r in runs[K]]
+                    medians.append(statistics.median(values))
+                    spread = f" ({min(values):.0f}-{max(values):.0f})" if len(values) > 1 else ""
+                    cols.append(f"{medians[-1]:.0f}{spread}")
+                print(f"| {impl} | {measure} | " + " | ".join(cols)
+                      + f" | {medians[-1] / medians[0]:.2f} |", flush=True)
+            source = runs[args.ks[0]][0]["source"]
         print(f"(memory source: {source})")
 
 
