@@ -183,8 +183,9 @@ def _cells_step(backbone, size, batch, base_filters, K, C, implementation="fused
         # forward (its upstream gradient is a constant), which the supernet never does; the
         # peak then depended on the op order and varied 0.29x-0.42x (K=4 / K=1) between
         # identical processes.
-        # A py_function is also a gate TensorFlow cannot fold away: with tf.ones_like(loss) in
-        # its place the K=4 peak still ranged 857-1059 MiB over four processes.
+        # A py_function is also a gate TensorFlow cannot fold away. A draft gated by
+        # tf.ones_like(loss) (and differentiating each cell's output, not its loss term) still
+        # ranged 857-1059 MiB at K=4 over four processes.
         gate = [tf.py_function(read_in_use, [loss], tf.float32)]
         arch_vars, arch_grads, pairs = arch.trainable_variables, None, []
         for j in top_first:
