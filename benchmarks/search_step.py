@@ -193,9 +193,9 @@ def _cells_step(backbone, size, batch, base_filters, K, C, implementation="fused
                 seed = tf.ones([], tf.float32)
             own = cells[j].trainable_variables
             grads = tape.gradient(losses[j], own + arch_vars, output_gradients=seed)
-            pairs += list(zip(grads[:len(own)], own))
-            arch_grads = (grads[len(own):] if arch_grads is None
-                          else [a + b for a, b in zip(arch_grads, grads[len(own):])])
+            own_grads, shared = grads[:len(own)], grads[len(own):]  # alpha/beta: summed over cells
+            pairs += list(zip(own_grads, own))
+            arch_grads = shared if arch_grads is None else [a + b for a, b in zip(arch_grads, shared)]
             gate = [g for g in grads if g is not None]
         opt.apply_gradients(pairs + list(zip(arch_grads, arch_vars)))
         return loss
