@@ -6,7 +6,9 @@ supernet's peak memory for K = 1, 2, 4, 8.
 
 Timing: both steps are traced once (warm-up), then run in turns (Stage I, search, Stage I, ...)
 ``--repeats`` times each on the same batch; their medians and the median of the per-turn ratios
-are printed. The ratio is what to compare across machines.
+are printed. The ratio is what to compare across machines. Each cell implementation is timed
+with its output 1x1 convolution composed with the frozen convolution after it (Stage II's
+default, ``fuse_output_conv``) and separate (``--output-conv``), so both are in one run.
 For the search step, the time to the first step is printed in three parts, measured in a fresh
 process (as a user's ``iac search`` starts; in the benchmark's own process, after a Stage I
 model, the same trace measured 3-10 s slower): building the supernet, tracing the step
@@ -76,12 +78,13 @@ def _stage1_step(backbone, size, batch, base_filters):
     return lambda: step((x, y)), model
 
 
-def _search_step(backbone, size, batch, base_filters, K, C, implementation="fused"):
+def _search_step(backbone, size, batch, base_filters, K, C, implementation="fused", composed=True):
     from iac_tf.training.stage2 import Stage2Config, build_supernet
 
     unet = _unet(backbone, size, base_filters)
     sn = build_supernet(unet, Stage2Config(cell_channels=C, partial_channels=K,
-                                           cell_implementation=implementation))
+                                           cell_implementation=implementation,
+                                           fuse_output_conv=composed))
     sn.search_active = True
     tr, val = _batch(batch, size, 0), _batch(batch, size, 1)
     step = tf.function(sn.train_step)
@@ -299,9 +302,9 @@ def _peak_memory_child(kind: str, backbone: str, size: int, batch: int, base_fil
                       "turn_mib": turn}))
 
 
-def _first_step_child(backbone, size, batch, base_filters, K, C, implementation) -> None:
+def _first_step_child(backbone, size, batch, base_filters, K, C, implementation, composed) -> None:
     t0 = time.perf_counter()
-    step = _search_step(backbone, size, batch, base_filters, K, C, implementation)[0]
+    step = _search_step(backbone, size, batch, base_filters, K, C, implementation, composed)[0]
     t1 = time.perf_counter()
     ops = len(step.trace().graph.get_operations())  # the traced step's graph ops (deterministic)
     t2 = time.perf_counter()
@@ -310,10 +313,10 @@ def _first_step_child(backbone, size, batch, base_filters, K, C, implementation)
     print(json.dumps({"build": t1 - t0, "trace": t2 - t1, "first": t3 - t2, "ops": ops}))
 
 
-def _run_child(args, kind, backbone, K=0, implementation="fused"):
+def _run_child(args, kind, backbone, K=0, implementation="fused", output_conv="composed"):
     cmd = [sys.executable, __file__, "--child", kind, "--backbones", backbone, "--batch", str(args.batch),
            "--size", str(args.size), "--k-child", str(K), "--cell-channels", str(args.cell_channels),
-           "--implementation", implementation]
+           "--implementation", implementation, "--output-conv", output_conv]
     if args.base_filters:
         cmd += ["--base-filters", str(args.base_filters)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -337,6 +340,10 @@ def main(argv=None) -> None:
     p.add_argument("--skip-timing", action="store_true")
     p.add_argument("--implementations", nargs="+", default=["reference", "fused"],
                    help="SearchCell implementations to time (reference = the cell before the fused path)")
+    p.add_argument("--output-conv", nargs="+", default=["composed", "separate"],
+                   choices=["composed", "separate"],
+                   help="timing: each cell's output 1x1 convolution composed with the frozen "
+                        "convolution after it (Stage II's fuse_output_conv, default) or separate")
     p.add_argument("--child", choices=["stage1", "search", "cells", "first-step"], help=argparse.SUPPRESS)
     p.add_argument("--k-child", type=int, default=4, help=argparse.SUPPRESS)
     p.add_argument("--implementation", default="fused", help=argparse.SUPPRESS)
@@ -345,7 +352,7 @@ def main(argv=None) -> None:
 
     if args.child == "first-step":
         _first_step_child(args.backbones[0], args.size, args.batch, args.base_filters, args.k_child,
-                          args.cell_channels, args.implementation)
+                          args.cell_channels, args.implementation, args.output_conv[0] == "composed")
         return
     if args.child:
         _peak_memory_child(args.child, args.backbones[0], args.size, args.batch, args.base_filters,
@@ -357,20 +364,22 @@ def main(argv=None) -> None:
           f"C={args.cell_channels}")
     if not args.skip_timing:
         print(f"load average {os.getloadavg()[0]:.1f}")
-        print("\n| backbone | cell | Stage I step (s) | search iteration (s), K=%d | ratio | "
-              "supernet build (s) | trace (s) | traced ops | first search iteration after the trace (s) |"
-              % args.k)
-        print("|---|---|---|---|---|---|---|---|---|")
+        print("\n| backbone | cell | output conv | Stage I step (s) | search iteration (s), K=%d | "
+              "ratio | supernet build (s) | trace (s) | traced ops | first search iteration after "
+              "the trace (s) |" % args.k)
+        print("|---|---|---|---|---|---|---|---|---|---|")
         for backbone in args.backbones:
             for impl in args.implementations:
-                first = _run_child(args, "first-step", backbone, args.k, impl)
-                keras.backend.clear_session()
-                stage1 = _stage1_step(backbone, args.size, args.batch, args.base_filters)[0]
-                step = _search_step(backbone, args.size, args.batch, args.base_filters, args.k,
-                                    args.cell_channels, impl)[0]
-                (t1, t2), ratio = _interleaved_seconds([stage1, step], args.repeats)
-                print(f"| {backbone} | {impl} | {t1:.3f} | {t2:.3f} | {ratio:.2f} | {first['build']:.1f} | "
-                      f"{first['trace']:.1f} | {first['ops']} | {first['first']:.1f} |", flush=True)
+                for output_conv in args.output_conv:
+                    first = _run_child(args, "first-step", backbone, args.k, impl, output_conv)
+                    keras.backend.clear_session()
+                    stage1 = _stage1_step(backbone, args.size, args.batch, args.base_filters)[0]
+                    step = _search_step(backbone, args.size, args.batch, args.base_filters, args.k,
+                                        args.cell_channels, impl, output_conv == "composed")[0]
+                    (t1, t2), ratio = _interleaved_seconds([stage1, step], args.repeats)
+                    print(f"| {backbone} | {impl} | {output_conv} | {t1:.3f} | {t2:.3f} | {ratio:.2f} | "
+                          f"{first['build']:.1f} | {first['trace']:.1f} | {first['ops']} | "
+                          f"{first['first']:.1f} |", flush=True)
     if args.ks:
         b = args.memory_backbone
         if not args.cells_only:

@@ -7,6 +7,7 @@
 See ``docs/implant.md`` for a walk-through and ``docs/decisions.md`` (Implantation) for the choices made.
 """
 
+from iac_tf.implant.composed_conv import ComposedConv, composed_output
 from iac_tf.implant.freeze import freeze_unet
 from iac_tf.implant.modules import module_name, original_concat
 from iac_tf.implant.rebuild import ImplantError, implant
@@ -14,6 +15,8 @@ from iac_tf.implant.residual import IMPLANT_MODES, ResidualImplant, residual
 from iac_tf.implant.skips import NoSkipConnectionsError, SkipConnection, find_skip_connections
 
 __all__ = [
+    "ComposedConv",
+    "composed_output",
     "IMPLANT_MODES",
     "ImplantError",
     "NoSkipConnectionsError",

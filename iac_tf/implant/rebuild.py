@@ -8,11 +8,12 @@ the U-Net is a fixed function in Stages II and III; only the modules' own layers
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from iac_tf._keras import keras, tf
 from iac_tf.implant.freeze import freeze_unet, iter_layers
-from iac_tf.implant.graph import Graph, TensorKey, build_graph, call_arguments
+from iac_tf.implant.graph import Call, Graph, TensorKey, build_graph, call_arguments
 from iac_tf.implant.modules import MakeModule
 from iac_tf.implant.skips import SkipConnection, locate_skips
 
@@ -58,18 +59,56 @@ def _in_inference_mode(layer: Any, args: list, kwargs: dict) -> tuple[list, dict
     return spec.set_arg_value("training", False, args, kwargs, inputs_in_args=True)
 
 
+def _sole_consumers(graph: Graph) -> dict[TensorKey, Call]:
+    """Tensor -> the one call that reads it, for tensors read by exactly one call, as that
+    call's only input, and that are not model outputs."""
+    readers: dict[TensorKey, list[Call]] = {}
+    for call in graph.calls:
+        for key in set(call.input_keys):
+            readers.setdefault(key, []).append(call)
+    outputs = set(graph.output_keys)
+    return {key: calls[0] for key, calls in readers.items()
+            if len(calls) == 1 and key not in outputs and calls[0].input_keys == (key,)}
+
+
+def _absorbed(module: Any, consumer: Call | None) -> Callable | None:
+    """``module.absorb(layer)``, the module's offer to compute ``layer(module(inputs))`` itself
+    (e.g. `ComposedConv`), for the one layer that reads the module's output; else None."""
+    absorb = getattr(module, "absorb", None)
+    if consumer is None or absorb is None:
+        return None
+    args, kwargs = consumer.node.call_args, dict(consumer.node.call_kwargs)
+    kwargs.pop("training", None)
+    if len(args) != 1 or kwargs:
+        return None
+    return absorb(consumer.layer)
+
+
 def _replay(graph: Graph, located: list, make_module: MakeModule) -> list:
     """The new output tensors of the model (flat, in ``graph.output_keys`` order)."""
     by_call = {call.index: skip for skip, call in located}
     taken = {layer.name: layer for layer in iter_layers(graph.model)}
+    sole_consumer = _sole_consumers(graph)
+    done: set[int] = set()  # consumer calls a module absorbed
     tensors: dict[TensorKey, Any] = dict(zip(graph.input_keys, graph.model.inputs))
     for call in graph.calls:
+        if call.index in done:
+            continue
         skip = by_call.get(call.index)
         if skip is not None:
             up = tensors[call.input_keys[skip.up_index]]
             encoder = tensors[call.input_keys[1 - skip.up_index]]
             module = make_module(skip.level, skip.up_shape, skip.skip_shape)
             _check_name(skip, module, taken)
+            consumer = sole_consumer.get(call.output_keys[0]) if len(call.output_keys) == 1 else None
+            fused = _absorbed(module, consumer)
+            if fused is not None:
+                # The module computes its consumer's output; the consumer's call is skipped.
+                outputs = fused([up, encoder])
+                _check_absorbed(skip, consumer, graph.shapes[consumer.output_keys[0]], outputs)
+                tensors[consumer.output_keys[0]] = outputs
+                done.add(consumer.index)
+                continue
             outputs = module([up, encoder])
             _check_output(skip, module, outputs)
         else:
@@ -81,6 +120,15 @@ def _replay(graph: Graph, located: list, make_module: MakeModule) -> list:
     return [tensors[key] for key in graph.output_keys]
 
 
+def _check_absorbed(skip: SkipConnection, consumer: Call, shape: tuple, output: Any) -> None:
+    got = tuple(output.shape.as_list()) if getattr(output, "shape", None) is not None else None
+    if got is None or not tf.TensorShape(got).is_compatible_with(shape):
+        raise ImplantError(
+            f"The module for skip level {skip.level} absorbed {consumer.layer.name!r} but returned "
+            f"shape {got}; that layer's output has shape {shape}."
+        )
+
+
 def implant(model: Any, make_module: MakeModule, name: str | None = None) -> Any:
     """A new model: ``model`` with a module in place of each skip-connection concatenation.
 
@@ -89,6 +137,13 @@ def implant(model: Any, make_module: MakeModule, name: str | None = None) -> Any
     return one tensor of the concatenation's shape ``out_shape``. Inputs are always passed as
     ``[up, skip]``, also where the U-Net concatenated ``[skip, up]``; `original_concat` builds
     modules that reproduce the original concatenations exactly.
+
+    A module may also take over the layer that reads its output: where the concatenation's
+    output is read by exactly one call, as its only input, and the module has a method
+    ``absorb(layer)`` that returns a callable (not None), that callable is called with ``[up,
+    skip]`` in place of both the module and the layer, and must return the layer's output (the
+    search cells compose their output 1x1 convolution with the next frozen convolution this
+    way: `ComposedConv`).
 
     The new model reuses the layer objects of ``model`` (same weights). ``model`` is frozen in
     place (`freeze_unet`: every layer ``trainable=False``) and each of its layers is called with

@@ -62,6 +62,8 @@ class SearchCell(keras.layers.Layer):
         inputs: ``[input0, input1, alpha, beta]`` with ``input0`` ``(B, H, W, Cu)``, ``input1``
             ``(B, H, W, Cs)``, ``alpha`` ``(14, 8)``, ``beta`` ``(14,)``.
         training: BatchNorm mode (search BNs have no affine parameters).
+        project: ``False`` returns the concatenated nodes ``(B, H, W, steps * C)``, the input of
+            the output 1x1 convolution (for `iac_tf.implant.ComposedConv`).
         Returns ``(B, H, W, out_channels)``.
 
     Example:
@@ -109,15 +111,15 @@ class SearchCell(keras.layers.Layer):
         super().build(input_shape)
 
     @tf.autograph.experimental.do_not_convert  # plain Python loops over static structure
-    def call(self, inputs, training=None):
+    def call(self, inputs, training=None, project=True):
         input0, input1, alpha, beta = inputs
         if _keras_shape_inference(self):
             # Keras calls a layer in a scratch graph when it is applied to symbolic inputs, only
             # to read the output's shape and dtype; the cell's ~2900 ops (about 1 s to trace per
             # cell) would be thrown away. The sublayers are built in build().
-            out = tf.zeros(tf.concat([tf.shape(input0)[:-1], [self.out_channels]], axis=0),
-                           self.compute_dtype)
-            out.set_shape(input0.shape[:-1].merge_with(input1.shape[:-1]).concatenate([self.out_channels]))
+            channels = self.out_channels if project else self.steps * self.C
+            out = tf.zeros(tf.concat([tf.shape(input0)[:-1], [channels]], axis=0), self.compute_dtype)
+            out.set_shape(input0.shape[:-1].merge_with(input1.shape[:-1]).concatenate([channels]))
             return out
         phi = tf.nn.softmax(tf.cast(alpha, tf.float32), axis=-1)  # eq. (1), float32
         psi32 = self.psi_norm(beta)  # eq. (4) / (6)-(10), float32
@@ -128,10 +130,12 @@ class SearchCell(keras.layers.Layer):
         mode = _python_bool(training)
         if self.implementation == "fused" and mode is not None:
             nodes = fused_nodes(self, states, phi, psi32, mode)
-            return self.output_conv(tf.concat(nodes, axis=-1))
-        return self._reference_call(states, phi, tf.cast(psi32, self.compute_dtype), training)
+        else:
+            nodes = self._reference_nodes(states, phi, tf.cast(psi32, self.compute_dtype), training)
+        hidden = tf.concat(nodes, axis=-1)
+        return self.output_conv(hidden) if project else hidden
 
-    def _reference_call(self, states, phi, psi, training):
+    def _reference_nodes(self, states, phi, psi, training):
         """Eq. (5) edge by edge through the MixedOp layers: the straightforward definition."""
         for start, end in node_edge_slices(self.steps):
             node = 0.0
@@ -139,7 +143,7 @@ class SearchCell(keras.layers.Layer):
                 x_i = states[e - start]
                 node = node + psi[e] * self.edges[e]([x_i, phi[e]], training=training)
             states.append(node)
-        return self.output_conv(tf.concat(states[2:], axis=-1))
+        return states[2:]
 
     def compute_output_shape(self, input_shape):
         return output_shape(self, input_shape[0])

@@ -70,6 +70,11 @@ class Stage2Config:
         checkpoints_to_keep / verbose: as in Stage I.
         cell_implementation: ``fused`` (our choice, faster) or ``reference`` (edge by edge); the
             same function of the same weights (``SearchCell(implementation=...)``).
+        fuse_output_conv: where a cell's output feeds a frozen ``Conv2D`` alone (``replace``
+            mode), compute that convolution of the cell's output 1x1 convolution as one
+            convolution with the composed kernel (`iac_tf.implant.ComposedConv`; our choice):
+            the same function and gradients, fewer FLOPs where ``steps * C`` is below the
+            concatenation's channels (checked per skip; elsewhere the two stay separate).
         cell_steps: intermediate nodes of the searched cell (paper, Section III-A: 4, i.e. 14
             edges); smaller values give a smaller search space (tests use 2: 5 edges, a much
             cheaper supernet to build and trace).
@@ -104,6 +109,7 @@ class Stage2Config:
     checkpoints_to_keep: int = 2
     verbose: int = 2
     cell_implementation: Literal["fused", "reference"] = "fused"
+    fuse_output_conv: bool = True
     cell_steps: int = 4
 
     def __post_init__(self):
@@ -136,7 +142,7 @@ class Stage2Config:
 def build_supernet(unet: keras.Model, cfg: Stage2Config) -> SearchSupernet:
     """Implant a continuous IAC (:class:`~iac_tf.search.SearchCell`) into every skip connection
     of the frozen ``unet``; one :class:`~iac_tf.search.ArchitectureParameters` feeds all cells."""
-    from iac_tf.implant import find_skip_connections, implant, module_name, residual
+    from iac_tf.implant import composed_output, find_skip_connections, implant, module_name, residual
     from iac_tf.search import ArchitectureParameters, SearchCell, num_edges
 
     arch = ArchitectureParameters(num_edges=num_edges(cfg.cell_steps), init=cfg.arch_init,
@@ -156,6 +162,13 @@ def build_supernet(unet: keras.Model, cfg: Stage2Config) -> SearchSupernet:
         def __call__(self, inputs):
             alpha, beta = arch(inputs[0])
             return self.cell([inputs[0], inputs[1], alpha, beta])
+
+        def absorb(self, layer):
+            """``layer(cell(inputs))`` as one `ComposedConv` where that has fewer FLOPs."""
+            if not cfg.fuse_output_conv:
+                return None
+            return composed_output(self.cell, layer, lambda inputs: self.cell(
+                [inputs[0], inputs[1], *arch(inputs[0])], project=False))
 
     def make_module(level, up_shape, skip_shape):
         return _SearchModule(SearchCell(
