@@ -7,8 +7,9 @@ supernet's peak memory for K = 1, 2, 4, 8.
 Timing: both steps are traced once (warm-up), then run in turns (Stage I, search, Stage I, ...)
 ``--repeats`` times each on the same batch; their medians and the median of the per-turn ratios
 are printed. The ratio is what to compare across machines. Each cell implementation is timed
-with its output 1x1 convolution composed with the frozen convolution after it (Stage II's
-default, ``fuse_output_conv``) and separate (``--output-conv``), so both are in one run.
+with the cells absorbing the U-Net's upsampling before them and convolution after them (Stage
+II's default, ``fuse_upsampling`` and ``fuse_output_conv``) and without (``--absorb on off``), so
+both are in one run.
 For the search step, the time to the first step is printed in three parts, measured in a fresh
 process (as a user's ``iac search`` starts; in the benchmark's own process, after a Stage I
 model, the same trace measured 3-10 s slower): building the supernet, tracing the step
@@ -78,13 +79,13 @@ def _stage1_step(backbone, size, batch, base_filters):
     return lambda: step((x, y)), model
 
 
-def _search_step(backbone, size, batch, base_filters, K, C, implementation="fused", composed=True):
+def _search_step(backbone, size, batch, base_filters, K, C, implementation="fused", absorb=True):
     from iac_tf.training.stage2 import Stage2Config, build_supernet
 
     unet = _unet(backbone, size, base_filters)
     sn = build_supernet(unet, Stage2Config(cell_channels=C, partial_channels=K,
                                            cell_implementation=implementation,
-                                           fuse_output_conv=composed))
+                                           fuse_output_conv=absorb, fuse_upsampling=absorb))
     sn.search_active = True
     tr, val = _batch(batch, size, 0), _batch(batch, size, 1)
     step = tf.function(sn.train_step)
@@ -129,7 +130,7 @@ def _sync(out):
             v.numpy()
 
 
-def _cells_step(backbone, size, batch, base_filters, K, C, implementation="fused"):
+def _cells_step(backbone, size, batch, base_filters, K, C, implementation="fused", absorb=True):
     """Only the search cells of ``backbone``'s skip connections (same shapes, shared alpha/beta),
     trained on their own: their activation memory without the U-Net's.
 
@@ -139,21 +140,38 @@ def _cells_step(backbone, size, batch, base_filters, K, C, implementation="fused
     cell above is done. At the turn between the passes a ``py_function`` reads the allocator's
     bytes in use (``step.turn_mib``, one value per call): the activations the forward pass keeps,
     as the allocator holds them.
-    """
-    from iac_tf.implant import find_skip_connections
-    from iac_tf.search import ArchitectureParameters, SearchCell
 
-    skips = find_skip_connections(_unet(backbone, size, base_filters))
+    ``absorb``: as Stage II does by default (``fuse_upsampling``, ``fuse_output_conv``), a cell
+    takes the tensor before the U-Net's nearest upsampling where that alone feeds its ``up``
+    input, and ends in the U-Net's next frozen convolution composed with its output convolution
+    (`ComposedConv`), getting its upstream gradient there; the same rules as `implant`.
+    """
+    from iac_tf.implant import freeze_unet
+    from iac_tf.implant.graph import build_graph
+    from iac_tf.implant.rebuild import absorbed_consumer, absorbed_input, reader_counts, sole_consumers
+    from iac_tf.implant.skips import locate_skips
+    from iac_tf.search import ArchitectureParameters, SearchCell
+    from iac_tf.training.stage2 import SearchModule
+
+    unet = _unet(backbone, size, base_filters)
+    graph = build_graph(unet)
+    located = locate_skips(graph)
+    skips = [skip for skip, _ in located]
+    readers, sole = reader_counts(graph), sole_consumers(graph)
+    freeze_unet(unet)
     keras.backend.clear_session()
     arch = ArchitectureParameters(name="arch")
     inputs, outputs, cells = [], [], []
-    for s in skips:
-        up, skip = keras.Input(s.up_shape), keras.Input(s.skip_shape)
-        alpha, beta = arch(up)
+    for s, call in located:
         cell = SearchCell(out_channels=s.out_shape[-1], C=C, K=K, implementation=implementation,
                           name=f"cell{s.level}")
+        module = SearchModule(arch, cell, fuse_upsampling=absorb, fuse_output_conv=absorb)
+        before_up = absorbed_input(module, graph, call.input_keys[s.up_index], readers)
+        up = keras.Input(graph.shapes[before_up][1:] if before_up is not None else s.up_shape)
+        skip = keras.Input(s.skip_shape)
         inputs += [up, skip]
-        outputs.append(cell([up, skip, alpha, beta]))
+        fused = absorbed_consumer(module, sole.get(call.output_keys[0]))
+        outputs.append(fused([up, skip]) if fused is not None else module([up, skip]))
         cells.append(cell)
     model = keras.Model(inputs, outputs)
     rng = np.random.default_rng(0)
@@ -276,7 +294,7 @@ def _peak_mib() -> tuple[float, str]:
 
 
 def _peak_memory_child(kind: str, backbone: str, size: int, batch: int, base_filters, K: int, C: int,
-                       implementation: str = "fused") -> None:
+                       implementation: str = "fused", absorb: bool = True) -> None:
     # one op at a time: the peak of a graph run depends on the order in which independent ops
     # run; with several inter-op threads it varied by ~10 % between identical processes
     tf.config.threading.set_inter_op_parallelism_threads(1)
@@ -284,9 +302,9 @@ def _peak_memory_child(kind: str, backbone: str, size: int, batch: int, base_fil
     if kind == "stage1":
         fn = _stage1_step(backbone, size, batch, base_filters)[0]
     elif kind == "search":
-        fn = _search_step(backbone, size, batch, base_filters, K, C)[0]
+        fn = _search_step(backbone, size, batch, base_filters, K, C, absorb=absorb)[0]
     else:
-        fn = _cells_step(backbone, size, batch, base_filters, K, C, implementation)[0]
+        fn = _cells_step(backbone, size, batch, base_filters, K, C, implementation, absorb)[0]
         saved = saved_activation_mib(fn)
     stats = _allocator_mib()
     if stats is not None:  # peak from here on, against the bytes held before the step
@@ -302,9 +320,9 @@ def _peak_memory_child(kind: str, backbone: str, size: int, batch: int, base_fil
                       "turn_mib": turn}))
 
 
-def _first_step_child(backbone, size, batch, base_filters, K, C, implementation, composed) -> None:
+def _first_step_child(backbone, size, batch, base_filters, K, C, implementation, absorb) -> None:
     t0 = time.perf_counter()
-    step = _search_step(backbone, size, batch, base_filters, K, C, implementation, composed)[0]
+    step = _search_step(backbone, size, batch, base_filters, K, C, implementation, absorb)[0]
     t1 = time.perf_counter()
     ops = len(step.trace().graph.get_operations())  # the traced step's graph ops (deterministic)
     t2 = time.perf_counter()
@@ -313,10 +331,10 @@ def _first_step_child(backbone, size, batch, base_filters, K, C, implementation,
     print(json.dumps({"build": t1 - t0, "trace": t2 - t1, "first": t3 - t2, "ops": ops}))
 
 
-def _run_child(args, kind, backbone, K=0, implementation="fused", output_conv="composed"):
+def _run_child(args, kind, backbone, K=0, implementation="fused", absorb="on"):
     cmd = [sys.executable, __file__, "--child", kind, "--backbones", backbone, "--batch", str(args.batch),
            "--size", str(args.size), "--k-child", str(K), "--cell-channels", str(args.cell_channels),
-           "--implementation", implementation, "--output-conv", output_conv]
+           "--implementation", implementation, "--absorb", absorb]
     if args.base_filters:
         cmd += ["--base-filters", str(args.base_filters)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -340,10 +358,9 @@ def main(argv=None) -> None:
     p.add_argument("--skip-timing", action="store_true")
     p.add_argument("--implementations", nargs="+", default=["reference", "fused"],
                    help="SearchCell implementations to time (reference = the cell before the fused path)")
-    p.add_argument("--output-conv", nargs="+", default=["composed", "separate"],
-                   choices=["composed", "separate"],
-                   help="timing: each cell's output 1x1 convolution composed with the frozen "
-                        "convolution after it (Stage II's fuse_output_conv, default) or separate")
+    p.add_argument("--absorb", nargs="+", default=["on", "off"], choices=["on", "off"],
+                   help="cells absorb the U-Net's upsampling before and convolution after them "
+                        "(Stage II's fuse_upsampling and fuse_output_conv, default) or not")
     p.add_argument("--child", choices=["stage1", "search", "cells", "first-step"], help=argparse.SUPPRESS)
     p.add_argument("--k-child", type=int, default=4, help=argparse.SUPPRESS)
     p.add_argument("--implementation", default="fused", help=argparse.SUPPRESS)
@@ -352,11 +369,12 @@ def main(argv=None) -> None:
 
     if args.child == "first-step":
         _first_step_child(args.backbones[0], args.size, args.batch, args.base_filters, args.k_child,
-                          args.cell_channels, args.implementation, args.output_conv[0] == "composed")
+                          args.cell_channels, args.implementation, args.absorb[0] == "on")
         return
     if args.child:
         _peak_memory_child(args.child, args.backbones[0], args.size, args.batch, args.base_filters,
-                           args.k_child, args.cell_channels, args.implementation)
+                           args.k_child, args.cell_channels, args.implementation,
+                           args.absorb[0] == "on")
         return
 
     device = "GPU" if tf.config.list_physical_devices("GPU") else f"CPU ({os.cpu_count()} cores)"
@@ -364,20 +382,20 @@ def main(argv=None) -> None:
           f"C={args.cell_channels}")
     if not args.skip_timing:
         print(f"load average {os.getloadavg()[0]:.1f}")
-        print("\n| backbone | cell | output conv | Stage I step (s) | search iteration (s), K=%d | "
+        print("\n| backbone | cell | absorb | Stage I step (s) | search iteration (s), K=%d | "
               "ratio | supernet build (s) | trace (s) | traced ops | first search iteration after "
               "the trace (s) |" % args.k)
         print("|---|---|---|---|---|---|---|---|---|---|")
         for backbone in args.backbones:
             for impl in args.implementations:
-                for output_conv in args.output_conv:
-                    first = _run_child(args, "first-step", backbone, args.k, impl, output_conv)
+                for absorb in args.absorb:
+                    first = _run_child(args, "first-step", backbone, args.k, impl, absorb)
                     keras.backend.clear_session()
                     stage1 = _stage1_step(backbone, args.size, args.batch, args.base_filters)[0]
                     step = _search_step(backbone, args.size, args.batch, args.base_filters, args.k,
-                                        args.cell_channels, impl, output_conv == "composed")[0]
+                                        args.cell_channels, impl, absorb == "on")[0]
                     (t1, t2), ratio = _interleaved_seconds([stage1, step], args.repeats)
-                    print(f"| {backbone} | {impl} | {output_conv} | {t1:.3f} | {t2:.3f} | {ratio:.2f} | "
+                    print(f"| {backbone} | {impl} | {absorb} | {t1:.3f} | {t2:.3f} | {ratio:.2f} | "
                           f"{first['build']:.1f} | {first['trace']:.1f} | {first['ops']} | "
                           f"{first['first']:.1f} |", flush=True)
     if args.ks:
@@ -394,14 +412,14 @@ def main(argv=None) -> None:
               "graph); turn = allocator bytes in use between the forward and the backward pass; "
               "peak = allocator peak during the step; both minus the bytes held before the step, "
               f"median (min-max) of {args.mem_repeats} fresh processes per K, run in turns")
-        print("| implementation | measure | " + " | ".join(f"K={K}" for K in args.ks)
+        print("| implementation | absorb | measure | " + " | ".join(f"K={K}" for K in args.ks)
               + " | K=%d / K=%d (medians) |" % (args.ks[-1], args.ks[0]))
-        print("|---|---|" + "---|" * (len(args.ks) + 1))
-        for impl in args.implementations:
+        print("|---|---|---|" + "---|" * (len(args.ks) + 1))
+        for impl, absorb in [(i, o) for i in args.implementations for o in args.absorb]:
             runs = {K: [] for K in args.ks}
             for _ in range(args.mem_repeats):  # K=1, K=4, K=1, ...: host conditions spread over both
                 for K in args.ks:
-                    runs[K].append(_run_child(args, "cells", b, K, impl))
+                    runs[K].append(_run_child(args, "cells", b, K, impl, absorb))
             for measure in ("saved", "turn", "peak"):
                 cols, medians = [], []
                 for K in args.ks:
@@ -412,7 +430,7 @@ def main(argv=None) -> None:
                     medians.append(statistics.median(values))
                     spread = f" ({min(values):.0f}-{max(values):.0f})" if len(values) > 1 else ""
                     cols.append(f"{medians[-1]:.0f}{spread}")
-                print(f"| {impl} | {measure} | " + " | ".join(cols)
+                print(f"| {impl} | {absorb} | {measure} | " + " | ".join(cols)
                       + f" | {medians[-1] / medians[0]:.2f} |", flush=True)
             source = runs[args.ks[0]][0]["source"]
         print(f"(memory source: {source})")

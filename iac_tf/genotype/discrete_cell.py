@@ -67,7 +67,7 @@ class DiscreteCell(keras.layers.Layer):
         return self.output_conv(tf.concat(states[2:], axis=-1))
 
     def compute_output_shape(self, input_shape):
-        return output_shape(self, input_shape[0])
+        return output_shape(self, input_shape[1])
 
     def get_config(self):
         config = super().get_config()

@@ -59,7 +59,7 @@ def _in_inference_mode(layer: Any, args: list, kwargs: dict) -> tuple[list, dict
     return spec.set_arg_value("training", False, args, kwargs, inputs_in_args=True)
 
 
-def _sole_consumers(graph: Graph) -> dict[TensorKey, Call]:
+def sole_consumers(graph: Graph) -> dict[TensorKey, Call]:
     """Tensor -> the one call that reads it, for tensors read by exactly one call, as that
     call's only input, and that are not model outputs."""
     readers: dict[TensorKey, list[Call]] = {}
@@ -71,7 +71,28 @@ def _sole_consumers(graph: Graph) -> dict[TensorKey, Call]:
             if len(calls) == 1 and key not in outputs and calls[0].input_keys == (key,)}
 
 
-def _absorbed(module: Any, consumer: Call | None) -> Callable | None:
+def reader_counts(graph: Graph) -> dict[TensorKey, int]:
+    counts: dict[TensorKey, int] = {key: 1 for key in graph.output_keys}  # a model output counts
+    for call in graph.calls:
+        for key in set(call.input_keys):
+            counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def absorbed_input(module: Any, graph: Graph, key: TensorKey, readers: dict) -> TensorKey | None:
+    """``module.absorb_input(layer)``, the module's offer to take the input of the layer that
+    made its ``up`` tensor instead (e.g. a nearest ``UpSampling2D``), asked only where that
+    layer has one input and its output no other reader; the key of that input if accepted."""
+    absorb = getattr(module, "absorb_input", None)
+    producer = graph.producers.get(key)
+    if absorb is None or producer is None or readers.get(key, 0) != 1:
+        return None
+    if len(producer.input_keys) != 1 or len(producer.output_keys) != 1:
+        return None
+    return producer.input_keys[0] if absorb(producer.layer) else None
+
+
+def absorbed_consumer(module: Any, consumer: Call | None) -> Callable | None:
     """``module.absorb(layer)``, the module's offer to compute ``layer(module(inputs))`` itself
     (e.g. `ComposedConv`), for the one layer that reads the module's output; else None."""
     absorb = getattr(module, "absorb", None)
@@ -88,7 +109,8 @@ def _replay(graph: Graph, located: list, make_module: MakeModule) -> list:
     """The new output tensors of the model (flat, in ``graph.output_keys`` order)."""
     by_call = {call.index: skip for skip, call in located}
     taken = {layer.name: layer for layer in iter_layers(graph.model)}
-    sole_consumer = _sole_consumers(graph)
+    sole_consumer = sole_consumers(graph)
+    readers = reader_counts(graph)
     done: set[int] = set()  # consumer calls a module absorbed
     tensors: dict[TensorKey, Any] = dict(zip(graph.input_keys, graph.model.inputs))
     for call in graph.calls:
@@ -100,8 +122,11 @@ def _replay(graph: Graph, located: list, make_module: MakeModule) -> list:
             encoder = tensors[call.input_keys[1 - skip.up_index]]
             module = make_module(skip.level, skip.up_shape, skip.skip_shape)
             _check_name(skip, module, taken)
+            before_up = absorbed_input(module, graph, call.input_keys[skip.up_index], readers)
+            if before_up is not None:
+                up = tensors[before_up]  # the module upsamples (its producer's call goes unused)
             consumer = sole_consumer.get(call.output_keys[0]) if len(call.output_keys) == 1 else None
-            fused = _absorbed(module, consumer)
+            fused = absorbed_consumer(module, consumer)
             if fused is not None:
                 # The module computes its consumer's output; the consumer's call is skipped.
                 outputs = fused([up, encoder])
@@ -143,7 +168,10 @@ def implant(model: Any, make_module: MakeModule, name: str | None = None) -> Any
     ``absorb(layer)`` that returns a callable (not None), that callable is called with ``[up,
     skip]`` in place of both the module and the layer, and must return the layer's output (the
     search cells compose their output 1x1 convolution with the next frozen convolution this
-    way: `ComposedConv`).
+    way: `ComposedConv`). Likewise, where the ``up`` tensor is made by a one-input layer and
+    read by the concatenation alone, a module with ``absorb_input(layer)`` returning True gets
+    that layer's input as ``up`` instead (the search cells take the tensor before a nearest
+    ``UpSampling2D`` and preprocess it at the low resolution).
 
     The new model reuses the layer objects of ``model`` (same weights). ``model`` is frozen in
     place (`freeze_unet`: every layer ``trainable=False``) and each of its layers is called with

@@ -12,8 +12,9 @@ from iac_tf._keras import keras, tf
 from iac_tf.search.operations import ReLUConvBN, build_sublayer
 
 
-def check_cell_inputs(owner: str, shape0, shape1) -> None:
-    """Both inputs NHWC, with the same H and W and known channel counts."""
+def check_cell_inputs(owner: str, shape0, shape1, upsampling=(1, 1)) -> None:
+    """Both inputs NHWC with known channel counts, ``input0``'s H and W times ``upsampling``
+    equal to ``input1``'s."""
     shape0, shape1 = tf.TensorShape(shape0), tf.TensorShape(shape1)
     if shape0.rank != 4 or shape1.rank != 4:
         raise ValueError(
@@ -21,12 +22,13 @@ def check_cell_inputs(owner: str, shape0, shape1) -> None:
         )
     if shape0[-1] is None or shape1[-1] is None:
         raise ValueError(f"{owner}: channel counts must be known, got {shape0} and {shape1}")
-    for axis, label in ((1, "height"), (2, "width")):
+    for axis, label, factor in ((1, "height", upsampling[0]), (2, "width", upsampling[1])):
         a, b = shape0[axis], shape1[axis]
-        if a is not None and b is not None and a != b:
+        if a is not None and b is not None and a * factor != b:
+            upsampled = f" (input0 upsampled {factor}x)" if factor != 1 else ""
             raise ValueError(
-                f"{owner}: input0 {shape0} and input1 {shape1} differ in {label}; the cell needs "
-                "the upsampled decoder tensor and the encoder skip at the same resolution"
+                f"{owner}: input0 {shape0} and input1 {shape1} differ in {label}{upsampled}; the "
+                "cell needs the upsampled decoder tensor and the encoder skip at the same resolution"
             )
 
 
@@ -40,8 +42,9 @@ def build_io_layers(cell, shape0, shape1, affine: bool):
     )
     build_sublayer(cell.preprocess0, shape0)
     build_sublayer(cell.preprocess1, shape1)
-    build_sublayer(cell.output_conv, shape0[:-1].concatenate([cell.steps * cell.C]))
+    build_sublayer(cell.output_conv, shape1[:-1].concatenate([cell.steps * cell.C]))
 
 
-def output_shape(cell, shape0):
-    return tf.TensorShape(shape0)[:-1].concatenate([cell.out_channels])
+def output_shape(cell, shape1):
+    """``input1``'s shape (the resolution of the skip) with ``out_channels`` channels."""
+    return tf.TensorShape(shape1)[:-1].concatenate([cell.out_channels])

@@ -56,6 +56,12 @@ def build_sublayer(layer, input_shape):
     return layer
 
 
+def upsample_nearest(x, size):
+    """Keras' ``UpSampling2D(size, interpolation="nearest")`` (channels last) of ``x``."""
+    return keras.backend.resize_images(x, int(size[0]), int(size[1]), "channels_last",
+                                       interpolation="nearest")
+
+
 @keras.utils.register_keras_serializable(package="iac_tf")
 class Zero(keras.layers.Layer):
     """The ``none`` operation: a tensor of zeros shaped like the input."""
@@ -158,6 +164,11 @@ class ReLUConvBN(keras.layers.Layer):
 
     Call arguments:
         inputs: ``(B, H, W, C_in)``. Returns ``(B, H, W, filters)``.
+        upsampling: ``(sh, sw)``: ``inputs`` is ``(B, H/sh, W/sw, C_in)`` and the result is
+            that of ``UpSampling2D((sh, sw))`` (nearest) applied to ``inputs`` first. ReLU and
+            the 1x1 convolution act pixel by pixel and so commute with the replication; they run
+            at the low resolution and only their C-channel result is upsampled before the BN (the
+            same values; the BN sees the same tensor).
     """
 
     def __init__(self, filters, affine=True, **kwargs):
@@ -176,8 +187,11 @@ class ReLUConvBN(keras.layers.Layer):
         super().build(input_shape)
 
     @tf.autograph.experimental.do_not_convert  # plain Python loops over static structure
-    def call(self, inputs, training=None):
-        return self.bn(self.conv(tf.nn.relu(inputs)), training=training)
+    def call(self, inputs, training=None, upsampling=None):
+        x = self.conv(tf.nn.relu(inputs))
+        if upsampling is not None:
+            x = upsample_nearest(x, upsampling)
+        return self.bn(x, training=training)
 
     def compute_output_shape(self, input_shape):
         return tf.TensorShape(input_shape)[:-1].concatenate([self.filters])

@@ -7,7 +7,7 @@ from iac_tf.search.cell_io import build_io_layers, check_cell_inputs, output_sha
 from iac_tf.search.checks import check_positive_int
 from iac_tf.search.fused_cell import fused_nodes
 from iac_tf.search.mixed_op import MixedOp, check_partial_channels
-from iac_tf.search.operations import PRIMITIVES, build_sublayer
+from iac_tf.search.operations import PRIMITIVES, build_sublayer, upsample_nearest
 from iac_tf.search.psi import PsiEdgeNorm, check_mode
 from iac_tf.search.topology import DEFAULT_STEPS, edge_list, node_edge_slices, num_edges
 
@@ -23,6 +23,18 @@ def _python_bool(training):
         return bool(training)
     value = tf.get_static_value(training)
     return None if value is None else bool(value)
+
+
+def check_upsampling(owner: str, size) -> tuple[int, int] | None:
+    """None, or ``(sh, sw)`` positive ints (an int means both)."""
+    if size is None:
+        return None
+    if isinstance(size, int):
+        size = (size, size)
+    size = tuple(size)
+    if len(size) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in size):
+        raise ValueError(f"{owner}: input0_upsampling must be None or two positive ints, got {size!r}")
+    return size
 
 
 def _keras_shape_inference(layer) -> bool:
@@ -57,6 +69,12 @@ class SearchCell(keras.layers.Layer):
             the ops grouped by the state they read (:mod:`iac_tf.search.fused_cell`);
             ``"reference"`` evaluates them edge by edge through the ``MixedOp`` layers. Both
             use the same weights; a symbolic (tensor) ``training`` flag uses the reference path.
+        input0_upsampling: ``(sh, sw)`` where ``input0`` arrives *before* the U-Net's nearest
+            ``UpSampling2D((sh, sw))`` (``H/sh x W/sw``; set by `iac_tf.implant` when the cell
+            absorbs that layer). The cell computes what it computes on the upsampled tensor:
+            the reference path upsamples first; the fused path runs the preprocessing ReLU and
+            1x1 convolution at the low resolution (both act pixel by pixel) and upsamples their
+            C-channel result, so it keeps a 1/(sh*sw) size input for the filter gradient.
 
     Call arguments:
         inputs: ``[input0, input1, alpha, beta]`` with ``input0`` ``(B, H, W, Cu)``, ``input1``
@@ -73,7 +91,7 @@ class SearchCell(keras.layers.Layer):
     """
 
     def __init__(self, out_channels, C=16, K=4, edge_norm="tan", steps=DEFAULT_STEPS,
-                 implementation="fused", **kwargs):
+                 implementation="fused", input0_upsampling=None, **kwargs):
         kwargs["autocast"] = False  # alpha/beta must reach the softmax and Psi as float32
         super().__init__(**kwargs)
         self.out_channels = check_positive_int("SearchCell", "out_channels", out_channels)
@@ -88,12 +106,13 @@ class SearchCell(keras.layers.Layer):
                 f"SearchCell: implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}"
             )
         self.implementation = implementation
+        self.input0_upsampling = check_upsampling(self.name, input0_upsampling)
 
     def build(self, input_shape):
         if not isinstance(input_shape, (list, tuple)) or len(input_shape) != 4:
             raise ValueError(f"{self.name}: expects [input0, input1, alpha, beta], got {input_shape}")
         shape0, shape1, alpha_shape, beta_shape = (tf.TensorShape(s) for s in input_shape)
-        check_cell_inputs(self.name, shape0, shape1)
+        check_cell_inputs(self.name, shape0, shape1, self.input0_upsampling or (1, 1))
         if alpha_shape.as_list() != [self.num_edges, len(PRIMITIVES)]:
             raise ValueError(
                 f"{self.name}: alpha must be ({self.num_edges}, {len(PRIMITIVES)}), got {alpha_shape}"
@@ -102,7 +121,7 @@ class SearchCell(keras.layers.Layer):
             raise ValueError(f"{self.name}: beta must be ({self.num_edges},), got {beta_shape}")
         build_io_layers(self, shape0, shape1, affine=False)
         self.psi_norm = PsiEdgeNorm(self.edge_norm, self.steps, name="psi")
-        state = shape0[:-1].concatenate([self.C])
+        state = shape1[:-1].concatenate([self.C])
         self.edges = []
         for e, (j, i) in enumerate(edge_list(self.steps)):
             edge = MixedOp(self.C, self.K, name=f"edge{e}_x{i}_to_node{j}", dtype=self.dtype_policy)
@@ -118,17 +137,22 @@ class SearchCell(keras.layers.Layer):
             # to read the output's shape and dtype; the cell's ~2900 ops (about 1 s to trace per
             # cell) would be thrown away. The sublayers are built in build().
             channels = self.out_channels if project else self.steps * self.C
-            out = tf.zeros(tf.concat([tf.shape(input0)[:-1], [channels]], axis=0), self.compute_dtype)
-            out.set_shape(input0.shape[:-1].merge_with(input1.shape[:-1]).concatenate([channels]))
+            out = tf.zeros(tf.concat([tf.shape(input1)[:-1], [channels]], axis=0), self.compute_dtype)
+            out.set_shape(input1.shape[:-1].concatenate([channels]))
             return out
         phi = tf.nn.softmax(tf.cast(alpha, tf.float32), axis=-1)  # eq. (1), float32
         psi32 = self.psi_norm(beta)  # eq. (4) / (6)-(10), float32
+        mode = _python_bool(training)
+        fused = self.implementation == "fused" and mode is not None
+        input0 = tf.cast(input0, self.compute_dtype)
+        upsampling = self.input0_upsampling
+        if upsampling is not None and not fused:  # the definition: upsample, then preprocess
+            input0, upsampling = upsample_nearest(input0, upsampling), None
         states = [
-            self.preprocess0(tf.cast(input0, self.compute_dtype), training=training),
+            self.preprocess0(input0, training=training, upsampling=upsampling),
             self.preprocess1(tf.cast(input1, self.compute_dtype), training=training),
         ]
-        mode = _python_bool(training)
-        if self.implementation == "fused" and mode is not None:
+        if fused:
             nodes = fused_nodes(self, states, phi, psi32, mode)
         else:
             nodes = self._reference_nodes(states, phi, tf.cast(psi32, self.compute_dtype), training)
@@ -146,7 +170,7 @@ class SearchCell(keras.layers.Layer):
         return states[2:]
 
     def compute_output_shape(self, input_shape):
-        return output_shape(self, input_shape[0])
+        return output_shape(self, input_shape[1])
 
     def get_config(self):
         config = super().get_config()
@@ -158,6 +182,7 @@ class SearchCell(keras.layers.Layer):
                 "edge_norm": self.edge_norm,
                 "steps": self.steps,
                 "implementation": self.implementation,
+                "input0_upsampling": None if self.input0_upsampling is None else list(self.input0_upsampling),
             }
         )
         config.pop("autocast", None)

@@ -75,6 +75,11 @@ class Stage2Config:
             convolution with the composed kernel (`iac_tf.implant.ComposedConv`; our choice):
             the same function and gradients, fewer FLOPs where ``steps * C`` is below the
             concatenation's channels (checked per skip; elsewhere the two stay separate).
+        fuse_upsampling: where a cell's ``up`` input is made by a nearest ``UpSampling2D`` that
+            nothing else reads, the cell takes that layer's input and runs its preprocessing
+            ReLU and 1x1 convolution at the low resolution (``SearchCell(input0_upsampling=)``;
+            our choice): the same values, a quarter of the memory kept for that convolution's
+            gradient and of its FLOPs.
         cell_steps: intermediate nodes of the searched cell (paper, Section III-A: 4, i.e. 14
             edges); smaller values give a smaller search space (tests use 2: 5 edges, a much
             cheaper supernet to build and trace).
@@ -110,6 +115,7 @@ class Stage2Config:
     verbose: int = 2
     cell_implementation: Literal["fused", "reference"] = "fused"
     fuse_output_conv: bool = True
+    fuse_upsampling: bool = True
     cell_steps: int = 4
 
     def __post_init__(self):
@@ -139,39 +145,60 @@ class Stage2Config:
                            first_epoch=self.warmup_epochs + 1)
 
 
+class SearchModule:
+    """What `iac_tf.implant.implant` calls at a skip connection in Stage II: alpha, beta from
+    ``arch`` -> the level's ``SearchCell``. Exposes the cell's ``output_conv`` (the residual
+    mode's zero initialisation) and may absorb the layers around the cell (`implant`):
+
+    * ``absorb_input``: a nearest ``UpSampling2D`` (channels last) before ``up``; the cell then
+      gets its input and preprocesses at the low resolution (``fuse_upsampling``);
+    * ``absorb``: the ``Conv2D`` after the cell, composed with the cell's output convolution
+      (`iac_tf.implant.ComposedConv`) where that saves FLOPs (``fuse_output_conv``).
+    """
+
+    def __init__(self, arch, cell, fuse_upsampling: bool = True, fuse_output_conv: bool = True):
+        self.arch = arch
+        self.cell = cell
+        self.fuse_upsampling = fuse_upsampling
+        self.fuse_output_conv = fuse_output_conv
+
+    @property
+    def output_conv(self):
+        return getattr(self.cell, "output_conv", None)
+
+    def _cell(self, inputs, project=True):
+        alpha, beta = self.arch(inputs[0])
+        return self.cell([inputs[0], inputs[1], alpha, beta], project=project)
+
+    def __call__(self, inputs):
+        return self._cell(inputs)
+
+    def absorb_input(self, layer) -> bool:
+        if not (self.fuse_upsampling and type(layer) is keras.layers.UpSampling2D
+                and layer.interpolation == "nearest" and layer.data_format == "channels_last"):
+            return False
+        self.cell.input0_upsampling = tuple(int(v) for v in layer.size)
+        return True
+
+    def absorb(self, layer):
+        from iac_tf.implant import composed_output
+
+        if not self.fuse_output_conv:
+            return None
+        return composed_output(self.cell, layer, lambda inputs: self._cell(inputs, project=False))
+
+
 def build_supernet(unet: keras.Model, cfg: Stage2Config) -> SearchSupernet:
     """Implant a continuous IAC (:class:`~iac_tf.search.SearchCell`) into every skip connection
     of the frozen ``unet``; one :class:`~iac_tf.search.ArchitectureParameters` feeds all cells."""
-    from iac_tf.implant import composed_output, find_skip_connections, implant, module_name, residual
+    from iac_tf.implant import find_skip_connections, implant, module_name, residual
     from iac_tf.search import ArchitectureParameters, SearchCell, num_edges
 
     arch = ArchitectureParameters(num_edges=num_edges(cfg.cell_steps), init=cfg.arch_init,
                                   name="iac_arch")
 
-    class _SearchModule:
-        """alpha, beta -> the level's SearchCell; exposes the cell's ``output_conv`` (for the
-        residual mode's zero initialisation)."""
-
-        def __init__(self, cell):
-            self.cell = cell
-
-        @property
-        def output_conv(self):
-            return getattr(self.cell, "output_conv", None)
-
-        def __call__(self, inputs):
-            alpha, beta = arch(inputs[0])
-            return self.cell([inputs[0], inputs[1], alpha, beta])
-
-        def absorb(self, layer):
-            """``layer(cell(inputs))`` as one `ComposedConv` where that has fewer FLOPs."""
-            if not cfg.fuse_output_conv:
-                return None
-            return composed_output(self.cell, layer, lambda inputs: self.cell(
-                [inputs[0], inputs[1], *arch(inputs[0])], project=False))
-
     def make_module(level, up_shape, skip_shape):
-        return _SearchModule(SearchCell(
+        return SearchModule(arch, SearchCell(
             out_channels=int(up_shape[-1]) + int(skip_shape[-1]),
             C=cfg.cell_channels,
             K=cfg.partial_channels,
@@ -179,7 +206,7 @@ def build_supernet(unet: keras.Model, cfg: Stage2Config) -> SearchSupernet:
             implementation=cfg.cell_implementation,
             steps=cfg.cell_steps,
             name=module_name("iac_search_cell", level),
-        ))
+        ), fuse_upsampling=cfg.fuse_upsampling, fuse_output_conv=cfg.fuse_output_conv)
 
     if cfg.implant_mode == "residual":
         make_module = residual(make_module, find_skip_connections(unet), "output_conv")

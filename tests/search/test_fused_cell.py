@@ -27,15 +27,17 @@ F16_GRADIENT_TOL = 2.0**-5  # gradients: they pass through batch-statistics BNs 
 F16_TENSOR_TOL = 1.0  # any single tensor: an error as large as the tensor itself is a wrong one
 
 
-def _setup(K, edge_norm, C=8, steps=4, seed=None):
+def _setup(K, edge_norm, C=8, steps=4, seed=None, upsampling=None):
     """A cell with random (non-default) weights, BN statistics and architecture; the same ones
-    in every run (the initialisers are seeded too)."""
+    in every run (the initialisers are seeded too). ``upsampling``: input0 arrives before a
+    nearest upsampling by that factor (``SearchCell(input0_upsampling=)``)."""
     seed = K if seed is None else seed
     keras.utils.set_random_seed(seed)
     rng = np.random.default_rng(seed)
     arch = ArchitectureParameters(num_edges=num_edges(steps), init="normal", seed=3)
-    cell = SearchCell(12, C=C, K=K, edge_norm=edge_norm, steps=steps)
-    x0 = tf.constant(rng.normal(size=(2, 6, 6, 6)).astype(np.float32))
+    cell = SearchCell(12, C=C, K=K, edge_norm=edge_norm, steps=steps, input0_upsampling=upsampling)
+    sh, sw = upsampling or (1, 1)
+    x0 = tf.constant(rng.normal(size=(2, 6 // sh, 6 // sw, 6)).astype(np.float32))
     x1 = tf.constant(rng.normal(size=(2, 6, 6, 10)).astype(np.float32))
     cell([x0, x1, *arch(x0)])
     for w in cell.weights + arch.weights:  # non-default weights and BN statistics
@@ -66,14 +68,18 @@ def _close(a, b, what):
     np.testing.assert_allclose(a, b, rtol=TOLERANCE, atol=TOLERANCE * scale, err_msg=what)
 
 
-@pytest.mark.parametrize("K,edge_norm,steps,grouped", [
-    (4, "tan", 4, True),
-    (2, "softmax", 3, True),
-    (1, "tan", 2, False),  # conv ops edge by edge (wide C/K)
+@pytest.mark.parametrize("K,edge_norm,steps,grouped,upsampling", [
+    (4, "tan", 4, True, None),
+    (2, "softmax", 3, True, None),
+    (1, "tan", 2, False, None),  # conv ops edge by edge (wide C/K)
+    # input0 before a nearest upsampling: the reference upsamples first (the definition), the
+    # fused path preprocesses at the low resolution
+    (4, "tan", 4, True, (2, 2)),
+    (2, "softmax", 2, False, (3, 2)),
 ])
-def test_fused_equals_reference(K, edge_norm, steps, grouped, monkeypatch):
+def test_fused_equals_reference(K, edge_norm, steps, grouped, upsampling, monkeypatch):
     monkeypatch.setattr(fused_cell, "GROUP_CONVS_MAX_CHANNELS", 10**6 if grouped else 0)
-    arch, cell, x0, x1 = _setup(K, edge_norm, steps=steps)
+    arch, cell, x0, x1 = _setup(K, edge_norm, steps=steps, upsampling=upsampling)
     for training in (True, False):
         y_ref, g_ref, w_ref = _run(arch, cell, x0, x1, "reference", training)
         y_fus, g_fus, w_fus = _run(arch, cell, x0, x1, "fused", training)
@@ -231,3 +237,26 @@ def test_training_flag_and_implementation_checks():
         assert _python_bool(tf.compat.v1.placeholder(tf.bool, [])) is None  # -> reference path
     with pytest.raises(ValueError, match="implementation"):
         SearchCell(8, implementation="fast")
+
+
+def test_input0_upsampling_is_the_cell_on_the_upsampled_input():
+    """``input0_upsampling`` computes exactly the cell of the upsampled input0 (fused path,
+    training and inference), BN moving statistics included, and checks the shapes."""
+    arch, cell, x0, x1 = _setup(4, "tan", upsampling=(2, 2))
+    plain = SearchCell(12, C=8, K=4, edge_norm="tan", steps=4, name="plain")
+    up0 = keras.layers.UpSampling2D((2, 2))(x0)
+    plain([up0, x1, *arch(up0)])
+    plain.set_weights(cell.get_weights())
+    for training in (True, False):
+        y = cell([x0, x1, *arch(x0)], training=training)
+        want = plain([up0, x1, *arch(up0)], training=training)
+        _close(y.numpy(), want.numpy(), f"training={training}")
+    for a, b in zip(cell.weights, plain.weights):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=TOLERANCE, atol=TOLERANCE, err_msg=a.name)
+    with pytest.raises(ValueError, match=r"differ in height \(input0 upsampled 2x\)"):
+        SearchCell(12, C=8, K=4, input0_upsampling=2)([x1, x1, *arch(x1)])
+    with pytest.raises(ValueError, match="two positive ints"):
+        SearchCell(12, input0_upsampling=(2, 0))
+    config = cell.get_config()
+    assert config["input0_upsampling"] == [2, 2]
+    assert SearchCell.from_config(config).input0_upsampling == (2, 2)

@@ -1,5 +1,7 @@
-"""Stage II with ``fuse_output_conv``: each cell's output 1x1 convolution composed with the frozen
-convolution after it computes the same supernet, the same gradients and the same search step."""
+"""Stage II's cells absorbing U-Net layers: ``fuse_output_conv`` (each cell's output 1x1
+convolution composed with the frozen convolution after it) and ``fuse_upsampling`` (each cell
+takes the tensor before the nearest upsampling of its ``up`` input) compute the same supernet,
+the same gradients and the same search step as the cells without them."""
 
 import numpy as np
 import pytest
@@ -20,7 +22,7 @@ def _pair(**overrides):
         keras.utils.set_random_seed(0)
         unet = tiny_unet(size=SIZE, f=8, levels=2)
         cfg = Stage2Config(cell_steps=2, cell_channels=4, partial_channels=2, fuse_output_conv=fuse,
-                           **overrides)
+                           fuse_upsampling=fuse, **overrides)
         supernets.append(build_supernet(unet, cfg))
     composed, separate = supernets
     by_name = {v.name: v for v in separate.weights}
@@ -85,16 +87,49 @@ def test_same_search_step():
         np.testing.assert_allclose(v_c.numpy(), v_s.numpy(), rtol=1e-5, atol=1e-6)
 
 
-def test_residual_mode_is_not_composed():
+def test_cells_take_the_tensor_before_a_nearest_upsampling():
+    composed, separate = _pair()
+    cells = [layer for layer in composed.net.layers if layer.name.startswith("iac_search_cell_level")
+             and not isinstance(layer, ComposedConv)]
+    assert [c.input0_upsampling for c in cells] == [(2, 2), (2, 2)]
+    names = {layer.name for layer in composed.net.layers}
+    assert "decoder_stage0_upsampling" not in names
+    assert "decoder_stage0_upsampling" in {layer.name for layer in separate.net.layers}
+
+
+def test_bilinear_upsampling_is_not_absorbed():
+    keras.utils.set_random_seed(0)
+    unet = tiny_unet(size=SIZE, f=8, levels=1)
+    x = keras.Input((SIZE, SIZE, 1))
+    layers = {layer.name: layer for layer in unet.layers}
+    # the same U-Net with a bilinear upsampling (ReLU does not commute with interpolation)
+    h = x
+    for name in ("enc0_conv", "enc0_bn", "enc0_relu"):
+        h = layers[name](h)
+    skip = h
+    h = layers["bottleneck"](layers["pool0"](h))
+    up = keras.layers.UpSampling2D(interpolation="bilinear", name="decoder_stage0_upsampling")(h)
+    h = keras.layers.Concatenate(name="decoder_stage0_concat")([up, skip])
+    out = layers["head"](layers["decoder_stage0_conv"](h))
+    supernet = build_supernet(keras.Model(x, out), Stage2Config(cell_steps=2, cell_channels=4,
+                                                               partial_channels=2))
+    cells = [layer for layer in supernet.net.layers if hasattr(layer, "input0_upsampling")]
+    assert [c.input0_upsampling for c in cells] == [None]
+    assert "decoder_stage0_upsampling" in {layer.name for layer in supernet.net.layers}
+
+
+def test_residual_mode_absorbs_nothing():
     composed, _ = _pair(implant_mode="residual")
     assert not _composed_layers(composed)
+    cells = [layer for layer in composed.net.layers if hasattr(layer, "input0_upsampling")]
+    assert cells and all(c.input0_upsampling is None for c in cells)
 
 
 def test_only_a_tensor_with_one_reader_can_be_absorbed():
     """``implant`` offers a module the layer after it only where that layer alone reads the
     module's output, as its only input."""
     from iac_tf.implant.graph import build_graph
-    from iac_tf.implant.rebuild import _sole_consumers
+    from iac_tf.implant.rebuild import sole_consumers
 
     x = x_in = keras.Input((8, 8, 2))
     cat = keras.layers.Concatenate(name="cat")([keras.layers.Conv2D(2, 1, name="up")(x), x])
@@ -103,7 +138,7 @@ def test_only_a_tensor_with_one_reader_can_be_absorbed():
     add = keras.layers.Add(name="add")([a, b])
     graph = build_graph(keras.Model(x_in, add))
     readers = {call.layer.name: call for call in graph.calls}
-    sole = {key: call.layer.name for key, call in _sole_consumers(graph).items()}
+    sole = {key: call.layer.name for key, call in sole_consumers(graph).items()}
     assert readers["cat"].output_keys[0] not in sole  # read by a and b
     assert readers["add"].output_keys[0] not in sole  # a model output
     assert readers["up"].output_keys[0] not in sole  # cat reads it beside x
@@ -111,5 +146,5 @@ def test_only_a_tensor_with_one_reader_can_be_absorbed():
 
     unet_graph = build_graph(tiny_unet(size=SIZE, f=8, levels=2))
     cats = [call for call in unet_graph.calls if call.layer.name.endswith("_concat")]
-    sole = _sole_consumers(unet_graph)
+    sole = sole_consumers(unet_graph)
     assert [sole[c.output_keys[0]].layer.name for c in cats] == ["decoder_stage0_conv", "decoder_stage1_conv"]
