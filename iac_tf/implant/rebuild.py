@@ -72,6 +72,7 @@ def sole_consumers(graph: Graph) -> dict[TensorKey, Call]:
 
 
 def reader_counts(graph: Graph) -> dict[TensorKey, int]:
+    """Tensor -> how many calls read it (a model output counts as one more reader)."""
     counts: dict[TensorKey, int] = {key: 1 for key in graph.output_keys}  # a model output counts
     for call in graph.calls:
         for key in set(call.input_keys):
