@@ -148,7 +148,7 @@ def _cells_step(backbone, size, batch, base_filters, K, C, implementation="fused
     """
     from iac_tf.implant import freeze_unet
     from iac_tf.implant.graph import build_graph
-    from iac_tf.implant.rebuild import absorbed_consumer, absorbed_input, reader_counts, sole_consumers
+    from iac_tf.implant.rebuild import absorptions, reader_counts, sole_consumers
     from iac_tf.implant.skips import locate_skips
     from iac_tf.search import ArchitectureParameters, SearchCell
     from iac_tf.training.stage2 import SearchModule
@@ -166,11 +166,10 @@ def _cells_step(backbone, size, batch, base_filters, K, C, implementation="fused
         cell = SearchCell(out_channels=s.out_shape[-1], C=C, K=K, implementation=implementation,
                           name=f"cell{s.level}")
         module = SearchModule(arch, cell, fuse_upsampling=absorb, fuse_output_conv=absorb)
-        before_up = absorbed_input(module, graph, call.input_keys[s.up_index], readers)
+        before_up, _, fused = absorptions(module, graph, s, call, readers, sole)
         up = keras.Input(graph.shapes[before_up][1:] if before_up is not None else s.up_shape)
         skip = keras.Input(s.skip_shape)
         inputs += [up, skip]
-        fused = absorbed_consumer(module, sole.get(call.output_keys[0]))
         outputs.append(fused([up, skip]) if fused is not None else module([up, skip]))
         cells.append(cell)
     model = keras.Model(inputs, outputs)

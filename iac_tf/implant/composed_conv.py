@@ -33,19 +33,20 @@ def _is_plain_conv2d(layer: Any) -> bool:
     return type(layer) is keras.layers.Conv2D
 
 
+def _ungrouped_channels_last_conv2d(layer: Any) -> bool:
+    return (_is_plain_conv2d(layer) and layer.data_format == "channels_last"
+            and getattr(layer, "groups", 1) == 1)
+
+
 def can_compose(inner: Any, outer: Any) -> bool:
     """``inner`` a 1x1, stride-1, linear ``Conv2D`` and ``outer`` any ungrouped ``Conv2D``, both
     channels-last: then ``outer(inner(h))`` is one `ComposedConv`."""
-    if not (_is_plain_conv2d(inner) and _is_plain_conv2d(outer)):
-        return False
-    if inner.data_format != "channels_last" or outer.data_format != "channels_last":
-        return False
     return (
-        tuple(inner.kernel_size) == (1, 1)
+        _ungrouped_channels_last_conv2d(inner)
+        and _ungrouped_channels_last_conv2d(outer)
+        and tuple(inner.kernel_size) == (1, 1)
         and tuple(inner.strides) == (1, 1)
         and inner.activation is keras.activations.linear
-        and getattr(inner, "groups", 1) == 1
-        and getattr(outer, "groups", 1) == 1
     )
 
 
@@ -131,8 +132,7 @@ def composed_output(module: Any, layer: Any, hidden: Any):
     ``module.steps * module.C`` to ``module.out_channels`` channels, built on the first call):
     a callable ``inputs -> layer(output_conv(hidden(inputs)))`` computed by one `ComposedConv`,
     or None where ``layer`` is no plain ``Conv2D`` or composing would not save FLOPs."""
-    if not (_is_plain_conv2d(layer) and layer.data_format == "channels_last"
-            and getattr(layer, "groups", 1) == 1):
+    if not _ungrouped_channels_last_conv2d(layer):
         return None
     c_in, c_mid = int(module.steps) * int(module.C), int(module.out_channels)
     if not fusion_saves_flops(c_in, c_mid, int(layer.filters), layer.kernel_size, layer.strides):

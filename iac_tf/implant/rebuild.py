@@ -59,24 +59,28 @@ def _in_inference_mode(layer: Any, args: list, kwargs: dict) -> tuple[list, dict
     return spec.set_arg_value("training", False, args, kwargs, inputs_in_args=True)
 
 
-def sole_consumers(graph: Graph) -> dict[TensorKey, Call]:
-    """Tensor -> the one call that reads it, for tensors read by exactly one call, as that
-    call's only input, and that are not model outputs."""
+def _readers(graph: Graph) -> dict[TensorKey, list[Call]]:
+    """Tensor -> the calls that read it (each once)."""
     readers: dict[TensorKey, list[Call]] = {}
     for call in graph.calls:
         for key in set(call.input_keys):
             readers.setdefault(key, []).append(call)
+    return readers
+
+
+def sole_consumers(graph: Graph) -> dict[TensorKey, Call]:
+    """Tensor -> the one call that reads it, for tensors read by exactly one call, as that
+    call's only input, and that are not model outputs."""
     outputs = set(graph.output_keys)
-    return {key: calls[0] for key, calls in readers.items()
+    return {key: calls[0] for key, calls in _readers(graph).items()
             if len(calls) == 1 and key not in outputs and calls[0].input_keys == (key,)}
 
 
 def reader_counts(graph: Graph) -> dict[TensorKey, int]:
     """Tensor -> how many calls read it (a model output counts as one more reader)."""
-    counts: dict[TensorKey, int] = {key: 1 for key in graph.output_keys}  # a model output counts
-    for call in graph.calls:
-        for key in set(call.input_keys):
-            counts[key] = counts.get(key, 0) + 1
+    counts = {key: len(calls) for key, calls in _readers(graph).items()}
+    for key in graph.output_keys:
+        counts[key] = counts.get(key, 0) + 1
     return counts
 
 
@@ -106,6 +110,19 @@ def absorbed_consumer(module: Any, consumer: Call | None) -> Callable | None:
     return absorb(consumer.layer)
 
 
+def absorptions(module: Any, graph: Graph, skip: SkipConnection, call: Call, readers: dict,
+                sole_consumer: dict) -> tuple[TensorKey | None, Call | None, Callable | None]:
+    """What ``module`` takes over around the concatenation ``call`` of ``skip``: the key of the
+    tensor to pass as ``up`` instead (`absorbed_input`, else None), and the consumer call with
+    the callable computing its output (`absorbed_consumer`, else ``(None, None)``).
+
+    ``readers`` and ``sole_consumer`` are `reader_counts` and `sole_consumers` of ``graph``."""
+    before_up = absorbed_input(module, graph, call.input_keys[skip.up_index], readers)
+    consumer = sole_consumer.get(call.output_keys[0]) if len(call.output_keys) == 1 else None
+    fused = absorbed_consumer(module, consumer)
+    return before_up, (consumer if fused is not None else None), fused
+
+
 def _replay(graph: Graph, located: list, make_module: MakeModule) -> list:
     """The new output tensors of the model (flat, in ``graph.output_keys`` order)."""
     by_call = {call.index: skip for skip, call in located}
@@ -123,11 +140,9 @@ def _replay(graph: Graph, located: list, make_module: MakeModule) -> list:
             encoder = tensors[call.input_keys[1 - skip.up_index]]
             module = make_module(skip.level, skip.up_shape, skip.skip_shape)
             _check_name(skip, module, taken)
-            before_up = absorbed_input(module, graph, call.input_keys[skip.up_index], readers)
+            before_up, consumer, fused = absorptions(module, graph, skip, call, readers, sole_consumer)
             if before_up is not None:
                 up = tensors[before_up]  # the module upsamples (its producer's call goes unused)
-            consumer = sole_consumer.get(call.output_keys[0]) if len(call.output_keys) == 1 else None
-            fused = absorbed_consumer(module, consumer)
             if fused is not None:
                 # The module computes its consumer's output; the consumer's call is skipped.
                 outputs = fused([up, encoder])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from iac_tf._keras import keras, tf
 from iac_tf.search.cell_io import build_io_layers, check_cell_inputs, output_shape
-from iac_tf.search.checks import check_positive_int
+from iac_tf.search.checks import check_positive_int, check_upsampling
 from iac_tf.search.fused_cell import fused_nodes
 from iac_tf.search.mixed_op import MixedOp, check_partial_channels
 from iac_tf.search.operations import PRIMITIVES, build_sublayer, upsample_nearest
@@ -23,18 +23,6 @@ def _python_bool(training):
         return bool(training)
     value = tf.get_static_value(training)
     return None if value is None else bool(value)
-
-
-def check_upsampling(owner: str, size) -> tuple[int, int] | None:
-    """None, or ``(sh, sw)`` positive ints (an int means both)."""
-    if size is None:
-        return None
-    if isinstance(size, int):
-        size = (size, size)
-    size = tuple(size)
-    if len(size) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in size):
-        raise ValueError(f"{owner}: input0_upsampling must be None or two positive ints, got {size!r}")
-    return size
 
 
 def _keras_shape_inference(layer) -> bool:

@@ -1,5 +1,6 @@
 """ComposedConv: a 1x1 convolution and the convolution after it as one convolution.
 
+No paper equation: the cell's output 1x1 convolution (Fig. 2) composed with the frozen decoder's.
 The reference is the definition, ``outer(inner(h))`` through the two Keras layers, and, for the
 composed kernel and the border term, a NumPy computation of the module docstring's formulas.
 """

@@ -92,3 +92,30 @@ def test_conv_ops_match_numpy(name, dilation, repeats):
 def test_unknown_op():
     with pytest.raises(ValueError, match="unknown operation 'conv_7x7'"):
         make_op("conv_7x7", C, True)
+
+
+@pytest.mark.parametrize("upsampling", [None, (2, 3)])
+def test_relu_conv_bn_with_upsampling_matches_numpy(upsampling):
+    """The cell's input preprocessing (DARTS' ReLUConvBN; not a paper equation) with
+    ``upsampling``: ReLU and 1x1 conv on the low-resolution input, nearest replication, then the
+    training-mode BN over the replicated tensor (batch statistics; moving statistics updated
+    with momentum and the unbiased variance of the replicated tensor's B*H*W values)."""
+    from iac_tf.search.operations import BN_EPSILON, BN_MOMENTUM, ReLUConvBN
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 3, 4, 5)).astype(np.float32)
+    layer = ReLUConvBN(C, affine=False)
+    layer.build(x.shape)
+    w = rng.normal(size=(1, 1, 5, C)).astype(np.float32)
+    layer.conv.kernel.assign(w)
+    y = layer(tf.constant(x), training=True, upsampling=upsampling).numpy()
+
+    z = np.maximum(x, 0.0) @ w[0, 0]  # (B, h, w, C)
+    if upsampling is not None:
+        z = np.repeat(np.repeat(z, upsampling[0], axis=1), upsampling[1], axis=2)
+    mean, var = z.mean(axis=(0, 1, 2)), z.var(axis=(0, 1, 2))
+    np.testing.assert_allclose(y, (z - mean) / np.sqrt(var + BN_EPSILON), rtol=1e-4, atol=1e-4)
+    n = z.shape[0] * z.shape[1] * z.shape[2]
+    np.testing.assert_allclose(layer.bn.moving_mean.numpy(), (1 - BN_MOMENTUM) * mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(layer.bn.moving_variance.numpy(),
+                               BN_MOMENTUM + (1 - BN_MOMENTUM) * var * n / (n - 1), rtol=1e-5, atol=1e-6)
