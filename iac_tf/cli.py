@@ -33,6 +33,7 @@ from typing import Callable
 
 import yaml
 
+from iac_tf.config import ConfigError, parse_yaml
 from iac_tf.inference import cli as inference_cli
 
 
@@ -42,7 +43,12 @@ def _parse_sets(items) -> dict:
         if "=" not in item:
             raise SystemExit(f"iac: --set expects KEY=VALUE, got {item!r}")
         key, value = item.split("=", 1)
-        out[key.strip()] = yaml.safe_load(value)
+        try:
+            out[key.strip()] = parse_yaml(value)
+        except yaml.YAMLError as exc:
+            problem = " ".join(str(getattr(exc, "problem", "") or exc).split())
+            raise ConfigError(f"--set {item}: the value is not valid YAML ({problem}); quote "
+                              "it, e.g. --set 'stage3.genotype_epochs=[25, 50]'") from None
     return out
 
 

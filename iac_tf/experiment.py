@@ -32,7 +32,8 @@ from typing import Any
 import yaml
 
 from iac_tf.config import ConfigError, dump_yaml, from_dict, load_yaml, to_dict
-from iac_tf.files import atomic_write_json, atomic_write_text, remove
+from iac_tf.files import atomic_write_text, remove
+from iac_tf.run_layout import RunLayout
 from iac_tf.version import code_version
 from iac_tf.data.config import SPLITS, DataConfig
 from iac_tf.training.stage1 import Stage1Config
@@ -120,6 +121,7 @@ class ExperimentConfig:
         for name in self.compare:
             if name not in METHODS:
                 raise ValueError(f"compare: unknown method {name!r}; choose from {sorted(METHODS)}")
+        check_run_name(self.name)
         if len(set(self.compare)) != len(self.compare):
             raise ValueError(f"compare: methods listed twice in {list(self.compare)}")
         epochs = self.stage3.genotype_epochs or ()
@@ -138,8 +140,21 @@ class ExperimentConfig:
     def run_dir(self) -> pathlib.Path:
         return pathlib.Path(self.output_dir) / self.name
 
+    @property
+    def layout(self) -> RunLayout:
+        """The run folder's paths, "finished" rules, lock and dataset record."""
+        return RunLayout(self.run_dir)
+
     def stage_dir(self, stage: int) -> pathlib.Path:
-        return self.run_dir / f"stage{stage}"
+        return self.layout.stage(stage)
+
+
+def check_run_name(name: str) -> None:
+    """``name`` is one folder name inside ``output_dir`` (not empty, ``.``, ``..`` or a path)."""
+    if not name or name.strip() != name or name in (".", "..") or any(
+            sep in name for sep in ("/", "\\", "\0")):
+        raise ValueError(f"name: {name!r} must be a plain folder name inside output_dir (no "
+                         "'/', not '.' or '..'); the run folder is output_dir/name")
 
 
 def load_experiment(path, overrides: dict | None = None) -> ExperimentConfig:
@@ -278,36 +293,26 @@ def record_stage(cfg: ExperimentConfig, stage: int) -> pathlib.Path:
 def restart_from(cfg: ExperimentConfig, stage: int) -> list[pathlib.Path]:
     """``--restart stageN``: delete the folders of stage ``N`` and every later stage, the
     comparisons (``compare/``, for stage 1 or 3), the evaluation, and their entries in
-    ``models.json``; return what was deleted."""
-    from iac_tf.run_layout import MODELS_INDEX
-
+    ``models.json``; return what was deleted. Callers check everything first
+    (:func:`iac_tf.pipeline` deletes only after the config, the data and the U-Net passed)."""
     if stage not in STAGES:
         raise ConfigError(f"--restart: expected stage1, stage2 or stage3, got stage{stage}")
+    layout = cfg.layout
     # the comparisons (compare/) depend on Stage I's U-Net and on the stage3 training settings
-    compare = [cfg.run_dir / "compare"] if stage in (1, 3) else []
-    gone = [p for p in [cfg.stage_dir(s) for s in STAGES if s >= stage] + compare
-            + [cfg.run_dir / "evaluation"] if p.exists()]
+    compare = [layout.compare_root] if stage in (1, 3) else []
+    gone = [p for p in [layout.stage(s) for s in STAGES if s >= stage] + compare
+            + [layout.evaluation] if p.exists()]
     for path in gone:
         remove(path)
-    index = cfg.run_dir / MODELS_INDEX
-    if index.is_file():
-        import json
-
-        entries = json.loads(index.read_text())
-        cleared = [p.resolve() for p in gone]
-        kept = {name: rel for name, rel in entries.items()
-                if not any(_inside((cfg.run_dir / rel).resolve(), d) for d in cleared)}
-        if kept != entries:
-            atomic_write_json(index, kept)
+    layout.unregister_inside(gone)
     return gone
 
 
-def _inside(path: pathlib.Path, folder: pathlib.Path) -> bool:
-    return path == folder or folder in path.parents
-
-
 def write_resolved(cfg: ExperimentConfig) -> pathlib.Path:
-    """Write ``config.yaml`` (resolved) and ``version.txt`` into the run folder."""
-    dump_yaml(cfg, cfg.run_dir / "config.yaml")
-    atomic_write_text(cfg.run_dir / "version.txt", code_version() + "\n")
+    """Mark the run folder as the tool's and write ``config.yaml`` (resolved) and
+    ``version.txt`` into it."""
+    layout = cfg.layout
+    layout.claim()
+    dump_yaml(cfg, layout.config)
+    atomic_write_text(layout.version, code_version() + "\n")
     return cfg.run_dir

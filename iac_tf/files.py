@@ -153,3 +153,86 @@ def save_model(model, path: str | os.PathLike, **save_kwargs) -> pathlib.Path:
     with atomic_path(path) as tmp:
         model.save(str(tmp), **save_kwargs)
     return pathlib.Path(path)
+
+
+# ---------------------------------------------------------------------------- what may be replaced
+#: Marker files: a folder holding one was written by the tool and may be replaced by it.
+RUN_MARKER = ".iac-run"
+REPORT_MARKER = ".iac-report"
+EXPORT_MARKER = ".iac-export"
+
+
+class RefusedPath(ValueError):
+    """The tool will not write, replace or delete here: the path holds something it did not
+    write (or a run). The message names the path and the way out."""
+
+
+def mark(folder: str | os.PathLike, marker: str, what: str) -> pathlib.Path:
+    """Write the marker file ``marker`` into ``folder``: "this folder is ``what``, written by
+    iac_tf", which later lets the tool replace the folder (and nothing unmarked)."""
+    path = pathlib.Path(folder) / marker
+    text = (f"{what}, written by iac_tf. The tool replaces a folder only when it holds this "
+            "file; delete it to keep the tool from ever replacing this folder.\n")
+    if not path.is_file() or path.read_text(errors="replace") != text:
+        atomic_write_text(path, text)
+    return path
+
+
+def is_marked(folder: str | os.PathLike, marker: str) -> bool:
+    return (pathlib.Path(folder) / marker).is_file()
+
+
+def is_run_folder(folder: str | os.PathLike) -> bool:
+    """A run folder: marked by the tool, or (runs written before the marker) holding the
+    resolved ``config.yaml`` beside ``version.txt`` or ``models.json``."""
+    folder = pathlib.Path(folder)
+    if not folder.is_dir():
+        return False
+    if is_marked(folder, RUN_MARKER):
+        return True
+    return (folder / "config.yaml").is_file() and any(
+        (folder / name).exists() for name in ("version.txt", "models.json"))
+
+
+def runs_within(folder: str | os.PathLike, depth: int = 2) -> list[pathlib.Path]:
+    """Run folders at ``folder`` or up to ``depth`` levels below it."""
+    folder = pathlib.Path(folder)
+    if not folder.is_dir():
+        return []
+    found = [folder] if is_run_folder(folder) else []
+    if depth > 0:
+        try:
+            children = sorted(p for p in folder.iterdir() if p.is_dir() and not p.is_symlink())
+        except OSError:
+            children = []
+        for child in children:
+            found += runs_within(child, depth - 1)
+    return found
+
+
+def check_replaceable_folder(folder: str | os.PathLike, marker: str, what: str,
+                             option: str = "--out") -> None:
+    """Raise :class:`RefusedPath` unless ``folder`` may be (re)written whole as ``what``: it
+    does not exist, is empty, or carries ``marker`` (the tool wrote it); and it is not, and
+    holds no, run folder."""
+    folder = pathlib.Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise RefusedPath(f"{folder}: is a file, not a folder for {what}; choose another {option}")
+    runs = runs_within(folder)
+    if runs:
+        where = "is a run folder" if runs[0] == folder else f"holds the run folder {runs[0]}"
+        raise RefusedPath(f"{folder}: {where}; {what} is never written over a run. Nothing was "
+                          f"changed. Choose a new {option} folder outside the run folders")
+    if folder.is_dir() and any(folder.iterdir()) and not is_marked(folder, marker):
+        raise RefusedPath(f"{folder}: not empty and not {what} written by this tool (no "
+                          f"{marker} file); nothing was changed. Choose a new or empty {option} "
+                          "folder")
+
+
+def check_new_or_ours(path: str | os.PathLike, ours: bool, what: str, hint: str = "") -> None:
+    """Raise :class:`RefusedPath` if ``path`` exists and is not ``ours`` (a file the tool
+    wrote, as the caller judged it)."""
+    path = pathlib.Path(path)
+    if (path.exists() or path.is_symlink()) and not ours:
+        raise RefusedPath(f"{path}: exists and is not {what} written by this tool; it is left "
+                          f"untouched{'. ' + hint if hint else ''}")

@@ -23,7 +23,6 @@ one score per case and class, the paper's Table numbers).
 from __future__ import annotations
 
 import functools
-import json
 import pathlib
 
 import iac_tf.comparisons  # noqa: F401  (registers the comparison modules, so they load)
@@ -35,29 +34,33 @@ from iac_tf.evaluation.plots import plot_history
 from iac_tf.evaluation.plots import plot_genotype_epochs
 from iac_tf.evaluation.report import evaluate_models, markdown_table
 from iac_tf.config import dump_yaml
+from iac_tf.config import ConfigError
+from iac_tf.data.fingerprint import data_record
 from iac_tf.experiment import (STAGE_NAMES, ExperimentConfig, check_stages, record_stage,
                                restart_from, write_resolved)
 from iac_tf.files import atomic_write_json
-from iac_tf.run_layout import model_paths, register_model
+from iac_tf.run_layout import HISTORY, training_done
 from iac_tf.genotype import Genotype
 from iac_tf.preflight import checked_prepare
 from iac_tf.training.history import CsvHistory
 from iac_tf.training.precision import precision_policy
 from iac_tf.training.seeding import seed_everything
-from iac_tf.training.stage1 import BEST_MODEL, SUMMARY, Stage1Config, TrainResult, train_model, unconverged
+from iac_tf.training.stage1 import BEST_MODEL, Stage1Config, TrainResult, train_model, unconverged
 from iac_tf.training.stage2 import SearchResult, search
 from iac_tf.training.stage3 import train_comparison, train_iac_unet
 from iac_tf.unets import build_unet, load_unet
 
 
 def _outputs_guarded(stage):
-    """A full disk anywhere in ``stage``'s writes -> DiskFullError naming the run folder, with
-    the hidden temporaries (``.*.tmp*``, ``*_temp`` checkpoint parts) removed."""
+    """Run ``stage`` holding the run's lock (one writer per run folder, taken before anything
+    is written: a second process stops at once naming the holder), with a full disk anywhere in
+    its writes turned into a DiskFullError naming the run folder and the hidden temporaries
+    (``.*.tmp*``, ``*_temp`` checkpoint parts) removed."""
     @functools.wraps(stage)
     def run(cfg: ExperimentConfig, *args, **kwargs):
-        with disk_full_guard(cfg.run_dir, "the run's outputs", "output_dir",
-                             cleanup=lambda: [*cfg.run_dir.rglob(".*.tmp*"),
-                                              *cfg.run_dir.rglob("ckpt-*_temp")]):
+        with cfg.layout.lock(), disk_full_guard(
+                cfg.run_dir, "the run's outputs", "output_dir",
+                cleanup=lambda: [*cfg.run_dir.rglob(".*.tmp*"), *cfg.run_dir.rglob("ckpt-*_temp")]):
             return stage(cfg, *args, **kwargs)
     return run
 
@@ -101,7 +104,7 @@ def _case_scorer(prepared, train_cfg, batch_size: int = 32):
 
 
 def stage1_model_path(cfg: ExperimentConfig) -> pathlib.Path:
-    return cfg.stage_dir(1) / BEST_MODEL
+    return cfg.layout.best_model(cfg.layout.stage(1))
 
 
 def trained_unet_path(cfg: ExperimentConfig) -> pathlib.Path:
@@ -124,18 +127,52 @@ def _used_stages(cfg: ExperimentConfig, stage: int) -> tuple[int, ...]:
                  and not (s == 2 < stage and cfg.stage3.genotype))
 
 
-def _begin(cfg: ExperimentConfig, stage: int, restart: int | None, unet=None, genotype=None):
-    """Clear on ``--restart``, compare the config with the stage records (stop on a difference,
-    before any write), run the pre-flight checks and prepare the data (:mod:`iac_tf.preflight`:
-    folders, ``unet(cfg)``'s U-Net file against the data, ``genotype(cfg)``'s file), then record
-    the config and seed everything. Returns the prepared data."""
+def _refuse_restart_of_inputs(cfg: ExperimentConfig, stage: int, restart: int | None,
+                              command: str) -> None:
+    """``iac stageN --restart stageR`` with R < N would delete results stage N reads."""
+    if restart is not None and restart < stage and restart in _used_stages(cfg, stage):
+        raise ConfigError(
+            f"--restart stage{restart} would delete the {STAGE_NAMES[restart]} results that "
+            f"{command} needs. Nothing was changed. Run every stage again from there with "
+            f"`iac run CONFIG --restart stage{restart}`")
+
+
+def _kept_stages(cfg: ExperimentConfig, stage: int, restart: int | None) -> tuple[int, ...]:
+    """The stage folders stage ``stage`` reads that ``--restart`` keeps."""
+    return tuple(s for s in _used_stages(cfg, stage) if restart is None or s < restart)
+
+
+def _checked_data(cfg: ExperimentConfig) -> dict:
+    """The dataset record of ``data`` now, compared with the run's (raises DatasetMismatch
+    naming both before anything is written)."""
+    record = data_record(cfg.data)
+    cfg.layout.check_data(record)
+    return record
+
+
+def _commit(cfg: ExperimentConfig, restart: int | None, record: dict) -> None:
+    """After every check passed: ``--restart`` deletes, then the run records are written (the
+    run folder marked as the tool's, the resolved config, the dataset record)."""
     if restart is not None:
         for path in restart_from(cfg, restart):
             _log(f"--restart stage{restart}: removed {path}")
-    check_stages(cfg, _used_stages(cfg, stage))
+    write_resolved(cfg)
+    if cfg.layout.read_data_record() is None:
+        cfg.layout.write_data_record(record)
+
+
+def _begin(cfg: ExperimentConfig, stage: int, restart: int | None, unet=None, genotype=None):
+    """Check everything, then clear on ``--restart`` and record: the config against the stage
+    records (stop on a difference), the pre-flight checks and the data preparation
+    (:mod:`iac_tf.preflight`: folders, ``unet(cfg)``'s U-Net file against the data,
+    ``genotype(cfg)``'s file), the dataset against the run's record. Only then ``--restart``
+    deletes, the config is recorded and everything seeded. Returns the prepared data."""
+    _refuse_restart_of_inputs(cfg, stage, restart, f"`iac stage{stage}`")
+    check_stages(cfg, _kept_stages(cfg, stage, restart))
     prepared = checked_prepare(cfg, stage, prepare, unet_path=unet(cfg) if unet else None,
                                genotype_path=genotype(cfg) if genotype else None)
-    write_resolved(cfg)
+    record = _checked_data(cfg)
+    _commit(cfg, restart, record)
     record_stage(cfg, stage)
     seed_everything(cfg.seed, cfg.deterministic)
     return prepared
@@ -143,19 +180,16 @@ def _begin(cfg: ExperimentConfig, stage: int, restart: int | None, unet=None, ge
 
 def _finished_training(cfg: ExperimentConfig, stage: int, epochs: int) -> TrainResult | None:
     """The result of a finished Stage I/III run in the stage folder, else ``None``."""
-    return _finished_in(cfg.stage_dir(stage), epochs)
+    return _finished_in(cfg.layout.stage(stage), epochs)
 
 
 def _finished_in(folder: pathlib.Path, epochs: int) -> TrainResult | None:
     """The result of a finished training (Stage I/III, a sweep epoch, a comparison) in
     ``folder``, else ``None``."""
-    summary_path, rows = folder / SUMMARY, CsvHistory(folder / "history.csv").rows()
-    if not summary_path.is_file():
+    done = training_done(folder, epochs)
+    if done is None:
         return None
-    summary = json.loads(summary_path.read_text())
-    trained = sum(1 for r in rows if int(r["epoch"]) > 0)  # epoch 0 is no training
-    if trained < epochs and not summary.get("stopped_early"):
-        return None
+    summary, rows = done["summary"], done["history"]
     return TrainResult(run_dir=folder, best_model_path=folder / BEST_MODEL,
                        best_epoch=int(summary["best_epoch"]),
                        best_val_soft_dice=float(summary["best_val_soft_dice"]), history=rows,
@@ -178,7 +212,7 @@ def run_stage1(cfg: ExperimentConfig, restart: int | None = None) -> TrainResult
         _skipped(1, done)
         return done
     _log(f"Stage I: {cfg.unet.backbone} U-Net on {prepared.num_slices('train_dt')} train / "
-         f"{prepared.num_slices('val_dt')} val slices -> {cfg.stage_dir(1)}")
+         f"{prepared.num_slices('val_dt')} val slices -> {cfg.layout.stage(1)}")
     with precision_policy(cfg.stage1.mixed_precision):
         size = cfg.data.patch_size
         model = build_unet(
@@ -189,10 +223,10 @@ def run_stage1(cfg: ExperimentConfig, restart: int | None = None) -> TrainResult
         )
         bs = cfg.stage1.batch_size
         result = train_model(model, _epoch_data(prepared, "train_dt", bs),
-                             _fixed(prepared.dataset("val_dt", bs)), cfg.stage1, cfg.stage_dir(1),
+                             _fixed(prepared.dataset("val_dt", bs)), cfg.stage1, cfg.layout.stage(1),
                              seed=cfg.seed,
                              case_scorer=_case_scorer(prepared, cfg.stage1, cfg.evaluation.batch_size))
-    _plot(cfg.stage_dir(1), "Stage I")
+    _plot(cfg.layout.stage(1), "Stage I")
     _log(f"Stage I done: best val_dt {result.monitor} (selects the epoch) "
          f"{result.best_score:.4f} at epoch {result.best_epoch}"
          + (" (early stop: stage1.patience)" if result.stopped_early else ""))
@@ -208,12 +242,12 @@ def run_stage1(cfg: ExperimentConfig, restart: int | None = None) -> TrainResult
 def run_stage2(cfg: ExperimentConfig, restart: int | None = None) -> SearchResult:
     """Stage II: search the IAC on the frozen trained U-Net (train_search_dt / val_search_dt)."""
     prepared = _begin(cfg, 2, restart, unet=trained_unet_path)
-    folder = cfg.stage_dir(2)
-    times = folder / "search_time.json"
-    if times.is_file() and json.loads(times.read_text()).get("epochs", 0) >= cfg.stage2.epochs:
-        paths = sorted((folder / "genotypes").glob("epoch_*.json"))
+    layout = cfg.layout
+    folder = layout.stage(2)
+    if layout.search_done(cfg.stage2.epochs):
+        paths = layout.genotype_files()
         _log(f"Stage II: complete ({cfg.stage2.epochs} search epochs, {len(paths)} genotypes in "
-             f"{folder / 'genotypes'}), skipped")
+             f"{layout.genotypes}), skipped")
         return SearchResult(run_dir=folder, genotype_paths=paths,
                             history=CsvHistory(folder / "history.csv").rows(), seconds=0.0)
     unet_path = trained_unet_path(cfg)
@@ -228,7 +262,7 @@ def run_stage2(cfg: ExperimentConfig, restart: int | None = None) -> SearchResul
         result = search(unet, _epoch_data(prepared, "train_search_dt", bs),
                         _epoch_data(prepared, "val_search_dt", bs), cfg.stage2, folder,
                         seed=cfg.seed, strategy=strategy)
-    _log(f"Stage II done: {len(result.genotype_paths)} genotypes in {folder / 'genotypes'}")
+    _log(f"Stage II done: {len(result.genotype_paths)} genotypes in {layout.genotypes}")
     return result
 
 
@@ -237,15 +271,16 @@ def stage3_genotype_path(cfg: ExperimentConfig) -> pathlib.Path:
     the last epoch searched)."""
     if cfg.stage3.genotype:
         return pathlib.Path(cfg.stage3.genotype)
-    gdir = cfg.stage_dir(2) / "genotypes"
+    layout = cfg.layout
     if cfg.stage3.genotype_epoch is not None:
-        path = gdir / f"epoch_{cfg.stage3.genotype_epoch:03d}.json"
+        path = layout.genotype(cfg.stage3.genotype_epoch)
         if not path.exists():
             raise FileNotFoundError(f"{path}: no genotype for stage3.genotype_epoch={cfg.stage3.genotype_epoch}")
         return path
-    paths = sorted(gdir.glob("epoch_*.json"))
+    paths = layout.genotype_files()
     if not paths:
-        raise FileNotFoundError(f"{gdir}: no genotypes. Run Stage II first or set stage3.genotype.")
+        raise FileNotFoundError(f"{layout.genotypes}: no genotypes. Run Stage II first or set "
+                                "stage3.genotype.")
     return paths[-1]
 
 
@@ -254,17 +289,15 @@ def stage3_units(cfg: ExperimentConfig) -> list[tuple[str, pathlib.Path, pathlib
     ``stage3/`` (name ``iac``), or with ``stage3.genotype_epochs`` one per epoch into
     ``stage3/epoch_XXX/`` (name ``iac_epoch_XXX``). Every genotype must exist (checked here,
     before anything is trained)."""
-    epochs = cfg.stage3.genotype_epochs
+    epochs, layout = cfg.stage3.genotype_epochs, cfg.layout
     if not epochs:
-        return [("iac", stage3_genotype_path(cfg), cfg.stage_dir(3))]
+        return [("iac", stage3_genotype_path(cfg), layout.stage(3))]
     # (stage3.extra_implant_modes: see run_stage3, one more unit per mode)
-    gdir = cfg.stage_dir(2) / "genotypes"
-    missing = [e for e in epochs if not (gdir / f"epoch_{e:03d}.json").exists()]
+    missing = [e for e in epochs if not layout.genotype(e).exists()]
     if missing:
         raise FileNotFoundError(f"stage3.genotype_epochs: no Stage II genotype for epoch(s) "
-                                f"{missing} in {gdir}; nothing was trained")
-    return [(f"iac_epoch_{e:03d}", gdir / f"epoch_{e:03d}.json", cfg.stage_dir(3) / f"epoch_{e:03d}")
-            for e in epochs]
+                                f"{missing} in {layout.genotypes}; nothing was trained")
+    return [(f"iac_epoch_{e:03d}", layout.genotype(e), layout.sweep(e)) for e in epochs]
 
 
 def _stage3_done(cfg: ExperimentConfig, folder: pathlib.Path) -> TrainResult | None:
@@ -287,7 +320,8 @@ def run_stage3(cfg: ExperimentConfig, restart: int | None = None, evaluate_after
                       genotype=lambda c: [geno for _, geno, _ in stage3_units(c)])
     units = stage3_units(cfg)  # every genotype checked before anything is trained
     unet_path = trained_unet_path(cfg)
-    register_model(cfg.run_dir, "unet", unet_path)
+    layout = cfg.layout
+    layout.register_model("unet", unet_path)
     results = {}
     scorer = _case_scorer(prepared, cfg.stage3, cfg.evaluation.batch_size)
     runs = [(name, geno, folder, cfg.stage3.implant_mode) for name, geno, folder in units]
@@ -315,24 +349,23 @@ def run_stage3(cfg: ExperimentConfig, restart: int | None = None, evaluate_after
             _plot(folder, f"Stage III ({name})")
             _log(f"Stage III {name} done in {result.seconds:.1f} s: best val_dt {result.monitor} "
                  f"(selects the epoch) {result.best_score:.4f} at epoch {result.best_epoch}")
-        register_model(cfg.run_dir, name, folder / BEST_MODEL)
+        layout.register_model(name, layout.best_model(folder))
         results[name] = result
     if cfg.evaluation.unet_continued:
         results["unet_continued"] = run_unet_continued(cfg, prepared)
     if cfg.stage3.genotype_epochs:
         sweep = {n: r for n, r in results.items() if n.startswith("iac_epoch_")}
         final = select_genotype(cfg, {n: r.best_score for n, r in sweep.items()})
-        register_model(cfg.run_dir, "iac", cfg.stage_dir(3) / f"epoch_{final:03d}" / BEST_MODEL)
-        atomic_write_json(cfg.stage_dir(3) / "selected_genotype.json", {
+        layout.register_model("iac", layout.best_model(layout.sweep(final)))
+        atomic_write_json(layout.stage(3) / "selected_genotype.json", {
             "rule": cfg.stage3.select_genotype, "epoch": final, "metric": cfg.stage3.monitor,
             "best_val_score": {n: r.best_score for n, r in sweep.items()},
             "best_val_soft_dice": {n: r.best_val_soft_dice for n, r in sweep.items()}})
-        plot_genotype_epochs({e: cfg.stage_dir(3) / f"epoch_{e:03d}" / "history.csv"
-                              for e in cfg.stage3.genotype_epochs},
-                             cfg.stage_dir(3) / "genotype_epochs.png")
+        plot_genotype_epochs({e: layout.sweep(e) / HISTORY for e in cfg.stage3.genotype_epochs},
+                             layout.stage(3) / "genotype_epochs.png")
         _log(f"Stage III: the genotype of epoch {final} is the run's IAC U-Net "
              f"(select_genotype: {cfg.stage3.select_genotype}); Fig. 6 curves in "
-             f"{cfg.stage_dir(3) / 'genotype_epochs.png'}")
+             f"{layout.stage(3) / 'genotype_epochs.png'}")
     if evaluate_after:
         _evaluate(cfg, prepared)
     return results
@@ -350,7 +383,7 @@ def select_genotype(cfg: ExperimentConfig, best_val: dict[str, float]) -> int:
 
 
 def compare_dir(cfg: ExperimentConfig, method: str) -> pathlib.Path:
-    return cfg.run_dir / "compare" / method
+    return cfg.layout.compare(method)
 
 
 def run_unet_continued(cfg: ExperimentConfig, prepared=None) -> TrainResult:
@@ -366,7 +399,7 @@ def run_unet_continued(cfg: ExperimentConfig, prepared=None) -> TrainResult:
     if done is not None:
         _log(f"unet_continued: complete (best val_dt {done.monitor} {done.best_score:.4f}, "
              f"epoch {done.best_epoch}), skipped")
-        register_model(cfg.run_dir, "unet_continued", folder / BEST_MODEL)
+        cfg.layout.register_model("unet_continued", folder / BEST_MODEL)
         return done
     if prepared is None:
         prepared = prepare(cfg)
@@ -383,7 +416,7 @@ def run_unet_continued(cfg: ExperimentConfig, prepared=None) -> TrainResult:
                              seed=cfg.seed,
                              case_scorer=_case_scorer(prepared, s3, cfg.evaluation.batch_size))
     _plot(folder, "unet_continued")
-    register_model(cfg.run_dir, "unet_continued", folder / BEST_MODEL)
+    cfg.layout.register_model("unet_continued", folder / BEST_MODEL)
     _log(f"unet_continued done: best val_dt {result.monitor} {result.best_score:.4f} at epoch "
          f"{result.best_epoch}")
     return result
@@ -395,19 +428,17 @@ def run_compare(cfg: ExperimentConfig, restart: int | None = None, evaluate_afte
     (its resolved config in ``config.yaml``), register each in ``models.json``, then (unless
     ``evaluate_after`` is false) evaluate. Finished ones are skipped, an interrupted one resumes.
     Returns ``{method: TrainResult}``."""
-    if restart is not None:
-        for path in restart_from(cfg, restart):
-            _log(f"--restart stage{restart}: removed {path}")
-    check_stages(cfg, _used_stages(cfg, 1))
+    _refuse_restart_of_inputs(cfg, 2, restart, "`iac compare`")  # reads Stage I's U-Net
+    check_stages(cfg, _kept_stages(cfg, 1, restart))
     if not cfg.comparisons:
         _log("no comparison method configured (set `compare: [attention, ...]`)")
         return {}
     unet_path = trained_unet_path(cfg)
     # the same pre-flight checks as Stages II/III (folders, the U-Net against the data), before
-    # anything is written
+    # anything is written or deleted
     prepared = checked_prepare(cfg, 3, prepare, unet_path=unet_path)
-    write_resolved(cfg)
-    register_model(cfg.run_dir, "unet", unet_path)
+    _commit(cfg, restart, _checked_data(cfg))
+    cfg.layout.register_model("unet", unet_path)
     results = {}
     for method in cfg.comparisons:
         folder = compare_dir(cfg, method)
@@ -431,7 +462,7 @@ def run_compare(cfg: ExperimentConfig, restart: int | None = None, evaluate_afte
             _plot(folder, f"comparison: {method}")
             _log(f"comparison {method} done in {result.seconds:.1f} s: best val_dt soft Dice "
                  f"{result.best_val_soft_dice:.4f} at epoch {result.best_epoch}")
-        register_model(cfg.run_dir, method, folder / BEST_MODEL)
+        cfg.layout.register_model(method, folder / BEST_MODEL)
         results[method] = result
     if evaluate_after:
         _evaluate(cfg, prepared)
@@ -441,8 +472,9 @@ def run_compare(cfg: ExperimentConfig, restart: int | None = None, evaluate_afte
 def evaluation_models(cfg: ExperimentConfig) -> dict[str, pathlib.Path]:
     """The models the evaluation compares with the U-Net, in table order: ``iac``, the sweep's
     ``iac_epoch_XXX``, the configured comparisons, then anything else registered."""
-    registered = {k: v for k, v in model_paths(cfg.run_dir).items() if k != "unet"}
-    legacy = cfg.stage_dir(3) / BEST_MODEL  # a run folder from before models.json
+    layout = cfg.layout
+    registered = {k: v for k, v in layout.model_paths().items() if k != "unet"}
+    legacy = layout.best_model(layout.stage(3))  # a run folder from before models.json
     if "iac" not in registered and legacy.exists():
         registered["iac"] = legacy
     order = (["iac"] + sorted(k for k in registered if k.startswith("iac_epoch_"))
@@ -459,6 +491,7 @@ def evaluate(cfg: ExperimentConfig, prepared=None) -> dict:
     U-Net (``prepared``: the already prepared data, if the caller has it). Stops with
     :class:`~iac_tf.experiment.RunConflict` if the stage folders hold another config's results."""
     check_stages(cfg, _used_stages(cfg, 3 if cfg.method == "iac" else 1))
+    _checked_data(cfg)
     return _evaluate(cfg, prepared)
 
 
@@ -472,7 +505,7 @@ def _evaluate(cfg: ExperimentConfig, prepared=None) -> dict:
     images, masks, case_ids = prepared.arrays(cfg.evaluation.split)
     loaded = {"unet": load_unet(trained_unet_path(cfg))}
     loaded.update({name: load_unet(path) for name, path in models.items()})
-    out_dir = cfg.run_dir / "evaluation"
+    out_dir = cfg.layout.evaluation
     # the IAC (every mode) against the budget-matched baseline too (issue 11)
     pairs = [("unet_continued", n) for n in loaded if n.startswith("iac") and "unet_continued" in loaded]
     report = evaluate_models(loaded, images, masks, case_ids, prepared.class_names, out_dir,
@@ -490,14 +523,16 @@ def _volumetric(cfg: ExperimentConfig, prepared, models: dict):
     return volumetric_scores(cfg, prepared, models, batch_size=cfg.evaluation.batch_size)
 
 
+@_outputs_guarded
 def run_all(cfg: ExperimentConfig, restart: int | None = None) -> None:
     """Stages I (unless ``unet.pretrained`` is set), II and III (if ``method`` is ``iac``), the
     comparison methods, then the evaluation. All stage records are compared before any stage
     starts; finished parts are skipped."""
-    if restart is not None:
-        for path in restart_from(cfg, restart):
-            _log(f"--restart stage{restart}: removed {path}")
-    check_stages(cfg, _used_stages(cfg, 3 if cfg.method == "iac" else 1))
+    last = 3 if cfg.method == "iac" else 1
+    check_stages(cfg, _kept_stages(cfg, last, restart))
+    if restart is not None:  # check what the first stage to run needs, then delete
+        _restart_preflight(cfg, restart)
+        _commit(cfg, restart, _checked_data(cfg))
     if not cfg.unet.pretrained:
         run_stage1(cfg)
     if cfg.method == "iac":
@@ -507,7 +542,20 @@ def run_all(cfg: ExperimentConfig, restart: int | None = None) -> None:
     _evaluate(cfg)
 
 
+def _restart_preflight(cfg: ExperimentConfig, restart: int) -> None:
+    """The pre-flight checks of the first stage ``iac run --restart stageR`` runs, before
+    anything is deleted: Stage I's (folders, backbone, data) when it retrains the U-Net, else
+    the trained U-Net against the data (and Stage III's genotypes when they are kept)."""
+    if restart == 1 and not cfg.unet.pretrained:
+        checked_prepare(cfg, 1, prepare)
+        return
+    stage = 3 if cfg.method != "iac" else max(restart, 2)
+    genotypes = ([g for _, g, _ in stage3_units(cfg)]
+                 if stage == 3 and cfg.method == "iac" else None)
+    checked_prepare(cfg, stage, prepare, unet_path=trained_unet_path(cfg), genotype_path=genotypes)
+
+
 def _plot(stage_dir: pathlib.Path, title: str) -> None:
-    history = stage_dir / "history.csv"
+    history = stage_dir / HISTORY
     if history.exists():
         plot_history(history, stage_dir / "learning_curves.png", title=title)

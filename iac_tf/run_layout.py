@@ -1,8 +1,12 @@
-"""The layout of a run folder, shared by the stages, the comparisons, ``iac predict`` and
-``iac report``::
+"""The run folder and its one owner, :class:`RunLayout`: every path of a run, every "is this
+finished" rule, the run's lock and its dataset record. The stages, ``--restart``, the
+pre-flight, ``iac report``, ``iac grid`` and ``iac predict`` all ask it::
 
     runs/NAME/
+      .iac-run                         marker: a run folder written by iac_tf
       config.yaml, version.txt         resolved experiment config and code version
+      data_record.json                 the dataset the run was trained on: absolute path,
+                                       fingerprint, classes and channel modalities
       models.json                      index: model name -> best .keras of that model (see below)
       stage1/                          best_model.keras, history.csv, summary.json, ...
       stage2/                          genotypes/epoch_XXX.json, arch/, history.csv, search_time.json
@@ -13,6 +17,7 @@
                                        unet_continued, ...): best_model.keras, history.csv, summary.json
       evaluation/                      dice_per_case.csv (columns: case, class, unet, <method>...),
                                        stats.json, dice_table.md, plots
+    runs/.NAME.lock                    held while a process writes the run (:mod:`iac_tf.locks`)
 
 ``models.json`` maps a model name (``unet``, ``iac``, ``iac_epoch_025``, ``attention``,
 ``unet_continued``, ...) to its best model file, relative to the run folder where it lies inside
@@ -21,50 +26,337 @@ it (else absolute, e.g. a user's pre-trained U-Net). ``iac`` is always the run's
 
 from __future__ import annotations
 
+import contextlib
+import csv
+import dataclasses
 import json
 import os
 import pathlib
+from typing import Any, Iterator
 
-from iac_tf.files import atomic_write_json
+from iac_tf.files import RUN_MARKER, atomic_write_json, is_run_folder, mark
+from iac_tf.locks import folder_lock, read_holder
 
 MODELS_INDEX = "models.json"
+DATA_RECORD = "data_record.json"
+BEST_MODEL = "best_model.keras"
+SUMMARY = "summary.json"
+HISTORY = "history.csv"
+SEARCH_TIME = "search_time.json"
+DICE_CSV = pathlib.Path("evaluation") / "dice_per_case.csv"
+STAGES = (1, 2, 3)
 
 
-def _index_path(run_dir: str | os.PathLike) -> pathlib.Path:
-    return pathlib.Path(run_dir) / MODELS_INDEX
+class DatasetMismatch(ValueError):
+    """The run was made on other data than the config names now (the message names both)."""
 
 
-def model_paths(run_dir: str | os.PathLike) -> dict[str, pathlib.Path]:
-    """Every registered model of a run, as absolute paths (empty if none is registered)."""
-    run_dir = pathlib.Path(run_dir)
-    path = _index_path(run_dir)
+@dataclasses.dataclass
+class RunStatus:
+    """What a run still lacks (``missing``: parts named as in the layout)."""
+
+    run_dir: pathlib.Path
+    missing: list[str]
+    exists: bool
+
+    @property
+    def finished(self) -> bool:
+        return self.exists and not self.missing
+
+    @property
+    def state(self) -> str:
+        if not self.exists:
+            return "not started"
+        return "finished" if not self.missing else "partial"
+
+
+class RunLayout:
+    """The paths and rules of one run folder ``root`` (nothing is read or written on creation)."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = pathlib.Path(root)
+
+    # ------------------------------------------------------------------ paths
+    @property
+    def name(self) -> str:
+        return self.root.name
+
+    @property
+    def config(self) -> pathlib.Path:
+        return self.root / "config.yaml"
+
+    @property
+    def version(self) -> pathlib.Path:
+        return self.root / "version.txt"
+
+    @property
+    def models_index(self) -> pathlib.Path:
+        return self.root / MODELS_INDEX
+
+    @property
+    def data_record(self) -> pathlib.Path:
+        return self.root / DATA_RECORD
+
+    @property
+    def lock_path(self) -> pathlib.Path:
+        """Beside the run folder, so a refused run leaves the run folder untouched."""
+        return self.root.parent / f".{self.root.name}.lock"
+
+    def stage(self, n: int) -> pathlib.Path:
+        if n not in STAGES:
+            raise ValueError(f"stage must be one of {STAGES}, got {n!r}")
+        return self.root / f"stage{n}"
+
+    @property
+    def genotypes(self) -> pathlib.Path:
+        return self.stage(2) / "genotypes"
+
+    def genotype(self, epoch: int) -> pathlib.Path:
+        return self.genotypes / f"epoch_{epoch:03d}.json"
+
+    @property
+    def search_time(self) -> pathlib.Path:
+        return self.stage(2) / SEARCH_TIME
+
+    def sweep(self, epoch: int) -> pathlib.Path:
+        """Stage III's folder of the genotype of search epoch ``epoch`` (a sweep)."""
+        return self.stage(3) / f"epoch_{epoch:03d}"
+
+    @property
+    def compare_root(self) -> pathlib.Path:
+        return self.root / "compare"
+
+    def compare(self, method: str) -> pathlib.Path:
+        return self.compare_root / method
+
+    @property
+    def evaluation(self) -> pathlib.Path:
+        return self.root / "evaluation"
+
+    @property
+    def dice_csv(self) -> pathlib.Path:
+        return self.root / DICE_CSV
+
+    def best_model(self, folder: pathlib.Path) -> pathlib.Path:
+        return folder / BEST_MODEL
+
+    def stage3_dirs(self) -> dict[str, pathlib.Path]:
+        """Stage III folders present: ``{"iac": stage3}`` and/or ``{"epoch_025": ...}``."""
+        out = {}
+        s3 = self.stage(3)
+        if (s3 / HISTORY).exists():
+            out["iac"] = s3
+        for d in sorted(s3.glob("epoch_*")):
+            if d.is_dir():
+                out[d.name] = d
+        return out
+
+    def genotype_files(self) -> list[pathlib.Path]:
+        return sorted(self.genotypes.glob("epoch_*.json"))
+
+    # ------------------------------------------------------------------ ownership
+    def is_run(self) -> bool:
+        return is_run_folder(self.root)
+
+    def claim(self) -> None:
+        """Create the run folder (if needed) and mark it as the tool's."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        mark(self.root, RUN_MARKER, "an iac_tf run folder")
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[pathlib.Path]:
+        """Hold the run's lock (:func:`iac_tf.locks.folder_lock`): one writer per run."""
+        with folder_lock(self.lock_path, f"run folder {self.root}") as path:
+            yield path
+
+    def lock_holder(self) -> str | None:
+        """Who writes this run right now, or ``None``."""
+        return read_holder(self.lock_path)
+
+    # ------------------------------------------------------------------ finished rules
+    def search_done(self, epochs: int) -> bool:
+        """Stage II searched ``epochs`` epochs (its ``search_time.json`` says so)."""
+        if not self.search_time.is_file():
+            return False
+        return json.loads(self.search_time.read_text()).get("epochs", 0) >= epochs
+
+    def status(self, cfg: dict | None = None) -> RunStatus:
+        """What the run still lacks, judged against ``cfg`` (a plain config mapping; default:
+        the run's own ``config.yaml``; absent keys take the config classes' defaults)."""
+        if not self.root.is_dir():
+            return RunStatus(self.root, ["run folder"], exists=False)
+        cfg = with_stage_defaults(cfg if cfg is not None else read_config(self.config))
+        missing = []
+        if not self.config.exists():
+            missing.append("config.yaml")
+        s2, s3 = cfg["stage2"], cfg["stage3"]
+        if not (cfg.get("unet") or {}).get("pretrained") and not (self.stage(1) / SUMMARY).exists():
+            missing.append("stage1")
+        method = str(cfg.get("method") or "iac")  # a comparison-only run has no IAC
+        methods = list(dict.fromkeys(([method] if method != "iac" else [])
+                                     + [str(m) for m in (cfg.get("compare") or [])]))
+        searched = self.search_time.exists() and self.genotype(int(s2["epochs"])).exists()
+        if method == "iac" and not s3.get("genotype") and not searched:
+            missing.append("stage2")  # not needed when stage3.genotype names a genotype file
+        for ep in (s3.get("genotype_epochs") or []) if method == "iac" else []:
+            if not (self.sweep(int(ep)) / SUMMARY).exists():
+                missing.append(f"stage3/epoch_{int(ep):03d}")
+        if method == "iac" and not s3.get("genotype_epochs") and not (self.stage(3) / SUMMARY).exists():
+            missing.append("stage3")
+        for m in methods:
+            if not (self.compare(m) / SUMMARY).exists():
+                missing.append(f"compare/{m}")
+        columns = csv_columns(self.dice_csv)
+        if columns is None:
+            missing.append("evaluation")
+        else:
+            wanted = ["unet"] + (["iac"] if method == "iac" else []) + methods
+            missing += [f"evaluation column {c}" for c in wanted if c not in columns]
+        return RunStatus(self.root, missing, exists=True)
+
+    # ------------------------------------------------------------------ models.json
+    def model_paths(self) -> dict[str, pathlib.Path]:
+        """Every registered model, as absolute paths (empty if none is registered)."""
+        path = self.models_index
+        if not path.exists():
+            return {}
+        try:
+            entries = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{path}: unreadable model index ({exc})") from None
+        if not isinstance(entries, dict):
+            raise ValueError(f"{path}: expected a JSON object of name -> model path")
+        return {name: (self.root / rel if not pathlib.Path(rel).is_absolute() else pathlib.Path(rel))
+                for name, rel in entries.items()}
+
+    def register_model(self, name: str, model_path: str | os.PathLike) -> None:
+        """Record ``name -> model_path`` in ``models.json`` (atomic rewrite)."""
+        model_path = pathlib.Path(model_path)
+        try:
+            rel = str(model_path.resolve().relative_to(self.root.resolve()))
+        except ValueError:
+            rel = str(model_path.resolve())
+        current = {k: str(v) for k, v in self._raw_index().items()}
+        current[name] = rel
+        atomic_write_json(self.models_index, current)
+
+    def unregister_inside(self, folders) -> None:
+        """Drop the ``models.json`` entries whose model lies in one of ``folders``."""
+        entries = self._raw_index()
+        cleared = [pathlib.Path(p).resolve() for p in folders]
+        kept = {name: rel for name, rel in entries.items()
+                if not any(_inside((self.root / rel).resolve(), d) for d in cleared)}
+        if kept != entries:
+            atomic_write_json(self.models_index, kept)
+
+    def _raw_index(self) -> dict:
+        if not self.models_index.exists():
+            return {}
+        return json.loads(self.models_index.read_text())
+
+    # ------------------------------------------------------------------ dataset record
+    def read_data_record(self) -> dict | None:
+        if not self.data_record.is_file():
+            return None
+        try:
+            return json.loads(self.data_record.read_text())
+        except ValueError as exc:
+            raise ValueError(f"{self.data_record}: unreadable dataset record ({exc})") from None
+
+    def check_data(self, record: dict) -> bool:
+        """Compare the dataset ``record`` (:func:`iac_tf.data.fingerprint.data_record`) with
+        the run's; ``True`` if the run has none yet. Raises :class:`DatasetMismatch` naming
+        both datasets if the files differ (same files under another path are accepted)."""
+        old = self.read_data_record()
+        if old is None:
+            return True
+        if old.get("fingerprint") != record.get("fingerprint"):
+            raise DatasetMismatch(
+                f"{self.root} was made on the dataset {old.get('root')} ({old.get('files')} "
+                f"files, fingerprint {str(old.get('fingerprint'))[:12]}), but data.root now names "
+                f"{record.get('root')} ({record.get('files')} files, fingerprint "
+                f"{str(record.get('fingerprint'))[:12]}): other files. Nothing was changed. Point "
+                f"data.root at the run's dataset (an absolute path), or start a new run "
+                f"(--set name=...)")
+        return False
+
+    def write_data_record(self, record: dict) -> None:
+        atomic_write_json(self.data_record, record)
+
+
+def training_done(folder: pathlib.Path, epochs: int) -> dict | None:
+    """A finished training (Stage I/III, a sweep epoch, a comparison) in ``folder``: its
+    ``summary.json`` exists and ``history.csv`` has ``epochs`` trained epochs (or the summary
+    says it stopped early). Returns ``{"summary": ..., "history": rows}``, else ``None``."""
+    summary_path = folder / SUMMARY
+    if not summary_path.is_file():
+        return None
+    rows = read_history(folder / HISTORY)
+    summary = json.loads(summary_path.read_text())
+    trained = sum(1 for r in rows if int(r["epoch"]) > 0)  # epoch 0 is no training
+    if trained < epochs and not summary.get("stopped_early"):
+        return None
+    return {"summary": summary, "history": rows}
+
+
+def _inside(path: pathlib.Path, folder: pathlib.Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+# ---------------------------------------------------------------------------- readers
+def read_config(path: pathlib.Path) -> dict:
+    """A run's ``config.yaml`` as a plain mapping (``{}`` if absent or unreadable)."""
+    import yaml
+
     if not path.exists():
         return {}
     try:
-        entries = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"{path}: unreadable model index ({exc})") from None
-    if not isinstance(entries, dict):
-        raise ValueError(f"{path}: expected a JSON object of name -> model path")
-    return {name: (run_dir / rel if not pathlib.Path(rel).is_absolute() else pathlib.Path(rel))
-            for name, rel in entries.items()}
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def with_stage_defaults(cfg: dict) -> dict:
+    """``cfg`` with the ``stage1``-``stage3`` sections completed by the config classes'
+    defaults (one source of defaults for every "finished" rule)."""
+    from iac_tf.config import to_dict
+    from iac_tf.training.stage1 import Stage1Config
+    from iac_tf.training.stage2 import Stage2Config
+    from iac_tf.training.stage3 import Stage3Config
+
+    out = dict(cfg)
+    for key, cls in (("stage1", Stage1Config), ("stage2", Stage2Config), ("stage3", Stage3Config)):
+        section = out.get(key) if isinstance(out.get(key), dict) else {}
+        out[key] = {**to_dict(cls()), **section}
+    return out
+
+
+def read_history(path: pathlib.Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    with path.open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def csv_columns(path: pathlib.Path) -> list[str] | None:
+    if not path.exists():
+        return None
+    with path.open(newline="") as fh:
+        return next(csv.reader(fh), [])
+
+
+# ---------------------------------------------------------------------------- module API
+def model_paths(run_dir: str | os.PathLike) -> dict[str, pathlib.Path]:
+    """Every registered model of a run (:meth:`RunLayout.model_paths`)."""
+    return RunLayout(run_dir).model_paths()
 
 
 def register_model(run_dir: str | os.PathLike, name: str, model_path: str | os.PathLike) -> None:
-    """Record ``name -> model_path`` in the run's ``models.json`` (atomic rewrite)."""
-    run_dir = pathlib.Path(run_dir)
-    model_path = pathlib.Path(model_path)
-    try:
-        rel = str(model_path.resolve().relative_to(run_dir.resolve()))
-    except ValueError:
-        rel = str(model_path.resolve())
-    current = {k: str(v) for k, v in _raw(run_dir).items()}
-    current[name] = rel
-    atomic_write_json(_index_path(run_dir), current)
+    """Record ``name -> model_path`` in the run's ``models.json`` (:meth:`RunLayout.register_model`)."""
+    RunLayout(run_dir).register_model(name, model_path)
 
 
-def _raw(run_dir: pathlib.Path) -> dict:
-    path = _index_path(run_dir)
-    if not path.exists():
-        return {}
-    return json.loads(path.read_text())
+def run_status(run_dir: str | os.PathLike, cfg: dict | None = None) -> RunStatus:
+    """:meth:`RunLayout.status`."""
+    return RunLayout(run_dir).status(cfg)

@@ -16,10 +16,18 @@ SAMPLE = ROOT / "experiments" / "sample.yaml"
 
 def test_unknown_key_is_an_error_naming_the_key(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
-    bad.write_text(SAMPLE.read_text() + "\nstage2:\n  epochz: 3\n")
+    bad.write_text(SAMPLE.read_text().replace("\nstage2:\n", "\nstage2:\n  epochz: 3\n", 1))
     assert main(["stage2", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "stage2.epochz" in err and str(bad) in err
+
+
+def test_a_key_given_twice_is_an_error_naming_both_lines(tmp_path, capsys):
+    bad = tmp_path / "twice.yaml"
+    bad.write_text(SAMPLE.read_text() + "\nstage2:\n  epochs: 3\n")
+    assert main(["doctor", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "'stage2' is given twice" in err and str(bad) in err and err.count("\n") == 1
 
 
 def test_wrong_type_and_missing_file(tmp_path, capsys):

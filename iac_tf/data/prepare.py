@@ -12,6 +12,7 @@ from iac_tf.data import cache as cache_lib
 from iac_tf.data.config import DataConfig, DataError, PrepareInterrupted
 from iac_tf.data.datasets import DATASETS, list_cases, read_case, unlabelled_warning
 from iac_tf.diskspace import check_writable_folder
+from iac_tf.locks import folder_lock
 from iac_tf.data.pipeline import PreparedDataset
 from iac_tf.data.preprocess import preprocess_case
 from iac_tf.data.splits import load_or_make_splits
@@ -120,11 +121,18 @@ def _build_volumes(cfg, root, cache_dir, name, progress) -> pathlib.Path:
     path = cache_dir / f"{cfg.format}_{name}_{key[:12]}.h5"
     if path.is_file():
         return path
+    _check_cache_dir(cache_dir)
+    with folder_lock(cache_dir / f".{path.name}.lock", f"the slice cache {path}"):
+        if path.is_file():  # built by the process that held the lock before us
+            return path
+        return _write_volumes(cfg, root, name, progress, spec, cases, classes, key, path)
+
+
+def _write_volumes(cfg, root, name, progress, spec, cases, classes, key, path) -> pathlib.Path:
     reorient = spec.reorient if cfg.reorient is None else cfg.reorient
     nonzero = spec.mri_nonzero if cfg.mri_nonzero is None else cfg.mri_nonzero
     skipped: list[str] = []
     channels = len(cases[0].image_paths)
-    _check_cache_dir(cache_dir)
     expected = sum(axial_slices(c.label_path, reorient) for c in cases if c.label_path.is_file())
     with cache_lib.CacheWriter(path, cfg.patch_size, channels, len(classes.names),
                                expected_slices=expected) as writer:
@@ -198,6 +206,13 @@ def _build_npz(cfg, root, cache_dir, name, progress) -> pathlib.Path:
     for i, case in enumerate(ids):
         order.setdefault(case, []).append(i)
     _check_cache_dir(cache_dir)
+    with folder_lock(cache_dir / f".{path.name}.lock", f"the slice cache {path}"):
+        if not path.is_file():  # else built by the process that held the lock before us
+            _write_npz(path, images, masks, order, names, key, root, name, progress)
+    return path
+
+
+def _write_npz(path, images, masks, order, names, key, root, name, progress) -> None:
     with cache_lib.CacheWriter(path, images.shape[1], images.shape[-1], masks.shape[-1],
                                expected_slices=len(images)) as w:
         if images.shape[1] != images.shape[2]:
@@ -205,4 +220,3 @@ def _build_npz(cfg, root, cache_dir, name, progress) -> pathlib.Path:
         for case, idx in _tqdm(order.items(), progress, f"caching {name}"):
             w.append(case, case, images[idx], masks[idx], np.arange(len(idx)))
         w.close(key, names, [], {"format": "npz"})
-    return path

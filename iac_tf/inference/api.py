@@ -18,11 +18,19 @@ from iac_tf.inference.volume import Preprocessing
 
 def load_run_preprocessing(model_path: pathlib.Path, config: str | None = None,
                            modality: Sequence[str] | None = None) -> Preprocessing:
-    """The preprocessing of the run ``model_path`` belongs to (its ``config.yaml``'s data
-    section, or ``config``)."""
+    """The preprocessing of the run ``model_path`` belongs to: what the run recorded of its
+    dataset at training time (``data_record.json`` beside its ``config.yaml``), so whichever
+    dataset the working directory holds now is never read. ``config`` (another run config)
+    or a run without that record (written before it existed): read from the config's
+    ``data.root``."""
     from iac_tf.experiment import load_experiment
+    from iac_tf.run_layout import RunLayout
 
-    cfg = load_experiment(config or find_run_config(model_path))
+    config_path = pathlib.Path(config) if config else find_run_config(model_path)
+    record = RunLayout(config_path.parent).read_data_record() if not config else None
+    if record and record.get("preprocessing"):
+        return Preprocessing.from_record(record["preprocessing"], modality)
+    cfg = load_experiment(config_path)
     return Preprocessing.from_data_config(cfg.data, modality)
 
 

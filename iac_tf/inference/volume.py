@@ -56,6 +56,24 @@ class Preprocessing:
         return tuple(self.case_modalities.get(case_id, self.modalities))
 
     @classmethod
+    def from_record(cls, record: dict, modalities: Sequence[str] | None = None) -> Preprocessing:
+        """The preprocessing a run recorded at training time (``data_record.json``'s
+        ``preprocessing``), so no ``dataset.json`` is read again; ``modalities`` as in
+        :meth:`from_data_config`."""
+        prep = cls(
+            patch_size=int(record["patch_size"]), zoom=float(record["zoom"]),
+            reorient=bool(record["reorient"]), nonzero=bool(record["nonzero"]),
+            ct_window=tuple(record["ct_window"]), ct_percentiles=tuple(record["ct_percentiles"]),
+            class_names=tuple(record["class_names"]),
+            classes=tuple(tuple(int(v) for v in values) for values in record["classes"]),
+            modalities=tuple(record["modalities"]),
+            case_modalities={k: tuple(v) for k, v in (record.get("case_modalities") or {}).items()})
+        if not modalities:
+            return prep
+        return dataclasses.replace(prep, modalities=_override(modalities, len(prep.modalities)),
+                                   case_modalities={})
+
+    @classmethod
     def from_data_config(cls, cfg: DataConfig, modalities: Sequence[str] | None = None
                          ) -> Preprocessing:
         """Read classes and channel modalities from the dataset ``cfg.root`` names.
@@ -80,12 +98,7 @@ class Preprocessing:
             default = tuple("CT" if str(channels[i]).upper() == "CT" else str(channels[i])
                             for i in sorted(channels, key=int))
         if modalities:
-            modalities = tuple("CT" if m.upper() == "CT" else m for m in modalities)
-            if len(modalities) == 1:
-                modalities = modalities * len(default)
-            if len(modalities) != len(default):
-                raise DataError(f"--modality: {len(modalities)} values for {len(default)} channels")
-            default, known = modalities, {}
+            default, known = _override(modalities, len(default)), {}
         return cls(
             patch_size=cfg.patch_size, zoom=cfg.zoom,
             reorient=spec.reorient if cfg.reorient is None else cfg.reorient,
@@ -93,6 +106,16 @@ class Preprocessing:
             ct_window=tuple(cfg.ct_window), ct_percentiles=tuple(cfg.ct_percentiles),
             class_names=tuple(classes.names), classes=tuple(classes.values),
             modalities=tuple(default), case_modalities=known)
+
+
+def _override(modalities: Sequence[str], channels: int) -> tuple[str, ...]:
+    """``--modality`` values for ``channels`` channels (one value: every channel)."""
+    modalities = tuple("CT" if m.upper() == "CT" else m for m in modalities)
+    if len(modalities) == 1:
+        modalities = modalities * channels
+    if len(modalities) != channels:
+        raise DataError(f"--modality: {len(modalities)} values for {channels} channels")
+    return modalities
 
 
 def to_slices(image: np.ndarray, modalities: Sequence[str], prep: Preprocessing
