@@ -93,7 +93,12 @@ def folder_lock(path: str | os.PathLike, what: str) -> Iterator[pathlib.Path]:
         finally:
             _HELD[key][1] -= 1
         return
-    fd = _acquire(path, what)
+    made = _make_parents(path.parent, what)
+    try:
+        fd = _acquire(path, what)
+    except BaseException:
+        _remove_empty(made)
+        raise
     _HELD[key] = [fd, 1]
     try:
         yield path
@@ -104,10 +109,33 @@ def folder_lock(path: str | os.PathLike, what: str) -> Iterator[pathlib.Path]:
         except OSError:
             pass
         os.close(fd)  # closing the descriptor releases the record lock
+        _remove_empty(made)
+
+
+def _make_parents(folder: pathlib.Path, what: str) -> list[pathlib.Path]:
+    """``mkdir -p folder``; returns the folders it created (deepest first), so a refused or
+    finished command that wrote nothing else leaves no empty folders behind."""
+    missing = []
+    probe = folder
+    while not probe.exists():
+        missing.append(probe)
+        probe = probe.parent
+    if not probe.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, f"{probe}: is a file, not a folder; cannot "
+                                 f"create {folder} for {what} (set output_dir)")
+    folder.mkdir(parents=True, exist_ok=True)
+    return missing
+
+
+def _remove_empty(folders: list[pathlib.Path]) -> None:
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty: something was written there
+            return
 
 
 def _acquire(path: pathlib.Path, what: str) -> int:
-    path.parent.mkdir(parents=True, exist_ok=True)
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
         try:

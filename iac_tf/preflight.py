@@ -293,6 +293,13 @@ def checked_prepare(cfg, stage: int, prepare: Callable, unet_path=None, genotype
     if unet_path is not None:
         row, info = unet_check(unet_path, cfg)
         rows.append(row)
+        rows.append(output_space_check(cfg, info.params if info is not None else 0))
+    elif stage == 1:
+        try:
+            shape = data_shape(cfg)[0]
+        except Exception:  # noqa: BLE001 - the data preparation below names the problem
+            shape = None
+        rows.append(output_space_check(cfg, _stage1_params(cfg, shape)))
     _raise_failures(rows)
     prepared = prepare(cfg)
     if info is not None:
@@ -305,16 +312,35 @@ def checked_prepare(cfg, stage: int, prepare: Callable, unet_path=None, genotype
 
 
 # ---------------------------------------------------------------------------- doctor
-def _data_rows(cfg) -> tuple[list[Check], DataShape | None]:
-    """Every case read and checked (as ``iac data check``), plus the cache size estimate."""
-    from iac_tf.data import check_dataset
-    from iac_tf.data.cache import slice_bytes
+def data_shape(cfg, count_slices: bool = False) -> tuple[DataShape, int]:
+    """Channels, classes and (``count_slices``: from the label headers) the number of axial
+    slices of ``cfg.data``, without building the cache."""
     from iac_tf.data.datasets import DATASETS, list_cases
     from iac_tf.data.prepare import axial_slices, load_npz, resolve_paths
 
     d = cfg.data
+    root, _ = resolve_paths(d)
+    if d.format == "npz":
+        images, masks, _, names = load_npz(root)
+        return DataShape(images.shape[-1], masks.shape[-1], d.patch_size, tuple(names)), len(images)
+    spec = DATASETS[d.format]
+    cases = list_cases(d.format, root)[: d.max_cases or None]
+    names = spec.classes(root, d.label_mode).names
+    shape = DataShape(len(cases[0].image_paths), len(names), d.patch_size, tuple(names))
+    if not count_slices:
+        return shape, 0
+    reorient = spec.reorient if d.reorient is None else d.reorient
+    return shape, sum(axial_slices(c.label_path, reorient) for c in cases if c.label_path.is_file())
+
+
+def _data_rows(cfg) -> tuple[list[Check], DataShape | None]:
+    """Every case read and checked (as ``iac data check``), plus the cache size estimate."""
+    from iac_tf.data import check_dataset
+    from iac_tf.data.cache import slice_bytes
+    from iac_tf.data.prepare import resolve_paths
+
+    d = cfg.data
     root, cache_dir = resolve_paths(d)
-    shape, slices = None, 0
     try:
         report = check_dataset(root, format=d.format, raise_on_error=False)
     except Exception as exc:  # noqa: BLE001
@@ -331,27 +357,28 @@ def _data_rows(cfg) -> tuple[list[Check], DataShape | None]:
         data_row = Check("data", OK, f"{root}: {len(report.rows)} case(s), classes "
                          f"{list(report.class_names)}")
     try:
-        if d.format == "npz":
-            images, masks, _, names = load_npz(root)
-            shape = DataShape(images.shape[-1], masks.shape[-1], d.patch_size, tuple(names))
-            slices = len(images)
-        else:
-            spec = DATASETS[d.format]
-            cases = list_cases(d.format, root)[: d.max_cases or None]
-            names = spec.classes(root, d.label_mode).names
-            shape = DataShape(len(cases[0].image_paths), len(names), d.patch_size, tuple(names))
-            reorient = spec.reorient if d.reorient is None else d.reorient
-            slices = sum(axial_slices(c.label_path, reorient) for c in cases
-                         if c.label_path.is_file())
+        shape, slices = data_shape(cfg, count_slices=True)
     except Exception:  # noqa: BLE001 - already reported by the data row
         return [data_row], None
     needed = slices * slice_bytes(d.patch_size, shape.channels, shape.classes)
     free = free_bytes(cache_dir)
-    status = OK if free >= needed + MARGIN_BYTES else WARN
+    status = OK if free >= needed + MARGIN_BYTES or _cache_built(cfg) else FAIL
     space = Check("cache space", status, f"{cache_dir}: {human(free)} free, the cache needs at "
                   f"most {human(needed)} (uncompressed, every slice)"
-                  + ("" if status == OK else "; it may not fit (set data.cache_dir)"))
+                  + ("" if status == OK else "; it does not fit: free space there or set "
+                     "data.cache_dir"))
     return [data_row, space], shape
+
+
+def _cache_built(cfg) -> bool:
+    """The slice cache of ``cfg.data`` exists already (so it needs no space)."""
+    from iac_tf.data.prepare import cached_path
+
+    try:
+        path = cached_path(cfg.data)
+    except Exception:  # noqa: BLE001 - unreadable data: the data row reports it
+        return False
+    return path is not None and path.is_file()
 
 
 def doctor(cfg) -> list[Check]:
@@ -375,16 +402,24 @@ def doctor(cfg) -> list[Check]:
         rows.append(genotype_check(found[-1]) if found else
                     Check("genotype", SKIP, "stage3.genotype not set: Stage II writes it"))
     params = info.params if info is not None else _stage1_params(cfg, shape)
-    # 3 stages x (best model + savedmodel + 2 checkpoints x (weights + 2 Adam slots)) + logs
-    needed = 3 * 8 * 4 * (params or 2_000_000) + 50 * 1024**2
-    free = free_bytes(cfg.run_dir)
-    rows.append(Check("output space", OK if free >= needed else WARN,
-                      f"{cfg.run_dir}: {human(free)} free, about {human(needed)} needed "
-                      f"(models and checkpoints of a {params:,}-parameter U-Net)" if params else
-                      f"{cfg.run_dir}: {human(free)} free, about {human(needed)} needed "
-                      "(assuming a 2M-parameter U-Net)"))
+    rows.append(output_space_check(cfg, params))
     rows += gpu_checks(cfg)
     return rows
+
+
+def output_space_check(cfg, params: int) -> Check:
+    """Free space for the run's outputs: 3 stages x (best model + SavedModel + 2 checkpoints x
+    (weights + 2 Adam slots)) of a ``params``-parameter U-Net (2M if unknown) + 50 MiB of logs.
+    Too little is a failure: the run would stop at its first checkpoint."""
+    needed = 3 * 8 * 4 * (params or 2_000_000) + 50 * 1024**2
+    free = free_bytes(cfg.run_dir)
+    size = f"a {params:,}-parameter U-Net" if params else "a 2M-parameter U-Net (assumed)"
+    if free < needed:
+        return Check("output space", FAIL,
+                     f"{cfg.run_dir}: {human(free)} free, about {human(needed)} needed for the "
+                     f"models and checkpoints of {size}; free space there or set output_dir")
+    return Check("output space", OK, f"{cfg.run_dir}: {human(free)} free, about {human(needed)} "
+                 f"needed (models and checkpoints of {size})")
 
 
 def _stage1_params(cfg, shape: DataShape | None) -> int:

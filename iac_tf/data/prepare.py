@@ -11,7 +11,7 @@ import numpy as np
 from iac_tf.data import cache as cache_lib
 from iac_tf.data.config import DataConfig, DataError, PrepareInterrupted
 from iac_tf.data.datasets import DATASETS, list_cases, read_case, unlabelled_warning
-from iac_tf.diskspace import check_writable_folder
+from iac_tf.diskspace import check_free_space, check_writable_folder
 from iac_tf.locks import folder_lock
 from iac_tf.data.pipeline import PreparedDataset
 from iac_tf.data.preprocess import preprocess_case
@@ -109,16 +109,36 @@ def _tqdm(iterable, progress: bool, desc: str):
     return tqdm(iterable, desc=desc, disable=not progress, unit="case")
 
 
-def _build_volumes(cfg, root, cache_dir, name, progress) -> pathlib.Path:
-    spec = DATASETS[cfg.format]
+def cached_path(cfg: DataConfig) -> pathlib.Path:
+    """Where the slice cache of ``cfg`` is (or will be) written; nothing is built."""
+    root, cache_dir = resolve_paths(cfg)
+    if cfg.format == "npz":
+        return _npz_target(root, cache_dir, root.stem)[0]
+    return _volume_target(cfg, root, cache_dir, root.name)[0]
+
+
+def _volume_target(cfg, root, cache_dir, name):
+    """``(cache path, key, cases)`` of a NIfTI dataset: the key hashes the content config and
+    every listed file's path, size and modification time."""
     cases = list_cases(cfg.format, root)
     if cfg.max_cases:
         cases = cases[: cfg.max_cases]
-    classes = spec.classes(root, cfg.label_mode)
     files = [p for c in cases for p in (*c.image_paths, c.label_path) if p.is_file()]
     key = cache_lib.cache_key(cfg.content_dict() | {"root": None},
                               cache_lib.file_fingerprints(files, root))
-    path = cache_dir / f"{cfg.format}_{name}_{key[:12]}.h5"
+    return cache_dir / f"{cfg.format}_{name}_{key[:12]}.h5", key, cases
+
+
+def _npz_target(root, cache_dir, name):
+    key = cache_lib.cache_key({"format": "npz"}, cache_lib.file_fingerprints(
+        [root] if root.is_file() else [], root.parent))
+    return cache_dir / f"npz_{name}_{key[:12]}.h5", key
+
+
+def _build_volumes(cfg, root, cache_dir, name, progress) -> pathlib.Path:
+    spec = DATASETS[cfg.format]
+    path, key, cases = _volume_target(cfg, root, cache_dir, name)
+    classes = spec.classes(root, cfg.label_mode)
     if path.is_file():
         return path
     _check_cache_dir(cache_dir)
@@ -134,6 +154,9 @@ def _write_volumes(cfg, root, name, progress, spec, cases, classes, key, path) -
     skipped: list[str] = []
     channels = len(cases[0].image_paths)
     expected = sum(axial_slices(c.label_path, reorient) for c in cases if c.label_path.is_file())
+    check_free_space(path.parent, expected * cache_lib.slice_bytes(cfg.patch_size, channels,
+                                                                 len(classes.names)),
+                     "the slice cache (at most, uncompressed)", "data.cache_dir")
     with cache_lib.CacheWriter(path, cfg.patch_size, channels, len(classes.names),
                                expected_slices=expected) as writer:
         for case in _tqdm(cases, progress, f"preprocessing {name}"):
@@ -196,9 +219,7 @@ def load_npz(path: pathlib.Path) -> tuple[np.ndarray, np.ndarray, list[str], lis
 
 
 def _build_npz(cfg, root, cache_dir, name, progress) -> pathlib.Path:
-    key = cache_lib.cache_key({"format": "npz"}, cache_lib.file_fingerprints(
-        [root] if root.is_file() else [], root.parent))
-    path = cache_dir / f"npz_{name}_{key[:12]}.h5"
+    path, key = _npz_target(root, cache_dir, name)
     if path.is_file():
         return path
     images, masks, ids, names = load_npz(root)

@@ -1,0 +1,212 @@
+"""What the tool never does to a user's files, through the ``iac`` CLI: one writer per run folder
+(real second processes), ``--restart`` deletes only after every check, a run never mixes two
+datasets, names and values that would write elsewhere are refused, and a disk without the space
+a run needs stops it before any work."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from iac_tf.experiment import load_experiment, record_stage
+from iac_tf.run_layout import RunLayout
+from tests.data import fixtures
+from tests.test_faults import run, write_config
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> pathlib.Path:
+    return fixtures.write_nnunet(tmp_path_factory.mktemp("raw"))
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> pathlib.Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+def _snapshot(folder: pathlib.Path) -> dict:
+    return {str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else "dir")
+            for p in sorted(folder.rglob("*"))}
+
+
+def _holder(code: str) -> subprocess.Popen:
+    """A second real process running ``code``; returns once it printed ``ready``."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    assert line.strip() == "ready", (line, proc.stderr.read() if proc.poll() is not None else "")
+    return proc
+
+
+HOLD_RUN_LOCK = """
+    import time
+    from iac_tf.run_layout import RunLayout
+    with RunLayout({run!r}).lock():
+        print("ready", flush=True)
+        time.sleep(120)
+"""
+
+
+def test_a_second_writer_of_one_run_stops_at_once_naming_the_holder(dataset, cache, tmp_path,
+                                                                     capsys):
+    config = write_config(tmp_path, dataset, cache)
+    run_dir = tmp_path / "runs" / "t"
+    holder = _holder(HOLD_RUN_LOCK.format(run=str(run_dir)))
+    try:
+        for command in (["stage1", config], ["run", config], ["evaluate", config]):
+            rc, _, err = run(command, capsys)
+            assert rc == 2, command
+            assert f"PID {holder.pid}" in err and "in use" in err and str(run_dir) in err
+            assert err.count("\n") == 1
+        assert not run_dir.exists()  # the refused runs wrote nothing
+    finally:
+        holder.kill()
+        holder.wait()
+    # the holder died without releasing: the next run takes the lock over and says whose it was
+    rc, out, err = run(["stage1", config], capsys)
+    assert rc == 0, err
+    assert f"PID {holder.pid}" in err and "has ended" in err
+    assert (run_dir / "stage1" / "summary.json").is_file()
+    assert not RunLayout(run_dir).lock_path.exists()  # released at the end
+
+
+def test_two_cache_builds_of_one_dataset_do_not_run_at_once(dataset, tmp_path, capsys):
+    cache = tmp_path / "cache"
+    config = write_config(tmp_path, dataset, cache)
+    code = f"""
+        from iac_tf.data.prepare import cached_path
+        from iac_tf.experiment import load_experiment
+        from iac_tf.locks import folder_lock
+        import time
+        path = cached_path(load_experiment({str(config)!r}).data)
+        with folder_lock(path.parent / ("." + path.name + ".lock"), "cache"):
+            print("ready", flush=True)
+            time.sleep(120)
+    """
+    holder = _holder(code)
+    try:
+        rc, _, err = run(["data", "prepare", config], capsys)
+        assert rc == 2 and f"PID {holder.pid}" in err and "slice cache" in err
+        assert not list(cache.glob("*.h5"))
+    finally:
+        holder.send_signal(signal.SIGTERM)
+        holder.wait()
+    rc, out, _ = run(["data", "prepare", config], capsys)
+    assert rc == 0 and len(list(cache.glob("*.h5"))) == 1
+
+
+def _finished_looking_run(config: pathlib.Path) -> pathlib.Path:
+    """Stage records of all three stages plus files in each (no training needed)."""
+    cfg = load_experiment(config)
+    for stage in (1, 2, 3):
+        record_stage(cfg, stage)
+        (cfg.stage_dir(stage) / "marker.txt").write_text(f"stage {stage}")
+    (cfg.run_dir / "evaluation").mkdir()
+    (cfg.run_dir / "evaluation" / "dice_table.md").write_text("table")
+    return cfg.run_dir
+
+
+@pytest.mark.parametrize("problem", ["config", "unet"])
+def test_restart_deletes_nothing_when_a_check_fails(problem, dataset, cache, tmp_path, capsys):
+    config = write_config(tmp_path, dataset, cache)
+    run_dir = _finished_looking_run(config)
+    (run_dir / "stage1" / "best_model.keras").write_text("not a model")
+    before = _snapshot(run_dir)
+    sets = ["--set", "data.patch_size=48"] if problem == "config" else []
+    rc, _, err = run(["run", config, "--restart", "stage2", *sets], capsys)
+    assert rc == 2
+    assert ("data.patch_size" in err) if problem == "config" else ("best_model.keras" in err)
+    assert _snapshot(run_dir) == before
+
+
+def test_a_stage_command_refuses_to_restart_what_it_reads(dataset, cache, tmp_path, capsys):
+    config = write_config(tmp_path, dataset, cache)
+    run_dir = _finished_looking_run(config)
+    before = _snapshot(run_dir)
+    rc, _, err = run(["stage3", config, "--restart", "stage2"], capsys)
+    assert rc == 2 and "iac run CONFIG --restart stage2" in err
+    assert _snapshot(run_dir) == before
+
+
+def test_a_relative_data_root_rerun_elsewhere_is_refused(tmp_path, capsys, monkeypatch):
+    first, second = tmp_path / "here", tmp_path / "there"
+    fixtures.write_nnunet(first / "data")
+    fixtures.write_nnunet(second / "data", cases=("case_a", "case_b", "case_c", "case_x",
+                                                  "case_y", "case_z"))
+    config = write_config(tmp_path, pathlib.Path("data") / "Dataset999_Tiny", tmp_path / "cache")
+    monkeypatch.chdir(first)
+    rc, _, err = run(["stage1", config], capsys)
+    assert rc == 0, err
+    run_dir = tmp_path / "runs" / "t"
+    record = json.loads((run_dir / "data_record.json").read_text())
+    assert record["root"] == str((first / "data" / "Dataset999_Tiny").resolve())
+    before = _snapshot(run_dir)
+    monkeypatch.chdir(second)
+    for command in (["stage1", config], ["evaluate", config]):
+        rc, _, err = run(command, capsys)
+        assert rc == 2, command
+        assert str(first / "data" / "Dataset999_Tiny") in err
+        assert str(second / "data" / "Dataset999_Tiny") in err
+        assert _snapshot(run_dir) == before
+    # the same files under another path are the same dataset
+    shutil.rmtree(second / "data")
+    shutil.copytree(first / "data", second / "data")
+    rc, out, err = run(["stage1", config], capsys)
+    assert rc == 0 and "complete" in out, err
+
+
+def test_predict_reads_the_classes_the_run_recorded(tmp_path):
+    from iac_tf.inference.api import load_run_preprocessing
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text("data: {format: nnunet, root: gone/Dataset1}\n")
+    prep = {"patch_size": 32, "zoom": 1.0, "reorient": True, "nonzero": False, "ct_window": [],
+            "ct_percentiles": [0.5, 99.5], "class_names": ["organ", "lesion"],
+            "classes": [[1, 2], [2]], "modalities": ["T2"], "case_modalities": {"a": ["T2"]}}
+    (run_dir / "data_record.json").write_text(json.dumps({"preprocessing": prep}))
+    got = load_run_preprocessing(run_dir)
+    assert got.classes == ((1, 2), (2,)) and got.class_names == ("organ", "lesion")
+    assert got.modalities_of("a") == ("T2",)
+    assert load_run_preprocessing(run_dir, modality=["CT"]).modalities == ("CT",)
+
+
+@pytest.mark.parametrize("name", ["../../etc", ".", "..", "a/b", "''"])
+def test_a_run_name_must_be_a_plain_folder_name(name, dataset, cache, tmp_path, capsys):
+    config = write_config(tmp_path, dataset, cache)
+    rc, _, err = run(["stage1", config, "--set", f"name={name}"], capsys)
+    assert rc == 2 and "name:" in err and "plain folder name" in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_bad_set_value_is_one_line(dataset, cache, tmp_path, capsys):
+    config = write_config(tmp_path, dataset, cache)
+    rc, _, err = run(["run", config, "--set", "stage1.epochs=[1,"], capsys)
+    assert rc == 2 and "--set stage1.epochs=[1," in err and err.count("\n") == 1
+
+
+def test_a_disk_without_the_space_the_run_needs_fails_before_any_work(dataset, tmp_path, capsys,
+                                                                      monkeypatch):
+    import iac_tf.preflight as preflight
+
+    cache = tmp_path / "cache"
+    config = write_config(tmp_path, dataset, cache)
+    monkeypatch.setattr(preflight, "free_bytes", lambda path: 10 * 1024**2)
+    rc, out, _ = run(["doctor", config], capsys)
+    assert rc == 2
+    row = next(line for line in out.splitlines() if line.startswith("output space"))
+    assert "FAIL" in row and str(tmp_path / "runs" / "t") in row
+    rc, _, err = run(["stage1", config], capsys)
+    assert rc == 2 and "output space" not in err and "free" in err
+    assert not (tmp_path / "runs").exists() and not cache.exists()
