@@ -67,7 +67,7 @@ def replace_2x(cfg):
 
     prepared = pipeline.prepare(cfg)
     s3 = dataclasses.replace(cfg.stage3, epochs=2 * cfg.stage3.epochs)
-    run_dir = cfg.run_dir / "compare" / "iac_replace_2x"
+    run_dir = cfg.layout.compare("iac_replace_2x")
     seed_everything(cfg.seed, cfg.deterministic)
     bs = s3.batch_size
     result = train_iac_unet(
@@ -105,9 +105,10 @@ def evaluate(cfg) -> dict:
 
 def best_epochs(cfg) -> dict:
     """Selected epoch of each trained model (0 = the model before any update)."""
-    dirs = {"unet": cfg.stage_dir(1), "unet_continued": cfg.run_dir / "compare" / "unet_continued",
-            "iac_residual": cfg.stage_dir(3), "iac_replace": cfg.run_dir / "compare" / "iac_replace",
-            "iac_replace_2x": cfg.run_dir / "compare" / "iac_replace_2x"}
+    layout = cfg.layout
+    dirs = {"unet": layout.stage(1), "unet_continued": layout.compare("unet_continued"),
+            "iac_residual": layout.stage(3), "iac_replace": layout.compare("iac_replace"),
+            "iac_replace_2x": layout.compare("iac_replace_2x")}
     return {k: json.loads((d / "summary.json").read_text())["best_epoch"] for k, d in dirs.items()}
 
 

@@ -168,6 +168,7 @@ def _begin(cfg: ExperimentConfig, stage: int, restart: int | None, unet=None, ge
     ``genotype(cfg)``'s file), the dataset against the run's record. Only then ``--restart``
     deletes, the config is recorded and everything seeded. Returns the prepared data."""
     _refuse_restart_of_inputs(cfg, stage, restart, f"`iac stage{stage}`")
+    cfg.layout.check_ours()
     check_stages(cfg, _kept_stages(cfg, stage, restart))
     prepared = checked_prepare(cfg, stage, prepare, unet_path=unet(cfg) if unet else None,
                                genotype_path=genotype(cfg) if genotype else None)
@@ -429,6 +430,7 @@ def run_compare(cfg: ExperimentConfig, restart: int | None = None, evaluate_afte
     ``evaluate_after`` is false) evaluate. Finished ones are skipped, an interrupted one resumes.
     Returns ``{method: TrainResult}``."""
     _refuse_restart_of_inputs(cfg, 2, restart, "`iac compare`")  # reads Stage I's U-Net
+    cfg.layout.check_ours()
     check_stages(cfg, _kept_stages(cfg, 1, restart))
     if not cfg.comparisons:
         _log("no comparison method configured (set `compare: [attention, ...]`)")
@@ -490,6 +492,7 @@ def evaluate(cfg: ExperimentConfig, prepared=None) -> dict:
     U-Net, the sweep's epochs, the comparisons) on ``evaluation.split``, each compared with the
     U-Net (``prepared``: the already prepared data, if the caller has it). Stops with
     :class:`~iac_tf.experiment.RunConflict` if the stage folders hold another config's results."""
+    cfg.layout.check_ours()
     check_stages(cfg, _used_stages(cfg, 3 if cfg.method == "iac" else 1))
     _checked_data(cfg)
     return _evaluate(cfg, prepared)
@@ -529,6 +532,7 @@ def run_all(cfg: ExperimentConfig, restart: int | None = None) -> None:
     comparison methods, then the evaluation. All stage records are compared before any stage
     starts; finished parts are skipped."""
     last = 3 if cfg.method == "iac" else 1
+    cfg.layout.check_ours()
     check_stages(cfg, _kept_stages(cfg, last, restart))
     if restart is not None:  # check what the first stage to run needs, then delete
         _restart_preflight(cfg, restart)

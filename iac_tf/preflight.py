@@ -267,9 +267,7 @@ def trained_unet_candidates(cfg) -> pathlib.Path | None:
     """``unet.pretrained``, else Stage I's best model if it exists."""
     if cfg.unet.pretrained:
         return pathlib.Path(cfg.unet.pretrained)
-    from iac_tf.training.stage1 import BEST_MODEL
-
-    path = cfg.stage_dir(1) / BEST_MODEL
+    path = cfg.layout.best_model(cfg.layout.stage(1))
     return path if path.exists() else None
 
 
@@ -398,7 +396,7 @@ def doctor(cfg) -> list[Check]:
     if cfg.stage3.genotype:
         rows.append(genotype_check(cfg.stage3.genotype))
     else:
-        found = sorted((cfg.stage_dir(2) / "genotypes").glob("epoch_*.json"))
+        found = cfg.layout.genotype_files()
         rows.append(genotype_check(found[-1]) if found else
                     Check("genotype", SKIP, "stage3.genotype not set: Stage II writes it"))
     params = info.params if info is not None else _stage1_params(cfg, shape)

@@ -34,7 +34,7 @@ import os
 import pathlib
 from typing import Any, Iterator
 
-from iac_tf.files import RUN_MARKER, atomic_write_json, is_run_folder, mark
+from iac_tf.files import RUN_MARKER, RefusedPath, atomic_write_json, is_run_folder, mark
 from iac_tf.locks import folder_lock, read_holder
 
 MODELS_INDEX = "models.json"
@@ -43,6 +43,9 @@ BEST_MODEL = "best_model.keras"
 SUMMARY = "summary.json"
 HISTORY = "history.csv"
 SEARCH_TIME = "search_time.json"
+GENOTYPES = "genotypes"  # Stage II: genotypes/epoch_XXX.json (and .png)
+ARCH = "arch"  # Stage II: arch/epoch_XXX.json (alpha, beta)
+SAVEDMODEL = "savedmodel"  # Stage III: the exported SavedModel
 DICE_CSV = pathlib.Path("evaluation") / "dice_per_case.csv"
 STAGES = (1, 2, 3)
 
@@ -109,7 +112,7 @@ class RunLayout:
 
     @property
     def genotypes(self) -> pathlib.Path:
-        return self.stage(2) / "genotypes"
+        return self.stage(2) / GENOTYPES
 
     def genotype(self, epoch: int) -> pathlib.Path:
         return self.genotypes / f"epoch_{epoch:03d}.json"
@@ -157,6 +160,16 @@ class RunLayout:
     # ------------------------------------------------------------------ ownership
     def is_run(self) -> bool:
         return is_run_folder(self.root)
+
+    def check_ours(self) -> None:
+        """Raise :class:`~iac_tf.files.RefusedPath` unless the run folder is new, empty or a
+        run folder of this tool: a user's own folder is never written into."""
+        if self.root.exists() and not self.root.is_dir():
+            raise RefusedPath(f"{self.root}: is a file, not a run folder; set output_dir or name")
+        if self.root.is_dir() and any(self.root.iterdir()) and not self.is_run():
+            raise RefusedPath(f"{self.root}: exists, is not empty and is not a run folder of this "
+                              f"tool (no {RUN_MARKER} file); nothing was written. Choose another "
+                              "name or output_dir")
 
     def claim(self) -> None:
         """Create the run folder (if needed) and mark it as the tool's."""

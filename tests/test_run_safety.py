@@ -210,3 +210,15 @@ def test_a_disk_without_the_space_the_run_needs_fails_before_any_work(dataset, t
     rc, _, err = run(["stage1", config], capsys)
     assert rc == 2 and "output space" not in err and "free" in err
     assert not (tmp_path / "runs").exists() and not cache.exists()
+
+
+def test_a_users_own_folder_is_never_made_a_run(dataset, cache, tmp_path, capsys):
+    config = write_config(tmp_path, dataset, cache)
+    mine = tmp_path / "runs" / "t"
+    mine.mkdir(parents=True)
+    (mine / "config.yaml").write_text("my own notes\n")
+    before = _snapshot(mine)
+    for command in (["stage1", config], ["run", config], ["compare", config]):
+        rc, _, err = run(command, capsys)
+        assert rc == 2 and str(mine) in err and "not a run folder" in err, command
+    assert _snapshot(mine) == before

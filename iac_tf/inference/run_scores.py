@@ -57,7 +57,7 @@ def volumetric_scores(cfg, prepared, models: dict, batch_size: int = 32) -> dict
     summary = {name: summarise([{"class": r["class"], "dice": r[f"{name}_dice"],
                                  "hd95_mm": r[f"{name}_hd95_mm"]} for r in rows],
                                prep.class_names) for name in loaded}
-    out_dir = cfg.run_dir / "evaluation"
+    out_dir = cfg.layout.evaluation
     fields = ["case", "class"] + [f"{n}_{m}" for n in loaded for m in ("dice", "hd95_mm")]
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=fields)

@@ -26,10 +26,9 @@ from iac_tf.losses import DiceCoefficient, DiceLoss
 from iac_tf.files import atomic_write_json, save_model
 from iac_tf.training.loop import EpochLoop
 from iac_tf.training.optimizers import make_optimizer
+from iac_tf.run_layout import BEST_MODEL, SUMMARY
 from iac_tf.training.seeding import DataSource, as_epoch_fn
 
-BEST_MODEL = "best_model.keras"
-SUMMARY = "summary.json"
 MONITOR = "val_soft_dice"  # slice-level soft Dice on val_dt: selects the best epoch
 
 

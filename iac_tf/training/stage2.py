@@ -23,6 +23,7 @@ import numpy as np
 
 from iac_tf._keras import keras, tf
 from iac_tf.files import atomic_write_json, atomic_write_text, make_dirs
+from iac_tf.run_layout import ARCH, GENOTYPES, SEARCH_TIME
 from iac_tf.training.loop import EpochLoop
 from iac_tf.training.optimizers import make_optimizer
 from iac_tf.training.schedules import cosine_power_annealing, linear_ramp
@@ -285,8 +286,8 @@ def search(
     from iac_tf.genotype import derive_genotype
 
     run_dir = pathlib.Path(run_dir)
-    make_dirs(run_dir / "genotypes")
-    make_dirs(run_dir / "arch")
+    make_dirs(run_dir / GENOTYPES)
+    make_dirs(run_dir / ARCH)
     strategy = strategy or tf.distribute.get_strategy()
     with strategy.scope():
         supernet = build_supernet(unet, cfg)
@@ -321,15 +322,15 @@ def search(
         state = arch_state(supernet, cfg.edge_norm)
         genotype = derive_genotype(np.asarray(state["alpha"]), np.asarray(state["beta"]),
                                    edge_norm=cfg.edge_norm)
-        path = run_dir / "genotypes" / f"epoch_{epoch:03d}.json"
+        path = run_dir / GENOTYPES / f"epoch_{epoch:03d}.json"
         atomic_write_text(path, genotype.to_json() + "\n")
         if cfg.draw_genotypes:
             try:
-                genotype.draw(run_dir / "genotypes" / f"epoch_{epoch:03d}.png")
+                genotype.draw(run_dir / GENOTYPES / f"epoch_{epoch:03d}.png")
             except Exception as exc:  # noqa: BLE001 - a drawing failure must not stop a search
                 print(f"[iac] genotype drawing failed at epoch {epoch}: {exc}", flush=True)
         genotype_paths.append(path)
-        atomic_write_json(run_dir / "arch" / f"epoch_{epoch:03d}.json", {"epoch": epoch, **state})
+        atomic_write_json(run_dir / ARCH / f"epoch_{epoch:03d}.json", {"epoch": epoch, **state})
         if cfg.verbose:
             print(f"[iac] epoch {epoch}/{cfg.epochs} genotype: {genotype}", flush=True)
         return {
@@ -344,12 +345,12 @@ def search(
                        on_epoch_end=on_epoch_end, verbose=cfg.verbose)
     seconds = time.perf_counter() - t0
     times = [float(r["epoch_time_s"]) for r in history]
-    atomic_write_json(run_dir / "search_time.json", {
+    atomic_write_json(run_dir / SEARCH_TIME, {
         "epochs": len(times),
         "total_seconds": sum(times),
         "mean_epoch_seconds": sum(times) / max(1, len(times)),
         "per_epoch_seconds": times,
     })
-    all_paths = sorted((run_dir / "genotypes").glob("epoch_*.json"))
+    all_paths = sorted((run_dir / GENOTYPES).glob("epoch_*.json"))
     return SearchResult(run_dir=run_dir, genotype_paths=all_paths, history=history, seconds=seconds)
 

@@ -15,6 +15,7 @@ from typing import Literal
 
 from iac_tf._keras import keras
 from iac_tf.files import save_model
+from iac_tf.run_layout import SAVEDMODEL
 from iac_tf.training.seeding import DataSource
 from iac_tf.training.stage1 import Stage1Config, TrainResult, train_model
 
@@ -129,7 +130,7 @@ def train_iac_unet(
     result = train_model(model, train_data, val_data, cfg, run_dir, case_scorer=case_scorer,
                          seed=seed)
     if cfg.export_savedmodel:
-        export_savedmodel(result.best_model_path, run_dir / "savedmodel")
+        export_savedmodel(result.best_model_path, run_dir / SAVEDMODEL)
     return result
 
 
