@@ -26,7 +26,7 @@ import sys
 from typing import Any
 
 from iac_tf.config import ConfigError, load_yaml
-from iac_tf.reporting.collect import run_status
+from iac_tf.run_layout import RunLayout, run_status
 
 GRID_FILE = "grid.json"  # written into each run folder: dataset, backbone, device
 
@@ -204,6 +204,8 @@ def run_grid(items: list[Setting], extra_args: tuple[str, ...] = (), log=print) 
     from iac_tf.files import atomic_write_json, atomic_write_text
 
     validate(items)
+    for s in items:  # a user's own folder is never made a run folder
+        RunLayout(s.run_dir).check_ours()
     results = []
     device = gpu_name()
     for k, s in enumerate(items, 1):
@@ -211,9 +213,13 @@ def run_grid(items: list[Setting], extra_args: tuple[str, ...] = (), log=print) 
         if status.finished:
             log(f"[grid] {k}/{len(items)} {s.name}: finished, skipped")
             continue
+        holder = RunLayout(s.run_dir).lock_holder()
+        if holder is not None:
+            log(f"[grid] {k}/{len(items)} {s.name}: being run by {holder}, skipped")
+            continue
         cfg_path = s.run_dir.parent / ".grid" / f"{s.name}.yaml"
         atomic_write_text(cfg_path, yaml.safe_dump(s.config, sort_keys=False))
-        s.run_dir.mkdir(parents=True, exist_ok=True)
+        RunLayout(s.run_dir).claim()
         atomic_write_json(s.run_dir / GRID_FILE, {"dataset": s.dataset, "backbone": s.backbone,
                                                   "grid": str(cfg_path), "device": device})
         log(f"[grid] {k}/{len(items)} {s.name}: {status.state} -> iac run {cfg_path}")

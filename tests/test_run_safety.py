@@ -222,3 +222,21 @@ def test_a_users_own_folder_is_never_made_a_run(dataset, cache, tmp_path, capsys
         rc, _, err = run(command, capsys)
         assert rc == 2 and str(mine) in err and "not a run folder" in err, command
     assert _snapshot(mine) == before
+
+
+def test_grid_skips_a_setting_another_process_is_running(dataset, cache, tmp_path):
+    import yaml
+
+    from iac_tf.grid import Setting, run_grid
+
+    config = yaml.safe_load(write_config(tmp_path, dataset, cache).read_text())
+    run_dir = tmp_path / "runs" / "t"
+    holder = _holder(HOLD_RUN_LOCK.format(run=str(run_dir)))
+    try:
+        lines = []
+        assert run_grid([Setting("tiny", "base", "t", config)], log=lines.append) == []
+        assert f"being run by PID {holder.pid}" in lines[-1]
+        assert not run_dir.exists()
+    finally:
+        holder.kill()
+        holder.wait()

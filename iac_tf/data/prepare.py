@@ -11,7 +11,7 @@ import numpy as np
 from iac_tf.data import cache as cache_lib
 from iac_tf.data.config import DataConfig, DataError, PrepareInterrupted
 from iac_tf.data.datasets import DATASETS, list_cases, read_case, unlabelled_warning
-from iac_tf.diskspace import check_free_space, check_writable_folder
+from iac_tf.diskspace import check_writable_folder
 from iac_tf.locks import folder_lock
 from iac_tf.data.pipeline import PreparedDataset
 from iac_tf.data.preprocess import preprocess_case
@@ -154,9 +154,6 @@ def _write_volumes(cfg, root, name, progress, spec, cases, classes, key, path) -
     skipped: list[str] = []
     channels = len(cases[0].image_paths)
     expected = sum(axial_slices(c.label_path, reorient) for c in cases if c.label_path.is_file())
-    check_free_space(path.parent, expected * cache_lib.slice_bytes(cfg.patch_size, channels,
-                                                                 len(classes.names)),
-                     "the slice cache (at most, uncompressed)", "data.cache_dir")
     with cache_lib.CacheWriter(path, cfg.patch_size, channels, len(classes.names),
                                expected_slices=expected) as writer:
         for case in _tqdm(cases, progress, f"preprocessing {name}"):
