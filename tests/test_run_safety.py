@@ -182,6 +182,20 @@ def test_predict_reads_the_classes_the_run_recorded(tmp_path):
     assert load_run_preprocessing(run_dir, modality=["CT"]).modalities == ("CT",)
 
 
+def test_predict_refuses_a_config_of_other_data_than_the_run(dataset, cache, tmp_path):
+    from iac_tf.inference.api import load_run_preprocessing
+    from iac_tf.run_layout import DatasetMismatch
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text("data: {format: nnunet, root: /data/Dataset1}\n")
+    (run_dir / "data_record.json").write_text(json.dumps(
+        {"root": "/data/Dataset1", "fingerprint": "0" * 64, "files": 10}))
+    other = write_config(tmp_path, dataset, cache)
+    with pytest.raises(DatasetMismatch, match=f"(?s)/data/Dataset1.*{dataset}"):
+        load_run_preprocessing(run_dir, config=str(other))
+
+
 @pytest.mark.parametrize("name", ["../../etc", ".", "..", "a/b", "''"])
 def test_a_run_name_must_be_a_plain_folder_name(name, dataset, cache, tmp_path, capsys):
     config = write_config(tmp_path, dataset, cache)

@@ -26,11 +26,21 @@ def load_run_preprocessing(model_path: pathlib.Path, config: str | None = None,
     from iac_tf.experiment import load_experiment
     from iac_tf.run_layout import RunLayout
 
-    config_path = pathlib.Path(config) if config else find_run_config(model_path)
-    record = RunLayout(config_path.parent).read_data_record() if not config else None
-    if record and record.get("preprocessing"):
+    try:
+        run_config = find_run_config(model_path)
+    except FileNotFoundError:
+        if not config:
+            raise
+        run_config = None
+    layout = RunLayout(run_config.parent) if run_config else None
+    record = layout.read_data_record() if layout else None
+    if not config and record and record.get("preprocessing"):
         return Preprocessing.from_record(record["preprocessing"], modality)
-    cfg = load_experiment(config_path)
+    cfg = load_experiment(config or run_config)
+    if record is not None:  # --config must describe the run's own dataset
+        from iac_tf.data.fingerprint import data_record
+
+        layout.check_data(data_record(cfg.data))
     return Preprocessing.from_data_config(cfg.data, modality)
 
 
