@@ -12,7 +12,7 @@ The run folder's layout is `iac_tf.run_layout`; every trained model is registere
 ``models.json`` (``unet``, ``iac``, ``iac_epoch_XXX``, ``attention``, ...).
 
 Every stage first compares the config with the records of the stage folders it uses
-(:func:`iac_tf.experiment.check_stages`) and stops with :class:`~iac_tf.experiment.RunConflict`
+(:func:`iac_tf.run_records.check_stages`) and stops with :class:`~iac_tf.run_records.RunConflict`
 before touching any file if they differ; a finished stage with the same config is skipped.
 
 Two different Dice numbers appear: the *soft Dice* (slice level, on the sigmoid outputs) that
@@ -36,8 +36,9 @@ from iac_tf.evaluation.report import evaluate_models, markdown_table
 from iac_tf.config import dump_yaml
 from iac_tf.config import ConfigError
 from iac_tf.data.fingerprint import data_record
-from iac_tf.experiment import (STAGE_NAMES, ExperimentConfig, check_stages, record_stage,
-                               restart_from, write_resolved)
+from iac_tf.experiment import ExperimentConfig
+from iac_tf.run_records import (STAGE_NAMES, check_stages, record_stage, restart_from,
+                                write_resolved)
 from iac_tf.files import atomic_write_json
 from iac_tf.run_layout import HISTORY, training_done
 from iac_tf.genotype import Genotype
@@ -491,7 +492,7 @@ def evaluate(cfg: ExperimentConfig, prepared=None) -> dict:
     """Per-case Dice of the U-Net and of every model registered in ``models.json`` (the IAC
     U-Net, the sweep's epochs, the comparisons) on ``evaluation.split``, each compared with the
     U-Net (``prepared``: the already prepared data, if the caller has it). Stops with
-    :class:`~iac_tf.experiment.RunConflict` if the stage folders hold another config's results."""
+    :class:`~iac_tf.run_records.RunConflict` if the stage folders hold another config's results."""
     cfg.layout.check_ours()
     check_stages(cfg, _used_stages(cfg, 3 if cfg.method == "iac" else 1))
     _checked_data(cfg)

@@ -63,3 +63,21 @@ def test_sample_experiment_loads_with_overrides():
     assert cfg.run_dir == pathlib.Path("runs") / "sample_base"
     with pytest.raises(ConfigError, match="stage2: warmup_epochs must be in"):
         load_experiment(ROOT / "experiments" / "sample.yaml", {"stage2.warmup_epochs": 99})
+
+
+def test_loading_a_config_imports_no_tensorflow():
+    import subprocess
+    import sys
+
+    code = ("import sys\nimport iac_tf.experiment as e\ncfg = e.load_experiment('experiments/sample.yaml')\n"
+            "assert cfg.stage2.weight_lr(1) > 0\nprint('tensorflow' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=pathlib.Path(__file__).resolve().parents[1])
+    assert out.stdout.strip() == "False"
+
+
+def test_the_config_names_every_comparison_method():
+    from iac_tf.comparisons import METHODS
+    from iac_tf.experiment import COMPARISON_METHODS
+
+    assert sorted(COMPARISON_METHODS) == sorted(METHODS)

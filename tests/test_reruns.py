@@ -12,7 +12,8 @@ import sys
 import pytest
 
 from iac_tf.cli import main
-from iac_tf.experiment import RunConflict, check_stages, load_experiment, record_stage, restart_from
+from iac_tf.experiment import load_experiment
+from iac_tf.run_records import RunConflict, check_stages, record_stage, restart_from
 from iac_tf.run_layout import model_paths, register_model
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]

@@ -16,7 +16,8 @@ import textwrap
 
 import pytest
 
-from iac_tf.experiment import load_experiment, record_stage
+from iac_tf.experiment import load_experiment
+from iac_tf.run_records import record_stage, write_resolved
 from iac_tf.run_layout import RunLayout
 from tests.data import fixtures
 from tests.test_faults import run, write_config
@@ -109,6 +110,7 @@ def test_two_cache_builds_of_one_dataset_do_not_run_at_once(dataset, tmp_path, c
 def _finished_looking_run(config: pathlib.Path) -> pathlib.Path:
     """Stage records of all three stages plus files in each (no training needed)."""
     cfg = load_experiment(config)
+    write_resolved(cfg)
     for stage in (1, 2, 3):
         record_stage(cfg, stage)
         (cfg.stage_dir(stage) / "marker.txt").write_text(f"stage {stage}")

@@ -19,68 +19,15 @@ import dataclasses
 import os
 import pathlib
 import time
-from typing import Literal
 
 from iac_tf._keras import keras
 from iac_tf.losses import DiceCoefficient, DiceLoss
 from iac_tf.files import atomic_write_json, save_model
 from iac_tf.training.loop import EpochLoop
 from iac_tf.training.optimizers import make_optimizer
+from iac_tf.config.stages import MONITOR, Stage1Config
 from iac_tf.run_layout import BEST_MODEL, SUMMARY
 from iac_tf.training.seeding import DataSource, as_epoch_fn
-
-MONITOR = "val_soft_dice"  # slice-level soft Dice on val_dt: selects the best epoch
-
-
-@dataclasses.dataclass(frozen=True)
-class Stage1Config:
-    """The ``stage1:`` section of an experiment YAML (also used by Stage III for its training).
-
-    Args:
-        epochs: training epochs (paper, IV-B.1: 200).
-        batch_size: batch size (paper, IV-B.1: 128).
-        learning_rate: constant learning rate (paper, IV-B.1: 1e-3).
-        optimizer: ``adam`` (paper, IV-B.1) or ``sgd``.
-        mixed_precision: build and train under ``mixed_float16`` (GPU; our choice: off).
-        dice_eps: smoothing of the Dice loss/metric (our choice: 1; not in the paper).
-        shuffle: reshuffle ``train_dt`` every epoch (deterministically from the seed; our choice).
-        checkpoints_to_keep: epoch checkpoints kept for resuming (our choice).
-        verbose: Keras progress output (0 silent, 1 progress bar, 2 one line per epoch).
-        monitor: the score that selects the best epoch, always on ``val_dt``: ``val_soft_dice``
-            (soft Dice over slices, the training metric; empty slices count; our reading of the
-            paper's "Dice metric on val_dt", Section IV-B.1) or ``val_case_dice`` (the reported
-            score: hard per-case Dice, mean over cases of the mean over present classes,
-            ``iac_tf.evaluation.metrics.case_dice``; our choice, issue 11).
-        evaluate_initial: score the model before its first update as epoch 0 and let it be
-            selected (our choice; default off for Stage I, on for Stage III).
-        patience: stop after this many epochs without a better ``monitor`` (within
-            ``epochs``); ``null``: train all ``epochs`` (paper). Our choice.
-    """
-
-    epochs: int = 200
-    batch_size: int = 128
-    learning_rate: float = 1e-3
-    optimizer: Literal["adam", "sgd"] = "adam"
-    mixed_precision: bool = False
-    dice_eps: float = 1.0
-    shuffle: bool = True
-    checkpoints_to_keep: int = 2
-    verbose: int = 2
-    monitor: Literal["val_soft_dice", "val_case_dice"] = "val_soft_dice"
-    evaluate_initial: bool = False
-    patience: int | None = None
-
-    def __post_init__(self):
-        if self.patience is not None and self.patience < 1:
-            raise ValueError(f"patience must be >= 1 or null, got {self.patience}")
-        for key in ("epochs", "batch_size", "checkpoints_to_keep"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
-        if self.learning_rate <= 0:
-            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
-        if self.verbose not in (0, 1, 2):
-            raise ValueError(f"verbose must be 0, 1 or 2, got {self.verbose}")
-
 
 @dataclasses.dataclass
 class TrainResult:

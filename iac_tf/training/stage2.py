@@ -17,133 +17,16 @@ import dataclasses
 import os
 import pathlib
 import time
-from typing import Literal
 
 import numpy as np
 
 from iac_tf._keras import keras, tf
 from iac_tf.files import atomic_write_json, atomic_write_text, make_dirs
+from iac_tf.config.stages import Stage2Config
 from iac_tf.run_layout import ARCH, GENOTYPES, SEARCH_TIME
 from iac_tf.training.loop import EpochLoop
 from iac_tf.training.optimizers import make_optimizer
-from iac_tf.training.schedules import cosine_power_annealing, linear_ramp
 from iac_tf.training.supernet import SearchSupernet
-
-
-@dataclasses.dataclass(frozen=True)
-class Stage2Config:
-    """The ``stage2:`` section of an experiment YAML. Each default is marked "paper (Section)" or
-    "our choice / PC-DARTS" (values the paper does not state, taken from PC-DARTS' code).
-
-    Args:
-        epochs: search epochs E, warm-up included (paper, IV-B.2: 200).
-        warmup_epochs: first epochs that update omega only (paper, IV-B.2: 15).
-        batch_size: batch size of each search set (paper, IV-B.2: 128).
-        cell_channels: C, the channels of the cell's nodes after its input 1x1 convolutions
-            (PC-DARTS: 16; not in the paper).
-        partial_channels: K of PC-DARTS; 1/K of the channels go through the mixed ops (K=1: DARTS)
-            (PC-DARTS: 4; not in the paper).
-        edge_norm: ``tan`` (paper, eq. 6-10) or ``softmax`` (PC-DARTS' eq. 4).
-        arch_init: ``ones`` (paper, Algorithm 1) or ``normal`` (PC-DARTS' 1e-3 N(0,1)).
-        arch_learning_rate / arch_beta_1 / arch_beta_2: Adam for alpha/beta (learning rate 1e-3:
-            paper, IV-B.2; betas 0.5/0.999: PC-DARTS, not in the paper).
-        arch_weight_decay: L2 on alpha/beta (PC-DARTS: 1e-3, not in the paper). With
-            ``edge_norm: tan`` the beta of an edge whose weight is capped gets only this L2
-            gradient, which Adam turns into a full-size step down (measured example in
-            docs/decisions.md); ``0`` turns the L2 off.
-        implant_mode: ``replace`` (paper) or ``residual`` (our choice, issue 11): the search cell's
-            output is added to the concatenation through its zero-initialised output 1x1
-            convolution, so the supernet starts as the U-Net (alpha/beta get no gradient until
-            that convolution has moved; the warm-up moves it). See ``iac_tf.implant.residual``.
-        weight_learning_rate / weight_learning_rate_min: SGD for omega, annealed from max to min.
-        weight_momentum / weight_decay: SGD momentum and L2 for omega (paper: 0 and 0).
-        lr_schedule: ``cosine_power`` (sharpDARTS, paper) or ``constant``.
-        cosine_power: the power p of the cosine power annealing.
-        update_order: ``arch_first`` (Algorithm 1) or ``weights_first`` (eq. 13 then 14).
-        regularizer: ``none`` or ``beta_darts`` (lambda_e * mean logsumexp(alpha)).
-        reg_lambda_start / reg_lambda_end: lambda_e ramps linearly between them over the search
-            epochs after the warm-up.
-        mixed_precision: ``mixed_float16`` (alpha, beta, Psi stay float32).
-        distribute: ``mirrored`` runs the search under ``tf.distribute.MirroredStrategy`` over all
-            visible GPUs (``batch_size`` is then the global batch).
-        shuffle: reshuffle both search sets every epoch, deterministically from the seed.
-        draw_genotypes: also write a PNG drawing of every epoch's genotype.
-        checkpoints_to_keep / verbose: as in Stage I.
-        cell_implementation: ``fused`` (our choice, faster) or ``reference`` (edge by edge); the
-            same function of the same weights (``SearchCell(implementation=...)``).
-        fuse_output_conv: where a cell's output feeds a frozen ``Conv2D`` alone (``replace``
-            mode), compute that convolution of the cell's output 1x1 convolution as one
-            convolution with the composed kernel (`iac_tf.implant.ComposedConv`; our choice):
-            the same function and gradients, fewer FLOPs where ``steps * C`` is below the
-            concatenation's channels (checked per skip; elsewhere the two stay separate).
-        fuse_upsampling: where a cell's ``up`` input is made by a nearest ``UpSampling2D`` that
-            nothing else reads, the cell takes that layer's input and runs its preprocessing
-            ReLU and 1x1 convolution at the low resolution (``SearchCell(input0_upsampling=)``;
-            our choice): the same values, a quarter of the memory kept for that convolution's
-            gradient and of its FLOPs.
-        cell_steps: intermediate nodes of the searched cell (paper, Section III-A: 4, i.e. 14
-            edges); smaller values give a smaller search space (tests use 2: 5 edges, a much
-            cheaper supernet to build and trace).
-    """
-
-    epochs: int = 200
-    warmup_epochs: int = 15
-    batch_size: int = 128
-    cell_channels: int = 16
-    partial_channels: int = 4
-    edge_norm: Literal["tan", "softmax"] = "tan"
-    arch_init: Literal["ones", "normal"] = "ones"
-    arch_learning_rate: float = 1e-3
-    arch_beta_1: float = 0.5
-    arch_beta_2: float = 0.999
-    arch_weight_decay: float = 1e-3
-    implant_mode: Literal["replace", "residual"] = "replace"
-    weight_learning_rate: float = 0.01
-    weight_learning_rate_min: float = 0.0
-    weight_momentum: float = 0.0
-    weight_decay: float = 0.0
-    lr_schedule: Literal["cosine_power", "constant"] = "cosine_power"
-    cosine_power: float = 10.0
-    update_order: Literal["arch_first", "weights_first"] = "arch_first"
-    regularizer: Literal["none", "beta_darts"] = "none"
-    reg_lambda_start: float = 0.0
-    reg_lambda_end: float = 1.0
-    mixed_precision: bool = False
-    distribute: Literal["none", "mirrored"] = "none"
-    shuffle: bool = True
-    draw_genotypes: bool = True
-    checkpoints_to_keep: int = 2
-    verbose: int = 2
-    cell_implementation: Literal["fused", "reference"] = "fused"
-    fuse_output_conv: bool = True
-    fuse_upsampling: bool = True
-    cell_steps: int = 4
-
-    def __post_init__(self):
-        for key in ("epochs", "batch_size", "cell_channels", "partial_channels", "checkpoints_to_keep",
-                    "cell_steps"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
-        if not 0 <= self.warmup_epochs <= self.epochs:
-            raise ValueError(f"warmup_epochs must be in [0, epochs={self.epochs}], got {self.warmup_epochs}")
-        if self.arch_weight_decay < 0:
-            raise ValueError(f"arch_weight_decay must be >= 0, got {self.arch_weight_decay}")
-        if self.cosine_power < 1:
-            raise ValueError(f"cosine_power must be >= 1, got {self.cosine_power}")
-
-    def weight_lr(self, epoch: int) -> float:
-        """Learning rate of omega in ``epoch`` (1-based)."""
-        if self.lr_schedule == "constant":
-            return self.weight_learning_rate
-        return cosine_power_annealing(epoch, self.epochs, self.weight_learning_rate,
-                                      self.weight_learning_rate_min, self.cosine_power)
-
-    def reg_lambda(self, epoch: int) -> float:
-        """lambda_e of Algorithm 1 (0 when the regulariser is off or during warm-up)."""
-        if self.regularizer == "none" or epoch <= self.warmup_epochs:
-            return 0.0
-        return linear_ramp(epoch, self.epochs, self.reg_lambda_start, self.reg_lambda_end,
-                           first_epoch=self.warmup_epochs + 1)
 
 
 class SearchModule:

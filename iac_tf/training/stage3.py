@@ -8,80 +8,15 @@ randomly initialised cell; see :mod:`iac_tf.implant.residual`.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import pathlib
-from typing import Literal
 
 from iac_tf._keras import keras
 from iac_tf.files import save_model
+from iac_tf.config.stages import Stage3Config
 from iac_tf.run_layout import SAVEDMODEL
 from iac_tf.training.seeding import DataSource
-from iac_tf.training.stage1 import Stage1Config, TrainResult, train_model
-
-
-@dataclasses.dataclass(frozen=True)
-class Stage3Config(Stage1Config):
-    """The ``stage3:`` section: every Stage I training key (``monitor``, ``patience``, ...; the
-    paper trains Stage III "following the same hyper-parameters as in Stage I", Section IV-B.3),
-    plus
-
-    Args:
-        evaluate_initial: score the implanted model before its first update as epoch 0 and let
-            it be selected (our choice, default on: with ``residual`` the selected model is then
-            never worse on ``val_dt`` than the U-Net by the ``monitor`` score).
-        cell_channels: C of the discrete cell; ``null`` (default): the search's
-            ``stage2.cell_channels`` (16, PC-DARTS' C; the paper does not give C).
-        implant_mode: ``replace`` (paper, Section IV-B.3: the cell replaces the concatenation,
-            weights initialised randomly) or ``residual`` (our choice, issue 11:
-            ``concat(up, skip) + W_out * cell(up, skip)`` with the cell's output convolution
-            initialised to zero, so the implanted model starts as the U-Net).
-        residual_projection: ``W_out`` of the residual mode: ``auto`` / ``output_conv`` (zero the
-            cell's own output 1x1 convolution, no extra parameter) or ``conv`` (an extra
-            zero-initialised 1x1 convolution). See ``iac_tf.implant.residual``.
-        extra_implant_modes: also train the IAC in these other modes (each into
-            ``compare/iac_<mode>/``, registered and evaluated as ``iac_<mode>``); e.g.
-            ``[replace]`` next to ``implant_mode: residual`` reports both modes.
-        genotype: path of a genotype JSON to use; if unset, Stage II's genotype of
-            ``genotype_epoch`` (default: the last search epoch) is used.
-        genotype_epoch: which Stage II epoch's genotype to implant.
-        genotype_epochs: the genotype-epoch sweep (paper Table VI, Fig. 6: ``[25, 50, 100, 150,
-            200]``): one Stage III per listed Stage II epoch, into ``stage3/epoch_XXX/``; ``null``
-            (default): one Stage III into ``stage3/``.
-        select_genotype: with a sweep, which epoch's IAC U-Net is the run's final ``iac``:
-            ``best_val`` (default; the best Stage III val_dt soft Dice, paper Section V-A) or
-            ``last`` (the last listed epoch).
-        export_savedmodel: also export the best model as a TensorFlow SavedModel.
-    """
-
-    evaluate_initial: bool = True
-    cell_channels: int | None = None
-    implant_mode: Literal["replace", "residual"] = "replace"
-    residual_projection: Literal["auto", "output_conv", "conv"] = "auto"
-    extra_implant_modes: tuple[str, ...] = ()
-    genotype: str | None = None
-    genotype_epoch: int | None = None
-    genotype_epochs: tuple[int, ...] | None = None
-    select_genotype: Literal["best_val", "last"] = "best_val"
-    export_savedmodel: bool = True
-
-    def __post_init__(self):
-        super().__post_init__()
-        for mode in self.extra_implant_modes:
-            if mode not in ("replace", "residual") or mode == self.implant_mode:
-                raise ValueError(f"extra_implant_modes: {mode!r} must be 'replace' or 'residual' "
-                                 f"and differ from implant_mode ({self.implant_mode!r})")
-        if self.cell_channels is not None and self.cell_channels < 1:
-            raise ValueError(f"cell_channels must be >= 1, got {self.cell_channels}")
-        if self.genotype_epoch is not None and self.genotype_epoch < 1:
-            raise ValueError(f"genotype_epoch must be >= 1, got {self.genotype_epoch}")
-        if self.genotype_epochs is not None:
-            epochs = list(self.genotype_epochs)
-            if not epochs or any(e < 1 for e in epochs) or len(set(epochs)) != len(epochs):
-                raise ValueError(f"genotype_epochs must be distinct epochs >= 1, got {epochs}")
-            if self.genotype is not None or self.genotype_epoch is not None:
-                raise ValueError("genotype_epochs (a sweep) cannot be combined with genotype or "
-                                 "genotype_epoch (one genotype); set only one of them")
+from iac_tf.training.stage1 import TrainResult, train_model
 
 
 def build_iac_unet(unet: keras.Model, genotype, cell_channels: int = 16,

@@ -7,7 +7,8 @@ import dataclasses
 import pathlib
 
 from iac_tf.data.config import DataConfig
-from iac_tf.experiment import ExperimentConfig, write_resolved
+from iac_tf.experiment import ExperimentConfig
+from iac_tf.run_records import write_resolved
 from iac_tf.unets import build_unet
 from tests.data.fixtures import write_nnunet
 
