@@ -56,29 +56,19 @@ def config(args, seed: int):
 
 
 def replace_2x(cfg):
-    """Stage III in the paper's ``replace`` mode for twice the epochs, into compare/iac_replace_2x."""
+    """Stage III in the paper's ``replace`` mode for twice the epochs, into compare/iac_replace_2x
+    (one more training unit of the run, registered as ``iac_replace_2x``)."""
     import dataclasses
 
     from iac_tf import pipeline
-    from iac_tf.genotype import Genotype
-    from iac_tf.training.seeding import seed_everything
-    from iac_tf.training.stage3 import train_iac_unet
-    from iac_tf.unets import load_unet
+    from iac_tf.pipeline.units import iac_unit
 
-    prepared = pipeline.prepare(cfg)
-    s3 = dataclasses.replace(cfg.stage3, epochs=2 * cfg.stage3.epochs)
-    run_dir = cfg.layout.compare("iac_replace_2x")
-    seed_everything(cfg.seed, cfg.deterministic)
-    bs = s3.batch_size
-    result = train_iac_unet(
-        load_unet(pipeline.trained_unet_path(cfg)),
-        Genotype.from_json(pipeline.stage3_genotype_path(cfg)),
-        pipeline._epoch_data(prepared, "train_dt", bs), pipeline._fixed(prepared.dataset("val_dt", bs)),
-        s3, run_dir, seed=cfg.seed, case_scorer=pipeline._case_scorer(prepared, s3),
-        implant_mode="replace", search_cell_channels=cfg.stage2.cell_channels,
-    )
-    pipeline._register(cfg, "iac_replace_2x", result.best_model_path)
-    return result
+    doubled = dataclasses.replace(cfg, stage3=dataclasses.replace(
+        cfg.stage3, epochs=2 * cfg.stage3.epochs, implant_mode="replace"))
+    unit = iac_unit(doubled, "iac_replace_2x", pipeline.stage3_genotype_path(cfg),
+                    cfg.layout.compare("iac_replace_2x"), "replace")
+    with cfg.layout.lock():
+        return pipeline.train_unit(cfg, pipeline.prepare(cfg), unit)
 
 
 def evaluate(cfg) -> dict:

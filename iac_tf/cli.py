@@ -34,6 +34,7 @@ from typing import Callable
 import yaml
 
 from iac_tf.config import ConfigError, parse_yaml
+from iac_tf.console import log_to_console
 from iac_tf.inference import cli as inference_cli
 
 
@@ -275,31 +276,10 @@ def import_tensorflow_quietly() -> None:
             os.close(saved)
 
 
-class _ConsoleHandler(logging.Handler):
-    """The ``iac_tf`` logger's warnings on the current ``sys.stderr`` as ``iac: warning: ...``
-    (the stream is looked up at each message, so a redirected stderr is honoured)."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            print(f"iac: {record.levelname.lower()}: {self.format(record)}", file=sys.stderr,
-                  flush=True)
-        except Exception:  # noqa: BLE001 - logging must never break the command
-            self.handleError(record)
-
-
-def install_console_logging() -> None:
-    """Show the library's warnings on the console (once per process)."""
-    logger = logging.getLogger("iac_tf")
-    if not any(isinstance(h, _ConsoleHandler) for h in logger.handlers):
-        handler = _ConsoleHandler(logging.WARNING)
-        logger.addHandler(handler)
-        logger.propagate = False
-
-
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     quiet_tensorflow(args.verbose)
-    install_console_logging()
+    log_to_console()
     if args.command == "data":
         command = DATA_COMMANDS[args.data_command]
     else:

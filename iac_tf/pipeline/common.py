@@ -1,0 +1,142 @@
+"""What every stage command shares: the run's lock and full-disk guard, the order of checks
+before anything is written (:func:`begin`), the data sources a training reads, and where the
+trained U-Net is."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import pathlib
+
+import numpy as np
+
+from iac_tf.config import ConfigError
+from iac_tf.data import prepare_dataset
+from iac_tf.data.fingerprint import data_record
+from iac_tf.diskspace import disk_full_guard
+from iac_tf.evaluation.metrics import mean_case_dice
+from iac_tf.experiment import ExperimentConfig
+from iac_tf.preflight import checked_prepare
+from iac_tf.run_records import STAGE_NAMES, check_stages, record_stage, restart_from, write_resolved
+from iac_tf.training.seeding import seed_everything
+
+log = logging.getLogger("iac_tf.pipeline")
+
+
+def guarded(command):
+    """Run ``command(cfg, ...)`` holding the run's lock (one writer per run folder, taken before
+    anything is written: a second process stops at once naming the holder), with a full disk
+    anywhere in its writes turned into a DiskFullError naming the run folder and the hidden
+    temporaries (``.*.tmp*``, ``*_temp`` checkpoint parts) removed."""
+    @functools.wraps(command)
+    def run(cfg: ExperimentConfig, *args, **kwargs):
+        with cfg.layout.lock(), disk_full_guard(
+                cfg.run_dir, "the run's outputs", "output_dir",
+                cleanup=lambda: [*cfg.run_dir.rglob(".*.tmp*"), *cfg.run_dir.rglob("ckpt-*_temp")]):
+            return command(cfg, *args, **kwargs)
+    return run
+
+
+def prepare(cfg: ExperimentConfig):
+    """Build or reuse the data cache and splits (``iac data prepare``)."""
+    return prepare_dataset(cfg.data, progress=True)
+
+
+# ---------------------------------------------------------------------------- the trained U-Net
+def trained_unet_path(cfg: ExperimentConfig) -> pathlib.Path:
+    """The U-Net that Stages II/III improve: ``unet.pretrained`` or Stage I's best model."""
+    if cfg.unet.pretrained:
+        return pathlib.Path(cfg.unet.pretrained)
+    path = cfg.layout.best_model(cfg.layout.stage(1))
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path}: no trained U-Net. Run Stage I first (`iac stage1 CONFIG`) or set "
+            "unet.pretrained to your trained U-Net file."
+        )
+    return path
+
+
+def used_stages(cfg: ExperimentConfig, stage: int) -> tuple[int, ...]:
+    """The stage folders whose results stage ``stage`` reads (and the stage itself)."""
+    return tuple(s for s in range(1, stage + 1)
+                 if not (s == 1 < stage and cfg.unet.pretrained)
+                 and not (s == 2 < stage and cfg.stage3.genotype))
+
+
+# ---------------------------------------------------------------------------- checks, then writes
+def refuse_restart_of_inputs(cfg: ExperimentConfig, stage: int, restart: int | None,
+                             command: str) -> None:
+    """``iac stageN --restart stageR`` with R < N would delete results stage N reads."""
+    if restart is not None and restart < stage and restart in used_stages(cfg, stage):
+        raise ConfigError(
+            f"--restart stage{restart} would delete the {STAGE_NAMES[restart]} results that "
+            f"{command} needs. Nothing was changed. Run every stage again from there with "
+            f"`iac run CONFIG --restart stage{restart}`")
+
+
+def check_records(cfg: ExperimentConfig, stage: int, restart: int | None) -> None:
+    """The run folder is ours, and the stage records that ``stage`` reads and ``--restart``
+    keeps hold this config (raises before anything is written)."""
+    cfg.layout.check_ours()
+    check_stages(cfg, tuple(s for s in used_stages(cfg, stage) if restart is None or s < restart))
+
+
+def checked_data(cfg: ExperimentConfig) -> dict:
+    """The dataset record of ``data`` now, compared with the run's (raises DatasetMismatch
+    naming both before anything is written)."""
+    record = data_record(cfg.data)
+    cfg.layout.check_data(record)
+    return record
+
+
+def commit(cfg: ExperimentConfig, restart: int | None, record: dict) -> None:
+    """After every check passed: ``--restart`` deletes, then the run records are written (the
+    run folder marked as the tool's, the resolved config, the dataset record)."""
+    if restart is not None:
+        for path in restart_from(cfg, restart):
+            log.info("--restart stage%d: removed %s", restart, path)
+    write_resolved(cfg)
+    if cfg.layout.read_data_record() is None:
+        cfg.layout.write_data_record(record)
+
+
+def begin(cfg: ExperimentConfig, stage: int, restart: int | None, unet=None, genotype=None):
+    """Check everything, then clear on ``--restart`` and record: the config against the stage
+    records (stop on a difference), the pre-flight checks and the data preparation
+    (:mod:`iac_tf.preflight`: folders, ``unet(cfg)``'s U-Net file against the data,
+    ``genotype(cfg)``'s files), the dataset against the run's record. Only then ``--restart``
+    deletes, the config is recorded and everything seeded. Returns the prepared data."""
+    refuse_restart_of_inputs(cfg, stage, restart, f"`iac stage{stage}`")
+    check_records(cfg, stage, restart)
+    prepared = checked_prepare(cfg, stage, prepare, unet_path=unet(cfg) if unet else None,
+                               genotype_path=genotype(cfg) if genotype else None)
+    commit(cfg, restart, checked_data(cfg))
+    record_stage(cfg, stage)
+    seed_everything(cfg.seed, cfg.deterministic)
+    return prepared
+
+
+# ---------------------------------------------------------------------------- data of a training
+def epoch_data(prepared, split: str, batch_size: int):
+    """``(epoch, seed) -> dataset`` of one split; ``seed=None`` (no shuffling) keeps the cache
+    order. The seeds come from the epoch loop (:mod:`iac_tf.training.seeding`)."""
+    return lambda epoch, seed: prepared.dataset(split, batch_size, shuffle=seed is not None,
+                                                seed=0 if seed is None else seed)
+
+
+def fixed(dataset):
+    return lambda epoch, seed: dataset
+
+
+def case_scorer(prepared, train_cfg, batch_size: int = 32):
+    """``model -> per-case hard Dice on val_dt`` when ``train_cfg.monitor`` is ``val_case_dice``
+    (the reported score selects the epoch), else None."""
+    if getattr(train_cfg, "monitor", "val_soft_dice") != "val_case_dice":
+        return None
+    images, masks, case_ids = prepared.arrays("val_dt")
+
+    def score(model) -> float:
+        probs = np.asarray(model.predict(images, batch_size=batch_size, verbose=0), np.float32)
+        return mean_case_dice(masks, probs, case_ids)
+
+    return score

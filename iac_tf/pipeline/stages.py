@@ -1,0 +1,231 @@
+"""The stage commands: Stage I, Stage II, Stage III (with the genotype-epoch sweep and its
+selection), the comparisons and ``iac run``. Each takes the run's lock, checks everything before
+it writes (:func:`~iac_tf.pipeline.common.begin`) and trains its units
+(:mod:`iac_tf.pipeline.units`)."""
+
+from __future__ import annotations
+
+import logging
+import pathlib
+
+from iac_tf._keras import tf
+from iac_tf.evaluation.plots import plot_genotype_epochs
+from iac_tf.experiment import ExperimentConfig
+from iac_tf.files import atomic_write_json
+from iac_tf.pipeline.common import (begin, check_records, checked_data, commit, epoch_data,
+                                    guarded, prepare, refuse_restart_of_inputs, trained_unet_path)
+from iac_tf.pipeline.evaluate import run_evaluation
+from iac_tf.pipeline.units import (comparison_unit, iac_unit, stage1_unit, train_unit,
+                                   unet_continued_unit)
+from iac_tf.preflight import checked_prepare
+from iac_tf.run_layout import HISTORY
+from iac_tf.training.history import CsvHistory
+from iac_tf.training.precision import precision_policy
+from iac_tf.training.stage1 import TrainResult, unconverged
+from iac_tf.training.stage2 import SearchResult, search
+from iac_tf.unets import load_unet
+
+log = logging.getLogger("iac_tf.pipeline")
+
+
+# ---------------------------------------------------------------------------- Stage I
+@guarded
+def run_stage1(cfg: ExperimentConfig, restart: int | None = None) -> TrainResult:
+    """Stage I: build the configured U-Net and train it on train_dt (best by val_dt soft Dice).
+    ``restart``: clear that stage and all later ones first (``--restart stageN``)."""
+    prepared = begin(cfg, 1, restart)
+
+    def warn_unconverged(result: TrainResult) -> None:
+        if not result.stopped_early and unconverged(result.best_epoch, cfg.stage1.epochs):
+            log.warning("Stage I's best epoch (%d) is in the last 10%% of its %d epochs: the "
+                        "U-Net has probably not converged, so a later gain of the IAC cannot be "
+                        "told apart from more training. Train longer (stage1.epochs, "
+                        "stage1.patience) before the search.", result.best_epoch,
+                        cfg.stage1.epochs)
+
+    return train_unit(cfg, prepared, stage1_unit(cfg, prepared), on_trained=warn_unconverged)
+
+
+# ---------------------------------------------------------------------------- Stage II
+@guarded
+def run_stage2(cfg: ExperimentConfig, restart: int | None = None) -> SearchResult:
+    """Stage II: search the IAC on the frozen trained U-Net (train_search_dt / val_search_dt)."""
+    prepared = begin(cfg, 2, restart, unet=trained_unet_path)
+    layout = cfg.layout
+    folder = layout.stage(2)
+    if layout.search_done(cfg.stage2.epochs):
+        paths = layout.genotype_files()
+        log.info("Stage II: complete (%d search epochs, %d genotypes in %s), skipped",
+                 cfg.stage2.epochs, len(paths), layout.genotypes)
+        return SearchResult(run_dir=folder, genotype_paths=paths,
+                            history=CsvHistory(folder / HISTORY).rows(), seconds=0.0)
+    unet_path = trained_unet_path(cfg)
+    bs = cfg.stage2.batch_size
+    log.info("Stage II: searching on %s with %d / %d search slices -> %s", unet_path,
+             prepared.num_slices("train_search_dt"), prepared.num_slices("val_search_dt"), folder)
+    strategy = (tf.distribute.MirroredStrategy() if cfg.stage2.distribute == "mirrored"
+                else tf.distribute.get_strategy())
+    with precision_policy(cfg.stage2.mixed_precision):
+        with strategy.scope():
+            unet = load_unet(unet_path)
+        result = search(unet, epoch_data(prepared, "train_search_dt", bs),
+                        epoch_data(prepared, "val_search_dt", bs), cfg.stage2, folder,
+                        seed=cfg.seed, strategy=strategy)
+    log.info("Stage II done: %d genotypes in %s", len(result.genotype_paths), layout.genotypes)
+    return result
+
+
+# ---------------------------------------------------------------------------- Stage III
+def stage3_genotype_path(cfg: ExperimentConfig) -> pathlib.Path:
+    """``stage3.genotype`` if set, else Stage II's genotype of ``stage3.genotype_epoch`` (default:
+    the last epoch searched)."""
+    if cfg.stage3.genotype:
+        return pathlib.Path(cfg.stage3.genotype)
+    layout = cfg.layout
+    if cfg.stage3.genotype_epoch is not None:
+        path = layout.genotype(cfg.stage3.genotype_epoch)
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no genotype for stage3.genotype_epoch="
+                                    f"{cfg.stage3.genotype_epoch}")
+        return path
+    paths = layout.genotype_files()
+    if not paths:
+        raise FileNotFoundError(f"{layout.genotypes}: no genotypes. Run Stage II first or set "
+                                "stage3.genotype.")
+    return paths[-1]
+
+
+def stage3_units(cfg: ExperimentConfig) -> list[tuple[str, pathlib.Path, pathlib.Path]]:
+    """The Stage III trainings of a run as ``(model name, genotype path, folder)``: one into
+    ``stage3/`` (name ``iac``), or with ``stage3.genotype_epochs`` one per epoch into
+    ``stage3/epoch_XXX/`` (name ``iac_epoch_XXX``); then one per ``stage3.extra_implant_modes``
+    into ``compare/iac_<mode>/``. Every genotype must exist (checked here, before anything is
+    trained)."""
+    epochs, layout = cfg.stage3.genotype_epochs, cfg.layout
+    if not epochs:
+        units = [("iac", stage3_genotype_path(cfg), layout.stage(3))]
+    else:
+        missing = [e for e in epochs if not layout.genotype(e).exists()]
+        if missing:
+            raise FileNotFoundError(f"stage3.genotype_epochs: no Stage II genotype for epoch(s) "
+                                    f"{missing} in {layout.genotypes}; nothing was trained")
+        units = [(f"iac_epoch_{e:03d}", layout.genotype(e), layout.sweep(e)) for e in epochs]
+    main = units[0][1] if len(units) == 1 else stage3_genotype_path(cfg)
+    return units + [(f"iac_{mode}", main, layout.compare(f"iac_{mode}"))
+                    for mode in cfg.stage3.extra_implant_modes]
+
+
+def select_genotype(cfg: ExperimentConfig, best_val: dict[str, float]) -> int:
+    """The sweep epoch whose Stage III is the run's final IAC U-Net (``stage3.select_genotype``):
+    ``best_val`` the best val_dt score of the selection metric ``stage3.monitor`` (ties: the
+    earlier epoch), ``last`` the last listed. ``best_val``: ``iac_epoch_XXX`` -> that score."""
+    epochs = list(cfg.stage3.genotype_epochs)
+    if cfg.stage3.select_genotype == "last":
+        return epochs[-1]
+    scores = [best_val[f"iac_epoch_{e:03d}"] for e in epochs]
+    return epochs[max(range(len(epochs)), key=lambda i: (scores[i], -i))]
+
+
+def _register_selected(cfg: ExperimentConfig, results: dict[str, TrainResult]) -> None:
+    """With a sweep: register the selected epoch's IAC U-Net as ``iac``, record the choice and
+    draw Fig. 6."""
+    layout = cfg.layout
+    sweep = {n: r for n, r in results.items() if n.startswith("iac_epoch_")}
+    final = select_genotype(cfg, {n: r.best_score for n, r in sweep.items()})
+    layout.register_model("iac", layout.best_model(layout.sweep(final)))
+    atomic_write_json(layout.stage(3) / "selected_genotype.json", {
+        "rule": cfg.stage3.select_genotype, "epoch": final, "metric": cfg.stage3.monitor,
+        "best_val_score": {n: r.best_score for n, r in sweep.items()},
+        "best_val_soft_dice": {n: r.best_val_soft_dice for n, r in sweep.items()}})
+    figure = layout.stage(3) / "genotype_epochs.png"
+    plot_genotype_epochs({e: layout.sweep(e) / HISTORY for e in cfg.stage3.genotype_epochs}, figure)
+    log.info("Stage III: the genotype of epoch %d is the run's IAC U-Net (select_genotype: %s); "
+             "Fig. 6 curves in %s", final, cfg.stage3.select_genotype, figure)
+
+
+@guarded
+def run_stage3(cfg: ExperimentConfig, restart: int | None = None, evaluate_after: bool = True):
+    """Stage III: train the discrete IAC of each genotype (one, or the genotype-epoch sweep
+    ``stage3.genotype_epochs``) in the frozen U-Net, export it, register it in ``models.json``
+    (``iac`` is the run's final IAC U-Net: with a sweep, the epoch chosen by
+    ``stage3.select_genotype``; Fig. 6 in ``stage3/genotype_epochs.png``), then (unless
+    ``evaluate_after`` is false) evaluate every registered model against the U-Net. Finished
+    units are skipped, an interrupted one resumes. Returns ``{model name: TrainResult}``."""
+    prepared = begin(cfg, 3, restart, unet=trained_unet_path,
+                     genotype=lambda c: [geno for _, geno, _ in stage3_units(c)])
+    cfg.layout.register_model("unet", trained_unet_path(cfg))
+    modes = {"iac_" + m: m for m in cfg.stage3.extra_implant_modes}
+    results = {name: train_unit(cfg, prepared,
+                                iac_unit(cfg, name, geno, folder,
+                                         modes.get(name, cfg.stage3.implant_mode)))
+               for name, geno, folder in stage3_units(cfg)}
+    if cfg.evaluation.unet_continued:
+        results["unet_continued"] = train_unit(cfg, prepared, unet_continued_unit(cfg))
+    if cfg.stage3.genotype_epochs:
+        _register_selected(cfg, results)
+    if evaluate_after:
+        run_evaluation(cfg, prepared)
+    return results
+
+
+def run_unet_continued(cfg: ExperimentConfig, prepared=None) -> TrainResult:
+    """The budget-matched baseline ``unet_continued`` alone (see
+    :func:`~iac_tf.pipeline.units.unet_continued_unit`)."""
+    return train_unit(cfg, prepared if prepared is not None else prepare(cfg),
+                      unet_continued_unit(cfg))
+
+
+# ---------------------------------------------------------------------------- comparisons
+@guarded
+def run_compare(cfg: ExperimentConfig, restart: int | None = None, evaluate_after: bool = True):
+    """Train each comparison method of the run (``method`` if not ``iac``, then ``compare``) on
+    the same frozen U-Net, splits and Stage III training settings, into ``compare/<method>/``
+    (its resolved config in ``config.yaml``), register each in ``models.json``, then (unless
+    ``evaluate_after`` is false) evaluate. Finished ones are skipped, an interrupted one resumes.
+    Returns ``{method: TrainResult}``."""
+    refuse_restart_of_inputs(cfg, 2, restart, "`iac compare`")  # reads Stage I's U-Net
+    check_records(cfg, 1, restart)
+    if not cfg.comparisons:
+        log.info("no comparison method configured (set `compare: [attention, ...]`)")
+        return {}
+    # the same pre-flight checks as Stages II/III (folders, the U-Net against the data), before
+    # anything is written or deleted
+    prepared = checked_prepare(cfg, 3, prepare, unet_path=trained_unet_path(cfg))
+    commit(cfg, restart, checked_data(cfg))
+    cfg.layout.register_model("unet", trained_unet_path(cfg))
+    results = {m: train_unit(cfg, prepared, comparison_unit(cfg, m)) for m in cfg.comparisons}
+    if evaluate_after:
+        run_evaluation(cfg, prepared)
+    return results
+
+
+# ---------------------------------------------------------------------------- iac run
+def _restart_preflight(cfg: ExperimentConfig, restart: int) -> None:
+    """The pre-flight checks of the first stage ``iac run --restart stageR`` runs, before
+    anything is deleted: Stage I's (folders, backbone, data) when it retrains the U-Net, else
+    the trained U-Net against the data (and Stage III's genotypes when they are kept)."""
+    if restart == 1 and not cfg.unet.pretrained:
+        checked_prepare(cfg, 1, prepare)
+        return
+    stage = 3 if cfg.method != "iac" else max(restart, 2)
+    genotypes = ([g for _, g, _ in stage3_units(cfg)]
+                 if stage == 3 and cfg.method == "iac" else None)
+    checked_prepare(cfg, stage, prepare, unet_path=trained_unet_path(cfg), genotype_path=genotypes)
+
+
+@guarded
+def run_all(cfg: ExperimentConfig, restart: int | None = None) -> None:
+    """Stages I (unless ``unet.pretrained`` is set), II and III (if ``method`` is ``iac``), the
+    comparison methods, then the evaluation. All stage records are compared before any stage
+    starts; finished parts are skipped."""
+    check_records(cfg, 3 if cfg.method == "iac" else 1, restart)
+    if restart is not None:  # check what the first stage to run needs, then delete
+        _restart_preflight(cfg, restart)
+        commit(cfg, restart, checked_data(cfg))
+    if not cfg.unet.pretrained:
+        run_stage1(cfg)
+    if cfg.method == "iac":
+        run_stage2(cfg)
+        run_stage3(cfg, evaluate_after=False)
+    run_compare(cfg, evaluate_after=False)
+    run_evaluation(cfg)

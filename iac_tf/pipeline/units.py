@@ -1,0 +1,171 @@
+"""One unit of training, and the kinds of trained model as rows of one table.
+
+Every model a run trains -- Stage I's U-Net, Stage III's IAC U-Net (one per genotype epoch of a
+sweep, one per extra implant mode), the budget-matched ``unet_continued`` and each comparison
+method -- is a :class:`TrainingUnit`: a name in ``models.json``, a folder, its training settings
+and a function that builds or loads the model and trains it. :func:`train_unit` runs every unit
+the same way: skip it if finished, else seed, train under the precision policy, plot the learning
+curves, and register the best model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import pathlib
+from collections.abc import Callable
+
+from iac_tf.config import dump_yaml
+from iac_tf.config.stages import Stage1Config
+from iac_tf.evaluation.plots import plot_history
+from iac_tf.experiment import ExperimentConfig
+from iac_tf.genotype import Genotype
+from iac_tf.pipeline.common import case_scorer, epoch_data, fixed, trained_unet_path
+from iac_tf.run_layout import HISTORY, SAVEDMODEL, training_done
+from iac_tf.training.precision import precision_policy
+from iac_tf.training.seeding import seed_everything
+from iac_tf.training.stage1 import TrainResult, train_model
+from iac_tf.training.stage3 import train_comparison, train_iac_unet
+from iac_tf.unets import build_unet, load_unet
+
+log = logging.getLogger("iac_tf.pipeline")
+
+#: ``fit(train, val, scorer) -> TrainResult``: build or load the model, then train it
+Fit = Callable[..., TrainResult]
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingUnit:
+    """One trained model of a run.
+
+    Args:
+        name: its name in ``models.json`` (``unet``, ``iac``, ``iac_epoch_025``, ``iac_residual``,
+            ``unet_continued``, ``attention``, ...).
+        label: how the console and the learning-curve plot call it.
+        folder: where it trains (``best_model.keras``, ``history.csv``, ``summary.json``).
+        settings: its training section (epochs, batch size, selection, mixed precision).
+        fit: ``fit(train, val, scorer) -> TrainResult`` builds or loads the model and trains it.
+        intro: what is trained, for the console line that starts it.
+        needs_export: finished only once ``savedmodel/`` exists too (Stage III's export).
+    """
+
+    name: str
+    label: str
+    folder: pathlib.Path
+    settings: Stage1Config
+    fit: Fit
+    intro: str
+    needs_export: bool = False
+
+
+def finished(unit: TrainingUnit) -> TrainResult | None:
+    """The result of a finished unit (its summary and all its epochs; and its export if it
+    needs one), else ``None``."""
+    done = training_done(unit.folder, unit.settings.epochs)
+    if done is None or (unit.needs_export and not (unit.folder / SAVEDMODEL).is_dir()):
+        return None  # unfinished, or killed between the last epoch and the export
+    summary = done["summary"]
+    return TrainResult(run_dir=unit.folder, best_model_path=unit.folder / "best_model.keras",
+                       best_epoch=int(summary["best_epoch"]),
+                       best_val_soft_dice=float(summary["best_val_soft_dice"]),
+                       history=done["history"], seconds=0.0,
+                       monitor=summary.get("selection_metric", "val_soft_dice"),
+                       best_score=float(summary.get("best_score", summary["best_val_soft_dice"])))
+
+
+def train_unit(cfg: ExperimentConfig, prepared, unit: TrainingUnit,
+               on_trained: Callable[[TrainResult], None] | None = None) -> TrainResult:
+    """Train ``unit`` (or skip it when finished; an interrupted one resumes), plot its curves
+    and register it in ``models.json``. ``on_trained`` sees a result trained now."""
+    result = finished(unit)
+    if result is not None:
+        log.info("%s: complete (best val_dt soft Dice %.4f, epoch %d), skipped", unit.label,
+                 result.best_val_soft_dice, result.best_epoch)
+    else:
+        log.info("%s: %s -> %s", unit.label, unit.intro, unit.folder)
+        seed_everything(cfg.seed, cfg.deterministic)
+        s = unit.settings
+        with precision_policy(s.mixed_precision):
+            result = unit.fit(epoch_data(prepared, "train_dt", s.batch_size),
+                              fixed(prepared.dataset("val_dt", s.batch_size)),
+                              case_scorer(prepared, s, cfg.evaluation.batch_size))
+        history = unit.folder / HISTORY
+        if history.exists():
+            plot_history(history, unit.folder / "learning_curves.png", title=unit.label)
+        log.info("%s done in %.1f s: best val_dt %s (selects the epoch) %.4f at epoch %d%s",
+                 unit.label, result.seconds, result.monitor, result.best_score, result.best_epoch,
+                 " (early stop: patience)" if result.stopped_early else "")
+        if on_trained is not None:
+            on_trained(result)
+    cfg.layout.register_model(unit.name, unit.folder / "best_model.keras")
+    return result
+
+
+# ---------------------------------------------------------------------------- the kinds of unit
+def stage1_unit(cfg: ExperimentConfig, prepared) -> TrainingUnit:
+    """Stage I: the configured zoo U-Net, built and trained on train_dt."""
+    def fit(train, val, scorer):
+        size = cfg.data.patch_size
+        model = build_unet(
+            cfg.unet.backbone, input_shape=(size, size, prepared.in_channels),
+            classes=prepared.num_classes, encoder_weights=cfg.unet.encoder_weights,
+            decoder_filters=tuple(cfg.unet.decoder_filters) if cfg.unet.decoder_filters else None,
+            **cfg.unet.options)
+        return train_model(model, train, val, cfg.stage1, cfg.layout.stage(1), seed=cfg.seed,
+                           case_scorer=scorer)
+
+    return TrainingUnit(
+        "unet", "Stage I", cfg.layout.stage(1), cfg.stage1, fit,
+        f"{cfg.unet.backbone} U-Net on {prepared.num_slices('train_dt')} train / "
+        f"{prepared.num_slices('val_dt')} val slices")
+
+
+def iac_unit(cfg: ExperimentConfig, name: str, genotype_path: pathlib.Path,
+             folder: pathlib.Path, mode: str) -> TrainingUnit:
+    """Stage III: the discrete IAC of ``genotype_path`` implanted (``mode``) in the frozen
+    trained U-Net, trained on train_dt and exported."""
+    s3 = cfg.stage3
+
+    def fit(train, val, scorer):
+        unet = load_unet(trained_unet_path(cfg))
+        return train_iac_unet(unet, Genotype.from_json(genotype_path), train, val, s3, folder,
+                              seed=cfg.seed, case_scorer=scorer, implant_mode=mode,
+                              search_cell_channels=cfg.stage2.cell_channels)
+
+    intro = (f"{mode} implant, epoch selection by val_dt {s3.monitor}"
+             f"{', epoch 0 included' if s3.evaluate_initial else ''}; genotype {genotype_path}\n"
+             f"{Genotype.from_json(genotype_path)}")
+    return TrainingUnit(name, f"Stage III {name}", folder, s3, fit, intro,
+                        needs_export=s3.export_savedmodel)
+
+
+def unet_continued_unit(cfg: ExperimentConfig) -> TrainingUnit:
+    """The budget-matched baseline (not in the paper): the trained U-Net trained further from
+    its best checkpoint for as many epochs as Stage III, with Stage III's optimiser, batch,
+    selection metric and epoch 0."""
+    s3 = cfg.stage3
+    settings = Stage1Config(**{f.name: getattr(s3, f.name) for f in dataclasses.fields(Stage1Config)})
+    folder = cfg.layout.compare("unet_continued")
+
+    def fit(train, val, scorer):
+        return train_model(load_unet(trained_unet_path(cfg)), train, val, settings, folder,
+                           seed=cfg.seed, case_scorer=scorer)
+
+    return TrainingUnit("unet_continued", "unet_continued", folder, settings, fit,
+                        f"budget-matched baseline, {s3.epochs} more epochs of "
+                        f"{trained_unet_path(cfg)}, selection by val_dt {s3.monitor}")
+
+
+def comparison_unit(cfg: ExperimentConfig, method: str) -> TrainingUnit:
+    """A comparison method (paper, Section V-A): its modules in the frozen trained U-Net,
+    trained with Stage III's settings; its resolved config in its folder."""
+    folder = cfg.layout.compare(method)
+
+    def fit(train, val, scorer):
+        folder.mkdir(parents=True, exist_ok=True)
+        dump_yaml(cfg, folder / "config.yaml")
+        return train_comparison(load_unet(trained_unet_path(cfg)), method, train, val,
+                                cfg.stage3, folder, seed=cfg.seed, case_scorer=scorer)
+
+    return TrainingUnit(method, f"comparison {method}", folder, cfg.stage3, fit,
+                        f"its modules in the frozen U-Net {trained_unet_path(cfg)}")
