@@ -79,7 +79,7 @@ def evaluate(cfg) -> dict:
     from iac_tf.evaluation.metrics import case_dice
     from iac_tf.evaluation.report import predict
     from iac_tf.run_layout import model_paths
-    from iac_tf.unets import load_unet
+    from iac_tf.models import load_unet
 
     prepared = pipeline.prepare(cfg)
     images, masks, case_ids = prepared.arrays("val_dt")

@@ -19,7 +19,9 @@ import dataclasses
 import pathlib
 from typing import Callable
 
-from iac_tf.diskspace import (MARGIN_BYTES, check_writable_folder, free_bytes, human)
+from iac_tf.data.check import DataShape, data_shape
+from iac_tf.diskspace import MARGIN_BYTES, check_writable_folder, free_bytes, human
+from iac_tf.models import UNetInfo, inspect_unet, match_data, stage1_params
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
 
@@ -44,124 +46,6 @@ class PreflightError(ValueError):
             msg = f"{len(failures)} problems found before starting:\n" + "\n".join(
                 f"  - {c.name}: {c.detail}" for c in failures)
         super().__init__(msg)
-
-
-@dataclasses.dataclass(frozen=True)
-class UNetInfo:
-    """What the pre-flight learned about a trained U-Net file."""
-
-    path: pathlib.Path
-    in_channels: int | None
-    classes: int | None
-    skips: int
-    params: int
-
-
-@dataclasses.dataclass(frozen=True)
-class DataShape:
-    """What a U-Net must match: image channels, mask classes, slice side."""
-
-    channels: int
-    classes: int
-    patch_size: int
-    class_names: tuple[str, ...] = ()
-
-
-# ---------------------------------------------------------------------------- U-Net
-def _short(exc: BaseException, limit: int = 300) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text[:limit]}{'...' if len(text) > limit else ''}"
-
-
-def _output_activation(model) -> str:
-    """Name of the function producing the model's (first) output: ``sigmoid``, ``softmax``,
-    ``linear``, ... or ``""`` when it cannot be told (e.g. a revived SavedModel)."""
-    from iac_tf._keras import keras
-
-    try:
-        layer = model.outputs[0]._keras_history.layer
-        while isinstance(layer, keras.Model) and layer.outputs:
-            layer = layer.outputs[0]._keras_history.layer
-    except (AttributeError, IndexError, TypeError):
-        return ""
-    act = getattr(layer, "activation", None)
-    if act is not None:
-        return getattr(act, "__name__", str(act))
-    symbol = str(getattr(layer, "symbol", "") or getattr(layer, "name", ""))
-    return "sigmoid" if "sigmoid" in symbol else type(layer).__name__
-
-
-def inspect_unet(path: str | pathlib.Path, patch_size: int) -> tuple[UNetInfo | None, list[str]]:
-    """Load the U-Net file and check what needs no data: one 4D input, fixed input size ==
-    ``patch_size``, a forward pass on one ``patch_size`` slice, sigmoid output, skip
-    connections. Returns ``(info, problems)``; each problem names the file."""
-    import numpy as np
-
-    from iac_tf.implant import NoSkipConnectionsError, find_skip_connections
-    from iac_tf.unets import load_unet
-
-    path = pathlib.Path(path)
-    try:
-        model = load_unet(path)
-    except (OSError, ValueError) as exc:
-        return None, [str(exc)]
-    problems = []
-    if len(model.inputs) != 1 or len(model.inputs[0].shape) != 4:
-        shapes = [tuple(t.shape) for t in model.inputs]
-        return None, [f"{path}: expected one image input (batch, H, W, C), got inputs {shapes}"]
-    _, h, w, c = tuple(model.inputs[0].shape)
-    out_shape = tuple(model.outputs[0].shape)
-    classes = out_shape[-1] if len(out_shape) == 4 else None
-    if len(out_shape) != 4:
-        problems.append(f"{path}: expected a 4D output (batch, H, W, classes), got {out_shape}")
-    for side in (h, w):
-        if side is not None and side != patch_size:
-            problems.append(f"{path}: the U-Net takes {h}x{w} inputs but data.patch_size is "
-                            f"{patch_size}; set data.patch_size: {h} (or re-export the U-Net "
-                            "with a flexible input size)")
-            break
-    if not problems and c is not None:
-        try:
-            pred = model(np.zeros((1, patch_size, patch_size, c), np.float32), training=False)
-            got = tuple(pred.shape)
-            if got[1:3] != (patch_size, patch_size):
-                problems.append(f"{path}: a {patch_size}x{patch_size} slice gives a {got[1]}x"
-                                f"{got[2]} output; data.patch_size must suit the U-Net's "
-                                "downsampling (a multiple of 2^depth, e.g. 32)")
-        except Exception as exc:  # noqa: BLE001 - any failure: the size does not suit the model
-            problems.append(f"{path}: the U-Net does not run on {patch_size}x{patch_size}x{c} "
-                            f"slices (data.patch_size must be a multiple of its total "
-                            f"downsampling, e.g. 32): {_short(exc, 160)}")
-    act = _output_activation(model)
-    if act and act != "sigmoid":
-        problems.append(f"{path}: the output activation is {act!r}; the IAC stages need a "
-                        "sigmoid output (one sigmoid per class, Dice loss)")
-    try:
-        skips = len(find_skip_connections(model))
-    except NoSkipConnectionsError as exc:
-        skips = 0
-        problems.append(f"{path}: no skip connection found, so no place to implant a cell "
-                        f"({str(exc).splitlines()[0]})")
-    except Exception as exc:  # noqa: BLE001 - graph walk failed on an unusual model
-        skips = 0
-        problems.append(f"{path}: cannot analyse the U-Net graph for skip connections "
-                        f"({_short(exc, 160)})")
-    info = UNetInfo(path, c, classes, skips, int(model.count_params()))
-    return info, problems
-
-
-def match_data(info: UNetInfo, data: DataShape, source: str) -> list[str]:
-    """Input channels and output classes of the U-Net against the data (``source`` names the
-    dataset or cache in the message)."""
-    problems = []
-    if info.in_channels is not None and info.in_channels != data.channels:
-        problems.append(f"{info.path}: the U-Net takes {info.in_channels} input channel(s) but "
-                        f"the data ({source}) has {data.channels}")
-    if info.classes is not None and info.classes != data.classes:
-        names = f" {list(data.class_names)}" if data.class_names else ""
-        problems.append(f"{info.path}: the U-Net outputs {info.classes} class(es) but the data "
-                        f"({source}) has {data.classes}{names}")
-    return problems
 
 
 # ---------------------------------------------------------------------------- rows
@@ -263,14 +147,6 @@ def gpu_checks(cfg) -> list[Check]:
 
 
 # ---------------------------------------------------------------------------- pipeline
-def trained_unet_candidates(cfg) -> pathlib.Path | None:
-    """``unet.pretrained``, else Stage I's best model if it exists."""
-    if cfg.unet.pretrained:
-        return pathlib.Path(cfg.unet.pretrained)
-    path = cfg.layout.best_model(cfg.layout.stage(1))
-    return path if path.exists() else None
-
-
 def _raise_failures(rows: list[Check]) -> None:
     failures = [r for r in rows if r.status == FAIL]
     if failures:
@@ -297,7 +173,7 @@ def checked_prepare(cfg, stage: int, prepare: Callable, unet_path=None, genotype
             shape = data_shape(cfg)[0]
         except Exception:  # noqa: BLE001 - the data preparation below names the problem
             shape = None
-        rows.append(output_space_check(cfg, _stage1_params(cfg, shape)))
+        rows.append(output_space_check(cfg, stage1_params(cfg, shape)))
     _raise_failures(rows)
     prepared = prepare(cfg)
     if info is not None:
@@ -310,27 +186,6 @@ def checked_prepare(cfg, stage: int, prepare: Callable, unet_path=None, genotype
 
 
 # ---------------------------------------------------------------------------- doctor
-def data_shape(cfg, count_slices: bool = False) -> tuple[DataShape, int]:
-    """Channels, classes and (``count_slices``: from the label headers) the number of axial
-    slices of ``cfg.data``, without building the cache."""
-    from iac_tf.data.datasets import DATASETS, list_cases
-    from iac_tf.data.prepare import axial_slices, load_npz, resolve_paths
-
-    d = cfg.data
-    root, _ = resolve_paths(d)
-    if d.format == "npz":
-        images, masks, _, names = load_npz(root)
-        return DataShape(images.shape[-1], masks.shape[-1], d.patch_size, tuple(names)), len(images)
-    spec = DATASETS[d.format]
-    cases = list_cases(d.format, root)[: d.max_cases or None]
-    names = spec.classes(root, d.label_mode).names
-    shape = DataShape(len(cases[0].image_paths), len(names), d.patch_size, tuple(names))
-    if not count_slices:
-        return shape, 0
-    reorient = spec.reorient if d.reorient is None else d.reorient
-    return shape, sum(axial_slices(c.label_path, reorient) for c in cases if c.label_path.is_file())
-
-
 def _data_rows(cfg) -> tuple[list[Check], DataShape | None]:
     """Every case read and checked (as ``iac data check``), plus the cache size estimate."""
     from iac_tf.data import check_dataset
@@ -387,8 +242,8 @@ def doctor(cfg) -> list[Check]:
     info = None
     if not cfg.unet.pretrained:
         rows += stage1_checks(cfg)
-    path = trained_unet_candidates(cfg)
-    if path is not None:
+    path = cfg.trained_unet
+    if cfg.unet.pretrained or path.exists():
         row, info = unet_check(path, cfg, shape)
         rows.append(row)
     elif cfg.unet.pretrained is None:
@@ -399,7 +254,7 @@ def doctor(cfg) -> list[Check]:
         found = cfg.layout.genotype_files()
         rows.append(genotype_check(found[-1]) if found else
                     Check("genotype", SKIP, "stage3.genotype not set: Stage II writes it"))
-    params = info.params if info is not None else _stage1_params(cfg, shape)
+    params = info.params if info is not None else stage1_params(cfg, shape)
     rows.append(output_space_check(cfg, params))
     rows += gpu_checks(cfg)
     return rows
@@ -418,24 +273,6 @@ def output_space_check(cfg, params: int) -> Check:
                      f"models and checkpoints of {size}; free space there or set output_dir")
     return Check("output space", OK, f"{cfg.run_dir}: {human(free)} free, about {human(needed)} "
                  f"needed (models and checkpoints of {size})")
-
-
-def _stage1_params(cfg, shape: DataShape | None) -> int:
-    """Parameters of the U-Net Stage I would build (0 if it cannot be built here)."""
-    if shape is None or cfg.unet.pretrained:
-        return 0
-    try:
-        from iac_tf.unets import build_unet
-
-        size = cfg.data.patch_size
-        model = build_unet(
-            cfg.unet.backbone, input_shape=(size, size, shape.channels), classes=shape.classes,
-            encoder_weights=None,
-            decoder_filters=tuple(cfg.unet.decoder_filters) if cfg.unet.decoder_filters else None,
-            **cfg.unet.options)
-        return int(model.count_params())
-    except Exception:  # noqa: BLE001 - the Stage I row reports configuration problems
-        return 0
 
 
 def format_table(rows: list[Check]) -> str:

@@ -139,6 +139,14 @@ class ExperimentConfig:
         """The run folder's paths, "finished" rules, lock and dataset record."""
         return RunLayout(self.run_dir)
 
+    @property
+    def trained_unet(self) -> pathlib.Path:
+        """The U-Net that Stages II/III improve: ``unet.pretrained``, else Stage I's best model
+        (which may not exist yet)."""
+        if self.unet.pretrained:
+            return pathlib.Path(self.unet.pretrained)
+        return self.layout.best_model(self.layout.stage(1))
+
     def stage_dir(self, stage: int) -> pathlib.Path:
         return self.layout.stage(stage)
 

@@ -88,3 +88,33 @@ def check_dataset(dataset_dir: str | pathlib.Path, format: str | None = None,
     if problems and raise_on_error:
         raise DataError(str(report))
     return report
+
+
+@dataclasses.dataclass(frozen=True)
+class DataShape:
+    """What a U-Net must match: image channels, mask classes, slice side."""
+
+    channels: int
+    classes: int
+    patch_size: int
+    class_names: tuple[str, ...] = ()
+
+
+def data_shape(cfg, count_slices: bool = False) -> tuple[DataShape, int]:
+    """Channels, classes and (``count_slices``: from the label headers) the number of axial
+    slices of ``cfg.data``, without building the cache."""
+    from iac_tf.data.prepare import axial_slices, load_npz, resolve_paths
+
+    d = cfg.data
+    root, _ = resolve_paths(d)
+    if d.format == "npz":
+        images, masks, _, names = load_npz(root)
+        return DataShape(images.shape[-1], masks.shape[-1], d.patch_size, tuple(names)), len(images)
+    spec = DATASETS[d.format]
+    cases = list_cases(d.format, root)[: d.max_cases or None]
+    names = spec.classes(root, d.label_mode).names
+    shape = DataShape(len(cases[0].image_paths), len(names), d.patch_size, tuple(names))
+    if not count_slices:
+        return shape, 0
+    reorient = spec.reorient if d.reorient is None else d.reorient
+    return shape, sum(axial_slices(c.label_path, reorient) for c in cases if c.label_path.is_file())

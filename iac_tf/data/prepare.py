@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import pathlib
-import sys
+import logging
 
 import numpy as np
 
@@ -16,6 +16,8 @@ from iac_tf.locks import folder_lock
 from iac_tf.data.pipeline import PreparedDataset
 from iac_tf.data.preprocess import preprocess_case
 from iac_tf.data.splits import load_or_make_splits
+
+log = logging.getLogger(__name__)
 
 
 def resolve_paths(cfg: DataConfig) -> tuple[pathlib.Path, pathlib.Path]:
@@ -77,7 +79,7 @@ def _prepare(cfg: DataConfig, progress: bool) -> PreparedDataset:
 
 def _warn(message: str, progress: bool) -> None:
     if progress:
-        print(f"iac: warning: {message}", file=sys.stderr, flush=True)
+        log.warning("%s", message)
 
 
 def _check_cache_dir(cache_dir: pathlib.Path) -> None:

@@ -10,6 +10,7 @@ per model) and ``evaluation/volumetric_summary.json`` (per model and class, as
 from __future__ import annotations
 
 import csv
+import logging
 import io
 import pathlib
 
@@ -24,12 +25,14 @@ from iac_tf.inference.tiling import keras_predictor
 from iac_tf.inference.volume import Preprocessing
 from iac_tf.files import atomic_write_json, atomic_write_text
 
+log = logging.getLogger(__name__)
+
 
 def volumetric_scores(cfg, prepared, models: dict, batch_size: int = 32) -> dict | None:
     """``{model: {class: summary}}`` over the cases of ``cfg.evaluation.split`` (None for npz
     datasets, which have no volumes; a line says so)."""
     if cfg.data.format == "npz":
-        print("[iac] volumetric scores skipped: an npz dataset has no volumes", flush=True)
+        log.info("volumetric scores skipped: an npz dataset has no volumes")
         return None
     import nibabel as nib
 
@@ -69,6 +72,6 @@ def volumetric_scores(cfg, prepared, models: dict, batch_size: int = 32) -> dict
     for name, per_class in summary.items():
         text = ", ".join(f"{c}: Dice {s['dice_mean']:.4f}, HD95 {s['hd95_mm_mean']:.2f} mm"
                          for c, s in per_class.items())
-        print(f"[iac] volumetric ({len(cases)} {cfg.evaluation.split} volume(s)) {name}: {text}",
-              flush=True)
+        log.info("volumetric (%d %s volume(s)) %s: %s", len(cases), cfg.evaluation.split, name,
+                 text)
     return summary

@@ -45,10 +45,8 @@ def prepare(cfg: ExperimentConfig):
 # ---------------------------------------------------------------------------- the trained U-Net
 def trained_unet_path(cfg: ExperimentConfig) -> pathlib.Path:
     """The U-Net that Stages II/III improve: ``unet.pretrained`` or Stage I's best model."""
-    if cfg.unet.pretrained:
-        return pathlib.Path(cfg.unet.pretrained)
-    path = cfg.layout.best_model(cfg.layout.stage(1))
-    if not path.exists():
+    path = cfg.trained_unet
+    if not cfg.unet.pretrained and not path.exists():
         raise FileNotFoundError(
             f"{path}: no trained U-Net. Run Stage I first (`iac stage1 CONFIG`) or set "
             "unet.pretrained to your trained U-Net file."

@@ -12,7 +12,7 @@ from iac_tf.experiment import ExperimentConfig
 from iac_tf.inference.run_scores import volumetric_scores
 from iac_tf.pipeline.common import checked_data, guarded, prepare, trained_unet_path, used_stages
 from iac_tf.run_records import check_stages
-from iac_tf.unets import load_unet
+from iac_tf.models import load_unet
 
 log = logging.getLogger("iac_tf.pipeline")
 

@@ -23,7 +23,7 @@ from iac_tf.training.history import CsvHistory
 from iac_tf.training.precision import precision_policy
 from iac_tf.training.stage1 import TrainResult, unconverged
 from iac_tf.training.stage2 import SearchResult, search
-from iac_tf.unets import load_unet
+from iac_tf.models import load_unet
 
 log = logging.getLogger("iac_tf.pipeline")
 

@@ -26,7 +26,7 @@ from iac_tf.training.precision import precision_policy
 from iac_tf.training.seeding import seed_everything
 from iac_tf.training.stage1 import TrainResult, train_model
 from iac_tf.training.stage3 import train_comparison, train_iac_unet
-from iac_tf.unets import build_unet, load_unet
+from iac_tf.models import build_configured_unet, load_unet
 
 log = logging.getLogger("iac_tf.pipeline")
 
@@ -105,12 +105,7 @@ def train_unit(cfg: ExperimentConfig, prepared, unit: TrainingUnit,
 def stage1_unit(cfg: ExperimentConfig, prepared) -> TrainingUnit:
     """Stage I: the configured zoo U-Net, built and trained on train_dt."""
     def fit(train, val, scorer):
-        size = cfg.data.patch_size
-        model = build_unet(
-            cfg.unet.backbone, input_shape=(size, size, prepared.in_channels),
-            classes=prepared.num_classes, encoder_weights=cfg.unet.encoder_weights,
-            decoder_filters=tuple(cfg.unet.decoder_filters) if cfg.unet.decoder_filters else None,
-            **cfg.unet.options)
+        model = build_configured_unet(cfg, prepared.in_channels, prepared.num_classes)
         return train_model(model, train, val, cfg.stage1, cfg.layout.stage(1), seed=cfg.seed,
                            case_scorer=scorer)
 

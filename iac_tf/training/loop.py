@@ -39,11 +39,15 @@ import pathlib
 import time
 from typing import Any, Callable, Iterable, Mapping
 
+import logging
+
 from iac_tf._keras import keras, tf
 from iac_tf.diskspace import disk_full_guard
 from iac_tf.files import make_dirs
 from iac_tf.training.history import CsvHistory
 from iac_tf.training.seeding import EpochDataFn, data_seed
+
+log = logging.getLogger(__name__)
 
 #: ``on_epoch_begin(epoch)`` (1-based) -> log keys this epoch does not measure (or None)
 EpochBeginHook = Callable[[int], "Iterable[str] | None"]
@@ -158,7 +162,7 @@ class EpochLoop:
             self.stopped_early = True
             return self.history.rows()
         if start and verbose:
-            print(f"[iac] resuming {self.run_dir} at epoch {start + 1}/{epochs}", flush=True)
+            log.info("resuming %s at epoch %d/%d", self.run_dir, start + 1, epochs)
         progbar = _EpochProgbar(epochs)
         board = _Board(self.run_dir / "tensorboard") if self.tensorboard else None
         try:
@@ -168,8 +172,8 @@ class EpochLoop:
                 if self._patience_exhausted(epoch + 1):
                     self.stopped_early = True
                     if verbose:
-                        print(f"[iac] early stop: no better {self.monitor} for {self.patience} "
-                              f"epochs (best epoch {int(self.best_epoch.numpy())})", flush=True)
+                        log.info("early stop: no better %s for %d epochs (best epoch %d)",
+                                 self.monitor, self.patience, int(self.best_epoch.numpy()))
                     break
         finally:
             if board is not None:
@@ -255,7 +259,7 @@ class EpochLoop:
         self._finish_epoch(0, logs, on_epoch_end, save_best)
         if verbose:
             shown = {k: round(v, 4) for k, v in logs.items() if k.startswith("val_")}
-            print(f"[iac] epoch 0 (before training): {shown}", flush=True)
+            log.info("epoch 0 (before training): %s", shown)
 
 
 class _EpochProgbar(keras.callbacks.ProgbarLogger):

@@ -18,6 +18,8 @@ import os
 import pathlib
 import time
 
+import logging
+
 import numpy as np
 
 from iac_tf._keras import keras, tf
@@ -27,6 +29,8 @@ from iac_tf.run_layout import ARCH, GENOTYPES, SEARCH_TIME
 from iac_tf.training.loop import EpochLoop
 from iac_tf.training.optimizers import make_optimizer
 from iac_tf.training.supernet import SearchSupernet
+
+log = logging.getLogger(__name__)
 
 
 class SearchModule:
@@ -211,11 +215,11 @@ def search(
             try:
                 genotype.draw(run_dir / GENOTYPES / f"epoch_{epoch:03d}.png")
             except Exception as exc:  # noqa: BLE001 - a drawing failure must not stop a search
-                print(f"[iac] genotype drawing failed at epoch {epoch}: {exc}", flush=True)
+                log.warning("genotype drawing failed at epoch %d: %s", epoch, exc)
         genotype_paths.append(path)
         atomic_write_json(run_dir / ARCH / f"epoch_{epoch:03d}.json", {"epoch": epoch, **state})
         if cfg.verbose:
-            print(f"[iac] epoch {epoch}/{cfg.epochs} genotype: {genotype}", flush=True)
+            log.info("epoch %d/%d genotype: %s", epoch, cfg.epochs, genotype)
         return {
             "warmup": int(epoch <= cfg.warmup_epochs),
             "lr_weights": cfg.weight_lr(epoch),

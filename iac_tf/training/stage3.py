@@ -92,7 +92,7 @@ def train_comparison(
 def export_savedmodel(model_path: str | os.PathLike, export_dir: str | os.PathLike) -> pathlib.Path:
     """Export a saved ``.keras`` model as a TensorFlow SavedModel folder (written to a temp
     folder first, then moved into place)."""
-    from iac_tf.unets.loading import load_unet
+    from iac_tf.models import load_unet
 
     model = load_unet(model_path)
     return save_model(model, export_dir, save_format="tf")
