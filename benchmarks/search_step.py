@@ -151,7 +151,7 @@ def _cells_step(backbone, size, batch, base_filters, K, C, implementation="fused
     from iac_tf.implant.rebuild import absorptions, reader_counts, sole_consumers
     from iac_tf.implant.skips import locate_skips
     from iac_tf.search import ArchitectureParameters, SearchCell
-    from iac_tf.training.stage2 import SearchModule
+    from iac_tf.implant.search_module import SearchModule
 
     unet = _unet(backbone, size, base_filters)
     graph = build_graph(unet)

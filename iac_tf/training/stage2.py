@@ -33,53 +33,11 @@ from iac_tf.training.supernet import SearchSupernet
 log = logging.getLogger(__name__)
 
 
-class SearchModule:
-    """What `iac_tf.implant.implant` calls at a skip connection in Stage II: alpha, beta from
-    ``arch`` -> the level's ``SearchCell``. Exposes the cell's ``output_conv`` (the residual
-    mode's zero initialisation) and may absorb the layers around the cell (`implant`):
-
-    * ``absorb_input``: a nearest ``UpSampling2D`` (channels last) before ``up``; the cell then
-      gets its input and preprocesses at the low resolution (``fuse_upsampling``);
-    * ``absorb``: the ``Conv2D`` after the cell, composed with the cell's output convolution
-      (`iac_tf.implant.ComposedConv`) where that saves FLOPs (``fuse_output_conv``).
-    """
-
-    def __init__(self, arch, cell, fuse_upsampling: bool = True, fuse_output_conv: bool = True):
-        self.arch = arch
-        self.cell = cell
-        self.fuse_upsampling = fuse_upsampling
-        self.fuse_output_conv = fuse_output_conv
-
-    @property
-    def output_conv(self):
-        return getattr(self.cell, "output_conv", None)
-
-    def _cell(self, inputs, project=True):
-        alpha, beta = self.arch(inputs[0])
-        return self.cell([inputs[0], inputs[1], alpha, beta], project=project)
-
-    def __call__(self, inputs):
-        return self._cell(inputs)
-
-    def absorb_input(self, layer) -> bool:
-        if not (self.fuse_upsampling and type(layer) is keras.layers.UpSampling2D
-                and layer.interpolation == "nearest" and layer.data_format == "channels_last"):
-            return False
-        self.cell.input0_upsampling = tuple(int(v) for v in layer.size)
-        return True
-
-    def absorb(self, layer):
-        from iac_tf.implant import composed_output
-
-        if not self.fuse_output_conv:
-            return None
-        return composed_output(self.cell, layer, lambda inputs: self._cell(inputs, project=False))
-
-
 def build_supernet(unet: keras.Model, cfg: Stage2Config) -> SearchSupernet:
     """Implant a continuous IAC (:class:`~iac_tf.search.SearchCell`) into every skip connection
     of the frozen ``unet``; one :class:`~iac_tf.search.ArchitectureParameters` feeds all cells."""
     from iac_tf.implant import find_skip_connections, implant, module_name, residual
+    from iac_tf.implant.search_module import SearchModule
     from iac_tf.search import ArchitectureParameters, SearchCell, num_edges
 
     arch = ArchitectureParameters(num_edges=num_edges(cfg.cell_steps), init=cfg.arch_init,
