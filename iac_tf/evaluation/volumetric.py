@@ -84,57 +84,135 @@ def label_classes(values: set[int], dataset_json: str | pathlib.Path | None
     return [str(v) for v in values], [(v,) for v in values]
 
 
+#: Keys of the summary that are not classes.
+LEFT_OUT = "cases_left_out"
+UNEXPECTED = "unexpected_label_values"
+NOT_CLASSES = (LEFT_OUT, UNEXPECTED)
+NIFTI_ENDINGS = (".nii.gz", ".nii")
+
+
+def _nifti_cases(folder: pathlib.Path) -> dict[str, pathlib.Path]:
+    """``{CASE: file}`` of the ``CASE.nii[.gz]`` files of ``folder`` (.nii.gz first)."""
+    found: dict[str, pathlib.Path] = {}
+    for path in sorted(folder.iterdir(), key=lambda p: (not p.name.endswith(".gz"), p.name)):
+        if path.is_file() and path.name.endswith(NIFTI_ENDINGS):
+            found.setdefault(path.name.split(".nii")[0], path)
+    return found
+
+
+def _read_labels(path: pathlib.Path):
+    """``(image, int32 labels)`` of a label NIfTI read whole; errors name the file."""
+    import nibabel as nib
+
+    from iac_tf.data.config import DataError
+
+    try:
+        img = nib.load(str(path))
+        data = np.asarray(img.dataobj)
+    except MemoryError:
+        raise
+    except Exception as exc:  # truncated gzip (EOFError), zlib.error, not a NIfTI ...
+        raise DataError(f"{path}: cannot read the whole volume, the file is truncated, corrupt "
+                        f"or not a NIfTI ({type(exc).__name__}: {exc}); nothing was "
+                        "written") from exc
+    if np.issubdtype(data.dtype, np.inexact):
+        bad = int(data.size - np.count_nonzero(np.isfinite(data)))
+        if bad:
+            raise DataError(f"{path}: {bad} NaN/inf voxels in a label volume; nothing was "
+                            "written")
+        data = data.round()
+    return img, data.astype(np.int32)
+
+
 def evaluate_folder(pred_dir: str | pathlib.Path, gt_dir: str | pathlib.Path,
                     dataset_json: str | pathlib.Path | None = None, out_dir=None,
                     progress: bool = True) -> dict:
-    """Score every ``CASE.nii[.gz]`` of ``gt_dir`` against ``pred_dir/CASE.nii[.gz]``; write
-    ``volumetric_per_case.csv`` (case, class, dice, hd95_mm) and ``volumetric_summary.json``
-    (per class: mean/median Dice and HD95, n, n_empty) to ``out_dir`` (default ``pred_dir``).
+    """Score every case that has both ``gt_dir/CASE.nii[.gz]`` and ``pred_dir/CASE.nii[.gz]``;
+    write ``volumetric_per_case.csv`` (case, class, dice, hd95_mm) and
+    ``volumetric_summary.json`` (per class: mean/median Dice and HD95, n, n_empty) to
+    ``out_dir`` (default ``pred_dir``).
+
+    Cases with only a prediction or only a ground truth are left out of the scores, and label
+    values that are not among ``dataset_json``'s labels are ignored: each gives one warning
+    line and is listed in the summary (``cases_left_out``: ``predictions_without_ground_truth``,
+    ``ground_truth_without_prediction``; ``unexpected_label_values``: per case, the values found
+    in its ``prediction`` / ``ground_truth``). ``CASE_probabilities`` files of ``iac predict``
+    beside ``CASE`` are not predictions. The output folder is checked first and every file is
+    read whole before anything is written.
 
     Raises:
-        ValueError: a missing prediction, or a prediction whose grid differs from the ground
-            truth (both files named).
+        ValueError: no case has both files, a file that cannot be read whole (truncated,
+            corrupt), or a prediction whose grid differs from the ground truth (both named).
+        OSError: ``out_dir`` cannot be written.
     """
-    import nibabel as nib
+    import logging
+
     from tqdm.auto import tqdm
 
     from iac_tf.data.nifti import AFFINE_TOLERANCE
+    from iac_tf.diskspace import check_writable_folder
     from iac_tf.files import atomic_write_json, atomic_write_text
 
+    log = logging.getLogger(__name__)
     pred_dir, gt_dir = pathlib.Path(pred_dir), pathlib.Path(gt_dir)
     for folder in (pred_dir, gt_dir):
         if not folder.is_dir():
             raise FileNotFoundError(f"{folder}: folder not found")
-    gts = sorted(p for p in gt_dir.iterdir() if p.name.endswith((".nii.gz", ".nii")))
+    out_dir = pathlib.Path(out_dir) if out_dir else pred_dir
+    check_writable_folder(out_dir, "the volumetric scores", "--out")
+    gts = _nifti_cases(gt_dir)
     if not gts:
         raise ValueError(f"{gt_dir}: no ground-truth NIfTI files")
-    pairs = []
-    for gt in gts:
-        case = gt.name.split(".nii")[0]
-        pred = next((pred_dir / f"{case}{e}" for e in (".nii.gz", ".nii")
-                     if (pred_dir / f"{case}{e}").is_file()), None)
-        if pred is None:
-            raise ValueError(f"{pred_dir / (case + '.nii.gz')}: no prediction for {gt}")
-        pairs.append((case, pred, gt))
+    preds = _nifti_cases(pred_dir)
+    preds = {c: p for c, p in preds.items()
+             if not (c.endswith("_probabilities") and c not in gts
+                     and c[: -len("_probabilities")] in preds)}
+    cases = sorted(set(gts) & set(preds))
+    left_out = {"predictions_without_ground_truth": sorted(set(preds) - set(gts)),
+                "ground_truth_without_prediction": sorted(set(gts) - set(preds))}
+    if not cases:
+        raise ValueError(f"{pred_dir}: no prediction has a ground truth of the same case name in "
+                         f"{gt_dir} (CASE.nii.gz in both folders); nothing was written")
+    expected = None
+    if dataset_json:
+        names, classes = label_classes(set(), dataset_json)
+        expected = {0} | {v for values in classes for v in values}
     loaded = []
     values: set[int] = set()
-    for case, pred, gt in tqdm(pairs, desc="reading", unit="case", disable=not progress):
-        g_img, p_img = nib.load(str(gt)), nib.load(str(pred))
-        if g_img.shape != p_img.shape:
-            raise ValueError(f"{pred}: shape {p_img.shape} differs from {gt} {g_img.shape}")
+    unexpected: dict[str, dict[str, list[int]]] = {}
+    for case in tqdm(cases, desc="reading", unit="case", disable=not progress):
+        gt, pred = gts[case], preds[case]
+        g_img, g = _read_labels(gt)
+        p_img, p = _read_labels(pred)
+        if g.shape != p.shape:
+            raise ValueError(f"{pred}: shape {p.shape} differs from {gt} {g.shape}")
         if not np.allclose(g_img.affine, p_img.affine, atol=AFFINE_TOLERANCE):
             raise ValueError(f"{pred}: affine differs from {gt}")
-        g = np.asarray(g_img.dataobj).round().astype(np.int32)
-        p = np.asarray(p_img.dataobj).round().astype(np.int32)
-        values |= set(np.unique(g).tolist()) | set(np.unique(p).tolist())
+        found = {"prediction": set(np.unique(p).tolist()),
+                 "ground_truth": set(np.unique(g).tolist())}
+        values |= found["prediction"] | found["ground_truth"]
+        if expected is not None:
+            odd = {k: sorted(v - expected) for k, v in found.items() if v - expected}
+            if odd:
+                unexpected[case] = odd
         loaded.append((case, p, g, tuple(float(z) for z in g_img.header.get_zooms()[:3])))
-    names, classes = label_classes(values, dataset_json)
+    if expected is None:
+        names, classes = label_classes(values, dataset_json)
+    for key, text in (("predictions_without_ground_truth", "predictions without ground truth"),
+                      ("ground_truth_without_prediction", "ground truth without prediction")):
+        if left_out[key]:
+            log.warning(f"{len(left_out[key])} case(s) left out of the scores, {text}: "
+                        f"{', '.join(left_out[key])}")
+    if unexpected:
+        log.warning(f"label values not in {dataset_json}'s labels are ignored in "
+                    f"{len(unexpected)} case(s): {_format_unexpected(unexpected)}")
     rows = []
     for case, p, g, spacing in tqdm(loaded, desc="scoring", unit="case", disable=not progress):
         for name, (dice, dist) in zip(names, score_case(p, g, classes, spacing)):
             rows.append({"case": case, "class": name, "dice": dice, "hd95_mm": dist})
     summary = summarise(rows, names)
-    out_dir = pathlib.Path(out_dir) if out_dir else pred_dir
+    summary[LEFT_OUT] = left_out
+    summary[UNEXPECTED] = unexpected
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=["case", "class", "dice", "hd95_mm"])
     writer.writeheader()
@@ -143,6 +221,14 @@ def evaluate_folder(pred_dir: str | pathlib.Path, gt_dir: str | pathlib.Path,
     atomic_write_text(out_dir / "volumetric_per_case.csv", buf.getvalue())
     atomic_write_json(out_dir / "volumetric_summary.json", summary)
     return summary
+
+
+def _format_unexpected(unexpected: dict) -> str:
+    """``c1 (prediction: 7), c2 (ground truth: 5, 9)``."""
+    return ", ".join(
+        f"{case} (" + "; ".join(f"{k.replace('_', ' ')}: {', '.join(map(str, v))}"
+                                for k, v in found.items()) + ")"
+        for case, found in unexpected.items())
 
 
 def summarise(rows: list[dict], names: Sequence[str]) -> dict:
@@ -164,9 +250,17 @@ def summarise(rows: list[dict], names: Sequence[str]) -> dict:
 
 
 def format_summary(summary: dict) -> str:
+    """The per-class table, then the cases left out and the unexpected label values (if any)."""
     lines = [f"{'class':<20}{'n':>4}{'Dice mean':>11}{'Dice med':>10}{'HD95 mm':>10}"
              f"{'HD95 med':>10}"]
     for name, s in summary.items():
+        if name in NOT_CLASSES:
+            continue
         lines.append(f"{name:<20}{s['n']:>4}{s['dice_mean']:>11.4f}{s['dice_median']:>10.4f}"
                      f"{s['hd95_mm_mean']:>10.2f}{s['hd95_mm_median']:>10.2f}")
+    for key, cases in (summary.get(LEFT_OUT) or {}).items():
+        if cases:
+            lines.append(f"left out, {key.replace('_', ' ')}: {', '.join(cases)}")
+    if summary.get(UNEXPECTED):
+        lines.append(f"ignored label values: {_format_unexpected(summary[UNEXPECTED])}")
     return "\n".join(lines)

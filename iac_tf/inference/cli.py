@@ -9,6 +9,17 @@ import pathlib
 import time
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive integer (1 or more)")
+    return value
+
+
 def _model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="run folder, .keras/.h5 file or SavedModel folder")
 
@@ -24,18 +35,21 @@ def predict_args(parser: argparse.ArgumentParser) -> None:
     _model_args(parser)
     parser.add_argument("inputs", nargs="+", metavar="INPUT",
                         help="a NIfTI volume, the channel files of one case, or an imagesTs folder")
-    parser.add_argument("output", help="output folder (or a .nii.gz file for one case)")
+    parser.add_argument("output", help="output folder (or a .nii.gz file for one case); existing "
+                        "files are replaced only if they are earlier predictions of this tool")
     _selection_args(parser)
     parser.add_argument("--save-probabilities", action="store_true",
                         help="also write CASE_probabilities.nii.gz (X, Y, Z, classes)")
     parser.add_argument("--modality", action="append", default=None,
                         help="channel modality (CT or an MRI name), overrides dataset.json")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=positive_int, default=32,
+                        help="slices per model call (default 32)")
 
 
 def export_args(parser: argparse.ArgumentParser) -> None:
     _model_args(parser)
-    parser.add_argument("out", help="export folder (the model goes to OUT/1/)")
+    parser.add_argument("out", help="export folder: new, empty or an earlier export; the model "
+                        "goes to the next version OUT/N/ (OUT/1/ in a new folder)")
     _selection_args(parser)
 
 
@@ -48,8 +62,10 @@ def evaluate_folder_args(parser: argparse.ArgumentParser) -> None:
 
 def predict(args) -> int:
     from iac_tf.inference.api import predict as run_predict
-    from iac_tf.inference.predict import format_summary
+    from iac_tf.inference.inputs import collect_cases
+    from iac_tf.inference.predict import check_outputs, format_summary
 
+    check_outputs(collect_cases(args.inputs), args.output, args.save_probabilities)  # fail fast
     summary = run_predict(args.model, args.inputs, args.output, stage=args.stage,
                           method=args.method, config=args.config, modality=args.modality,
                           save_probabilities=args.save_probabilities,
@@ -61,14 +77,18 @@ def predict(args) -> int:
 
 def export(args) -> int:
     from iac_tf.inference.api import export as run_export
+    from iac_tf.inference.export import check_export_folder
 
+    check_export_folder(args.out)  # before the model is loaded
     check = run_export(args.model, args.out, stage=args.stage, method=args.method,
                        config=args.config)
     out = pathlib.Path(args.out)
-    print(f"exported {out / '1'} (signature serving_default: image -> probabilities, labels); "
+    served = out / str(check["version"])
+    print(f"exported {served} (signature serving_default: image -> probabilities, labels); "
           f"reloaded with tf.saved_model.load: max |difference| to the Keras model "
           f"{check['max_abs_difference']:.2e}, labels equal; preprocessing the caller must "
-          f"apply: {out / 'preprocessing.json'}")
+          f"apply: {out / 'preprocessing.json'}; TF Serving now serves version "
+          f"{check['version']}: {served}")
     return 0
 
 

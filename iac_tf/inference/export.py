@@ -1,9 +1,17 @@
 """``iac export``: a TF-Serving-ready SavedModel of a trained (IAC) U-Net.
 
-Layout: ``OUT/1/`` (the version folder TF Serving expects: ``saved_model.pb``, ``variables/``)
-and ``OUT/preprocessing.json`` (outside the version folders, which TF Serving ignores). The
-signature ``serving_default`` takes ``image``: float32 ``(None, H, W, C)`` already NORMALISED
-slices and returns ``probabilities`` float32 ``(None, H, W, N)`` and ``labels`` int32
+Layout: ``OUT/N/`` (a version folder as TF Serving expects: ``saved_model.pb``, ``variables/``)
+and ``OUT/preprocessing.json`` (outside the version folders, which TF Serving ignores). Each
+export writes the NEXT version (``OUT/1/`` in a new folder, ``OUT/3/`` beside ``1/`` and ``2/``),
+so TF Serving, which serves the newest version, picks it up; older versions are kept.
+
+``OUT`` must be new, empty, an export folder this tool wrote (marked by a ``.iac-export`` file)
+or a TF Serving folder holding only numbered SavedModel versions (and ``preprocessing.json``);
+anything else is refused before any work, and so is a folder that cannot be written. A failed
+export leaves ``OUT`` as it was.
+
+The signature ``serving_default`` takes ``image``: float32 ``(None, H, W, C)`` already
+NORMALISED slices and returns ``probabilities`` float32 ``(None, H, W, N)`` and ``labels`` int32
 ``(None, H, W)`` (the dataset's label values, :mod:`iac_tf.inference.labels`).
 
 The intensity normalisation is NOT inside the graph: it uses statistics of the whole volume
@@ -29,11 +37,52 @@ import pathlib
 import numpy as np
 
 from iac_tf._keras import keras, tf
-from iac_tf.files import atomic_path, atomic_write_json
+from iac_tf.diskspace import DiskFullError, check_writable_folder, is_disk_full
+from iac_tf.files import (EXPORT_MARKER, RefusedPath, atomic_path, atomic_write_json,
+                          check_replaceable_folder, is_marked, mark, remove)
 from iac_tf.inference.labels import probabilities_to_labels, probabilities_to_labels_tf
 
 SIGNATURE = "serving_default"
 TOLERANCE = 1e-4  # probabilities; graph vs eager oneDNN kernels differ by ~1e-6
+PREPROCESSING_JSON = "preprocessing.json"
+WHAT = "a TF Serving export"
+
+
+def export_versions(out: str | os.PathLike) -> list[int]:
+    """The numbered version folders of ``out`` (sorted; none if ``out`` does not exist)."""
+    out = pathlib.Path(out)
+    if not out.is_dir():
+        return []
+    return sorted(int(p.name) for p in out.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def _is_serving_folder(out: pathlib.Path) -> bool:
+    """``out`` holds numbered SavedModel versions and nothing else but ``preprocessing.json``
+    (a TF Serving model folder, e.g. written by another tool)."""
+    entries = list(out.iterdir())
+    versions = [p for p in entries if p.is_dir() and p.name.isdigit()]
+    others = [p for p in entries if p not in versions and p.name != PREPROCESSING_JSON]
+    return bool(versions) and not others and all(
+        (p / "saved_model.pb").is_file() or (p / "saved_model.pbtxt").is_file() for p in versions)
+
+
+def check_export_folder(out: str | os.PathLike) -> pathlib.Path:
+    """Raise unless a new version may be exported into ``out``: it is new, empty, an export
+    folder this tool wrote, or a TF Serving folder of numbered versions; and it can be written.
+
+    Raises:
+        RefusedPath: ``out`` is a file, a run folder, or holds other files.
+        OSError: ``out`` (or the folder it would be created in) is not writable.
+    """
+    out = pathlib.Path(out)
+    if not (out.is_dir() and not is_marked(out, EXPORT_MARKER) and _is_serving_folder(out)):
+        check_replaceable_folder(out, EXPORT_MARKER, WHAT, "OUT")
+    try:
+        check_writable_folder(out, WHAT)
+    except OSError as exc:
+        raise type(exc)(exc.errno, f"{exc.strerror}; nothing was written, choose a writable "
+                                   "OUT folder") from None
+    return out
 
 
 class ServingModule(tf.Module):
@@ -60,31 +109,91 @@ class ServingModule(tf.Module):
 
 
 def export_serving(model: keras.Model, out: str | os.PathLike, classes, *,
-                   preprocessing=None, version: int = 1, seed: int = 0) -> dict:
-    """Export ``model`` to ``out/<version>/``, verify the reload, return the check's numbers.
+                   preprocessing=None, version: int | None = None, seed: int = 0) -> dict:
+    """Export ``model`` to ``out/<version>/``, verify the reload, return the check's numbers
+    plus ``version`` and ``path`` (the version folder written).
 
     ``classes``: the label values of each output channel; ``preprocessing``: a
-    :class:`~iac_tf.inference.volume.Preprocessing` written to ``out/preprocessing.json``.
+    :class:`~iac_tf.inference.volume.Preprocessing` written to ``out/preprocessing.json``;
+    ``version``: ``None`` (default) writes the next version (the highest existing + 1, or 1);
+    an explicit version must not exist yet.
 
     Raises:
-        ValueError: the reloaded signature disagrees with the Keras model (nothing is left).
+        ValueError: the reloaded signature disagrees with the Keras model, or ``out`` is refused
+            (:func:`check_export_folder`; :class:`~iac_tf.files.RefusedPath`).
+        OSError: ``out`` cannot be written (checked first; a TensorFlow write error while saving
+            is reported the same way). A failed export leaves ``out`` as it was.
     """
     out = pathlib.Path(out)
-    final = out / str(version)
     if len(classes) != int(model.output_shape[-1]):
         raise ValueError(f"{len(classes)} classes for a model with {model.output_shape[-1]} "
                          "output channels")
-    with atomic_path(final) as tmp:  # published only if the check passes
-        module = ServingModule(model, classes)
-        tf.saved_model.save(module, str(tmp), signatures={SIGNATURE: module.serve})
-        check = verify_serving(tmp, model, classes, seed=seed)
-    info = {"signature": SIGNATURE, "input": {"image": ["None", *map(int, model.input_shape[1:])]},
-            "outputs": ["probabilities", "labels"], "normalisation_in_graph": False,
-            "check": check}
-    if preprocessing is not None:
-        info["preprocessing"] = _jsonable(dataclasses.asdict(preprocessing))
-    atomic_write_json(out / "preprocessing.json", info)
-    return check
+    check_export_folder(out)
+    existing = export_versions(out)
+    if version is None:
+        version = max(existing, default=0) + 1
+    elif isinstance(version, bool) or not isinstance(version, (int, np.integer)) or version < 0:
+        raise ValueError(f"version must be a non-negative integer, got {version!r}")
+    final = out / str(int(version))
+    if final.exists() or int(version) in existing:
+        raise RefusedPath(f"{final}: version {version} exists; versions are never overwritten, "
+                          f"nothing was written. Leave the version unset to write the next one "
+                          f"({max(existing, default=0) + 1})")
+    created = _missing_folders(out)
+    marked = is_marked(out, EXPORT_MARKER)
+    try:
+        mark(out, EXPORT_MARKER, WHAT)
+        try:
+            with atomic_path(final) as tmp:  # published only if the check passes
+                module = ServingModule(model, classes)
+                tf.saved_model.save(module, str(tmp), signatures={SIGNATURE: module.serve})
+                check = verify_serving(tmp, model, classes, seed=seed)
+        except tf.errors.OpError as exc:
+            if is_disk_full(exc):
+                raise DiskFullError(out, None, "the SavedModel") from None
+            reason = (exc.message or str(exc)).strip().splitlines()[0]
+            raise OSError(f"{out}: could not write the SavedModel {final.name}/ "
+                          f"({type(exc).__name__}: {reason}); nothing was written, choose a "
+                          "writable OUT folder") from None
+        info = {"signature": SIGNATURE,
+                "input": {"image": ["None", *map(int, model.input_shape[1:])]},
+                "outputs": ["probabilities", "labels"], "normalisation_in_graph": False,
+                "version": int(version), "check": check}
+        if preprocessing is not None:
+            info["preprocessing"] = _jsonable(dataclasses.asdict(preprocessing))
+        try:
+            atomic_write_json(out / PREPROCESSING_JSON, info)
+        except BaseException:
+            remove(final)
+            raise
+    except BaseException:
+        _undo(out, created, marked)
+        raise
+    return {**check, "version": int(version), "path": str(final)}
+
+
+def _missing_folders(path: pathlib.Path) -> list[pathlib.Path]:
+    """``path`` and its parents that do not exist yet (deepest first)."""
+    missing = []
+    while not path.exists() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    return missing
+
+
+def _undo(out: pathlib.Path, created: list[pathlib.Path], marked: bool) -> None:
+    """After a failed export: remove the marker if this export added it, and the folders it
+    created if they are empty again."""
+    if not marked:
+        try:
+            (out / EXPORT_MARKER).unlink(missing_ok=True)
+        except OSError:
+            pass
+    for folder in created:
+        try:
+            folder.rmdir()
+        except OSError:
+            break
 
 
 def verify_serving(path, model: keras.Model, classes, batch: int = 4, seed: int = 0) -> dict:

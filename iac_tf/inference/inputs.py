@@ -3,7 +3,9 @@ nnU-Net ``imagesTs`` layout (``CASE_0000.nii.gz``, ``CASE_0001.nii.gz``, ...), a
 
 :func:`check_cases` validates every case from the headers before anything is predicted (so a bad
 case fails the command before any output is written): readable NIfTI, 3D, the model's channel
-count, one grid (shape and affine) for all channels of a case.
+count, one grid (shape and affine) for all channels of a case. :func:`check_case_data` then reads
+every file whole: a truncated or corrupt file, or NaN / infinite voxels, fail the command before
+the first prediction is written.
 """
 
 from __future__ import annotations
@@ -100,3 +102,24 @@ def check_cases(cases: Sequence[InputCase], channels: int) -> None:
                 raise DataError(f"{path}: affine differs from {ref[0]} (max difference "
                                 f"{np.abs(affine - ref[2]).max():.4g}): channels must share "
                                 "one grid")
+
+
+def check_case_data(cases: Sequence[InputCase]) -> None:
+    """Read every file of every case whole: its data must decompress completely and hold only
+    finite values. Errors name the file and the problem."""
+    import nibabel as nib
+
+    for case in cases:
+        for path in case.paths:
+            try:
+                data = np.asarray(nib.load(str(path)).dataobj)
+            except MemoryError:
+                raise
+            except Exception as exc:  # truncated gzip (EOFError), zlib.error, short file ...
+                raise DataError(f"{path}: cannot read the whole volume, the file is truncated "
+                                f"or corrupt ({type(exc).__name__}: {exc})") from exc
+            if np.issubdtype(data.dtype, np.inexact):
+                bad = int(data.size - np.count_nonzero(np.isfinite(data)))
+                if bad:
+                    raise DataError(f"{path}: {bad} NaN/inf voxels (of {data.size}); replace them "
+                                    "(e.g. by the background value) before predicting")

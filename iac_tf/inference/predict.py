@@ -5,12 +5,19 @@ Per case: read the channels (:func:`iac_tf.data.nifti.load_nifti`, reoriented as
 windows over every axial slice (:func:`~iac_tf.inference.tiling.predict_slices`) -> back to the
 file's grid (:func:`~iac_tf.inference.volume.from_slices`, ``to_file_orientation``) -> labels
 (:func:`~iac_tf.inference.labels.probabilities_to_labels`). Files are written through a temp
-file and ``os.replace``; every case is checked from its headers before the first is predicted.
+file and ``os.replace``.
+
+Before the first prediction is written, every input is checked (headers, then every file read
+whole: :mod:`iac_tf.inference.inputs`) and so is every output file of every case
+(:func:`check_outputs`): an output is never one of the inputs, and an existing file is replaced
+only if it is a prediction this tool wrote. Predictions are recognised by their header's
+description field, set to :data:`PREDICTION_TAG` (label and ``_probabilities`` files alike).
 """
 
 from __future__ import annotations
 
 import gzip
+import os
 import pathlib
 import time
 from collections.abc import Sequence
@@ -19,14 +26,28 @@ import numpy as np
 
 from iac_tf.data.config import DataError
 from iac_tf.data.nifti import load_nifti
-from iac_tf.files import atomic_path
-from iac_tf.inference.inputs import InputCase, check_cases, collect_cases
+from iac_tf.diskspace import check_writable_folder
+from iac_tf.files import RefusedPath, atomic_path, check_new_or_ours
+from iac_tf.inference.inputs import (NIFTI_ENDINGS, InputCase, check_case_data, check_cases,
+                                     collect_cases)
 from iac_tf.inference.labels import probabilities_to_labels
 from iac_tf.inference.model_source import LoadedModel
 from iac_tf.inference.tiling import predict_slices
 from iac_tf.inference.volume import Preprocessing, from_slices, to_file_orientation, to_slices
 
 PROBABILITIES_SUFFIX = "_probabilities"
+#: The NIfTI header ``descrip`` of every file ``iac predict`` writes: an existing output file
+#: is replaced only when its header carries it.
+PREDICTION_TAG = b"iac_tf prediction"
+
+
+def check_batch_size(batch_size) -> int:
+    """``batch_size`` as a positive ``int``, else a ``ValueError`` naming it."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
+            or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer (slices per model call), got "
+                         f"{batch_size!r}")
+    return int(batch_size)
 
 
 def predict_volume(model: LoadedModel, paths: Sequence[pathlib.Path], prep: Preprocessing,
@@ -35,6 +56,7 @@ def predict_volume(model: LoadedModel, paths: Sequence[pathlib.Path], prep: Prep
     """``(labels (X,Y,Z), probabilities (X,Y,Z,N))`` of one case on its files' own grid."""
     import nibabel as nib
 
+    batch_size = check_batch_size(batch_size)
     channels = [load_nifti(p, prep.reorient)[0].astype(np.float32, copy=False) for p in paths]
     image = np.stack(channels, axis=-1)
     slices, fill = to_slices(image, modalities, prep)
@@ -52,6 +74,7 @@ def _save_nifti(array: np.ndarray, reference, path: pathlib.Path) -> None:
     header.set_data_dtype(array.dtype)
     img = type(reference)(array, reference.affine, header)
     img.header.set_slope_inter(1.0, 0.0)
+    img.header["descrip"] = PREDICTION_TAG
     if array.ndim == 4:
         img.header.set_intent("vector")
     data = img.to_bytes()
@@ -61,11 +84,94 @@ def _save_nifti(array: np.ndarray, reference, path: pathlib.Path) -> None:
         tmp.write_bytes(data)
 
 
+def is_prediction(path: str | os.PathLike) -> bool:
+    """``path`` is a NIfTI file written by ``iac predict`` (its header carries
+    :data:`PREDICTION_TAG`)."""
+    import nibabel as nib
+
+    path = pathlib.Path(path)
+    if not path.is_file():
+        return False
+    try:
+        descrip = nib.load(str(path)).header["descrip"]
+        return bytes(np.asarray(descrip).item()).rstrip(b"\0 ") == PREDICTION_TAG
+    except Exception:  # noqa: BLE001 - anything unreadable is not ours
+        return False
+
+
+def _as_file(output: pathlib.Path) -> bool:
+    """``OUTPUT`` names one file (ends in .nii[.gz] and is not an existing folder)."""
+    return output.name.endswith(NIFTI_ENDINGS) and not output.is_dir()
+
+
 def output_path(output: pathlib.Path, case_id: str, single: bool) -> pathlib.Path:
     """``OUTPUT/CASE.nii.gz``; a single case may name its file (``OUTPUT`` ends in .nii[.gz])."""
-    if single and output.name.endswith((".nii", ".nii.gz")):
+    if single and _as_file(output):
         return output
     return output / f"{case_id}.nii.gz"
+
+
+def probabilities_path(target: pathlib.Path) -> pathlib.Path:
+    """``CASE_probabilities.nii.gz`` beside the label file ``target``."""
+    return target.with_name(target.name.split(".nii")[0] + PROBABILITIES_SUFFIX + ".nii.gz")
+
+
+def check_outputs(cases: Sequence[InputCase], output: str | os.PathLike,
+                  save_probabilities: bool = False) -> list[tuple[pathlib.Path, ...]]:
+    """The output files of every case (``(labels, probabilities)`` or ``(labels,)``), checked
+    before anything is written.
+
+    Raises:
+        RefusedPath: an output file is one of the inputs, exists and is not a prediction this
+            tool wrote, or two cases would write the same file; ``OUTPUT`` is an existing file
+            that is not a NIfTI name.
+        DataError: ``OUTPUT`` names one NIfTI file but the inputs hold several cases.
+        OSError: the output folder cannot be written.
+    """
+    output = pathlib.Path(output)
+    if _as_file(output) and len(cases) > 1:
+        names = ", ".join(c.case_id for c in cases[:5]) + (", ..." if len(cases) > 5 else "")
+        raise DataError(f"{output}: one NIfTI file cannot hold the {len(cases)} cases of INPUT "
+                        f"({names}); nothing was written. Give an output folder (a name without "
+                        ".nii/.nii.gz) as OUTPUT")
+    if output.exists() and not output.is_dir() and not _as_file(output):
+        raise RefusedPath(f"{output}: is a file, not an output folder; it is left untouched. "
+                          "Give a folder or a CASE.nii.gz name as OUTPUT")
+    single = len(cases) == 1
+    inputs = {}
+    for case in cases:
+        for path in case.paths:
+            st = path.stat()
+            inputs[(st.st_dev, st.st_ino)] = path
+    targets, seen = [], {}
+    for case in cases:
+        label = output_path(output, case.case_id, single)
+        files = (label, probabilities_path(label)) if save_probabilities else (label,)
+        for target in files:
+            key = os.path.normcase(os.path.abspath(target))
+            if key in seen:
+                raise RefusedPath(f"{target}: cases {seen[key]} and {case.case_id} would both be "
+                                  "written to this file; nothing was written. Rename one of "
+                                  "the input cases")
+            seen[key] = case.case_id
+            try:
+                st = target.stat()
+            except OSError:
+                st = None
+            if st is not None and (st.st_dev, st.st_ino) in inputs:
+                source = inputs[(st.st_dev, st.st_ino)]
+                what = "one of the inputs" if source == target else f"the input {source}"
+                raise RefusedPath(f"{target}: is {what}; a prediction never overwrites an "
+                                  "input, nothing was written. Give a new file or a folder as "
+                                  "OUTPUT (the last argument)")
+            check_new_or_ours(target, is_prediction(target), "a prediction",
+                              "Nothing was written; move the file away or give another OUTPUT "
+                              "(the last argument)")
+        targets.append(files)
+    out_dir = {t[0].parent for t in targets}
+    for folder in sorted(out_dir):
+        check_writable_folder(folder, "the predictions")
+    return targets
 
 
 def predict_cases(model: LoadedModel, inputs: Sequence[str | pathlib.Path],
@@ -74,33 +180,39 @@ def predict_cases(model: LoadedModel, inputs: Sequence[str | pathlib.Path],
                   progress: bool = True) -> list[dict]:
     """Predict every case of ``inputs`` into ``output``; returns ``[{case, path, seconds}]``.
 
+    ``output`` is a folder (``CASE.nii.gz`` per case, created if needed) or, for one case, a
+    ``.nii``/``.nii.gz`` file name. Nothing is written before every input has been read whole
+    and every output file checked (:func:`check_outputs`); earlier predictions of this tool
+    are replaced, any other existing file is refused.
+
     Raises:
-        DataError: a bad input (the file named), before anything is written where possible.
+        ValueError: ``batch_size`` is not a positive integer.
+        DataError: a bad input (the file named), or one ``.nii.gz`` OUTPUT for several cases.
+        RefusedPath: an output file that is an input or a file this tool did not write.
     """
     import nibabel as nib
     from tqdm.auto import tqdm
 
+    batch_size = check_batch_size(batch_size)
     if model.num_classes != len(prep.classes):
         raise DataError(f"{model.path}: the model has {model.num_classes} output channels, the "
                         f"run's dataset {len(prep.classes)} classes {list(prep.class_names)}")
     cases: list[InputCase] = collect_cases(inputs)
     check_cases(cases, model.input_shape[-1])
-    output = pathlib.Path(output)
-    single = len(cases) == 1
-    out_dir = output.parent if output_path(output, "x", single) == output else output
-    out_dir.mkdir(parents=True, exist_ok=True)
+    targets = check_outputs(cases, output, save_probabilities)
+    check_case_data(cases)
     summary = []
-    for case in tqdm(cases, desc="predicting", unit="case", disable=not progress):
+    for case, files in tqdm(list(zip(cases, targets)), desc="predicting", unit="case",
+                            disable=not progress):
         t0 = time.perf_counter()
         labels, probs = predict_volume(model, case.paths, prep, prep.modalities_of(case.case_id),
                                        batch_size, overlap)
         reference = nib.load(str(case.paths[0]))
-        target = output_path(output, case.case_id, single)
-        _save_nifti(labels, reference, target)
+        files[0].parent.mkdir(parents=True, exist_ok=True)
+        _save_nifti(labels, reference, files[0])
         if save_probabilities:
-            name = target.name.split(".nii")[0] + PROBABILITIES_SUFFIX + ".nii.gz"
-            _save_nifti(probs.astype(np.float32), reference, target.with_name(name))
-        summary.append({"case": case.case_id, "path": str(target),
+            _save_nifti(probs.astype(np.float32), reference, files[1])
+        summary.append({"case": case.case_id, "path": str(files[0]),
                         "seconds": time.perf_counter() - t0, "shape": list(labels.shape)})
     return summary
 

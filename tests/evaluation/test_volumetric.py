@@ -83,3 +83,98 @@ def test_evaluate_folder_cli(tmp_path, capsys):
     nib.save(nib.Nifti1Image(pred, np.diag([1.0, 0.5, 2.0, 1.0])), str(pred_dir / "c1.nii.gz"))
     assert main(["evaluate-folder", str(pred_dir), str(gt_dir)]) == 2
     assert f"{pred_dir / 'c1.nii.gz'}: affine differs" in capsys.readouterr().err
+
+
+def write_labels(folder, cases, affine=np.diag([0.5, 0.5, 2.0, 1.0]), extra=None):
+    """``CASE.nii.gz`` label volumes (a box of 1s; ``extra``: ``{case: value}`` also painted)."""
+    folder.mkdir(exist_ok=True)
+    for case in cases:
+        data = np.zeros((12, 12, 4), np.uint8)
+        data[2:8, 2:8, 1:3] = 1
+        if extra and case in extra:
+            data[9:11, 9:11, 1] = extra[case]
+        nib.save(nib.Nifti1Image(data, affine), str(folder / f"{case}.nii.gz"))
+    return folder
+
+
+def test_cases_left_out_and_unexpected_labels_are_warned_and_listed(tmp_path, capsys):
+    pred_dir = write_labels(tmp_path / "pred", ["c1", "c2", "c3"], extra={"c1": 7})
+    nib.save(nib.Nifti1Image(np.zeros((12, 12, 4, 1), np.float32), np.eye(4)),
+             str(pred_dir / "c1_probabilities.nii.gz"))  # iac predict's, not a case
+    gt_dir = write_labels(tmp_path / "gt", ["c1", "c2", "c4"])
+    (tmp_path / "dataset.json").write_text(json.dumps({"labels": {"background": 0, "organ": 1}}))
+    assert main(["evaluate-folder", str(pred_dir), str(gt_dir), "--dataset-json",
+                 str(tmp_path / "dataset.json")]) == 0
+    captured = capsys.readouterr()
+    warnings = [line for line in captured.err.splitlines() if "warning:" in line]
+    assert len(warnings) == 3
+    assert any("predictions without ground truth: c3" in w for w in warnings)
+    assert any("ground truth without prediction: c4" in w for w in warnings)
+    assert any("c1 (prediction: 7)" in w for w in warnings)
+    summary = json.loads((pred_dir / "volumetric_summary.json").read_text())
+    assert summary["cases_left_out"] == {"predictions_without_ground_truth": ["c3"],
+                                         "ground_truth_without_prediction": ["c4"]}
+    assert summary["unexpected_label_values"] == {"c1": {"prediction": [7]}}
+    assert summary["organ"]["n"] == 2
+    assert "without ground truth: c3" in captured.out and "without prediction: c4" in captured.out
+    assert "ignored label values: c1 (prediction: 7)" in captured.out
+
+
+def test_no_matching_case_is_an_error(tmp_path, capsys):
+    pred_dir = write_labels(tmp_path / "pred", ["a"])
+    gt_dir = write_labels(tmp_path / "gt", ["b"])
+    assert main(["evaluate-folder", str(pred_dir), str(gt_dir)]) == 2
+    assert "no prediction has a ground truth" in capsys.readouterr().err
+    assert sorted(p.name for p in pred_dir.iterdir()) == ["a.nii.gz"]
+
+
+def test_truncated_prediction_is_one_line_and_writes_nothing(tmp_path, capsys):
+    pred_dir = write_labels(tmp_path / "pred", ["c1", "c2"])
+    gt_dir = write_labels(tmp_path / "gt", ["c1", "c2"])
+    rng = np.random.default_rng(0)  # noise: the gzip stream is long enough to cut
+    nib.save(nib.Nifti1Image(rng.integers(0, 2, (12, 12, 4)).astype(np.float32),
+                             np.diag([0.5, 0.5, 2.0, 1.0])), str(pred_dir / "c2.nii.gz"))
+    data = (pred_dir / "c2.nii.gz").read_bytes()
+    (pred_dir / "c2.nii.gz").write_bytes(data[: len(data) // 2])
+    assert main(["evaluate-folder", str(pred_dir), str(gt_dir)]) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("iac: error:")]
+    assert len(errors) == 1 and "Traceback" not in err
+    assert errors[0].startswith(f"iac: error: {pred_dir / 'c2.nii.gz'}: ") and "truncated" in err
+    assert sorted(p.name for p in pred_dir.iterdir()) == ["c1.nii.gz", "c2.nii.gz"]
+
+
+@pytest.fixture
+def unwritable(tmp_path):
+    """A folder nothing can be written into (immutable as root, read-only otherwise)."""
+    import os
+    import subprocess
+
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    if os.geteuid() == 0:
+        done = subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode == 0
+        if not done:
+            pytest.skip("chattr +i not available: cannot make a folder unwritable as root")
+        yield folder
+        subprocess.run(["chattr", "-i", str(folder)], check=True)
+    else:
+        folder.chmod(0o555)
+        yield folder
+        folder.chmod(0o755)
+
+
+def test_unwritable_out_is_found_before_any_work(tmp_path, capsys, monkeypatch, unwritable):
+    import iac_tf.evaluation.volumetric as volumetric
+
+    pred_dir = write_labels(tmp_path / "pred", ["c1"])
+    gt_dir = write_labels(tmp_path / "gt", ["c1"])
+
+    def no_scoring(*args, **kwargs):
+        raise AssertionError("scored before the output folder was checked")
+
+    monkeypatch.setattr(volumetric, "score_case", no_scoring)
+    assert main(["evaluate-folder", str(pred_dir), str(gt_dir), "--out", str(unwritable)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"iac: error: {unwritable}: not writable") and err.count("\n") == 1
+    assert "--out" in err and not any(unwritable.iterdir()) and "Traceback" not in err
