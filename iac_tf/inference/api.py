@@ -64,8 +64,9 @@ def predict(model, inputs: Sequence[str], output: str, *, stage: int = 3,
             modality: Sequence[str] | None = None, save_probabilities: bool = False,
             batch_size: int = 32, progress: bool = True) -> list[dict]:
     """``iac predict``: see :func:`iac_tf.inference.predict.predict_cases`."""
-    from iac_tf.inference.predict import predict_cases
+    from iac_tf.inference.predict import check_outputs, predict_cases
 
+    check_outputs(collect_cases(inputs), output, save_probabilities)  # before the model loads
     loaded, prep = resolve(model, stage, method, config, modality, inputs)
     return predict_cases(loaded, inputs, output, prep, batch_size=batch_size,
                          save_probabilities=save_probabilities, progress=progress)
@@ -74,8 +75,9 @@ def predict(model, inputs: Sequence[str], output: str, *, stage: int = 3,
 def export(model, out: str, *, stage: int = 3, method: str | None = None,
            config: str | None = None) -> dict:
     """``iac export``: see :func:`iac_tf.inference.export.export_serving`."""
-    from iac_tf.inference.export import export_serving
+    from iac_tf.inference.export import check_export_folder, export_serving
 
+    check_export_folder(out)  # before the model loads
     loaded, prep = resolve(model, stage, method, config)
     if loaded.keras_model is None:
         raise ValueError(f"{loaded.path}: already a serving SavedModel; export a Keras model")

@@ -62,10 +62,8 @@ def evaluate_folder_args(parser: argparse.ArgumentParser) -> None:
 
 def predict(args) -> int:
     from iac_tf.inference.api import predict as run_predict
-    from iac_tf.inference.inputs import collect_cases
-    from iac_tf.inference.predict import check_outputs, format_summary
+    from iac_tf.inference.predict import format_summary
 
-    check_outputs(collect_cases(args.inputs), args.output, args.save_probabilities)  # fail fast
     summary = run_predict(args.model, args.inputs, args.output, stage=args.stage,
                           method=args.method, config=args.config, modality=args.modality,
                           save_probabilities=args.save_probabilities,
@@ -77,9 +75,7 @@ def predict(args) -> int:
 
 def export(args) -> int:
     from iac_tf.inference.api import export as run_export
-    from iac_tf.inference.export import check_export_folder
 
-    check_export_folder(args.out)  # before the model is loaded
     check = run_export(args.model, args.out, stage=args.stage, method=args.method,
                        config=args.config)
     out = pathlib.Path(args.out)

@@ -17,9 +17,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from iac_tf.run_layout import model_paths
+from iac_tf.run_layout import BEST_MODEL, RunLayout
 
-BEST_MODEL = "best_model.keras"
 
 
 @dataclasses.dataclass
@@ -44,16 +43,17 @@ def resolve_model_path(model: str | pathlib.Path, stage: int = 3, method: str | 
     if not (model.is_dir() and (model / "config.yaml").is_file()):
         return model  # a model file or a SavedModel folder
     name = method or ("unet" if stage == 1 else "iac")
-    index = model_paths(model)
+    layout = RunLayout(model)
+    index = layout.model_paths()
     if index:
         if name not in index:
-            raise ValueError(f"{model / 'models.json'}: no model {name!r}; registered: "
+            raise ValueError(f"{layout.models_index}: no model {name!r}; registered: "
                              f"{sorted(index)}")
         path = index[name]
-    elif method and method not in ("iac", "unet"):
-        path = model / "compare" / method / BEST_MODEL
+    elif method and method not in ("iac", "unet"):  # a run folder from before models.json
+        path = layout.best_model(layout.compare(method))
     else:
-        path = model / ("stage1" if name == "unet" else "stage3") / BEST_MODEL
+        path = layout.best_model(layout.stage(1 if name == "unet" else 3))
     if not path.exists():
         raise FileNotFoundError(f"{path}: model {name!r} of run {model} not found (has that "
                                 "stage run?)")
@@ -85,7 +85,7 @@ def _serving_dir(path: pathlib.Path) -> pathlib.Path | None:
 def load_model(path: str | pathlib.Path) -> LoadedModel:
     """Load ``path`` for prediction (errors name the file)."""
     from iac_tf.inference.tiling import keras_predictor
-    from iac_tf.unets import load_unet
+    from iac_tf.models import load_unet
 
     path = pathlib.Path(path)
     serving = _serving_dir(path) if path.is_dir() else None
