@@ -20,7 +20,8 @@ from iac_tf.experiment import load_experiment
 from iac_tf.run_records import record_stage, write_resolved
 from iac_tf.run_layout import RunLayout
 from tests.data import fixtures
-from tests.test_faults import run, write_config
+from tests.test_faults import run
+from tests.tiny import write_config
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 

@@ -8,7 +8,7 @@ from iac_tf._keras import keras
 from iac_tf.comparisons import METHODS, AttentionAugmentation, AttentionGate, NestedSkip
 from iac_tf.comparisons.registry import build_comparison_unet
 from tests.comparisons import reference as ref
-from tests.training.tiny import tiny_unet
+from tests.tiny import tiny_unet
 
 RNG = np.random.default_rng(0)
 

@@ -13,7 +13,7 @@ cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
 from iac_tf.training.stage2 import Stage2Config, search  # noqa: E402
-from tests.training.tiny import batched, disc_data, tiny_unet  # noqa: E402
+from tests.tiny import batched, disc_data, tiny_unet  # noqa: E402
 
 out = sys.argv[1]
 strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])

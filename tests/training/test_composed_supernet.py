@@ -10,7 +10,7 @@ from iac_tf._keras import keras, tf
 from iac_tf.implant import ComposedConv
 from iac_tf.training.precision import precision_policy
 from iac_tf.training.stage2 import Stage2Config, build_supernet
-from tests.training.tiny import tiny_unet
+from tests.tiny import tiny_unet
 
 SIZE = 16
 

@@ -11,7 +11,7 @@ from iac_tf._keras import keras, tf
 from iac_tf.training.precision import precision_policy
 from iac_tf.training.stage1 import Stage1Config, train_model
 from iac_tf.training.stage2 import Stage2Config, search
-from tests.training.tiny import batched, disc_data, tiny_unet
+from tests.tiny import batched, disc_data, tiny_unet
 
 pytestmark = pytest.mark.gpu
 

@@ -11,7 +11,7 @@ from iac_tf.evaluation.report import evaluate_models
 from iac_tf.training.stage2 import Stage2Config, build_supernet
 from iac_tf.training.stage3 import Stage3Config, build_iac_unet
 from tests.training.test_stage3 import GENOTYPE
-from tests.training.tiny import tiny_unet
+from tests.tiny import tiny_unet
 from tests.evaluation.helpers import ConstModel, half_masks
 
 SIZE = 16

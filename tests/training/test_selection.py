@@ -7,7 +7,7 @@ import pytest
 
 from iac_tf._keras import keras
 from iac_tf.training.stage1 import Stage1Config, train_model, unconverged
-from tests.training.tiny import batched, disc_data, tiny_unet
+from tests.tiny import batched, disc_data, tiny_unet
 
 
 def _cfg(**kw):

@@ -10,7 +10,7 @@ import pytest
 from iac_tf._keras import keras, tf
 from iac_tf.training.precision import precision_policy
 from iac_tf.training.stage2 import Stage2Config, build_supernet, search
-from tests.training.tiny import batched, disc_data, tiny_unet
+from tests.tiny import batched, disc_data, tiny_unet
 
 SIZE = 16
 

@@ -5,7 +5,7 @@ import numpy as np
 from iac_tf._keras import keras
 from iac_tf.genotype import Genotype
 from iac_tf.training.stage3 import Stage3Config, build_iac_unet, train_iac_unet
-from tests.training.tiny import batched, disc_data, tiny_unet
+from tests.tiny import batched, disc_data, tiny_unet
 
 GENOTYPE = Genotype.from_dict({
     "format": "iac_tf.genotype", "version": 1,

@@ -2,7 +2,7 @@
 
 from iac_tf._keras import keras, tf
 from iac_tf.training.stage2 import Stage2Config, build_supernet
-from tests.training.tiny import disc_data, tiny_unet
+from tests.tiny import disc_data, tiny_unet
 
 
 def test_no_retrace_after_the_first_search_epoch():

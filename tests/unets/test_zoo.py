@@ -131,10 +131,9 @@ def test_trainable_false_freezes_everything_including_batchnorm(zoo):
 
 
 @pytest.mark.filterwarnings("ignore:You are saving your model as an HDF5 file")
+@pytest.mark.parametrize("zoo", list(SAVE_FORMATS), ids=_case_id, indirect=True)
 def test_save_load_gives_identical_predictions(zoo, tmp_path):
     case, model, x, y = zoo
-    if case not in SAVE_FORMATS:
-        pytest.skip("saved and loaded once per backbone family and format (CI time)")
     for suffix in SAVE_FORMATS[case]:
         path = tmp_path / f"{model.name}{suffix}"
         model.save(path)
