@@ -9,7 +9,7 @@ import pathlib
 import nbformat
 from nbclient import NotebookClient
 
-from tests.training.tiny import tiny_unet
+from tests.tiny import tiny_unet
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "quickstart.ipynb"

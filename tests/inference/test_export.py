@@ -17,7 +17,7 @@ from iac_tf.inference.tiling import keras_predictor
 from iac_tf.inference.labels import probabilities_to_labels
 from iac_tf.training.stage3 import build_iac_unet
 from tests.inference.helpers import make_run
-from tests.training.tiny import tiny_unet
+from tests.tiny import tiny_unet
 
 EDGES = ((("sep_conv_3x3", 1), ("skip_connect", 0)), (("dil_conv_3x3", 2), ("max_pool_3x3", 0)))
 BRATS = ((1, 2, 3), (1, 3), (3,))
