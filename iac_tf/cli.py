@@ -35,6 +35,7 @@ import yaml
 
 from iac_tf.config import ConfigError, parse_yaml
 from iac_tf.console import log_to_console
+from iac_tf.errors import UserError
 from iac_tf.inference import cli as inference_cli
 
 
@@ -126,12 +127,25 @@ def _data_check_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _report_args(parser: argparse.ArgumentParser) -> None:
+    def positive(value: str) -> int:
+        try:
+            n = int(value)
+        except ValueError:
+            n = 0
+        if n < 1:
+            raise argparse.ArgumentTypeError(f"expected a positive number of slices, got {value!r}")
+        return n
+
     parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
-                        help="run folders (or folders of runs, e.g. runs/); absent ones are listed as missing")
-    parser.add_argument("--out", required=True, help="output folder (report.md, report.html, tables/, figures/)")
+                        help="run folders (or folders of runs, e.g. runs/); absent ones are listed as "
+                             "missing; one run per dataset x backbone setting")
+    parser.add_argument("--out", required=True,
+                        help="output folder (report.md, report.html, tables/, figures/): new, empty or "
+                             "a report written before by iac report (it is replaced whole)")
     parser.add_argument("--no-overlays", action="store_true",
                         help="skip the image overlays (no data or models loaded)")
-    parser.add_argument("--slices", type=int, default=3, help="val_dt slices per overlay figure (default 3)")
+    parser.add_argument("--slices", type=positive, default=3,
+                        help="val_dt slices per overlay figure, at least 1 (default 3)")
 
 
 def _report(args) -> int:
@@ -146,25 +160,29 @@ def _grid_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", help="only this dataset (a key of the grid's datasets)")
     parser.add_argument("--backbone", help="only this backbone")
     parser.add_argument("--data-root", help="data.root of the selected dataset(s) (e.g. /data/ACDC)")
-    parser.add_argument("--dry-run", action="store_true", help="print the plan and the estimated work only")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the plan, the estimated work and the check of every setting only")
     parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a value in every setting")
 
 
 def _grid(args) -> int:
     from iac_tf import grid as grid_lib
-    from iac_tf.config import ConfigError
 
     sets = _parse_sets(args.set)
     if args.data_root:
         sets["data.root"] = args.data_root
     items = grid_lib.settings(grid_lib.load_grid(args.grid), args.dataset, args.backbone, sets)
     print(grid_lib.plan(items), flush=True)
+    problems = grid_lib.problems(items)
+    for problem in problems:
+        print(f"config check: {problem}")
+    if problems:
+        print(f"iac: error: {len(problems)} of {len(items)} grid setting(s) not valid (listed above); "
+              + ("fix them before running the grid" if args.dry_run else "no setting was started"),
+              file=sys.stderr)
+        return 2
     if args.dry_run:
-        try:
-            grid_lib.validate(items)
-            print("config check: every setting's config is valid")
-        except ConfigError as exc:
-            print(f"config check: {exc}")
+        print("config check: every setting's config is valid and every setting to run has its data.root")
         return 0
     failed = [name for name, rc in grid_lib.run_grid(items) if rc != 0]
     if failed:
@@ -284,14 +302,13 @@ def main(argv=None) -> int:
         command = DATA_COMMANDS[args.data_command]
     else:
         command = COMMANDS[args.command]
-    from iac_tf.config import ConfigError
     from iac_tf.data.config import PrepareInterrupted
 
     try:
         if command.tensorflow and not args.verbose:
             import_tensorflow_quietly()
         return command.handler(args)
-    except (ConfigError, ValueError) as exc:
+    except UserError as exc:  # the project's own errors; anything else is a bug: traceback
         print(f"iac: error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # missing / read-only / full disk / not a folder: name the path

@@ -21,6 +21,8 @@ import pathlib
 import shutil
 from typing import Any, Iterator
 
+from iac_tf.errors import UserError
+
 
 def umask() -> int:
     """The process umask (read without changing it where the OS allows)."""
@@ -162,7 +164,7 @@ REPORT_MARKER = ".iac-report"
 EXPORT_MARKER = ".iac-export"
 
 
-class RefusedPath(ValueError):
+class RefusedPath(UserError):
     """The tool will not write, replace or delete here: the path holds something it did not
     write (or a run). The message names the path and the way out."""
 

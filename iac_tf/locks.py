@@ -24,13 +24,15 @@ import socket
 import sys
 from typing import Iterator
 
+from iac_tf.errors import UserError
+
 log = logging.getLogger(__name__)
 
 #: lock path -> [open file descriptor, depth] of the locks this process holds
 _HELD: dict[str, list[int]] = {}
 
 
-class LockedError(ValueError):
+class LockedError(UserError):
     """The folder is in use by another live process (the message names it)."""
 
 

@@ -11,6 +11,7 @@ import pathlib
 
 import numpy as np
 
+from iac_tf.errors import UserError
 from iac_tf._keras import keras
 from iac_tf.unets import build_unet
 from iac_tf.unets.layers import register_application_layers
@@ -41,9 +42,9 @@ def load_unet(path: str | os.PathLike) -> keras.Model:
     try:
         model = keras.models.load_model(str(path), compile=False)
     except Exception as exc:  # noqa: BLE001 - re-raised with the file name
-        raise ValueError(f"{path}: could not load a Keras model ({type(exc).__name__}: {exc})") from exc
+        raise UserError(f"{path}: could not load a Keras model ({type(exc).__name__}: {exc})") from exc
     if not isinstance(model, keras.Model):
-        raise ValueError(f"{path}: loaded object is {type(model).__name__}, not a Keras model")
+        raise UserError(f"{path}: loaded object is {type(model).__name__}, not a Keras model")
     return model
 
 

@@ -19,6 +19,7 @@ import dataclasses
 import pathlib
 from typing import Callable
 
+from iac_tf.errors import UserError
 from iac_tf.data.check import DataShape, data_shape
 from iac_tf.diskspace import MARGIN_BYTES, check_writable_folder, free_bytes, human
 from iac_tf.models import UNetInfo, inspect_unet, match_data, stage1_params
@@ -35,7 +36,7 @@ class Check:
     detail: str
 
 
-class PreflightError(ValueError):
+class PreflightError(UserError):
     """One or more pre-flight checks failed; the message lists each (with its file or key)."""
 
     def __init__(self, failures: list[Check]):

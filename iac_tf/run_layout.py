@@ -34,6 +34,7 @@ import os
 import pathlib
 from typing import Any, Iterator
 
+from iac_tf.errors import UserError
 from iac_tf.files import RUN_MARKER, RefusedPath, atomic_write_json, is_run_folder, mark
 from iac_tf.locks import folder_lock, read_holder
 
@@ -50,7 +51,7 @@ DICE_CSV = pathlib.Path("evaluation") / "dice_per_case.csv"
 STAGES = (1, 2, 3)
 
 
-class DatasetMismatch(ValueError):
+class DatasetMismatch(UserError):
     """The run was made on other data than the config names now (the message names both)."""
 
 
@@ -236,9 +237,9 @@ class RunLayout:
         try:
             entries = json.loads(path.read_text())
         except (OSError, ValueError) as exc:
-            raise ValueError(f"{path}: unreadable model index ({exc})") from None
+            raise UserError(f"{path}: unreadable model index ({exc})") from None
         if not isinstance(entries, dict):
-            raise ValueError(f"{path}: expected a JSON object of name -> model path")
+            raise UserError(f"{path}: expected a JSON object of name -> model path")
         return {name: (self.root / rel if not pathlib.Path(rel).is_absolute() else pathlib.Path(rel))
                 for name, rel in entries.items()}
 
@@ -274,7 +275,7 @@ class RunLayout:
         try:
             return json.loads(self.data_record.read_text())
         except ValueError as exc:
-            raise ValueError(f"{self.data_record}: unreadable dataset record ({exc})") from None
+            raise UserError(f"{self.data_record}: unreadable dataset record ({exc})") from None
 
     def check_data(self, record: dict) -> bool:
         """Compare the dataset ``record`` (:func:`iac_tf.data.fingerprint.data_record`) with

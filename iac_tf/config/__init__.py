@@ -16,10 +16,12 @@ from typing import Any, Mapping, TypeVar
 
 import yaml
 
+from iac_tf.errors import UserError
+
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A config file or mapping is invalid; the message names the key and the file."""
 
 

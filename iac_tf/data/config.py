@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
+from iac_tf.errors import UserError
+
 FORMATS = ("nnunet", "acdc", "brats", "kits", "amos", "npz")
 
 #: The four splits of Fig. 5: train_dt / val_dt (80/20 by patient) and two equal, disjoint
@@ -12,7 +14,7 @@ FORMATS = ("nnunet", "acdc", "brats", "kits", "amos", "npz")
 SPLITS = ("train_dt", "val_dt", "train_search_dt", "val_search_dt")
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """Bad input data; the message names the file (or case) and the problem."""
 
 

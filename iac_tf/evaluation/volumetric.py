@@ -24,6 +24,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from iac_tf.errors import UserError
 from iac_tf.evaluation.metrics import confusion_counts, dice_from_counts
 
 
@@ -162,7 +163,7 @@ def evaluate_folder(pred_dir: str | pathlib.Path, gt_dir: str | pathlib.Path,
     check_writable_folder(out_dir, "the volumetric scores", "--out")
     gts = _nifti_cases(gt_dir)
     if not gts:
-        raise ValueError(f"{gt_dir}: no ground-truth NIfTI files")
+        raise UserError(f"{gt_dir}: no ground-truth NIfTI files")
     preds = _nifti_cases(pred_dir)
     preds = {c: p for c, p in preds.items()
              if not (c.endswith("_probabilities") and c not in gts
@@ -171,7 +172,7 @@ def evaluate_folder(pred_dir: str | pathlib.Path, gt_dir: str | pathlib.Path,
     left_out = {"predictions_without_ground_truth": sorted(set(preds) - set(gts)),
                 "ground_truth_without_prediction": sorted(set(gts) - set(preds))}
     if not cases:
-        raise ValueError(f"{pred_dir}: no prediction has a ground truth of the same case name in "
+        raise UserError(f"{pred_dir}: no prediction has a ground truth of the same case name in "
                          f"{gt_dir} (CASE.nii.gz in both folders); nothing was written")
     expected = None
     if dataset_json:
@@ -185,9 +186,9 @@ def evaluate_folder(pred_dir: str | pathlib.Path, gt_dir: str | pathlib.Path,
         g_img, g = _read_labels(gt)
         p_img, p = _read_labels(pred)
         if g.shape != p.shape:
-            raise ValueError(f"{pred}: shape {p.shape} differs from {gt} {g.shape}")
+            raise UserError(f"{pred}: shape {p.shape} differs from {gt} {g.shape}")
         if not np.allclose(g_img.affine, p_img.affine, atol=AFFINE_TOLERANCE):
-            raise ValueError(f"{pred}: affine differs from {gt}")
+            raise UserError(f"{pred}: affine differs from {gt}")
         found = {"prediction": set(np.unique(p).tolist()),
                  "ground_truth": set(np.unique(g).tolist())}
         values |= found["prediction"] | found["ground_truth"]

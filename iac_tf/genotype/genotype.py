@@ -15,6 +15,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from iac_tf.errors import UserError
 from iac_tf.search.operations import PRIMITIVES
 
 FORMAT = "iac_tf.genotype"
@@ -22,7 +23,7 @@ FORMAT_VERSION = 1
 EDGES_PER_NODE = 2
 
 
-class GenotypeError(ValueError):
+class GenotypeError(UserError):
     """A genotype (or its JSON) that is malformed or names an unknown operation."""
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from iac_tf.errors import UserError
 from iac_tf._keras import keras, tf
 from iac_tf.implant.freeze import freeze_unet, iter_layers
 from iac_tf.implant.graph import Call, Graph, TensorKey, build_graph, call_arguments
@@ -18,7 +19,7 @@ from iac_tf.implant.modules import MakeModule
 from iac_tf.implant.skips import SkipConnection, locate_skips
 
 
-class ImplantError(ValueError):
+class ImplantError(UserError):
     """A module does not fit its skip connection (wrong output, or a name already taken)."""
 
 

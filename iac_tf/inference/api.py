@@ -10,6 +10,7 @@ from __future__ import annotations
 import pathlib
 from collections.abc import Sequence
 
+from iac_tf.errors import UserError
 from iac_tf.inference.inputs import check_cases, collect_cases
 from iac_tf.inference.model_source import (LoadedModel, find_run_config, load_model,
                                            resolve_model_path)
@@ -55,7 +56,7 @@ def resolve(model, stage: int = 3, method: str | None = None, config: str | None
         check_cases(collect_cases(inputs), len(prep.modalities))
     loaded = load_model(path)
     if loaded.input_shape[0] != loaded.input_shape[1]:
-        raise ValueError(f"{path}: square inputs expected, got {loaded.input_shape[:2]}")
+        raise UserError(f"{path}: square inputs expected, got {loaded.input_shape[:2]}")
     return loaded, prep
 
 
@@ -80,5 +81,5 @@ def export(model, out: str, *, stage: int = 3, method: str | None = None,
     check_export_folder(out)  # before the model loads
     loaded, prep = resolve(model, stage, method, config)
     if loaded.keras_model is None:
-        raise ValueError(f"{loaded.path}: already a serving SavedModel; export a Keras model")
+        raise UserError(f"{loaded.path}: already a serving SavedModel; export a Keras model")
     return export_serving(loaded.keras_model, out, prep.classes, preprocessing=prep)

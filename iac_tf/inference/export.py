@@ -36,6 +36,7 @@ import pathlib
 
 import numpy as np
 
+from iac_tf.errors import UserError
 from iac_tf._keras import keras, tf
 from iac_tf.diskspace import DiskFullError, check_writable_folder, is_disk_full
 from iac_tf.files import (EXPORT_MARKER, RefusedPath, atomic_path, atomic_write_json,
@@ -126,7 +127,7 @@ def export_serving(model: keras.Model, out: str | os.PathLike, classes, *,
     """
     out = pathlib.Path(out)
     if len(classes) != int(model.output_shape[-1]):
-        raise ValueError(f"{len(classes)} classes for a model with {model.output_shape[-1]} "
+        raise UserError(f"{len(classes)} classes for a model with {model.output_shape[-1]} "
                          "output channels")
     check_export_folder(out)
     existing = export_versions(out)
@@ -210,7 +211,7 @@ def verify_serving(path, model: keras.Model, classes, batch: int = 4, seed: int 
     labels_equal = bool(np.array_equal(np.asarray(out["labels"]),
                                        probabilities_to_labels(got, classes)))
     if diff > TOLERANCE or not labels_equal:
-        raise ValueError(f"{path}: the reloaded SavedModel disagrees with the Keras model "
+        raise UserError(f"{path}: the reloaded SavedModel disagrees with the Keras model "
                          f"(max |difference| {diff:.3g}, labels equal: {labels_equal})")
     return {"max_abs_difference": diff, "labels_equal": labels_equal, "batch": batch}
 

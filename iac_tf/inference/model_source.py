@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from iac_tf.errors import UserError
 from iac_tf.run_layout import BEST_MODEL, RunLayout
 
 
@@ -47,7 +48,7 @@ def resolve_model_path(model: str | pathlib.Path, stage: int = 3, method: str | 
     index = layout.model_paths()
     if index:
         if name not in index:
-            raise ValueError(f"{layout.models_index}: no model {name!r}; registered: "
+            raise UserError(f"{layout.models_index}: no model {name!r}; registered: "
                              f"{sorted(index)}")
         path = index[name]
     elif method and method not in ("iac", "unet"):  # a run folder from before models.json
@@ -104,10 +105,10 @@ def _load_serving(path: pathlib.Path) -> LoadedModel:
         loaded = tf.saved_model.load(str(path))
         fn = loaded.signatures["serving_default"]
     except Exception as exc:  # noqa: BLE001 - re-raised with the file name
-        raise ValueError(f"{path}: could not load a serving SavedModel ({exc})") from exc
+        raise UserError(f"{path}: could not load a serving SavedModel ({exc})") from exc
     spec = fn.structured_input_signature[1].get("image")
     if spec is None:
-        raise ValueError(f"{path}: serving_default has no 'image' input")
+        raise UserError(f"{path}: serving_default has no 'image' input")
     h, w, c = (int(d) for d in spec.shape[1:])
     n = int(fn.structured_outputs["probabilities"].shape[-1])
 

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from iac_tf.errors import UserError
 from iac_tf.data.config import DataError
 from iac_tf.data.nifti import load_nifti
 from iac_tf.diskspace import check_writable_folder
@@ -45,7 +46,7 @@ def check_batch_size(batch_size) -> int:
     """``batch_size`` as a positive ``int``, else a ``ValueError`` naming it."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
             or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer (slices per model call), got "
+        raise UserError(f"batch_size must be a positive integer (slices per model call), got "
                          f"{batch_size!r}")
     return int(batch_size)
 

@@ -41,6 +41,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 import logging
 
+from iac_tf.errors import UserError
 from iac_tf._keras import keras, tf
 from iac_tf.diskspace import disk_full_guard
 from iac_tf.files import make_dirs
@@ -153,7 +154,7 @@ class EpochLoop:
         self._weights = model.weights  # for the full-disk estimate before any file exists
         if evaluate_initial and not bool(self.initial_done.numpy()):
             if start:
-                raise ValueError(f"{self.run_dir}: this run was started without evaluate_initial; "
+                raise UserError(f"{self.run_dir}: this run was started without evaluate_initial; "
                                  "epoch 0 cannot be scored after training began")
             self._initial_epoch(model, val_data, on_epoch_end, save_best, verbose)
         if start >= epochs:

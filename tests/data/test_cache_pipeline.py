@@ -66,7 +66,8 @@ def test_killed_build_leaves_no_cache(nnunet, tmp_path, monkeypatch):
     monkeypatch.setattr(prepare_mod, "preprocess_case", dies_on_third)
     with pytest.raises(KeyboardInterrupt):
         prepare_dataset(_cfg(nnunet, tmp_path), progress=False)
-    assert list((tmp_path / "cache").iterdir()) == []
+    cache = tmp_path / "cache"  # nothing left: no partial file, no folder made for it
+    assert not cache.exists() or list(cache.iterdir()) == []
     monkeypatch.setattr(prepare_mod, "preprocess_case", real)
     assert prepare_dataset(_cfg(nnunet, tmp_path), progress=False).num_slices("train_dt") > 0
 
