@@ -1,4 +1,4 @@
-"""Fidelity of the IAC U-Net to the U-Net it improves (issue 11), on the bundled sample.
+"""Fidelity of the IAC U-Net to the U-Net it improves, on the bundled sample.
 
 For each seed: Stage I (the U-Net), then Stage III with one fixed genotype in both implant
 modes (``residual`` and the paper's ``replace``), the paper's ``replace`` with a 2x longer

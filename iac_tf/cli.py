@@ -215,7 +215,7 @@ COMMANDS: dict[str, Command] = {
                        _stage("run_compare"), lambda p: _config_args(p, restart=True)),
     "evaluate": Command("per-case Dice table and statistics: U-Net vs every trained model",
                         _evaluate),
-    # issue 10: whole scans (handlers and arguments in iac_tf/inference/cli.py, no TF at import)
+    # whole scans (handlers and arguments in iac_tf/inference/cli.py, no TF at import)
     "predict": Command("predict label NIfTIs of NIfTI scans", inference_cli.predict,
                        inference_cli.predict_args),
     "export": Command("TF-Serving SavedModel OUT/1/ (signature serving_default)",

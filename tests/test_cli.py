@@ -81,7 +81,7 @@ def test_three_stage_pipeline_on_the_sample(tmp_path, monkeypatch):
     assert (run / "evaluation" / "dice_table.md").is_file()
     assert (run / "stage1" / "learning_curves.png").is_file()
     assert os.path.getsize(run / "evaluation" / "dice_paired.png") > 0
-    # issue 11: Stage III scores epoch 0; the budget-matched U-Net is trained, registered, reported
+    # Stage III scores epoch 0; the budget-matched U-Net is trained, registered, reported
     assert [r["epoch"] for r in csv.DictReader(open(run / "stage3" / "history.csv"))] == ["0", "1"]
     assert (run / "compare" / "unet_continued" / "best_model.keras").is_file()
     models = json.loads((run / "models.json").read_text())

@@ -1,4 +1,4 @@
-"""Bad input and faults (issue 14): each case through the ``iac`` CLI, table-driven.
+"""Bad input and faults: each case through the ``iac`` CLI, table-driven.
 
 Every row builds its fixture, runs one command and asserts the exit status, the file or key the
 message names, that no traceback is printed, and that nothing is left behind (no temp files, no

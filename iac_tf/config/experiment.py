@@ -69,7 +69,7 @@ class EvaluationConfig:
         batch_size: prediction batch size.
         unet_continued: also train the budget-matched baseline ``unet_continued`` (the U-Net
             trained further from its best checkpoint for ``stage3.epochs`` with Stage III's
-            optimiser and selection; our choice, issue 11, not in the paper) and report the IAC
+            optimiser and selection; our choice, not in the paper) and report the IAC
             against both the U-Net and it.
     """
 

@@ -29,7 +29,7 @@ class Stage1Config:
             (soft Dice over slices, the training metric; empty slices count; our reading of the
             paper's "Dice metric on val_dt", Section IV-B.1) or ``val_case_dice`` (the reported
             score: hard per-case Dice, mean over cases of the mean over present classes,
-            ``iac_tf.evaluation.metrics.case_dice``; our choice, issue 11).
+            ``iac_tf.evaluation.metrics.case_dice``; our choice).
         evaluate_initial: score the model before its first update as epoch 0 and let it be
             selected (our choice; default off for Stage I, on for Stage III).
         patience: stop after this many epochs without a better ``monitor`` (within
@@ -82,7 +82,7 @@ class Stage2Config:
             ``edge_norm: tan`` the beta of an edge whose weight is capped gets only this L2
             gradient, which Adam turns into a full-size step down (measured example in
             docs/decisions.md); ``0`` turns the L2 off.
-        implant_mode: ``replace`` (paper) or ``residual`` (our choice, issue 11): the search cell's
+        implant_mode: ``replace`` (paper) or ``residual`` (our choice): the search cell's
             output is added to the concatenation through its zero-initialised output 1x1
             convolution, so the supernet starts as the U-Net (alpha/beta get no gradient until
             that convolution has moved; the warm-up moves it). See ``iac_tf.implant.residual``.
@@ -190,7 +190,7 @@ class Stage3Config(Stage1Config):
         cell_channels: C of the discrete cell; ``null`` (default): the search's
             ``stage2.cell_channels`` (16, PC-DARTS' C; the paper does not give C).
         implant_mode: ``replace`` (paper, Section IV-B.3: the cell replaces the concatenation,
-            weights initialised randomly) or ``residual`` (our choice, issue 11:
+            weights initialised randomly) or ``residual`` (our choice:
             ``concat(up, skip) + W_out * cell(up, skip)`` with the cell's output convolution
             initialised to zero, so the implanted model starts as the U-Net).
         residual_projection: ``W_out`` of the residual mode: ``auto`` / ``output_conv`` (zero the

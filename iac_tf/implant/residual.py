@@ -1,4 +1,4 @@
-"""The residual implant mode (issue 11; not in the paper): a module that starts as the U-Net.
+"""The residual implant mode (not in the paper): a module that starts as the U-Net.
 
 In the paper's ``replace`` mode the implanted module's output *replaces* the concatenation the
 frozen decoder was trained on, and a randomly initialised cell hands the decoder a random mixture

@@ -3,7 +3,7 @@
 The models have one sigmoid per class ``k`` and class ``k`` is the union of label values
 ``V_k`` (:class:`iac_tf.data.datasets.Classes`); classes may overlap (BraTS WT={1,2,3},
 TC={1,3}, ET={3}; KiTS kidney+masses={1,2,3}, masses={2,3}, tumor={2}). The documented rule
-(see docs/decisions.md, "Issue 10: label maps from overlapping regions"):
+(see docs/decisions.md, "Label maps from overlapping regions"):
 
 1. a voxel is foreground for class ``k`` when ``p_k > threshold`` (0.5);
 2. among its foreground classes the one with the fewest label values wins (the most specific

@@ -87,7 +87,7 @@ def checked_data(cfg: ExperimentConfig) -> dict:
     return record
 
 
-def commit(cfg: ExperimentConfig, restart: int | None, record: dict) -> None:
+def write_run_records(cfg: ExperimentConfig, restart: int | None, record: dict) -> None:
     """After every check passed: ``--restart`` deletes, then the run records are written (the
     run folder marked as the tool's, the resolved config, the dataset record)."""
     if restart is not None:
@@ -108,7 +108,7 @@ def begin(cfg: ExperimentConfig, stage: int, restart: int | None, unet=None, gen
     check_records(cfg, stage, restart)
     prepared = checked_prepare(cfg, stage, prepare, unet_path=unet(cfg) if unet else None,
                                genotype_path=genotype(cfg) if genotype else None)
-    commit(cfg, restart, checked_data(cfg))
+    write_run_records(cfg, restart, checked_data(cfg))
     record_stage(cfg, stage)
     seed_everything(cfg.seed, cfg.deterministic)
     return prepared

@@ -12,7 +12,7 @@ from iac_tf._keras import tf
 from iac_tf.evaluation.plots import plot_genotype_epochs
 from iac_tf.experiment import ExperimentConfig
 from iac_tf.files import atomic_write_json
-from iac_tf.pipeline.common import (begin, check_records, checked_data, commit, epoch_data,
+from iac_tf.pipeline.common import (begin, check_records, checked_data, write_run_records, epoch_data,
                                     guarded, prepare, refuse_restart_of_inputs, trained_unet_path)
 from iac_tf.pipeline.evaluate import run_evaluation
 from iac_tf.pipeline.units import (comparison_unit, iac_unit, stage1_unit, train_unit,
@@ -191,7 +191,7 @@ def run_compare(cfg: ExperimentConfig, restart: int | None = None, evaluate_afte
     # the same pre-flight checks as Stages II/III (folders, the U-Net against the data), before
     # anything is written or deleted
     prepared = checked_prepare(cfg, 3, prepare, unet_path=trained_unet_path(cfg))
-    commit(cfg, restart, checked_data(cfg))
+    write_run_records(cfg, restart, checked_data(cfg))
     cfg.layout.register_model("unet", trained_unet_path(cfg))
     results = {m: train_unit(cfg, prepared, comparison_unit(cfg, m)) for m in cfg.comparisons}
     if evaluate_after:
@@ -221,7 +221,7 @@ def run_all(cfg: ExperimentConfig, restart: int | None = None) -> None:
     check_records(cfg, 3 if cfg.method == "iac" else 1, restart)
     if restart is not None:  # check what the first stage to run needs, then delete
         _restart_preflight(cfg, restart)
-        commit(cfg, restart, checked_data(cfg))
+        write_run_records(cfg, restart, checked_data(cfg))
     if not cfg.unet.pretrained:
         run_stage1(cfg)
     if cfg.method == "iac":

@@ -19,7 +19,7 @@ under temporary names and updates its ``checkpoint`` index atomically, so a kill
 leaves the previous checkpoint loadable. On resume, CSV rows of epochs not covered by the
 checkpoint are dropped and training continues at the first unfinished epoch.
 
-Epoch 0 (``evaluate_initial``, issue 11): before the first update the model is scored on the
+Epoch 0 (``evaluate_initial``): before the first update the model is scored on the
 validation data (and by ``on_epoch_end``) like a finished epoch; it takes part in the best-epoch
 choice (``save_best(0)``), appears as row ``epoch 0`` of the history (training columns NaN) and is
 checkpointed, so a resumed run does not score it again. Early stopping (``patience``) is a pure

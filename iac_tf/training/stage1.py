@@ -8,7 +8,7 @@ only to select the best epoch; the evaluation's *per-case Dice*
 (:mod:`iac_tf.evaluation.metrics`) thresholds the predictions and scores each case's volume.
 
 Paper defaults: Adam, constant learning rate 1e-3, batch size 128, 200 epochs, Dice loss.
-Our additions (issue 11): the selection metric (``monitor``), an epoch 0 that scores the model
+Our additions: the selection metric (``monitor``), an epoch 0 that scores the model
 before its first update (``evaluate_initial``), early stopping (``patience``) and a warning when
 the best epoch falls in the last 10 % of the epochs (the U-Net had not converged).
 """

@@ -2,7 +2,7 @@
 into the frozen, trained U-Net and train the cells on ``train_dt``, validating on ``val_dt``
 with the Stage I hyper-parameters (Adam 1e-3, batch 128, 200 epochs, Dice).
 
-``implant_mode: residual`` (issue 11, not in the paper) starts from the U-Net itself instead of a
+``implant_mode: residual`` (not in the paper) starts from the U-Net itself instead of a
 randomly initialised cell; see :mod:`iac_tf.implant.residual`.
 """
 

@@ -23,7 +23,7 @@ def test_identity_implant_on_zoo_unet(backbone):
     assert [s.concat_name for s in skips] == [f"decoder_stage{i}_concat" for i in range(len(skips))]
     assert all(s.up_index == 0 for s in skips)
     assert new.trainable_weights == []
-    # residual mode (issue 11): the same U-Net with a DiscreteCell in every skip, bit-identical
+    # residual mode: the same U-Net with a DiscreteCell in every skip, bit-identical
     from tests.implant.helpers import assert_residual_identity, cell_module
 
     residual = assert_residual_identity(model, cell_module, x=x)

@@ -1,4 +1,4 @@
-"""Epoch 0, the selection metric, patience and resume (issue 11), on tiny models."""
+"""Epoch 0, the selection metric, patience and resume, on tiny models."""
 
 import json
 
