@@ -109,12 +109,16 @@ def test_two_cache_builds_of_one_dataset_do_not_run_at_once(dataset, tmp_path, c
 
 
 def _finished_looking_run(config: pathlib.Path) -> pathlib.Path:
-    """Stage records of all three stages plus files in each (no training needed)."""
+    """Stage records of all three stages plus files in each, Stage I finished (no training
+    needed)."""
     cfg = load_experiment(config)
     write_resolved(cfg)
     for stage in (1, 2, 3):
         record_stage(cfg, stage)
         (cfg.stage_dir(stage) / "marker.txt").write_text(f"stage {stage}")
+    (cfg.stage_dir(1) / "history.csv").write_text("epoch,val_soft_dice\n1,0.5\n")
+    (cfg.stage_dir(1) / "summary.json").write_text(json.dumps(
+        {"best_epoch": 1, "best_val_soft_dice": 0.5}))
     (cfg.run_dir / "evaluation").mkdir()
     (cfg.run_dir / "evaluation" / "dice_table.md").write_text("table")
     return cfg.run_dir

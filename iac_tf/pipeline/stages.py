@@ -12,15 +12,18 @@ from iac_tf._keras import tf
 from iac_tf.evaluation.plots import plot_genotype_epochs
 from iac_tf.experiment import ExperimentConfig
 from iac_tf.files import atomic_write_json
-from iac_tf.pipeline.common import (begin, check_records, checked_data, write_run_records, epoch_data,
-                                    guarded, prepare, refuse_restart_of_inputs, trained_unet_path)
+from iac_tf.pipeline.common import (begin, check_records, checked_data, epoch_data, guarded,
+                                    prepare, refuse_restart_of_inputs, trained_unet_path,
+                                    write_run_records)
 from iac_tf.pipeline.evaluate import run_evaluation
 from iac_tf.pipeline.units import (comparison_unit, iac_unit, stage1_unit, train_unit,
                                    unet_continued_unit)
 from iac_tf.preflight import checked_prepare
-from iac_tf.run_layout import HISTORY
+from iac_tf.run_layout import HISTORY, training_done
+from iac_tf.run_records import record_stage
 from iac_tf.training.history import CsvHistory
 from iac_tf.training.precision import precision_policy
+from iac_tf.training.seeding import seed_everything
 from iac_tf.training.stage1 import TrainResult, unconverged
 from iac_tf.training.stage2 import SearchResult, search
 from iac_tf.models import load_unet
@@ -33,8 +36,10 @@ log = logging.getLogger("iac_tf.pipeline")
 def run_stage1(cfg: ExperimentConfig, restart: int | None = None) -> TrainResult:
     """Stage I: build the configured U-Net and train it on train_dt (best by val_dt soft Dice).
     ``restart``: clear that stage and all later ones first (``--restart stageN``)."""
-    prepared = begin(cfg, 1, restart)
+    return _stage1(cfg, begin(cfg, 1, restart))
 
+
+def _stage1(cfg: ExperimentConfig, prepared) -> TrainResult:
     def warn_unconverged(result: TrainResult) -> None:
         if not result.stopped_early and unconverged(result.best_epoch, cfg.stage1.epochs):
             log.warning("Stage I's best epoch (%d) is in the last 10%% of its %d epochs: the "
@@ -50,7 +55,10 @@ def run_stage1(cfg: ExperimentConfig, restart: int | None = None) -> TrainResult
 @guarded
 def run_stage2(cfg: ExperimentConfig, restart: int | None = None) -> SearchResult:
     """Stage II: search the IAC on the frozen trained U-Net (train_search_dt / val_search_dt)."""
-    prepared = begin(cfg, 2, restart, unet=trained_unet_path)
+    return _stage2(cfg, begin(cfg, 2, restart, unet=trained_unet_path))
+
+
+def _stage2(cfg: ExperimentConfig, prepared) -> SearchResult:
     layout = cfg.layout
     folder = layout.stage(2)
     if layout.search_done(cfg.stage2.epochs):
@@ -153,6 +161,10 @@ def run_stage3(cfg: ExperimentConfig, restart: int | None = None, evaluate_after
     units are skipped, an interrupted one resumes. Returns ``{model name: TrainResult}``."""
     prepared = begin(cfg, 3, restart, unet=trained_unet_path,
                      genotype=lambda c: [geno for _, geno, _ in stage3_units(c)])
+    return _stage3(cfg, prepared, evaluate_after)
+
+
+def _stage3(cfg: ExperimentConfig, prepared, evaluate_after: bool) -> dict[str, TrainResult]:
     cfg.layout.register_model("unet", trained_unet_path(cfg))
     modes = {"iac_" + m: m for m in cfg.stage3.extra_implant_modes}
     results = {name: train_unit(cfg, prepared,
@@ -192,6 +204,12 @@ def run_compare(cfg: ExperimentConfig, restart: int | None = None, evaluate_afte
     # anything is written or deleted
     prepared = checked_prepare(cfg, 3, prepare, unet_path=trained_unet_path(cfg))
     write_run_records(cfg, restart, checked_data(cfg))
+    return _compare(cfg, prepared, evaluate_after)
+
+
+def _compare(cfg: ExperimentConfig, prepared, evaluate_after: bool) -> dict[str, TrainResult]:
+    if not cfg.comparisons:
+        return {}
     cfg.layout.register_model("unet", trained_unet_path(cfg))
     results = {m: train_unit(cfg, prepared, comparison_unit(cfg, m)) for m in cfg.comparisons}
     if evaluate_after:
@@ -200,32 +218,41 @@ def run_compare(cfg: ExperimentConfig, restart: int | None = None, evaluate_afte
 
 
 # ---------------------------------------------------------------------------- iac run
-def _restart_preflight(cfg: ExperimentConfig, restart: int) -> None:
-    """The pre-flight checks of the first stage ``iac run --restart stageR`` runs, before
-    anything is deleted: Stage I's (folders, backbone, data) when it retrains the U-Net, else
-    the trained U-Net against the data (and Stage III's genotypes when they are kept)."""
-    if restart == 1 and not cfg.unet.pretrained:
-        checked_prepare(cfg, 1, prepare)
-        return
-    stage = 3 if cfg.method != "iac" else max(restart, 2)
-    genotypes = ([g for _, g, _ in stage3_units(cfg)]
-                 if stage == 3 and cfg.method == "iac" else None)
-    checked_prepare(cfg, stage, prepare, unet_path=trained_unet_path(cfg), genotype_path=genotypes)
+def _first_preflight(cfg: ExperimentConfig, restart: int | None):
+    """``iac run``'s one pre-flight, before anything is written or deleted, and the prepared
+    data every stage then uses: Stage I's checks (folders, backbone, data, output space) when it
+    will train the U-Net, else the trained U-Net against the data (and the genotypes Stage III
+    will read when Stage II will not write them)."""
+    layout = cfg.layout
+    trains_unet = not cfg.unet.pretrained and (
+        restart == 1 or training_done(layout.stage(1), cfg.stage1.epochs) is None)
+    if trains_unet:
+        return checked_prepare(cfg, 1, prepare)
+    searches = cfg.method == "iac" and not cfg.stage3.genotype and (
+        (restart is not None and restart <= 2) or not layout.search_done(cfg.stage2.epochs))
+    genotypes = None
+    if cfg.method == "iac" and not searches:
+        genotypes = [g for _, g, _ in stage3_units(cfg)]
+    stage = 2 if searches else 3
+    return checked_prepare(cfg, stage, prepare, unet_path=trained_unet_path(cfg),
+                           genotype_path=genotypes)
 
 
 @guarded
 def run_all(cfg: ExperimentConfig, restart: int | None = None) -> None:
     """Stages I (unless ``unet.pretrained`` is set), II and III (if ``method`` is ``iac``), the
-    comparison methods, then the evaluation. All stage records are compared before any stage
-    starts; finished parts are skipped."""
+    comparison methods, then the evaluation. Everything is checked once before anything is
+    written or deleted (stage records, the pre-flight of the first stage to run, the dataset),
+    the data is prepared once and every stage uses it; finished parts are skipped."""
     check_records(cfg, 3 if cfg.method == "iac" else 1, restart)
-    if restart is not None:  # check what the first stage to run needs, then delete
-        _restart_preflight(cfg, restart)
-        write_run_records(cfg, restart, checked_data(cfg))
-    if not cfg.unet.pretrained:
-        run_stage1(cfg)
-    if cfg.method == "iac":
-        run_stage2(cfg)
-        run_stage3(cfg, evaluate_after=False)
-    run_compare(cfg, evaluate_after=False)
-    run_evaluation(cfg)
+    prepared = _first_preflight(cfg, restart)
+    write_run_records(cfg, restart, checked_data(cfg))
+    stages = ([1] if not cfg.unet.pretrained else []) + ([2, 3] if cfg.method == "iac" else [])
+    steps = {1: lambda: _stage1(cfg, prepared), 2: lambda: _stage2(cfg, prepared),
+             3: lambda: _stage3(cfg, prepared, evaluate_after=False)}
+    for stage in stages:
+        record_stage(cfg, stage)
+        seed_everything(cfg.seed, cfg.deterministic)
+        steps[stage]()
+    _compare(cfg, prepared, evaluate_after=False)
+    run_evaluation(cfg, prepared)

@@ -38,8 +38,22 @@ def test_missing_genotype_epoch_fails_before_anything_runs(tmp_path, capsys, mon
 
 
 def test_sweep_and_comparison_run_then_resume(tmp_path, capsys, monkeypatch):
+    import iac_tf.pipeline.common as common
+
     monkeypatch.chdir(ROOT)
+    calls = {"prepare": 0, "check_stages": 0}
+
+    def counted(name, function):
+        def wrapper(*args, **kwargs):
+            calls[name] += 1
+            return function(*args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(common, "prepare_dataset", counted("prepare", common.prepare_dataset))
+    monkeypatch.setattr(common, "check_stages", counted("check_stages", common.check_stages))
     assert main(["run"] + _args(tmp_path)) == 0
+    # `iac run` checks the stage records and prepares the data once, for every stage
+    assert calls == {"prepare": 1, "check_stages": 1}
     run = tmp_path / "sweep"
     for e in ("epoch_001", "epoch_002"):
         assert (run / "stage3" / e / "best_model.keras").is_file()
