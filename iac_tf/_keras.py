@@ -12,6 +12,9 @@ and never imports ``tensorflow.keras``, ``keras`` or ``tf_keras`` itself.
 
 from __future__ import annotations
 
+import contextlib
+import io
+
 from iac_tf._flags import KERAS3_MESSAGE, set_keras_flags  # noqa: E402
 
 set_keras_flags()
@@ -42,11 +45,8 @@ _assert_legacy_keras()
 
 def import_segmentation_models():
     """Import segmentation_models lazily (it prints at import and is slow to load)."""
-    import io
-    import contextlib
-
     with contextlib.redirect_stdout(io.StringIO()):
-        import segmentation_models as sm  # noqa: WPS433
+        import segmentation_models as sm  # noqa: PLC0415 - slow, prints at import; only its backbones need it
     sm.set_framework("tf.keras")
     return sm
 

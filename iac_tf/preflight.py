@@ -19,10 +19,16 @@ import dataclasses
 import pathlib
 from typing import Callable
 
-from iac_tf.errors import UserError
+from iac_tf._keras import tf
+from iac_tf.data import check_dataset
+from iac_tf.data.cache import slice_bytes
 from iac_tf.data.check import DataShape, data_shape
+from iac_tf.data.prepare import cached_path, resolve_paths
 from iac_tf.diskspace import MARGIN_BYTES, check_writable_folder, free_bytes, human
+from iac_tf.errors import UserError
+from iac_tf.genotype import Genotype
 from iac_tf.models import UNetInfo, inspect_unet, match_data, stage1_params
+from iac_tf.unets.registry import get_backbone
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
 
@@ -65,8 +71,6 @@ def _row(name: str, fn: Callable[[], str | tuple[str, str]]) -> Check:
 
 def folder_checks(cfg) -> list[Check]:
     """Output and cache folders: exist or can be made, are folders, are writable."""
-    from iac_tf.data.prepare import resolve_paths
-
     def output():
         run_dir = pathlib.Path(cfg.run_dir)
         if run_dir.exists() and not run_dir.is_dir():
@@ -86,8 +90,6 @@ def folder_checks(cfg) -> list[Check]:
 def stage1_checks(cfg) -> list[Check]:
     """The U-Net Stage I builds: the backbone exists and ``data.patch_size`` suits it."""
     def backbone():
-        from iac_tf.unets.registry import get_backbone
-
         red = get_backbone(cfg.unet.backbone).reduction
         if cfg.data.patch_size % red:
             raise ValueError(f"data.patch_size: {cfg.data.patch_size} is not a multiple of "
@@ -109,8 +111,6 @@ def unet_check(path, cfg, data: DataShape | None = None) -> tuple[Check, UNetInf
 
 def genotype_check(path) -> Check:
     def load():
-        from iac_tf.genotype import Genotype
-
         Genotype.from_json(pathlib.Path(path))
         return f"{path}"
     return _row("genotype", load)
@@ -119,8 +119,6 @@ def genotype_check(path) -> Check:
 def gpu_checks(cfg) -> list[Check]:
     """GPU visibility, and whether ``mixed_precision`` (any stage) has a GPU that runs float16
     fast (compute capability >= 7.0)."""
-    from iac_tf._keras import tf
-
     gpus = tf.config.list_physical_devices("GPU")
     caps = []
     for gpu in gpus:
@@ -189,10 +187,6 @@ def checked_prepare(cfg, stage: int, prepare: Callable, unet_path=None, genotype
 # ---------------------------------------------------------------------------- doctor
 def _data_rows(cfg) -> tuple[list[Check], DataShape | None]:
     """Every case read and checked (as ``iac data check``), plus the cache size estimate."""
-    from iac_tf.data import check_dataset
-    from iac_tf.data.cache import slice_bytes
-    from iac_tf.data.prepare import resolve_paths
-
     d = cfg.data
     root, cache_dir = resolve_paths(d)
     try:
@@ -226,8 +220,6 @@ def _data_rows(cfg) -> tuple[list[Check], DataShape | None]:
 
 def _cache_built(cfg) -> bool:
     """The slice cache of ``cfg.data`` exists already (so it needs no space)."""
-    from iac_tf.data.prepare import cached_path
-
     try:
         path = cached_path(cfg.data)
     except Exception:  # noqa: BLE001 - unreadable data: the data row reports it

@@ -34,6 +34,10 @@ import os
 import pathlib
 from typing import Any, Iterator
 
+import yaml
+
+from iac_tf.config import to_dict
+from iac_tf.config.stages import Stage1Config, Stage2Config, Stage3Config
 from iac_tf.errors import UserError
 from iac_tf.files import RUN_MARKER, RefusedPath, atomic_write_json, is_run_folder, mark
 from iac_tf.locks import folder_lock, read_holder
@@ -320,8 +324,6 @@ def _inside(path: pathlib.Path, folder: pathlib.Path) -> bool:
 # ---------------------------------------------------------------------------- readers
 def read_config(path: pathlib.Path) -> dict:
     """A run's ``config.yaml`` as a plain mapping (``{}`` if absent or unreadable)."""
-    import yaml
-
     if not path.exists():
         return {}
     try:
@@ -334,11 +336,6 @@ def read_config(path: pathlib.Path) -> dict:
 def with_stage_defaults(cfg: dict) -> dict:
     """``cfg`` with the ``stage1``-``stage3`` sections completed by the config classes'
     defaults (one source of defaults for every "finished" rule)."""
-    from iac_tf.config import to_dict
-    from iac_tf.training.stage1 import Stage1Config
-    from iac_tf.training.stage2 import Stage2Config
-    from iac_tf.training.stage3 import Stage3Config
-
     out = dict(cfg)
     for key, cls in (("stage1", Stage1Config), ("stage2", Stage2Config), ("stage3", Stage3Config)):
         section = out.get(key) if isinstance(out.get(key), dict) else {}

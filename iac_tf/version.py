@@ -16,6 +16,8 @@ import os
 import pathlib
 import subprocess
 
+import iac_tf
+
 ENV_VAR = "IAC_CODE_VERSION"
 BUILD_FILE = "_build_version.txt"
 
@@ -32,8 +34,6 @@ def _git_describe(src: pathlib.Path) -> str:
 
 def code_version() -> str:
     """``<package version>+<git commit | $IAC_CODE_VERSION | _build_version.txt>``."""
-    import iac_tf
-
     src = pathlib.Path(iac_tf.__file__).resolve().parent
     described = _git_describe(src) if (src.parent / ".git").exists() else ""
     if not described:

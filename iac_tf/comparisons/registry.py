@@ -14,6 +14,7 @@ from typing import Any
 from iac_tf.comparisons.attention import AttentionGate
 from iac_tf.comparisons.nested import NestedSkip
 from iac_tf.comparisons.residual_attention import AttentionAugmentation
+from iac_tf.implant import find_skip_connections, implant
 from iac_tf.implant.modules import MakeModule, module_name
 
 
@@ -79,7 +80,5 @@ def make_module_factory(method: str, skips: Sequence[Any], **options) -> MakeMod
 def build_comparison_unet(unet, method: str, **options):
     """The trained ``unet`` (frozen, see `iac_tf.implant.implant`) with ``method``'s module in
     every skip connection."""
-    from iac_tf.implant import find_skip_connections, implant
-
     factory = make_module_factory(method, find_skip_connections(unet), **options)
     return implant(unet, factory, name=f"{unet.name}_{method}")

@@ -17,6 +17,7 @@ from typing import Any, Mapping, TypeVar
 import yaml
 
 from iac_tf.errors import UserError
+from iac_tf.files import atomic_write_text
 
 T = TypeVar("T")
 
@@ -197,6 +198,4 @@ def load_config(cls: type[T], path: str | pathlib.Path) -> T:
 
 def dump_yaml(obj: Any, path: str | pathlib.Path) -> None:
     """Write a config dataclass as YAML (atomically)."""
-    from iac_tf.files import atomic_write_text
-
     atomic_write_text(path, yaml.safe_dump(to_dict(obj), sort_keys=False))

@@ -126,7 +126,7 @@ class CacheWriter:
 
     def __init__(self, path: pathlib.Path, patch_size: int, channels: int, classes: int,
                  expected_slices: int | None = None):
-        import h5py
+        import h5py  # noqa: PLC0415 - loading a config imports iac_tf.data and touches no cache
 
         self.path = pathlib.Path(path)
         self.tmp = temp_sibling(self.path)
@@ -254,7 +254,7 @@ class CorruptCacheError(DataError):
 
 def read_meta(path: pathlib.Path) -> dict:
     """The attributes of a finished cache (JSON decoded) plus ``num_slices``."""
-    import h5py
+    import h5py  # noqa: PLC0415 - loading a config imports iac_tf.data and touches no cache
 
     try:
         with h5py.File(path, "r") as f:

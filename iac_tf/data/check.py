@@ -10,6 +10,7 @@ import numpy as np
 from iac_tf.data.config import DataError
 from iac_tf.data.datasets import (DATASETS, detect_format, list_cases, read_case,
                                   unlabelled_warning)
+from iac_tf.data.prepare import axial_slices, load_npz, resolve_paths
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,8 +54,6 @@ def check_dataset(dataset_dir: str | pathlib.Path, format: str | None = None,
     format = format or detect_format(root)
     rows, problems, warnings, names = [], [], [], ()
     if format == "npz":
-        from iac_tf.data.prepare import load_npz
-
         try:
             images, masks, ids, npz_names = load_npz(root)
             rows.append(f"{len(images)} slices of {images.shape[1:]}, masks {masks.shape[1:]}, "
@@ -103,8 +102,6 @@ class DataShape:
 def data_shape(cfg, count_slices: bool = False) -> tuple[DataShape, int]:
     """Channels, classes and (``count_slices``: from the label headers) the number of axial
     slices of ``cfg.data``, without building the cache."""
-    from iac_tf.data.prepare import axial_slices, load_npz, resolve_paths
-
     d = cfg.data
     root, _ = resolve_paths(d)
     if d.format == "npz":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
+from iac_tf.config import ConfigError, from_dict, load_yaml
 from iac_tf.errors import UserError
 
 FORMATS = ("nnunet", "acdc", "brats", "kits", "amos", "npz")
@@ -104,8 +105,6 @@ class DataConfig:
 def load_data_config(path) -> DataConfig:
     """The ``data:`` section of an experiment YAML as a :class:`DataConfig` (errors name the
     file and the key)."""
-    from iac_tf.config import ConfigError, from_dict, load_yaml
-
     raw = load_yaml(path)
     if "data" not in raw:
         raise ConfigError(f"{path}: no 'data:' section")

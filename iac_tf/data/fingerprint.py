@@ -18,7 +18,9 @@ import hashlib
 import pathlib
 
 from iac_tf.data.config import DataConfig
+from iac_tf.data.datasets import list_cases
 from iac_tf.data.prepare import resolve_paths
+from iac_tf.inference.volume import Preprocessing
 
 _MIB = 1 << 20
 
@@ -37,8 +39,6 @@ def _npz_digest(path: pathlib.Path) -> tuple[str, int]:
 def fingerprint(cfg: DataConfig) -> tuple[str, int]:
     """``(sha256 hex, number of files)`` of the dataset ``cfg`` names (see the module
     docstring). Raises :class:`~iac_tf.data.config.DataError` if it cannot be listed."""
-    from iac_tf.data.datasets import list_cases
-
     root, _ = resolve_paths(cfg)
     if cfg.format == "npz":
         return _npz_digest(root)
@@ -68,8 +68,6 @@ def data_record(cfg: DataConfig) -> dict:
     record = {"root": str(root.resolve()), "format": cfg.format, "fingerprint": digest,
               "files": files}
     if cfg.format != "npz":
-        from iac_tf.inference.volume import Preprocessing
-
         prep = dataclasses.asdict(Preprocessing.from_data_config(cfg))
         record["preprocessing"] = prep
     return record

@@ -23,7 +23,7 @@ def load_nifti(path: str | pathlib.Path, reorient: bool) -> tuple[np.ndarray, np
     Raises:
         DataError: the file is missing, not a readable NIfTI, not 3D, or holds NaN/inf.
     """
-    import nibabel as nib
+    import nibabel as nib  # noqa: PLC0415 - loading a config imports iac_tf.data and reads no scan
 
     path = pathlib.Path(path)
     if not path.is_file():

@@ -52,7 +52,7 @@ class PreparedDataset:
         self._memory: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     def _h5(self):
-        import h5py
+        import h5py  # noqa: PLC0415 - loading a config imports iac_tf.data and touches no cache
 
         return h5py.File(self.cache_path, "r")
 
@@ -104,7 +104,7 @@ class PreparedDataset:
         With ``shuffle`` the slice order is a permutation drawn from ``seed`` and redrawn each
         epoch (each new iteration, or each pass with ``repeat``), the same sequence in every run.
         """
-        from iac_tf._keras import tf
+        from iac_tf._keras import tf  # noqa: PLC0415 - keeps iac_tf.data TensorFlow-free
 
         n = self.num_slices(split)
         if n == 0:

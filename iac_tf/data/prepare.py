@@ -90,7 +90,7 @@ def _check_cache_dir(cache_dir: pathlib.Path) -> None:
 def axial_slices(path: pathlib.Path, reorient: bool) -> int:
     """Number of axial slices of a NIfTI file, from its header only (the axis that becomes
     the third after RAS reorientation, or the stored third axis)."""
-    import nibabel as nib
+    import nibabel as nib  # noqa: PLC0415 - loading a config imports iac_tf.data and reads no scan
 
     try:
         img = nib.load(str(path))
@@ -106,7 +106,7 @@ def axial_slices(path: pathlib.Path, reorient: bool) -> int:
 
 
 def _tqdm(iterable, progress: bool, desc: str):
-    from tqdm.auto import tqdm
+    from tqdm.auto import tqdm  # noqa: PLC0415 - loading a config imports iac_tf.data and shows no progress
 
     return tqdm(iterable, desc=desc, disable=not progress, unit="case")
 

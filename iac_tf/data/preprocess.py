@@ -118,7 +118,7 @@ def zoom_in_plane(image: np.ndarray, label: np.ndarray, factor: float):
     """Resample axes 0, 1 by ``factor``: linear for the image, nearest for the labels."""
     if factor == 1.0:
         return image, label
-    from scipy import ndimage
+    from scipy import ndimage  # noqa: PLC0415 - slow; only zoomed data needs it, and loading a config imports iac_tf.data
 
     img_zoom = (factor, factor) + (1,) * (image.ndim - 2)
     lab_zoom = (factor, factor) + (1,) * (label.ndim - 2)

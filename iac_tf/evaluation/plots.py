@@ -9,10 +9,10 @@ import numpy as np
 
 
 def _plt():
-    import matplotlib
+    import matplotlib  # noqa: PLC0415 - slow; the pipeline imports this module also when it plots nothing
 
     matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # noqa: PLC0415 - slow, as above; after the backend is chosen
 
     return plt
 

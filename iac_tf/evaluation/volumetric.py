@@ -18,20 +18,27 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import math
 import pathlib
 from collections.abc import Sequence
 
+import nibabel as nib
 import numpy as np
+from scipy import ndimage
+from tqdm.auto import tqdm
 
+from iac_tf.data.config import DataError
+from iac_tf.data.datasets import _json_classes
+from iac_tf.data.nifti import AFFINE_TOLERANCE
+from iac_tf.diskspace import check_writable_folder
 from iac_tf.errors import UserError
 from iac_tf.evaluation.metrics import confusion_counts, dice_from_counts
+from iac_tf.files import atomic_write_json, atomic_write_text
 
 
 def surface(mask: np.ndarray) -> np.ndarray:
     """Voxels of ``mask`` with a 6-connected (face) neighbour outside it (borders count)."""
-    from scipy import ndimage
-
     mask = np.asarray(mask, bool)
     eroded = ndimage.binary_erosion(mask, structure=ndimage.generate_binary_structure(3, 1),
                                     border_value=0)
@@ -40,8 +47,6 @@ def surface(mask: np.ndarray) -> np.ndarray:
 
 def hd95(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float]) -> float:
     """HD95 in mm of two binary volumes (the module docstring's rule for empty masks)."""
-    from scipy import ndimage
-
     pred, gt = np.asarray(pred, bool), np.asarray(gt, bool)
     if pred.shape != gt.shape:
         raise ValueError(f"shape mismatch: prediction {pred.shape} vs ground truth {gt.shape}")
@@ -77,8 +82,6 @@ def label_classes(values: set[int], dataset_json: str | pathlib.Path | None
     region lists) or, without it, one class per foreground value found in the ground truth or
     the predictions."""
     if dataset_json:
-        from iac_tf.data.datasets import _json_classes
-
         classes = _json_classes(pathlib.Path(dataset_json).parent, "regions")
         return list(classes.names), [tuple(v) for v in classes.values]
     values = sorted(v for v in values if v != 0)
@@ -103,10 +106,6 @@ def _nifti_cases(folder: pathlib.Path) -> dict[str, pathlib.Path]:
 
 def _read_labels(path: pathlib.Path):
     """``(image, int32 labels)`` of a label NIfTI read whole; errors name the file."""
-    import nibabel as nib
-
-    from iac_tf.data.config import DataError
-
     try:
         img = nib.load(str(path))
         data = np.asarray(img.dataobj)
@@ -146,14 +145,6 @@ def evaluate_folder(pred_dir: str | pathlib.Path, gt_dir: str | pathlib.Path,
             corrupt), or a prediction whose grid differs from the ground truth (both named).
         OSError: ``out_dir`` cannot be written.
     """
-    import logging
-
-    from tqdm.auto import tqdm
-
-    from iac_tf.data.nifti import AFFINE_TOLERANCE
-    from iac_tf.diskspace import check_writable_folder
-    from iac_tf.files import atomic_write_json, atomic_write_text
-
     log = logging.getLogger(__name__)
     pred_dir, gt_dir = pathlib.Path(pred_dir), pathlib.Path(gt_dir)
     for folder in (pred_dir, gt_dir):

@@ -29,7 +29,8 @@ def genotype_to_dot(genotype) -> str:
 
 def draw_genotype(genotype, path_png, write_dot: bool = True) -> Path:
     """Draw the cell to ``path_png`` with matplotlib; also write ``.dot`` beside it."""
-    from matplotlib.figure import Figure  # no pyplot: leaves the user's backend alone
+    # no pyplot: leaves the user's backend alone
+    from matplotlib.figure import Figure  # noqa: PLC0415 - slow; iac_tf.genotype is mostly used without drawing
 
     path_png = Path(path_png)
     steps = genotype.steps

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from iac_tf.errors import UserError
+from iac_tf.genotype.draw import draw_genotype, genotype_to_dot
 from iac_tf.search.operations import PRIMITIVES
 
 FORMAT = "iac_tf.genotype"
@@ -137,14 +138,10 @@ class Genotype:
         return "\n".join(lines)
 
     def to_dot(self) -> str:
-        from iac_tf.genotype.draw import genotype_to_dot
-
         return genotype_to_dot(self)
 
     def draw(self, path_png, write_dot: bool = True):
         """Draw the cell diagram to ``path_png`` (and ``<path>.dot`` when ``write_dot``)."""
-        from iac_tf.genotype.draw import draw_genotype
-
         return draw_genotype(self, path_png, write_dot=write_dot)
 
 

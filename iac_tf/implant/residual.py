@@ -32,7 +32,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from iac_tf._keras import keras, tf
-from iac_tf.implant.modules import MakeModule
+from iac_tf.implant.modules import MakeModule, module_name
 
 PROJECTIONS = ("auto", "output_conv", "conv")
 IMPLANT_MODES = ("replace", "residual")
@@ -116,8 +116,6 @@ def residual(make_module: MakeModule, skips: Sequence[Any], projection: str = "a
         projection: ``auto``, ``output_conv`` or ``conv`` (see the module docstring).
         prefix: name prefix of the ``ResidualImplant`` layers.
     """
-    from iac_tf.implant.modules import module_name
-
     if projection not in PROJECTIONS:
         raise ValueError(f"projection must be one of {PROJECTIONS}, got {projection!r}")
     up_index = {skip.level: skip.up_index for skip in skips}

@@ -10,11 +10,16 @@ from __future__ import annotations
 import pathlib
 from collections.abc import Sequence
 
+from iac_tf.data.fingerprint import data_record
 from iac_tf.errors import UserError
+from iac_tf.experiment import load_experiment
+from iac_tf.inference.export import check_export_folder, export_serving
 from iac_tf.inference.inputs import check_cases, collect_cases
 from iac_tf.inference.model_source import (LoadedModel, find_run_config, load_model,
                                            resolve_model_path)
+from iac_tf.inference.predict import check_outputs, predict_cases
 from iac_tf.inference.volume import Preprocessing
+from iac_tf.run_layout import RunLayout
 
 
 def load_run_preprocessing(model_path: pathlib.Path, config: str | None = None,
@@ -24,9 +29,6 @@ def load_run_preprocessing(model_path: pathlib.Path, config: str | None = None,
     dataset the working directory holds now is never read. ``config`` (another run config)
     or a run without that record (written before it existed): read from the config's
     ``data.root``."""
-    from iac_tf.experiment import load_experiment
-    from iac_tf.run_layout import RunLayout
-
     try:
         run_config = find_run_config(model_path)
     except FileNotFoundError:
@@ -39,8 +41,6 @@ def load_run_preprocessing(model_path: pathlib.Path, config: str | None = None,
         return Preprocessing.from_record(record["preprocessing"], modality)
     cfg = load_experiment(config or run_config)
     if record is not None:  # --config must describe the run's own dataset
-        from iac_tf.data.fingerprint import data_record
-
         layout.check_data(data_record(cfg.data))
     return Preprocessing.from_data_config(cfg.data, modality)
 
@@ -65,8 +65,6 @@ def predict(model, inputs: Sequence[str], output: str, *, stage: int = 3,
             modality: Sequence[str] | None = None, save_probabilities: bool = False,
             batch_size: int = 32, progress: bool = True) -> list[dict]:
     """``iac predict``: see :func:`iac_tf.inference.predict.predict_cases`."""
-    from iac_tf.inference.predict import check_outputs, predict_cases
-
     check_outputs(collect_cases(inputs), output, save_probabilities)  # before the model loads
     loaded, prep = resolve(model, stage, method, config, modality, inputs)
     return predict_cases(loaded, inputs, output, prep, batch_size=batch_size,
@@ -76,8 +74,6 @@ def predict(model, inputs: Sequence[str], output: str, *, stage: int = 3,
 def export(model, out: str, *, stage: int = 3, method: str | None = None,
            config: str | None = None) -> dict:
     """``iac export``: see :func:`iac_tf.inference.export.export_serving`."""
-    from iac_tf.inference.export import check_export_folder, export_serving
-
     check_export_folder(out)  # before the model loads
     loaded, prep = resolve(model, stage, method, config)
     if loaded.keras_model is None:

@@ -15,6 +15,7 @@ import pathlib
 import re
 from collections.abc import Sequence
 
+import nibabel as nib
 import numpy as np
 
 from iac_tf.data.config import DataError
@@ -72,8 +73,6 @@ def _folder_cases(folder: pathlib.Path) -> list[InputCase]:
 
 def check_cases(cases: Sequence[InputCase], channels: int) -> None:
     """Header checks of every case (see the module docstring); errors name the file."""
-    import nibabel as nib
-
     for case in cases:
         if len(case.paths) != channels:
             raise DataError(f"{case.paths[0]}: case {case.case_id} has {len(case.paths)} "
@@ -107,8 +106,6 @@ def check_cases(cases: Sequence[InputCase], channels: int) -> None:
 def check_case_data(cases: Sequence[InputCase]) -> None:
     """Read every file of every case whole: its data must decompress completely and hold only
     finite values. Errors name the file and the problem."""
-    import nibabel as nib
-
     for case in cases:
         for path in case.paths:
             try:

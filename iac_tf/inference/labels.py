@@ -68,7 +68,7 @@ def probabilities_to_labels(probs: np.ndarray, classes: Sequence[Sequence[int]],
 def probabilities_to_labels_tf(probs, classes: Sequence[Sequence[int]],
                                threshold: float = THRESHOLD):
     """:func:`probabilities_to_labels` in TensorFlow (int32 labels), for the serving signature."""
-    from iac_tf._keras import tf
+    from iac_tf._keras import tf  # noqa: PLC0415 - keeps iac_tf.inference.labels TensorFlow-free
 
     probs = tf.cast(probs, tf.float32)
     sizes = tf.constant([len(set(v)) for v in classes], tf.float32)

@@ -17,7 +17,10 @@ from collections.abc import Callable
 
 import numpy as np
 
+from iac_tf._keras import tf
 from iac_tf.errors import UserError
+from iac_tf.inference.tiling import keras_predictor
+from iac_tf.models import load_unet
 from iac_tf.run_layout import BEST_MODEL, RunLayout
 
 
@@ -85,9 +88,6 @@ def _serving_dir(path: pathlib.Path) -> pathlib.Path | None:
 
 def load_model(path: str | pathlib.Path) -> LoadedModel:
     """Load ``path`` for prediction (errors name the file)."""
-    from iac_tf.inference.tiling import keras_predictor
-    from iac_tf.models import load_unet
-
     path = pathlib.Path(path)
     serving = _serving_dir(path) if path.is_dir() else None
     if serving is not None:
@@ -99,8 +99,6 @@ def load_model(path: str | pathlib.Path) -> LoadedModel:
 
 
 def _load_serving(path: pathlib.Path) -> LoadedModel:
-    from iac_tf._keras import tf
-
     try:
         loaded = tf.saved_model.load(str(path))
         fn = loaded.signatures["serving_default"]

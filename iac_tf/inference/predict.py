@@ -22,7 +22,9 @@ import pathlib
 import time
 from collections.abc import Sequence
 
+import nibabel as nib
 import numpy as np
+from tqdm.auto import tqdm
 
 from iac_tf.errors import UserError
 from iac_tf.data.config import DataError
@@ -55,8 +57,6 @@ def predict_volume(model: LoadedModel, paths: Sequence[pathlib.Path], prep: Prep
                    modalities: Sequence[str], batch_size: int = 32, overlap: float = 0.5
                    ) -> tuple[np.ndarray, np.ndarray]:
     """``(labels (X,Y,Z), probabilities (X,Y,Z,N))`` of one case on its files' own grid."""
-    import nibabel as nib
-
     batch_size = check_batch_size(batch_size)
     channels = [load_nifti(p, prep.reorient)[0].astype(np.float32, copy=False) for p in paths]
     image = np.stack(channels, axis=-1)
@@ -88,8 +88,6 @@ def _save_nifti(array: np.ndarray, reference, path: pathlib.Path) -> None:
 def is_prediction(path: str | os.PathLike) -> bool:
     """``path`` is a NIfTI file written by ``iac predict`` (its header carries
     :data:`PREDICTION_TAG`)."""
-    import nibabel as nib
-
     path = pathlib.Path(path)
     if not path.is_file():
         return False
@@ -191,9 +189,6 @@ def predict_cases(model: LoadedModel, inputs: Sequence[str | pathlib.Path],
         DataError: a bad input (the file named), or one ``.nii.gz`` OUTPUT for several cases.
         RefusedPath: an output file that is an input or a file this tool did not write.
     """
-    import nibabel as nib
-    from tqdm.auto import tqdm
-
     batch_size = check_batch_size(batch_size)
     if model.num_classes != len(prep.classes):
         raise DataError(f"{model.path}: the model has {model.num_classes} output channels, the "

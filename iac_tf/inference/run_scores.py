@@ -14,6 +14,7 @@ import logging
 import io
 import pathlib
 
+import nibabel as nib
 import numpy as np
 
 from iac_tf.data.datasets import list_cases
@@ -34,8 +35,6 @@ def volumetric_scores(cfg, prepared, models: dict, batch_size: int = 32) -> dict
     if cfg.data.format == "npz":
         log.info("volumetric scores skipped: an npz dataset has no volumes")
         return None
-    import nibabel as nib
-
     prep = Preprocessing.from_data_config(cfg.data)
     root, _ = resolve_paths(cfg.data)
     wanted = set(prepared.splits["cases"][cfg.evaluation.split])

@@ -14,6 +14,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from iac_tf._keras import tf
+
 Predictor = Callable[[np.ndarray], np.ndarray]
 
 
@@ -32,8 +34,6 @@ def window_starts(length: int, patch: int, overlap: float = 0.5) -> list[int]:
 
 def keras_predictor(model) -> Predictor:
     """A fast ``batch -> probabilities`` function of a Keras model (one traced graph)."""
-    from iac_tf._keras import tf
-
     spec = tf.TensorSpec((None,) + tuple(model.input_shape[1:]), tf.float32)
     fn = tf.function(lambda x: model(x, training=False), input_signature=[spec])
     return lambda batch: np.asarray(fn(tf.constant(batch, tf.float32)), np.float32)

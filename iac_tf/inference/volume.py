@@ -17,7 +17,9 @@ import dataclasses
 import pathlib
 from collections.abc import Sequence
 
+import nibabel as nib
 import numpy as np
+from scipy import ndimage
 
 from iac_tf.data.config import DataConfig, DataError
 from iac_tf.data.datasets import DATASETS, list_cases, read_dataset_json
@@ -144,8 +146,6 @@ def from_slices(probs: np.ndarray, shape: Sequence[int]) -> np.ndarray:
     ``(X, Y, Z, N)`` (the zoom undone by linear resampling, edges aligned as in training)."""
     probs = np.moveaxis(probs, 0, 2)
     if probs.shape[:2] != tuple(shape[:2]):
-        from scipy import ndimage
-
         factors = (shape[0] / probs.shape[0], shape[1] / probs.shape[1], 1, 1)
         probs = ndimage.zoom(probs, factors, order=1, grid_mode=True, mode="nearest")
         # round() in ndimage.zoom hits the shape; guard against float rounding anyway
@@ -161,8 +161,6 @@ def to_file_orientation(array: np.ndarray, file_affine: np.ndarray, reoriented: 
     """Undo :func:`nibabel.as_closest_canonical`: RAS voxel order -> the file's voxel order."""
     if not reoriented:
         return array
-    import nibabel as nib
-
     ornt = nib.orientations.ornt_transform(nib.orientations.axcodes2ornt("RAS"),
                                            nib.orientations.io_orientation(file_affine))
     return nib.orientations.apply_orientation(array, ornt)

@@ -25,7 +25,13 @@ import numpy as np
 from iac_tf._keras import keras, tf
 from iac_tf.files import atomic_write_json, atomic_write_text, make_dirs
 from iac_tf.config.stages import Stage2Config
+from iac_tf.genotype import derive_genotype
+from iac_tf.implant import find_skip_connections, implant, module_name, residual
+from iac_tf.implant.search_module import SearchModule
 from iac_tf.run_layout import ARCH, GENOTYPES, SEARCH_TIME
+from iac_tf.search import (ArchitectureParameters, SearchCell, node_edge_slices, num_edges,
+                           psi_per_node)
+from iac_tf.search.topology import steps_for_num_edges
 from iac_tf.training.loop import EpochLoop
 from iac_tf.training.optimizers import make_optimizer
 from iac_tf.training.supernet import SearchSupernet
@@ -36,10 +42,6 @@ log = logging.getLogger(__name__)
 def build_supernet(unet: keras.Model, cfg: Stage2Config) -> SearchSupernet:
     """Implant a continuous IAC (:class:`~iac_tf.search.SearchCell`) into every skip connection
     of the frozen ``unet``; one :class:`~iac_tf.search.ArchitectureParameters` feeds all cells."""
-    from iac_tf.implant import find_skip_connections, implant, module_name, residual
-    from iac_tf.implant.search_module import SearchModule
-    from iac_tf.search import ArchitectureParameters, SearchCell, num_edges
-
     arch = ArchitectureParameters(num_edges=num_edges(cfg.cell_steps), init=cfg.arch_init,
                                   name="iac_arch")
 
@@ -83,9 +85,6 @@ def _set_lr(optimizer, value: float) -> None:
 
 def arch_state(supernet: SearchSupernet, edge_norm: str) -> dict:
     """alpha, beta, softmax(alpha) (eq. 1) and Psi per node (eq. 4 or 6-10) as plain lists."""
-    from iac_tf.search import node_edge_slices, psi_per_node
-    from iac_tf.search.topology import steps_for_num_edges
-
     alpha = supernet.arch.alpha.numpy()
     beta = supernet.arch.beta.numpy()
     steps = steps_for_num_edges(beta.shape[0])
@@ -128,8 +127,6 @@ def search(
             supernet and optimisers are built in its scope, ``unet`` should be loaded there too.
             Batches are global (split over the replicas).
     """
-    from iac_tf.genotype import derive_genotype
-
     run_dir = pathlib.Path(run_dir)
     make_dirs(run_dir / GENOTYPES)
     make_dirs(run_dir / ARCH)

@@ -12,8 +12,12 @@ import os
 import pathlib
 
 from iac_tf._keras import keras
+from iac_tf.comparisons import build_comparison_unet
 from iac_tf.files import save_model
 from iac_tf.config.stages import Stage3Config
+from iac_tf.genotype import DiscreteCell
+from iac_tf.implant import find_skip_connections, implant, module_name, residual
+from iac_tf.models import load_unet
 from iac_tf.run_layout import SAVEDMODEL
 from iac_tf.training.seeding import DataSource
 from iac_tf.training.stage1 import TrainResult, train_model
@@ -24,9 +28,6 @@ def build_iac_unet(unet: keras.Model, genotype, cell_channels: int = 16,
     """The trained ``unet`` (frozen) with a :class:`~iac_tf.genotype.DiscreteCell` of ``genotype``
     in every skip connection (each level its own weights); ``implant_mode="residual"`` wraps
     each cell with :func:`iac_tf.implant.residual` (the model then equals ``unet`` at init)."""
-    from iac_tf.genotype import DiscreteCell
-    from iac_tf.implant import find_skip_connections, implant, module_name, residual
-
     def make_module(level, up_shape, skip_shape):
         return DiscreteCell(
             genotype,
@@ -82,8 +83,6 @@ def train_comparison(
     """Train a comparison method (paper Section V-A) exactly like Stage III: its modules in the
     frozen ``unet``'s skip connections, Stage III's training settings, best epoch by
     ``cfg.monitor`` on val_dt (epoch 0 included with ``cfg.evaluate_initial``)."""
-    from iac_tf.comparisons import build_comparison_unet
-
     model = build_comparison_unet(unet, method)
     return train_model(model, train_data, val_data, cfg, run_dir, seed=seed,
                        case_scorer=case_scorer)
@@ -92,7 +91,5 @@ def train_comparison(
 def export_savedmodel(model_path: str | os.PathLike, export_dir: str | os.PathLike) -> pathlib.Path:
     """Export a saved ``.keras`` model as a TensorFlow SavedModel folder (written to a temp
     folder first, then moved into place)."""
-    from iac_tf.models import load_unet
-
     model = load_unet(model_path)
     return save_model(model, export_dir, save_format="tf")
