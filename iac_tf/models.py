@@ -11,8 +11,13 @@ import pathlib
 
 import numpy as np
 
-from iac_tf.errors import UserError
+import iac_tf.comparisons  # noqa: F401  (registers the comparison modules)
+import iac_tf.genotype  # noqa: F401  (registers DiscreteCell)
+import iac_tf.implant.residual  # noqa: F401  (registers the residual implant)
+import iac_tf.search  # noqa: F401  (registers SearchCell and its ops)
 from iac_tf._keras import keras
+from iac_tf.errors import UserError
+from iac_tf.implant import NoSkipConnectionsError, find_skip_connections
 from iac_tf.unets import build_unet
 from iac_tf.unets.layers import register_application_layers
 
@@ -22,11 +27,7 @@ def register_all_layers() -> None:
     residual implant, the comparison modules): the one place loaders call before ``load_model``,
     so no loader can miss a module (an unregistered layer fails with ``'str' object is not
     callable``)."""
-    register_application_layers()
-    import iac_tf.comparisons  # noqa: F401
-    import iac_tf.genotype  # noqa: F401  (DiscreteCell)
-    import iac_tf.implant.residual  # noqa: F401
-    import iac_tf.search  # noqa: F401  (SearchCell and its ops)
+    register_application_layers()  # the package's own layers registered on import (above)
 
 
 def load_unet(path: str | os.PathLike) -> keras.Model:
@@ -107,8 +108,6 @@ def inspect_unet(path: str | pathlib.Path, patch_size: int) -> tuple[UNetInfo | 
     """Load the U-Net file and check what needs no data: one 4D input, fixed input size ==
     ``patch_size``, a forward pass on one ``patch_size`` slice, sigmoid output, skip
     connections. Returns ``(info, problems)``; each problem names the file."""
-    from iac_tf.implant import NoSkipConnectionsError, find_skip_connections
-
     path = pathlib.Path(path)
     try:
         model = load_unet(path)
