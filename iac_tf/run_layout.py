@@ -196,7 +196,8 @@ class RunLayout:
         """Stage II searched ``epochs`` epochs (its ``search_time.json`` says so)."""
         if not self.search_time.is_file():
             return False
-        return json.loads(self.search_time.read_text()).get("epochs", 0) >= epochs
+        record = json.loads(self.search_time.read_text())
+        return record.get("epochs", 0) >= epochs or bool(record.get("stopped_early"))
 
     def status(self, cfg: dict | None = None) -> RunStatus:
         """What the run still lacks, judged against ``cfg`` (a plain config mapping; default:
@@ -213,7 +214,7 @@ class RunLayout:
         method = str(cfg.get("method") or "iac")  # a comparison-only run has no IAC
         methods = list(dict.fromkeys(([method] if method != "iac" else [])
                                      + [str(m) for m in (cfg.get("compare") or [])]))
-        searched = self.search_time.exists() and self.genotype(int(s2["epochs"])).exists()
+        searched = self.search_done(int(s2["epochs"])) and bool(self.genotype_files())
         if method == "iac" and not s3.get("genotype") and not searched:
             missing.append("stage2")  # not needed when stage3.genotype names a genotype file
         for ep in (s3.get("genotype_epochs") or []) if method == "iac" else []:

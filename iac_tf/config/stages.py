@@ -115,6 +115,10 @@ class Stage2Config:
         cell_steps: intermediate nodes of the searched cell (paper, Section III-A: 4, i.e. 14
             edges); smaller values give a smaller search space (tests use 2: 5 edges, a much
             cheaper supernet to build and trace).
+        stop_when_stable: stop the search once the genotype derived after an epoch has been
+            the same for this many consecutive epochs after the warm-up
+            (:mod:`iac_tf.genotype.stability`); ``null`` (default): search all ``epochs``
+            (paper). The stopping epoch and the time saved go to ``search_time.json``.
     """
 
     epochs: int = 200
@@ -149,6 +153,7 @@ class Stage2Config:
     fuse_output_conv: bool = True
     fuse_upsampling: bool = True
     cell_steps: int = 4
+    stop_when_stable: int | None = None
 
     def __post_init__(self):
         for key in ("epochs", "batch_size", "cell_channels", "partial_channels", "checkpoints_to_keep",
@@ -159,6 +164,8 @@ class Stage2Config:
             raise ValueError(f"warmup_epochs must be in [0, epochs={self.epochs}], got {self.warmup_epochs}")
         if self.arch_weight_decay < 0:
             raise ValueError(f"arch_weight_decay must be >= 0, got {self.arch_weight_decay}")
+        if self.stop_when_stable is not None and self.stop_when_stable < 1:
+            raise ValueError(f"stop_when_stable must be >= 1 or null, got {self.stop_when_stable}")
         if self.cosine_power < 1:
             raise ValueError(f"cosine_power must be >= 1, got {self.cosine_power}")
 

@@ -115,8 +115,12 @@ def stage3_units(cfg: ExperimentConfig) -> list[tuple[str, pathlib.Path, pathlib
     else:
         missing = [e for e in epochs if not layout.genotype(e).exists()]
         if missing:
+            stopped = (f"; the search stopped at epoch {len(layout.genotype_files())} "
+                       "(stage2.stop_when_stable): list only epochs it reached"
+                       if layout.search_done(cfg.stage2.epochs) else "")
             raise FileNotFoundError(f"stage3.genotype_epochs: no Stage II genotype for epoch(s) "
-                                    f"{missing} in {layout.genotypes}; nothing was trained")
+                                    f"{missing} in {layout.genotypes}{stopped}; nothing was "
+                                    "trained")
         units = [(f"iac_epoch_{e:03d}", layout.genotype(e), layout.sweep(e)) for e in epochs]
     main = units[0][1] if len(units) == 1 else stage3_genotype_path(cfg)
     return units + [(f"iac_{mode}", main, layout.compare(f"iac_{mode}"))

@@ -140,6 +140,7 @@ class EpochLoop:
         verbose: int = 1,
         steps_per_epoch: int | None = None,
         evaluate_initial: bool = False,
+        stop: Callable[[int], bool] | None = None,
     ) -> list[dict]:
         """Train from the first unfinished epoch to ``epochs``; return the history rows.
 
@@ -149,6 +150,9 @@ class EpochLoop:
         epoch does not measure. ``on_epoch_end(epoch, logs)`` (1-based) may return extra values
         to log. ``save_best(epoch)`` is called when ``monitor`` improves.
         ``evaluate_initial``: score the untrained model as epoch 0 first (needs ``val_data``).
+        ``stop(done)``: after ``done`` finished epochs, stop here (also checked on resume, so a
+        resumed run stops where an uninterrupted one would); it must be a pure function of
+        what the finished epochs wrote.
         """
         start = self.restore()
         self._weights = model.weights  # for the full-disk estimate before any file exists
@@ -159,7 +163,7 @@ class EpochLoop:
             self._initial_epoch(model, val_data, on_epoch_end, save_best, verbose)
         if start >= epochs:
             return self.history.rows()
-        if self._patience_exhausted(start):
+        if self._patience_exhausted(start) or (start and stop is not None and stop(start)):
             self.stopped_early = True
             return self.history.rows()
         if start and verbose:
@@ -175,6 +179,9 @@ class EpochLoop:
                     if verbose:
                         log.info("early stop: no better %s for %d epochs (best epoch %d)",
                                  self.monitor, self.patience, int(self.best_epoch.numpy()))
+                    break
+                if stop is not None and epoch + 1 < epochs and stop(epoch + 1):
+                    self.stopped_early = True
                     break
         finally:
             if board is not None:

@@ -25,7 +25,8 @@ import numpy as np
 from iac_tf._keras import keras, tf
 from iac_tf.files import atomic_write_json, atomic_write_text, make_dirs
 from iac_tf.config.stages import Stage2Config
-from iac_tf.genotype import derive_genotype
+from iac_tf.genotype import Genotype, derive_genotype
+from iac_tf.genotype.stability import stable
 from iac_tf.implant import find_skip_connections, implant, module_name, residual
 from iac_tf.implant.search_module import SearchModule
 from iac_tf.run_layout import ARCH, GENOTYPES, SEARCH_TIME
@@ -182,17 +183,38 @@ def search(
             "reg_lambda": cfg.reg_lambda(epoch),
         }
 
+    def decided(done: int) -> bool:
+        """``stage2.stop_when_stable``: the genotypes written so far have not changed for that
+        many epochs after the warm-up."""
+        if cfg.stop_when_stable is None:
+            return False
+        genotypes = [Genotype.from_json(run_dir / GENOTYPES / f"epoch_{e:03d}.json")
+                     for e in range(1, done + 1)]
+        return stable(genotypes, cfg.warmup_epochs, cfg.stop_when_stable)
+
     t0 = time.perf_counter()
     history = loop.run(supernet, cfg.epochs, train_data=train_data, on_epoch_begin=on_epoch_begin,
-                       on_epoch_end=on_epoch_end, verbose=cfg.verbose)
+                       on_epoch_end=on_epoch_end, verbose=cfg.verbose, stop=decided)
     seconds = time.perf_counter() - t0
     times = [float(r["epoch_time_s"]) for r in history]
-    atomic_write_json(run_dir / SEARCH_TIME, {
+    mean = sum(times) / max(1, len(times))
+    record = {
         "epochs": len(times),
         "total_seconds": sum(times),
-        "mean_epoch_seconds": sum(times) / max(1, len(times)),
+        "mean_epoch_seconds": mean,
         "per_epoch_seconds": times,
-    })
+        "planned_epochs": cfg.epochs,
+        "stopped_early": bool(loop.stopped_early),
+    }
+    if loop.stopped_early:
+        saved = cfg.epochs - len(times)
+        record.update({"stop_when_stable": cfg.stop_when_stable, "epochs_saved": saved,
+                       # the search epochs left, at the mean epoch time of this search
+                       "seconds_saved_estimate": saved * mean})
+        log.info("the genotype has not changed for %d epochs after the warm-up: the search "
+                 "stopped at epoch %d of %d (stage2.stop_when_stable), about %.0f s saved",
+                 cfg.stop_when_stable, len(times), cfg.epochs, saved * mean)
+    atomic_write_json(run_dir / SEARCH_TIME, record)
     all_paths = sorted((run_dir / GENOTYPES).glob("epoch_*.json"))
     return SearchResult(run_dir=run_dir, genotype_paths=all_paths, history=history, seconds=seconds)
 

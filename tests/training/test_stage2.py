@@ -192,3 +192,32 @@ def test_loss_scaling_minimize_with_tape_keeps_tiny_gradients():
         naive_update = before - layer.kernel.numpy()
     assert np.all(scaled_update > 0)
     assert np.all(naive_update == 0)
+
+
+def test_search_stops_when_its_genotype_is_stable_and_a_rerun_does_not_continue(tmp_path):
+    """``stop_when_stable``: with a genotype unchanged after the warm-up (alpha and beta kept
+    still by a negligible architecture learning rate), a 6-epoch search with a 1-epoch warm-up
+    and ``stop_when_stable: 2`` stops after epoch 4 (epoch 2 is the first searched; epochs 3
+    and 4 repeat its genotype), records the stop and the time saved, and a rerun does not
+    search again."""
+    from iac_tf.genotype import Genotype
+    from iac_tf.run_layout import RunLayout
+
+    train, val = _data()
+    keras.utils.set_random_seed(0)
+    unet = tiny_unet(size=SIZE, levels=1)
+    cfg = _cfg(epochs=6, warmup_epochs=1, stop_when_stable=2, arch_learning_rate=1e-12,
+               arch_weight_decay=0.0)
+    run_dir = tmp_path / "stage2"
+    result = search(unet, train, val, cfg, run_dir)
+    times = json.loads((run_dir / "search_time.json").read_text())
+    # epoch 2 is the first searched epoch; epochs 3 and 4 repeat its genotype -> stop after 4
+    assert times["epochs"] == 4 and times["stopped_early"] and times["planned_epochs"] == 6
+    assert times["epochs_saved"] == 2 and times["seconds_saved_estimate"] > 0
+    assert len(result.history) == 4 and len(result.genotype_paths) == 4
+    genotypes = {Genotype.from_json(p) for p in result.genotype_paths[1:]}
+    assert len(genotypes) == 1
+    assert RunLayout(tmp_path).search_done(6)
+    # the same search again resumes from its checkpoint and stops at once
+    again = search(unet, train, val, cfg, run_dir)
+    assert len(again.history) == 4
