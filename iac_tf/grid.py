@@ -13,6 +13,11 @@ overrides[dataset/backbone] <- --set``; paths inside the files are relative to t
 names them. ``iac grid`` (:func:`run_grid`) runs every unfinished setting as its own ``iac run``
 process (a fresh TensorFlow per setting, GPU memory released in between), skipping finished runs;
 ``--dry-run`` prints the plan with the estimated work.
+
+Before any setting runs (and in the dry run) every setting is checked (:func:`problems`): its
+merged config must be valid, and a setting still to run needs a ``data.root`` that exists and
+is not the ``/path/to/...`` placeholder of the example data configs. One invalid setting means
+no setting is started.
 """
 
 from __future__ import annotations
@@ -25,8 +30,10 @@ import subprocess
 import sys
 from typing import Any
 
-from iac_tf.config import ConfigError, load_yaml
+from iac_tf.config import ConfigError, from_dict, load_yaml
+from iac_tf.experiment import ExperimentConfig
 from iac_tf.run_layout import RunLayout, run_status
+from iac_tf.unets import BACKBONES
 
 GRID_FILE = "grid.json"  # written into each run folder: dataset, backbone, device
 
@@ -39,6 +46,7 @@ class Setting:
     backbone: str
     name: str
     config: dict
+    data_file: pathlib.Path | None = None  # the data config the grid names for the dataset
 
     @property
     def run_dir(self) -> pathlib.Path:
@@ -53,6 +61,7 @@ class Grid:
     datasets: dict[str, dict]
     backbones: tuple[str, ...]
     overrides: dict[str, dict]
+    dataset_files: dict[str, pathlib.Path] = dataclasses.field(default_factory=dict)
 
 
 def merge(base: dict, over: dict) -> dict:
@@ -88,12 +97,11 @@ def load_grid(path: str | pathlib.Path) -> Grid:
     if not isinstance(raw["datasets"], dict):
         raise ConfigError(f"{path}: datasets must map a dataset key to its data config file")
     base = _resolve_paths(load_yaml(path.parent / raw["base"]), path.parent) if raw.get("base") else {}
-    datasets = {}
+    datasets, files = {}, {}
     for key, file in raw["datasets"].items():
         file = path.parent / file
         datasets[str(key)] = _resolve_paths(load_yaml(file), file.parent)
-    from iac_tf.unets import BACKBONES
-
+        files[str(key)] = file.resolve()
     bad = [b for b in raw["backbones"] if b not in BACKBONES]
     if bad:
         raise ConfigError(f"{path}: backbones: unknown {bad}; choose from {list(BACKBONES)}")
@@ -101,7 +109,7 @@ def load_grid(path: str | pathlib.Path) -> Grid:
     if not isinstance(overrides, dict):
         raise ConfigError(f"{path}: overrides must be a mapping")
     return Grid(path, base, raw.get("name", "{dataset}_{backbone}"), datasets,
-                tuple(raw["backbones"]), overrides)
+                tuple(raw["backbones"]), overrides, files)
 
 
 def settings(grid: Grid, dataset: str | None = None, backbone: str | None = None,
@@ -129,7 +137,7 @@ def settings(grid: Grid, dataset: str | None = None, backbone: str | None = None
                 for key in parents:
                     node = node.setdefault(key, {})
                 node[last] = value
-            out.append(Setting(ds, bb, name, cfg))
+            out.append(Setting(ds, bb, name, cfg, grid.dataset_files.get(ds)))
     return out
 
 
@@ -171,16 +179,49 @@ def plan(items: list[Setting]) -> str:
     return "\n".join(lines)
 
 
-def validate(items: list[Setting]) -> None:
-    """Check every setting's merged config (unknown keys, types) before anything runs."""
-    from iac_tf.config import from_dict
-    from iac_tf.experiment import ExperimentConfig
+#: ``data.root`` of the example data configs (experiments/data/*.yaml): not a user's data.
+PLACEHOLDER_ROOT = "/path/to"
 
+
+def data_root_problem(s: Setting) -> str:
+    """What is wrong with the ``data.root`` of a setting still to run (``""``: nothing; a
+    finished setting needs no data)."""
+    root = (s.config.get("data") or {}).get("root")
+    if not isinstance(root, str) or run_status(s.run_dir, s.config).finished:
+        return ""  # a missing or mistyped root is the config check's to report
+    where = f"edit data.root in {s.data_file}" if s.data_file else "set data.root in the data config"
+    hint = f"pass --data-root DIR (with --dataset {s.dataset} for this dataset only) or {where}"
+    if root.startswith(PLACEHOLDER_ROOT):
+        return f"data.root: {root} is the example placeholder, not a dataset; {hint}"
+    if not pathlib.Path(root).expanduser().exists():
+        return f"data.root: {root} does not exist; {hint}"
+    return ""
+
+
+def problems(items: list[Setting]) -> list[str]:
+    """One line per invalid setting, ``NAME: KEY: problem``: the merged config (unknown keys,
+    types, values) and, for a setting still to run, its ``data.root`` (:func:`data_root_problem`)."""
+    out = []
     for s in items:
         try:
             from_dict(ExperimentConfig, copy.deepcopy(s.config))
         except (ConfigError, ValueError, TypeError) as exc:
-            raise ConfigError(f"grid setting {s.name}: {exc}") from None
+            out.append(f"{s.name}: {exc}")
+            continue
+        problem = data_root_problem(s)
+        if problem:
+            out.append(f"{s.name}: {problem}")
+    return out
+
+
+def validate(items: list[Setting]) -> None:
+    """Raise :class:`ConfigError` naming the first invalid setting (:func:`problems`) before
+    anything runs."""
+    found = problems(items)
+    if found:
+        more = (f" (and {len(found) - 1} more invalid setting(s); `iac grid GRID --dry-run` lists "
+                "them)" if len(found) > 1 else "")
+        raise ConfigError(f"grid setting {found[0]}{more}. No setting was started")
 
 
 def gpu_name() -> str:

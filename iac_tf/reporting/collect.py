@@ -5,12 +5,19 @@ A run is *finished* when every part its config asks for is on disk: Stage I's su
 genotype epoch with a sweep), each comparison's summary, and an evaluation table with a column
 for the U-Net, the IAC and every comparison. Whatever is absent is named in
 :attr:`RunStatus.missing`, so the report can list it instead of dropping the run.
+
+A file that is there but cannot be read as expected (not JSON, cut off, a column missing, a
+cell that is not a number) is never read as "no data" in silence: :func:`read_run` records one
+line per problem in :attr:`RunRecord.warnings` (naming the file and the problem), and a run
+whose evaluation table is unreadable is not counted as finished (its status lists
+``evaluation (unreadable ...)``).
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import json
 import math
 import pathlib
@@ -18,6 +25,8 @@ import re
 
 import numpy as np
 import yaml
+
+from iac_tf.errors import UserError
 
 DICE_CSV = pathlib.Path("evaluation") / "dice_per_case.csv"
 EPOCH_COLUMN = re.compile(r"^iac_epoch_(\d+)$")
@@ -114,6 +123,8 @@ class RunRecord:
 
     ``scores[model]``: mean over val cases of the case's mean Dice over classes (the number of
     ``stats.json``'s ``overall``); ``case_scores[model]``: those per-case values.
+    ``warnings``: files of the run that are there but could not be read as expected, one line
+    each (``FILE: problem``, the file relative to the run folder).
     """
 
     run_dir: pathlib.Path
@@ -132,6 +143,7 @@ class RunRecord:
     stage2_seconds: float = math.nan
     stage3_seconds: float = math.nan
     device: str = "not recorded"
+    warnings: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def methods(self) -> list[str]:
@@ -140,18 +152,62 @@ class RunRecord:
         return sorted(names, key=lambda m: (m != "iac", m))
 
 
+class UnreadableFile(UserError):
+    """A run's file is there but cannot be read as expected (the message says why)."""
+
+
+def _csv_rows(path: pathlib.Path) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of a CSV the tool wrote; :class:`UnreadableFile` if it is cut off or
+    damaged (not text, no header, a row with another number of fields than the header, no
+    line break at the end)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UnreadableFile("not a text file") from None
+    if not text.strip():
+        raise UnreadableFile("empty (cut off?)")
+    try:
+        header, *rows = list(csv.reader(io.StringIO(text, newline="")))
+    except csv.Error as exc:
+        raise UnreadableFile(f"not a valid CSV ({exc})") from None
+    if not text.endswith("\n"):
+        raise UnreadableFile("ends in the middle of a line (cut off?)")
+    for k, row in enumerate(rows, 2):
+        if len(row) != len(header):
+            raise UnreadableFile(f"line {k} has {len(row)} field(s), the header {len(header)} "
+                                 "(cut off or damaged?)")
+    return header, rows
+
+
+def _number(cell: str, where: str) -> float:
+    """A CSV cell as a float: empty means NaN; anything else must be a number."""
+    if cell.strip() == "":
+        return math.nan
+    try:
+        return float(cell)
+    except ValueError:
+        raise UnreadableFile(f"{where}: {cell!r} is not a number") from None
+
+
 def case_scores(path: pathlib.Path) -> dict[str, np.ndarray]:
-    """Per-case mean Dice over classes (NaN classes skipped) for every model column."""
-    with path.open(newline="") as fh:
-        rows = list(csv.DictReader(fh))
+    """Per-case mean Dice over classes (NaN classes skipped) for every model column.
+
+    Raises :class:`UnreadableFile` when the table is cut off or damaged, lacks the ``case``,
+    ``class`` or ``unet`` column, has no rows, or holds a cell that is not a number.
+    """
+    header, rows = _csv_rows(pathlib.Path(path))
+    absent = [c for c in ("case", "class", "unet") if c not in header]
+    if absent:
+        raise UnreadableFile(f"no column {', '.join(absent)} (columns: {', '.join(header)})")
     if not rows:
-        return {}
-    models = [c for c in rows[0] if c not in NOT_MODELS]
+        raise UnreadableFile("no rows, only the header (cut off?)")
+    models = [c for c in header if c not in NOT_MODELS]
+    at = {c: header.index(c) for c in header}
     cases: dict[str, dict[str, list[float]]] = {}
-    for r in rows:
-        per = cases.setdefault(r["case"], {m: [] for m in models})
+    for k, r in enumerate(rows, 2):
+        per = cases.setdefault(r[at["case"]], {m: [] for m in models})
         for m in models:
-            per[m].append(_float(r.get(m)))
+            per[m].append(_number(r[at[m]], f"line {k}, column {m}"))
     out = {}
     for m in models:
         vals = []
@@ -169,23 +225,78 @@ def _float(x) -> float:
         return math.nan
 
 
-def _json(path: pathlib.Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
+class _Reader:
+    """Reads the files of one run, collecting a warning per file that cannot be read."""
+
+    def __init__(self, run_dir: pathlib.Path):
+        self.run_dir = run_dir
+        self.warnings: list[str] = []
+
+    def warn(self, path: pathlib.Path, problem: str) -> None:
+        try:
+            name = path.relative_to(self.run_dir).as_posix()
+        except ValueError:
+            name = str(path)
+        self.warnings.append(f"{name}: {problem}")
+
+    def json(self, path: pathlib.Path, *keys: str) -> dict:
+        """The JSON object in ``path`` ({} if absent); a warning if it is not a JSON object or
+        lacks one of ``keys``."""
+        if not path.exists():
+            return {}
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            self.warn(path, f"not valid JSON ({_short(exc)})")
+            return {}
+        if not isinstance(data, dict):
+            self.warn(path, f"not a JSON object (found {type(data).__name__})")
+            return {}
+        absent = [k for k in keys if k not in data]
+        if absent:
+            self.warn(path, f"no {', '.join(absent)}")
+        return data
+
+    def yaml(self, path: pathlib.Path) -> dict:
+        if not path.exists():
+            return {}
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError, yaml.YAMLError) as exc:
+            self.warn(path, f"not valid YAML ({_short(exc)})")
+            return {}
+        if data is not None and not isinstance(data, dict):
+            self.warn(path, f"not a YAML mapping (found {type(data).__name__})")
+            return {}
+        return data or {}
+
+    def history(self, path: pathlib.Path, *columns: tuple[str, ...]) -> list[dict]:
+        """The rows of a ``history.csv`` ([] if absent); a warning if it is cut off or damaged
+        or lacks one of ``columns`` (each a tuple of accepted names)."""
+        if not path.exists():
+            return []
+        try:
+            header, rows = _csv_rows(path)
+        except (OSError, UnreadableFile) as exc:
+            self.warn(path, _short(exc))
+            return []
+        absent = [names[0] for names in columns if not any(n in header for n in names)]
+        if absent:
+            self.warn(path, f"no column {', '.join(absent)} (columns: {', '.join(header)})")
+        return [dict(zip(header, r)) for r in rows]
+
+    def number(self, path: pathlib.Path, value, what: str) -> float:
+        """``value`` as a float; a warning naming ``what`` when it is there but not a number."""
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return math.nan
+        x = _float(value)
+        if math.isnan(x) and str(value).strip().lower() != "nan":
+            self.warn(path, f"{what}: {value!r} is not a number")
+        return x
 
 
-def _history(path: pathlib.Path) -> list[dict]:
-    if not path.exists():
-        return []
-    with path.open(newline="") as fh:
-        return list(csv.DictReader(fh))
-
-
-def _history_seconds(path: pathlib.Path) -> float:
-    rows = _history(path)
-    return float(sum(_float(r.get("epoch_time_s")) for r in rows)) if rows else math.nan
+def _short(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def stage3_dirs(run_dir: pathlib.Path) -> dict[str, pathlib.Path]:
@@ -201,22 +312,32 @@ def stage3_dirs(run_dir: pathlib.Path) -> dict[str, pathlib.Path]:
 
 
 def read_run(run_dir) -> RunRecord:
+    """The run in ``run_dir`` as the report sees it; files it cannot read are named in
+    :attr:`RunRecord.warnings`, an unreadable evaluation table in the status' ``missing``."""
     run_dir = pathlib.Path(run_dir)
-    cfg = _read_config(run_dir)
-    grid = _json(run_dir / "grid.json")
-    data = cfg.get("data") or {}
+    read = _Reader(run_dir)
+    cfg = read.yaml(run_dir / "config.yaml")
+    grid = read.json(run_dir / "grid.json")
+    data = cfg.get("data") if isinstance(cfg.get("data"), dict) else {}
     dataset = grid.get("dataset") or (
         pathlib.Path(str(data.get("root", ""))).name if data.get("format") in (None, "nnunet", "npz")
         else str(data.get("format")))
+    unet = cfg.get("unet") if isinstance(cfg.get("unet"), dict) else {}
     version_file = run_dir / "version.txt"
     rec = RunRecord(
         run_dir=run_dir, name=run_dir.name, dataset=dataset or "?",
-        backbone=grid.get("backbone") or (cfg.get("unet") or {}).get("backbone", "?"),
+        backbone=grid.get("backbone") or unet.get("backbone", "?"),
         version=version_file.read_text().strip() if version_file.exists() else "not recorded",
         status=run_status(run_dir, cfg), config=cfg, device=grid.get("device", "not recorded"),
     )
-    if (run_dir / DICE_CSV).exists():
-        rec.case_scores = case_scores(run_dir / DICE_CSV)
+    dice_csv = run_dir / DICE_CSV
+    if dice_csv.exists():
+        try:
+            rec.case_scores = case_scores(dice_csv)
+        except (OSError, UnreadableFile) as exc:
+            read.warn(dice_csv, f"{_short(exc)}; the run's scores are left out")
+            rec.status = dataclasses.replace(
+                rec.status, missing=[*rec.status.missing, f"evaluation (unreadable {DICE_CSV.as_posix()})"])
         rec.scores = {m: float(np.nanmean(v)) if np.any(~np.isnan(v)) else math.nan
                       for m, v in rec.case_scores.items()}
     for m, v in rec.scores.items():
@@ -226,36 +347,62 @@ def read_run(run_dir) -> RunRecord:
             rec.epoch_score_source = "per-case Dice (evaluation)"
     if not rec.epoch_scores:  # a sweep without evaluation columns: Stage III's own val Dice
         for key, d in stage3_dirs(run_dir).items():
-            if key.startswith("epoch_") and (d / "summary.json").exists():
-                rec.epoch_scores[int(key[6:])] = _float(first(_json(d / "summary.json"), BEST_VAL))
+            path = d / "summary.json"
+            if key.startswith("epoch_") and path.exists():
+                summary = read.json(path)
+                if summary and not any(k in summary for k in BEST_VAL):
+                    read.warn(path, f"no {BEST_VAL[0]}")
+                rec.epoch_scores[int(key[6:])] = read.number(path, first(summary, BEST_VAL), BEST_VAL[0])
                 rec.epoch_score_source = "Stage III best val_dt slice Dice (no evaluation column)"
-    s1 = _json(run_dir / "stage1" / "summary.json")
-    if s1:
-        best = s1.get("best_epoch")
-        for r in _history(run_dir / "stage1" / "history.csv"):
-            if str(r.get("epoch")) == str(best):
-                rec.train_dice = _float(first(r, TRAIN_DICE))
-                rec.val_soft_dice = _float(first(r, VAL_DICE))
-    search = _json(run_dir / "stage2" / "search_time.json")
-    if search:
-        rec.stage2_seconds = _float(search.get("total_seconds"))
-    s3_secs = [_history_seconds(d / "history.csv") for d in stage3_dirs(run_dir).values()]
+    s1_path = run_dir / "stage1" / "summary.json"
+    s1 = read.json(s1_path, "best_epoch")
+    if s1.get("best_epoch") is not None:
+        best = s1["best_epoch"]
+        hist = run_dir / "stage1" / "history.csv"
+        rows = read.history(hist, ("epoch",), TRAIN_DICE, VAL_DICE)
+        hits = [r for r in rows if str(r.get("epoch")) == str(best)]
+        if rows and not hits:
+            read.warn(hist, f"no row for the best epoch {best} of stage1/summary.json")
+        for r in hits:
+            rec.train_dice = read.number(hist, first(r, TRAIN_DICE), f"epoch {best}, {TRAIN_DICE[0]}")
+            rec.val_soft_dice = read.number(hist, first(r, VAL_DICE), f"epoch {best}, {VAL_DICE[0]}")
+    search_path = run_dir / "stage2" / "search_time.json"
+    search = read.json(search_path, "total_seconds")
+    if "total_seconds" in search:
+        rec.stage2_seconds = read.number(search_path, search["total_seconds"], "total_seconds")
+    s3_secs = [_history_seconds(read, d / "history.csv") for d in stage3_dirs(run_dir).values()]
     s3_secs = [s for s in s3_secs if not math.isnan(s)]
     if s3_secs:
         rec.stage3_seconds = float(sum(s3_secs))
+    rec.warnings = read.warnings
     return rec
+
+
+def _history_seconds(read: _Reader, path: pathlib.Path) -> float:
+    """Seconds of all epochs in a Stage III ``history.csv`` (NaN, with a warning, when a time
+    is not a number)."""
+    rows = read.history(path, ("epoch_time_s",))
+    if not rows or "epoch_time_s" not in rows[0]:
+        return math.nan
+    secs = [read.number(path, r.get("epoch_time_s"), f"epoch {r.get('epoch', '?')}, epoch_time_s")
+            for r in rows]
+    return float(sum(secs))
 
 
 def expand_run_dirs(paths) -> list[pathlib.Path]:
     """Run folders from the given paths: a folder with ``config.yaml`` (or a path that does not
     exist: it is reported missing) is a run; a folder without one holding run folders is a
-    collection of runs (e.g. ``runs/``)."""
-    out = []
+    collection of runs (e.g. ``runs/``). A folder named twice is listed once."""
+    out, seen = [], set()
     for p in map(pathlib.Path, paths):
+        found = [p]
         if p.is_dir() and not (p / "config.yaml").exists():
             children = sorted(c for c in p.iterdir() if c.is_dir() and (c / "config.yaml").exists())
             if children:
-                out += children
-                continue
-        out.append(p)
+                found = children
+        for run in found:
+            key = run.resolve()
+            if key not in seen:
+                seen.add(key)
+                out.append(run)
     return out

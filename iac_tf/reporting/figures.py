@@ -7,7 +7,8 @@
 * ``genotype``: the cell diagrams of the last search epoch and of the swept epochs;
 * ``overlays``: image / ground truth / U-Net / IAC on a few val_dt slices (the slices with the
   largest ground-truth area), predictions thresholded at 0.5 per class.
-Each function returns the PNG path, or raises ``FigureUnavailable`` saying what is missing.
+Each function returns the PNG path, or raises ``FigureUnavailable`` saying what is missing or
+which file could not be read.
 """
 
 from __future__ import annotations
@@ -17,8 +18,15 @@ import json
 import pathlib
 
 import numpy as np
+from matplotlib.figure import Figure
 
+from iac_tf.data import prepare_dataset
+from iac_tf.experiment import load_experiment
+from iac_tf.genotype import Genotype
 from iac_tf.reporting.collect import TRAIN_DICE, VAL_DICE, RunRecord, stage3_dirs
+from iac_tf.run_layout import model_paths
+from iac_tf.search.operations import PRIMITIVES
+from iac_tf.unets.loading import load_unet
 
 
 class FigureUnavailable(Exception):
@@ -26,14 +34,15 @@ class FigureUnavailable(Exception):
 
 
 def _figure(*args, **kwargs):
-    from matplotlib.figure import Figure
-
     return Figure(*args, **kwargs)
 
 
 def _rows(path: pathlib.Path) -> list[dict]:
-    with path.open(newline="") as fh:
-        return list(csv.DictReader(fh))
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            return list(csv.DictReader(fh))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise FigureUnavailable(f"{path} not readable ({exc})") from None
 
 
 def _col(rows, key) -> np.ndarray:
@@ -41,7 +50,7 @@ def _col(rows, key) -> np.ndarray:
     for r in rows:
         try:
             out.append(float(r.get(key, "nan")))
-        except ValueError:
+        except (TypeError, ValueError):  # an empty / short row of a cut-off file
             out.append(float("nan"))
     return np.array(out)
 
@@ -74,10 +83,23 @@ def arch_evolution(rec: RunRecord, out_png: pathlib.Path) -> pathlib.Path:
     files = sorted((rec.run_dir / "stage2" / "arch").glob("epoch_*.json"))
     if not files:
         raise FigureUnavailable("no stage2/arch/epoch_*.json")
-    states = [json.loads(f.read_text()) for f in files]
-    epochs = [s.get("epoch", k + 1) for k, s in enumerate(states)]
-    phi = np.array([np.asarray(s["phi"], float).mean(axis=0) for s in states])     # (E, ops)
-    psi = np.array([np.concatenate([np.ravel(p) for p in s["psi"]]) for s in states])  # (E, edges)
+    states = []
+    for f in files:
+        try:
+            state = json.loads(f.read_text(encoding="utf-8"))
+            states.append({"epoch": state.get("epoch", len(states) + 1),
+                           "phi": np.asarray(state["phi"], float).mean(axis=0),
+                           "psi": np.concatenate([np.ravel(np.asarray(p, float)) for p in state["psi"]])})
+        except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise FigureUnavailable(f"{f} not readable ({type(exc).__name__}: {exc})") from None
+    epochs = [s["epoch"] for s in states]
+    try:
+        phi = np.array([s["phi"] for s in states], float)  # (E, ops)
+        psi = np.array([s["psi"] for s in states], float)  # (E, edges)
+    except ValueError:
+        raise FigureUnavailable("stage2/arch/epoch_*.json differ in shape") from None
+    if phi.ndim != 2 or psi.ndim != 2:
+        raise FigureUnavailable("stage2/arch/epoch_*.json: phi / psi have an unexpected shape")
     ops = _op_names(phi.shape[1])
     fig = _figure(figsize=(11, 3.8))
     ax0, ax1 = fig.subplots(1, 2)
@@ -99,13 +121,8 @@ def arch_evolution(rec: RunRecord, out_png: pathlib.Path) -> pathlib.Path:
 
 
 def _op_names(n: int) -> list[str]:
-    try:
-        from iac_tf.search.operations import PRIMITIVES
-
-        if len(PRIMITIVES) == n:
-            return list(PRIMITIVES)
-    except ImportError:
-        pass
+    if len(PRIMITIVES) == n:
+        return list(PRIMITIVES)
     return [f"op {k}" for k in range(n)]
 
 
@@ -121,10 +138,12 @@ def genotype_diagrams(rec: RunRecord, out_dir: pathlib.Path) -> list[tuple[str, 
     for path in sorted(wanted):
         png = path.with_suffix(".png")
         if not png.exists():
-            from iac_tf.genotype import Genotype
-
             png = out_dir / f"{rec.name}_genotype_{path.stem}.png"
-            Genotype.from_json(path).draw(png)
+            try:
+                genotype = Genotype.from_json(path)
+            except (OSError, ValueError, TypeError, KeyError) as exc:
+                raise FigureUnavailable(f"{path} not readable ({type(exc).__name__}: {exc})") from None
+            genotype.draw(png)
         out.append((f"{rec.name}: genotype of search {path.stem.replace('_', ' ')}", png))
     return out
 
@@ -132,11 +151,6 @@ def genotype_diagrams(rec: RunRecord, out_dir: pathlib.Path) -> list[tuple[str, 
 def overlays(rec: RunRecord, out_png: pathlib.Path, n_slices: int = 3, batch_size: int = 16) -> pathlib.Path:
     """Image / ground truth / U-Net / IAC on ``n_slices`` val_dt slices (needs the run's data cache
     or data, and both models)."""
-    from iac_tf.data import prepare_dataset
-    from iac_tf.experiment import load_experiment
-    from iac_tf.run_layout import model_paths
-    from iac_tf.unets.loading import load_unet
-
     cfg_path = rec.run_dir / "config.yaml"
     if not cfg_path.exists():
         raise FigureUnavailable("no config.yaml")

@@ -3,11 +3,31 @@
 Writes into DIR (built in a temporary sibling folder and moved into place, so an interrupted
 report leaves nothing half-written)::
 
-    report.md          every table (Markdown) and links to the figures
-    report.html        one self-contained page: the tables and the figures embedded as PNG data
+    report.md          every table (Markdown), the warnings and links to the figures
+    report.html        one self-contained page: the tables, the warnings and the figures
+                       embedded as PNG data
     tables/*.csv       one CSV per table
     figures/*.png      the figures
     statistics.json    the Section V-C numbers per method, unrounded
+    .iac-report        the marker: "a report written by iac_tf"
+
+Rules, all checked before any run is read or any figure drawn:
+
+* DIR is replaced whole only when it is a report this tool wrote before (it holds the
+  ``.iac-report`` marker) or is new or empty. A non-empty folder without the marker, a folder
+  that is or holds a run folder (also one of the RUN_DIR arguments, or a folder holding them)
+  and a file are refused, and nothing is changed.
+* DIR (or the nearest existing folder above it) must be writable.
+* ``n_slices`` (``--slices``) is a positive number.
+
+One run per setting: every table counts a setting (dataset x backbone) once, so two run
+folders of one setting (e.g. ``runs/a`` and ``runs/b``, both acdc / base) are refused with an
+error naming both; pass only one run folder per setting. This is checked after the runs are
+read and before anything is written.
+
+Files of a run that are there but cannot be read (not JSON, cut off, a missing column, a cell
+that is not a number) are printed as ``warning:`` lines and listed in the report's Warnings
+section; a run whose evaluation table is unreadable is listed as partial, not finished.
 """
 
 from __future__ import annotations
@@ -19,42 +39,80 @@ import io
 import pathlib
 import shutil
 
-from iac_tf.files import atomic_path, dumps_json
+from iac_tf.diskspace import check_writable_folder
+from iac_tf.errors import UserError
+from iac_tf.files import REPORT_MARKER, RefusedPath, atomic_path, check_replaceable_folder, dumps_json, mark
 from iac_tf.reporting import figures as figs
 from iac_tf.reporting.collect import expand_run_dirs, read_run
 from iac_tf.reporting.tables import Table, all_tables
+from iac_tf.version import code_version
 
 
 def _log(msg: str) -> None:
     print(f"[iac] {msg}", flush=True)
 
 
-def build_report(run_dirs, out_dir, overlays: bool = True, n_slices: int = 3, log=_log) -> dict:
-    """Collect ``run_dirs``, write the report to ``out_dir``; returns a summary dict."""
-    from iac_tf.version import code_version
-
+def check_out_dir(out_dir, run_dirs=(), runs=()) -> None:
+    """Raise unless ``out_dir`` may be (re)written whole as a report: :class:`RefusedPath` when
+    it is, or holds, one of ``run_dirs`` / ``runs`` or any run folder, or is a non-empty folder
+    the tool did not write as a report; an ``OSError`` naming the folder when it cannot be
+    written."""
     out_dir = pathlib.Path(out_dir)
+    here = out_dir.resolve()
+    named = [(run, "a run folder of this report") for run in runs]
+    named += [(pathlib.Path(arg), "a RUN_DIR of this report") for arg in run_dirs]
+    for run, what in named:
+        there = run.resolve()
+        if there == here or here in there.parents:
+            where = f"is {what}" if there == here else f"holds {run}, {what}"
+            raise RefusedPath(f"{out_dir}: {where}; a report is never written over a run folder. "
+                              "Nothing was changed. Choose a new --out folder outside the run "
+                              "folders")
+    check_replaceable_folder(out_dir, REPORT_MARKER, "a report", "--out")
+    check_writable_folder(out_dir.absolute().parent, "the report", "--out")
+    if out_dir.is_dir():
+        check_writable_folder(out_dir, "the report", "--out")
+
+
+def build_report(run_dirs, out_dir, overlays: bool = True, n_slices: int = 3, log=_log) -> dict:
+    """Collect ``run_dirs``, write the report to ``out_dir``; returns a summary dict.
+
+    Raises (before anything is written): :class:`~iac_tf.errors.UserError` for no runs,
+    ``n_slices < 1`` or two runs of one setting; :class:`~iac_tf.files.RefusedPath` for an ``out_dir`` the report may
+    not replace; ``OSError`` for an ``out_dir`` that cannot be written.
+    """
+    out_dir = pathlib.Path(out_dir)
+    if int(n_slices) < 1:
+        raise UserError(f"n_slices must be a positive number of slices, got {n_slices}")
     runs = expand_run_dirs(run_dirs)
     if not runs:
-        raise ValueError("no run folders given")
+        raise UserError("no run folders given")
+    check_out_dir(out_dir, run_dirs, runs)
     records = [read_run(p) for p in runs]
+    warnings = []
     for r in records:
         log(f"report: {r.name}: {r.status.state}" + (f" (missing: {', '.join(r.status.missing)})"
                                                      if r.status.missing else ""))
+        for w in r.warnings:
+            log(f"warning: {r.name}: {w}")
+            warnings.append(f"{r.name}: {w}")
     version = code_version()
-    tables, stats = all_tables(records, version)
+    tables, stats = all_tables(records, version)  # refuses two runs of one setting
     with atomic_path(out_dir) as tmp:  # built beside out_dir, moved into place when complete
+        mark(tmp, REPORT_MARKER, "a report")
         (tmp / "tables").mkdir(parents=True)
         (tmp / "figures").mkdir()
         figures, skipped = _figures(records, tmp / "figures", overlays, n_slices, log)
         for t in tables:
             _write_csv(t, tmp / "tables" / f"{t.key}.csv")
         (tmp / "statistics.json").write_text(dumps_json(stats))
-        (tmp / "report.md").write_text(markdown(tables, figures, skipped, out_root=tmp))
-        (tmp / "report.html").write_text(html_page(tables, figures, skipped))
-    log(f"report: {len(records)} runs, {len(figures)} figures -> {out_dir / 'report.html'}")
+        (tmp / "report.md").write_text(markdown(tables, figures, skipped, out_root=tmp,
+                                                warnings=warnings))
+        (tmp / "report.html").write_text(html_page(tables, figures, skipped, warnings=warnings))
+    log(f"report: {len(records)} runs, {len(figures)} figures"
+        + (f", {len(warnings)} warning(s)" if warnings else "") + f" -> {out_dir / 'report.html'}")
     return {"runs": len(records), "figures": len(figures), "skipped_figures": skipped,
-            "tables": [t.key for t in tables], "out": str(out_dir)}
+            "tables": [t.key for t in tables], "warnings": warnings, "out": str(out_dir)}
 
 
 def _figures(records, fig_dir, overlays, n_slices, log):
@@ -104,8 +162,14 @@ def _md_table(t: Table) -> str:
     return "\n".join(lines) + "\n"
 
 
-def markdown(tables, figures, skipped, out_root) -> str:
+WARNINGS_NOTE = ("Files of the runs that are there but could not be read; the cells that need "
+                 "them are n/a, and a run with an unreadable evaluation table is not finished.")
+
+
+def markdown(tables, figures, skipped, out_root, warnings=()) -> str:
     parts = ["# IAC report", ""]
+    if warnings:
+        parts += ["## Warnings", "", f"*{WARNINGS_NOTE}*", ""] + [f"- {w}" for w in warnings] + [""]
     parts += [_md_table(t) for t in tables]
     parts.append("## Figures\n")
     for caption, png in figures:
@@ -116,7 +180,7 @@ def markdown(tables, figures, skipped, out_root) -> str:
     return "\n".join(parts) + "\n"
 
 
-def html_page(tables, figures, skipped) -> str:
+def html_page(tables, figures, skipped, warnings=()) -> str:
     def table(t: Table) -> str:
         head = "".join(f"<th>{html.escape(str(h))}</th>" for h in t.header)
         body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>"
@@ -135,8 +199,13 @@ def html_page(tables, figures, skipped) -> str:
               "margin:.5em 0}td,th{border:1px solid #bbb;padding:3px 7px;font-size:13px}th{background:#eee}"
               ".note{font-size:12px;color:#555;max-width:1100px}figure{display:inline-block;margin:1em}"
               "img{max-width:1100px}</style></head><body><h1>IAC report</h1>")
-    buf.write("<p>" + " · ".join(f"<a href='#{t.key}'>{html.escape(t.title.split(':')[0])}</a>"
-                                  for t in tables) + " · <a href='#figures'>Figures</a></p>")
+    links = ([("warnings", "Warnings")] if warnings else []) + [
+        (t.key, t.title.split(":")[0]) for t in tables] + [("figures", "Figures")]
+    buf.write("<p>" + " · ".join(f"<a href='#{k}'>{html.escape(title)}</a>" for k, title in links)
+              + "</p>")
+    if warnings:
+        buf.write(f"<h2 id=warnings>Warnings</h2><p class=note>{html.escape(WARNINGS_NOTE)}</p><ul>"
+                  + "".join(f"<li>{html.escape(w)}</li>" for w in warnings) + "</ul>")
     for t in tables:
         buf.write(table(t))
     buf.write("<h2 id=figures>Figures</h2>")

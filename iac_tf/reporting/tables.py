@@ -3,6 +3,10 @@
 A setting is one run (a dataset x backbone pair); its score for a model is the mean over val_dt
 cases of the per-case Dice (:class:`~iac_tf.reporting.collect.RunRecord`). Tables II, IV, V and
 the Section V-C statistics aggregate settings; Table VI lists each setting's genotype epochs.
+
+One run per setting: every table counts each setting once, so two runs of one dataset x backbone
+pair are refused (:func:`check_one_run_per_setting`, called by :func:`all_tables`) with an
+error naming both run folders, before any table is built.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import math
 
 import numpy as np
 
+from iac_tf.errors import UserError
 from iac_tf.evaluation.across_settings import compare_settings, mean_std
 from iac_tf.evaluation.stats import mean_ci
 from iac_tf.reporting import paper
@@ -62,6 +67,25 @@ def backbones_of(records) -> list[str]:
     return _ordered({r.backbone for r in records}, paper.BACKBONES)
 
 
+class SettingRunTwice(UserError):
+    """Two run folders of one setting (dataset x backbone) were given to one report."""
+
+
+def check_one_run_per_setting(records) -> None:
+    """Raise :class:`SettingRunTwice` when two existing runs share a dataset and a backbone
+    (runs that do not exist are only listed in the Runs table and are not checked)."""
+    seen: dict[tuple[str, str], RunRecord] = {}
+    for r in records:
+        if not r.status.exists:
+            continue
+        other = seen.setdefault((r.dataset, r.backbone), r)
+        if other is not r:
+            raise SettingRunTwice(
+                f"{other.run_dir} and {r.run_dir} are two runs of one setting (dataset "
+                f"{r.dataset}, backbone {r.backbone}); every table counts a setting once, so pass "
+                "only one run folder per setting. Nothing was written")
+
+
 def table_i(records) -> Table:
     ds = datasets_of(records)
     header = ["backbone"] + [f"{d} {part}" for d in ds for part in ("train_dt", "val_dt")]
@@ -69,8 +93,7 @@ def table_i(records) -> Table:
     for bb in backbones_of(records):
         row = [bb]
         for d in ds:
-            rec = sorted((r for r in records if r.dataset == d and r.backbone == bb),
-                         key=lambda r: "unet" not in r.scores)  # a run with an evaluation first
+            rec = [r for r in records if r.dataset == d and r.backbone == bb]  # one at most
             row += [f3(rec[0].train_dice), f3(rec[0].scores.get("unet", math.nan))] if rec else ["", ""]
         rows.append(row)
     return Table("table_i", "Table I: Dice of the U-Nets (Stage I)", header, rows,
@@ -215,7 +238,9 @@ def runs_table(records, current_version: str) -> Table:
 
 def all_tables(records, current_version: str) -> tuple[list[Table], dict]:
     """The Runs table lists every record; the others use the runs that exist (partial ones
-    contribute the parts they have)."""
+    contribute the parts they have). Two runs of one setting are refused
+    (:func:`check_one_run_per_setting`)."""
+    check_one_run_per_setting(records)
     present = [r for r in records if r.status.exists]
     stats, raw = statistics_table(present)
     return [runs_table(records, current_version), table_i(present), table_ii(present),

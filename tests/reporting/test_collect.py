@@ -64,6 +64,7 @@ def test_grid_skips_a_finished_setting(tmp_path):
     (cell,) = grid.settings(g, "acdc", "base", sets)
     run = cell.run_dir
     _touch(run / "config.yaml", yaml.safe_dump(cell.config))
+    _touch(run / "version.txt", "test\n")  # a run folder of the tool (grid writes only into those)
     for part in ("stage1/summary.json", "stage2/search_time.json", "stage2/genotypes/epoch_002.json",
                  "stage3/epoch_001/summary.json", "stage3/epoch_002/summary.json"):
         _touch(run / part)

@@ -6,7 +6,8 @@ Runs (32x32 slices, 1-2 epochs per stage; Stage II runs once, the other runs reu
   sample_vgg16  the sample, vgg16 U-Net: Stage I, Stage III with sample_base's genotype (finished)
   tiny_base     a second dataset (nnU-Net fixture), base U-Net: Stage I, Stage III with that
                 genotype, the nested comparison (finished)
-  unfinished    the sample, base U-Net, Stage I only (deliberately unfinished)
+  unfinished    the second dataset, vgg16 U-Net, Stage I only (deliberately unfinished; a setting
+                of its own: the report takes one run per dataset x backbone setting)
 """
 
 import csv
@@ -62,7 +63,10 @@ def runs(tmp_path_factory, request):
                                        "stage3.genotype": str(genotype), "compare": "[nested]"})
     for stage in ("stage1", "stage3", "compare"):
         assert main([stage, str(SAMPLE)] + other) == 0
-    assert main(["stage1", str(SAMPLE)] + _args(tmp, "unfinished")) == 0
+    unfinished = _args(tmp, "unfinished", **{"data.root": str(ds), "data.label_mode": "raw",
+                                             "unet.backbone": "vgg16", "unet.options": "{}",
+                                             "unet.decoder_filters": "[8, 8, 4, 4, 4]"})
+    assert main(["stage1", str(SAMPLE)] + unfinished) == 0
     return tmp
 
 
@@ -129,7 +133,9 @@ def test_report_from_real_runs(runs, capsys):
 
 
 def test_grid_dry_run_lists_32_settings(tmp_path, capsys):
-    assert main(["grid", str(GRID), "--dry-run", "--set", f"output_dir={tmp_path}"]) == 0
+    # an existing data root: the example data configs' /path/to/... roots are refused
+    assert main(["grid", str(GRID), "--dry-run", "--set", f"output_dir={tmp_path}",
+                 "--data-root", str(tmp_path)]) == 0
     lines = capsys.readouterr().out.splitlines()
     settings = [line.split()[0] for line in lines[1:] if "not started" in line]
     assert len(settings) == 32 and len(set(settings)) == 32
