@@ -34,6 +34,8 @@ class Stage1Config:
             selected (our choice; default off for Stage I, on for Stage III).
         patience: stop after this many epochs without a better ``monitor`` (within
             ``epochs``); ``null``: train all ``epochs`` (paper). Our choice.
+        distribute: ``mirrored`` trains under ``tf.distribute.MirroredStrategy`` over all
+            visible GPUs (``batch_size`` is then the global batch), as ``stage2.distribute``.
     """
 
     epochs: int = 200
@@ -48,6 +50,7 @@ class Stage1Config:
     monitor: Literal["val_soft_dice", "val_case_dice"] = "val_soft_dice"
     evaluate_initial: bool = False
     patience: int | None = None
+    distribute: Literal["none", "mirrored"] = "none"
 
     def __post_init__(self):
         if self.patience is not None and self.patience < 1:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 import pathlib
 
-from iac_tf._keras import tf
 from iac_tf.evaluation.plots import plot_genotype_epochs
 from iac_tf.experiment import ExperimentConfig
 from iac_tf.files import atomic_write_json
@@ -16,8 +15,8 @@ from iac_tf.pipeline.common import (begin, check_records, checked_data, epoch_da
                                     prepare, refuse_restart_of_inputs, trained_unet_path,
                                     write_run_records)
 from iac_tf.pipeline.evaluate import run_evaluation
-from iac_tf.pipeline.units import (comparison_unit, iac_unit, stage1_unit, train_unit,
-                                   unet_continued_unit)
+from iac_tf.pipeline.units import (comparison_unit, iac_unit, stage1_unit, strategy,
+                                   train_unit, unet_continued_unit)
 from iac_tf.preflight import checked_prepare
 from iac_tf.run_layout import HISTORY, training_done
 from iac_tf.run_records import record_stage
@@ -71,14 +70,13 @@ def _stage2(cfg: ExperimentConfig, prepared) -> SearchResult:
     bs = cfg.stage2.batch_size
     log.info("Stage II: searching on %s with %d / %d search slices -> %s", unet_path,
              prepared.num_slices("train_search_dt"), prepared.num_slices("val_search_dt"), folder)
-    strategy = (tf.distribute.MirroredStrategy() if cfg.stage2.distribute == "mirrored"
-                else tf.distribute.get_strategy())
+    mirrored = strategy(cfg.stage2.distribute)
     with precision_policy(cfg.stage2.mixed_precision):
-        with strategy.scope():
+        with mirrored.scope():
             unet = load_unet(unet_path)
         result = search(unet, epoch_data(prepared, "train_search_dt", bs),
                         epoch_data(prepared, "val_search_dt", bs), cfg.stage2, folder,
-                        seed=cfg.seed, strategy=strategy)
+                        seed=cfg.seed, strategy=mirrored)
     log.info("Stage II done: %d genotypes in %s", len(result.genotype_paths), layout.genotypes)
     return result
 

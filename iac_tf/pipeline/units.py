@@ -15,6 +15,7 @@ import logging
 import pathlib
 from collections.abc import Callable
 
+from iac_tf._keras import tf
 from iac_tf.config import dump_yaml
 from iac_tf.config.stages import Stage1Config
 from iac_tf.evaluation.plots import plot_history
@@ -73,6 +74,22 @@ def finished(unit: TrainingUnit) -> TrainResult | None:
                        best_score=float(summary.get("best_score", summary["best_val_soft_dice"])))
 
 
+def strategy(distribute: str) -> tf.distribute.Strategy:
+    """``MirroredStrategy`` over every visible GPU for ``distribute: mirrored``, else the
+    default strategy. The model is built or loaded, compiled and trained inside its scope.
+    One mirrored strategy serves every unit of a process: a second one in the same process
+    mixes up their collective all-reduce ops (measured on two logical CPUs)."""
+    if distribute != "mirrored":
+        return tf.distribute.get_strategy()
+    if _MIRRORED.get("strategy") is None:
+        _MIRRORED["strategy"] = tf.distribute.MirroredStrategy()
+    return _MIRRORED["strategy"]
+
+
+#: the process' one MirroredStrategy (created on first use)
+_MIRRORED: dict[str, tf.distribute.Strategy] = {}
+
+
 def train_unit(cfg: ExperimentConfig, prepared, unit: TrainingUnit,
                on_trained: Callable[[TrainResult], None] | None = None) -> TrainResult:
     """Train ``unit`` (or skip it when finished; an interrupted one resumes), plot its curves
@@ -85,7 +102,7 @@ def train_unit(cfg: ExperimentConfig, prepared, unit: TrainingUnit,
         log.info("%s: %s -> %s", unit.label, unit.intro, unit.folder)
         seed_everything(cfg.seed, cfg.deterministic)
         s = unit.settings
-        with precision_policy(s.mixed_precision):
+        with precision_policy(s.mixed_precision), strategy(s.distribute).scope():
             result = unit.fit(epoch_data(prepared, "train_dt", s.batch_size),
                               fixed(prepared.dataset("val_dt", s.batch_size)),
                               case_scorer(prepared, s, cfg.evaluation.batch_size))
