@@ -30,8 +30,11 @@ import subprocess
 import sys
 from typing import Any
 
+import yaml
+
 from iac_tf.config import ConfigError, from_dict, load_yaml
 from iac_tf.experiment import ExperimentConfig
+from iac_tf.files import atomic_write_json, atomic_write_text
 from iac_tf.run_layout import RunLayout, run_status
 from iac_tf.unets import BACKBONES
 
@@ -240,10 +243,6 @@ def gpu_name() -> str:
 def run_grid(items: list[Setting], extra_args: tuple[str, ...] = (), log=print) -> list[tuple[str, int]]:
     """Run each unfinished setting as ``python -m iac_tf.cli run CONFIG`` (resuming a partial run,
     skipping a finished one). Returns ``(name, exit status)`` per setting that was run."""
-    import yaml
-
-    from iac_tf.files import atomic_write_json, atomic_write_text
-
     validate(items)
     for s in items:  # a user's own folder is never made a run folder
         RunLayout(s.run_dir).check_ours()

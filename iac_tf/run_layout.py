@@ -214,7 +214,9 @@ class RunLayout:
         method = str(cfg.get("method") or "iac")  # a comparison-only run has no IAC
         methods = list(dict.fromkeys(([method] if method != "iac" else [])
                                      + [str(m) for m in (cfg.get("compare") or [])]))
-        searched = self.search_done(int(s2["epochs"])) and bool(self.genotype_files())
+        last = self.genotype(int(s2["epochs"]))  # or the last one of a search that stopped early
+        searched = self.search_time.exists() and (
+            last.exists() or (self.search_done(int(s2["epochs"])) and bool(self.genotype_files())))
         if method == "iac" and not s3.get("genotype") and not searched:
             missing.append("stage2")  # not needed when stage3.genotype names a genotype file
         for ep in (s3.get("genotype_epochs") or []) if method == "iac" else []:

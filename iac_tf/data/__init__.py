@@ -8,14 +8,19 @@ Typical use (the ``data:`` section of an experiment YAML is a :class:`DataConfig
     print(prepared.summary())
     train = prepared.dataset("train_dt", batch_size=32, shuffle=True, seed=0)
 
-Modules: ``config`` (DataConfig, DataError, SPLITS), ``datasets`` (the registry of layouts),
+``test_dt`` (:data:`TEST_SPLIT`): the dataset's ``imagesTs``/``labelsTs`` or ``data.test_fraction``
+of the patients, held out before the four splits; never cached, trained or selected on
+(``prepared.test_cases``; ``iac run`` scores it on whole volumes).
+
+Modules: ``config`` (DataConfig, DataError, SPLITS, TEST_SPLIT), ``datasets`` (the registry of layouts),
 ``nifti`` (reading + checks), ``preprocess`` (pure NumPy 3D -> 2D), ``splits`` (Fig. 5),
 ``cache`` (HDF5), ``pipeline`` (PreparedDataset), ``prepare`` and ``check`` (behind
 ``iac data prepare|check``).
 """
 
 from iac_tf.data.check import CheckReport, check_dataset
-from iac_tf.data.config import FORMATS, SPLITS, DataConfig, DataError, load_data_config
+from iac_tf.data.config import (FORMATS, SPLITS, TEST_SPLIT, DataConfig, DataError,
+                                load_data_config)
 from iac_tf.data.datasets import DATASETS
 from iac_tf.data.pipeline import PreparedDataset
 from iac_tf.data.prepare import prepare_dataset
@@ -28,6 +33,7 @@ __all__ = [
     "FORMATS",
     "SAMPLE_DATASET",
     "SPLITS",
+    "TEST_SPLIT",
     "CheckReport",
     "DataConfig",
     "DataError",

@@ -7,10 +7,10 @@ import pathlib
 
 import numpy as np
 
-from iac_tf.data.config import DataError
-from iac_tf.data.datasets import (DATASETS, detect_format, list_cases, read_case,
-                                  unlabelled_warning)
-from iac_tf.data.prepare import axial_slices, load_npz, resolve_paths
+from iac_tf.data.config import TEST_SPLIT, DataError
+from iac_tf.data.datasets import (DATASETS, detect_format, list_cases, list_test_cases,
+                                  read_case, unlabelled_warning)
+from iac_tf.data.prepare import axial_slices, case_lists, load_npz, resolve_paths
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,7 +40,8 @@ class CheckReport:
 
 def check_dataset(dataset_dir: str | pathlib.Path, format: str | None = None,
                   raise_on_error: bool = True) -> CheckReport:
-    """Read every case of ``dataset_dir`` and check it (files, grids, labels, intensities).
+    """Read every case of ``dataset_dir`` and check it (files, grids, labels, intensities);
+    the dataset's own test cases (nnU-Net ``imagesTs``/``labelsTs``) too, marked ``test_dt``.
 
     Args:
         dataset_dir: the dataset folder (or ``.npz`` file).
@@ -65,10 +66,18 @@ def check_dataset(dataset_dir: str | pathlib.Path, format: str | None = None,
         spec = DATASETS.get(format)
         if spec is None:
             raise DataError(f"unknown dataset format {format!r}")
+        test: set[str] = set()
         try:
             classes = spec.classes(root, "regions")
             names = classes.names
             cases = list_cases(format, root)
+            try:
+                test_cases = list_test_cases(format, root)
+            except DataError as exc:
+                problems.append(str(exc))
+                test_cases = []
+            test = {c.case_id for c in test_cases}
+            cases += test_cases
             warnings += [w for w in [unlabelled_warning(format, root)] if w]
         except DataError as exc:
             problems.append(str(exc))
@@ -80,8 +89,9 @@ def check_dataset(dataset_dir: str | pathlib.Path, format: str | None = None,
                 problems.append(str(exc))
                 continue
             values = np.unique(label).tolist()
-            rows.append(f"{case.case_id} (patient {case.patient_id}): {image.shape[:3]} x "
-                        f"{image.shape[3]} ch {'/'.join(case.modalities)}, labels {values}")
+            mark = f" [{TEST_SPLIT}]" if case.case_id in test else ""
+            rows.append(f"{case.case_id} (patient {case.patient_id}){mark}: {image.shape[:3]} "
+                        f"x {image.shape[3]} ch {'/'.join(case.modalities)}, labels {values}")
     report = CheckReport(str(root), format, tuple(names), tuple(rows), tuple(problems),
                          tuple(warnings))
     if problems and raise_on_error:
@@ -101,14 +111,15 @@ class DataShape:
 
 def data_shape(cfg, count_slices: bool = False) -> tuple[DataShape, int]:
     """Channels, classes and (``count_slices``: from the label headers) the number of axial
-    slices of ``cfg.data``, without building the cache."""
+    slices of ``cfg.data``'s cached cases (``test_dt`` is not cached), without building the
+    cache."""
     d = cfg.data
     root, _ = resolve_paths(d)
     if d.format == "npz":
         images, masks, _, names = load_npz(root)
         return DataShape(images.shape[-1], masks.shape[-1], d.patch_size, tuple(names)), len(images)
     spec = DATASETS[d.format]
-    cases = list_cases(d.format, root)[: d.max_cases or None]
+    cases = list(case_lists(d, root).train)
     names = spec.classes(root, d.label_mode).names
     shape = DataShape(len(cases[0].image_paths), len(names), d.patch_size, tuple(names))
     if not count_slices:

@@ -14,6 +14,14 @@ FORMATS = ("nnunet", "acdc", "brats", "kits", "amos", "npz")
 #: search subsets drawn from train_dt.
 SPLITS = ("train_dt", "val_dt", "train_search_dt", "val_search_dt")
 
+#: The held-out split: the dataset's ``imagesTs``/``labelsTs`` or ``data.test_fraction`` of the
+#: patients. Never cached as slices, never trained or selected on; scored on whole volumes only.
+TEST_SPLIT = "test_dt"
+
+#: The split on which every stage picks its best epoch (and on which Stage III's genotype
+#: sweep picks its epoch): scores on it are in-sample.
+SELECTION_SPLIT = "val_dt"
+
 
 class DataError(UserError):
     """Bad input data; the message names the file (or case) and the problem."""
@@ -32,10 +40,16 @@ class DataConfig:
         root: the dataset folder as the user unpacked it (or the ``.npz`` file for ``npz``).
         cache_dir: where the HDF5 cache and ``splits.json`` go (relative: to the working dir).
         patch_size: side of the square 2D crops (the paper: 128).
-        seed: seed of the patient-level split.
+        seed: seed of the patient-level split (and of the ``test_fraction`` hold-out).
         val_fraction: share of patients in ``val_dt`` (the paper: 0.2).
         search_fraction: share of ``train_dt`` patients in EACH of ``train_search_dt`` and
             ``val_search_dt`` (at most 0.5; the two subsets are disjoint).
+        test_fraction: share of the patients held out as ``test_dt`` before the Fig. 5 splits
+            are drawn (at least one patient when > 0; all cases of a patient together), chosen
+            from ``seed``. Those cases are never cached, trained or selected on: ``iac run`` and
+            ``iac evaluate`` score them as whole volumes only. Ignored (with a warning) when the
+            dataset has ``imagesTs``/``labelsTs`` (nnU-Net layout): those cases are ``test_dt``.
+            0 (the default): no hold-out, the splits of earlier versions. Not for ``npz``.
         empty_slice_fraction: share of the slices without any foreground that is kept (evenly
             spaced, no randomness); all slices with foreground are kept.
         crop: centre of the in-plane crop box, per volume: ``label`` (label bounding box,
@@ -62,6 +76,7 @@ class DataConfig:
     seed: int = 0
     val_fraction: float = 0.2
     search_fraction: float = 0.5
+    test_fraction: float = 0.0
     empty_slice_fraction: float = 0.1
     crop: Literal["label", "body", "center"] = "label"
     zoom: float = 1.0
@@ -82,6 +97,14 @@ class DataConfig:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
         if not 0.0 < self.search_fraction <= 0.5:
             raise ValueError(f"search_fraction must be in (0, 0.5], got {self.search_fraction}")
+        if not 0.0 <= self.test_fraction < 1.0:
+            raise ValueError(f"test_fraction must be in [0, 1), got {self.test_fraction}")
+        if self.val_fraction + self.test_fraction >= 1.0:
+            raise ValueError(f"val_fraction + test_fraction must be < 1 (train_dt needs "
+                             f"patients), got {self.val_fraction} + {self.test_fraction}")
+        if self.test_fraction > 0 and self.format == "npz":
+            raise ValueError("test_fraction must be 0 for npz: test_dt is scored on whole "
+                             "volumes, which an npz dataset does not have")
         if not 0.0 <= self.empty_slice_fraction <= 1.0:
             raise ValueError(
                 f"empty_slice_fraction must be in [0, 1], got {self.empty_slice_fraction}")
@@ -96,8 +119,13 @@ class DataConfig:
             raise ValueError(f"max_cases must be >= 0, got {self.max_cases}")
 
     def content_dict(self) -> dict:
-        """The fields that change the cached slices (not the split or the cache location)."""
-        skip = {"cache_dir", "seed", "val_fraction", "search_fraction", "on_error"}
+        """The fields that change the cached slices (not the split or the cache location).
+
+        ``test_fraction`` is not one of them: the cases it holds out are left out of the
+        cache's file list, which the cache key hashes (so test_fraction 0 keeps the key of
+        earlier versions)."""
+        skip = {"cache_dir", "seed", "val_fraction", "search_fraction", "test_fraction",
+                "on_error"}
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
                 if f.name not in skip}
 

@@ -46,6 +46,8 @@ class DatasetSpec:
     layout: str  # for error messages
     reorient: bool = True
     mri_nonzero: bool = False
+    #: the dataset's own labelled test cases (``test_dt``), or None if the layout has none
+    find_test: Callable[[pathlib.Path], list[Case]] | None = None
 
 
 def _fixed(raw: dict[str, int], regions: dict[str, tuple[int, ...]]):
@@ -136,13 +138,23 @@ def _nnunet_meta(root: pathlib.Path) -> tuple[str, dict]:
 def find_nnunet(root: pathlib.Path) -> list[Case]:
     """Every ``labelsTr`` case; a missing image channel is reported when the case is read
     (:func:`read_case`), so ``on_error: skip`` and ``iac data check`` can go on past it."""
+    return _nnunet_cases(root, "Tr")
+
+
+def find_nnunet_test(root: pathlib.Path) -> list[Case]:
+    """Every ``labelsTs`` case (images in ``imagesTs``): the dataset's own ``test_dt``.
+    ``imagesTs`` without ``labelsTs`` (nnU-Net's usual unlabelled test set) gives none."""
+    return _nnunet_cases(root, "Ts")
+
+
+def _nnunet_cases(root: pathlib.Path, part: str) -> list[Case]:
     meta = read_dataset_json(root)
     ending, channels = _nnunet_meta(root)
     per_case = meta.get("case_modality", {})
     cases = []
-    for label in sorted((root / "labelsTr").glob(f"*{ending}")):
+    for label in sorted((root / f"labels{part}").glob(f"*{ending}")):
         case = label.name[: -len(ending)]
-        images = tuple(root / "imagesTr" / f"{case}_{int(i):04d}{ending}"
+        images = tuple(root / f"images{part}" / f"{case}_{int(i):04d}{ending}"
                        for i in sorted(channels, key=int))
         mods = tuple(per_case.get(case, channels[i]) for i in sorted(channels, key=int))
         cases.append(Case(case, case, images, label, tuple(_modality(m) for m in mods)))
@@ -206,7 +218,8 @@ def find_amos(root: pathlib.Path) -> list[Case]:
 DATASETS: dict[str, DatasetSpec] = {
     "nnunet": DatasetSpec(find_nnunet, _json_classes,
                           "DatasetXXX_Name/dataset.json, imagesTr/CASE_0000.nii.gz, "
-                          "labelsTr/CASE.nii.gz"),
+                          "labelsTr/CASE.nii.gz",
+                          find_test=find_nnunet_test),
     "acdc": DatasetSpec(find_acdc, _fixed({"RV": 1, "MYO": 2, "LV": 3},
                                           {"RV": (1,), "MYO": (2,), "LV": (3,)}),
                         "[database/]training/patientNNN/ with Info.cfg, "
@@ -235,6 +248,27 @@ def list_cases(format: str, root: pathlib.Path) -> list[Case]:
     cases = sorted(DATASETS[format].find(root), key=lambda c: c.case_id)
     if not cases:
         raise DataError(f"{root}: no labelled cases found (expected {DATASETS[format].layout})")
+    return cases
+
+
+def list_test_cases(format: str, root: pathlib.Path) -> list[Case]:
+    """The dataset's own labelled test cases (nnU-Net ``imagesTs``/``labelsTs``), sorted by
+    id; ``[]`` for layouts without them.
+
+    Raises:
+        DataError: a test case has the id of a training case (it would be scored on a case
+            the models were trained or selected on).
+    """
+    spec = DATASETS.get(format)
+    if spec is None or spec.find_test is None or not root.is_dir():
+        return []
+    cases = sorted(spec.find_test(root), key=lambda c: c.case_id)
+    if cases:
+        train = {c.case_id for c in spec.find(root)}
+        both = [c.case_id for c in cases if c.case_id in train]
+        if both:
+            raise DataError(f"{cases[0].label_path.parent}: test case(s) {both[:5]} also have a "
+                            f"training label (labelsTr); a test case must not be a training case")
     return cases
 
 

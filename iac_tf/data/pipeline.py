@@ -1,4 +1,5 @@
-"""``PreparedDataset``: the four splits of a cached dataset as arrays or ``tf.data`` pipelines.
+"""``PreparedDataset``: the four splits of a cached dataset as arrays or ``tf.data`` pipelines,
+and the ids of its ``test_dt`` cases (never cached: they are scored on whole volumes only).
 
 TensorFlow is imported only inside :meth:`PreparedDataset.dataset`, so reading and
 preprocessing stay pure NumPy.
@@ -11,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from iac_tf.data.config import SPLITS, DataError
+from iac_tf.data.config import SPLITS, TEST_SPLIT, DataError
 
 if TYPE_CHECKING:  # pragma: no cover
     from iac_tf.data.config import DataConfig
@@ -30,6 +31,8 @@ class PreparedDataset:
             channels and the slice side.
         case_ids: every cached case; ``skipped``: ``"case: reason"`` for cases left out.
         splits: the content of ``splits.json`` (patients and case ids per split).
+        test_cases: the ``test_dt`` case ids (``[]``: the run has no test split); their volumes
+            are not in the cache.
     """
 
     def __init__(self, config: DataConfig, cache_path: pathlib.Path,
@@ -38,6 +41,7 @@ class PreparedDataset:
         self.cache_path = pathlib.Path(cache_path)
         self.splits_path = pathlib.Path(splits_path)
         self.splits = splits
+        self.test_cases: list[str] = list(splits.get("cases", {}).get(TEST_SPLIT, []))
         self.class_names: list[str] = list(meta["class_names"])
         self.num_classes = len(self.class_names)
         self.in_channels: int = meta["in_channels"]
@@ -58,6 +62,9 @@ class PreparedDataset:
 
     def indices(self, split: str) -> np.ndarray:
         """Sorted slice indices (rows of the cache) of ``split``."""
+        if split == TEST_SPLIT:
+            raise DataError(f"{TEST_SPLIT} is not in the slice cache: it is scored on whole "
+                            f"volumes only (its cases: prepared.test_cases)")
         if split not in SPLITS:
             raise DataError(f"unknown split {split!r}; splits are {SPLITS}")
         wanted = set(self.splits["cases"][split])
@@ -149,6 +156,14 @@ class PreparedDataset:
                 cells.append(f"{fg:.2f} / {present:.0f}")
             lines.append(f"{split:<16}{len(self.splits['patients'][split]):>9}"
                          f"{len(self.splits['cases'][split]):>7}{len(idx):>8}  " + "  ".join(cells))
+        if self.test_cases:
+            source = self.splits.get("test_source", "")
+            lines.append(f"{TEST_SPLIT:<16}{len(self.splits['patients'][TEST_SPLIT]):>9}"
+                         f"{len(self.test_cases):>7}{'-':>8}  whole volumes only, not cached"
+                         + (f" (from {source})" if source else ""))
+        elif self.config.format != "npz":
+            lines.append(f"no {TEST_SPLIT}: data.test_fraction is 0 and the dataset has no "
+                         "imagesTs/labelsTs")
         if self.skipped:
             lines.append(f"skipped {len(self.skipped)} case(s):")
             lines += [f"  {s}" for s in self.skipped]

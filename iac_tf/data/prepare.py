@@ -1,7 +1,9 @@
-"""``prepare_dataset``: read -> preprocess -> HDF5 cache -> splits.json -> PreparedDataset."""
+"""``prepare_dataset``: read -> hold out test_dt -> preprocess -> HDF5 cache -> splits.json ->
+PreparedDataset."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import pathlib
 import logging
@@ -9,13 +11,14 @@ import logging
 import numpy as np
 
 from iac_tf.data import cache as cache_lib
-from iac_tf.data.config import DataConfig, DataError, PrepareInterrupted
-from iac_tf.data.datasets import DATASETS, list_cases, read_case, unlabelled_warning
+from iac_tf.data.config import TEST_SPLIT, DataConfig, DataError, PrepareInterrupted
+from iac_tf.data.datasets import (DATASETS, Case, list_cases, list_test_cases, read_case,
+                                  unlabelled_warning)
 from iac_tf.diskspace import check_writable_folder
 from iac_tf.locks import folder_lock
 from iac_tf.data.pipeline import PreparedDataset
 from iac_tf.data.preprocess import preprocess_case
-from iac_tf.data.splits import load_or_make_splits
+from iac_tf.data.splits import hold_out_patients, load_or_make_splits
 
 log = logging.getLogger(__name__)
 
@@ -27,11 +30,63 @@ def resolve_paths(cfg: DataConfig) -> tuple[pathlib.Path, pathlib.Path]:
     return root, (cache_dir if cache_dir.is_absolute() else pathlib.Path.cwd() / cache_dir)
 
 
+@dataclasses.dataclass(frozen=True)
+class CaseLists:
+    """The listed cases of a NIfTI dataset, parted before anything is read or cached.
+
+    Attributes:
+        train: the cases the slice cache holds (the four Fig. 5 splits are drawn from them).
+        test: ``test_dt``: the dataset's ``labelsTs`` cases or the ``test_fraction`` hold-out.
+        source: where ``test`` comes from: ``"labelsTs"``, ``"test_fraction"`` or ``""``.
+        test_fraction: the fraction that made ``test`` (0 unless ``source`` is
+            ``"test_fraction"``), as ``splits.json`` records it.
+        warnings: e.g. ``test_fraction`` ignored because the dataset has ``labelsTs``.
+    """
+
+    train: tuple[Case, ...]
+    test: tuple[Case, ...] = ()
+    source: str = ""
+    test_fraction: float = 0.0
+    warnings: tuple[str, ...] = ()
+
+
+def case_lists(cfg: DataConfig, root: pathlib.Path | None = None) -> CaseLists:
+    """The cases of ``cfg``'s NIfTI dataset, parted into the cached ones and ``test_dt``
+    (``data.max_cases`` applies to each list): the dataset's ``imagesTs``/``labelsTs`` if it has
+    labelled test cases, else ``data.test_fraction`` of the patients (:func:`hold_out_patients`,
+    from ``data.seed``), else no test cases."""
+    root = resolve_paths(cfg)[0] if root is None else root
+    limit = cfg.max_cases or None
+    cases = list_cases(cfg.format, root)[:limit]
+    own = list_test_cases(cfg.format, root)[:limit]
+    if own:
+        warnings = ()
+        if cfg.test_fraction > 0:
+            warnings = (f"{root}: data.test_fraction {cfg.test_fraction} is ignored: the "
+                        f"dataset's {len(own)} labelsTs case(s) are {TEST_SPLIT}",)
+        return CaseLists(tuple(cases), tuple(own), "labelsTs", warnings=warnings)
+    if cfg.test_fraction > 0:
+        held = set(hold_out_patients([c.patient_id for c in cases], cfg.seed, cfg.test_fraction))
+        return CaseLists(tuple(c for c in cases if c.patient_id not in held),
+                         tuple(c for c in cases if c.patient_id in held), "test_fraction",
+                         cfg.test_fraction)
+    return CaseLists(tuple(cases))
+
+
+def volume_cases(cfg: DataConfig) -> dict[str, Case]:
+    """Every listed case of ``cfg``'s NIfTI dataset by id, ``test_dt``'s included (the cases a
+    run's volumetric scores read)."""
+    lists = case_lists(cfg)
+    return {c.case_id: c for c in (*lists.train, *lists.test)}
+
+
 def prepare_dataset(cfg: DataConfig, progress: bool = True) -> PreparedDataset:
     """Build (or reuse) the slice cache and ``splits.json`` of ``cfg``.
 
-    Temporaries of killed earlier builds are deleted first; a cache file that cannot be read
-    (truncated) is rebuilt; images without a label are listed in ``prepared.warnings``.
+    ``test_dt`` cases (:func:`case_lists`) are left out of the cache and of the four Fig. 5
+    splits; ``splits.json`` lists them. Temporaries of killed earlier builds are deleted first;
+    a cache file that cannot be read (truncated) is rebuilt; images without a label are listed
+    in ``prepared.warnings``.
 
     Raises:
         DataError: bad input, naming the file and the problem (with ``on_error: skip`` bad
@@ -55,6 +110,11 @@ def _prepare(cfg: DataConfig, progress: bool) -> PreparedDataset:
                                                if root.is_dir() and w]
     for w in warnings:
         _warn(w, progress)
+    lists = None if cfg.format == "npz" else case_lists(cfg, root)
+    if lists is not None:
+        for w in lists.warnings:
+            _warn(w, progress)
+        warnings += list(lists.warnings)
     cache_path = build(cfg, root, cache_dir, name, progress)
     try:
         meta = cache_lib.read_meta(cache_path)
@@ -68,13 +128,35 @@ def _prepare(cfg: DataConfig, progress: bool) -> PreparedDataset:
         cache_path = build(cfg, root, cache_dir, name, progress)
         meta = cache_lib.read_meta(cache_path)
     case_patients = dict(zip(meta["case_ids"], meta["patient_ids"]))
+    test = _checked_test_cases(cfg, lists.test if lists else (), progress, warnings)
     root_tag = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:8]
     splits_path = cache_dir / f"{cfg.format}_{name}_{root_tag}_seed{cfg.seed}_splits.json"
     splits = load_or_make_splits(splits_path, case_patients, cfg.seed, cfg.val_fraction,
-                                 cfg.search_fraction)
+                                 cfg.search_fraction, {c.case_id: c.patient_id for c in test},
+                                 lists.test_fraction if test else 0.0,
+                                 lists.source if test else "")
     prepared = PreparedDataset(cfg, cache_path, splits_path, meta, splits)
     prepared.warnings = warnings
     return prepared
+
+
+def _checked_test_cases(cfg: DataConfig, cases, progress: bool, warnings: list[str]
+                        ) -> list[Case]:
+    """The test cases whose image and label files exist (they are read when they are scored,
+    so a missing file is found here, before any training). A missing file raises a
+    :class:`DataError` naming it; with ``on_error: skip`` the case is left out with a warning."""
+    kept = []
+    for case in cases:
+        missing = [p for p in (*case.image_paths, case.label_path) if not p.is_file()]
+        if not missing:
+            kept.append(case)
+            continue
+        message = f"{missing[0]}: file of {TEST_SPLIT} case {case.case_id} not found"
+        if cfg.on_error == "raise":
+            raise DataError(message)
+        warnings.append(f"{message}; the case is left out of {TEST_SPLIT}")
+        _warn(warnings[-1], progress)
+    return kept
 
 
 def _warn(message: str, progress: bool) -> None:
@@ -121,10 +203,9 @@ def cached_path(cfg: DataConfig) -> pathlib.Path:
 
 def _volume_target(cfg, root, cache_dir, name):
     """``(cache path, key, cases)`` of a NIfTI dataset: the key hashes the content config and
-    every listed file's path, size and modification time."""
-    cases = list_cases(cfg.format, root)
-    if cfg.max_cases:
-        cases = cases[: cfg.max_cases]
+    every cached case's file path, size and modification time (``test_dt`` cases are not
+    cached, so holding out other patients gives another cache)."""
+    cases = list(case_lists(cfg, root).train)
     files = [p for c in cases for p in (*c.image_paths, c.label_path) if p.is_file()]
     key = cache_lib.cache_key(cfg.content_dict() | {"root": None},
                               cache_lib.file_fingerprints(files, root))

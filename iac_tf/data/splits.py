@@ -4,6 +4,13 @@
 subsets ``train_search_dt`` and ``val_search_dt`` are two disjoint, equally numbered sets of
 patients drawn from ``train_dt`` (``search_fraction`` of its patients each). A patient's cases
 (ACDC ED/ES frames, BraTS time points) always share a split.
+
+A run may also have ``test_dt`` (:data:`~iac_tf.data.config.TEST_SPLIT`): the dataset's own
+labelled test cases (nnU-Net ``imagesTs``/``labelsTs``) or ``test_fraction`` of the patients,
+held out (:func:`hold_out_patients`) before the four splits are drawn from the rest. Its patients
+and cases are recorded in ``splits.json`` next to the others (``patients["test_dt"]``,
+``cases["test_dt"]``, ``test_fraction``, ``test_source``); without test cases the file is
+exactly what earlier versions wrote.
 """
 
 from __future__ import annotations
@@ -15,11 +22,36 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from iac_tf.data.config import SPLITS, DataError
+from iac_tf.data.config import SPLITS, TEST_SPLIT, DataError
 from iac_tf.diskspace import disk_full_guard
 from iac_tf.files import atomic_write_text
 
 SPLITS_VERSION = 1
+
+#: Second entropy word of the hold-out's random generator, so the test patients are not the
+#: head of the permutation that draws val_dt.
+_TEST_STREAM = 1
+
+
+def hold_out_patients(patients: Sequence[str], seed: int, fraction: float) -> list[str]:
+    """The sorted patients held out as ``test_dt``: ``round(fraction * P)`` of them (at least
+    one when ``fraction > 0``), drawn from ``seed``; ``[]`` for ``fraction == 0``. Depends only on
+    the set of patients, the seed and the fraction (not on val_fraction or search_fraction).
+
+    Raises:
+        DataError: fewer than 3 patients would be left for train_dt and val_dt (val_dt needs one,
+            the two search subsets of train_dt one each).
+    """
+    unique = sorted(set(patients))
+    if fraction <= 0:
+        return []
+    n_test = max(1, int(round(fraction * len(unique))))
+    if len(unique) - n_test < 3:
+        raise DataError(
+            f"data.test_fraction {fraction} holds out {n_test} of {len(unique)} patient(s), "
+            f"leaving {len(unique) - n_test} for train_dt and val_dt; they need at least 3")
+    order = np.random.default_rng([seed, _TEST_STREAM]).permutation(len(unique))
+    return sorted(unique[i] for i in order[:n_test])
 
 
 def split_patients(
@@ -50,32 +82,53 @@ def split_patients(
 
 
 def make_splits(case_patients: Mapping[str, str], seed: int, val_fraction: float,
-                search_fraction: float) -> dict:
-    """The content of ``splits.json``: parameters, patients and case ids per split."""
+                search_fraction: float, test_patients: Mapping[str, str] | None = None,
+                test_fraction: float = 0.0, test_source: str = "") -> dict:
+    """The content of ``splits.json``: parameters, patients and case ids per split.
+
+    ``case_patients`` (case -> patient) are split as in Fig. 5; ``test_patients`` (case ->
+    patient, already held out) become ``test_dt`` as they are, recorded with ``test_fraction``
+    and ``test_source`` (``"labelsTs"`` or ``"test_fraction"``). Without test cases the content
+    has no test keys (the file of earlier versions)."""
     patients = split_patients(list(case_patients.values()), seed, val_fraction, search_fraction)
     cases = {name: sorted(c for c, p in case_patients.items() if p in set(ids))
              for name, ids in patients.items()}
-    return {"version": SPLITS_VERSION, "seed": seed, "val_fraction": val_fraction,
-            "search_fraction": search_fraction, "patients": patients, "cases": cases}
+    splits = {"version": SPLITS_VERSION, "seed": seed, "val_fraction": val_fraction,
+              "search_fraction": search_fraction}
+    if test_patients:
+        patients[TEST_SPLIT] = sorted(set(test_patients.values()))
+        cases[TEST_SPLIT] = sorted(test_patients)
+        splits |= {"test_fraction": test_fraction, "test_source": test_source}
+    return splits | {"patients": patients, "cases": cases}
 
 
 def load_or_make_splits(path: pathlib.Path, case_patients: Mapping[str, str], seed: int,
-                        val_fraction: float, search_fraction: float) -> dict:
-    """Reuse ``path`` when it was made for the same cases and parameters, else (re)write it."""
+                        val_fraction: float, search_fraction: float,
+                        test_patients: Mapping[str, str] | None = None,
+                        test_fraction: float = 0.0, test_source: str = "") -> dict:
+    """Reuse ``path`` when it was made for the same cases (test cases included) and parameters,
+    else (re)write it. A file without test keys matches a dataset without test cases."""
+    test_patients = dict(test_patients or {})
     if path.is_file():
         try:
             old = json.loads(path.read_text())
         except json.JSONDecodeError as exc:
             raise DataError(f"{path}: corrupt splits file ({exc}); delete it to rebuild") from exc
+        old_cases = old.get("cases") or {}
         same = (old.get("version") == SPLITS_VERSION and old.get("seed") == seed
                 and old.get("val_fraction") == val_fraction
                 and old.get("search_fraction") == search_fraction
-                and sorted(c for s in ("train_dt", "val_dt") for c in old["cases"][s])
-                == sorted(case_patients))
+                and sorted(c for s in ("train_dt", "val_dt") for c in old_cases.get(s, []))
+                == sorted(case_patients)
+                and sorted(old_cases.get(TEST_SPLIT, [])) == sorted(test_patients)
+                and (not test_patients
+                     or (old.get("test_fraction") == test_fraction
+                         and old.get("test_source") == test_source)))
         if same:
             validate_splits(old, path)
             return old
-    splits = make_splits(case_patients, seed, val_fraction, search_fraction)
+    splits = make_splits(case_patients, seed, val_fraction, search_fraction, test_patients,
+                         test_fraction, test_source)
     validate_splits(splits, path)
     with disk_full_guard(path.parent, "splits.json", "data.cache_dir", needed=4096):
         atomic_write_text(path, json.dumps(splits, indent=1) + "\n")  # removes its temp on error
@@ -84,9 +137,17 @@ def load_or_make_splits(path: pathlib.Path, case_patients: Mapping[str, str], se
 
 def validate_splits(splits: dict, where: pathlib.Path | str) -> None:
     """Check Fig. 5's invariants: no patient in both train_dt and val_dt, search subsets
-    disjoint, inside train_dt and equally numbered."""
+    disjoint, inside train_dt and equally numbered; and no test_dt patient or case in any of
+    the four."""
     p = {k: set(splits["patients"][k]) for k in SPLITS}
     problems = []
+    test = set(splits["patients"].get(TEST_SPLIT, []))
+    test_cases = set(splits.get("cases", {}).get(TEST_SPLIT, []))
+    for k in SPLITS:
+        if test & p[k]:
+            problems.append(f"patients in {TEST_SPLIT} and {k}: {sorted(test & p[k])}")
+        if test_cases & set(splits.get("cases", {}).get(k, [])):
+            problems.append(f"cases in {TEST_SPLIT} and {k}")
     if p["train_dt"] & p["val_dt"]:
         problems.append(f"patients in train_dt and val_dt: {sorted(p['train_dt'] & p['val_dt'])}")
     if p["train_search_dt"] & p["val_search_dt"]:

@@ -1,6 +1,9 @@
 """Evaluate the U-Net and N improved models on one split: per-case Dice table (CSV), paired
 statistics of each model against the U-Net (JSON + Markdown) and plots.
 
+The Markdown table names the split scored and the split that selected each stage's best epoch
+(``val_dt``): scores on ``val_dt`` are in-sample, scores on ``test_dt`` are not.
+
 ``evaluation/`` holds (see `iac_tf.run_layout`):
   dice_per_case.csv   columns ``case, class, unet, <method>...`` (one row per case and class)
   stats.json          ``methods[<method>]`` = ``{per_class, overall}``, each the paired comparison
@@ -11,6 +14,11 @@ statistics of each model against the U-Net (JSON + Markdown) and plots.
                       methods (e.g. ``iac_vs_unet_continued``, the budget-matched baseline)
   dice_table.md       mean Dice per class, one column per model; then the statistics per method
   dice_paired.png     per-case Dice, U-Net vs the first method; dice_methods.png all models
+
+``iac run`` / ``iac evaluate`` (:mod:`iac_tf.pipeline.evaluate`) also write ``evaluation/test_dt/``
+when the run has a test split: the same ``dice_per_case.csv``, ``stats.json`` and
+``dice_table.md``, of whole-volume Dice (:func:`compare_scores`), and ``dice_table.md`` of
+``evaluation/`` gets a ``test_dt`` section (:func:`volume_section`).
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import pathlib
 
 import numpy as np
 
+from iac_tf.data.config import TEST_SPLIT
 from iac_tf.evaluation.metrics import case_dice
 from iac_tf.evaluation.plots import plot_dice_per_method, plot_paired_dice
 from iac_tf.evaluation.stats import compare_paired
@@ -33,7 +42,8 @@ def predict(model, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
 
 
 def evaluate_models(models: dict, images, masks, case_ids, class_names, out_dir,
-                    baseline: str = "unet", batch_size: int = 32, pairs=()) -> dict:
+                    baseline: str = "unet", batch_size: int = 32, pairs=(),
+                    split: str | None = None, selected_on: str | None = None) -> dict:
     """Score every model per case and class and compare each with ``models[baseline]``.
 
     Args:
@@ -42,15 +52,31 @@ def evaluate_models(models: dict, images, masks, case_ids, class_names, out_dir,
         baseline: the name of the reference model (the trained U-Net).
         pairs: extra ``(reference, candidate)`` comparisons between two of the models (pairs
             naming a model not in ``models`` are left out).
+        split, selected_on: the split scored and the split that selected the best epochs,
+            named at the top of ``dice_table.md`` (see :func:`markdown_table`).
     Returns the ``stats.json`` content.
     """
     if baseline not in models or len(models) < 2:
         raise ValueError(f"evaluate_models needs {baseline!r} and at least one other model, got {list(models)}")
+    names = [baseline] + [n for n in models if n != baseline]
+    scores = {name: case_dice(masks, predict(models[name], images, batch_size), case_ids) for name in names}
+    return compare_scores(scores, class_names, out_dir, baseline, pairs, split=split,
+                          selected_on=selected_on)
+
+
+def compare_scores(scores: dict, class_names, out_dir, baseline: str = "unet", pairs=(),
+                   split: str | None = None, selected_on: str | None = None,
+                   unit: str = "slices", plots: bool = True, extra: dict | None = None) -> dict:
+    """:func:`evaluate_models` from scores already computed: ``scores[model][case]`` is the
+    Dice per class (NaN: class absent from both). Writes ``dice_per_case.csv``, ``stats.json``
+    (its content plus ``extra``), ``dice_table.md`` and, with ``plots``, the two figures to
+    ``out_dir``; ``unit`` (``slices`` or ``volumes``) says in the table what was scored."""
+    if baseline not in scores or len(scores) < 2:
+        raise ValueError(f"compare_scores needs {baseline!r} and at least one other model, got {list(scores)}")
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    names = [baseline] + [n for n in models if n != baseline]
+    names = [baseline] + [n for n in scores if n != baseline]
     methods = names[1:]
-    scores = {name: case_dice(masks, predict(models[name], images, batch_size), case_ids) for name in names}
     cases = list(scores[baseline])
 
     buf = io.StringIO()
@@ -82,11 +108,15 @@ def evaluate_models(models: dict, images, masks, case_ids, class_names, out_dir,
                 "overall": compare_paired(per_case[ref], per_case[cand])}
     report["per_class"] = report["methods"][methods[0]]["per_class"]
     report["overall"] = report["methods"][methods[0]]["overall"]
+    if extra:
+        report.update(extra)
     atomic_write_json(out_dir / "stats.json", report)
-    atomic_write_text(out_dir / "dice_table.md", markdown_table(report))
-    plot_paired_dice(per_case[baseline], per_case[methods[0]], out_dir / "dice_paired.png",
-                     labels=(baseline, methods[0]))
-    plot_dice_per_method({n: per_case[n] for n in names}, out_dir / "dice_methods.png")
+    atomic_write_text(out_dir / "dice_table.md",
+                      markdown_table(report, split=split, selected_on=selected_on, unit=unit))
+    if plots:
+        plot_paired_dice(per_case[baseline], per_case[methods[0]], out_dir / "dice_paired.png",
+                         labels=(baseline, methods[0]))
+        plot_dice_per_method({n: per_case[n] for n in names}, out_dir / "dice_methods.png")
     return report
 
 
@@ -97,8 +127,32 @@ def evaluate_pair(baseline, candidate, images, masks, case_ids, class_names, out
                            class_names, out_dir, baseline=names[0], batch_size=batch_size)
 
 
-def markdown_table(report: dict) -> str:
-    """Mean Dice per class (one column per model), then each method's statistics vs the U-Net."""
+#: What a table scored, per ``unit`` of :func:`compare_scores`.
+UNITS = {"slices": "per-case Dice of the cached 2D slices",
+         "volumes": "per-case Dice of whole volumes in their original space"}
+
+
+def split_header(split: str, selected_on: str, n_cases: int, unit: str = "slices") -> str:
+    """One line naming the split that selected the best epochs and the split scored, e.g.
+    ``Best epochs selected on: `val_dt`. Scored on: `test_dt` (12 cases; ...). Held out: ...``."""
+    from_split = f"Best epochs selected on: `{selected_on}`."
+    scored = f"Scored on: `{split}` ({n_cases} cases; {UNITS.get(unit, unit)})."
+    if split == selected_on:
+        note = " In-sample: the same split selected the epochs."
+    elif split == TEST_SPLIT:
+        note = " Held out: nothing trains or selects on it."
+    else:
+        note = ""
+    return f"{from_split} {scored}{note}"
+
+
+def markdown_table(report: dict, split: str | None = None, selected_on: str | None = None,
+                   unit: str = "slices") -> str:
+    """Mean Dice per class (one column per model), then each method's statistics vs the U-Net;
+    with ``split`` and ``selected_on`` a first line names the split scored and the split that
+    selected the best epochs (:func:`split_header`)."""
+    head = ([split_header(split, selected_on, report["split_cases"], unit), ""]
+            if split and selected_on else [])
     base = report["baseline"]
     methods = list(report["methods"])
     first = report["methods"][methods[0]]
@@ -108,8 +162,8 @@ def markdown_table(report: dict) -> str:
         entry = report["methods"][m]
         return entry["overall"] if cls == "overall" else entry["per_class"][cls]
 
-    lines = [f"| class | n | {base} | " + " | ".join(methods) + " |",
-             "|---|---|---|" + "---|" * len(methods)]
+    lines = head + [f"| class | n | {base} | " + " | ".join(methods) + " |",
+                    "|---|---|---|" + "---|" * len(methods)]
     for cls in rows:
         s0 = stats_of(methods[0], cls)
         lines.append(f"| {cls} | {s0['n']} | {_f(s0['mean_baseline'])} | "
@@ -135,6 +189,34 @@ def markdown_table(report: dict) -> str:
                          f"{_f(s['mean_gain'])} ({_f(lo)}; {_f(hi)}) | {_f(s['t_test_p'])} | "
                          f"{_f(s['wilcoxon_p'])} | {_f(s['wilcoxon_greater_p'])} |")
     return "\n".join(lines) + "\n"
+
+
+def hd95_table(summary: dict) -> str:
+    """Mean HD95 in mm per class (one column per model) of a volumetric summary
+    (``{model: {class: summary}}``, :func:`iac_tf.evaluation.volumetric.summarise`); ``n`` is
+    the cases where the class is in the label or the prediction."""
+    names = list(summary)
+    classes = list(summary[names[0]])
+    lines = ["| class | n | " + " | ".join(f"{n} HD95 mm" for n in names) + " |",
+             "|---|---|" + "---|" * len(names)]
+    for cls in classes:
+        lines.append(f"| {cls} | {summary[names[0]][cls]['n']} | "
+                     + " | ".join(_mm(summary[n][cls]["hd95_mm_mean"]) for n in names) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def volume_section(report: dict, summary: dict, split: str, selected_on: str) -> str:
+    """The Markdown section of a split scored on whole volumes (``test_dt``): a heading, the
+    line naming both splits, the Dice table with its statistics (:func:`markdown_table` of the
+    ``stats.json`` of :func:`compare_scores`) and the mean HD95 per class and model."""
+    return (f"## {split}\n\n" + markdown_table(report, split, selected_on, unit="volumes")
+            + "\nHD95 (mm), mean over the cases with the class in the label or the "
+            "prediction:\n\n" + hd95_table(summary))
+
+
+def _mm(x) -> str:
+    x = float(x)
+    return "nan" if math.isnan(x) else f"{x:.2f}"
 
 
 def _case_mean(per_class: np.ndarray) -> float:

@@ -1,44 +1,107 @@
-"""Volumetric scores of a run's models on its evaluation split (``iac run`` / ``iac evaluate``):
-each case of ``evaluation.split`` is predicted as a whole volume with ``iac predict``'s code and
-scored on the original grid (:mod:`iac_tf.evaluation.volumetric`), next to the slice Dice.
+"""Volumetric scores of a run's models on one split (``iac run`` / ``iac evaluate``): each case
+of the split is predicted as a whole volume with ``iac predict``'s code and scored on the
+original grid (:mod:`iac_tf.evaluation.volumetric`), next to the slice Dice.
 
-Writes ``evaluation/volumetric_per_case.csv`` (``case, class, <model>_dice, <model>_hd95_mm``
-per model) and ``evaluation/volumetric_summary.json`` (per model and class, as
-:func:`iac_tf.evaluation.volumetric.summarise`).
+For ``evaluation.split`` (val_dt by default) this writes ``evaluation/volumetric_per_case.csv``
+(``case, class, <model>_dice, <model>_hd95_mm`` per model) and
+``evaluation/volumetric_summary.json`` (per model and class, as
+:func:`iac_tf.evaluation.volumetric.summarise`); for any other split (``test_dt``) the same two
+files in ``evaluation/<split>/``.
 """
 
 from __future__ import annotations
 
 import csv
-import logging
+import dataclasses
 import io
+import logging
 import pathlib
+from collections.abc import Sequence
 
 import nibabel as nib
 import numpy as np
 
-from iac_tf.data.datasets import list_cases
-from iac_tf.data.prepare import resolve_paths
+from iac_tf.data.config import DataError
+from iac_tf.data.prepare import volume_cases
 from iac_tf.evaluation.volumetric import score_case, summarise
+from iac_tf.files import atomic_write_json, atomic_write_text
 from iac_tf.inference.model_source import LoadedModel
 from iac_tf.inference.predict import predict_volume
 from iac_tf.inference.tiling import keras_predictor
 from iac_tf.inference.volume import Preprocessing
-from iac_tf.files import atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
 
 
-def volumetric_scores(cfg, prepared, models: dict, batch_size: int = 32) -> dict | None:
-    """``{model: {class: summary}}`` over the cases of ``cfg.evaluation.split`` (None for npz
-    datasets, which have no volumes; a line says so)."""
+@dataclasses.dataclass(frozen=True)
+class VolumeScores:
+    """Whole-volume scores of several models on the cases of one split.
+
+    Attributes:
+        split: the split scored (``val_dt``, ``test_dt``, ...).
+        cases: the case ids, sorted.
+        class_names: the classes, in mask-channel order.
+        models: the model names, in the order given.
+        rows: one per case and class: ``case``, ``class``, ``<model>_dice``, ``<model>_hd95_mm``.
+        summary: ``{model: {class: summary}}`` (:func:`~iac_tf.evaluation.volumetric.summarise`).
+    """
+
+    split: str
+    cases: tuple[str, ...]
+    class_names: tuple[str, ...]
+    models: tuple[str, ...]
+    rows: tuple[dict, ...]
+    summary: dict
+
+    def dice_by_case(self) -> dict[str, dict[str, np.ndarray]]:
+        """``{model: {case: Dice per class}}`` (NaN where the class is absent from both the
+        ground truth and the prediction), the form of the slice scores of
+        :func:`iac_tf.evaluation.report.compare_scores`."""
+        out = {}
+        for name in self.models:
+            per_case = {c: np.full(len(self.class_names), np.nan) for c in self.cases}
+            for row in self.rows:
+                per_case[row["case"]][self.class_names.index(row["class"])] = row[f"{name}_dice"]
+            out[name] = per_case
+        return out
+
+
+def volumetric_scores(cfg, prepared, models: dict, batch_size: int = 32,
+                      split: str | None = None, case_ids: Sequence[str] | None = None,
+                      out_dir: pathlib.Path | None = None) -> dict | None:
+    """``{model: {class: summary}}`` over the cases of ``split`` (default
+    ``cfg.evaluation.split``; the cases ``prepared.splits["cases"][split]`` unless ``case_ids``
+    is given), written to ``out_dir`` (default ``evaluation/``, ``evaluation/<split>/`` for a
+    split other than ``evaluation.split``). None for npz datasets, which have no volumes (a line
+    says so), and for a split without cases."""
+    scores = score_volumes(cfg, models, split or cfg.evaluation.split, prepared=prepared,
+                           case_ids=case_ids, out_dir=out_dir, batch_size=batch_size)
+    return None if scores is None else scores.summary
+
+
+def score_volumes(cfg, models: dict, split: str, *, prepared=None,
+                  case_ids: Sequence[str] | None = None, out_dir: pathlib.Path | None = None,
+                  batch_size: int = 32) -> VolumeScores | None:
+    """Predict every case of ``split`` (``case_ids``, else those of ``prepared.splits``) with
+    every model of ``models`` (name -> Keras model) as a whole volume, score Dice and HD95 (mm)
+    per case and class against its label on the original grid, write the per-case CSV and the
+    summary JSON to ``out_dir`` (see :func:`volumetric_scores`) and log one line per model.
+    Returns None (nothing written) for an npz dataset or a split without cases."""
     if cfg.data.format == "npz":
         log.info("volumetric scores skipped: an npz dataset has no volumes")
         return None
+    if case_ids is None:
+        case_ids = prepared.splits["cases"].get(split, [])
+    wanted = sorted(set(case_ids))
+    if not wanted:
+        return None
+    known = volume_cases(cfg.data)
+    missing = [c for c in wanted if c not in known]
+    if missing:
+        raise DataError(f"{cfg.data.root}: case(s) {missing[:5]} of {split} are no longer in "
+                        "the dataset; prepare the data again (`iac data prepare CONFIG`)")
+    cases = [known[c] for c in wanted]
     prep = Preprocessing.from_data_config(cfg.data)
-    root, _ = resolve_paths(cfg.data)
-    wanted = set(prepared.splits["cases"][cfg.evaluation.split])
-    cases = [c for c in list_cases(cfg.data.format, root) if c.case_id in wanted]
     loaded = {name: LoadedModel(pathlib.Path(name), keras_predictor(m),
                                 tuple(int(d) for d in m.input_shape[1:]),
                                 int(m.output_shape[-1]), m) for name, m in models.items()}
@@ -49,8 +112,7 @@ def volumetric_scores(cfg, prepared, models: dict, batch_size: int = 32) -> dict
         spacing = tuple(float(z) for z in gt_img.header.get_zooms()[:3])
         row_of = {}
         for name, model in loaded.items():
-            labels, _ = predict_volume(model, case.image_paths, prep,
-                                       prep.modalities_of(case.case_id), batch_size)
+            labels, _ = predict_volume(model, case.image_paths, prep, case.modalities, batch_size)
             for cls, (dice, dist) in zip(prep.class_names,
                                          score_case(labels, gt, prep.classes, spacing)):
                 row_of.setdefault(cls, {"case": case.case_id, "class": cls})
@@ -59,7 +121,12 @@ def volumetric_scores(cfg, prepared, models: dict, batch_size: int = 32) -> dict
     summary = {name: summarise([{"class": r["class"], "dice": r[f"{name}_dice"],
                                  "hd95_mm": r[f"{name}_hd95_mm"]} for r in rows],
                                prep.class_names) for name in loaded}
-    out_dir = cfg.layout.evaluation
+    if out_dir is None:
+        out_dir = cfg.layout.evaluation
+        if split != cfg.evaluation.split:
+            out_dir = out_dir / split
+    out_dir = pathlib.Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     fields = ["case", "class"] + [f"{n}_{m}" for n in loaded for m in ("dice", "hd95_mm")]
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=fields)
@@ -71,6 +138,6 @@ def volumetric_scores(cfg, prepared, models: dict, batch_size: int = 32) -> dict
     for name, per_class in summary.items():
         text = ", ".join(f"{c}: Dice {s['dice_mean']:.4f}, HD95 {s['hd95_mm_mean']:.2f} mm"
                          for c, s in per_class.items())
-        log.info("volumetric (%d %s volume(s)) %s: %s", len(cases), cfg.evaluation.split, name,
-                 text)
-    return summary
+        log.info("volumetric (%d %s volume(s)) %s: %s", len(cases), split, name, text)
+    return VolumeScores(split, tuple(wanted), tuple(prep.class_names), tuple(loaded),
+                        tuple(rows), summary)

@@ -1,15 +1,26 @@
 """``iac evaluate``: every model of ``models.json`` against the U-Net, per case, on
 ``evaluation.split`` (slices of the cache: ``dice_per_case.csv``, the statistics, the Markdown
-table), and on the split's whole volumes in their original space (Dice and HD95 in mm)."""
+table), and on the split's whole volumes in their original space (Dice and HD95 in mm).
+
+``evaluation.split`` (val_dt by default) is the split that also selected each stage's best
+epoch, so its scores are in-sample. When the run has a ``test_dt`` (the dataset's
+``imagesTs``/``labelsTs`` or ``data.test_fraction`` of the patients, see
+:mod:`iac_tf.data.splits`), every model is also scored on its whole volumes in
+``evaluation/test_dt/``: ``volumetric_per_case.csv``, ``volumetric_summary.json``,
+``dice_per_case.csv`` (volumetric Dice, one column per model), ``stats.json`` (paired
+comparisons with the U-Net) and ``dice_table.md``; ``evaluation/dice_table.md`` gets a
+``test_dt`` section. The table and the console name both splits."""
 
 from __future__ import annotations
 
 import logging
 import pathlib
 
-from iac_tf.evaluation.report import evaluate_models, markdown_table
+from iac_tf.data.config import SELECTION_SPLIT, TEST_SPLIT
+from iac_tf.evaluation.report import compare_scores, evaluate_models, markdown_table, volume_section
 from iac_tf.experiment import ExperimentConfig
-from iac_tf.inference.run_scores import volumetric_scores
+from iac_tf.files import atomic_write_text
+from iac_tf.inference.run_scores import score_volumes, volumetric_scores
 from iac_tf.pipeline.common import checked_data, guarded, prepare, trained_unet_path, used_stages
 from iac_tf.run_records import check_stages
 from iac_tf.models import load_unet
@@ -58,13 +69,47 @@ def run_evaluation(cfg: ExperimentConfig, prepared=None) -> dict:
     loaded = {"unet": load_unet(trained_unet_path(cfg))}
     loaded.update({name: load_unet(path) for name, path in models.items()})
     out_dir = cfg.layout.evaluation
+    split = cfg.evaluation.split
     # the IAC (every mode) against the budget-matched baseline too
     pairs = [("unet_continued", n) for n in loaded if n.startswith("iac") and "unet_continued" in loaded]
     report = evaluate_models(loaded, images, masks, case_ids, prepared.class_names, out_dir,
-                             batch_size=cfg.evaluation.batch_size, pairs=pairs)
-    log.info("per-case Dice on %s (%d cases; %s):\n%s", cfg.evaluation.split,
-             report["split_cases"], out_dir / "dice_table.md", markdown_table(report))
+                             batch_size=cfg.evaluation.batch_size, pairs=pairs, split=split,
+                             selected_on=SELECTION_SPLIT)
+    table = markdown_table(report, split, SELECTION_SPLIT)
+    log.info("per-case Dice on %s (%d cases; %s):\n%s", split, report["split_cases"],
+             out_dir / "dice_table.md", table)
     # Dice and HD95 (mm) of whole predicted volumes of evaluation.split
     report["volumetric"] = volumetric_scores(cfg, prepared, loaded,
                                              batch_size=cfg.evaluation.batch_size)
+    report["test"] = _test_scores(cfg, prepared, loaded, pairs, table)
+    return report
+
+
+def _test_scores(cfg: ExperimentConfig, prepared, loaded: dict, pairs, table: str) -> dict | None:
+    """Every model on the whole volumes of ``test_dt`` (``evaluation/test_dt/``), its section
+    appended to ``evaluation/dice_table.md``; without test cases one line says so (and the
+    table) and nothing else is written. Returns the ``test_dt`` ``stats.json`` content (with
+    ``volumetric``: the summary), or None."""
+    out_dir = cfg.layout.evaluation
+    test_cases = list(getattr(prepared, "test_cases", []))
+    if not test_cases:
+        note = (f"No {TEST_SPLIT}: data.test_fraction is 0 and the dataset has no "
+                f"imagesTs/labelsTs, so every score of this run is on {SELECTION_SPLIT} or "
+                f"another split the run trained or selected on.")
+        log.info("%s", note)
+        atomic_write_text(out_dir / "dice_table.md", table + "\n" + note + "\n")
+        return None
+    test_dir = out_dir / TEST_SPLIT
+    scores = score_volumes(cfg, loaded, TEST_SPLIT, case_ids=test_cases, out_dir=test_dir,
+                           batch_size=cfg.evaluation.batch_size)
+    report = compare_scores(scores.dice_by_case(), scores.class_names, test_dir, pairs=pairs,
+                            split=TEST_SPLIT, selected_on=SELECTION_SPLIT, unit="volumes",
+                            plots=False, extra={"split": TEST_SPLIT,
+                                                "selected_on": SELECTION_SPLIT,
+                                                "cases": list(scores.cases)})
+    section = volume_section(report, scores.summary, TEST_SPLIT, SELECTION_SPLIT)
+    atomic_write_text(out_dir / "dice_table.md", table + "\n" + section)
+    log.info("per-case Dice of whole volumes on %s (%d cases; %s):\n%s", TEST_SPLIT,
+             len(scores.cases), test_dir, section)
+    report["volumetric"] = scores.summary
     return report

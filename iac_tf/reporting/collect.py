@@ -1,10 +1,8 @@
 """Read run folders (the layout of :mod:`iac_tf.run_layout`) into records for the report.
 
-A run is *finished* when every part its config asks for is on disk: Stage I's summary (unless
-``unet.pretrained``), Stage II's search time and last genotype, Stage III's summary (one per
-genotype epoch with a sweep), each comparison's summary, and an evaluation table with a column
-for the U-Net, the IAC and every comparison. Whatever is absent is named in
-:attr:`RunStatus.missing`, so the report can list it instead of dropping the run.
+Whether a run is *finished* is the layout's rule (:meth:`iac_tf.run_layout.RunLayout.status`,
+the same one ``iac grid`` uses): whatever is absent is named in ``RunStatus.missing``, so the
+report can list it instead of dropping the run.
 
 A file that is there but cannot be read as expected (not JSON, cut off, a column missing, a
 cell that is not a number) is never read as "no data" in silence: :func:`read_run` records one
@@ -27,8 +25,9 @@ import numpy as np
 import yaml
 
 from iac_tf.errors import UserError
+from iac_tf.run_layout import RunLayout, RunStatus, run_status
 
-DICE_CSV = pathlib.Path("evaluation") / "dice_per_case.csv"
+DICE_CSV = pathlib.Path("evaluation") / "dice_per_case.csv"  # the layout's, relative to the run
 EPOCH_COLUMN = re.compile(r"^iac_epoch_(\d+)$")
 NOT_MODELS = {"case", "class", "gain"}
 # column names of the slice-level soft Dice, current first (older runs wrote "dice"/"val_dice")
@@ -43,78 +42,6 @@ def first(row: dict, keys: tuple[str, ...]):
         if k in row:
             return row[k]
     return None
-
-
-@dataclasses.dataclass
-class RunStatus:
-    run_dir: pathlib.Path
-    missing: list[str]
-    exists: bool
-
-    @property
-    def finished(self) -> bool:
-        return self.exists and not self.missing
-
-    @property
-    def state(self) -> str:
-        if not self.exists:
-            return "not started"
-        return "finished" if not self.missing else "partial"
-
-
-def _read_config(run_dir: pathlib.Path) -> dict:
-    path = run_dir / "config.yaml"
-    if not path.exists():
-        return {}
-    try:
-        return yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError):
-        return {}
-
-
-def run_status(run_dir, cfg: dict | None = None) -> RunStatus:
-    """What a run still lacks, judged against ``cfg`` (default: the run's own config.yaml)."""
-    run_dir = pathlib.Path(run_dir)
-    if not run_dir.is_dir():
-        return RunStatus(run_dir, ["run folder"], exists=False)
-    cfg = cfg if cfg is not None else _read_config(run_dir)
-    missing = []
-    if not (run_dir / "config.yaml").exists():
-        missing.append("config.yaml")
-    if not (cfg.get("unet") or {}).get("pretrained") and not (run_dir / "stage1" / "summary.json").exists():
-        missing.append("stage1")
-    s2 = cfg.get("stage2") or {}
-    s3 = cfg.get("stage3") or {}
-    last = int(s2.get("epochs", 200))
-    method = str(cfg.get("method") or "iac")  # a comparison-only run (method: nested) has no IAC
-    methods = list(dict.fromkeys(([method] if method != "iac" else [])
-                                 + [str(m) for m in (cfg.get("compare") or [])]))
-    searched = (run_dir / "stage2" / "search_time.json").exists() and (
-        run_dir / "stage2" / "genotypes" / f"epoch_{last:03d}.json").exists()
-    if method == "iac" and not s3.get("genotype") and not searched:
-        missing.append("stage2")  # not needed when stage3.genotype names a genotype file
-    for ep in (s3.get("genotype_epochs") or []) if method == "iac" else []:
-        if not (run_dir / "stage3" / f"epoch_{int(ep):03d}" / "summary.json").exists():
-            missing.append(f"stage3/epoch_{int(ep):03d}")
-    if method == "iac" and not s3.get("genotype_epochs") and not (run_dir / "stage3" / "summary.json").exists():
-        missing.append("stage3")
-    for m in methods:
-        if not (run_dir / "compare" / m / "summary.json").exists():
-            missing.append(f"compare/{m}")
-    columns = _csv_columns(run_dir / DICE_CSV)
-    if columns is None:
-        missing.append("evaluation")
-    else:
-        wanted = ["unet"] + (["iac"] if method == "iac" else []) + methods
-        missing += [f"evaluation column {c}" for c in wanted if c not in columns]
-    return RunStatus(run_dir, missing, exists=True)
-
-
-def _csv_columns(path: pathlib.Path) -> list[str] | None:
-    if not path.exists():
-        return None
-    with path.open(newline="") as fh:
-        return next(csv.reader(fh), [])
 
 
 @dataclasses.dataclass
@@ -299,18 +226,6 @@ def _short(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
-def stage3_dirs(run_dir: pathlib.Path) -> dict[str, pathlib.Path]:
-    """Stage III folders: ``{"iac": stage3}`` and/or ``{"epoch_025": stage3/epoch_025, ...}``."""
-    out = {}
-    s3 = run_dir / "stage3"
-    if (s3 / "history.csv").exists():
-        out["iac"] = s3
-    for d in sorted(s3.glob("epoch_*")):
-        if d.is_dir():
-            out[d.name] = d
-    return out
-
-
 def read_run(run_dir) -> RunRecord:
     """The run in ``run_dir`` as the report sees it; files it cannot read are named in
     :attr:`RunRecord.warnings`, an unreadable evaluation table in the status' ``missing``."""
@@ -346,7 +261,7 @@ def read_run(run_dir) -> RunRecord:
             rec.epoch_scores[int(hit.group(1))] = v
             rec.epoch_score_source = "per-case Dice (evaluation)"
     if not rec.epoch_scores:  # a sweep without evaluation columns: Stage III's own val Dice
-        for key, d in stage3_dirs(run_dir).items():
+        for key, d in RunLayout(run_dir).stage3_dirs().items():
             path = d / "summary.json"
             if key.startswith("epoch_") and path.exists():
                 summary = read.json(path)
@@ -370,7 +285,7 @@ def read_run(run_dir) -> RunRecord:
     search = read.json(search_path, "total_seconds")
     if "total_seconds" in search:
         rec.stage2_seconds = read.number(search_path, search["total_seconds"], "total_seconds")
-    s3_secs = [_history_seconds(read, d / "history.csv") for d in stage3_dirs(run_dir).values()]
+    s3_secs = [_history_seconds(read, d / "history.csv") for d in RunLayout(run_dir).stage3_dirs().values()]
     s3_secs = [s for s in s3_secs if not math.isnan(s)]
     if s3_secs:
         rec.stage3_seconds = float(sum(s3_secs))

@@ -23,10 +23,11 @@ from matplotlib.figure import Figure
 from iac_tf.data import prepare_dataset
 from iac_tf.experiment import load_experiment
 from iac_tf.genotype import Genotype
-from iac_tf.reporting.collect import TRAIN_DICE, VAL_DICE, RunRecord, stage3_dirs
+from iac_tf.reporting.collect import TRAIN_DICE, VAL_DICE, RunRecord
+from iac_tf.run_layout import RunLayout
 from iac_tf.run_layout import model_paths
 from iac_tf.search.operations import PRIMITIVES
-from iac_tf.unets.loading import load_unet
+from iac_tf.models import load_unet
 
 
 class FigureUnavailable(Exception):
@@ -56,7 +57,7 @@ def _col(rows, key) -> np.ndarray:
 
 
 def stage3_curves(rec: RunRecord, out_png: pathlib.Path) -> pathlib.Path:
-    dirs = {k: d for k, d in stage3_dirs(rec.run_dir).items() if (d / "history.csv").exists()}
+    dirs = {k: d for k, d in RunLayout(rec.run_dir).stage3_dirs().items() if (d / "history.csv").exists()}
     if not dirs:
         raise FigureUnavailable("no stage3 history.csv")
     fig = _figure(figsize=(10, 3.6))

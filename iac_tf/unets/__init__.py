@@ -11,7 +11,6 @@ Importing this package registers the custom layers the encoders need for
 
 from iac_tf.unets.builder import build_unet, skip_layer_names
 from iac_tf.unets.layers import register_application_layers
-from iac_tf.unets.loading import load_unet
 from iac_tf.unets.registry import BACKBONES, TABLE, Backbone, get_backbone
 
 register_application_layers()
@@ -22,7 +21,6 @@ __all__ = [
     "Backbone",
     "build_unet",
     "get_backbone",
-    "load_unet",
     "register_application_layers",
     "skip_layer_names",
 ]

@@ -34,7 +34,9 @@ def save(array: np.ndarray, path: pathlib.Path, affine=RAS) -> pathlib.Path:
 
 
 def write_nnunet(root: pathlib.Path, cases=("case_a", "case_b", "case_c", "case_d", "case_e"),
-                 channels=("T2",), case_modality=None) -> pathlib.Path:
+                 channels=("T2",), case_modality=None, test_cases=()) -> pathlib.Path:
+    """``Dataset999_Tiny`` with ``cases`` in imagesTr/labelsTr and ``test_cases`` in
+    imagesTs/labelsTs (nnU-Net's names: ``CASE_0000.nii.gz`` and ``CASE.nii.gz``)."""
     ds = root / "Dataset999_Tiny"
     meta = {"channel_names": {str(i): c for i, c in enumerate(channels)},
             "labels": {"background": 0, "organ": 1, "lesion": 2},
@@ -47,6 +49,10 @@ def write_nnunet(root: pathlib.Path, cases=("case_a", "case_b", "case_c", "case_
         for c in range(len(channels)):
             save(volume(10 * k + c), ds / "imagesTr" / f"{case}_{c:04d}.nii.gz")
         save(blob_label((1, 2), offset=k), ds / "labelsTr" / f"{case}.nii.gz")
+    for k, case in enumerate(test_cases, start=len(cases)):
+        for c in range(len(channels)):
+            save(volume(10 * k + c), ds / "imagesTs" / f"{case}_{c:04d}.nii.gz")
+        save(blob_label((1, 2), offset=k % 8), ds / "labelsTs" / f"{case}.nii.gz")
     return ds
 
 

@@ -113,6 +113,8 @@ def test_dataset_batching_options(nnunet, tmp_path):
     rep = prepared.dataset("train_dt", batch_size=4, repeat=True)
     assert sum(1 for _ in rep.take(n)) == n  # endless
     with pytest.raises(DataError, match="unknown split"):
+        prepared.num_slices("train")
+    with pytest.raises(DataError, match="test_dt is not in the slice cache"):
         prepared.num_slices("test_dt")
 
 

@@ -75,7 +75,8 @@ def test_sweep_and_comparison_run_then_resume(tmp_path, capsys, monkeypatch):
     for entry in stats["methods"].values():
         assert {"mean_gain", "gain_ci95", "t_test_p", "wilcoxon_p", "wilcoxon_greater_p"} <= set(entry["overall"])
     table = (run / "evaluation" / "dice_table.md").read_text()
-    assert table.splitlines()[0] == "| class | n | unet | " + " | ".join(methods) + " |"
+    assert table.splitlines()[0].startswith("Best epochs selected on: `val_dt`. Scored on: `val_dt`")
+    assert table.splitlines()[2] == "| class | n | unet | " + " | ".join(methods) + " |"
 
     # a rerun keeps every finished Stage III and comparison
     mtimes = {p: p.stat().st_mtime_ns for p in run.glob("*/**/best_model.keras")}

@@ -2,7 +2,8 @@
 
 import yaml
 
-from iac_tf.reporting.collect import case_scores, run_status
+from iac_tf.reporting.collect import case_scores
+from iac_tf.run_layout import run_status
 
 CFG = {"stage2": {"epochs": 2}, "stage3": {"genotype_epochs": [1, 2]}, "compare": ["nested"]}
 
