@@ -163,6 +163,12 @@ def _grid_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dry-run", action="store_true",
                         help="print the plan, the estimated work and the check of every setting only")
     parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a value in every setting")
+    parser.add_argument("--shard", metavar="K/N",
+                        help="only the K-th of N disjoint shards of the settings (1-based; e.g. a "
+                             "Slurm array task: --shard ${SLURM_ARRAY_TASK_ID}/N)")
+    parser.add_argument("--take-next", action="store_true",
+                        help="keep taking the next setting no other worker has claimed until none "
+                             "is left (N workers share one grid on a shared file system)")
 
 
 def _grid(args) -> int:
@@ -172,6 +178,9 @@ def _grid(args) -> int:
     if args.data_root:
         sets["data.root"] = args.data_root
     items = grid_lib.settings(grid_lib.load_grid(args.grid), args.dataset, args.backbone, sets)
+    if args.shard:
+        items = grid_lib.shard(items, args.shard)
+        print(f"shard {args.shard}: {len(items)} setting(s)", flush=True)
     print(grid_lib.plan(items), flush=True)
     problems = grid_lib.problems(items)
     for problem in problems:
@@ -184,7 +193,7 @@ def _grid(args) -> int:
     if args.dry_run:
         print("config check: every setting's config is valid and every setting to run has its data.root")
         return 0
-    failed = [name for name, rc in grid_lib.run_grid(items) if rc != 0]
+    failed = [name for name, rc in grid_lib.run_grid(items, take_next=args.take_next) if rc != 0]
     if failed:
         print(f"iac: error: {len(failed)} setting(s) failed: {', '.join(failed)}", file=sys.stderr)
         return 1

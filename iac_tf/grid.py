@@ -18,6 +18,12 @@ Before any setting runs (and in the dry run) every setting is checked (:func:`pr
 merged config must be valid, and a setting still to run needs a ``data.root`` that exists and
 is not the ``/path/to/...`` placeholder of the example data configs. One invalid setting means
 no setting is started.
+
+On a cluster (``docs/cluster.md``): ``--shard K/N`` runs the K-th of N disjoint shards
+(:func:`shard`; a Slurm array or a Kubernetes indexed Job, no coordinator), and ``--take-next``
+makes any number of workers share one grid on a shared file system: each setting runs under a
+claim lock, so no two workers ever run one setting, and a dead worker's setting is resumed by
+the next pass of another.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import pathlib
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import yaml
@@ -35,6 +42,7 @@ import yaml
 from iac_tf.config import ConfigError, from_dict, load_yaml
 from iac_tf.experiment import ExperimentConfig
 from iac_tf.files import atomic_write_json, atomic_write_text
+from iac_tf.locks import LockedError, folder_lock
 from iac_tf.run_layout import RunLayout, run_status
 from iac_tf.unets import BACKBONES
 
@@ -240,31 +248,93 @@ def gpu_name() -> str:
     return ", ".join(sorted(set(n.strip() for n in out if n.strip()))) or "none (CPU)"
 
 
-def run_grid(items: list[Setting], extra_args: tuple[str, ...] = (), log=print) -> list[tuple[str, int]]:
-    """Run each unfinished setting as ``python -m iac_tf.cli run CONFIG`` (resuming a partial run,
-    skipping a finished one). Returns ``(name, exit status)`` per setting that was run."""
+def parse_shard(spec: str) -> tuple[int, int]:
+    """``"K/N"`` -> ``(K, N)`` with ``1 <= K <= N``."""
+    try:
+        k, n = (int(v) for v in spec.split("/"))
+    except ValueError:
+        k = n = 0
+    if not 1 <= k <= n:
+        raise ConfigError(f"--shard: expected K/N with 1 <= K <= N (e.g. 3/8), got {spec!r}")
+    return k, n
+
+
+def shard(items: list[Setting], spec: str) -> list[Setting]:
+    """The K-th of N disjoint shards of the settings (``spec`` ``"K/N"``, 1-based K): every N-th
+    setting in the grid's order starting at the K-th, so each shard gets a mix of datasets. The
+    same grid file and filters give every worker the same partition, with no coordinator
+    (a Slurm array task: ``--shard ${SLURM_ARRAY_TASK_ID}/N``)."""
+    k, n = parse_shard(spec)
+    return items[k - 1::n]
+
+
+def claim_path(s: Setting) -> pathlib.Path:
+    """The lock file a grid worker holds while it runs setting ``s`` (beside the run folder)."""
+    return s.run_dir.parent / f".{s.name}.grid-claim"
+
+
+def _run_setting(s: Setting, device: str, extra_args: tuple[str, ...]) -> int:
+    """``python -m iac_tf.cli run CONFIG`` of one setting (a fresh TensorFlow per setting, GPU
+    memory released in between); its merged config goes to ``output_dir/.grid/NAME.yaml``."""
+    cfg_path = s.run_dir.parent / ".grid" / f"{s.name}.yaml"
+    atomic_write_text(cfg_path, yaml.safe_dump(s.config, sort_keys=False))
+    RunLayout(s.run_dir).claim()
+    atomic_write_json(s.run_dir / GRID_FILE, {"dataset": s.dataset, "backbone": s.backbone,
+                                              "grid": str(cfg_path), "device": device})
+    return subprocess.call([sys.executable, "-m", "iac_tf.cli", "run", str(cfg_path), *extra_args])
+
+
+def run_grid(items: list[Setting], extra_args: tuple[str, ...] = (), log=print,
+             take_next: bool = False,
+             runner: Callable[[Setting], int] | None = None,
+             finished: Callable[[Setting], bool] | None = None) -> list[tuple[str, int]]:
+    """Run each unfinished setting (resuming a partial run, skipping a finished one). Returns
+    ``(name, exit status)`` per setting this process ran.
+
+    A setting is run only under its claim (:func:`claim_path`, a lock released however the
+    worker ends), so any number of ``iac grid`` processes on one shared file system never run
+    one setting at once: a setting claimed by a live worker, or whose run a live ``iac run``
+    holds, is skipped. ``take_next``: after a pass, pass over the settings again until one
+    starts nothing, so N workers share one grid dynamically and a setting whose worker died is
+    resumed by the next; a setting that failed in this worker is not retried by it.
+    ``runner`` / ``finished``: how a setting is run and judged finished (default: an ``iac
+    run`` process; :meth:`~iac_tf.run_layout.RunLayout.status`)."""
     validate(items)
     for s in items:  # a user's own folder is never made a run folder
         RunLayout(s.run_dir).check_ours()
-    results = []
     device = gpu_name()
-    for k, s in enumerate(items, 1):
-        status = run_status(s.run_dir, s.config)
-        if status.finished:
-            log(f"[grid] {k}/{len(items)} {s.name}: finished, skipped")
-            continue
-        holder = RunLayout(s.run_dir).lock_holder()
-        if holder is not None:
-            log(f"[grid] {k}/{len(items)} {s.name}: being run by {holder}, skipped")
-            continue
-        cfg_path = s.run_dir.parent / ".grid" / f"{s.name}.yaml"
-        atomic_write_text(cfg_path, yaml.safe_dump(s.config, sort_keys=False))
-        RunLayout(s.run_dir).claim()
-        atomic_write_json(s.run_dir / GRID_FILE, {"dataset": s.dataset, "backbone": s.backbone,
-                                                  "grid": str(cfg_path), "device": device})
-        log(f"[grid] {k}/{len(items)} {s.name}: {status.state} -> iac run {cfg_path}")
-        rc = subprocess.call([sys.executable, "-m", "iac_tf.cli", "run", str(cfg_path), *extra_args])
-        results.append((s.name, rc))
-        if rc != 0:
-            log(f"[grid] {s.name}: iac run exited with status {rc}; continuing with the next setting")
-    return results
+    runner = runner or (lambda s: _run_setting(s, device, extra_args))
+    finished = finished or (lambda s: run_status(s.run_dir, s.config).finished)
+    results: list[tuple[str, int]] = []
+    tried: set[str] = set()
+    while True:
+        started = 0
+        for k, s in enumerate(items, 1):
+            where = f"[grid] {k}/{len(items)} {s.name}"
+            if s.name in tried:
+                continue
+            if finished(s):
+                log(f"{where}: finished, skipped")
+                tried.add(s.name)
+                continue
+            try:
+                with folder_lock(claim_path(s), f"grid setting {s.name}"):
+                    if finished(s):  # finished by the worker that held the claim before us
+                        continue
+                    holder = RunLayout(s.run_dir).lock_holder()
+                    if holder is not None:
+                        log(f"{where}: being run by {holder}, skipped")
+                        continue
+                    log(f"{where}: {run_status(s.run_dir, s.config).state} -> iac run")
+                    tried.add(s.name)
+                    started += 1
+                    rc = runner(s)
+            except LockedError as exc:
+                log(f"{where}: claimed by another grid worker, skipped ({str(exc).split(';')[0]})")
+                continue
+            results.append((s.name, rc))
+            if rc != 0:
+                log(f"[grid] {s.name}: iac run exited with status {rc}; continuing with the next "
+                    "setting")
+        if not take_next or not started:
+            return results
