@@ -68,6 +68,8 @@ class RunRecord:
     train_dice: float = math.nan
     val_soft_dice: float = math.nan
     stage2_seconds: float = math.nan
+    stage2_epochs: str = ""  # searched / planned, e.g. "62/200 (stable)" with stop_when_stable
+    stage2_seconds_saved: float = math.nan  # estimate of the stopped search's epochs left
     stage3_seconds: float = math.nan
     device: str = "not recorded"
     warnings: list[str] = dataclasses.field(default_factory=list)
@@ -285,6 +287,13 @@ def read_run(run_dir) -> RunRecord:
     search = read.json(search_path, "total_seconds")
     if "total_seconds" in search:
         rec.stage2_seconds = read.number(search_path, search["total_seconds"], "total_seconds")
+    if "epochs" in search:
+        planned = search.get("planned_epochs", search["epochs"])
+        rec.stage2_epochs = (f"{search['epochs']}/{planned}"
+                             + (" (stable)" if search.get("stopped_early") else ""))
+    if search.get("stopped_early") and "seconds_saved_estimate" in search:
+        rec.stage2_seconds_saved = read.number(search_path, search["seconds_saved_estimate"],
+                                               "seconds_saved_estimate")
     s3_secs = [_history_seconds(read, d / "history.csv") for d in RunLayout(run_dir).stage3_dirs().values()]
     s3_secs = [s for s in s3_secs if not math.isnan(s)]
     if s3_secs:

@@ -77,3 +77,20 @@ def test_grid_skips_a_finished_setting(tmp_path):
     assert grid.run_grid([cell], log=logged.append) == []
     assert logged == ["[grid] 1/1 acdc_base: finished, skipped"]
     assert "finished" in grid.plan([cell]) and "0 to run" in grid.plan([cell])
+
+
+def test_a_search_stopped_when_stable_shows_its_epochs_and_the_hours_saved(tmp_path):
+    import json
+
+    from iac_tf.reporting.collect import read_run
+    from iac_tf.reporting.tables import table_iii
+
+    run = tmp_path / "r"
+    _touch(run / "config.yaml", yaml.safe_dump(CFG))
+    _touch(run / "stage2" / "search_time.json", json.dumps(
+        {"epochs": 3, "planned_epochs": 6, "stopped_early": True, "total_seconds": 3600.0,
+         "seconds_saved_estimate": 7200.0, "stop_when_stable": 2}))
+    rec = read_run(run)
+    assert rec.stage2_epochs == "3/6 (stable)" and rec.stage2_seconds_saved == 7200.0
+    row = table_iii([rec]).rows[0]
+    assert row[2:5] == ["3/6 (stable)", "1.0000", "2.0000"]

@@ -103,8 +103,9 @@ def test_report_from_real_runs(runs, capsys):
     assert [r[0] for r in t2] == ["Dataset001_PyradiomicsSample", "Dataset999_Tiny", "overall"]
     assert all(re.match(r"[+-]\d\.\d{3} \(", r[1]) for r in t2[::2])  # two runs: mean (variance)
     t3 = _table(md, "Table III:")
-    assert all(re.fullmatch(r"\d+\.\d{4}", r[3]) for r in t3)   # Stage III hours of every dataset
-    assert re.fullmatch(r"\d+\.\d{4}", t3[0][2])                # Stage II hours of the searched one
+    assert all(re.fullmatch(r"\d+\.\d{4}", r[5]) for r in t3)   # Stage III hours of every dataset
+    assert re.fullmatch(r"\d+\.\d{4}", t3[0][3])                # Stage II hours of the searched one
+    assert re.fullmatch(r"(\d+)/\1", t3[0][2])                   # searched all its planned epochs
     assert "literature" in md.split("## Table III:", 1)[1].split("\n## ")[0]
     for title in ("Table IV:", "Table V:"):
         for row in _table(md, title):
