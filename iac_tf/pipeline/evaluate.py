@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import pathlib
+import shutil
 
 from iac_tf.data.config import SELECTION_SPLIT, TEST_SPLIT
 from iac_tf.evaluation.report import compare_scores, evaluate_models, markdown_table, volume_section
@@ -88,20 +89,26 @@ def run_evaluation(cfg: ExperimentConfig, prepared=None) -> dict:
 def _test_scores(cfg: ExperimentConfig, prepared, loaded: dict, pairs, table: str) -> dict | None:
     """Every model on the whole volumes of ``test_dt`` (``evaluation/test_dt/``), its section
     appended to ``evaluation/dice_table.md``; without test cases one line says so (and the
-    table) and nothing else is written. Returns the ``test_dt`` ``stats.json`` content (with
-    ``volumetric``: the summary), or None."""
+    table) and nothing else is written (scores of an earlier evaluation with test cases are
+    removed). Returns the ``test_dt`` ``stats.json`` content (with ``volumetric``: the
+    summary), or None."""
     out_dir = cfg.layout.evaluation
+    test_dir = out_dir / TEST_SPLIT
     test_cases = list(getattr(prepared, "test_cases", []))
-    if not test_cases:
+    scores = None
+    if test_cases:
+        scores = score_volumes(cfg, loaded, TEST_SPLIT, case_ids=test_cases, out_dir=test_dir,
+                               batch_size=cfg.evaluation.batch_size)
+    if scores is None:
         note = (f"No {TEST_SPLIT}: data.test_fraction is 0 and the dataset has no "
                 f"imagesTs/labelsTs, so every score of this run is on {SELECTION_SPLIT} or "
                 f"another split the run trained or selected on.")
         log.info("%s", note)
+        if test_dir.is_dir():
+            shutil.rmtree(test_dir)
+            log.info("removed %s (scores of an earlier evaluation with test cases)", test_dir)
         atomic_write_text(out_dir / "dice_table.md", table + "\n" + note + "\n")
         return None
-    test_dir = out_dir / TEST_SPLIT
-    scores = score_volumes(cfg, loaded, TEST_SPLIT, case_ids=test_cases, out_dir=test_dir,
-                           batch_size=cfg.evaluation.batch_size)
     report = compare_scores(scores.dice_by_case(), scores.class_names, test_dir, pairs=pairs,
                             split=TEST_SPLIT, selected_on=SELECTION_SPLIT, unit="volumes",
                             plots=False, extra={"split": TEST_SPLIT,
