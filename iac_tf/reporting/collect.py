@@ -28,6 +28,7 @@ from iac_tf.errors import UserError
 from iac_tf.run_layout import RunLayout, RunStatus, run_status
 
 DICE_CSV = pathlib.Path("evaluation") / "dice_per_case.csv"  # the layout's, relative to the run
+TEST_DICE_CSV = pathlib.Path("evaluation") / "test_dt" / "dice_per_case.csv"  # whole volumes
 EPOCH_COLUMN = re.compile(r"^iac_epoch_(\d+)$")
 NOT_MODELS = {"case", "class", "gain"}
 # column names of the slice-level soft Dice, current first (older runs wrote "dice"/"val_dice")
@@ -48,8 +49,11 @@ def first(row: dict, keys: tuple[str, ...]):
 class RunRecord:
     """One run as the report sees it.
 
-    ``scores[model]``: mean over val cases of the case's mean Dice over classes (the number of
-    ``stats.json``'s ``overall``); ``case_scores[model]``: those per-case values.
+    ``scores[model]``: mean over the scored cases of the case's mean Dice over classes (the
+    number of ``stats.json``'s ``overall``); ``case_scores[model]``: those per-case values, of
+    ``val_dt`` as read, or of ``test_dt`` after :func:`use_split` chose it.
+    ``test_case_scores``: the per-case Dice of the run's ``test_dt`` volumes (empty without a
+    test split).
     ``warnings``: files of the run that are there but could not be read as expected, one line
     each (``FILE: problem``, the file relative to the run folder).
     """
@@ -73,6 +77,8 @@ class RunRecord:
     stage3_seconds: float = math.nan
     device: str = "not recorded"
     warnings: list[str] = dataclasses.field(default_factory=list)
+    test_case_scores: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    split: str = "val_dt"
 
     @property
     def methods(self) -> list[str]:
@@ -228,6 +234,41 @@ def _short(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
+def _set_scores(rec: RunRecord, per_case: dict[str, np.ndarray], split: str) -> None:
+    """The run's scores from ``per_case`` (per-case Dice of ``split``), the sweep's epochs
+    included."""
+    rec.split, rec.case_scores = split, per_case
+    rec.scores = {m: float(np.nanmean(v)) if np.any(~np.isnan(v)) else math.nan
+                  for m, v in per_case.items()}
+    rec.epoch_scores = {}
+    for m, v in rec.scores.items():
+        hit = EPOCH_COLUMN.match(m)
+        if hit:
+            rec.epoch_scores[int(hit.group(1))] = v
+            rec.epoch_score_source = f"per-case Dice on {split} (evaluation)"
+
+
+def use_split(records: list[RunRecord]) -> str:
+    """The split every table scores on: ``test_dt`` (whole volumes nothing selected on) when
+    every run with scores has it, else ``val_dt`` (the split that also selected each best
+    epoch: in-sample). Runs of both kinds in one report are refused (their tables would
+    compare numbers of different splits)."""
+    scored = [r for r in records if r.case_scores or r.test_case_scores]
+    with_test = [r.name for r in scored if r.test_case_scores]
+    without = [r.name for r in scored if not r.test_case_scores]
+    if with_test and without:
+        raise UserError(
+            f"{len(with_test)} run(s) have test_dt scores ({', '.join(with_test)}) and "
+            f"{len(without)} do not ({', '.join(without)}): one report compares its runs on one "
+            "split. Report them separately (one `iac report` per group), or give the others a "
+            "test split (data.test_fraction or labelsTs) and run `iac evaluate`")
+    if with_test:
+        for r in scored:
+            _set_scores(r, r.test_case_scores, "test_dt")
+        return "test_dt"
+    return "val_dt"
+
+
 def read_run(run_dir) -> RunRecord:
     """The run in ``run_dir`` as the report sees it; files it cannot read are named in
     :attr:`RunRecord.warnings`, an unreadable evaluation table in the status' ``missing``."""
@@ -255,13 +296,13 @@ def read_run(run_dir) -> RunRecord:
             read.warn(dice_csv, f"{_short(exc)}; the run's scores are left out")
             rec.status = dataclasses.replace(
                 rec.status, missing=[*rec.status.missing, f"evaluation (unreadable {DICE_CSV.as_posix()})"])
-        rec.scores = {m: float(np.nanmean(v)) if np.any(~np.isnan(v)) else math.nan
-                      for m, v in rec.case_scores.items()}
-    for m, v in rec.scores.items():
-        hit = EPOCH_COLUMN.match(m)
-        if hit:
-            rec.epoch_scores[int(hit.group(1))] = v
-            rec.epoch_score_source = "per-case Dice (evaluation)"
+    _set_scores(rec, rec.case_scores, "val_dt")
+    test_csv = run_dir / TEST_DICE_CSV
+    if test_csv.exists():
+        try:
+            rec.test_case_scores = case_scores(test_csv)
+        except (OSError, UnreadableFile) as exc:
+            read.warn(test_csv, f"{_short(exc)}; the run's test_dt scores are left out")
     if not rec.epoch_scores:  # a sweep without evaluation columns: Stage III's own val Dice
         for key, d in RunLayout(run_dir).stage3_dirs().items():
             path = d / "summary.json"

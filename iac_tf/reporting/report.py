@@ -36,6 +36,7 @@ import base64
 import csv
 import html
 import io
+import logging
 import pathlib
 import shutil
 
@@ -43,13 +44,15 @@ from iac_tf.diskspace import check_writable_folder
 from iac_tf.errors import UserError
 from iac_tf.files import REPORT_MARKER, RefusedPath, atomic_path, check_replaceable_folder, dumps_json, mark
 from iac_tf.reporting import figures as figs
-from iac_tf.reporting.collect import expand_run_dirs, read_run
+from iac_tf.reporting.collect import expand_run_dirs, read_run, use_split
 from iac_tf.reporting.tables import Table, all_tables
 from iac_tf.version import code_version
 
+log_ = logging.getLogger(__name__)
+
 
 def _log(msg: str) -> None:
-    print(f"[iac] {msg}", flush=True)
+    log_.info("%s", msg)
 
 
 def check_out_dir(out_dir, run_dirs=(), runs=()) -> None:
@@ -97,7 +100,10 @@ def build_report(run_dirs, out_dir, overlays: bool = True, n_slices: int = 3, lo
             log(f"warning: {r.name}: {w}")
             warnings.append(f"{r.name}: {w}")
     version = code_version()
+    split = use_split(records)  # test_dt when every run has it (refuses a mix)
+    log(f"report: {split_note(split)}")
     tables, stats = all_tables(records, version)  # refuses two runs of one setting
+    stats["split"] = split
     with atomic_path(out_dir) as tmp:  # built beside out_dir, moved into place when complete
         mark(tmp, REPORT_MARKER, "a report")
         (tmp / "tables").mkdir(parents=True)
@@ -107,8 +113,9 @@ def build_report(run_dirs, out_dir, overlays: bool = True, n_slices: int = 3, lo
             _write_csv(t, tmp / "tables" / f"{t.key}.csv")
         (tmp / "statistics.json").write_text(dumps_json(stats))
         (tmp / "report.md").write_text(markdown(tables, figures, skipped, out_root=tmp,
-                                                warnings=warnings))
-        (tmp / "report.html").write_text(html_page(tables, figures, skipped, warnings=warnings))
+                                                warnings=warnings, split=split))
+        (tmp / "report.html").write_text(html_page(tables, figures, skipped, warnings=warnings,
+                                                   split=split))
     log(f"report: {len(records)} runs, {len(figures)} figures"
         + (f", {len(warnings)} warning(s)" if warnings else "") + f" -> {out_dir / 'report.html'}")
     return {"runs": len(records), "figures": len(figures), "skipped_figures": skipped,
@@ -166,8 +173,18 @@ WARNINGS_NOTE = ("Files of the runs that are there but could not be read; the ce
                  "them are n/a, and a run with an unreadable evaluation table is not finished.")
 
 
-def markdown(tables, figures, skipped, out_root, warnings=()) -> str:
-    parts = ["# IAC report", ""]
+def split_note(split: str) -> str:
+    """Which split the report's Dice tables and statistics score on, and what that means."""
+    if split == "test_dt":
+        return ("Dice of Tables II, IV-VI and the statistics: test_dt, whole volumes in their "
+                "original space, a split nothing was trained or selected on.")
+    return ("Dice of Tables II, IV-VI and the statistics: val_dt, the split that also selected "
+            "each model's best epoch (in-sample; the runs have no test split: set "
+            "data.test_fraction or provide labelsTs).")
+
+
+def markdown(tables, figures, skipped, out_root, warnings=(), split: str = "val_dt") -> str:
+    parts = ["# IAC report", "", f"*{split_note(split)}*", ""]
     if warnings:
         parts += ["## Warnings", "", f"*{WARNINGS_NOTE}*", ""] + [f"- {w}" for w in warnings] + [""]
     parts += [_md_table(t) for t in tables]
@@ -180,7 +197,7 @@ def markdown(tables, figures, skipped, out_root, warnings=()) -> str:
     return "\n".join(parts) + "\n"
 
 
-def html_page(tables, figures, skipped, warnings=()) -> str:
+def html_page(tables, figures, skipped, warnings=(), split: str = "val_dt") -> str:
     def table(t: Table) -> str:
         head = "".join(f"<th>{html.escape(str(h))}</th>" for h in t.header)
         body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>"
@@ -199,6 +216,7 @@ def html_page(tables, figures, skipped, warnings=()) -> str:
               "margin:.5em 0}td,th{border:1px solid #bbb;padding:3px 7px;font-size:13px}th{background:#eee}"
               ".note{font-size:12px;color:#555;max-width:1100px}figure{display:inline-block;margin:1em}"
               "img{max-width:1100px}</style></head><body><h1>IAC report</h1>")
+    buf.write(f"<p class=note>{html.escape(split_note(split))}</p>")
     links = ([("warnings", "Warnings")] if warnings else []) + [
         (t.key, t.title.split(":")[0]) for t in tables] + [("figures", "Figures")]
     buf.write("<p>" + " · ".join(f"<a href='#{k}'>{html.escape(title)}</a>" for k, title in links)

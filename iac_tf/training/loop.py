@@ -36,6 +36,7 @@ from __future__ import annotations
 import math
 import os
 import pathlib
+import sys
 import time
 from typing import Any, Callable, Iterable, Mapping
 
@@ -270,6 +271,13 @@ class EpochLoop:
             log.info("epoch 0 (before training): %s", shown)
 
 
+def _progress(line: str) -> None:
+    """A line of the Keras progress display (stdout, as Keras' own progress bar writes it; not
+    a log record: ``verbose`` switches it)."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
 class _EpochProgbar(keras.callbacks.ProgbarLogger):
     """Keras' progress output with the stage's real epoch count (``Epoch 7/20``) and the epoch's
     unmeasured values shown as ``n/a`` instead of Keras' 0.0000."""
@@ -287,7 +295,7 @@ class _EpochProgbar(keras.callbacks.ProgbarLogger):
         self._reset_progbar()
         self._maybe_init_progbar()
         if self.verbose:
-            print(f"Epoch {epoch + 1}/{self.total_epochs}", flush=True)
+            _progress(f"Epoch {epoch + 1}/{self.total_epochs}")
 
     def _visible(self, logs):
         if not logs or not self.hidden:
@@ -300,7 +308,7 @@ class _EpochProgbar(keras.callbacks.ProgbarLogger):
     def _finalize_progbar(self, logs, counter):
         super()._finalize_progbar(self._visible(logs), counter)
         if self.verbose and self.hidden:
-            print(f"  n/a (not measured this epoch): {', '.join(self.hidden)}", flush=True)
+            _progress(f"  n/a (not measured this epoch): {', '.join(self.hidden)}")
 
 
 class _Board:

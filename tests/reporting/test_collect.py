@@ -1,5 +1,6 @@
 """Run status: every part a run's config asks for is checked, absent parts are named."""
 
+import pytest
 import yaml
 
 from iac_tf.reporting.collect import case_scores
@@ -94,3 +95,34 @@ def test_a_search_stopped_when_stable_shows_its_epochs_and_the_hours_saved(tmp_p
     assert rec.stage2_epochs == "3/6 (stable)" and rec.stage2_seconds_saved == 7200.0
     row = table_iii([rec]).rows[0]
     assert row[2:5] == ["3/6 (stable)", "1.0000", "2.0000"]
+
+
+def _scored_run(root, name, val, test=None):
+    run = root / name
+    _touch(run / "config.yaml", yaml.safe_dump(CFG))
+    _touch(run / "evaluation" / "dice_per_case.csv", f"case,class,unet,iac\nc1,a,0.5,{val}\n")
+    if test is not None:
+        _touch(run / "evaluation" / "test_dt" / "dice_per_case.csv",
+               f"case,class,unet,iac\nt1,a,0.4,{test}\nt2,a,0.4,{test}\n")
+    return run
+
+
+def test_the_report_scores_on_test_dt_when_every_run_has_it(tmp_path):
+    from iac_tf.reporting.collect import read_run, use_split
+
+    runs = [read_run(_scored_run(tmp_path, n, 0.6, 0.45)) for n in ("a", "b")]
+    assert use_split(runs) == "test_dt"
+    assert all(r.split == "test_dt" and r.scores["iac"] == 0.45 for r in runs)
+    assert len(runs[0].case_scores["iac"]) == 2
+
+
+def test_the_report_stays_on_val_dt_without_test_splits_and_refuses_a_mix(tmp_path):
+    from iac_tf.errors import UserError
+    from iac_tf.reporting.collect import read_run, use_split
+
+    plain = [read_run(_scored_run(tmp_path, n, 0.6)) for n in ("a", "b")]
+    assert use_split(plain) == "val_dt" and plain[0].scores["iac"] == 0.6
+    mixed = [read_run(_scored_run(tmp_path / "m", "c", 0.6, 0.45)),
+             read_run(_scored_run(tmp_path / "m", "d", 0.6))]
+    with pytest.raises(UserError, match=r"(?s)test_dt scores \(c\).*do not \(d\)"):
+        use_split(mixed)
