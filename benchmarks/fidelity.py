@@ -141,6 +141,9 @@ def main(argv=None) -> int:
 
     os.chdir(ROOT)  # the sample config's data root is relative to the repository root
     from iac_tf import pipeline
+    from iac_tf.console import log_to_console
+
+    log_to_console()  # the pipeline's [iac] lines
 
     print(f"budget: base U-Net base_filters={args.base_filters}, {args.patch_size}x{args.patch_size} "
           f"patches, batch {args.batch_size}; Stage I {args.stage1_epochs} epochs, "
