@@ -55,31 +55,6 @@ def test_case_scores_average_present_classes_then_cases(tmp_path):
     assert abs(s["iac"][0] - 0.4) < 1e-12 and abs(s["iac"][1] - 0.5) < 1e-12
 
 
-def test_grid_skips_a_finished_setting(tmp_path):
-    import pathlib
-
-    from iac_tf import grid
-
-    g = grid.load_grid(pathlib.Path(__file__).resolve().parents[2] / "experiments" / "paper" / "grid.yaml")
-    sets = {"output_dir": str(tmp_path), "stage2.epochs": 2, "stage2.warmup_epochs": 0,
-            "stage3.genotype_epochs": [1, 2]}
-    (cell,) = grid.settings(g, "acdc", "base", sets)
-    run = cell.run_dir
-    _touch(run / "config.yaml", yaml.safe_dump(cell.config))
-    _touch(run / "version.txt", "test\n")  # a run folder of the tool (grid writes only into those)
-    for part in ("stage1/summary.json", "stage2/search_time.json", "stage2/genotypes/epoch_002.json",
-                 "stage3/epoch_001/summary.json", "stage3/epoch_002/summary.json"):
-        _touch(run / part)
-    for m in cell.config["compare"]:
-        _touch(run / "compare" / m / "summary.json")
-    _touch(run / "evaluation" / "dice_per_case.csv",
-           "case,class,unet,iac," + ",".join(cell.config["compare"]) + "\n")
-    logged = []
-    assert grid.run_grid([cell], log=logged.append) == []
-    assert logged == ["[grid] 1/1 acdc_base: finished, skipped"]
-    assert "finished" in grid.plan([cell]) and "0 to run" in grid.plan([cell])
-
-
 def test_a_search_stopped_when_stable_shows_its_epochs_and_the_hours_saved(tmp_path):
     import json
 

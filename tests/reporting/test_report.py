@@ -21,7 +21,6 @@ from tests.data.fixtures import write_nnunet
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "experiments" / "sample.yaml"
-GRID = ROOT / "experiments" / "paper" / "grid.yaml"
 
 TINY = {
     "data.patch_size": 32, "stage1.epochs": 1, "stage1.batch_size": 16, "stage1.verbose": 0,
@@ -133,28 +132,3 @@ def test_report_from_real_runs(runs, capsys):
     assert "never_run" in capsys.readouterr().out
 
 
-def test_grid_dry_run_lists_32_settings(tmp_path, capsys):
-    # an existing data root: the example data configs' /path/to/... roots are refused
-    assert main(["grid", str(GRID), "--dry-run", "--set", f"output_dir={tmp_path}",
-                 "--data-root", str(tmp_path)]) == 0
-    lines = capsys.readouterr().out.splitlines()
-    settings = [line.split()[0] for line in lines[1:] if "not started" in line]
-    assert len(settings) == 32 and len(set(settings)) == 32
-    assert "acdc_base" in settings and "amos_convnext_base" in settings
-    assert any(line.startswith("32 settings, 32 to run") for line in lines)
-
-
-def test_grid_selects_one_dataset_backbone_or_cell(tmp_path, capsys):
-    from iac_tf import grid
-
-    g = grid.load_grid(GRID)
-    assert len(grid.settings(g, dataset="kits")) == 8
-    assert len(grid.settings(g, backbone="vgg16")) == 4
-    cell = grid.settings(g, "brats", "convnext_tiny", {"data.root": "/data", "output_dir": str(tmp_path)})
-    assert len(cell) == 1
-    cfg = cell[0].config
-    assert cfg["unet"]["backbone"] == "convnext_tiny" and cfg["data"]["format"] == "brats"
-    assert cfg["data"]["root"] == "/data" and cfg["stage3"]["genotype_epochs"] == [25, 50, 100, 150, 200]
-    assert cfg["stage1"]["batch_size"] == 128 and cfg["stage2"]["warmup_epochs"] == 15
-    assert main(["grid", str(GRID), "--dataset", "nope", "--dry-run"]) == 2
-    assert "no dataset 'nope'" in capsys.readouterr().err

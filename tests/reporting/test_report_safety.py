@@ -14,7 +14,6 @@ import yaml
 from iac_tf.cli import main
 from iac_tf.files import REPORT_MARKER
 
-GRID = pathlib.Path(__file__).resolve().parents[2] / "experiments" / "paper" / "grid.yaml"
 HISTORY = "epoch,soft_dice,val_soft_dice,epoch_time_s\n1,0.80,0.70,30.0\n2,0.90,0.75,30.0\n"
 
 
@@ -223,52 +222,3 @@ def test_an_undamaged_report_has_no_warnings(runs, tmp_path, capsys):
 
 
 # ------------------------------------------------------------------------------- grid checks
-def _grid(capsys, tmp_path, *extra) -> tuple[int, str, str]:
-    rc = main(["grid", str(GRID), "--dataset", "acdc", "--backbone", "base",
-               "--set", f"output_dir={tmp_path / 'runs'}", *map(str, extra)])
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def test_grid_dry_run_refuses_the_placeholder_data_root(tmp_path, capsys):
-    rc, out, err = _grid(capsys, tmp_path, "--dry-run")
-    refused(rc, err, "not valid")
-    assert "config check: acdc_base: data.root: /path/to/ACDC is the example placeholder" in out
-    assert "--data-root" in out and "acdc.yaml" in out
-    assert "every setting's config is valid" not in out
-
-
-def test_grid_dry_run_refuses_a_missing_data_root(tmp_path, capsys):
-    rc, out, err = _grid(capsys, tmp_path, "--dry-run", "--data-root", tmp_path / "nowhere")
-    refused(rc, err, "not valid")
-    assert f"acdc_base: data.root: {tmp_path / 'nowhere'} does not exist" in out
-
-
-def test_grid_dry_run_accepts_an_existing_data_root(tmp_path, capsys):
-    rc, out, _ = _grid(capsys, tmp_path, "--dry-run", "--data-root", tmp_path)
-    assert rc == 0 and "every setting's config is valid" in out
-
-
-def test_grid_starts_no_setting_with_a_missing_data_root(tmp_path, capsys, monkeypatch):
-    import subprocess
-
-    def forbidden(*a, **k):
-        raise AssertionError("a setting was started")
-
-    monkeypatch.setattr(subprocess, "call", forbidden)
-    rc, out, err = _grid(capsys, tmp_path)
-    refused(rc, err, "no setting was started")
-    assert "acdc_base: data.root" in out
-    assert not (tmp_path / "runs").exists()
-
-
-def test_validate_names_the_setting_and_the_key(tmp_path):
-    from iac_tf import grid
-    from iac_tf.config import ConfigError
-
-    items = grid.settings(grid.load_grid(GRID), "kits", None, {"output_dir": str(tmp_path)})
-    with pytest.raises(ConfigError, match=r"grid setting kits_base: data\.root: /path/to/.*and 7 more"):
-        grid.validate(items)
-    with pytest.raises(ConfigError, match="kits_base: data.root"):
-        grid.run_grid(items, log=lambda m: None)
-    assert not any(tmp_path.iterdir())
