@@ -70,7 +70,7 @@ def replace_2x(cfg):
     from iac_tf.pipeline.units import iac_unit
 
     doubled = dataclasses.replace(cfg, stage3=dataclasses.replace(
-        cfg.stage3, epochs=2 * cfg.stage3.epochs, implant_mode="replace"))
+        cfg.stage3, epochs=2 * cfg.stage3.epochs, implant_mode="replace", extra_implant_modes=()))
     unit = iac_unit(doubled, "iac_replace_2x", pipeline.stage3_genotype_path(cfg),
                     cfg.layout.compare("iac_replace_2x"), "replace")
     with cfg.layout.lock():
