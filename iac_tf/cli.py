@@ -127,15 +127,6 @@ def _data_check_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _report_args(parser: argparse.ArgumentParser) -> None:
-    def positive(value: str) -> int:
-        try:
-            n = int(value)
-        except ValueError:
-            n = 0
-        if n < 1:
-            raise argparse.ArgumentTypeError(f"expected a positive number of slices, got {value!r}")
-        return n
-
     parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
                         help="run folders (or folders of runs, e.g. runs/); absent ones are listed as "
                              "missing; one run per dataset x backbone setting")
@@ -144,7 +135,7 @@ def _report_args(parser: argparse.ArgumentParser) -> None:
                              "a report written before by iac report (it is replaced whole)")
     parser.add_argument("--no-overlays", action="store_true",
                         help="skip the image overlays (no data or models loaded)")
-    parser.add_argument("--slices", type=positive, default=3,
+    parser.add_argument("--slices", type=inference_cli.positive_int, default=3,
                         help="val_dt slices per overlay figure, at least 1 (default 3)")
 
 

@@ -30,3 +30,22 @@ def _clear_keras_session():
 
     keras.backend.clear_session()
     yield
+
+
+@pytest.fixture
+def unwritable(tmp_path):
+    """A folder nothing can be written into (immutable as root, read-only otherwise)."""
+    import subprocess
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    if os.geteuid() == 0:
+        done = subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode == 0
+        if not done:
+            pytest.skip("chattr +i not available: cannot make a folder unwritable as root")
+        yield folder
+        subprocess.run(["chattr", "-i", str(folder)], check=True)
+    else:
+        folder.chmod(0o555)
+        yield folder
+        folder.chmod(0o755)
+

@@ -20,6 +20,7 @@ from iac_tf.config import ConfigError
 from iac_tf.grid import Setting, parse_shard, run_grid, shard
 from iac_tf.run_layout import RunLayout
 from tests.data import fixtures
+from tests.reporting.test_report_safety import refused
 from tests.tiny import write_config
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -29,15 +30,6 @@ GRID = ROOT / "experiments" / "paper" / "grid.yaml"
 def _touch(path, text="{}"):
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
-
-
-def refused(rc: int, err: str, *words: str) -> None:
-    assert rc == 2
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("iac: error: "), err
-    assert "Traceback" not in err
-    for w in words:
-        assert w in lines[0], (w, lines[0])
 
 
 def _items(n: int, folder: pathlib.Path, dataset: pathlib.Path) -> list[Setting]:

@@ -234,6 +234,18 @@ def _short(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
+def _scores_of(read: _Reader, path: pathlib.Path, what: str) -> dict[str, np.ndarray] | None:
+    """:func:`case_scores` of ``path`` (``{}`` if absent; ``None``, with a warning, if it is
+    there but unreadable)."""
+    if not path.exists():
+        return {}
+    try:
+        return case_scores(path)
+    except (OSError, UnreadableFile) as exc:
+        read.warn(path, f"{_short(exc)}; the run's {what} are left out")
+        return None
+
+
 def _set_scores(rec: RunRecord, per_case: dict[str, np.ndarray], split: str) -> None:
     """The run's scores from ``per_case`` (per-case Dice of ``split``), the sweep's epochs
     included."""
@@ -288,21 +300,12 @@ def read_run(run_dir) -> RunRecord:
         version=version_file.read_text().strip() if version_file.exists() else "not recorded",
         status=run_status(run_dir, cfg), config=cfg, device=grid.get("device", "not recorded"),
     )
-    dice_csv = run_dir / DICE_CSV
-    if dice_csv.exists():
-        try:
-            rec.case_scores = case_scores(dice_csv)
-        except (OSError, UnreadableFile) as exc:
-            read.warn(dice_csv, f"{_short(exc)}; the run's scores are left out")
-            rec.status = dataclasses.replace(
-                rec.status, missing=[*rec.status.missing, f"evaluation (unreadable {DICE_CSV.as_posix()})"])
-    _set_scores(rec, rec.case_scores, "val_dt")
-    test_csv = run_dir / TEST_DICE_CSV
-    if test_csv.exists():
-        try:
-            rec.test_case_scores = case_scores(test_csv)
-        except (OSError, UnreadableFile) as exc:
-            read.warn(test_csv, f"{_short(exc)}; the run's test_dt scores are left out")
+    val = _scores_of(read, run_dir / DICE_CSV, "scores")
+    if val is None:  # there but unreadable: the run is not finished
+        rec.status = dataclasses.replace(
+            rec.status, missing=[*rec.status.missing, f"evaluation (unreadable {DICE_CSV.as_posix()})"])
+    _set_scores(rec, val or {}, "val_dt")
+    rec.test_case_scores = _scores_of(read, run_dir / TEST_DICE_CSV, "test_dt scores") or {}
     if not rec.epoch_scores:  # a sweep without evaluation columns: Stage III's own val Dice
         for key, d in RunLayout(run_dir).stage3_dirs().items():
             path = d / "summary.json"

@@ -144,26 +144,6 @@ def test_truncated_prediction_is_one_line_and_writes_nothing(tmp_path, capsys):
     assert sorted(p.name for p in pred_dir.iterdir()) == ["c1.nii.gz", "c2.nii.gz"]
 
 
-@pytest.fixture
-def unwritable(tmp_path):
-    """A folder nothing can be written into (immutable as root, read-only otherwise)."""
-    import os
-    import subprocess
-
-    folder = tmp_path / "locked"
-    folder.mkdir()
-    if os.geteuid() == 0:
-        done = subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode == 0
-        if not done:
-            pytest.skip("chattr +i not available: cannot make a folder unwritable as root")
-        yield folder
-        subprocess.run(["chattr", "-i", str(folder)], check=True)
-    else:
-        folder.chmod(0o555)
-        yield folder
-        folder.chmod(0o755)
-
-
 def test_unwritable_out_is_found_before_any_work(tmp_path, capsys, monkeypatch, unwritable):
     import iac_tf.evaluation.volumetric as volumetric
 

@@ -7,7 +7,6 @@ import json
 import os
 import pathlib
 import shutil
-import subprocess
 
 import nibabel as nib
 import numpy as np
@@ -25,23 +24,6 @@ from tests.inference.helpers import make_run
 def run(tmp_path_factory):
     """One run folder for the module (building and saving the U-Net is the slow part)."""
     return make_run(tmp_path_factory.mktemp("run"))
-
-
-@pytest.fixture
-def unwritable(tmp_path):
-    """A folder nothing can be written into (immutable as root, read-only otherwise)."""
-    folder = tmp_path / "locked"
-    folder.mkdir()
-    if os.geteuid() == 0:
-        done = subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode == 0
-        if not done:
-            pytest.skip("chattr +i not available: cannot make a folder unwritable as root")
-        yield folder
-        subprocess.run(["chattr", "-i", str(folder)], check=True)
-    else:
-        folder.chmod(0o555)
-        yield folder
-        folder.chmod(0o755)
 
 
 def copy_cases(ds, folder, cases=("case_a", "case_b")):

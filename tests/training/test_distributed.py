@@ -10,14 +10,18 @@ import numpy as np
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
-def test_search_runs_under_mirrored_strategy_on_two_logical_cpus(tmp_path):
+def _two_cpus(module: str, out: pathlib.Path) -> dict:
+    """Run ``tests.training.<module>`` in a fresh process (its two logical CPUs must be set up
+    before TensorFlow starts) and return the JSON report it prints last."""
     env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="2")
-    proc = subprocess.run(
-        [sys.executable, "-m", "tests.training.mirrored_search", str(tmp_path / "run")],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
-    )
+    proc = subprocess.run([sys.executable, "-m", f"tests.training.{module}", str(out)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_search_runs_under_mirrored_strategy_on_two_logical_cpus(tmp_path):
+    report = _two_cpus("mirrored_search", tmp_path / "run")
     assert report["replicas"] == 2
     assert report["frozen_unchanged"]
     row = report["history"][0]
@@ -28,13 +32,7 @@ def test_search_runs_under_mirrored_strategy_on_two_logical_cpus(tmp_path):
 
 
 def test_stage1_and_stage3_train_under_mirrored_strategy_on_two_logical_cpus(tmp_path):
-    env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="2")
-    proc = subprocess.run(
-        [sys.executable, "-m", "tests.training.mirrored_training", str(tmp_path / "run")],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    report = _two_cpus("mirrored_training", tmp_path / "run")
     assert report["replicas"] == [2, 2]
     assert report["frozen_unchanged"]  # Stage III trains the cells only, on both replicas
     assert math.isfinite(report["stage1_val_soft_dice"]) and math.isfinite(report["stage3_val_soft_dice"])
