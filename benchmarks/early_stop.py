@@ -53,9 +53,11 @@ def train_early(row: dict, config: str) -> dict:
 
     run = pathlib.Path(row["run"])
     name = f"{run.name}_early_{row['patience']}"
+    unet = ((read_config(RunLayout(run).config).get("unet") or {}).get("pretrained")
+            or run / "stage1" / "best_model.keras")  # the U-Net the run's search used
     rc = main(["stage3", config, "--set", f"name={name}", "--set", f"output_dir={run.parent}",
                "--set", f"stage3.genotype={row['genotype_at_stop']}",
-               "--set", f"unet.pretrained={run / 'stage1' / 'best_model.keras'}"])
+               "--set", f"unet.pretrained={unet}"])
     if rc:
         raise SystemExit(f"Stage III of the early genotype failed ({rc})")
     return {"early": str(run.parent / name / "evaluation" / "stats.json"),
