@@ -38,6 +38,7 @@ import yaml
 
 from iac_tf.config import to_dict
 from iac_tf.config.stages import Stage1Config, Stage2Config, Stage3Config
+from iac_tf.data.config import TEST_SPLIT
 from iac_tf.errors import UserError
 from iac_tf.files import RUN_MARKER, RefusedPath, atomic_write_json, is_run_folder, mark
 from iac_tf.locks import folder_lock, read_holder
@@ -85,10 +86,6 @@ class RunLayout:
         self.root = pathlib.Path(root)
 
     # ------------------------------------------------------------------ paths
-    @property
-    def name(self) -> str:
-        return self.root.name
-
     @property
     def config(self) -> pathlib.Path:
         return self.root / "config.yaml"
@@ -144,6 +141,15 @@ class RunLayout:
     @property
     def dice_csv(self) -> pathlib.Path:
         return self.root / DICE_CSV
+
+    @property
+    def test_evaluation(self) -> pathlib.Path:
+        """The scores of the ``test_dt`` volumes (absent without a test split)."""
+        return self.evaluation / TEST_SPLIT
+
+    @property
+    def test_dice_csv(self) -> pathlib.Path:
+        return self.test_evaluation / "dice_per_case.csv"
 
     def best_model(self, folder: pathlib.Path) -> pathlib.Path:
         return folder / BEST_MODEL

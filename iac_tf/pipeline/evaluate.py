@@ -93,7 +93,7 @@ def _test_scores(cfg: ExperimentConfig, prepared, loaded: dict, pairs, table: st
     removed). Returns the ``test_dt`` ``stats.json`` content (with ``volumetric``: the
     summary), or None."""
     out_dir = cfg.layout.evaluation
-    test_dir = out_dir / TEST_SPLIT
+    test_dir = cfg.layout.test_evaluation
     test_cases = list(getattr(prepared, "test_cases", []))
     scores = None
     if test_cases:

@@ -22,7 +22,7 @@ from iac_tf.evaluation.plots import plot_history
 from iac_tf.experiment import ExperimentConfig
 from iac_tf.genotype import Genotype
 from iac_tf.pipeline.common import case_scorer, epoch_data, fixed, trained_unet_path
-from iac_tf.run_layout import HISTORY, SAVEDMODEL, training_done
+from iac_tf.run_layout import BEST_MODEL, HISTORY, SAVEDMODEL, training_done
 from iac_tf.training.precision import precision_policy
 from iac_tf.training.seeding import seed_everything
 from iac_tf.training.stage1 import TrainResult, train_model
@@ -66,7 +66,7 @@ def finished(unit: TrainingUnit) -> TrainResult | None:
     if done is None or (unit.needs_export and not (unit.folder / SAVEDMODEL).is_dir()):
         return None  # unfinished, or killed between the last epoch and the export
     summary = done["summary"]
-    return TrainResult(run_dir=unit.folder, best_model_path=unit.folder / "best_model.keras",
+    return TrainResult(run_dir=unit.folder, best_model_path=unit.folder / BEST_MODEL,
                        best_epoch=int(summary["best_epoch"]),
                        best_val_soft_dice=float(summary["best_val_soft_dice"]),
                        history=done["history"], seconds=0.0,
@@ -114,7 +114,7 @@ def train_unit(cfg: ExperimentConfig, prepared, unit: TrainingUnit,
                  " (early stop: patience)" if result.stopped_early else "")
         if on_trained is not None:
             on_trained(result)
-    cfg.layout.register_model(unit.name, unit.folder / "best_model.keras")
+    cfg.layout.register_model(unit.name, unit.folder / BEST_MODEL)
     return result
 
 

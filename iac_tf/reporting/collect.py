@@ -25,10 +25,8 @@ import numpy as np
 import yaml
 
 from iac_tf.errors import UserError
-from iac_tf.run_layout import RunLayout, RunStatus, run_status
+from iac_tf.run_layout import DICE_CSV, HISTORY, SUMMARY, RunLayout, RunStatus
 
-DICE_CSV = pathlib.Path("evaluation") / "dice_per_case.csv"  # the layout's, relative to the run
-TEST_DICE_CSV = pathlib.Path("evaluation") / "test_dt" / "dice_per_case.csv"  # whole volumes
 EPOCH_COLUMN = re.compile(r"^iac_epoch_(\d+)$")
 NOT_MODELS = {"case", "class", "gain"}
 # column names of the slice-level soft Dice, current first (older runs wrote "dice"/"val_dice")
@@ -285,41 +283,42 @@ def read_run(run_dir) -> RunRecord:
     """The run in ``run_dir`` as the report sees it; files it cannot read are named in
     :attr:`RunRecord.warnings`, an unreadable evaluation table in the status' ``missing``."""
     run_dir = pathlib.Path(run_dir)
+    layout = RunLayout(run_dir)
     read = _Reader(run_dir)
-    cfg = read.yaml(run_dir / "config.yaml")
+    cfg = read.yaml(layout.config)
     grid = read.json(run_dir / "grid.json")
     data = cfg.get("data") if isinstance(cfg.get("data"), dict) else {}
     dataset = grid.get("dataset") or (
         pathlib.Path(str(data.get("root", ""))).name if data.get("format") in (None, "nnunet", "npz")
         else str(data.get("format")))
     unet = cfg.get("unet") if isinstance(cfg.get("unet"), dict) else {}
-    version_file = run_dir / "version.txt"
+    version_file = layout.version
     rec = RunRecord(
         run_dir=run_dir, name=run_dir.name, dataset=dataset or "?",
         backbone=grid.get("backbone") or unet.get("backbone", "?"),
         version=version_file.read_text().strip() if version_file.exists() else "not recorded",
-        status=run_status(run_dir, cfg), config=cfg, device=grid.get("device", "not recorded"),
+        status=layout.status(cfg), config=cfg, device=grid.get("device", "not recorded"),
     )
-    val = _scores_of(read, run_dir / DICE_CSV, "scores")
+    val = _scores_of(read, layout.dice_csv, "scores")
     if val is None:  # there but unreadable: the run is not finished
         rec.status = dataclasses.replace(
             rec.status, missing=[*rec.status.missing, f"evaluation (unreadable {DICE_CSV.as_posix()})"])
     _set_scores(rec, val or {}, "val_dt")
-    rec.test_case_scores = _scores_of(read, run_dir / TEST_DICE_CSV, "test_dt scores") or {}
+    rec.test_case_scores = _scores_of(read, layout.test_dice_csv, "test_dt scores") or {}
     if not rec.epoch_scores:  # a sweep without evaluation columns: Stage III's own val Dice
-        for key, d in RunLayout(run_dir).stage3_dirs().items():
-            path = d / "summary.json"
+        for key, d in layout.stage3_dirs().items():
+            path = d / SUMMARY
             if key.startswith("epoch_") and path.exists():
                 summary = read.json(path)
                 if summary and not any(k in summary for k in BEST_VAL):
                     read.warn(path, f"no {BEST_VAL[0]}")
                 rec.epoch_scores[int(key[6:])] = read.number(path, first(summary, BEST_VAL), BEST_VAL[0])
                 rec.epoch_score_source = "Stage III best val_dt slice Dice (no evaluation column)"
-    s1_path = run_dir / "stage1" / "summary.json"
+    s1_path = layout.stage(1) / SUMMARY
     s1 = read.json(s1_path, "best_epoch")
     if s1.get("best_epoch") is not None:
         best = s1["best_epoch"]
-        hist = run_dir / "stage1" / "history.csv"
+        hist = layout.stage(1) / HISTORY
         rows = read.history(hist, ("epoch",), TRAIN_DICE, VAL_DICE)
         hits = [r for r in rows if str(r.get("epoch")) == str(best)]
         if rows and not hits:
@@ -327,7 +326,7 @@ def read_run(run_dir) -> RunRecord:
         for r in hits:
             rec.train_dice = read.number(hist, first(r, TRAIN_DICE), f"epoch {best}, {TRAIN_DICE[0]}")
             rec.val_soft_dice = read.number(hist, first(r, VAL_DICE), f"epoch {best}, {VAL_DICE[0]}")
-    search_path = run_dir / "stage2" / "search_time.json"
+    search_path = layout.search_time
     search = read.json(search_path, "total_seconds")
     if "total_seconds" in search:
         rec.stage2_seconds = read.number(search_path, search["total_seconds"], "total_seconds")
@@ -338,7 +337,7 @@ def read_run(run_dir) -> RunRecord:
     if search.get("stopped_early") and "seconds_saved_estimate" in search:
         rec.stage2_seconds_saved = read.number(search_path, search["seconds_saved_estimate"],
                                                "seconds_saved_estimate")
-    s3_secs = [_history_seconds(read, d / "history.csv") for d in RunLayout(run_dir).stage3_dirs().values()]
+    s3_secs = [_history_seconds(read, d / HISTORY) for d in layout.stage3_dirs().values()]
     s3_secs = [s for s in s3_secs if not math.isnan(s)]
     if s3_secs:
         rec.stage3_seconds = float(sum(s3_secs))

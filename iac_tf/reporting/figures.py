@@ -25,7 +25,6 @@ from iac_tf.experiment import load_experiment
 from iac_tf.genotype import Genotype
 from iac_tf.reporting.collect import TRAIN_DICE, VAL_DICE, RunRecord
 from iac_tf.run_layout import RunLayout
-from iac_tf.run_layout import model_paths
 from iac_tf.search.operations import PRIMITIVES
 from iac_tf.models import load_unet
 
@@ -159,10 +158,11 @@ def overlays(rec: RunRecord, out_png: pathlib.Path, n_slices: int = 3, batch_siz
         cfg = load_experiment(cfg_path)
     except Exception as exc:  # noqa: BLE001 - e.g. a config of another code version
         raise FigureUnavailable(f"config.yaml not loadable by this code version ({exc})") from None
-    paths = model_paths(rec.run_dir)
+    layout = RunLayout(rec.run_dir)  # the folder as it is now (it may have been moved)
+    paths = layout.model_paths()
     unet_path = paths.get("unet") or (pathlib.Path(cfg.unet.pretrained) if cfg.unet.pretrained
-                                      else rec.run_dir / "stage1" / "best_model.keras")
-    iac_path = paths.get("iac") or rec.run_dir / "stage3" / "best_model.keras"
+                                      else layout.best_model(layout.stage(1)))
+    iac_path = paths.get("iac") or layout.best_model(layout.stage(3))
     for p in (unet_path, iac_path):
         if not p.exists():
             raise FigureUnavailable(f"model {p} not found")
