@@ -219,6 +219,11 @@ class Stage3Config(Stage1Config):
             ``best_val`` (default; the best Stage III val_dt soft Dice, paper Section V-A) or
             ``last`` (the last listed epoch).
         export_savedmodel: also export the best model as a TensorFlow SavedModel.
+        fuse_output_conv / fuse_upsampling: as in Stage II, for the discrete cell in ``replace``
+            mode (``DiscreteCell(absorbed=, input0_upsampling=)``; our choice, default on): the
+            same function, computed with the frozen decoder convolution after the cell composed
+            with its output 1x1 convolution and its preprocessing at the resolution before the
+            upsampling. The saved model holds the cell with the absorbed layer.
     """
 
     evaluate_initial: bool = True
@@ -231,6 +236,8 @@ class Stage3Config(Stage1Config):
     genotype_epochs: tuple[int, ...] | None = None
     select_genotype: Literal["best_val", "last"] = "best_val"
     export_savedmodel: bool = True
+    fuse_output_conv: bool = True
+    fuse_upsampling: bool = True
 
     def __post_init__(self):
         super().__post_init__()

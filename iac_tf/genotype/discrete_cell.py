@@ -7,9 +7,12 @@ It lives beside the genotype it is built from: ``iac_tf.genotype`` imports ``iac
 from __future__ import annotations
 
 from iac_tf._keras import keras, tf
+from iac_tf.genotype.folded import folded_op, folded_preprocess
 from iac_tf.genotype.genotype import as_genotype
-from iac_tf.search.cell_io import build_io_layers, check_cell_inputs, output_shape
-from iac_tf.search.checks import check_positive_int
+from iac_tf.implant.composed_conv import can_compose, composed_conv, composed_conv_bias_channel
+from iac_tf.search.cell_io import (build_io_layers, check_cell_inputs, output_shape,
+                                   static_training)
+from iac_tf.search.checks import check_positive_int, check_upsampling
 from iac_tf.search.operations import build_sublayer, make_op
 
 
@@ -21,30 +24,64 @@ class DiscreteCell(keras.layers.Layer):
     :class:`SearchCell`; node ``j`` is ``op_a(x_a) + op_b(x_b)`` for the two ``(op, input)``
     pairs of ``genotype.edges[j]``, with affine BatchNorms; the output concatenates all nodes.
 
+    Two U-Net layers around the cell may be taken into it (`iac_tf.implant` does so where they
+    fit, through :class:`iac_tf.implant.DiscreteModule`); the cell then computes what the U-Net
+    computed with them, with fewer operations:
+
+    * ``input0_upsampling=(sh, sw)``: ``input0`` arrives before the U-Net's nearest
+      ``UpSampling2D((sh, sw))``. ReLU and the 1x1 convolution of ``preprocess0`` act pixel by
+      pixel, so they run at the low resolution and their C-channel result is upsampled before
+      the BN (as in :class:`~iac_tf.search.SearchCell`).
+    * ``absorbed``: the frozen ``Conv2D`` that read the cell's output. ``output_conv`` and it are
+      one convolution from the ``steps * C`` node channels (`iac_tf.implant.ComposedConv`'s
+      formulas); the cell returns that convolution's output. The absorbed layer stays frozen and
+      is saved with the cell.
+
+    In inference (``training`` False or None) every BN is folded into the convolution before it
+    (:mod:`iac_tf.genotype.folded`); in training the Keras layers run as they are.
+
     Args:
         genotype: a :class:`iac_tf.genotype.Genotype` (or its JSON dict / text).
         out_channels: output channels (the replaced concatenation's ``Cu + Cs``).
         C: channels of the cell's internal states.
+        input0_upsampling: see above; None (default) for an ``input0`` at ``input1``'s size.
+        absorbed: see above; a ``Conv2D`` (or its Keras serialisation), None (default) for none.
 
     Call arguments:
         inputs: ``[input0, input1]``, ``(B, H, W, Cu)`` and ``(B, H, W, Cs)``.
-        training: BatchNorm mode. Returns ``(B, H, W, out_channels)``.
+        training: BatchNorm mode. Returns ``(B, H, W, out_channels)``, or the absorbed layer's
+            output.
     """
 
-    def __init__(self, genotype, out_channels, C=16, **kwargs):
+    def __init__(self, genotype, out_channels, C=16, input0_upsampling=None, absorbed=None,
+                 **kwargs):
         super().__init__(**kwargs)
         self.genotype = as_genotype(genotype)
         self.out_channels = check_positive_int("DiscreteCell", "out_channels", out_channels)
         self.C = check_positive_int("DiscreteCell", "C", C)
         self.steps = self.genotype.steps
+        self.input0_upsampling = check_upsampling(self.name, input0_upsampling)
+        self.absorbed = None
+        if absorbed is not None:
+            self.absorb_conv(absorbed)
+
+    def absorb_conv(self, layer) -> None:
+        """Take ``layer`` (a plain ``Conv2D``, frozen) as ``absorbed``; call before building."""
+        if isinstance(layer, dict):
+            layer = keras.layers.deserialize(layer)
+        probe = keras.layers.Conv2D(self.out_channels, 1)  # what output_conv will be
+        if not can_compose(probe, layer):
+            raise ValueError(f"{self.name}: cannot absorb {type(layer).__name__} {layer.name!r}: "
+                             "needs an ungrouped, channels-last Conv2D")
+        self.absorbed = layer
 
     def build(self, input_shape):
         if not isinstance(input_shape, (list, tuple)) or len(input_shape) != 2:
             raise ValueError(f"{self.name}: expects [input0, input1], got {input_shape}")
         shape0, shape1 = (tf.TensorShape(s) for s in input_shape)
-        check_cell_inputs(self.name, shape0, shape1)
+        check_cell_inputs(self.name, shape0, shape1, self.input0_upsampling or (1, 1))
         build_io_layers(self, shape0, shape1, affine=True)
-        state = shape0[:-1].concatenate([self.C])
+        state = shape1[:-1].concatenate([self.C])
         # flat list, two ops per node in genotype order (Keras-format saving walks flat lists)
         self.node_ops = []
         for j, node in enumerate(self.genotype.edges):
@@ -52,26 +89,50 @@ class DiscreteCell(keras.layers.Layer):
                 op = make_op(op_name, self.C, True, name=f"node{j}_op{k}_{op_name}_x{i}",
                              dtype=self.dtype_policy)
                 self.node_ops.append(build_sublayer(op, state))
+        if self.absorbed is not None and not self.absorbed.built:
+            self.absorbed.build(shape1[:-1].concatenate([self.out_channels]))
         super().build(input_shape)
 
     @tf.autograph.experimental.do_not_convert  # plain Python loops over static structure
     def call(self, inputs, training=None):
         input0, input1 = inputs
+        if static_training(training) is False:
+            return self._inference(input0, input1)
         states = [
-            self.preprocess0(input0, training=training),
+            self.preprocess0(input0, training=training, upsampling=self.input0_upsampling),
             self.preprocess1(input1, training=training),
         ]
         for j, node in enumerate(self.genotype.edges):
             ops = self.node_ops[2 * j : 2 * j + 2]
             states.append(tf.add_n([op(states[i], training=training) for op, (_, i) in zip(ops, node)]))
-        return self.output_conv(tf.concat(states[2:], axis=-1))
+        hidden = tf.concat(states[2:], axis=-1)
+        if self.absorbed is not None:
+            return composed_conv(hidden, self.output_conv, self.absorbed)
+        return self.output_conv(hidden)
+
+    def _inference(self, input0, input1):
+        """The same function with the BNs folded (:mod:`iac_tf.genotype.folded`)."""
+        dtype = self.compute_dtype
+        input0, input1 = tf.cast(input0, dtype), tf.cast(input1, dtype)
+        states = [folded_preprocess(input0, self.preprocess0, self.input0_upsampling),
+                  folded_preprocess(input1, self.preprocess1)]
+        for j, node in enumerate(self.genotype.edges):
+            ops = self.node_ops[2 * j : 2 * j + 2]
+            states.append(tf.add_n([folded_op(states[i], op) for op, (_, i) in zip(ops, node)]))
+        hidden = tf.concat(states[2:], axis=-1)
+        if self.absorbed is not None:
+            return composed_conv_bias_channel(hidden, self.output_conv, self.absorbed)
+        return self.output_conv(hidden)
 
     def compute_output_shape(self, input_shape):
-        return output_shape(self, input_shape[1])
+        shape = output_shape(self, input_shape[1])
+        return shape if self.absorbed is None else self.absorbed.compute_output_shape(shape)
 
     def get_config(self):
         config = super().get_config()
-        config.update(
-            {"genotype": self.genotype.to_dict(), "out_channels": self.out_channels, "C": self.C}
-        )
+        config.update({
+            "genotype": self.genotype.to_dict(), "out_channels": self.out_channels, "C": self.C,
+            "input0_upsampling": None if self.input0_upsampling is None else list(self.input0_upsampling),
+            "absorbed": None if self.absorbed is None else keras.layers.serialize(self.absorbed),
+        })
         return config

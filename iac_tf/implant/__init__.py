@@ -8,6 +8,7 @@ See ``docs/implant.md`` for a walk-through and ``docs/decisions.md`` (Implantati
 """
 
 from iac_tf.implant.composed_conv import ComposedConv, composed_output
+from iac_tf.implant.discrete_module import DiscreteModule
 from iac_tf.implant.freeze import freeze_unet
 from iac_tf.implant.modules import module_name, original_concat
 from iac_tf.implant.rebuild import ImplantError, implant
@@ -17,6 +18,7 @@ from iac_tf.implant.skips import NoSkipConnectionsError, SkipConnection, find_sk
 __all__ = [
     "ComposedConv",
     "composed_output",
+    "DiscreteModule",
     "IMPLANT_MODES",
     "ImplantError",
     "NoSkipConnectionsError",

@@ -95,26 +95,8 @@ class ComposedConv(keras.layers.Layer):
             self.outer.build(shape[:-1].concatenate([self.inner.filters]))
         super().build(input_shape)
 
-    def _conv(self, x, kernel):
-        outer = self.outer
-        padding = outer.padding.upper()
-        return tf.nn.conv2d(x, kernel, strides=list(outer.strides), padding=padding,
-                            dilations=list(outer.dilation_rate))
-
     def call(self, inputs):
-        inner, outer = self.inner, self.outer
-        dtype = inputs.dtype
-        w_p = tf.cast(inner.kernel[0, 0], tf.float32)  # (c_in, c_mid)
-        w_d = tf.cast(outer.kernel, tf.float32)  # (k, k, c_mid, c_out)
-        kernel = tf.einsum("ic,uvco->uvio", w_p, w_d)
-        y = self._conv(inputs, tf.cast(kernel, dtype))
-        if inner.use_bias:
-            k_b = tf.einsum("c,uvco->uvo", tf.cast(inner.bias, tf.float32), w_d)[:, :, None, :]
-            ones = tf.ones(tf.concat([[1], tf.shape(inputs)[1:3], [1]], axis=0), dtype)
-            y = y + self._conv(ones, tf.cast(k_b, dtype))  # (1, H', W', c_out), broadcast over B
-        if outer.use_bias:
-            y = tf.nn.bias_add(y, tf.cast(outer.bias, dtype))
-        return outer.activation(y)
+        return composed_conv(inputs, self.inner, self.outer)
 
     def compute_output_shape(self, input_shape):
         shape = tf.TensorShape(input_shape)
@@ -127,15 +109,64 @@ class ComposedConv(keras.layers.Layer):
         return config
 
 
-def composed_output(module: Any, layer: Any, hidden: Any):
-    """``module.absorb(layer)`` for a module ending in ``output_conv`` (a 1x1 ``Conv2D`` from
-    ``module.steps * module.C`` to ``module.out_channels`` channels, built on the first call):
-    a callable ``inputs -> layer(output_conv(hidden(inputs)))`` computed by one `ComposedConv`,
-    or None where ``layer`` is no plain ``Conv2D`` or composing would not save FLOPs."""
+def _conv(outer: Any, x, kernel):
+    return tf.nn.conv2d(x, kernel, strides=list(outer.strides), padding=outer.padding.upper(),
+                        dilations=list(outer.dilation_rate))
+
+
+def composed_kernel(inner: Any, outer: Any):
+    """``W`` of the module docstring, ``(k, k, c_in, c_out)`` in float32."""
+    w_p = tf.cast(inner.kernel[0, 0], tf.float32)  # (c_in, c_mid)
+    return tf.einsum("ic,uvco->uvio", w_p, tf.cast(outer.kernel, tf.float32))
+
+
+def composed_conv(inputs, inner: Any, outer: Any):
+    """``outer(inner(inputs))`` as one convolution with the composed kernel plus the border term
+    of ``inner``'s bias (module docstring); ``inner`` and ``outer`` are only read."""
+    dtype = inputs.dtype
+    y = _conv(outer, inputs, tf.cast(composed_kernel(inner, outer), dtype))
+    if inner.use_bias:
+        w_d = tf.cast(outer.kernel, tf.float32)
+        k_b = tf.einsum("c,uvco->uvo", tf.cast(inner.bias, tf.float32), w_d)[:, :, None, :]
+        ones = tf.ones(tf.concat([[1], tf.shape(inputs)[1:3], [1]], axis=0), dtype)
+        y = y + _conv(outer, ones, tf.cast(k_b, dtype))  # (1, H', W', c_out), broadcast over B
+    if outer.use_bias:
+        y = tf.nn.bias_add(y, tf.cast(outer.bias, dtype))
+    return outer.activation(y)
+
+
+def composed_conv_bias_channel(inputs, inner: Any, outer: Any):
+    """`composed_conv` with ``inner``'s bias as one more input channel of ones: ``conv([h, 1],
+    [W; K_b])``, exactly the same border term (``outer`` zero-pads the ones channel too), as
+    one ``Conv2D`` (+ bias, activation) that the graph optimiser can fuse with what follows
+    (a frozen BatchNorm and ReLU in the U-Nets), for the inference path."""
+    dtype = inputs.dtype
+    kernel = composed_kernel(inner, outer)
+    if inner.use_bias:
+        k_b = tf.einsum("c,uvco->uvo", tf.cast(inner.bias, tf.float32), tf.cast(outer.kernel, tf.float32))
+        kernel = tf.concat([kernel, k_b[:, :, None, :]], axis=2)
+        inputs = tf.concat([inputs, tf.ones_like(inputs[..., :1])], axis=-1)
+    y = _conv(outer, inputs, tf.cast(kernel, dtype))
+    if outer.use_bias:
+        y = tf.nn.bias_add(y, tf.cast(outer.bias, dtype))
+    return outer.activation(y)
+
+
+def can_compose_output(module: Any, layer: Any) -> bool:
+    """Whether ``layer`` after a module ending in ``output_conv`` (a 1x1 ``Conv2D`` from
+    ``module.steps * module.C`` to ``module.out_channels`` channels) may be composed with it:
+    ``layer`` a plain ungrouped channels-last ``Conv2D`` and composing saves FLOPs."""
     if not _ungrouped_channels_last_conv2d(layer):
-        return None
+        return False
     c_in, c_mid = int(module.steps) * int(module.C), int(module.out_channels)
-    if not fusion_saves_flops(c_in, c_mid, int(layer.filters), layer.kernel_size, layer.strides):
+    return fusion_saves_flops(c_in, c_mid, int(layer.filters), layer.kernel_size, layer.strides)
+
+
+def composed_output(module: Any, layer: Any, hidden: Any):
+    """``module.absorb(layer)`` for a module ending in ``output_conv`` (built on the first call):
+    a callable ``inputs -> layer(output_conv(hidden(inputs)))`` computed by one `ComposedConv`,
+    or None where `can_compose_output` says no."""
+    if not can_compose_output(module, layer):
         return None
 
     def call(inputs):

@@ -4,8 +4,8 @@ every level."""
 
 from __future__ import annotations
 
-from iac_tf._keras import keras
 from iac_tf.implant.composed_conv import composed_output
+from iac_tf.implant.upsampling import nearest_upsampling
 
 
 class SearchModule:
@@ -37,10 +37,10 @@ class SearchModule:
         return self._cell(inputs)
 
     def absorb_input(self, layer) -> bool:
-        if not (self.fuse_upsampling and type(layer) is keras.layers.UpSampling2D
-                and layer.interpolation == "nearest" and layer.data_format == "channels_last"):
+        size = nearest_upsampling(layer) if self.fuse_upsampling else None
+        if size is None:
             return False
-        self.cell.input0_upsampling = tuple(int(v) for v in layer.size)
+        self.cell.input0_upsampling = size
         return True
 
     def absorb(self, layer):

@@ -97,3 +97,12 @@ def find_upsampling(graph: Graph, key: TensorKey, max_steps: int = MAX_STEPS) ->
                     upcoming.append(parent)
         frontier = upcoming
     return None
+
+
+def nearest_upsampling(layer: Any) -> tuple[int, int] | None:
+    """``(sh, sw)`` of a nearest, channels-last ``UpSampling2D`` (exactly that class), else None:
+    the upsampling a cell may take in (`implant`'s ``absorb_input``)."""
+    if (type(layer) is keras.layers.UpSampling2D and layer.interpolation == "nearest"
+            and layer.data_format == "channels_last"):
+        return tuple(int(v) for v in layer.size)
+    return None

@@ -48,3 +48,14 @@ def build_io_layers(cell, shape0, shape1, affine: bool):
 def output_shape(cell, shape1):
     """``input1``'s shape (the resolution of the skip) with ``out_channels`` channels."""
     return tf.TensorShape(shape1)[:-1].concatenate([cell.out_channels])
+
+
+def static_training(training):
+    """``training`` as a Python bool (None counts as False, like Keras' BatchNorm default);
+    None when it is a tensor whose value is only known at run time."""
+    if training is None:
+        return False
+    if isinstance(training, (bool, int)):
+        return bool(training)
+    value = tf.get_static_value(training)
+    return None if value is None else bool(value)

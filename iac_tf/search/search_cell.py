@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from iac_tf._keras import keras, tf
-from iac_tf.search.cell_io import build_io_layers, check_cell_inputs, output_shape
+from iac_tf.search.cell_io import build_io_layers, check_cell_inputs, output_shape, static_training
 from iac_tf.search.checks import check_positive_int, check_upsampling
 from iac_tf.search.fused_cell import fused_nodes
 from iac_tf.search.mixed_op import MixedOp, check_partial_channels
@@ -12,17 +12,6 @@ from iac_tf.search.psi import PsiEdgeNorm, check_mode
 from iac_tf.search.topology import DEFAULT_STEPS, edge_list, node_edge_slices, num_edges
 
 IMPLEMENTATIONS = ("fused", "reference")
-
-
-def _python_bool(training):
-    """``training`` as a Python bool (None counts as False, like Keras' BatchNorm default);
-    None when it is a tensor whose value is only known at run time."""
-    if training is None:
-        return False
-    if isinstance(training, (bool, int)):
-        return bool(training)
-    value = tf.get_static_value(training)
-    return None if value is None else bool(value)
 
 
 def _keras_shape_inference(layer) -> bool:
@@ -130,7 +119,7 @@ class SearchCell(keras.layers.Layer):
             return out
         phi = tf.nn.softmax(tf.cast(alpha, tf.float32), axis=-1)  # eq. (1), float32
         psi32 = self.psi_norm(beta)  # eq. (4) / (6)-(10), float32
-        mode = _python_bool(training)
+        mode = static_training(training)
         fused = self.implementation == "fused" and mode is not None
         input0 = tf.cast(input0, self.compute_dtype)
         upsampling = self.input0_upsampling

@@ -16,7 +16,7 @@ from iac_tf.comparisons import build_comparison_unet
 from iac_tf.files import save_model
 from iac_tf.config.stages import Stage3Config
 from iac_tf.genotype import DiscreteCell
-from iac_tf.implant import find_skip_connections, implant, module_name, residual
+from iac_tf.implant import DiscreteModule, find_skip_connections, implant, module_name, residual
 from iac_tf.models import load_unet
 from iac_tf.run_layout import SAVEDMODEL
 from iac_tf.training.seeding import DataSource
@@ -24,11 +24,16 @@ from iac_tf.training.stage1 import TrainResult, train_model
 
 
 def build_iac_unet(unet: keras.Model, genotype, cell_channels: int = 16,
-                   implant_mode: str = "replace", residual_projection: str = "auto") -> keras.Model:
+                   implant_mode: str = "replace", residual_projection: str = "auto",
+                   fuse_output_conv: bool = True, fuse_upsampling: bool = True) -> keras.Model:
     """The trained ``unet`` (frozen) with a :class:`~iac_tf.genotype.DiscreteCell` of ``genotype``
     in every skip connection (each level its own weights); ``implant_mode="residual"`` wraps
-    each cell with :func:`iac_tf.implant.residual` (the model then equals ``unet`` at init)."""
-    def make_module(level, up_shape, skip_shape):
+    each cell with :func:`iac_tf.implant.residual` (the model then equals ``unet`` at init).
+
+    In ``replace`` mode each cell absorbs the nearest upsampling before it and the frozen
+    convolution after it where they fit (`iac_tf.implant.DiscreteModule`; ``fuse_*`` False
+    keeps them in the U-Net): the same function, fewer operations."""
+    def make_cell(level, up_shape, skip_shape):
         return DiscreteCell(
             genotype,
             out_channels=int(up_shape[-1]) + int(skip_shape[-1]),
@@ -37,8 +42,12 @@ def build_iac_unet(unet: keras.Model, genotype, cell_channels: int = 16,
         )
 
     if implant_mode == "residual":
-        make_module = residual(make_module, find_skip_connections(unet), residual_projection)
-    elif implant_mode != "replace":
+        make_module = residual(make_cell, find_skip_connections(unet), residual_projection)
+    elif implant_mode == "replace":
+        def make_module(level, up_shape, skip_shape):
+            return DiscreteModule(make_cell(level, up_shape, skip_shape),
+                                  fuse_upsampling=fuse_upsampling, fuse_output_conv=fuse_output_conv)
+    else:
         raise ValueError(f"implant_mode must be 'replace' or 'residual', got {implant_mode!r}")
     return implant(unet, make_module, name=f"{unet.name}_iac")
 
@@ -62,7 +71,7 @@ def train_iac_unet(
     run_dir = pathlib.Path(run_dir)
     channels = cfg.cell_channels or search_cell_channels
     model = build_iac_unet(unet, genotype, channels, implant_mode or cfg.implant_mode,
-                           cfg.residual_projection)
+                           cfg.residual_projection, cfg.fuse_output_conv, cfg.fuse_upsampling)
     result = train_model(model, train_data, val_data, cfg, run_dir, case_scorer=case_scorer,
                          seed=seed)
     if cfg.export_savedmodel:

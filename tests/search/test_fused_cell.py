@@ -11,7 +11,7 @@ from iac_tf.search import ArchitectureParameters, SearchCell, num_edges
 from iac_tf.search import fused_cell
 from iac_tf.search.fused_cell import batch_norm_shared, block_kernel, consumers
 from iac_tf.search.operations import BN_EPSILON, BN_MOMENTUM, batch_norm
-from iac_tf.search.search_cell import _python_bool
+from iac_tf.search.cell_io import static_training
 
 # float32: element-wise to 1e-5 (relative to the tensor's largest entry where that is > 1).
 TOLERANCE = 1e-5
@@ -231,10 +231,10 @@ def test_consumers_cover_every_edge_once():
 
 
 def test_training_flag_and_implementation_checks():
-    assert [_python_bool(v) for v in (None, False, True, 1, tf.constant(True))] == [
+    assert [static_training(v) for v in (None, False, True, 1, tf.constant(True))] == [
         False, False, True, True, True]
     with tf.Graph().as_default():
-        assert _python_bool(tf.compat.v1.placeholder(tf.bool, [])) is None  # -> reference path
+        assert static_training(tf.compat.v1.placeholder(tf.bool, [])) is None  # -> reference path
     with pytest.raises(ValueError, match="implementation"):
         SearchCell(8, implementation="fast")
 
