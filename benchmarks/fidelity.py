@@ -57,6 +57,7 @@ def config(args, seed: int):
         "stage3.implant_mode": "residual", "stage3.extra_implant_modes": ["replace"],
         "evaluation.unet_continued": True, "evaluation.split": "val_dt",
         "data.test_fraction": args.test_fraction,
+        "stage3.fuse_output_conv": args.fuse == "on", "stage3.fuse_upsampling": args.fuse == "on",
     }
     return load_experiment(ROOT / "experiments" / "sample.yaml", sets)
 
@@ -135,6 +136,9 @@ def main(argv=None) -> int:
     parser.add_argument("--search", action="store_true", help="run Stage II per seed")
     parser.add_argument("--test-fraction", type=float, default=0.2,
                         help="patients held out as test_dt (data.test_fraction)")
+    parser.add_argument("--fuse", choices=["on", "off"], default="on",
+                        help="stage3.fuse_output_conv and fuse_upsampling (the replace cells absorb "
+                             "the U-Net layers around them; the same function)")
     args = parser.parse_args(argv)
 
     import os
@@ -151,7 +155,8 @@ def main(argv=None) -> int:
              if args.search else f"genotype {args.genotype.name} (C={args.cell_channels}), ")
           + f"Stage III "
           f"{args.stage3_epochs} epochs (replace_2x: {2 * args.stage3_epochs}); selection by "
-          "per-case hard Dice on val_dt, epoch 0 included (Stage III, unet_continued)", flush=True)
+          "per-case hard Dice on val_dt, epoch 0 included (Stage III, unet_continued); "
+          f"Stage III cells absorbing the U-Net layers around them: {args.fuse}", flush=True)
     table, epochs, tests = {}, {}, {}
     for seed in args.seeds:
         cfg = config(args, seed)

@@ -13,7 +13,7 @@ from typing import Any
 
 from iac_tf.errors import UserError
 from iac_tf._keras import keras, tf
-from iac_tf.implant.freeze import freeze_unet, iter_layers
+from iac_tf.implant.freeze import freeze_unet, iter_layers, train_only_trainable
 from iac_tf.implant.graph import Call, Graph, TensorKey, build_graph, call_arguments
 from iac_tf.implant.modules import MakeModule
 from iac_tf.implant.skips import SkipConnection, locate_skips
@@ -193,7 +193,8 @@ def implant(model: Any, make_module: MakeModule, name: str | None = None) -> Any
     The new model reuses the layer objects of ``model`` (same weights). ``model`` is frozen in
     place (`freeze_unet`: every layer ``trainable=False``) and each of its layers is called with
     ``training=False``, so BatchNorm statistics and Dropout stay in inference mode even when the
-    new model is trained; the modules' layers stay trainable.
+    new model is trained; the modules' layers stay trainable. Its ``train_step`` records only
+    what reads the modules' variables (`train_only_trainable`): no gradient work for the encoder.
 
     Args:
         model: a functional U-Net, built in code or loaded with `keras.models.load_model`.
@@ -210,4 +211,5 @@ def implant(model: Any, make_module: MakeModule, name: str | None = None) -> Any
     outputs = _replay(graph, located, make_module)
     structure = model._nested_outputs
     outputs = tf.nest.pack_sequence_as(structure, outputs)
-    return keras.Model(model.inputs, outputs, name=name or f"{model.name}_implanted")
+    implanted = keras.Model(model.inputs, outputs, name=name or f"{model.name}_implanted")
+    return train_only_trainable(implanted)
