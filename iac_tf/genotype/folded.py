@@ -26,19 +26,13 @@ from typing import Any
 from iac_tf._keras import keras, tf
 from iac_tf.search.operations import Identity, ReLUConvBN, ReLUSepConvBN, Zero, upsample_nearest
 
-#: tf.nn.fused_batch_norm raises a smaller epsilon to this (what tf_keras' fused BatchNorm runs).
-FUSED_MIN_EPSILON = 1.001e-5
-
 _STRIDES = [1, 1, 1, 1]
 
 
 def batch_norm_affine(bn: Any):
     """``(s, t)`` of the module docstring for a Keras ``BatchNormalization`` in inference, float32."""
-    epsilon = bn.epsilon
-    if getattr(bn, "fused", False):
-        epsilon = max(epsilon, FUSED_MIN_EPSILON)
     variance = tf.cast(bn.moving_variance, tf.float32)
-    scale = tf.math.rsqrt(variance + epsilon)
+    scale = tf.math.rsqrt(variance + bn.epsilon)  # the epsilon the layer runs, fused or not
     if bn.scale:
         scale = scale * tf.cast(bn.gamma, tf.float32)
     shift = -tf.cast(bn.moving_mean, tf.float32) * scale
