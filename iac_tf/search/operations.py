@@ -19,6 +19,7 @@ gives the usual ones. The BN after pooling during search is added by :class:`Mix
 from __future__ import annotations
 
 from iac_tf._keras import keras, tf
+from iac_tf.search.kernels import depthwise_conv
 
 PRIMITIVES = (
     "none",
@@ -132,8 +133,15 @@ class ReLUSepConvBN(keras.layers.Layer):
     def call(self, inputs, training=None):
         x = inputs
         for depthwise, pointwise, bn in zip(self.depthwise, self.pointwise, self.bns):
-            x = bn(pointwise(depthwise(tf.nn.relu(x))), training=training)
+            x = bn(pointwise(self._depthwise(depthwise, tf.nn.relu(x))), training=training)
         return x
+
+    def _depthwise(self, layer, x):
+        """``layer(x)``; in float32 through `iac_tf.search.kernels.depthwise_conv` (the same
+        convolution with hand-written gradients, faster on CPU than TensorFlow's)."""
+        if x.dtype != tf.float32:
+            return layer(x)
+        return depthwise_conv(x, layer.depthwise_kernel, int(layer.dilation_rate[0]))
 
     def compute_output_shape(self, input_shape):
         return tf.TensorShape(input_shape)[:-1].concatenate([self.filters])
