@@ -15,6 +15,12 @@ channels; default ``16:8``, the sample's, and ``64:16``, the paper's), each meas
   a fresh process (CPU: the BFC allocator switched on, one op at a time; median of
   ``--mem-repeats`` processes).
 
+``--ablations`` adds, in the same run, the IAC U-Net without each way to its speed (each row a
+ratio to the same U-Net / Stage I step): ``no-absorb`` (``fuse_output_conv`` and
+``fuse_upsampling`` off: the cells leave the upsampling and the decoder convolution to the U-Net),
+``no-fold`` (inference through the Keras layers, BatchNorms and dilated convolutions as they are)
+and ``keras-depthwise`` (training through Keras' depthwise layers and TensorFlow's gradients).
+
 Times are medians of ``--repeats`` turns in which the two models alternate (a drift in the
 shared machine's speed moves both alike), ratios the median of the per-turn ratios. The
 genotype is `benchmarks/predict.py`'s mixed one (sep, dil, pool and skip ops).
@@ -23,6 +29,7 @@ genotype is `benchmarks/predict.py`'s mixed one (sep, dil, pool and skip ops).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -51,10 +58,28 @@ def _unet(filters: int):
     return build_unet("base", input_shape=(SIZE, SIZE, 1), classes=2, base_filters=filters)
 
 
-def _iac(filters: int, C: int, mode: str):
+def _iac(filters: int, C: int, mode: str, absorb: bool = True):
     from iac_tf.training.stage3 import build_iac_unet
 
-    return build_iac_unet(_unet(filters), GENOTYPE, cell_channels=C, implant_mode=mode)
+    return build_iac_unet(_unet(filters), GENOTYPE, cell_channels=C, implant_mode=mode,
+                          fuse_output_conv=absorb, fuse_upsampling=absorb)
+
+
+@contextlib.contextmanager
+def _without(way: str):
+    """The IAC U-Net built and traced inside runs without ``way`` (``--ablations``)."""
+    from iac_tf.genotype import discrete_cell
+    from iac_tf.search.operations import ReLUSepConvBN
+
+    saved = discrete_cell.static_training, ReLUSepConvBN._depthwise
+    if way == "no-fold":  # the Keras layers in inference too
+        discrete_cell.static_training = lambda training: None if not training else True
+    elif way == "keras-depthwise":
+        ReLUSepConvBN._depthwise = lambda self, layer, x: layer(x)
+    try:
+        yield
+    finally:
+        discrete_cell.static_training, ReLUSepConvBN._depthwise = saved
 
 
 def _batch(batch: int, seed: int = 0):
@@ -128,6 +153,21 @@ def _verdict(ratio: float, key: str) -> str:
     return "met" if ratio <= TARGETS[key] else "NOT met"
 
 
+def _ablations(args, filters: int, C: int, unet, x) -> None:
+    for way in ("no-absorb", "no-fold", "keras-depthwise"):
+        with _without(way):
+            iac = _iac(filters, C, "replace", absorb=way != "no-absorb")
+            rows = [("inference", _inference(unet, x), _inference(iac, x))] if way != "keras-depthwise" else []
+            if way != "no-fold":
+                rows.append(("step", training_step(_unet(filters), 1, args.batch),
+                             training_step(iac, 3, args.batch)))
+            for key, base, fn in rows:
+                (a, b), ratio = _interleaved_seconds([base, fn], args.repeats)
+                label = "inference (s)" if key == "inference" else "training step (s)"
+                print(f"| {filters} | {C} | {way} | {label} | {a:.3f} | {b:.3f} | {ratio:.2f} | "
+                      f"{_verdict(ratio, key)} |", flush=True)
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", nargs="+", default=["16:8", "64:16"], help="F:C pairs")
@@ -138,6 +178,8 @@ def main(argv=None) -> None:
     p.add_argument("--mem-repeats", type=int, default=3)
     p.add_argument("--no-savedmodel", action="store_true", help="skip the SavedModel rows")
     p.add_argument("--no-memory", action="store_true", help="skip the memory rows")
+    p.add_argument("--ablations", action="store_true",
+                   help="also time the IAC U-Net without each way to its speed (replace mode)")
     p.add_argument("--child", choices=["stage1", "stage3"], help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
@@ -168,6 +210,8 @@ def main(argv=None) -> None:
                 (a, b), ratio = _interleaved_seconds(fns, args.repeats)
                 print(f"| {filters} | {C} | {mode} | {label} | {a:.3f} | {b:.3f} | {ratio:.2f} | "
                       f"{_verdict(ratio, key)} |", flush=True)
+            if args.ablations and mode == "replace":
+                _ablations(args, filters, C, unet, x)
             if not args.no_memory:
                 m1, source = _memory(args, size, "stage1", mode)
                 m3, _ = _memory(args, size, "stage3", mode)
