@@ -18,8 +18,10 @@ channels; default ``16:8``, the sample's, and ``64:16``, the paper's), each meas
 ``--ablations`` adds, in the same run, the IAC U-Net without each way to its speed (each row a
 ratio to the same U-Net / Stage I step): ``no-absorb`` (``fuse_output_conv`` and
 ``fuse_upsampling`` off: the cells leave the upsampling and the decoder convolution to the U-Net),
-``no-fold`` (inference through the Keras layers, BatchNorms and dilated convolutions as they are)
-and ``keras-depthwise`` (training through Keras' depthwise layers and TensorFlow's gradients).
+``no-fold`` (inference through the Keras layers, BatchNorms and dilated convolutions as they are),
+``no-recompute`` (training keeps every tensor of the separable-convolution blocks instead of
+recomputing them, :mod:`iac_tf.search.recompute`; with its peak memory) and ``keras-depthwise``
+(also Keras' depthwise layers and TensorFlow's gradients).
 
 Times are medians of ``--repeats`` turns in which the two models alternate (a drift in the
 shared machine's speed moves both alike), ratios the median of the per-turn ratios. The
@@ -69,17 +71,23 @@ def _iac(filters: int, C: int, mode: str, absorb: bool = True):
 def _without(way: str):
     """The IAC U-Net built and traced inside runs without ``way`` (``--ablations``)."""
     from iac_tf.genotype import discrete_cell
+    from iac_tf.search import operations
     from iac_tf.search.operations import ReLUSepConvBN
 
-    saved = discrete_cell.static_training, ReLUSepConvBN._depthwise
+    saved = discrete_cell.static_training, ReLUSepConvBN._depthwise, operations.can_recompute
     if way == "no-fold":  # the Keras layers in inference too
         discrete_cell.static_training = lambda training: None if not training else True
-    elif way == "keras-depthwise":
+    elif way == "keras-depthwise":  # Keras' depthwise layers and TensorFlow's gradients
         ReLUSepConvBN._depthwise = lambda self, layer, x: layer(x)
+        operations.can_recompute = lambda x, bn: False
+    elif way == "no-recompute":
+        operations.can_recompute = lambda x, bn: False
+    elif way:
+        raise ValueError(f"unknown ablation {way!r}")
     try:
         yield
     finally:
-        discrete_cell.static_training, ReLUSepConvBN._depthwise = saved
+        discrete_cell.static_training, ReLUSepConvBN._depthwise, operations.can_recompute = saved
 
 
 def _batch(batch: int, seed: int = 0):
@@ -120,9 +128,10 @@ def _savedmodel(model, folder: str, x):
 def _memory_child(args) -> None:
     tf.config.threading.set_inter_op_parallelism_threads(1)  # the peak depends on the op order
     filters, C = (int(v) for v in args.sizes[0].split(":"))
-    model = _unet(filters) if args.child == "stage1" else _iac(filters, C, args.modes[0])
-    step = training_step(model, 1 if args.child == "stage1" else 3, args.batch)
-    _sync(step())  # trace and first step outside the measurement
+    with _without(args.without):
+        model = _unet(filters) if args.child == "stage1" else _iac(filters, C, args.modes[0])
+        step = training_step(model, 1 if args.child == "stage1" else 3, args.batch)
+        _sync(step())  # trace and first step outside the measurement
     stats = _allocator_mib()
     if stats is not None:
         tf.config.experimental.reset_memory_stats(_device())
@@ -135,9 +144,9 @@ def _memory_child(args) -> None:
     print(json.dumps({"peak_mib": peak, "before_mib": before, "source": source}))
 
 
-def _memory(args, size: str, kind: str, mode: str) -> tuple[float, str]:
+def _memory(args, size: str, kind: str, mode: str, without: str = "") -> tuple[float, str]:
     cmd = [sys.executable, __file__, "--child", kind, "--sizes", size, "--modes", mode,
-           "--batch", str(args.batch)]
+           "--batch", str(args.batch), "--without", without]
     peaks, source = [], ""
     for _ in range(args.mem_repeats):
         proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -154,10 +163,12 @@ def _verdict(ratio: float, key: str) -> str:
 
 
 def _ablations(args, filters: int, C: int, unet, x) -> None:
-    for way in ("no-absorb", "no-fold", "keras-depthwise"):
+    for way in ("no-absorb", "no-fold", "no-recompute", "keras-depthwise"):
         with _without(way):
             iac = _iac(filters, C, "replace", absorb=way != "no-absorb")
-            rows = [("inference", _inference(unet, x), _inference(iac, x))] if way != "keras-depthwise" else []
+            rows = []
+            if way in ("no-absorb", "no-fold"):  # the ways that change inference
+                rows.append(("inference", _inference(unet, x), _inference(iac, x)))
             if way != "no-fold":
                 rows.append(("step", training_step(_unet(filters), 1, args.batch),
                              training_step(iac, 3, args.batch)))
@@ -166,6 +177,12 @@ def _ablations(args, filters: int, C: int, unet, x) -> None:
                 label = "inference (s)" if key == "inference" else "training step (s)"
                 print(f"| {filters} | {C} | {way} | {label} | {a:.3f} | {b:.3f} | {ratio:.2f} | "
                       f"{_verdict(ratio, key)} |", flush=True)
+            if way == "no-recompute" and not args.no_memory:
+                size = f"{filters}:{C}"
+                m1, source = _memory(args, size, "stage1", "replace")
+                m3, _ = _memory(args, size, "stage3", "replace", without=way)
+                print(f"| {filters} | {C} | {way} | step peak memory (MiB; {source}) | {m1:.0f} | "
+                      f"{m3:.0f} | {m3 / m1:.2f} | {_verdict(m3 / m1, 'memory')} |", flush=True)
 
 
 def main(argv=None) -> None:
@@ -181,6 +198,7 @@ def main(argv=None) -> None:
     p.add_argument("--ablations", action="store_true",
                    help="also time the IAC U-Net without each way to its speed (replace mode)")
     p.add_argument("--child", choices=["stage1", "stage3"], help=argparse.SUPPRESS)
+    p.add_argument("--without", default="", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
         _memory_child(args)

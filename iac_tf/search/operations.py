@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from iac_tf._keras import keras, tf
 from iac_tf.search.kernels import depthwise_conv
+from iac_tf.search.recompute import can_recompute, sep_conv_block
 
 PRIMITIVES = (
     "none",
@@ -132,8 +133,12 @@ class ReLUSepConvBN(keras.layers.Layer):
     @tf.autograph.experimental.do_not_convert  # plain Python loops over static structure
     def call(self, inputs, training=None):
         x = inputs
+        recompute = training is True or (training is not None and tf.get_static_value(training) is True)
         for depthwise, pointwise, bn in zip(self.depthwise, self.pointwise, self.bns):
-            x = bn(pointwise(self._depthwise(depthwise, tf.nn.relu(x))), training=training)
+            if recompute and can_recompute(x, bn):  # same block, less memory kept for training
+                x = sep_conv_block(x, depthwise, pointwise, bn)
+            else:
+                x = bn(pointwise(self._depthwise(depthwise, tf.nn.relu(x))), training=training)
         return x
 
     def _depthwise(self, layer, x):
