@@ -82,7 +82,7 @@ def _without(way: str):
         operations.can_recompute = lambda x, bn: False
     elif way == "no-recompute":
         operations.can_recompute = lambda x, bn: False
-    elif way:
+    elif way not in ("", "no-absorb"):  # no-absorb: _iac(absorb=False)
         raise ValueError(f"unknown ablation {way!r}")
     try:
         yield

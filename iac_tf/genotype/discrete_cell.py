@@ -13,7 +13,16 @@ from iac_tf.implant.composed_conv import can_compose, composed_conv, composed_co
 from iac_tf.search.cell_io import (build_io_layers, check_cell_inputs, output_shape,
                                    static_training)
 from iac_tf.search.checks import check_positive_int, check_upsampling
+from iac_tf.search.kernels import avg_pool_3x3
 from iac_tf.search.operations import build_sublayer, make_op
+
+
+def _train_op(op, x, training):
+    """``op(x, training=training)``; a 3x3 average pooling in float32 through the search cell's
+    kernel with the hand-written gradient (`iac_tf.search.kernels.avg_pool_3x3`, same maths)."""
+    if type(op) is keras.layers.AveragePooling2D and x.dtype == tf.float32:
+        return avg_pool_3x3(x)
+    return op(x, training=training)
 
 
 @keras.utils.register_keras_serializable(package="iac_tf")
@@ -104,7 +113,7 @@ class DiscreteCell(keras.layers.Layer):
         ]
         for j, node in enumerate(self.genotype.edges):
             ops = self.node_ops[2 * j : 2 * j + 2]
-            states.append(tf.add_n([op(states[i], training=training) for op, (_, i) in zip(ops, node)]))
+            states.append(tf.add_n([_train_op(op, states[i], training) for op, (_, i) in zip(ops, node)]))
         hidden = tf.concat(states[2:], axis=-1)
         if self.absorbed is not None:
             return composed_conv(hidden, self.output_conv, self.absorbed)

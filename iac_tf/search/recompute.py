@@ -5,11 +5,13 @@ is ReLU -> depthwise ``k x k`` -> pointwise 1x1 -> BatchNorm. Trained through Te
 gradients it keeps three tensors of its width until the backward pass: the ReLU's output (for its
 own gradient and the depthwise filter gradient), the depthwise output (the pointwise filter
 gradient) and the pointwise output (the BN gradient). `sep_conv_block` computes the same block as
-one operation with a custom gradient that keeps only the block's input and the kernels, and
-recomputes the block in the backward pass: one more depthwise, pointwise and BN forward per block,
-against two tensors fewer kept per block. In Stage III, whose cells at the sample's size keep more
-than the U-Net's own training does, this is what brings the step's peak memory under Stage I's
-(`benchmarks/stage3_cost.py`, numbers in docs/benchmarks.md).
+one operation with a custom gradient that keeps only the block's input, the kernels and the BN's
+batch statistics, and recomputes the convolutions in the backward pass once the upstream
+gradient is there (one more ReLU, depthwise and pointwise forward per block; the BN's gradient is
+TensorFlow's own from the saved statistics), against two tensors fewer kept per block. In
+Stage III, whose cells at the sample's size keep more than the U-Net's own training does, this is
+what brings the step's peak memory under Stage I's (`benchmarks/stage3_cost.py`, numbers in
+docs/benchmarks.md).
 
 Training mode only, float32, trainable BN: the BN normalises with the batch statistics and
 updates the layer's moving statistics once (in the forward pass; the recomputation does not),
@@ -27,14 +29,10 @@ from iac_tf._keras import tf
 from iac_tf.search.kernels import depthwise_conv
 
 
-def _forward(x, dw_kernel, pw_kernel, scale, offset, mean, variance, dilation: int,
-             epsilon: float, avg_factor: float):
+def _convolutions(x, dw_kernel, pw_kernel, dilation: int):
+    """ReLU, depthwise, pointwise: ``(depthwise output h, pointwise output p)``."""
     h = depthwise_conv(tf.nn.relu(x), dw_kernel, dilation)
-    p = tf.nn.conv2d(h, pw_kernel, 1, "VALID")
-    y, new_mean, new_var, _, _ = tf.raw_ops.FusedBatchNorm(
-        x=p, scale=scale, offset=offset, mean=mean, variance=variance, epsilon=epsilon,
-        exponential_avg_factor=avg_factor, is_training=True)
-    return y, new_mean, new_var
+    return h, tf.nn.conv2d(h, pw_kernel, 1, "VALID")
 
 
 def can_recompute(x, bn: Any) -> bool:
@@ -56,18 +54,30 @@ def sep_conv_block(x, depthwise: Any, pointwise: Any, bn: Any):
 
     @tf.custom_gradient
     def block(x, dw_kernel, pw_kernel, scale, offset):
-        y, new_mean, new_var = _forward(x, dw_kernel, pw_kernel, scale, offset, mean, variance,
-                                        dilation, epsilon, avg_factor)
+        _, p = _convolutions(x, dw_kernel, pw_kernel, dilation)
+        y, new_mean, new_var, batch_mean, batch_var = tf.raw_ops.FusedBatchNorm(
+            x=p, scale=scale, offset=offset, mean=mean, variance=variance, epsilon=epsilon,
+            exponential_avg_factor=avg_factor, is_training=True)
 
         def grad(dy, *_):  # the statistics outputs get no gradient
             # recompute when the upstream gradient is there, not as soon as x is (the executor
             # would otherwise run the recomputation during the forward pass and keep its tensors)
             with tf.control_dependencies([dy]):
-                inputs = [tf.identity(x), dw_kernel, pw_kernel, scale, offset]
+                x_again = tf.identity(x)
             with tf.GradientTape() as tape:
-                tape.watch(inputs)
-                y_again = _forward(*inputs, mean, variance, dilation, epsilon, 1.0)[0]
-            return tape.gradient(y_again, inputs, output_gradients=dy)
+                tape.watch([x_again, dw_kernel])
+                h, _ = _convolutions(x_again, dw_kernel, pw_kernel, dilation)
+            p_again = tf.nn.conv2d(h, pw_kernel, 1, "VALID")
+            # the BN's gradient as TensorFlow's own (its saved batch statistics); no BN forward
+            dp, d_scale, d_offset, _, _ = tf.raw_ops.FusedBatchNormGrad(
+                y_backprop=dy, x=p_again, scale=scale, reserve_space_1=batch_mean,
+                reserve_space_2=batch_var, epsilon=epsilon, is_training=True)
+            dh = tf.nn.conv2d(dp, tf.transpose(pw_kernel, [0, 1, 3, 2]), 1, "VALID")
+            d_pw = tf.raw_ops.Conv2DBackpropFilter(
+                input=h, filter_sizes=tf.shape(pw_kernel), out_backprop=dp, strides=[1, 1, 1, 1],
+                padding="VALID")
+            dx, d_dw = tape.gradient(h, [x_again, dw_kernel], output_gradients=dh)
+            return dx, d_dw, d_pw, d_scale, d_offset
 
         return (y, tf.stop_gradient(new_mean), tf.stop_gradient(new_var)), grad
 
