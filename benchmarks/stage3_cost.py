@@ -18,7 +18,6 @@ channels; default ``16:8``, the sample's, and ``64:16``, the paper's), each meas
 ``--ablations`` adds, in the same run, the IAC U-Net without each way to its speed (each row a
 ratio to the same U-Net / Stage I step): ``no-absorb`` (``fuse_output_conv`` and
 ``fuse_upsampling`` off: the cells leave the upsampling and the decoder convolution to the U-Net),
-``no-fold`` (inference through the Keras layers, BatchNorms and dilated convolutions as they are),
 ``no-recompute`` (training keeps every tensor of the separable-convolution blocks instead of
 recomputing them, :mod:`iac_tf.search.recompute`; with its peak memory) and ``keras-depthwise``
 (also Keras' depthwise layers and TensorFlow's gradients).
@@ -70,14 +69,11 @@ def _iac(filters: int, C: int, mode: str, absorb: bool = True):
 @contextlib.contextmanager
 def _without(way: str):
     """The IAC U-Net built and traced inside runs without ``way`` (``--ablations``)."""
-    from iac_tf.genotype import discrete_cell
     from iac_tf.search import operations
     from iac_tf.search.operations import ReLUSepConvBN
 
-    saved = discrete_cell.static_training, ReLUSepConvBN._depthwise, operations.can_recompute
-    if way == "no-fold":  # the Keras layers in inference too
-        discrete_cell.static_training = lambda training: None if not training else True
-    elif way == "keras-depthwise":  # Keras' depthwise layers and TensorFlow's gradients
+    saved = ReLUSepConvBN._depthwise, operations.can_recompute
+    if way == "keras-depthwise":  # Keras' depthwise layers and TensorFlow's gradients
         ReLUSepConvBN._depthwise = lambda self, layer, x: layer(x)
         operations.can_recompute = lambda x, bn: False
     elif way == "no-recompute":
@@ -87,7 +83,7 @@ def _without(way: str):
     try:
         yield
     finally:
-        discrete_cell.static_training, ReLUSepConvBN._depthwise, operations.can_recompute = saved
+        ReLUSepConvBN._depthwise, operations.can_recompute = saved
 
 
 def _batch(batch: int, seed: int = 0):
@@ -163,14 +159,13 @@ def _verdict(ratio: float, key: str) -> str:
 
 
 def _ablations(args, filters: int, C: int, unet, x) -> None:
-    for way in ("no-absorb", "no-fold", "no-recompute", "keras-depthwise"):
+    for way in ("no-absorb", "no-recompute", "keras-depthwise"):
         with _without(way):
             iac = _iac(filters, C, "replace", absorb=way != "no-absorb")
             rows = []
-            if way in ("no-absorb", "no-fold"):  # the ways that change inference
+            if way == "no-absorb":  # the one way that changes inference
                 rows.append(("inference", _inference(unet, x), _inference(iac, x)))
-            if way != "no-fold":
-                rows.append(("step", training_step(_unet(filters), 1, args.batch),
+            rows.append(("step", training_step(_unet(filters), 1, args.batch),
                              training_step(iac, 3, args.batch)))
             for key, base, fn in rows:
                 (a, b), ratio = _interleaved_seconds([base, fn], args.repeats)

@@ -7,11 +7,9 @@ It lives beside the genotype it is built from: ``iac_tf.genotype`` imports ``iac
 from __future__ import annotations
 
 from iac_tf._keras import keras, tf
-from iac_tf.genotype.folded import folded_op, folded_preprocess
 from iac_tf.genotype.genotype import as_genotype
-from iac_tf.implant.composed_conv import can_compose, composed_conv, composed_conv_bias_channel
-from iac_tf.search.cell_io import (build_io_layers, check_cell_inputs, output_shape,
-                                   static_training)
+from iac_tf.implant.composed_conv import can_compose, composed_conv
+from iac_tf.search.cell_io import build_io_layers, check_cell_inputs, output_shape
 from iac_tf.search.checks import check_positive_int, check_upsampling
 from iac_tf.search.kernels import avg_pool_3x3
 from iac_tf.search.operations import build_sublayer, make_op
@@ -45,9 +43,6 @@ class DiscreteCell(keras.layers.Layer):
       one convolution from the ``steps * C`` node channels (`iac_tf.implant.ComposedConv`'s
       formulas); the cell returns that convolution's output. The absorbed layer stays frozen and
       is saved with the cell.
-
-    In inference (``training`` False or None) every BN is folded into the convolution before it
-    (:mod:`iac_tf.genotype.folded`); in training the Keras layers run as they are.
 
     Args:
         genotype: a :class:`iac_tf.genotype.Genotype` (or its JSON dict / text).
@@ -105,8 +100,6 @@ class DiscreteCell(keras.layers.Layer):
     @tf.autograph.experimental.do_not_convert  # plain Python loops over static structure
     def call(self, inputs, training=None):
         input0, input1 = inputs
-        if static_training(training) is False:
-            return self._inference(input0, input1)
         states = [
             self.preprocess0(input0, training=training, upsampling=self.input0_upsampling),
             self.preprocess1(input1, training=training),
@@ -117,20 +110,6 @@ class DiscreteCell(keras.layers.Layer):
         hidden = tf.concat(states[2:], axis=-1)
         if self.absorbed is not None:
             return composed_conv(hidden, self.output_conv, self.absorbed)
-        return self.output_conv(hidden)
-
-    def _inference(self, input0, input1):
-        """The same function with the BNs folded (:mod:`iac_tf.genotype.folded`)."""
-        dtype = self.compute_dtype
-        input0, input1 = tf.cast(input0, dtype), tf.cast(input1, dtype)
-        states = [folded_preprocess(input0, self.preprocess0, self.input0_upsampling),
-                  folded_preprocess(input1, self.preprocess1)]
-        for j, node in enumerate(self.genotype.edges):
-            ops = self.node_ops[2 * j : 2 * j + 2]
-            states.append(tf.add_n([folded_op(states[i], op) for op, (_, i) in zip(ops, node)]))
-        hidden = tf.concat(states[2:], axis=-1)
-        if self.absorbed is not None:
-            return composed_conv_bias_channel(hidden, self.output_conv, self.absorbed)
         return self.output_conv(hidden)
 
     def compute_output_shape(self, input_shape):

@@ -135,23 +135,6 @@ def composed_conv(inputs, inner: Any, outer: Any):
     return outer.activation(y)
 
 
-def composed_conv_bias_channel(inputs, inner: Any, outer: Any):
-    """`composed_conv` with ``inner``'s bias as one more input channel of ones: ``conv([h, 1],
-    [W; K_b])``, exactly the same border term (``outer`` zero-pads the ones channel too), as
-    one ``Conv2D`` (+ bias, activation) that the graph optimiser can fuse with what follows
-    (a frozen BatchNorm and ReLU in the U-Nets), for the inference path."""
-    dtype = inputs.dtype
-    kernel = composed_kernel(inner, outer)
-    if inner.use_bias:
-        k_b = tf.einsum("c,uvco->uvo", tf.cast(inner.bias, tf.float32), tf.cast(outer.kernel, tf.float32))
-        kernel = tf.concat([kernel, k_b[:, :, None, :]], axis=2)
-        inputs = tf.concat([inputs, tf.ones_like(inputs[..., :1])], axis=-1)
-    y = _conv(outer, inputs, tf.cast(kernel, dtype))
-    if outer.use_bias:
-        y = tf.nn.bias_add(y, tf.cast(outer.bias, dtype))
-    return outer.activation(y)
-
-
 def can_compose_output(module: Any, layer: Any) -> bool:
     """Whether ``layer`` after a module ending in ``output_conv`` (a 1x1 ``Conv2D`` from
     ``module.steps * module.C`` to ``module.out_channels`` channels) may be composed with it:

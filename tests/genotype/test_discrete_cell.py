@@ -83,7 +83,7 @@ def test_genotype_forms_and_config():
 
 # ------------------------------------------------------------------ absorbed layers around the cell
 # Reference: the plain cell (same weights) applied to the upsampled input0, then the Conv2D the
-# absorbing cell took in; and, for the folded inference path, the cell's own Keras sublayers.
+# absorbing cell took in; and, in inference, the cell's own Keras sublayers called one by one.
 LOW, HIGH, CU, CS, OUT, CELL_C = 4, 8, 6, 10, 16, 4
 
 
@@ -185,7 +185,7 @@ def test_absorbing_cell_equals_plain_cell_then_conv_in_training():
 
 
 def _keras_layers_path(cell, x0, x1):
-    """What the cell's Keras sublayers compute in inference (the training-mode code path)."""
+    """What the cell's Keras sublayers compute in inference, called one by one."""
     states = [cell.preprocess0(x0, training=False, upsampling=cell.input0_upsampling),
               cell.preprocess1(x1, training=False)]
     for j, node in enumerate(cell.genotype.edges):
@@ -196,7 +196,7 @@ def _keras_layers_path(cell, x0, x1):
 
 
 @pytest.mark.parametrize("absorbing", [False, True])
-def test_folded_inference_equals_the_keras_layers_in_inference(absorbing):
+def test_inference_equals_the_keras_sublayers(absorbing):
     x0, x1 = _inputs(seed=4)
     if absorbing:
         cell = DiscreteCell(GENOTYPE, OUT, C=CELL_C, input0_upsampling=(2, 2), absorbed=_decoder_conv())
