@@ -1,5 +1,5 @@
-"""What :func:`iac_tf.implant.implant` puts at a skip connection in Stage III (``replace`` mode):
-the discrete cell of a genotype, absorbing the U-Net layers around it where they fit."""
+"""The modules :func:`iac_tf.implant.implant` puts at a skip connection around an IAC cell: the
+base both stages share (`CellModule`) and Stage III's (`DiscreteModule`, ``replace`` mode)."""
 
 from __future__ import annotations
 
@@ -9,16 +9,16 @@ from iac_tf.implant.composed_conv import can_compose_output
 from iac_tf.implant.upsampling import nearest_upsampling
 
 
-class DiscreteModule:
-    """`iac_tf.implant.implant`'s module for a :class:`~iac_tf.genotype.DiscreteCell` ``cell``
-    (not yet built), offering it the layers around it as `SearchModule` does for Stage II:
+class CellModule:
+    """An IAC cell at a skip connection that may absorb the layers around it (`implant`):
 
-    * ``absorb_input``: a nearest ``UpSampling2D`` before ``up`` (``fuse_upsampling``); the cell
-      gets the low-resolution tensor (``cell.input0_upsampling``);
-    * ``absorb``: the ``Conv2D`` after the cell, composed with its output convolution where
-      that saves FLOPs (``fuse_output_conv``; ``cell.absorbed``).
+    * ``absorb_input``: a nearest ``UpSampling2D`` (channels last) before ``up``; the cell then
+      gets its input and preprocesses at the low resolution (``fuse_upsampling``;
+      ``cell.input0_upsampling``);
+    * ``absorb`` (subclasses): the ``Conv2D`` after the cell, composed with the cell's output
+      convolution where that saves FLOPs (``fuse_output_conv``).
 
-    The cell then computes the same function; it is what the model holds and saves.
+    Exposes the cell's ``output_conv`` (the residual mode's zero initialisation).
     """
 
     def __init__(self, cell: Any, fuse_upsampling: bool = True, fuse_output_conv: bool = True):
@@ -30,15 +30,21 @@ class DiscreteModule:
     def output_conv(self):
         return getattr(self.cell, "output_conv", None)
 
-    def __call__(self, inputs):
-        return self.cell(inputs)
-
     def absorb_input(self, layer) -> bool:
         size = nearest_upsampling(layer) if self.fuse_upsampling else None
         if size is None:
             return False
         self.cell.input0_upsampling = size
         return True
+
+
+class DiscreteModule(CellModule):
+    """Stage III's module for a :class:`~iac_tf.genotype.DiscreteCell` ``cell`` (not yet built):
+    the absorbed ``Conv2D`` becomes the cell's own (``cell.absorbed``), so the cell computes that
+    layer's output and is what the model holds and saves."""
+
+    def __call__(self, inputs):
+        return self.cell(inputs)
 
     def absorb(self, layer):
         if not (self.fuse_output_conv and can_compose_output(self.cell, layer)):
