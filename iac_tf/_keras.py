@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 
 from iac_tf._flags import KERAS3_MESSAGE, set_keras_flags  # noqa: E402
 
@@ -43,6 +44,27 @@ def _assert_legacy_keras() -> None:
 _assert_legacy_keras()
 
 
+def onednn_enabled() -> bool:
+    """Whether TensorFlow runs its oneDNN kernels in this process (decided at its import)."""
+    from tensorflow.python.util import _pywrap_util_port  # noqa: PLC0415 - the one reliable probe
+
+    return bool(_pywrap_util_port.IsMklEnabled())
+
+
+def onednn_status() -> str:
+    """One line: oneDNN on/off and who decided it (the user's TF_ENABLE_ONEDNN_OPTS, iac_tf on a
+    CPU where TensorFlow leaves it off, or TensorFlow's own default)."""
+    from iac_tf import _flags  # noqa: PLC0415
+
+    why = {
+        "user": f"{_flags.ONEDNN_VARIABLE}={os.environ.get(_flags.ONEDNN_VARIABLE, '')!r} set by the user",
+        "iac_tf": "turned on by iac_tf: TensorFlow leaves it off on this CPU (no AVX-512 VNNI/BF16, AMX)",
+        "tensorflow": "TensorFlow's default on this CPU",
+        "late": "TensorFlow was imported before iac_tf: its default on this CPU",
+    }.get(_flags.onednn_decided_by or "", "TensorFlow's default")
+    return f"oneDNN {'on' if onednn_enabled() else 'off'} ({why})"
+
+
 def import_segmentation_models():
     """Import segmentation_models lazily (it prints at import and is slow to load)."""
     with contextlib.redirect_stdout(io.StringIO()):
@@ -51,4 +73,5 @@ def import_segmentation_models():
     return sm
 
 
-__all__ = ["tf", "keras", "import_segmentation_models", "KERAS3_MESSAGE"]
+__all__ = ["tf", "keras", "import_segmentation_models", "onednn_enabled", "onednn_status",
+           "KERAS3_MESSAGE"]

@@ -19,7 +19,7 @@ import dataclasses
 import pathlib
 from typing import Callable
 
-from iac_tf._keras import tf
+from iac_tf._keras import onednn_enabled, onednn_status, tf
 from iac_tf.data import check_dataset
 from iac_tf.data.cache import slice_bytes
 from iac_tf.data.check import DataShape, data_shape
@@ -142,7 +142,18 @@ def gpu_checks(cfg) -> list[Check]:
     else:
         rows.append(Check("mixed precision", OK, f"{', '.join(mixed)} on a GPU with compute "
                           f"capability {max(c for c in caps if c)}"))
+    rows.append(onednn_check())
     return rows
+
+
+def onednn_check() -> Check:
+    """Which CPU kernels TensorFlow runs: oneDNN on (fast on every x86-64 kind) or off (Eigen:
+    the search cells are several times slower)."""
+    detail = onednn_status()
+    return Check("oneDNN", OK if onednn_enabled() else WARN,
+                 detail if onednn_enabled() else detail + ": the search and Stage III train "
+                 "several times slower on the CPU; unset TF_ENABLE_ONEDNN_OPTS to let iac_tf "
+                 "turn it on")
 
 
 # ---------------------------------------------------------------------------- pipeline

@@ -112,8 +112,9 @@ def test_good_pretrained_unet_passes_doctor(unets, dataset, shared_cache, tmp_pa
     rc, out, _ = run(["doctor", cfg], capsys)
     assert rc == 0, out
     for row in ("output folder", "cache folder", "data", "cache space", "U-Net", "genotype",
-                "output space", "GPU", "mixed precision"):
+                "output space", "GPU", "mixed precision", "oneDNN"):
         assert row in out
+    assert ("oneDNN on (" in out) != ("oneDNN off (" in out)
     assert "2 skip connection(s)" in out and " FAIL " not in out
     assert not (tmp_path / "runs").exists()
 

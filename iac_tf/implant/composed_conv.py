@@ -110,8 +110,11 @@ class ComposedConv(keras.layers.Layer):
 
 
 def _conv(outer: Any, x, kernel):
-    return tf.nn.conv2d(x, kernel, strides=list(outer.strides), padding=outer.padding.upper(),
-                        dilations=list(outer.dilation_rate))
+    """``outer``'s convolution of ``x`` with ``kernel``. ``tf.nn.convolution`` (as Keras' own
+    Conv2D) runs a dilated convolution through space-to-batch, whose gradients exist on every
+    CPU; a dilated ``tf.nn.conv2d`` has no input gradient where oneDNN is off (Eigen kernels)."""
+    return tf.nn.convolution(x, kernel, strides=list(outer.strides),
+                             padding=outer.padding.upper(), dilations=list(outer.dilation_rate))
 
 
 def composed_kernel(inner: Any, outer: Any):
