@@ -19,7 +19,7 @@ from iac_tf.pipeline.units import (comparison_unit, iac_unit, stage1_unit, strat
                                    train_unit, unet_continued_unit)
 from iac_tf.preflight import checked_prepare
 from iac_tf.run_layout import HISTORY, training_done
-from iac_tf.run_records import record_stage
+from iac_tf.run_records import STAGE_NAMES, record_stage
 from iac_tf.training.history import CsvHistory
 from iac_tf.training.precision import precision_policy
 from iac_tf.training.seeding import seed_everything
@@ -220,6 +220,18 @@ def _compare(cfg: ExperimentConfig, prepared, evaluate_after: bool) -> dict[str,
 
 
 # ---------------------------------------------------------------------------- iac run
+def skipped_stages(cfg: ExperimentConfig) -> dict[int, str]:
+    """The stages ``iac run`` does not run, with the reason: Stage I when ``unet.pretrained``
+    names the U-Net, Stage II when ``stage3.genotype`` names the genotype Stage III trains."""
+    skipped = {}
+    if cfg.unet.pretrained:
+        skipped[1] = f"unet.pretrained is set: the U-Net is {cfg.unet.pretrained}"
+    if cfg.method == "iac" and cfg.stage3.genotype:
+        skipped[2] = (f"stage3.genotype is set: Stage III trains the genotype "
+                      f"{cfg.stage3.genotype}, no search")
+    return skipped
+
+
 def _first_preflight(cfg: ExperimentConfig, restart: int | None):
     """``iac run``'s one pre-flight, before anything is written or deleted, and the prepared
     data every stage then uses: Stage I's checks (folders, backbone, data, output space) when it
@@ -249,7 +261,10 @@ def run_all(cfg: ExperimentConfig, restart: int | None = None) -> None:
     check_records(cfg, 3 if cfg.method == "iac" else 1, restart)
     prepared = _first_preflight(cfg, restart)
     write_run_records(cfg, restart, checked_data(cfg))
-    stages = ([1] if not cfg.unet.pretrained else []) + ([2, 3] if cfg.method == "iac" else [])
+    for stage, why in skipped_stages(cfg).items():
+        log.info("%s: skipped: %s", STAGE_NAMES[stage], why)
+    stages = [s for s in ((1, 2, 3) if cfg.method == "iac" else (1,))
+              if s not in skipped_stages(cfg)]
     steps = {1: lambda: _stage1(cfg, prepared), 2: lambda: _stage2(cfg, prepared),
              3: lambda: _stage3(cfg, prepared, evaluate_after=False)}
     for stage in stages:
