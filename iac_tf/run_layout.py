@@ -52,6 +52,7 @@ SEARCH_TIME = "search_time.json"
 GENOTYPES = "genotypes"  # Stage II: genotypes/epoch_XXX.json (and .png)
 ARCH = "arch"  # Stage II: arch/epoch_XXX.json (alpha, beta)
 SAVEDMODEL = "savedmodel"  # Stage III: the exported SavedModel
+UNIT_RECORD = "unit.yaml"  # compare/<model>/: the stages and training keys it depends on
 DICE_CSV = pathlib.Path("evaluation") / "dice_per_case.csv"
 STAGES = (1, 2, 3)
 
@@ -133,6 +134,10 @@ class RunLayout:
 
     def compare(self, method: str) -> pathlib.Path:
         return self.compare_root / method
+
+    def unit_record(self, folder: pathlib.Path) -> pathlib.Path:
+        """What the trained model in ``folder`` depends on (``--restart`` reads it)."""
+        return pathlib.Path(folder) / UNIT_RECORD
 
     @property
     def evaluation(self) -> pathlib.Path:

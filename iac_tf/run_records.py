@@ -10,6 +10,7 @@ all later ones.
 
 from __future__ import annotations
 
+import dataclasses
 import pathlib
 from typing import Any
 
@@ -17,6 +18,7 @@ import yaml
 
 from iac_tf.config import ConfigError, dump_yaml, from_dict, to_dict
 from iac_tf.config.experiment import ExperimentConfig
+from iac_tf.config.stages import Stage1Config
 from iac_tf.files import atomic_write_text, remove
 from iac_tf.version import code_version
 
@@ -111,12 +113,18 @@ def check_stages(cfg: ExperimentConfig, stages) -> None:
         lines = [f"{folder} holds {STAGE_NAMES[stage]} results of another config "
                  f"({folder / STAGE_RECORD}); these keys differ (recorded -> now):"]
         lines += [f"  {key}: {_show(a)} -> {_show(b)}" for key, (a, b) in diff.items()]
+        removed, kept = restart_plan(cfg, stage)
         lines.append(
             f"Nothing was changed. Either start a new run: --set name={cfg.name}_2 (any new name), "
             f"or clear {STAGE_NAMES[stage]} and every later stage of {cfg.run_dir} and rerun: "
-            f"--restart stage{stage}"
+            f"--restart stage{stage} (removes {_names(cfg, removed)}"
+            + (f"; keeps {_names(cfg, kept)}" if kept else "") + ")"
         )
         raise RunConflict("\n".join(lines))
+
+
+def _names(cfg: ExperimentConfig, paths) -> str:
+    return ", ".join(str(p.relative_to(cfg.run_dir)) + "/" for p in paths) or "nothing"
 
 
 def _show(value: Any) -> str:
@@ -133,21 +141,57 @@ def record_stage(cfg: ExperimentConfig, stage: int) -> pathlib.Path:
     return folder / STAGE_RECORD
 
 
-def restart_from(cfg: ExperimentConfig, stage: int) -> list[pathlib.Path]:
-    """``--restart stageN``: delete the folders of stage ``N`` and every later stage, the
-    comparisons (``compare/``, for stage 1 or 3), the evaluation, and their entries in
-    ``models.json``; return what was deleted. Callers check everything first
-    (:func:`iac_tf.pipeline` deletes only after the config, the data and the U-Net passed)."""
+def unit_record(settings: Any, depends_on: tuple[int, ...]) -> dict:
+    """What a trained model of ``compare/`` depends on: the stages whose results it reads and
+    the training keys of its settings (``settings``: a Stage1Config-like section) that decide
+    its result. Written beside it (:meth:`RunLayout.unit_record`) and read by ``--restart``."""
+    fields = [f.name for f in dataclasses.fields(Stage1Config)]
+    data = to_dict(settings)
+    return {"depends_on_stages": sorted(int(s) for s in depends_on),
+            "training": {k: data[k] for k in fields if k in data and _blocking(f"stage3.{k}")}}
+
+
+def _still_valid(cfg: ExperimentConfig, folder: pathlib.Path, stage: int) -> bool:
+    """Whether ``compare/<folder>`` survives ``--restart stage<stage>``: it reads no result of
+    that stage or a later one, and its training keys equal this config's Stage III keys."""
+    record_path = cfg.layout.unit_record(folder)
+    try:
+        record = yaml.safe_load(record_path.read_text()) or {}
+        depends = [int(s) for s in record["depends_on_stages"]]
+        training = record["training"]
+    except (OSError, ValueError, TypeError, KeyError, yaml.YAMLError):
+        return False  # no (readable) record: it may depend on anything
+    return (all(s < stage for s in depends)
+            and training == unit_record(cfg.stage3, ())["training"])
+
+
+def restart_plan(cfg: ExperimentConfig, stage: int) -> tuple[list[pathlib.Path], list[pathlib.Path]]:
+    """``--restart stageN``: ``(removed, kept)``. Removed: the folders of stage ``N`` and every
+    later stage, the evaluation, and each model of ``compare/`` that depends on them (reads
+    their results, or trains with Stage III's settings that now differ, or has no record of
+    what it depends on). Kept: the models of ``compare/`` that depend on earlier stages only
+    (e.g. ``unet_continued`` and the comparison methods read Stage I's U-Net and Stage III's
+    training keys: a Stage III restart with the same training keys keeps them)."""
     if stage not in STAGES:
         raise ConfigError(f"--restart: expected stage1, stage2 or stage3, got stage{stage}")
     layout = cfg.layout
-    # the comparisons (compare/) depend on Stage I's U-Net and on the stage3 training settings
-    compare = [layout.compare_root] if stage in (1, 3) else []
-    gone = [p for p in [layout.stage(s) for s in STAGES if s >= stage] + compare
-            + [layout.evaluation] if p.exists()]
+    removed = [layout.stage(s) for s in STAGES if s >= stage]
+    kept = []
+    root = layout.compare_root
+    for folder in sorted(root.iterdir()) if root.is_dir() else []:
+        (kept if folder.is_dir() and _still_valid(cfg, folder, stage) else removed).append(folder)
+    removed.append(layout.evaluation)
+    return [p for p in removed if p.exists()], kept
+
+
+def restart_from(cfg: ExperimentConfig, stage: int) -> list[pathlib.Path]:
+    """``--restart stageN``: delete what :func:`restart_plan` removes and their entries in
+    ``models.json``; return what was deleted. Callers check everything first
+    (:func:`iac_tf.pipeline` deletes only after the config, the data and the U-Net passed)."""
+    gone, _ = restart_plan(cfg, stage)
     for path in gone:
         remove(path)
-    layout.unregister_inside(gone)
+    cfg.layout.unregister_inside(gone)
     return gone
 
 

@@ -10,10 +10,12 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 
 from iac_tf.cli import main
 from iac_tf.experiment import load_experiment
-from iac_tf.run_records import RunConflict, check_stages, record_stage, restart_from
+from iac_tf.run_records import (RunConflict, check_stages, record_stage, restart_from,
+                                restart_plan, unit_record)
 from iac_tf.run_layout import model_paths, register_model
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -130,6 +132,55 @@ def test_restart_clears_the_stage_and_later_ones_and_their_models(tmp_path):
     assert sorted(p.name for p in gone) == ["evaluation", "stage2", "stage3"]
     assert cfg.stage_dir(1).is_dir() and not cfg.stage_dir(2).exists()
     assert sorted(model_paths(cfg.run_dir)) == ["unet"]
+
+
+def _compare_unit(cfg, name, depends_on, settings=None):
+    folder = cfg.layout.compare(name)
+    folder.mkdir(parents=True)
+    (folder / "best_model.keras").write_text("m")
+    register_model(cfg.run_dir, name, folder / "best_model.keras")
+    if depends_on is not None:
+        record = unit_record(settings if settings is not None else cfg.stage3, depends_on)
+        cfg.layout.unit_record(folder).write_text(yaml.safe_dump(record))
+    return folder
+
+
+def test_restart_removes_exactly_what_depends_on_the_restarted_stage(tmp_path):
+    cfg = _cfg(tmp_path)
+    for stage in (1, 2, 3):
+        record_stage(cfg, stage)
+    _compare_unit(cfg, "unet_continued", (1,))
+    _compare_unit(cfg, "attention", (1,))
+    _compare_unit(cfg, "iac_residual", (1, 2, 3))
+    _compare_unit(cfg, "old_style", None)  # no record: may depend on anything
+    removed, kept = restart_plan(cfg, 3)
+    assert sorted(p.name for p in kept) == ["attention", "unet_continued"]
+    assert sorted(p.name for p in removed) == ["iac_residual", "old_style", "stage3"]
+    # a Stage III key that is not a training key (the cell) keeps them too
+    assert [p.name for p in restart_plan(_cfg(tmp_path, **{"stage3.cell_channels": 4}), 3)[1]] \
+        == ["attention", "unet_continued"]
+    # a changed training key (Stage III's epochs) removes them: their budget changed
+    removed, kept = restart_plan(_cfg(tmp_path, **{"stage3.epochs": 99}), 3)
+    assert kept == [] and {"attention", "unet_continued"} <= {p.name for p in removed}
+    # Stage I's U-Net is what they read: a Stage I restart removes everything
+    removed, kept = restart_plan(cfg, 1)
+    assert kept == [] and len(removed) == 7
+    gone = restart_from(cfg, 3)
+    assert cfg.layout.compare("unet_continued").is_dir() and not cfg.stage_dir(3).exists()
+    assert sorted(model_paths(cfg.run_dir)) == ["attention", "unet_continued"]
+    assert cfg.layout.compare("unet_continued") not in gone
+
+
+def test_the_conflict_message_says_what_a_restart_removes_and_keeps(tmp_path):
+    cfg = _cfg(tmp_path)
+    for stage in (1, 2, 3):
+        record_stage(cfg, stage)
+    _compare_unit(cfg, "unet_continued", (1,))
+    _compare_unit(cfg, "iac_residual", (1, 2, 3))
+    with pytest.raises(RunConflict) as err:
+        check_stages(_cfg(tmp_path, **{"stage3.cell_channels": 4}), (1, 2, 3))
+    assert "--restart stage3 (removes stage3/, compare/iac_residual/; keeps " \
+        "compare/unet_continued/)" in str(err.value)
 
 
 def test_help_does_not_import_tensorflow():

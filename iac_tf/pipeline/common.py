@@ -17,7 +17,8 @@ from iac_tf.diskspace import disk_full_guard
 from iac_tf.evaluation.metrics import mean_case_dice
 from iac_tf.experiment import ExperimentConfig
 from iac_tf.preflight import checked_prepare
-from iac_tf.run_records import STAGE_NAMES, check_stages, record_stage, restart_from, write_resolved
+from iac_tf.run_records import (STAGE_NAMES, check_stages, record_stage, restart_from,
+                                restart_plan, write_resolved)
 from iac_tf.training.seeding import seed_everything
 
 log = logging.getLogger("iac_tf.pipeline")
@@ -91,8 +92,12 @@ def write_run_records(cfg: ExperimentConfig, restart: int | None, record: dict) 
     """After every check passed: ``--restart`` deletes, then the run records are written (the
     run folder marked as the tool's, the resolved config, the dataset record)."""
     if restart is not None:
+        _, kept = restart_plan(cfg, restart)
         for path in restart_from(cfg, restart):
             log.info("--restart stage%d: removed %s", restart, path)
+        for path in kept:
+            log.info("--restart stage%d: kept %s (it depends on earlier stages and on training "
+                     "keys that did not change)", restart, path)
     write_resolved(cfg)
     if cfg.layout.read_data_record() is None:
         cfg.layout.write_data_record(record)

@@ -15,13 +15,17 @@ import logging
 import pathlib
 from collections.abc import Callable
 
+import yaml
+
 from iac_tf._keras import tf
 from iac_tf.config import dump_yaml
 from iac_tf.config.stages import Stage1Config
 from iac_tf.evaluation.plots import plot_history
 from iac_tf.experiment import ExperimentConfig
+from iac_tf.files import atomic_write_text
 from iac_tf.genotype import Genotype
 from iac_tf.pipeline.common import case_scorer, epoch_data, fixed, trained_unet_path
+from iac_tf.run_records import unit_record
 from iac_tf.run_layout import BEST_MODEL, HISTORY, SAVEDMODEL, training_done
 from iac_tf.training.precision import precision_policy
 from iac_tf.training.seeding import seed_everything
@@ -48,6 +52,8 @@ class TrainingUnit:
         fit: ``fit(train, val, scorer) -> TrainResult`` builds or loads the model and trains it.
         intro: what is trained, for the console line that starts it.
         needs_export: finished only once ``savedmodel/`` exists too (Stage III's export).
+        depends_on: for a model of ``compare/``, the stages whose results it reads; its record
+            (:func:`~iac_tf.run_records.unit_record`) tells ``--restart`` whether it survives.
     """
 
     name: str
@@ -57,6 +63,7 @@ class TrainingUnit:
     fit: Fit
     intro: str
     needs_export: bool = False
+    depends_on: tuple[int, ...] | None = None
 
 
 def finished(unit: TrainingUnit) -> TrainResult | None:
@@ -100,6 +107,10 @@ def train_unit(cfg: ExperimentConfig, prepared, unit: TrainingUnit,
                  result.best_val_soft_dice, result.best_epoch)
     else:
         log.info("%s: %s -> %s", unit.label, unit.intro, unit.folder)
+        if unit.depends_on is not None:
+            unit.folder.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(cfg.layout.unit_record(unit.folder), yaml.safe_dump(
+                unit_record(unit.settings, unit.depends_on), sort_keys=False))
         seed_everything(cfg.seed, cfg.deterministic)
         s = unit.settings
         with precision_policy(s.mixed_precision), strategy(s.distribute).scope():
@@ -147,8 +158,11 @@ def iac_unit(cfg: ExperimentConfig, name: str, genotype_path: pathlib.Path,
     intro = (f"{mode} implant, epoch selection by val_dt {s3.monitor}"
              f"{', epoch 0 included' if s3.evaluate_initial else ''}; genotype {genotype_path}\n"
              f"{Genotype.from_json(genotype_path)}")
+    in_compare = folder.parent == cfg.layout.compare_root
     return TrainingUnit(name, f"Stage III {name}", folder, s3, fit, intro,
-                        needs_export=s3.export_savedmodel)
+                        needs_export=s3.export_savedmodel,
+                        depends_on=_unet_stage(cfg) + (() if s3.genotype else (2,)) + (3,)
+                        if in_compare else None)
 
 
 def unet_continued_unit(cfg: ExperimentConfig) -> TrainingUnit:
@@ -165,7 +179,8 @@ def unet_continued_unit(cfg: ExperimentConfig) -> TrainingUnit:
 
     return TrainingUnit("unet_continued", "unet_continued", folder, settings, fit,
                         f"budget-matched baseline, {s3.epochs} more epochs of "
-                        f"{cfg.trained_unet}, selection by val_dt {s3.monitor}")
+                        f"{cfg.trained_unet}, selection by val_dt {s3.monitor}",
+                        depends_on=_unet_stage(cfg))
 
 
 def comparison_unit(cfg: ExperimentConfig, method: str) -> TrainingUnit:
@@ -180,4 +195,10 @@ def comparison_unit(cfg: ExperimentConfig, method: str) -> TrainingUnit:
                                 cfg.stage3, folder, seed=cfg.seed, case_scorer=scorer)
 
     return TrainingUnit(method, f"comparison {method}", folder, cfg.stage3, fit,
-                        f"its modules in the frozen U-Net {cfg.trained_unet}")
+                        f"its modules in the frozen U-Net {cfg.trained_unet}",
+                        depends_on=_unet_stage(cfg))
+
+
+def _unet_stage(cfg: ExperimentConfig) -> tuple[int, ...]:
+    """The stage whose result is the trained U-Net: Stage I, none for ``unet.pretrained``."""
+    return () if cfg.unet.pretrained else (1,)
