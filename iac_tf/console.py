@@ -7,13 +7,20 @@ configure the ``iac_tf`` logger like any other (silence it, send it to a file)::
     iac_tf.console.log_to_console()                      # "[iac] Stage I: ..." lines
     logging.getLogger("iac_tf").setLevel(logging.WARNING)  # only warnings
 
-Progress bars (tqdm, the Keras epoch lines) are not log records and stay as they are.
+Progress bars (tqdm, the Keras epoch lines) are not log records and stay as they are; every
+finished epoch is also one log record (its time, the selection value and an ETA). A run writes
+the same records, with the date and time, to ``RUN/log.txt`` (:func:`run_log`, appended on
+resume).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import pathlib
 import sys
+import time
+from collections.abc import Callable, Iterator
 
 
 class ConsoleHandler(logging.Handler):
@@ -27,7 +34,8 @@ class ConsoleHandler(logging.Handler):
             if record.levelno >= logging.WARNING:
                 print(f"iac: {record.levelname.lower()}: {text}", file=sys.stderr, flush=True)
             else:
-                print(f"[iac] {text}", file=sys.stdout, flush=True)
+                clock = time.strftime("%H:%M:%S", time.localtime(record.created))
+                print(f"[iac {clock}] {text}", file=sys.stdout, flush=True)
         except Exception:  # noqa: BLE001 - logging must never break the command
             self.handleError(record)
 
@@ -41,3 +49,45 @@ def log_to_console(level: int = logging.INFO) -> logging.Logger:
         logger.addHandler(ConsoleHandler())
         logger.propagate = False
     return logger
+
+
+class RunLogHandler(logging.Handler):
+    """Appends every ``iac_tf`` record, with date and time, to a run's ``log.txt``. Records
+    arrive before the run folder is the tool's (the checks run first): they are held back and
+    written once ``owned()`` is true, and dropped if it never becomes true (a refused run
+    writes nothing)."""
+
+    FORMAT = "%(asctime)s %(levelname)-7s %(message)s"
+
+    def __init__(self, path: pathlib.Path, owned: Callable[[], bool]):
+        super().__init__()
+        self.path = pathlib.Path(path)
+        self.owned = owned
+        self.pending: list[str] = []
+        self.setFormatter(logging.Formatter(self.FORMAT, "%Y-%m-%d %H:%M:%S"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from iac_tf.files import append_text  # noqa: PLC0415 - console stays import-light
+
+        try:
+            self.pending.append(self.format(record) + "\n")
+            if self.owned():
+                append_text(self.path, "".join(self.pending))
+                self.pending.clear()
+        except Exception:  # noqa: BLE001 - logging must never break the command
+            self.handleError(record)
+
+
+@contextlib.contextmanager
+def run_log(path: pathlib.Path, owned: Callable[[], bool], command: str = "") -> Iterator[None]:
+    """While the block runs, the ``iac_tf`` records also go to ``path`` (see
+    :class:`RunLogHandler`), starting with a line naming ``command``."""
+    logger = logging.getLogger("iac_tf")
+    handler = RunLogHandler(path, owned)
+    logger.addHandler(handler)
+    if command:
+        handler.pending.append(time.strftime("%Y-%m-%d %H:%M:%S") + f" START   {command}\n")
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)

@@ -238,3 +238,11 @@ def check_new_or_ours(path: str | os.PathLike, ours: bool, what: str, hint: str 
     if (path.exists() or path.is_symlink()) and not ours:
         raise RefusedPath(f"{path}: exists and is not {what} written by this tool; it is left "
                           f"untouched{'. ' + hint if hint else ''}")
+
+
+def append_text(path: str | os.PathLike, text: str) -> None:
+    """Append ``text`` to the tool's own log file ``path`` (created 0644 if needed); a log only
+    grows, so it is appended to, not rewritten."""
+    path = pathlib.Path(path)
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(text)

@@ -5,6 +5,7 @@ pre-flight, ``iac report``, ``iac grid`` and ``iac predict`` all ask it::
     runs/NAME/
       .iac-run                         marker: a run folder written by iac_tf
       config.yaml, version.txt         resolved experiment config and code version
+      log.txt                          the console of every command that wrote the run, timed
       data_record.json                 the dataset the run was trained on: absolute path,
                                        fingerprint, classes and channel modalities
       models.json                      index: model name -> best .keras of that model (see below)
@@ -94,6 +95,11 @@ class RunLayout:
     @property
     def version(self) -> pathlib.Path:
         return self.root / "version.txt"
+
+    @property
+    def log(self) -> pathlib.Path:
+        """Every console record of every command that wrote the run, with date and time."""
+        return self.root / "log.txt"
 
     @property
     def models_index(self) -> pathlib.Path:

@@ -7,10 +7,12 @@ from __future__ import annotations
 import functools
 import logging
 import pathlib
+import sys
 
 import numpy as np
 
 from iac_tf.config import ConfigError
+from iac_tf.console import run_log
 from iac_tf.data import prepare_dataset
 from iac_tf.data.fingerprint import data_record
 from iac_tf.diskspace import disk_full_guard
@@ -31,11 +33,20 @@ def guarded(command):
     temporaries (``.*.tmp*``, ``*_temp`` checkpoint parts) removed."""
     @functools.wraps(command)
     def run(cfg: ExperimentConfig, *args, **kwargs):
-        with cfg.layout.lock(), disk_full_guard(
+        layout = cfg.layout
+        with layout.lock(), run_log(layout.log, layout.is_run, _command_line(command)), \
+                disk_full_guard(
                 cfg.run_dir, "the run's outputs", "output_dir",
                 cleanup=lambda: [*cfg.run_dir.rglob(".*.tmp*"), *cfg.run_dir.rglob("ckpt-*_temp")]):
             return command(cfg, *args, **kwargs)
     return run
+
+
+def _command_line(command) -> str:
+    """The command as the user typed it (``iac run ...``), else the Python function's name."""
+    if sys.argv and pathlib.Path(sys.argv[0]).name == "iac":
+        return " ".join(["iac", *sys.argv[1:]])
+    return f"{command.__module__}.{command.__name__}"
 
 
 def prepare(cfg: ExperimentConfig):

@@ -169,6 +169,7 @@ class EpochLoop:
             return self.history.rows()
         if start and verbose:
             log.info("resuming %s at epoch %d/%d", self.run_dir, start + 1, epochs)
+        self._epoch_seconds: list[float] = []
         progbar = _EpochProgbar(epochs)
         board = _Board(self.run_dir / "tensorboard") if self.tensorboard else None
         try:
@@ -211,6 +212,9 @@ class EpochLoop:
         logs.update({k: math.nan for k in unmeasured})
         logs["epoch_time_s"] = time.perf_counter() - t0
         self._finish_epoch(e, logs, on_epoch_end, save_best, board)
+        self._epoch_seconds.append(logs["epoch_time_s"])
+        log.info("%s", epoch_line(self.run_dir.name, e, epochs, self._epoch_seconds,
+                                  self.monitor, logs.get(self.monitor) if self.monitor else None))
 
     def _finish_epoch(self, e: int, logs: dict, on_epoch_end, save_best, board=None) -> None:
         """Extra logs, best-model tracking, history row and checkpoint of a finished epoch."""
@@ -269,6 +273,32 @@ class EpochLoop:
         if verbose:
             shown = {k: round(v, 4) for k, v in logs.items() if k.startswith("val_")}
             log.info("epoch 0 (before training): %s", shown)
+
+
+def duration(seconds: float) -> str:
+    """``42 s``, ``3 min 5 s``, ``2 h 07 min``."""
+    seconds = max(0, int(round(seconds)))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+def epoch_line(name: str, epoch: int, epochs: int, seconds: list[float], monitor: str | None,
+               value: float | None, now: float | None = None) -> str:
+    """The console line of a finished epoch: its time, the selection value and, while epochs
+    remain, the time left (mean epoch time of this process x epochs left) and the clock time
+    it ends (an upper bound where early stopping may end it sooner)."""
+    text = f"{name}: epoch {epoch}/{epochs} done in {duration(seconds[-1])}"
+    if monitor and value is not None and math.isfinite(float(value)):
+        text += f", {monitor} {float(value):.4f}"
+    left = epochs - epoch
+    if left > 0 and seconds:
+        eta = sum(seconds) / len(seconds) * left
+        end = time.localtime((time.time() if now is None else now) + eta)
+        text += f"; about {duration(eta)} left (ETA {time.strftime('%H:%M', end)})"
+    return text
 
 
 def _progress(line: str) -> None:

@@ -86,3 +86,10 @@ def test_sweep_and_comparison_run_then_resume(tmp_path, capsys, monkeypatch):
     for name in ("Stage III iac_epoch_001", "Stage III iac_epoch_002", "comparison attention"):
         assert f"{name}: complete" in out
     assert mtimes == {p: p.stat().st_mtime_ns for p in run.glob("*/**/best_model.keras")}
+    # the console of both commands, timed, in the run's log (appended)
+    log = (run / "log.txt").read_text().splitlines()
+    assert sum(" START   " in line for line in log) == 2
+    assert any("INFO    stage1: epoch 1/1 done in " in line for line in log)
+    assert any("stage2: epoch 1/2 done in " in line and "left (ETA " in line for line in log)
+    assert any("Stage III iac_epoch_001: complete" in line for line in log)
+    assert all(line[:4].isdigit() and line[4] == "-" for line in log if "START" in line or "done in" in line)
