@@ -17,7 +17,7 @@ from iac_tf.data.datasets import (DATASETS, Case, list_cases, list_test_cases, r
 from iac_tf.diskspace import check_writable_folder
 from iac_tf.locks import folder_lock
 from iac_tf.data.pipeline import PreparedDataset
-from iac_tf.data.preprocess import preprocess_case
+from iac_tf.data.preprocess import in_plane_spacing, preprocess_case, zoom_factors
 from iac_tf.data.splits import hold_out_patients, load_or_make_splits
 
 log = logging.getLogger(__name__)
@@ -244,15 +244,16 @@ def _write_volumes(cfg, root, name, progress, spec, cases, classes, key, path) -
                 if len(case.image_paths) != channels:
                     raise DataError(f"{case.case_id}: {len(case.image_paths)} channels, "
                                     f"the dataset has {channels}")
-                image, label, _ = read_case(case, classes.allowed, reorient)
+                image, label, affine = read_case(case, classes.allowed, reorient)
             except DataError as exc:
                 if cfg.on_error == "raise":
                     raise
                 skipped.append(f"{case.case_id}: {exc}")
                 continue
+            factors = zoom_factors(cfg.zoom, cfg.spacing, in_plane_spacing(affine))
             images, masks, slices = preprocess_case(
                 image, label, classes.values, case.modalities, patch_size=cfg.patch_size,
-                crop=cfg.crop, zoom=cfg.zoom, empty_slice_fraction=cfg.empty_slice_fraction,
+                crop=cfg.crop, zoom=factors, empty_slice_fraction=cfg.empty_slice_fraction,
                 ct_window=cfg.ct_window, ct_percentiles=cfg.ct_percentiles, mri_nonzero=nonzero)
             writer.append(case.case_id, case.patient_id, images, masks, slices)
         if not writer.case_ids:
