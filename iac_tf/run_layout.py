@@ -307,6 +307,26 @@ class RunLayout:
                 f"(--set name=...)")
         return False
 
+    def check_unet_train_cases(self, record: dict) -> None:
+        """The given U-Net's training cases of the dataset ``record`` are those the run's splits
+        were drawn with (none in both, or the same ids). Raises :class:`DatasetMismatch` naming
+        both: other cases give another val_dt, val_search_dt and test_dt."""
+        old = self.read_data_record()
+        if old is None:
+            return
+        before, now = old.get("unet_train_cases"), record.get("unet_train_cases")
+        if (before or {}).get("sha256") == (now or {}).get("sha256"):
+            return
+
+        def named(entry):
+            return ("none given" if not entry else f"{entry.get('count')} case(s) from "
+                    f"{entry.get('source')} (sha256 {str(entry.get('sha256'))[:12]})")
+        raise DatasetMismatch(
+            f"{self.root}: its splits were drawn with the U-Net's training cases "
+            f"{named(before)}, the config now gives {named(now)}: another val_dt, val_search_dt "
+            f"and {TEST_SPLIT}. Nothing was changed. Give the run's list again, or start a new "
+            f"run (--set name=...)")
+
     def write_data_record(self, record: dict) -> None:
         atomic_write_json(self.data_record, record)
 
