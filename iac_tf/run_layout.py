@@ -9,7 +9,8 @@ pre-flight, ``iac report``, ``iac grid`` and ``iac predict`` all ask it::
                                        fingerprint, classes and channel modalities
       models.json                      index: model name -> best .keras of that model (see below)
       stage1/                          best_model.keras, history.csv, summary.json, ...
-      stage2/                          genotypes/epoch_XXX.json, arch/, history.csv, search_time.json
+      stage2/                          genotypes/epoch_XXX.json, arch/, history.csv, search_time.json;
+                                       unet_score.json: a given U-Net's val_dt score before the search
       stage3/                          the IAC U-Net (best_model.keras, savedmodel/, history.csv,
                                        summary.json); with a genotype-epoch sweep one sub-folder
                                        per epoch: stage3/epoch_025/, stage3/epoch_050/, ...
@@ -49,6 +50,7 @@ BEST_MODEL = "best_model.keras"
 SUMMARY = "summary.json"
 HISTORY = "history.csv"
 SEARCH_TIME = "search_time.json"
+UNET_SCORE = "unet_score.json"  # Stage II: the given U-Net scored on val_dt before the search
 GENOTYPES = "genotypes"  # Stage II: genotypes/epoch_XXX.json (and .png)
 ARCH = "arch"  # Stage II: arch/epoch_XXX.json (alpha, beta)
 SAVEDMODEL = "savedmodel"  # Stage III: the exported SavedModel
@@ -122,6 +124,11 @@ class RunLayout:
     @property
     def search_time(self) -> pathlib.Path:
         return self.stage(2) / SEARCH_TIME
+
+    @property
+    def unet_score(self) -> pathlib.Path:
+        """A given U-Net's val_dt score, written before Stage II searches on it."""
+        return self.stage(2) / UNET_SCORE
 
     def sweep(self, epoch: int) -> pathlib.Path:
         """Stage III's folder of the genotype of search epoch ``epoch`` (a sweep)."""
