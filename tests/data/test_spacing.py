@@ -173,3 +173,25 @@ def test_the_spacing_is_recorded_for_inference(tmp_path):
     # a record of earlier versions (no spacing key) applies its zoom
     del record["spacing"]
     assert Preprocessing.from_record(record).zoom_factors() == (1.0, 1.0)
+
+
+def test_a_restart_records_the_new_spacing_that_predict_reads(tmp_path):
+    """The run's dataset record (what ``iac predict`` applies) follows a restart with another
+    spacing; without a restart it keeps what the run was trained with."""
+    from iac_tf.data.fingerprint import data_record
+    from iac_tf.experiment import ExperimentConfig
+    from iac_tf.pipeline.common import write_run_records
+
+    ds = fixtures.write_nnunet(tmp_path / "raw", cases=("a", "b"))
+    data = DataConfig(format="nnunet", root=str(ds), cache_dir=str(tmp_path / "cache"))
+    cfg = dataclasses.replace(ExperimentConfig(data=data), name="run", output_dir=str(tmp_path))
+    write_run_records(cfg, None, data_record(cfg.data))
+    new = dataclasses.replace(cfg, data=dataclasses.replace(data, spacing=(3.0, 3.0)))
+
+    def recorded():
+        return Preprocessing.from_record(cfg.layout.read_data_record()["preprocessing"]).spacing
+
+    write_run_records(new, None, data_record(new.data))
+    assert recorded() is None
+    write_run_records(new, 1, data_record(new.data))
+    assert recorded() == (3.0, 3.0)
