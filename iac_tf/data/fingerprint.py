@@ -62,12 +62,14 @@ def fingerprint(cfg: DataConfig) -> tuple[str, int]:
     return h.hexdigest(), len(files)
 
 
-def data_record(cfg: DataConfig) -> dict:
+def data_record(cfg: DataConfig, training_cases: bool = False) -> dict:
     """The run's dataset record: absolute root, format, fingerprint, file count, (NIfTI
     datasets) the preprocessing inference needs (:class:`~iac_tf.inference.volume.Preprocessing`
     as a mapping) and, when the config gives them, the given U-Net's training cases that the
     splits keep out of val_dt, val_search_dt and test_dt (``unet_train_cases``: source, fold,
-    count and the SHA-256 of the sorted ids; no key otherwise)."""
+    count and the SHA-256 of the sorted ids; no key otherwise). ``training_cases``: include
+    that list (the pipeline's record; comparing the files alone, as ``iac predict --config``
+    does, needs no list file)."""
     root, _ = resolve_paths(cfg)
     digest, files = fingerprint(cfg)
     record = {"root": str(root.resolve()), "format": cfg.format, "fingerprint": digest,
@@ -75,7 +77,7 @@ def data_record(cfg: DataConfig) -> dict:
     if cfg.format != "npz":
         prep = dataclasses.asdict(Preprocessing.from_data_config(cfg))
         record["preprocessing"] = prep
-    unet = read_unet_train_cases(cfg)
+    unet = read_unet_train_cases(cfg) if training_cases else None
     if unet is not None:
         record["unet_train_cases"] = unet.record()
     return record

@@ -82,7 +82,7 @@ def check_records(cfg: ExperimentConfig, stage: int, restart: int | None) -> Non
 def checked_data(cfg: ExperimentConfig) -> dict:
     """The dataset record of ``data`` now, compared with the run's: the same files and the same
     U-Net training cases (raises DatasetMismatch naming both before anything is written)."""
-    record = data_record(cfg.data)
+    record = data_record(cfg.data, training_cases=True)
     cfg.layout.check_data(record)
     cfg.layout.check_unet_train_cases(record)
     return record

@@ -185,13 +185,13 @@ def test_a_restart_records_the_new_spacing_that_predict_reads(tmp_path):
     ds = fixtures.write_nnunet(tmp_path / "raw", cases=("a", "b"))
     data = DataConfig(format="nnunet", root=str(ds), cache_dir=str(tmp_path / "cache"))
     cfg = dataclasses.replace(ExperimentConfig(data=data), name="run", output_dir=str(tmp_path))
-    write_run_records(cfg, None, data_record(cfg.data))
+    write_run_records(cfg, None, data_record(cfg.data, True))
     new = dataclasses.replace(cfg, data=dataclasses.replace(data, spacing=(3.0, 3.0)))
 
     def recorded():
         return Preprocessing.from_record(cfg.layout.read_data_record()["preprocessing"]).spacing
 
-    write_run_records(new, None, data_record(new.data))
+    write_run_records(new, None, data_record(new.data, True))
     assert recorded() is None
-    write_run_records(new, 1, data_record(new.data))
+    write_run_records(new, 1, data_record(new.data, True))
     assert recorded() == (3.0, 3.0)
