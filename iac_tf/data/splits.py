@@ -50,7 +50,7 @@ def hold_out_patients(patients: Sequence[str], seed: int, fraction: float,
     one when ``fraction > 0``), drawn from ``seed``; ``[]`` for ``fraction == 0``. Depends only on
     the set of patients, the seed and the fraction (not on val_fraction or search_fraction).
     With ``seen`` patients (the U-Net trained on one of their cases; ``source`` names the list)
-    they are drawn from the other ``P`` patients only.
+    they are drawn from the others only, and ``P`` counts those others.
 
     Raises:
         DataError: fewer than 3 patients would be left for train_dt and val_dt (val_dt needs one,
