@@ -10,7 +10,9 @@ The U-Net checks (``unet.pretrained`` or Stage I's model) are: the file loads; o
 a fixed input size equals ``data.patch_size``; the model runs on a ``patch_size`` slice; the
 output is a sigmoid (the stages train one sigmoid per class with Dice, eq. (5)); at least one
 skip connection is found by :func:`iac_tf.implant.find_skip_connections` (IAC cells are
-implanted there); input channels and output classes match the prepared data.
+implanted there); input channels and output classes match the prepared data. ``iac doctor``
+also warns when a given U-Net comes without the list of cases it was trained on
+(:func:`training_cases_check`).
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ from iac_tf._keras import onednn_enabled, onednn_status, tf
 from iac_tf.data import check_dataset
 from iac_tf.data.cache import slice_bytes
 from iac_tf.data.check import DataShape, data_shape
-from iac_tf.data.prepare import cached_path, resolve_paths
+from iac_tf.data.config import TEST_SPLIT
+from iac_tf.data.prepare import cached_path, case_lists, resolve_paths
+from iac_tf.data.splits import split_patients
 from iac_tf.diskspace import MARGIN_BYTES, check_writable_folder, free_bytes, human
 from iac_tf.errors import UserError
 from iac_tf.genotype import Genotype
@@ -31,6 +35,7 @@ from iac_tf.models import UNetInfo, inspect_unet, match_data, stage1_params
 from iac_tf.unets.registry import get_backbone
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
+TRAINING_CASES = "U-Net's training cases"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,6 +112,39 @@ def unet_check(path, cfg, data: DataShape | None = None) -> tuple[Check, UNetInf
         return Check("U-Net", FAIL, "; ".join(problems)), info
     return Check("U-Net", OK, f"{path}: {info.in_channels} ch -> {info.classes} class(es), "
                  f"{info.skips} skip connection(s), sigmoid, {info.params:,} parameters"), info
+
+
+def training_cases_check(cfg) -> Check | None:
+    """Whether the splits know which cases the U-Net was trained on: a warning for a given
+    U-Net (``unet.pretrained``) without ``data.splits_file`` / ``data.unet_train_cases`` (the
+    splits may then hold cases it saw); with them, the list checked against the dataset and the
+    held-out patients counted per split (a failure names unknown ids or too few held-out
+    patients). ``None`` (no row) when neither is set."""
+    d = cfg.data
+    if not d.gives_unet_train_cases:
+        if not cfg.unet.pretrained:
+            return None
+        return Check(TRAINING_CASES, WARN,
+                     f"unet.pretrained is set, but not which cases it was trained on "
+                     f"(data.splits_file + data.fold, or data.unet_train_cases): val_dt, "
+                     f"val_search_dt and {TEST_SPLIT} may hold cases the U-Net saw, so the "
+                     f"epoch selection and the scores on them are optimistic")
+
+    def count():
+        lists = case_lists(d)
+        patients = [c.patient_id for c in lists.train]
+        split = split_patients(patients, d.seed, d.val_fraction, d.search_fraction,
+                               sorted(lists.seen), lists.unet.source)
+        test = len({c.patient_id for c in lists.test})
+        detail = (f"{len(lists.unet.cases)} case(s) of {len(lists.seen)} patient(s) from "
+                  f"{lists.unet.source} stay in train_dt; patients it has not seen: val_dt "
+                  f"{len(split['val_dt'])}, val_search_dt {len(split['val_search_dt'])}, "
+                  f"{TEST_SPLIT} {test}")
+        if not cfg.unet.pretrained:
+            return WARN, (detail + "; but unet.pretrained is not set: Stage I trains a new "
+                          "U-Net on train_dt, val_search_dt's patients included")
+        return detail
+    return _row(TRAINING_CASES, count)
 
 
 def genotype_check(path) -> Check:
@@ -252,6 +290,9 @@ def doctor(cfg) -> list[Check]:
         rows.append(row)
     elif cfg.unet.pretrained is None:
         rows.append(Check("U-Net", SKIP, "unet.pretrained not set: Stage I trains it"))
+    cases_row = training_cases_check(cfg)
+    if cases_row is not None:
+        rows.append(cases_row)
     if cfg.stage3.genotype:
         rows.append(genotype_check(cfg.stage3.genotype))
     else:

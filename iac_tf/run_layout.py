@@ -10,7 +10,8 @@ pre-flight, ``iac report``, ``iac grid`` and ``iac predict`` all ask it::
                                        fingerprint, classes and channel modalities
       models.json                      index: model name -> best .keras of that model (see below)
       stage1/                          best_model.keras, history.csv, summary.json, ...
-      stage2/                          genotypes/epoch_XXX.json, arch/, history.csv, search_time.json
+      stage2/                          genotypes/epoch_XXX.json, arch/, history.csv, search_time.json;
+                                       unet_score.json: a given U-Net's val_dt score before the search
       stage3/                          the IAC U-Net (best_model.keras, savedmodel/, history.csv,
                                        summary.json); with a genotype-epoch sweep one sub-folder
                                        per epoch: stage3/epoch_025/, stage3/epoch_050/, ...
@@ -50,6 +51,7 @@ BEST_MODEL = "best_model.keras"
 SUMMARY = "summary.json"
 HISTORY = "history.csv"
 SEARCH_TIME = "search_time.json"
+UNET_SCORE = "unet_score.json"  # Stage II: the given U-Net scored on val_dt before the search
 GENOTYPES = "genotypes"  # Stage II: genotypes/epoch_XXX.json (and .png)
 ARCH = "arch"  # Stage II: arch/epoch_XXX.json (alpha, beta)
 SAVEDMODEL = "savedmodel"  # Stage III: the exported SavedModel
@@ -129,6 +131,11 @@ class RunLayout:
     @property
     def search_time(self) -> pathlib.Path:
         return self.stage(2) / SEARCH_TIME
+
+    @property
+    def unet_score(self) -> pathlib.Path:
+        """A given U-Net's val_dt score, written before Stage II searches on it."""
+        return self.stage(2) / UNET_SCORE
 
     def sweep(self, epoch: int) -> pathlib.Path:
         """Stage III's folder of the genotype of search epoch ``epoch`` (a sweep)."""
@@ -317,6 +324,26 @@ class RunLayout:
                 f"data.root at the run's dataset (an absolute path), or start a new run "
                 f"(--set name=...)")
         return False
+
+    def check_unet_train_cases(self, record: dict) -> None:
+        """The given U-Net's training cases of the dataset ``record`` are those the run's splits
+        were drawn with (none in both, or the same ids). Raises :class:`DatasetMismatch` naming
+        both: other cases give another val_dt, val_search_dt and test_dt."""
+        old = self.read_data_record()
+        if old is None:
+            return
+        before, now = old.get("unet_train_cases"), record.get("unet_train_cases")
+        if (before or {}).get("sha256") == (now or {}).get("sha256"):
+            return
+
+        def named(entry):
+            return ("none given" if not entry else f"{entry.get('count')} case(s) from "
+                    f"{entry.get('source')} (sha256 {str(entry.get('sha256'))[:12]})")
+        raise DatasetMismatch(
+            f"{self.root}: its splits were drawn with the U-Net's training cases "
+            f"{named(before)}, the config now gives {named(now)}: another val_dt, val_search_dt "
+            f"and {TEST_SPLIT}. Nothing was changed. Give the run's list again, or start a new "
+            f"run (--set name=...)")
 
     def write_data_record(self, record: dict) -> None:
         atomic_write_json(self.data_record, record)

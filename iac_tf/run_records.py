@@ -30,7 +30,7 @@ STAGE_RECORD = "config.yaml"
 #: Keys that never block a rerun: they change how a stage reports or where files go, not what it
 #: computes (``*`` matches any section). Our choice, see docs/decisions.md.
 NON_BLOCKING = ("data.cache_dir", "*.verbose", "*.checkpoints_to_keep", "stage2.draw_genotypes",
-                "stage3.export_savedmodel")
+                "stage3.export_savedmodel", "unet.expected_dice")
 
 
 class RunConflict(ConfigError):

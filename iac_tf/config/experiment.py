@@ -50,7 +50,13 @@ class UNetConfig:
             ``base``, ``{alpha: 0.75}`` for ``mobilenetv3_large``).
         pretrained: path of an already trained U-Net (``.keras``, ``.h5`` or SavedModel). When
             set, Stages II and III use it instead of Stage I's best checkpoint, and Stage I may
-            be skipped.
+            be skipped. Say which cases it was trained on with ``data.splits_file`` +
+            ``data.fold`` or ``data.unet_train_cases`` (``iac doctor`` warns otherwise).
+        expected_dice: the given U-Net's own mean Dice (as its training reported it, in
+            (0, 1]), or ``null``. Before Stage II the tool scores the given U-Net on val_dt with
+            its own preprocessing and logs both; more than
+            :data:`iac_tf.pipeline.given_unet.EXPECTED_DICE_TOLERANCE` (0.1) below it is a
+            warning naming preprocessing as the usual cause. It changes no result.
     """
 
     backbone: str = "base"
@@ -58,6 +64,12 @@ class UNetConfig:
     decoder_filters: tuple[int, ...] | None = None
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
     pretrained: str | None = None
+    expected_dice: float | None = None
+
+    def __post_init__(self):
+        if self.expected_dice is not None and not 0.0 < self.expected_dice <= 1.0:
+            raise ValueError(f"expected_dice must be in (0, 1] (a Dice, not a percentage), "
+                             f"got {self.expected_dice}")
 
 
 @dataclasses.dataclass(frozen=True)

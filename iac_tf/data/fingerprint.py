@@ -8,7 +8,9 @@ path does not. An ``npz`` dataset is fingerprinted by its size and the hash of i
 last MiB.
 
 The record also keeps what inference needs from the dataset (classes, label values, channel
-modalities), so ``iac predict`` never reads a ``dataset.json`` other than the run's.
+modalities, zoom or spacing), so ``iac predict`` never reads a ``dataset.json`` other than the
+run's, and which cases the given U-Net was trained on (a rerun whose list differs is refused:
+its splits would differ).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import pathlib
 from iac_tf.data.config import DataConfig
 from iac_tf.data.datasets import list_cases
 from iac_tf.data.prepare import resolve_paths
+from iac_tf.data.unet_cases import read_unet_train_cases
 from iac_tf.inference.volume import Preprocessing
 
 _MIB = 1 << 20
@@ -59,10 +62,14 @@ def fingerprint(cfg: DataConfig) -> tuple[str, int]:
     return h.hexdigest(), len(files)
 
 
-def data_record(cfg: DataConfig) -> dict:
-    """The run's dataset record: absolute root, format, fingerprint, file count, and (NIfTI
+def data_record(cfg: DataConfig, training_cases: bool = False) -> dict:
+    """The run's dataset record: absolute root, format, fingerprint, file count, (NIfTI
     datasets) the preprocessing inference needs (:class:`~iac_tf.inference.volume.Preprocessing`
-    as a mapping)."""
+    as a mapping) and, when the config gives them, the given U-Net's training cases that the
+    splits keep out of val_dt, val_search_dt and test_dt (``unet_train_cases``: source, fold,
+    count and the SHA-256 of the sorted ids; no key otherwise). ``training_cases``: include
+    that list (the pipeline's record; comparing the files alone, as ``iac predict --config``
+    does, needs no list file)."""
     root, _ = resolve_paths(cfg)
     digest, files = fingerprint(cfg)
     record = {"root": str(root.resolve()), "format": cfg.format, "fingerprint": digest,
@@ -70,4 +77,7 @@ def data_record(cfg: DataConfig) -> dict:
     if cfg.format != "npz":
         prep = dataclasses.asdict(Preprocessing.from_data_config(cfg))
         record["preprocessing"] = prep
+    unet = read_unet_train_cases(cfg) if training_cases else None
+    if unet is not None:
+        record["unet_train_cases"] = unet.record()
     return record

@@ -164,6 +164,11 @@ class PreparedDataset:
         elif self.config.format != "npz":
             lines.append(f"no {TEST_SPLIT}: data.test_fraction is 0 and the dataset has no "
                          "imagesTs/labelsTs")
+        unet = self.splits.get("unet_train")
+        if unet is not None:
+            lines.append(f"the U-Net's training cases: {len(unet['cases'])} case(s) of "
+                         f"{len(unet['patients'])} patient(s) from {unet['source']}, all in "
+                         f"train_dt; val_dt, val_search_dt and {TEST_SPLIT} hold none of them")
         if self.skipped:
             lines.append(f"skipped {len(self.skipped)} case(s):")
             lines += [f"  {s}" for s in self.skipped]

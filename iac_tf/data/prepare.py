@@ -17,8 +17,9 @@ from iac_tf.data.datasets import (DATASETS, Case, list_cases, list_test_cases, r
 from iac_tf.diskspace import check_writable_folder
 from iac_tf.locks import folder_lock
 from iac_tf.data.pipeline import PreparedDataset
-from iac_tf.data.preprocess import preprocess_case
+from iac_tf.data.preprocess import in_plane_spacing, preprocess_case, zoom_factors
 from iac_tf.data.splits import hold_out_patients, load_or_make_splits
+from iac_tf.data.unet_cases import UNetTrainCases, read_unet_train_cases, shown
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,10 @@ class CaseLists:
         test_fraction: the fraction that made ``test`` (0 unless ``source`` is
             ``"test_fraction"``), as ``splits.json`` records it.
         warnings: e.g. ``test_fraction`` ignored because the dataset has ``labelsTs``.
+        unet: the cases the given U-Net was trained on (``data.splits_file`` /
+            ``data.unet_train_cases``), checked against the dataset; ``None``: not given.
+        seen: the patients with a case in ``unet`` (kept out of val_dt, val_search_dt and
+            test_dt).
     """
 
     train: tuple[Case, ...]
@@ -48,6 +53,16 @@ class CaseLists:
     source: str = ""
     test_fraction: float = 0.0
     warnings: tuple[str, ...] = ()
+    unet: UNetTrainCases | None = None
+    seen: frozenset[str] = frozenset()
+
+    def unet_train(self) -> dict | None:
+        """The ``unet_train`` entry of ``splits.json`` (:func:`~iac_tf.data.splits.make_splits`),
+        or ``None``."""
+        if self.unet is None:
+            return None
+        return {"source": self.unet.source, "fold": self.unet.fold,
+                "cases": list(self.unet.cases), "patients": sorted(self.seen)}
 
 
 def case_lists(cfg: DataConfig, root: pathlib.Path | None = None) -> CaseLists:
@@ -57,20 +72,43 @@ def case_lists(cfg: DataConfig, root: pathlib.Path | None = None) -> CaseLists:
     from ``data.seed``), else no test cases."""
     root = resolve_paths(cfg)[0] if root is None else root
     limit = cfg.max_cases or None
-    cases = list_cases(cfg.format, root)[:limit]
-    own = list_test_cases(cfg.format, root)[:limit]
+    every = list_cases(cfg.format, root)
+    every_test = list_test_cases(cfg.format, root)
+    cases, own = every[:limit], every_test[:limit]
+    unet, seen = _unet_train_cases(cfg, root, every, every_test)
+    more = {"unet": unet, "seen": seen}
     if own:
         warnings = ()
         if cfg.test_fraction > 0:
             warnings = (f"{root}: data.test_fraction {cfg.test_fraction} is ignored: the "
                         f"dataset's {len(own)} labelsTs case(s) are {TEST_SPLIT}",)
-        return CaseLists(tuple(cases), tuple(own), "labelsTs", warnings=warnings)
+        leaked = sorted(c.case_id for c in own if c.patient_id in seen)
+        if leaked:
+            raise DataError(f"{unet.source}: the U-Net was trained on (patients of) "
+                            f"{len(leaked)} {TEST_SPLIT} case(s) of labelsTs: {shown(leaked)}; "
+                            f"{TEST_SPLIT} must hold cases it has not seen")
+        return CaseLists(tuple(cases), tuple(own), "labelsTs", warnings=warnings, **more)
     if cfg.test_fraction > 0:
-        held = set(hold_out_patients([c.patient_id for c in cases], cfg.seed, cfg.test_fraction))
+        held = set(hold_out_patients([c.patient_id for c in cases], cfg.seed, cfg.test_fraction,
+                                     None if unet is None else sorted(seen),
+                                     "" if unet is None else unet.source))
         return CaseLists(tuple(c for c in cases if c.patient_id not in held),
                          tuple(c for c in cases if c.patient_id in held), "test_fraction",
-                         cfg.test_fraction)
-    return CaseLists(tuple(cases))
+                         cfg.test_fraction, **more)
+    return CaseLists(tuple(cases), **more)
+
+
+def _unet_train_cases(cfg: DataConfig, root: pathlib.Path, every, every_test
+                      ) -> tuple[UNetTrainCases | None, frozenset[str]]:
+    """The U-Net's training cases of ``cfg`` checked against every listed case of the dataset
+    (``data.max_cases`` aside, so a shortened dataset does not make ids unknown), and the
+    patients they belong to."""
+    unet = read_unet_train_cases(cfg)
+    if unet is None:
+        return None, frozenset()
+    patient_of = {c.case_id: c.patient_id for c in (*every, *every_test)}
+    unet.check_known(patient_of, root)
+    return unet, frozenset(patient_of[c] for c in unet.cases)
 
 
 def volume_cases(cfg: DataConfig) -> dict[str, Case]:
@@ -130,11 +168,14 @@ def _prepare(cfg: DataConfig, progress: bool) -> PreparedDataset:
     case_patients = dict(zip(meta["case_ids"], meta["patient_ids"]))
     test = _checked_test_cases(cfg, lists.test if lists else (), progress, warnings)
     root_tag = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:8]
-    splits_path = cache_dir / f"{cfg.format}_{name}_{root_tag}_seed{cfg.seed}_splits.json"
+    unet_train = lists.unet_train() if lists else None
+    unet_tag = f"_unet{lists.unet.sha256[:8]}" if unet_train else ""
+    splits_path = (cache_dir /
+                   f"{cfg.format}_{name}_{root_tag}_seed{cfg.seed}{unet_tag}_splits.json")
     splits = load_or_make_splits(splits_path, case_patients, cfg.seed, cfg.val_fraction,
                                  cfg.search_fraction, {c.case_id: c.patient_id for c in test},
                                  lists.test_fraction if test else 0.0,
-                                 lists.source if test else "")
+                                 lists.source if test else "", unet_train)
     prepared = PreparedDataset(cfg, cache_path, splits_path, meta, splits)
     prepared.warnings = warnings
     return prepared
@@ -244,15 +285,16 @@ def _write_volumes(cfg, root, name, progress, spec, cases, classes, key, path) -
                 if len(case.image_paths) != channels:
                     raise DataError(f"{case.case_id}: {len(case.image_paths)} channels, "
                                     f"the dataset has {channels}")
-                image, label, _ = read_case(case, classes.allowed, reorient)
+                image, label, affine = read_case(case, classes.allowed, reorient)
             except DataError as exc:
                 if cfg.on_error == "raise":
                     raise
                 skipped.append(f"{case.case_id}: {exc}")
                 continue
+            factors = zoom_factors(cfg.zoom, cfg.spacing, in_plane_spacing(affine))
             images, masks, slices = preprocess_case(
                 image, label, classes.values, case.modalities, patch_size=cfg.patch_size,
-                crop=cfg.crop, zoom=cfg.zoom, empty_slice_fraction=cfg.empty_slice_fraction,
+                crop=cfg.crop, zoom=factors, empty_slice_fraction=cfg.empty_slice_fraction,
                 ct_window=cfg.ct_window, ct_percentiles=cfg.ct_percentiles, mri_nonzero=nonzero)
             writer.append(case.case_id, case.patient_id, images, masks, slices)
         if not writer.case_ids:

@@ -2,9 +2,11 @@
 
 Per case (Section IV-A): intensity statistics of each channel over the whole volume (Eq.-free
 nnU-Net style: MRI z-score, CT clip + z-score) -> one in-plane crop box per volume, centred on the
-labels (or the body) -> optional in-plane zoom of that box -> normalisation with the whole-volume
-statistics -> masks as one binary channel per class -> every slice with foreground plus an evenly
-spaced share of the empty ones. Cropping before zooming and normalising keeps a 512x512 CT cheap.
+labels (or the body) -> optional in-plane zoom of that box (a fixed factor, ``data.zoom``, or the
+volume's header spacing over a target spacing in mm, ``data.spacing``: :func:`zoom_factors`) ->
+normalisation with the whole-volume statistics -> masks as one binary channel per class -> every
+slice with foreground plus an evenly spaced share of the empty ones. Cropping before zooming and
+normalising keeps a 512x512 CT cheap.
 """
 
 from __future__ import annotations
@@ -101,27 +103,65 @@ def crop_centre(shape: Sequence[int], *masks: np.ndarray | None) -> tuple[int, i
     return int(shape[0] // 2), int(shape[1] // 2)
 
 
-def crop_or_pad(array: np.ndarray, centre: tuple[int, int], size: int, fill: float) -> np.ndarray:
-    """The ``size`` x ``size`` window of axes 0, 1 centred on ``centre``; outside is ``fill``."""
-    out = np.full((size, size) + array.shape[2:], fill, dtype=array.dtype)
+def crop_or_pad(array: np.ndarray, centre: tuple[int, int], size: int | tuple[int, int],
+                fill: float) -> np.ndarray:
+    """The ``size`` x ``size`` window (or ``size[0]`` x ``size[1]``) of axes 0, 1 centred on
+    ``centre``; outside is ``fill``."""
+    sizes = (size, size) if isinstance(size, (int, np.integer)) else tuple(size)
+    out = np.full(tuple(sizes) + array.shape[2:], fill, dtype=array.dtype)
     src, dst = [], []
     for axis in (0, 1):
-        start = centre[axis] - size // 2
-        a0, a1 = max(start, 0), min(start + size, array.shape[axis])
+        start = centre[axis] - sizes[axis] // 2
+        a0, a1 = max(start, 0), min(start + sizes[axis], array.shape[axis])
         src.append(slice(a0, a1))
         dst.append(slice(a0 - start, a1 - start))
     out[dst[0], dst[1]] = array[src[0], src[1]]
     return out
 
 
-def zoom_in_plane(image: np.ndarray, label: np.ndarray, factor: float):
-    """Resample axes 0, 1 by ``factor``: linear for the image, nearest for the labels."""
-    if factor == 1.0:
+#: Resampling factors this close to 1 are 1 (a header spacing equal to the target up to float
+#: rounding keeps the native grid exactly).
+UNIT_FACTOR_TOLERANCE = 1e-6
+
+
+def in_plane_spacing(affine: np.ndarray) -> tuple[float, float]:
+    """Voxel size in mm along voxel axes 0 and 1 of an image with ``affine`` (the lengths of
+    its first two columns; for a reoriented image, the affine after reorientation)."""
+    affine = np.asarray(affine, np.float64)
+    sx, sy = np.linalg.norm(affine[:3, :2], axis=0)
+    return float(sx), float(sy)
+
+
+def zoom_factors(zoom: float = 1.0, spacing: Sequence[float] | None = None,
+                 voxel_spacing: Sequence[float] | None = None) -> tuple[float, float]:
+    """In-plane resampling factors ``(fx, fy)`` of one volume: ``(zoom, zoom)``, or with a
+    target ``spacing`` (mm) the volume's ``voxel_spacing / spacing`` per axis (a 0.5 mm voxel to
+    a 1 mm target: 0.5). Factors within :data:`UNIT_FACTOR_TOLERANCE` of 1 are 1."""
+    if spacing is None:
+        return float(zoom), float(zoom)
+    if voxel_spacing is None:
+        raise ValueError("a target spacing needs the volume's voxel spacing (its affine)")
+    factors = [float(v) / float(t) for v, t in zip(voxel_spacing, spacing)]
+    return tuple(1.0 if abs(f - 1.0) < UNIT_FACTOR_TOLERANCE else f for f in factors)
+
+
+def _pair(factor) -> tuple[float, float]:
+    if isinstance(factor, (int, float, np.floating, np.integer)):
+        return float(factor), float(factor)
+    fx, fy = factor
+    return float(fx), float(fy)
+
+
+def zoom_in_plane(image: np.ndarray, label: np.ndarray, factor: float | Sequence[float]):
+    """Resample axes 0, 1 by ``factor`` (one number, or ``(fx, fy)``): linear for the image,
+    nearest for the labels; the output side is ``round(side * factor)``."""
+    fx, fy = _pair(factor)
+    if fx == fy == 1.0:
         return image, label
     from scipy import ndimage  # noqa: PLC0415 - slow; only zoomed data needs it, and loading a config imports iac_tf.data
 
-    img_zoom = (factor, factor) + (1,) * (image.ndim - 2)
-    lab_zoom = (factor, factor) + (1,) * (label.ndim - 2)
+    img_zoom = (fx, fy) + (1,) * (image.ndim - 2)
+    lab_zoom = (fx, fy) + (1,) * (label.ndim - 2)
     # grid_mode: voxel edges (not centres) are aligned, so 0.5 maps 2 voxels onto 1 exactly
     return (ndimage.zoom(image, img_zoom, order=1, grid_mode=True, mode="nearest")
             .astype(np.float32),
@@ -148,7 +188,7 @@ def preprocess_case(
     *,
     patch_size: int = 128,
     crop: str = "label",
-    zoom: float = 1.0,
+    zoom: float | Sequence[float] = 1.0,
     empty_slice_fraction: float = 0.1,
     ct_window: Sequence[float] = (),
     ct_percentiles: tuple[float, float] = (0.5, 99.5),
@@ -157,7 +197,8 @@ def preprocess_case(
     """``(images (S,P,P,C) float32, masks (S,P,P,N) uint8, slice indices (S,))`` of one case.
 
     ``image`` is ``(X, Y, Z, C)``, ``label`` ``(X, Y, Z)`` integer; axial slices along ``Z``;
-    ``modalities[c]`` is ``"CT"`` (CT normalisation) or anything else (MRI z-score).
+    ``modalities[c]`` is ``"CT"`` (CT normalisation) or anything else (MRI z-score); ``zoom``
+    one in-plane factor or ``(fx, fy)`` (:func:`zoom_factors`).
     """
     nonzero = [mri_nonzero and m != "CT" for m in modalities]
     stats = [intensity_stats(image[..., c], modalities[c], window=ct_window,
@@ -169,13 +210,14 @@ def preprocess_case(
         body_plane = (image[..., 0] > body_threshold(image[..., 0])).any(axis=2)
     centre = crop_centre(image.shape, fg_plane if crop == "label" else None, body_plane)
     # crop a window that becomes patch_size after zooming, zoom it, then crop exactly
-    window = patch_size if zoom == 1.0 else math.ceil(patch_size / zoom) + 2
+    factors = _pair(zoom)
+    window = tuple(patch_size if f == 1.0 else math.ceil(patch_size / f) + 2 for f in factors)
     fill = [float(max(image[..., c].min(), s[0])) for c, s in enumerate(stats)]
     img = np.stack([crop_or_pad(image[..., c], centre, window, fill[c])
                     for c in range(image.shape[-1])], axis=-1)
     lab = crop_or_pad(label, centre, window, 0)
-    if zoom != 1.0:
-        img, lab = zoom_in_plane(img, lab, zoom)
+    if factors != (1.0, 1.0):
+        img, lab = zoom_in_plane(img, lab, factors)
         mid = (img.shape[0] // 2, img.shape[1] // 2)
         img = crop_or_pad(img, mid, patch_size, 0.0)  # the window covers the patch: no fill
         lab = crop_or_pad(lab, mid, patch_size, 0)

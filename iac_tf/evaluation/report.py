@@ -41,6 +41,18 @@ def predict(model, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
     return np.asarray(model.predict(images, batch_size=batch_size, verbose=0), dtype=np.float32)
 
 
+def case_scores(model, images, masks, case_ids, batch_size: int = 32) -> dict:
+    """``{case: Dice per class}`` of one model on slices (NaN: class absent from both): the
+    scores of the Dice table (:func:`evaluate_models`)."""
+    return case_dice(masks, predict(model, images, batch_size), case_ids)
+
+
+def mean_dice(scores: dict) -> float:
+    """The table's mean Dice of one model from its :func:`case_scores`: the mean over cases of
+    each case's mean over the classes present in it."""
+    return _nanmean([_case_mean(per_class) for per_class in scores.values()])
+
+
 def evaluate_models(models: dict, images, masks, case_ids, class_names, out_dir,
                     baseline: str = "unet", batch_size: int = 32, pairs=(),
                     split: str | None = None, selected_on: str | None = None) -> dict:
@@ -59,7 +71,8 @@ def evaluate_models(models: dict, images, masks, case_ids, class_names, out_dir,
     if baseline not in models or len(models) < 2:
         raise ValueError(f"evaluate_models needs {baseline!r} and at least one other model, got {list(models)}")
     names = [baseline] + [n for n in models if n != baseline]
-    scores = {name: case_dice(masks, predict(models[name], images, batch_size), case_ids) for name in names}
+    scores = {name: case_scores(models[name], images, masks, case_ids, batch_size)
+              for name in names}
     return compare_scores(scores, class_names, out_dir, baseline, pairs, split=split,
                           selected_on=selected_on)
 

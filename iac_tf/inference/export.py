@@ -21,7 +21,8 @@ channel, ``low, high, mean, std`` over the whole volume as
 :func:`iac_tf.data.preprocess.intensity_stats` (CT: clip to the HU window or the volume's
 percentiles, then mean/std of the clipped values; MRI: mean/std, over non-zero voxels with
 ``mri_nonzero``), ``x = (clip(v, low, high) - mean) / std``; reorient to RAS if ``reorient``;
-zoom in-plane by ``zoom``; cut ``H x W`` windows of the axial slices.
+zoom in-plane by ``zoom`` (or, with ``spacing`` set, by the volume's in-plane voxel size over
+``spacing``, per axis); cut ``H x W`` windows of the axial slices.
 
 Before success is reported the folder is reloaded with ``tf.saved_model.load`` and its
 signature must reproduce the Keras model's probabilities (max abs difference <= 1e-4) and labels

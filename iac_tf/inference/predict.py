@@ -1,10 +1,10 @@
 """``iac predict``: NIfTI cases in, label NIfTIs out (same shape, affine and header).
 
 Per case: read the channels (:func:`iac_tf.data.nifti.load_nifti`, reoriented as in training)
--> :func:`~iac_tf.inference.volume.to_slices` (the run's normalisation and zoom) -> sliding
-windows over every axial slice (:func:`~iac_tf.inference.tiling.predict_slices`) -> back to the
-file's grid (:func:`~iac_tf.inference.volume.from_slices`, ``to_file_orientation``) -> labels
-(:func:`~iac_tf.inference.labels.probabilities_to_labels`). Files are written through a temp
+-> :func:`~iac_tf.inference.volume.to_slices` (the run's normalisation and zoom or spacing) ->
+sliding windows over every axial slice (:func:`~iac_tf.inference.tiling.predict_slices`) -> back
+to the file's grid (:func:`~iac_tf.inference.volume.from_slices`, ``to_file_orientation``) ->
+labels (:func:`~iac_tf.inference.labels.probabilities_to_labels`). Files are written through a temp
 file and ``os.replace``.
 
 Before the first prediction is written, every input is checked (headers, then every file read
@@ -58,9 +58,9 @@ def predict_volume(model: LoadedModel, paths: Sequence[pathlib.Path], prep: Prep
                    ) -> tuple[np.ndarray, np.ndarray]:
     """``(labels (X,Y,Z), probabilities (X,Y,Z,N))`` of one case on its files' own grid."""
     batch_size = check_batch_size(batch_size)
-    channels = [load_nifti(p, prep.reorient)[0].astype(np.float32, copy=False) for p in paths]
-    image = np.stack(channels, axis=-1)
-    slices, fill = to_slices(image, modalities, prep)
+    loaded = [load_nifti(p, prep.reorient) for p in paths]
+    image = np.stack([data.astype(np.float32, copy=False) for data, _ in loaded], axis=-1)
+    slices, fill = to_slices(image, modalities, prep, affine=loaded[0][1])
     patch = model.input_shape[0]
     probs = predict_slices(model.predict, slices, patch, fill, model.num_classes,
                            batch_size=batch_size, overlap=overlap)

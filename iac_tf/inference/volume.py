@@ -2,11 +2,12 @@
 
 Training (:func:`iac_tf.data.preprocess.preprocess_case`) reads a case reoriented to RAS (when
 the dataset's ``reorient`` says so), computes the intensity statistics of each channel over the
-whole volume, crops a ``patch_size`` window around the labels, zooms it in-plane by ``zoom`` and
-normalises it. At inference there are no labels, so instead of one crop every slice is covered
+whole volume, crops a ``patch_size`` window around the labels, zooms it in-plane (by ``zoom``, or
+by the volume's header spacing over the target ``spacing`` in mm) and normalises it. At inference there are no labels, so instead of one crop every slice is covered
 by sliding windows (:mod:`iac_tf.inference.tiling`); everything else is the same function calls
 with the same parameters (read from the run's ``config.yaml``). Afterwards every spatial step is
-undone: the zoom (probabilities resampled linearly onto the zoomed-from grid), the padding, and
+undone: the zoom or spacing (probabilities resampled linearly onto the volume's own grid), the
+padding, and
 the reorientation (back to the file's own voxel order), so the label volume has the input's
 shape and affine.
 """
@@ -23,7 +24,8 @@ from scipy import ndimage
 
 from iac_tf.data.config import DataConfig, DataError
 from iac_tf.data.datasets import DATASETS, list_cases, read_dataset_json
-from iac_tf.data.preprocess import apply_stats, intensity_stats, zoom_in_plane
+from iac_tf.data.preprocess import (apply_stats, in_plane_spacing, intensity_stats, zoom_factors,
+                                    zoom_in_plane)
 from iac_tf.data.prepare import resolve_paths
 
 
@@ -34,6 +36,7 @@ class Preprocessing:
     Args:
         patch_size: the model's input side (``data.patch_size``).
         zoom: in-plane zoom factor (``data.zoom``).
+        spacing: target in-plane spacing in mm (``data.spacing``), ``None``: ``zoom`` applies.
         reorient: reorient to RAS before slicing (``data.reorient`` or the dataset's default).
         nonzero: MRI z-score over non-zero voxels (``data.mri_nonzero`` or the dataset's default).
         ct_window, ct_percentiles: CT clipping (``data.ct_window``, ``data.ct_percentiles``).
@@ -53,6 +56,16 @@ class Preprocessing:
     classes: tuple[tuple[int, ...], ...]
     modalities: tuple[str, ...]
     case_modalities: dict = dataclasses.field(default_factory=dict)
+    spacing: tuple[float, float] | None = None
+
+    def zoom_factors(self, affine: np.ndarray | None = None) -> tuple[float, float]:
+        """The in-plane resampling factors of a volume with ``affine`` (after reorientation),
+        as training computed them (:func:`iac_tf.data.preprocess.zoom_factors`)."""
+        if self.spacing is not None and affine is None:
+            raise DataError(f"resampling to spacing {list(self.spacing)} mm needs the volume's "
+                            "affine")
+        return zoom_factors(self.zoom, self.spacing,
+                            None if affine is None else in_plane_spacing(affine))
 
     def modalities_of(self, case_id: str) -> tuple[str, ...]:
         return tuple(self.case_modalities.get(case_id, self.modalities))
@@ -69,7 +82,9 @@ class Preprocessing:
             class_names=tuple(record["class_names"]),
             classes=tuple(tuple(int(v) for v in values) for values in record["classes"]),
             modalities=tuple(record["modalities"]),
-            case_modalities={k: tuple(v) for k, v in (record.get("case_modalities") or {}).items()})
+            case_modalities={k: tuple(v) for k, v in (record.get("case_modalities") or {}).items()},
+            spacing=(None if record.get("spacing") is None
+                     else tuple(float(v) for v in record["spacing"])))
         if not modalities:
             return prep
         return dataclasses.replace(prep, modalities=_override(modalities, len(prep.modalities)),
@@ -107,7 +122,7 @@ class Preprocessing:
             nonzero=spec.mri_nonzero if cfg.mri_nonzero is None else cfg.mri_nonzero,
             ct_window=tuple(cfg.ct_window), ct_percentiles=tuple(cfg.ct_percentiles),
             class_names=tuple(classes.names), classes=tuple(classes.values),
-            modalities=tuple(default), case_modalities=known)
+            modalities=tuple(default), case_modalities=known, spacing=cfg.spacing)
 
 
 def _override(modalities: Sequence[str], channels: int) -> tuple[str, ...]:
@@ -120,10 +135,11 @@ def _override(modalities: Sequence[str], channels: int) -> tuple[str, ...]:
     return modalities
 
 
-def to_slices(image: np.ndarray, modalities: Sequence[str], prep: Preprocessing
-              ) -> tuple[np.ndarray, np.ndarray]:
+def to_slices(image: np.ndarray, modalities: Sequence[str], prep: Preprocessing,
+              affine: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``(slices (Z, X', Y', C) float32, fill (C,))`` of a reoriented ``(X, Y, Z, C)`` image:
-    whole-volume statistics, in-plane zoom, normalisation, exactly as in training; ``fill`` is
+    whole-volume statistics, in-plane zoom (``prep.zoom``, or the factors of the image's
+    ``affine`` for a target ``prep.spacing``), normalisation, exactly as in training; ``fill`` is
     the normalised value training pads with."""
     if len(modalities) != image.shape[-1]:
         raise DataError(f"{len(modalities)} modalities for {image.shape[-1]} channels")
@@ -132,8 +148,9 @@ def to_slices(image: np.ndarray, modalities: Sequence[str], prep: Preprocessing
                              percentiles=prep.ct_percentiles, nonzero=nonzero[c])
              for c in range(image.shape[-1])]
     fill = [float(max(image[..., c].min(), s[0])) for c, s in enumerate(stats)]
-    if prep.zoom != 1.0:
-        image, _ = zoom_in_plane(image, np.zeros(image.shape[:2] + (1,), np.uint8), prep.zoom)
+    factors = prep.zoom_factors(affine)
+    if factors != (1.0, 1.0):
+        image, _ = zoom_in_plane(image, np.zeros(image.shape[:2] + (1,), np.uint8), factors)
     norm = np.stack([apply_stats(image[..., c], stats[c], nonzero[c])
                      for c in range(image.shape[-1])], axis=-1)
     norm_fill = np.array([apply_stats(np.array([fill[c]], np.float32), stats[c], nonzero[c])[0]

@@ -92,16 +92,18 @@ def check_records(cfg: ExperimentConfig, stage: int, restart: int | None) -> Non
 
 
 def checked_data(cfg: ExperimentConfig) -> dict:
-    """The dataset record of ``data`` now, compared with the run's (raises DatasetMismatch
-    naming both before anything is written)."""
-    record = data_record(cfg.data)
+    """The dataset record of ``data`` now, compared with the run's: the same files and the same
+    U-Net training cases (raises DatasetMismatch naming both before anything is written)."""
+    record = data_record(cfg.data, training_cases=True)
     cfg.layout.check_data(record)
+    cfg.layout.check_unet_train_cases(record)
     return record
 
 
 def write_run_records(cfg: ExperimentConfig, restart: int | None, record: dict) -> None:
     """After every check passed: ``--restart`` deletes, then the run records are written (the
-    run folder marked as the tool's, the resolved config, the dataset record)."""
+    run folder marked as the tool's, the resolved config, the dataset record: written once, and
+    again after a restart)."""
     if restart is not None:
         _, kept = restart_plan(cfg, restart)
         for path in restart_from(cfg, restart):
@@ -110,7 +112,9 @@ def write_run_records(cfg: ExperimentConfig, restart: int | None, record: dict) 
             log.info("--restart stage%d: kept %s (it depends on earlier stages and on training "
                      "keys that did not change)", restart, path)
     write_resolved(cfg)
-    if cfg.layout.read_data_record() is None:
+    # after a restart the record is rewritten: the restarted stages may use another
+    # preprocessing (zoom, spacing), which inference reads from it
+    if restart is not None or cfg.layout.read_data_record() is None:
         cfg.layout.write_data_record(record)
 
 

@@ -5,6 +5,7 @@ it writes (:func:`~iac_tf.pipeline.common.begin`) and trains its units
 
 from __future__ import annotations
 
+import json
 import logging
 import pathlib
 
@@ -15,6 +16,7 @@ from iac_tf.pipeline.common import (begin, check_records, checked_data, epoch_da
                                     prepare, refuse_restart_of_inputs, trained_unet_path,
                                     write_run_records)
 from iac_tf.pipeline.evaluate import run_evaluation
+from iac_tf.pipeline.given_unet import log_score, score_given_unet
 from iac_tf.pipeline.units import (comparison_unit, iac_unit, stage1_unit, strategy,
                                    train_unit, unet_continued_unit)
 from iac_tf.preflight import checked_prepare
@@ -53,7 +55,9 @@ def _stage1(cfg: ExperimentConfig, prepared) -> TrainResult:
 # ---------------------------------------------------------------------------- Stage II
 @guarded
 def run_stage2(cfg: ExperimentConfig, restart: int | None = None) -> SearchResult:
-    """Stage II: search the IAC on the frozen trained U-Net (train_search_dt / val_search_dt)."""
+    """Stage II: search the IAC on the frozen trained U-Net (train_search_dt / val_search_dt).
+    A given U-Net (``unet.pretrained``) is first scored on val_dt
+    (:func:`~iac_tf.pipeline.given_unet.score_given_unet`)."""
     return _stage2(cfg, begin(cfg, 2, restart, unet=trained_unet_path))
 
 
@@ -64,8 +68,12 @@ def _stage2(cfg: ExperimentConfig, prepared) -> SearchResult:
         paths = layout.genotype_files()
         log.info("Stage II: complete (%d search epochs, %d genotypes in %s), skipped",
                  cfg.stage2.epochs, len(paths), layout.genotypes)
+        if cfg.unet.pretrained and layout.unet_score.is_file():
+            log_score(json.loads(layout.unet_score.read_text()))
         return SearchResult(run_dir=folder, genotype_paths=paths,
                             history=CsvHistory(folder / HISTORY).rows(), seconds=0.0)
+    if cfg.unet.pretrained:  # does it see what it was trained on? (before the search)
+        score_given_unet(cfg, prepared)
     unet_path = trained_unet_path(cfg)
     bs = cfg.stage2.batch_size
     log.info("Stage II: searching on %s with %d / %d search slices -> %s", unet_path,
