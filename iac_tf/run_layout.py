@@ -10,8 +10,8 @@ pre-flight, ``iac report``, ``iac grid`` and ``iac predict`` all ask it::
                                        fingerprint, classes and channel modalities
       models.json                      index: model name -> best .keras of that model (see below)
       stage1/                          best_model.keras, history.csv, summary.json, ...
-      stage2/                          genotypes/epoch_XXX.json, arch/, history.csv, search_time.json;
-                                       unet_score.json: a given U-Net's val_dt score before the search
+      unet_score.json                  a given U-Net's val_dt score before it is improved
+      stage2/                          genotypes/epoch_XXX.json, arch/, history.csv, search_time.json
       stage3/                          the IAC U-Net (best_model.keras, savedmodel/, history.csv,
                                        summary.json); with a genotype-epoch sweep one sub-folder
                                        per epoch: stage3/epoch_025/, stage3/epoch_050/, ...
@@ -51,7 +51,7 @@ BEST_MODEL = "best_model.keras"
 SUMMARY = "summary.json"
 HISTORY = "history.csv"
 SEARCH_TIME = "search_time.json"
-UNET_SCORE = "unet_score.json"  # Stage II: the given U-Net scored on val_dt before the search
+UNET_SCORE = "unet_score.json"  # the given U-Net scored on val_dt before it is improved
 GENOTYPES = "genotypes"  # Stage II: genotypes/epoch_XXX.json (and .png)
 ARCH = "arch"  # Stage II: arch/epoch_XXX.json (alpha, beta)
 SAVEDMODEL = "savedmodel"  # Stage III: the exported SavedModel
@@ -134,8 +134,9 @@ class RunLayout:
 
     @property
     def unet_score(self) -> pathlib.Path:
-        """A given U-Net's val_dt score, written before Stage II searches on it."""
-        return self.stage(2) / UNET_SCORE
+        """A given U-Net's val_dt score, written before Stage II searches on it (or before Stage
+        III when a given genotype skips the search)."""
+        return self.root / UNET_SCORE
 
     def sweep(self, epoch: int) -> pathlib.Path:
         """Stage III's folder of the genotype of search epoch ``epoch`` (a sweep)."""

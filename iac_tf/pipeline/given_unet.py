@@ -7,7 +7,7 @@ Stage III improve a U-Net that is blind, and the IAC "gain" is a repair of the p
 before the search, the U-Net is scored on val_dt with the same function as the val_dt Dice table
 (:func:`iac_tf.evaluation.report.case_scores`, :func:`~iac_tf.evaluation.report.mean_dice`), the
 score is logged next to the U-Net's own number (``unet.expected_dice``) and written to
-``stage2/unet_score.json``; more than :data:`EXPECTED_DICE_TOLERANCE` below that number is a
+``unet_score.json`` (run folder); more than :data:`EXPECTED_DICE_TOLERANCE` below that number is a
 warning naming the usual causes.
 """
 
@@ -43,7 +43,7 @@ PREPROCESSING_CAUSES = (
 def score_given_unet(cfg: ExperimentConfig, prepared, model=None) -> dict:
     """Score the given U-Net (``model``, else loaded from ``unet.pretrained``) on val_dt's
     slices of ``prepared``, log the score (with ``unet.expected_dice`` when set; a warning when
-    more than :data:`EXPECTED_DICE_TOLERANCE` below it) and write ``stage2/unet_score.json``:
+    more than :data:`EXPECTED_DICE_TOLERANCE` below it) and write ``unet_score.json`` (run folder):
     ``unet``, ``split``, ``cases``, ``mean_dice``, ``expected_dice``, ``tolerance`` and
     ``below_expected``. Returns that record."""
     path = trained_unet_path(cfg)

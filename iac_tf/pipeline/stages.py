@@ -276,6 +276,8 @@ def run_all(cfg: ExperimentConfig, restart: int | None = None) -> None:
     steps = {1: lambda: _stage1(cfg, prepared), 2: lambda: _stage2(cfg, prepared),
              3: lambda: _stage3(cfg, prepared, evaluate_after=False)}
     for stage in stages:
+        if stage == 3 and 2 in skipped_stages(cfg) and cfg.unet.pretrained:
+            score_given_unet(cfg, prepared)  # the search that would score it does not run
         record_stage(cfg, stage)
         seed_everything(cfg.seed, cfg.deterministic)
         steps[stage]()

@@ -36,6 +36,23 @@ def test_a_comparison_only_run_ignores_the_genotype(tmp_path):
     assert stages.skipped_stages(cfg) == {}
 
 
+def test_a_given_unet_is_scored_before_stage_three_when_the_search_is_skipped(tmp_path,
+                                                                             monkeypatch):
+    cfg = _cfg(tmp_path, **{"unet.pretrained": str(tmp_path / "u.keras"),
+                            "stage3.genotype": str(tmp_path / "g.json")})
+    ran = []
+    for name in ("check_records", "write_run_records", "record_stage", "seed_everything",
+                 "run_evaluation"):
+        monkeypatch.setattr(stages, name, lambda *a, **k: None)
+    monkeypatch.setattr(stages, "checked_data", lambda c: {})
+    monkeypatch.setattr(stages, "_first_preflight", lambda c, r: "prepared")
+    monkeypatch.setattr(stages, "_compare", lambda c, p, evaluate_after: None)
+    monkeypatch.setattr(stages, "score_given_unet", lambda c, p: ran.append("score"))
+    monkeypatch.setattr(stages, "_stage3", lambda c, p, evaluate_after: ran.append(3))
+    stages.run_all.__wrapped__(cfg)
+    assert ran == ["score", 3]
+
+
 @pytest.mark.parametrize("given", [False, True])
 def test_run_all_searches_only_without_a_given_genotype(tmp_path, monkeypatch, caplog, given):
     sets = {"stage3.genotype": str(tmp_path / "g.json")} if given else {}
