@@ -12,7 +12,7 @@ import pathlib
 import numpy as np
 
 import iac_tf.comparisons  # noqa: F401  (registers the comparison modules)
-import iac_tf.genotype  # noqa: F401  (registers DiscreteCell)
+import iac_tf.genotype.discrete_cell  # noqa: F401  (registers DiscreteCell)
 import iac_tf.implant.residual  # noqa: F401  (registers the residual implant)
 import iac_tf.search  # noqa: F401  (registers SearchCell and its ops)
 from iac_tf._keras import keras

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from iac_tf.genotype.genotype import EDGES_PER_NODE, Genotype
-from iac_tf.search.operations import PRIMITIVES
+from iac_tf.primitives import PRIMITIVES
 from iac_tf.search.psi import psi_per_node
 from iac_tf.search.topology import node_edge_slices, steps_for_num_edges
 

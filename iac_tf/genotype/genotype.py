@@ -17,7 +17,7 @@ from pathlib import Path
 
 from iac_tf.errors import UserError
 from iac_tf.genotype.draw import draw_genotype, genotype_to_dot
-from iac_tf.search.operations import PRIMITIVES
+from iac_tf.primitives import PRIMITIVES
 
 FORMAT = "iac_tf.genotype"
 FORMAT_VERSION = 1

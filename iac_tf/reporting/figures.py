@@ -25,7 +25,7 @@ from iac_tf.experiment import load_experiment
 from iac_tf.genotype import Genotype
 from iac_tf.reporting.collect import TRAIN_DICE, VAL_DICE, RunRecord
 from iac_tf.run_layout import RunLayout
-from iac_tf.search.operations import PRIMITIVES
+from iac_tf.primitives import PRIMITIVES
 from iac_tf.models import load_unet
 
 

@@ -21,17 +21,10 @@ from __future__ import annotations
 from iac_tf._keras import keras, tf
 from iac_tf.search.kernels import depthwise_conv
 from iac_tf.search.recompute import can_recompute, sep_conv_block
+from iac_tf.primitives import PRIMITIVES as _PRIMITIVES
 
-PRIMITIVES = (
-    "none",
-    "max_pool_3x3",
-    "avg_pool_3x3",
-    "skip_connect",
-    "sep_conv_3x3",
-    "sep_conv_5x5",
-    "dil_conv_3x3",
-    "dil_conv_5x5",
-)
+# The operation names (pure data, shared with the genotype record).
+PRIMITIVES = _PRIMITIVES
 
 # PyTorch BatchNorm2d defaults (momentum 0.1 there = 0.9 here), as in the reference code.
 BN_MOMENTUM = 0.9

@@ -66,3 +66,19 @@ def test_draw_png_and_dot(tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert path.stat().st_size > 5000
     assert (tmp_path / "cell.dot").read_text().startswith("digraph")
+
+
+def test_the_record_loads_without_tensorflow():
+    """The genotype record is pure data (as PC-DARTS' genotypes.py): reading or validating a
+    genotype file imports no TensorFlow."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from iac_tf.genotype import Genotype; "
+            "from iac_tf.genotype.genotype import Genotype as G; "
+            "g = Genotype(edges=((('sep_conv_3x3', 1), ('skip_connect', 0)),)); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('tensorflow', 'tf_keras', 'keras')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

@@ -38,7 +38,7 @@ def test_train_iac_unet_trains_cells_only_and_exports(tmp_path):
     result = train_iac_unet(unet, GENOTYPE, batched(x, y), batched(x[:4], y[:4]), cfg, tmp_path)
     assert all(np.array_equal(a, b) for a, b in zip(frozen, unet.get_weights()))
     assert result.best_model_path.is_file() and 0 <= result.best_epoch <= 2  # epoch 0 counts
-    import iac_tf.genotype  # noqa: F401  (registers DiscreteCell)
+    import iac_tf.genotype.discrete_cell  # noqa: F401  (registers DiscreteCell)
 
     best = keras.models.load_model(result.best_model_path, compile=False)
     exported = keras.models.load_model(tmp_path / "savedmodel", compile=False)
