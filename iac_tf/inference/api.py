@@ -1,7 +1,9 @@
 """The Python API behind ``iac predict`` and ``iac export``::
 
     from iac_tf.inference.api import predict, export
-    predict("runs/sample_base", ["scans/imagesTs"], "scans/predictions")
+    predict("runs/sample_base", ["scans/imagesTs"], "scans/predictions")   # nnU-Net's defaults
+    predict("runs/sample_base", ["scans/imagesTs"], "fast/", tta=False, step_size=1.0,
+            device="cpu")
     export("runs/sample_base", "serving/iac_unet")
 """
 
@@ -15,9 +17,10 @@ from iac_tf.errors import UserError
 from iac_tf.experiment import load_experiment
 from iac_tf.inference.export import check_export_folder, export_serving
 from iac_tf.inference.inputs import check_cases, collect_cases
-from iac_tf.inference.model_source import (LoadedModel, find_run_config, load_model,
-                                           resolve_model_path)
-from iac_tf.inference.predict import check_outputs, predict_cases
+from iac_tf.inference.model_source import (LoadedModel, device_scope, find_run_config,
+                                           load_model, resolve_model_path)
+from iac_tf.inference.predict import check_batch_size, check_outputs, predict_cases
+from iac_tf.inference.tiling import STEP_SIZE, check_step_size
 from iac_tf.inference.volume import Preprocessing
 from iac_tf.run_layout import RunLayout
 
@@ -63,12 +66,19 @@ def resolve(model, stage: int = 3, method: str | None = None, config: str | None
 def predict(model, inputs: Sequence[str], output: str, *, stage: int = 3,
             method: str | None = None, config: str | None = None,
             modality: Sequence[str] | None = None, save_probabilities: bool = False,
-            batch_size: int = 32, progress: bool = True) -> list[dict]:
-    """``iac predict``: see :func:`iac_tf.inference.predict.predict_cases`."""
+            batch_size: int = 32, step_size: float = STEP_SIZE, tta: bool = True,
+            device: str = "auto", progress: bool = True) -> list[dict]:
+    """``iac predict``: see :func:`iac_tf.inference.predict.predict_cases`. ``step_size``
+    (0.5), ``tta`` (mirroring, on) are nnU-Net's defaults; ``device``: ``auto``, ``cpu`` or
+    ``gpu`` (:func:`~iac_tf.inference.model_source.device_scope`)."""
+    check_batch_size(batch_size)
+    check_step_size(step_size)
     check_outputs(collect_cases(inputs), output, save_probabilities)  # before the model loads
-    loaded, prep = resolve(model, stage, method, config, modality, inputs)
-    return predict_cases(loaded, inputs, output, prep, batch_size=batch_size,
-                         save_probabilities=save_probabilities, progress=progress)
+    with device_scope(device):
+        loaded, prep = resolve(model, stage, method, config, modality, inputs)
+        return predict_cases(loaded, inputs, output, prep, batch_size=batch_size,
+                             step_size=step_size, tta=tta,
+                             save_probabilities=save_probabilities, progress=progress)
 
 
 def export(model, out: str, *, stage: int = 3, method: str | None = None,

@@ -20,6 +20,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+def step_size(text: str) -> float:
+    """An argparse type: a number in (0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{value} is not in (0, 1] (a fraction of the window)")
+    return value
+
+
 def _model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="run folder, .keras/.h5 file or SavedModel folder")
 
@@ -43,7 +54,15 @@ def predict_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--modality", action="append", default=None,
                         help="channel modality (CT or an MRI name), overrides dataset.json")
     parser.add_argument("--batch-size", type=positive_int, default=32,
-                        help="slices per model call (default 32)")
+                        help="windows per model call (default 32)")
+    parser.add_argument("--step-size", type=step_size, default=0.5,
+                        help="largest step between sliding windows as a fraction of the window, "
+                        "in (0, 1] (default 0.5, as nnU-Net; smaller: more overlap, slower)")
+    parser.add_argument("--no-tta", "--disable-tta", dest="tta", action="store_false",
+                        help="no mirroring test-time augmentation (default: on, as nnU-Net: "
+                        "each window also mirrored along both in-plane axes, 4x the model calls)")
+    parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto",
+                        help="where the model runs (default auto: a GPU when TensorFlow sees one)")
 
 
 def export_args(parser: argparse.ArgumentParser) -> None:
@@ -67,7 +86,8 @@ def predict(args) -> int:
     summary = run_predict(args.model, args.inputs, args.output, stage=args.stage,
                           method=args.method, config=args.config, modality=args.modality,
                           save_probabilities=args.save_probabilities,
-                          batch_size=args.batch_size)
+                          batch_size=args.batch_size, step_size=args.step_size, tta=args.tta,
+                          device=args.device)
     print(format_summary(summary))
     print(f"labels written to {pathlib.Path(args.output)}")
     return 0
