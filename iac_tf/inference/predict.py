@@ -11,7 +11,7 @@ Before the first prediction is written, every input is checked (headers, then ev
 whole: :mod:`iac_tf.inference.inputs`) and so is every output file of every case
 (:func:`check_outputs`): an output is never one of the inputs, and an existing file is replaced
 only if it is a prediction this tool wrote. Predictions are recognised by their header's
-description field, set to :data:`~iac_tf.inference.marker.PREDICTION_TAG` (label and
+description field, set to :data:`~iac_tf.data.nifti.PREDICTION_TAG` (label and
 ``_probabilities`` files alike).
 """
 
@@ -29,13 +29,12 @@ from tqdm.auto import tqdm
 
 from iac_tf.errors import UserError
 from iac_tf.data.config import DataError
-from iac_tf.data.nifti import load_nifti
+from iac_tf.data.nifti import PREDICTION_TAG, is_prediction, load_nifti
 from iac_tf.diskspace import check_writable_folder
 from iac_tf.files import RefusedPath, atomic_path, check_new_or_ours
 from iac_tf.inference.inputs import (NIFTI_ENDINGS, InputCase, check_case_data, check_cases,
                                      collect_cases)
 from iac_tf.inference.labels import probabilities_to_labels
-from iac_tf.inference.marker import PREDICTION_TAG, is_prediction  # noqa: F401 - re-exported
 from iac_tf.inference.model_source import LoadedModel
 from iac_tf.inference.tiling import STEP_SIZE, check_step_size, predict_slices
 from iac_tf.inference.volume import Preprocessing, from_slices, to_file_orientation, to_slices
