@@ -9,13 +9,14 @@
 
 from __future__ import annotations
 
+import json
 import pathlib
 from collections.abc import Sequence
 
 from iac_tf.data.fingerprint import data_record
 from iac_tf.errors import UserError
 from iac_tf.experiment import load_experiment
-from iac_tf.inference.export import check_export_folder, export_serving
+from iac_tf.inference.export import PREPROCESSING_JSON, check_export_folder, export_serving
 from iac_tf.inference.inputs import check_cases, collect_cases
 from iac_tf.inference.model_source import (LoadedModel, device_scope, find_run_config,
                                            load_model, resolve_model_path)
@@ -31,10 +32,13 @@ def load_run_preprocessing(model_path: pathlib.Path, config: str | None = None,
     dataset at training time (``data_record.json`` beside its ``config.yaml``), so whichever
     dataset the working directory holds now is never read. ``config`` (another run config)
     or a run without that record (written before it existed): read from the config's
-    ``data.root``."""
+    ``data.root``. An ``iac export`` folder outside a run: its ``preprocessing.json``."""
     try:
         run_config = find_run_config(model_path)
     except FileNotFoundError:
+        exported = _export_preprocessing(model_path)
+        if exported is not None and not config:
+            return Preprocessing.from_record(exported, modality)
         if not config:
             raise
         run_config = None
@@ -46,6 +50,18 @@ def load_run_preprocessing(model_path: pathlib.Path, config: str | None = None,
     if record is not None:  # --config must describe the run's own dataset
         layout.check_data(data_record(cfg.data))
     return Preprocessing.from_data_config(cfg.data, modality)
+
+
+def _export_preprocessing(model_path: pathlib.Path) -> dict | None:
+    """The ``preprocessing`` of an ``iac export`` folder (``OUT`` or ``OUT/N``), else ``None``."""
+    for folder in (model_path, model_path.parent):
+        info = folder / PREPROCESSING_JSON
+        if model_path.is_dir() and info.is_file():
+            try:
+                return json.loads(info.read_text()).get("preprocessing")
+            except (OSError, ValueError, AttributeError):
+                return None
+    return None
 
 
 def resolve(model, stage: int = 3, method: str | None = None, config: str | None = None,
