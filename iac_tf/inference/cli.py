@@ -109,7 +109,9 @@ def predict(args) -> int:
                           batch_size=args.batch_size, step_size=args.step_size, tta=args.tta,
                           device=args.device)
     print(format_summary(summary))
-    print(f"labels written to {pathlib.Path(args.output)}")
+    print(f"labels written to {pathlib.Path(args.output)} (mirroring "
+          f"{'on' if args.tta else 'off'}, step size {args.step_size:g}, Gaussian blending, "
+          f"device {args.device})")
     return 0
 
 

@@ -3,7 +3,8 @@
 Per case: read the channels (:func:`iac_tf.data.nifti.load_nifti`, reoriented as in training)
 -> :func:`~iac_tf.inference.volume.to_slices` (the run's normalisation and zoom) -> sliding
 windows over every axial slice, mirrored (test-time augmentation) and blended with a Gaussian
-as nnU-Net (:func:`~iac_tf.inference.tiling.predict_slices`) -> back to the file's grid (:func:`~iac_tf.inference.volume.from_slices`, ``to_file_orientation``) -> labels
+as nnU-Net (:func:`~iac_tf.inference.tiling.predict_slices`) -> back to the file's grid
+(:func:`~iac_tf.inference.volume.from_slices`, ``to_file_orientation``) -> labels
 (:func:`~iac_tf.inference.labels.probabilities_to_labels`). Files are written through a temp
 file and ``os.replace``.
 

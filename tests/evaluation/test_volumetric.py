@@ -238,6 +238,6 @@ def test_python_api_takes_the_folders_by_keyword_only(tmp_path):
     pred_dir = write_labels(tmp_path / "pred", ["c1"], tagged=True)
     gt_dir = write_labels(tmp_path / "gt", ["c1"])
     with pytest.raises(TypeError):
-        evaluate_folder(pred_dir, gt_dir)  # noqa: the old positional order fails loudly
+        evaluate_folder(pred_dir, gt_dir)  # the old positional order fails loudly
     summary = evaluate_folder(gt=gt_dir, pred=pred_dir, progress=False)
     assert summary["1"]["dice_mean"] == 1.0

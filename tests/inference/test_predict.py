@@ -73,6 +73,8 @@ def test_no_tta_step_size_and_device(run, tmp_path, capsys):
     out = tmp_path / "no_tta.nii.gz"
     assert main(["predict", str(run_dir)] + case + [str(out), "--no-tta", "--step-size", "0.25",
                                                      "--device", "cpu"]) == 0
+    assert "(mirroring off, step size 0.25, Gaussian blending, device cpu)" in \
+        capsys.readouterr().out
     plain = np.asarray(nib.load(str(out)).dataobj)
     np.testing.assert_array_equal(plain, hand_labels(model, ds, "case_c", tta=False))
     assert not np.array_equal(plain, hand_labels(model, ds, "case_c", tta=True))
