@@ -1,24 +1,34 @@
-"""Benchmark: ``iac predict`` time per 512x512x100 CT volume, base U-Net vs its IAC U-Net.
+"""Benchmark: ``iac predict`` time per 512x512x100 CT volume, base U-Net vs its IAC U-Net, and
+the cost of nnU-Net's prediction options (mirroring TTA, Gaussian blending, step size).
 
     python benchmarks/predict.py                         # 512x512x100, 128x128 windows, base 64
     python benchmarks/predict.py --slices 4 --base-filters 16 --cell-channels 8   # the sample's sizes
+    python benchmarks/predict.py --slices 4 --base-filters 16 --cell-channels 8 --models iac \
+        --tta off on --blend constant gaussian --step-size 0.5 1.0 0.25   # the options' cost
 
 Both models are built here with random weights (the time does not depend on the weights): the
 base U-Net (``--base-filters``) and the same U-Net with a :class:`~iac_tf.genotype.DiscreteCell` of
 a fixed genotype (``--genotype JSON`` or the built-in one below) in every skip connection
 (``--cell-channels``). One synthetic CT volume (HU noise with a body and a lesion) goes through
 the whole prediction path of ``iac predict`` (whole-volume CT normalisation, sliding
-``--patch`` windows with 50% overlap over every slice, back to the file's grid, labels), once per
-model as warm-up (tracing), then ``--repeats`` times alternating U-Net / IAC U-Net. Printed: the
-median seconds per volume of each model, slices per second, windows per second, and the IAC /
-U-Net ratio (target <= 1.10). With ``--slices`` below 100 the per-volume time is also
-extrapolated to 100 slices (the cost is linear in the slice count). On a shared machine compare
-the ratio, which is measured within one run, not the absolute times.
+``--patch`` windows over every slice, back to the file's grid, labels), once per model and
+setting as warm-up (tracing), then ``--repeats`` times alternating over models and settings.
+
+Settings: every combination of ``--tta`` (``off``/``on``: mirroring test-time augmentation),
+``--blend`` (``constant``: equal weights, ``gaussian``: nnU-Net's importance map) and
+``--step-size`` (fraction of the window); by default only ``iac predict``'s defaults (TTA on,
+Gaussian, 0.5). Printed: the median seconds per volume of each model and setting, slices per
+second, windows per second (model calls count 4 per window with TTA), each setting's time
+relative to the first, and the IAC / U-Net ratio per setting (target <= 1.10). With
+``--slices`` below 100 the per-volume time is also extrapolated to 100 slices (the cost is linear
+in the slice count). On a shared machine compare the ratios, which are measured within one run,
+not the absolute times.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import statistics
 import time
@@ -30,7 +40,7 @@ import numpy as np  # noqa: E402
 import iac_tf  # noqa: E402,F401
 from iac_tf.genotype import Genotype  # noqa: E402
 from iac_tf.inference.labels import probabilities_to_labels  # noqa: E402
-from iac_tf.inference.tiling import keras_predictor, predict_slices, window_starts  # noqa: E402
+from iac_tf.inference.tiling import keras_predictor, predict_slices, windows_per_slice  # noqa: E402
 from iac_tf.inference.volume import Preprocessing, from_slices, to_slices  # noqa: E402
 
 #: A genotype with a mix of operations (4 nodes, two inputs each), as Stage II derives them.
@@ -54,10 +64,12 @@ def ct_volume(shape, seed: int = 0) -> np.ndarray:
     return vol[..., None]
 
 
-def predict_once(predict, image, prep, patch, classes, batch_size) -> float:
+def predict_once(predict, image, prep, patch, classes, batch_size, setting) -> float:
+    tta, blend, step = setting
     t0 = time.perf_counter()
     slices, fill = to_slices(image, prep.modalities, prep)
-    probs = predict_slices(predict, slices, patch, fill, len(classes), batch_size=batch_size)
+    probs = predict_slices(predict, slices, patch, fill, len(classes), batch_size=batch_size,
+                           step_size=step, tta=tta == "on", blend=blend)
     labels = probabilities_to_labels(from_slices(probs, image.shape[:3]), classes)
     assert labels.shape == image.shape[:3]
     return time.perf_counter() - t0
@@ -77,6 +89,11 @@ def main(argv=None) -> None:
     parser.add_argument("--genotype", default=None, help="genotype JSON (default: built-in)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--models", nargs="+", choices=("unet", "iac"), default=["unet", "iac"])
+    parser.add_argument("--tta", nargs="+", choices=("on", "off"), default=["on"])
+    parser.add_argument("--blend", nargs="+", choices=("gaussian", "constant"),
+                        default=["gaussian"])
+    parser.add_argument("--step-size", nargs="+", type=float, default=[0.5])
     args = parser.parse_args(argv)
 
     genotype = Genotype.from_json(args.genotype) if args.genotype else GENOTYPE
@@ -89,30 +106,45 @@ def main(argv=None) -> None:
                          class_names=tuple(f"c{k}" for k in range(args.classes)),
                          classes=classes, modalities=("CT",))
     image = ct_volume((args.size, args.size, args.slices))
-    windows = len(window_starts(args.size, args.patch)) ** 2 * args.slices
-    print(f"volume {args.size}x{args.size}x{args.slices} CT, {args.patch}x{args.patch} windows "
-          f"(50% overlap): {windows} windows; base U-Net base_filters={args.base_filters} "
-          f"({unet.count_params():,} params), IAC U-Net cell C={args.cell_channels} "
-          f"({iac.count_params():,} params)", flush=True)
+    settings = list(itertools.product(args.tta, args.blend, args.step_size))
+    print(f"volume {args.size}x{args.size}x{args.slices} CT, {args.patch}x{args.patch} windows; "
+          f"base U-Net base_filters={args.base_filters} ({unet.count_params():,} params), IAC "
+          f"U-Net cell C={args.cell_channels} ({iac.count_params():,} params); batch "
+          f"{args.batch_size} windows", flush=True)
     models = {"unet": keras_predictor(unet), "iac": keras_predictor(iac)}
+    models = {name: models[name] for name in args.models}
     for predict in models.values():  # warm-up: trace once on a few slices
-        predict_once(predict, image[:, :, :2], prep, args.patch, classes, args.batch_size)
-    times = {name: [] for name in models}
+        for setting in settings:
+            predict_once(predict, image[:, :, :2], prep, args.patch, classes, args.batch_size,
+                         setting)
+    times = {(name, setting): [] for name in models for setting in settings}
     for r in range(args.repeats):
-        for name, predict in models.items():
-            seconds = predict_once(predict, image, prep, args.patch, classes, args.batch_size)
-            times[name].append(seconds)
-            print(f"  repeat {r + 1}: {name:<5} {seconds:8.2f} s", flush=True)
-    per_volume = {name: statistics.median(t) for name, t in times.items()}
-    for name, seconds in per_volume.items():
-        line = (f"{name:<5} {seconds:8.2f} s per volume  {args.slices / seconds:7.2f} slices/s  "
-                f"{windows / seconds:8.1f} windows/s")
+        for setting in settings:
+            for name, predict in models.items():
+                seconds = predict_once(predict, image, prep, args.patch, classes,
+                                       args.batch_size, setting)
+                times[name, setting].append(seconds)
+                print(f"  repeat {r + 1}: {name:<5} {label(setting):<32} {seconds:8.2f} s",
+                      flush=True)
+    per_volume = {key: statistics.median(t) for key, t in times.items()}
+    for (name, setting), seconds in per_volume.items():
+        windows = windows_per_slice(args.size, args.size, args.patch, setting[2]) * args.slices
+        line = (f"{name:<5} {label(setting):<32} {seconds:8.2f} s per volume  "
+                f"{args.slices / seconds:7.2f} slices/s  {windows / seconds:8.1f} windows/s  "
+                f"x{seconds / per_volume[name, settings[0]]:.2f} of the first setting")
         if args.slices != 100:
             line += f"  (~{seconds * 100 / args.slices:.1f} s per 100 slices, extrapolated)"
         print(line)
-    ratio = per_volume["iac"] / per_volume["unet"]
-    print(f"IAC / U-Net time ratio: {ratio:.3f} (target <= 1.10: "
-          f"{'met' if ratio <= 1.10 else 'NOT met'})")
+    if len(models) == 2:
+        for setting in settings:
+            ratio = per_volume["iac", setting] / per_volume["unet", setting]
+            print(f"IAC / U-Net time ratio, {label(setting)}: {ratio:.3f} (target <= 1.10: "
+                  f"{'met' if ratio <= 1.10 else 'NOT met'})")
+
+
+def label(setting) -> str:
+    tta, blend, step = setting
+    return f"TTA {tta}, {blend}, step {step:g}"
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@
                                         free space, GPU) as a table; exit 2 if one fails
     iac predict MODEL INPUT... OUTPUT   NIfTI scans in, label NIfTIs out (see iac_tf/inference)
     iac export MODEL OUT                TF-Serving SavedModel OUT/1/ (signature serving_default)
-    iac evaluate-folder PRED_DIR GT_DIR Dice and HD95 (mm) per case and class of label NIfTIs
+    iac evaluate-folder GT PRED         Dice, IoU, precision, recall, NSD, HD95 per case and class
     iac report RUN_DIR... --out DIR     the paper's tables, statistics and figures over runs
     iac grid GRID.yaml [--dry-run]      run the dataset x backbone grid (experiments/paper/)
 
@@ -220,8 +220,9 @@ COMMANDS: dict[str, Command] = {
                        inference_cli.predict_args),
     "export": Command("TF-Serving SavedModel OUT/1/ (signature serving_default)",
                       inference_cli.export, inference_cli.export_args),
-    "evaluate-folder": Command("Dice and HD95 (mm) of label NIfTIs vs ground truth",
-                               inference_cli.evaluate_folder, inference_cli.evaluate_folder_args),
+    "evaluate-folder": Command("Dice, IoU, precision, recall, NSD, HD95 of label NIfTIs: GT PRED",
+                               inference_cli.evaluate_folder, inference_cli.evaluate_folder_args,
+                               tensorflow=False),
     "report": Command("the paper's tables, statistics and figures over runs", _report, _report_args),
     "grid": Command("run the dataset x backbone grid, skipping finished runs", _grid, _grid_args),
     "doctor": Command("check data, U-Net, genotype, folders, free space and GPU; print a table",

@@ -3,6 +3,11 @@
 Every reader ends here, so each bad input is caught once, with the file named: a missing file,
 a corrupt or non-NIfTI file, non-finite intensities, image/label shape or affine mismatch
 (between the channels of a case too), and label values outside the dataset's set.
+
+The files ``iac predict`` writes are recognised here too (:func:`is_prediction`): every label and
+``_probabilities`` NIfTI it writes carries :data:`PREDICTION_TAG` in its header's ``descrip``
+field. ``iac predict`` replaces an existing output file only when it carries the tag, and
+``iac evaluate-folder`` uses it to tell a prediction folder from a ground-truth folder.
 """
 
 from __future__ import annotations
@@ -15,6 +20,23 @@ import numpy as np
 from iac_tf.data.config import DataError
 
 AFFINE_TOLERANCE = 1e-3  # mm; stored affines of one case agree to float32 rounding
+#: The NIfTI header ``descrip`` of every file ``iac predict`` writes.
+PREDICTION_TAG = b"iac_tf prediction"
+
+
+def is_prediction(path: str | pathlib.Path) -> bool:
+    """``path`` is a NIfTI file written by ``iac predict`` (its header carries
+    :data:`PREDICTION_TAG`); only the header is read."""
+    import nibabel as nib  # noqa: PLC0415 - as load_nifti
+
+    path = pathlib.Path(path)
+    if not path.is_file():
+        return False
+    try:
+        descrip = nib.load(str(path)).header["descrip"]
+        return bytes(np.asarray(descrip).item()).rstrip(b"\0 ") == PREDICTION_TAG
+    except Exception:  # noqa: BLE001 - anything unreadable is not ours
+        return False
 
 
 def load_nifti(path: str | pathlib.Path, reorient: bool) -> tuple[np.ndarray, np.ndarray]:

@@ -1,17 +1,28 @@
 """Volumetric scores of label NIfTIs against ground truth, per case and class, on the original
-grid: Dice and the 95th-percentile Hausdorff distance (HD95) in millimetres.
+grid, as nnU-Net's ``nnUNetv2_evaluate_folder`` plus surface metrics: Dice, IoU, precision,
+recall, TP/FP/FN voxel counts, normalised surface Dice (NSD) at a tolerance in mm and the
+95th-percentile Hausdorff distance (HD95) in mm.
 
-HD95 (as MedPy / the BraTS challenge): the surface of a mask is its voxels with a 6-connected
-background neighbour (``mask & ~erosion(mask)``); the distances (Euclidean, in mm from the
-voxel spacing of the ground-truth header) from every surface voxel of the prediction to the
-nearest surface voxel of the ground truth and back are pooled, and HD95 is their 95th percentile.
+Surfaces (MedPy, BraTS and MONAI's ``get_mask_edges``): the surface of a mask is its voxels with a
+6-connected background neighbour (``mask & ~erosion(mask)``, outside the volume counts as
+background); distances are Euclidean in mm from the voxel spacing of the ground-truth header.
+- HD95: the distances from every surface voxel of the prediction to the nearest surface voxel
+  of the ground truth and back are pooled; HD95 is their 95th percentile.
+- NSD (MONAI's ``SurfaceDiceMetric``): the fraction of the surface voxels of both masks whose
+  distance to the other mask's surface is at most the tolerance:
+  ``(|{p in S_P: d(p, S_G) <= tol}| + |{g in S_G: d(g, S_P) <= tol}|) / (|S_P| + |S_G|)``.
+- Dice ``2TP / (2TP + FP + FN)``, IoU ``TP / (TP + FP + FN)``, precision ``TP / (TP + FP)``,
+  recall ``TP / (TP + FN)``, counted in voxels (nnU-Net's ``compute_tp_fp_fn_tn``).
 
 Empty masks, one rule (our choice, consistent with the slice Dice of
-:mod:`iac_tf.evaluation.metrics` and nnU-Net):
-- class absent from both the ground truth and the prediction: Dice and HD95 are NaN, the case is
-  left out of that class's means (counted as ``n_empty`` in the summary);
-- class present in exactly one of them: Dice 0 and HD95 = the diagonal of the volume in mm (the
-  largest distance possible on that grid), so a missed or hallucinated structure is penalised.
+:mod:`iac_tf.evaluation.metrics`, nnU-Net and MONAI):
+- class absent from both the ground truth and the prediction: Dice, IoU, NSD and HD95 are NaN,
+  the case is left out of that class's means (counted as ``n_empty`` in the summary);
+- class present in exactly one of them: Dice, IoU and NSD 0 and HD95 = the diagonal of the
+  volume in mm (the largest distance possible on that grid), so a missed or hallucinated
+  structure is penalised;
+- precision is NaN where nothing is predicted, recall where the ground truth is empty (0 / 0);
+  means leave NaN out.
 """
 
 from __future__ import annotations
@@ -30,11 +41,19 @@ from tqdm.auto import tqdm
 
 from iac_tf.data.config import DataError
 from iac_tf.data.datasets import _json_classes
-from iac_tf.data.nifti import AFFINE_TOLERANCE
+from iac_tf.data.nifti import AFFINE_TOLERANCE, is_prediction
 from iac_tf.diskspace import check_writable_folder
 from iac_tf.errors import UserError
 from iac_tf.evaluation.metrics import confusion_counts, dice_from_counts
-from iac_tf.files import atomic_write_json, atomic_write_text
+from iac_tf.files import RefusedPath, atomic_write_json, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+#: ``--nsd-tolerance`` default, mm (our choice; MONAI has none, papers use 1-5 mm by organ).
+NSD_TOLERANCE = 1.0
+#: Per case and class, in the CSV's column order.
+METRICS = ("dice", "iou", "precision", "recall", "nsd", "hd95_mm")
+COUNTS = ("tp", "fp", "fn")
 
 
 def surface(mask: np.ndarray) -> np.ndarray:
@@ -45,24 +64,78 @@ def surface(mask: np.ndarray) -> np.ndarray:
     return mask & ~eroded
 
 
-def hd95(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float]) -> float:
-    """HD95 in mm of two binary volumes (the module docstring's rule for empty masks)."""
-    pred, gt = np.asarray(pred, bool), np.asarray(gt, bool)
-    if pred.shape != gt.shape:
-        raise ValueError(f"shape mismatch: prediction {pred.shape} vs ground truth {gt.shape}")
-    if not pred.any() and not gt.any():
-        return math.nan
-    if not pred.any() or not gt.any():
-        return volume_diagonal(gt.shape, spacing)
+def surface_distances(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float]
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """``(d(S_P -> S_G), d(S_G -> S_P))`` in mm: for every surface voxel of ``pred`` the distance
+    to the nearest surface voxel of ``gt``, and back (both masks non-empty)."""
     sp, sg = surface(pred), surface(gt)
     to_gt = ndimage.distance_transform_edt(~sg, sampling=spacing)
     to_pred = ndimage.distance_transform_edt(~sp, sampling=spacing)
-    distances = np.concatenate([to_gt[sp], to_pred[sg]])
-    return float(np.percentile(distances, 95))
+    return to_gt[sp], to_pred[sg]
+
+
+def _check_pair(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    pred, gt = np.asarray(pred, bool), np.asarray(gt, bool)
+    if pred.shape != gt.shape:
+        raise ValueError(f"shape mismatch: prediction {pred.shape} vs ground truth {gt.shape}")
+    return pred, gt
+
+
+def hd95(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float]) -> float:
+    """HD95 in mm of two binary volumes (the module docstring's rule for empty masks)."""
+    return _surface_scores(*_check_pair(pred, gt), spacing, None)[1]
+
+
+def normalised_surface_dice(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float],
+                            tolerance: float = NSD_TOLERANCE) -> float:
+    """NSD of two binary volumes at ``tolerance`` mm (MONAI's ``SurfaceDiceMetric``; the module
+    docstring's rule for empty masks)."""
+    return _surface_scores(*_check_pair(pred, gt), spacing, tolerance)[0]
+
+
+def _surface_scores(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float],
+                    tolerance: float | None) -> tuple[float, float]:
+    """``(nsd, hd95_mm)`` from one pair of distance transforms (NSD NaN if ``tolerance`` is
+    ``None``)."""
+    if not pred.any() and not gt.any():
+        return math.nan, math.nan
+    if not pred.any() or not gt.any():
+        return 0.0, volume_diagonal(gt.shape, spacing)
+    d_pg, d_gp = surface_distances(pred, gt, spacing)
+    nsd = math.nan
+    if tolerance is not None:
+        nsd = float((np.sum(d_pg <= tolerance) + np.sum(d_gp <= tolerance))
+                    / (d_pg.size + d_gp.size))
+    return nsd, float(np.percentile(np.concatenate([d_pg, d_gp]), 95))
 
 
 def volume_diagonal(shape: Sequence[int], spacing: Sequence[float]) -> float:
     return float(np.sqrt(sum((n * s) ** 2 for n, s in zip(shape, spacing))))
+
+
+def _ratio(num: float, den: float) -> float:
+    return float(num / den) if den > 0 else math.nan
+
+
+def class_metrics(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float],
+                  nsd_tolerance: float = NSD_TOLERANCE) -> dict:
+    """Every metric of :data:`METRICS` and :data:`COUNTS` of two binary volumes."""
+    pred, gt = _check_pair(pred, gt)
+    tp = int(np.count_nonzero(pred & gt))
+    fp = int(np.count_nonzero(pred & ~gt))
+    fn = int(np.count_nonzero(~pred & gt))
+    nsd, dist = _surface_scores(pred, gt, spacing, nsd_tolerance)
+    return {"dice": _ratio(2 * tp, 2 * tp + fp + fn), "iou": _ratio(tp, tp + fp + fn),
+            "precision": _ratio(tp, tp + fp), "recall": _ratio(tp, tp + fn), "nsd": nsd,
+            "hd95_mm": dist, "tp": tp, "fp": fp, "fn": fn}
+
+
+def case_metrics(pred: np.ndarray, gt: np.ndarray, classes: Sequence[Sequence[int]],
+                 spacing: Sequence[float], nsd_tolerance: float = NSD_TOLERANCE) -> list[dict]:
+    """:func:`class_metrics` per class; class ``k`` is the union of label values
+    ``classes[k]``."""
+    return [class_metrics(np.isin(pred, list(values)), np.isin(gt, list(values)), spacing,
+                          nsd_tolerance) for values in classes]
 
 
 def score_case(pred: np.ndarray, gt: np.ndarray, classes: Sequence[Sequence[int]],
@@ -74,6 +147,15 @@ def score_case(pred: np.ndarray, gt: np.ndarray, classes: Sequence[Sequence[int]
         dice = float(dice_from_counts(*confusion_counts(g[..., None], p[..., None]))[0])
         out.append((dice, hd95(p, g, spacing)))
     return out
+
+
+def find_dataset_json(gt_dir: pathlib.Path) -> pathlib.Path | None:
+    """``dataset.json`` in the ground-truth folder or beside it (nnU-Net: ``labelsTr/`` next to
+    ``dataset.json``), or ``None``."""
+    for folder in (gt_dir, gt_dir.parent):
+        if (folder / "dataset.json").is_file():
+            return folder / "dataset.json"
+    return None
 
 
 def label_classes(values: set[int], dataset_json: str | pathlib.Path | None
@@ -91,7 +173,9 @@ def label_classes(values: set[int], dataset_json: str | pathlib.Path | None
 #: Keys of the summary that are not classes.
 LEFT_OUT = "cases_left_out"
 UNEXPECTED = "unexpected_label_values"
-NOT_CLASSES = (LEFT_OUT, UNEXPECTED)
+FOREGROUND = "foreground_mean"
+TOLERANCE = "nsd_tolerance_mm"
+NOT_CLASSES = (LEFT_OUT, UNEXPECTED, FOREGROUND, TOLERANCE)
 NIFTI_ENDINGS = (".nii.gz", ".nii")
 
 
@@ -124,13 +208,58 @@ def _read_labels(path: pathlib.Path):
     return img, data.astype(np.int32)
 
 
-def evaluate_folder(pred_dir: str | pathlib.Path, gt_dir: str | pathlib.Path,
-                    dataset_json: str | pathlib.Path | None = None, out_dir=None,
+def _inside(path: pathlib.Path, folder: pathlib.Path) -> bool:
+    path, folder = path.resolve(), folder.resolve()
+    return path == folder or folder in path.parents
+
+
+def check_folder_roles(gt_dir: pathlib.Path, pred_dir: pathlib.Path, out_dir: pathlib.Path,
+                       gts: dict[str, pathlib.Path], preds: dict[str, pathlib.Path],
+                       pred_by_position: bool) -> None:
+    """Refuse folders in the wrong roles, before anything is read whole or written: one folder
+    in both roles; a ground-truth folder holding files ``iac predict`` wrote (its header tag,
+    :func:`iac_tf.data.nifti.is_prediction`); when PRED was given by position, a prediction
+    folder holding none (two positional folders are in nnU-Net's order ``GT PRED``; given by
+    ``--pred``, predictions of other tools are scored); results written into the ground-truth
+    folder or below it."""
+    order = ("the order is nnU-Net's: iac evaluate-folder GT PRED, or name the folders: "
+             "--gt GT --pred PRED")
+    if pred_dir.resolve() == gt_dir.resolve():
+        raise RefusedPath(f"{gt_dir}: given as both the ground truth and the predictions; "
+                          f"nothing was written ({order})")
+    ours = [path.name for path in gts.values() if is_prediction(path)]
+    if ours:
+        raise RefusedPath(f"{gt_dir}: the ground-truth folder holds predictions written by iac "
+                          f"predict ({', '.join(ours[:3])}{', ...' if len(ours) > 3 else ''}); "
+                          f"are the folders swapped? Nothing was written; {order}")
+    if pred_by_position and not any(is_prediction(path) for path in preds.values()):
+        raise RefusedPath(f"{pred_dir}: given as PRED but holds no prediction written by iac "
+                          f"predict (its files lack the tool's header tag); nothing was written. "
+                          f"If {pred_dir} is the ground truth, swap the folders (nnU-Net's order "
+                          "GT PRED); for predictions of another tool name the folders: --gt GT "
+                          "--pred PRED")
+    if _inside(out_dir, gt_dir):
+        raise RefusedPath(f"{out_dir}: inside the ground-truth folder {gt_dir}; results are "
+                          "never written there, nothing was written. Give --out a folder "
+                          "outside it")
+
+
+def evaluate_folder(*, gt: str | pathlib.Path, pred: str | pathlib.Path,
+                    dataset_json: str | pathlib.Path | None = None,
+                    out: str | pathlib.Path | None = None,
+                    nsd_tolerance: float = NSD_TOLERANCE, pred_by_position: bool = False,
                     progress: bool = True) -> dict:
-    """Score every case that has both ``gt_dir/CASE.nii[.gz]`` and ``pred_dir/CASE.nii[.gz]``;
-    write ``volumetric_per_case.csv`` (case, class, dice, hd95_mm) and
-    ``volumetric_summary.json`` (per class: mean/median Dice and HD95, n, n_empty) to
-    ``out_dir`` (default ``pred_dir``).
+    """Score every case that has both ``gt/CASE.nii[.gz]`` and ``pred/CASE.nii[.gz]``; write
+    ``volumetric_per_case.csv`` (case, class, :data:`METRICS`, :data:`COUNTS`) and
+    ``volumetric_summary.json`` (per class: mean and median of every metric, the summed and
+    mean counts, ``n``, ``n_empty``; ``foreground_mean``: the mean over the classes of each
+    class mean, as nnU-Net's; ``nsd_tolerance_mm``) to ``out`` (default ``pred``; never
+    inside ``gt``). Keyword-only, so a call cannot swap the folders by position.
+
+    Classes: the regions of ``dataset_json`` (default: a ``dataset.json`` in ``gt`` or beside
+    it), else one class per label value found. Folder roles are checked first
+    (:func:`check_folder_roles`; ``pred_by_position``: PRED came from the command line's
+    position, so it must hold predictions of ``iac predict``).
 
     Cases with only a prediction or only a ground truth are left out of the scores, and label
     values that are not among ``dataset_json``'s labels are ignored: each gives one warning
@@ -141,17 +270,20 @@ def evaluate_folder(pred_dir: str | pathlib.Path, gt_dir: str | pathlib.Path,
     read whole before anything is written.
 
     Raises:
-        ValueError: no case has both files, a file that cannot be read whole (truncated,
-            corrupt), or a prediction whose grid differs from the ground truth (both named).
-        OSError: ``out_dir`` cannot be written.
+        UserError: no case has both files, a file that cannot be read whole (truncated,
+            corrupt), a prediction whose grid differs from the ground truth (both named),
+            folders in the wrong roles (:class:`~iac_tf.files.RefusedPath`), a negative
+            ``nsd_tolerance``.
+        OSError: ``out`` cannot be written.
     """
-    log = logging.getLogger(__name__)
-    pred_dir, gt_dir = pathlib.Path(pred_dir), pathlib.Path(gt_dir)
-    for folder in (pred_dir, gt_dir):
+    pred_dir, gt_dir = pathlib.Path(pred), pathlib.Path(gt)
+    if isinstance(nsd_tolerance, bool) or not isinstance(nsd_tolerance, (int, float)) \
+            or not 0.0 <= float(nsd_tolerance) < math.inf:
+        raise UserError(f"--nsd-tolerance must be a distance in mm >= 0, got {nsd_tolerance!r}")
+    for folder, role in ((gt_dir, "ground-truth"), (pred_dir, "prediction")):
         if not folder.is_dir():
-            raise FileNotFoundError(f"{folder}: folder not found")
-    out_dir = pathlib.Path(out_dir) if out_dir else pred_dir
-    check_writable_folder(out_dir, "the volumetric scores", "--out")
+            raise FileNotFoundError(f"{folder}: {role} folder not found")
+    out_dir = pathlib.Path(out) if out else pred_dir
     gts = _nifti_cases(gt_dir)
     if not gts:
         raise UserError(f"{gt_dir}: no ground-truth NIfTI files")
@@ -159,12 +291,18 @@ def evaluate_folder(pred_dir: str | pathlib.Path, gt_dir: str | pathlib.Path,
     preds = {c: p for c, p in preds.items()
              if not (c.endswith("_probabilities") and c not in gts
                      and c[: -len("_probabilities")] in preds)}
+    check_folder_roles(gt_dir, pred_dir, out_dir, gts, preds, pred_by_position)
+    check_writable_folder(out_dir, "the volumetric scores", "--out")
     cases = sorted(set(gts) & set(preds))
     left_out = {"predictions_without_ground_truth": sorted(set(preds) - set(gts)),
                 "ground_truth_without_prediction": sorted(set(gts) - set(preds))}
     if not cases:
         raise UserError(f"{pred_dir}: no prediction has a ground truth of the same case name in "
-                         f"{gt_dir} (CASE.nii.gz in both folders); nothing was written")
+                        f"{gt_dir} (CASE.nii.gz in both folders); nothing was written")
+    if dataset_json is None:
+        dataset_json = find_dataset_json(gt_dir)
+        if dataset_json is not None:
+            log.info("class names and label values from %s", dataset_json)
     expected = None
     if dataset_json:
         names, classes = label_classes(set(), dataset_json)
@@ -173,13 +311,13 @@ def evaluate_folder(pred_dir: str | pathlib.Path, gt_dir: str | pathlib.Path,
     values: set[int] = set()
     unexpected: dict[str, dict[str, list[int]]] = {}
     for case in tqdm(cases, desc="reading", unit="case", disable=not progress):
-        gt, pred = gts[case], preds[case]
-        g_img, g = _read_labels(gt)
-        p_img, p = _read_labels(pred)
+        gt_path, pred_path = gts[case], preds[case]
+        g_img, g = _read_labels(gt_path)
+        p_img, p = _read_labels(pred_path)
         if g.shape != p.shape:
-            raise UserError(f"{pred}: shape {p.shape} differs from {gt} {g.shape}")
+            raise UserError(f"{pred_path}: shape {p.shape} differs from {gt_path} {g.shape}")
         if not np.allclose(g_img.affine, p_img.affine, atol=AFFINE_TOLERANCE):
-            raise UserError(f"{pred}: affine differs from {gt}")
+            raise UserError(f"{pred_path}: affine differs from {gt_path}")
         found = {"prediction": set(np.unique(p).tolist()),
                  "ground_truth": set(np.unique(g).tolist())}
         values |= found["prediction"] | found["ground_truth"]
@@ -200,13 +338,15 @@ def evaluate_folder(pred_dir: str | pathlib.Path, gt_dir: str | pathlib.Path,
                     f"{len(unexpected)} case(s): {_format_unexpected(unexpected)}")
     rows = []
     for case, p, g, spacing in tqdm(loaded, desc="scoring", unit="case", disable=not progress):
-        for name, (dice, dist) in zip(names, score_case(p, g, classes, spacing)):
-            rows.append({"case": case, "class": name, "dice": dice, "hd95_mm": dist})
+        for name, metrics in zip(names, case_metrics(p, g, classes, spacing, nsd_tolerance)):
+            rows.append({"case": case, "class": name, **metrics})
     summary = summarise(rows, names)
+    summary[FOREGROUND] = foreground_mean(summary, names)
+    summary[TOLERANCE] = float(nsd_tolerance)
     summary[LEFT_OUT] = left_out
     summary[UNEXPECTED] = unexpected
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=["case", "class", "dice", "hd95_mm"])
+    writer = csv.DictWriter(buf, fieldnames=["case", "class", *METRICS, *COUNTS])
     writer.writeheader()
     for row in rows:
         writer.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in row.items()})
@@ -223,33 +363,66 @@ def _format_unexpected(unexpected: dict) -> str:
         for case, found in unexpected.items())
 
 
+def _nan_stat(values: np.ndarray, fn) -> float:
+    values = values[~np.isnan(values)]
+    return float(fn(values)) if values.size else math.nan
+
+
 def summarise(rows: list[dict], names: Sequence[str]) -> dict:
-    """Per class: mean/median Dice and HD95 over the cases where the class is present in the
-    ground truth or the prediction (NaN rows are the both-empty cases)."""
+    """Per class: mean/median of every metric of :data:`METRICS` the rows hold, over the cases
+    where it is defined (the class is in the ground truth or the prediction; see the module
+    docstring), ``n`` (cases with a Dice) and ``n_empty``; with TP/FP/FN counts also their sums
+    and means over the class's cases."""
     out = {}
     for name in names:
-        dice = np.array([r["dice"] for r in rows if r["class"] == name], float)
-        dist = np.array([r["hd95_mm"] for r in rows if r["class"] == name], float)
-        ok = ~np.isnan(dice)
-        out[name] = {
-            "n": int(ok.sum()), "n_empty": int((~ok).sum()),
-            "dice_mean": float(dice[ok].mean()) if ok.any() else math.nan,
-            "dice_median": float(np.median(dice[ok])) if ok.any() else math.nan,
-            "hd95_mm_mean": float(dist[ok].mean()) if ok.any() else math.nan,
-            "hd95_mm_median": float(np.median(dist[ok])) if ok.any() else math.nan,
-        }
+        mine = [r for r in rows if r["class"] == name]
+        dice = np.array([r["dice"] for r in mine], float)
+        entry = {"n": int((~np.isnan(dice)).sum()), "n_empty": int(np.isnan(dice).sum())}
+        for metric in METRICS:
+            if mine and metric in mine[0]:
+                values = np.array([r[metric] for r in mine], float)
+                entry[f"{metric}_mean"] = _nan_stat(values, np.mean)
+                entry[f"{metric}_median"] = _nan_stat(values, np.median)
+        for count in COUNTS:
+            if mine and count in mine[0]:
+                values = np.array([r[count] for r in mine], np.int64)
+                entry[count] = int(values.sum())
+                entry[f"{count}_mean"] = float(values.mean())
+        out[name] = entry
+    return out
+
+
+def foreground_mean(summary: dict, names: Sequence[str]) -> dict:
+    """nnU-Net's ``foreground_mean``: per metric, the mean over the classes of the class means
+    (classes without a defined mean left out)."""
+    out = {}
+    for metric in [*METRICS, *COUNTS]:
+        key = f"{metric}_mean"
+        values = np.array([summary[n][key] for n in names if key in summary[n]], float)
+        if values.size:
+            out[key] = _nan_stat(values, np.mean)
     return out
 
 
 def format_summary(summary: dict) -> str:
-    """The per-class table, then the cases left out and the unexpected label values (if any)."""
-    lines = [f"{'class':<20}{'n':>4}{'Dice mean':>11}{'Dice med':>10}{'HD95 mm':>10}"
-             f"{'HD95 med':>10}"]
+    """The per-class table of means (and the foreground mean), then the cases left out and the
+    unexpected label values (if any)."""
+    tol = summary.get(TOLERANCE)
+    nsd = f"NSD@{tol:g}mm" if tol is not None else "NSD"
+    lines = [f"{'class':<20}{'n':>4}{'Dice':>8}{'IoU':>8}{'Prec':>8}{'Recall':>8}{nsd:>12}"
+             f"{'HD95 mm':>10}"]
+
+    def line(name, n, s):
+        return (f"{name:<20}{n:>4}{s.get('dice_mean', math.nan):>8.4f}"
+                f"{s.get('iou_mean', math.nan):>8.4f}{s.get('precision_mean', math.nan):>8.4f}"
+                f"{s.get('recall_mean', math.nan):>8.4f}{s.get('nsd_mean', math.nan):>12.4f}"
+                f"{s.get('hd95_mm_mean', math.nan):>10.2f}")
+
     for name, s in summary.items():
-        if name in NOT_CLASSES:
-            continue
-        lines.append(f"{name:<20}{s['n']:>4}{s['dice_mean']:>11.4f}{s['dice_median']:>10.4f}"
-                     f"{s['hd95_mm_mean']:>10.2f}{s['hd95_mm_median']:>10.2f}")
+        if name not in NOT_CLASSES:
+            lines.append(line(name, s["n"], s))
+    if summary.get(FOREGROUND):
+        lines.append(line("foreground mean", "", summary[FOREGROUND]))
     for key, cases in (summary.get(LEFT_OUT) or {}).items():
         if cases:
             lines.append(f"left out, {key.replace('_', ' ')}: {', '.join(cases)}")

@@ -4,6 +4,7 @@ Modules: ``labels`` (probabilities -> the dataset's label values, overlapping re
 ``tiling`` (sliding windows over slices of any size), ``volume`` (the run's preprocessing of one
 volume and its inverse), ``inputs`` (INPUT -> cases, header checks), ``model_source`` (MODEL ->
 a loaded model and its run config), ``predict`` (the whole command), ``export`` (TF Serving),
+``client`` (the recipe around an exported SavedModel as one function, ``predict_nifti``),
 ``api`` (the Python calls behind the commands), ``cli`` (their arguments), ``run_scores``
 (volumetric scores of a run's evaluation split, for ``iac run``).
 
@@ -21,6 +22,7 @@ _EXPORTS = {
     "export_serving": "export", "verify_serving": "export",
     "paint_values": "labels", "probabilities_to_labels": "labels",
     "format_summary": "predict", "predict_cases": "predict", "predict_volume": "predict",
+    "load_export": "client", "predict_nifti": "client",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,23 +1,27 @@
 """The Python API behind ``iac predict`` and ``iac export``::
 
     from iac_tf.inference.api import predict, export
-    predict("runs/sample_base", ["scans/imagesTs"], "scans/predictions")
+    predict("runs/sample_base", ["scans/imagesTs"], "scans/predictions")   # nnU-Net's defaults
+    predict("runs/sample_base", ["scans/imagesTs"], "fast/", tta=False, step_size=1.0,
+            device="cpu")
     export("runs/sample_base", "serving/iac_unet")
 """
 
 from __future__ import annotations
 
+import json
 import pathlib
 from collections.abc import Sequence
 
 from iac_tf.data.fingerprint import data_record
 from iac_tf.errors import UserError
 from iac_tf.experiment import load_experiment
-from iac_tf.inference.export import check_export_folder, export_serving
+from iac_tf.inference.export import PREPROCESSING_JSON, check_export_folder, export_serving
 from iac_tf.inference.inputs import check_cases, collect_cases
-from iac_tf.inference.model_source import (LoadedModel, find_run_config, load_model,
-                                           resolve_model_path)
-from iac_tf.inference.predict import check_outputs, predict_cases
+from iac_tf.inference.model_source import (LoadedModel, device_scope, find_run_config,
+                                           load_model, resolve_model_path)
+from iac_tf.inference.predict import check_batch_size, check_outputs, predict_cases
+from iac_tf.inference.tiling import STEP_SIZE, check_step_size
 from iac_tf.inference.volume import Preprocessing
 from iac_tf.run_layout import RunLayout
 
@@ -28,10 +32,13 @@ def load_run_preprocessing(model_path: pathlib.Path, config: str | None = None,
     dataset at training time (``data_record.json`` beside its ``config.yaml``), so whichever
     dataset the working directory holds now is never read. ``config`` (another run config)
     or a run without that record (written before it existed): read from the config's
-    ``data.root``."""
+    ``data.root``. An ``iac export`` folder outside a run: its ``preprocessing.json``."""
     try:
         run_config = find_run_config(model_path)
     except FileNotFoundError:
+        exported = _export_preprocessing(model_path)
+        if exported is not None and not config:
+            return Preprocessing.from_record(exported, modality)
         if not config:
             raise
         run_config = None
@@ -43,6 +50,18 @@ def load_run_preprocessing(model_path: pathlib.Path, config: str | None = None,
     if record is not None:  # --config must describe the run's own dataset
         layout.check_data(data_record(cfg.data))
     return Preprocessing.from_data_config(cfg.data, modality)
+
+
+def _export_preprocessing(model_path: pathlib.Path) -> dict | None:
+    """The ``preprocessing`` of an ``iac export`` folder (``OUT`` or ``OUT/N``), else ``None``."""
+    for folder in (model_path, model_path.parent):
+        info = folder / PREPROCESSING_JSON
+        if model_path.is_dir() and info.is_file():
+            try:
+                return json.loads(info.read_text()).get("preprocessing")
+            except (OSError, ValueError, AttributeError):
+                return None
+    return None
 
 
 def resolve(model, stage: int = 3, method: str | None = None, config: str | None = None,
@@ -63,12 +82,19 @@ def resolve(model, stage: int = 3, method: str | None = None, config: str | None
 def predict(model, inputs: Sequence[str], output: str, *, stage: int = 3,
             method: str | None = None, config: str | None = None,
             modality: Sequence[str] | None = None, save_probabilities: bool = False,
-            batch_size: int = 32, progress: bool = True) -> list[dict]:
-    """``iac predict``: see :func:`iac_tf.inference.predict.predict_cases`."""
+            batch_size: int = 32, step_size: float = STEP_SIZE, tta: bool = True,
+            device: str = "auto", progress: bool = True) -> list[dict]:
+    """``iac predict``: see :func:`iac_tf.inference.predict.predict_cases`. ``step_size``
+    (0.5), ``tta`` (mirroring, on) are nnU-Net's defaults; ``device``: ``auto``, ``cpu`` or
+    ``gpu`` (:func:`~iac_tf.inference.model_source.device_scope`)."""
+    check_batch_size(batch_size)
+    check_step_size(step_size)
     check_outputs(collect_cases(inputs), output, save_probabilities)  # before the model loads
-    loaded, prep = resolve(model, stage, method, config, modality, inputs)
-    return predict_cases(loaded, inputs, output, prep, batch_size=batch_size,
-                         save_probabilities=save_probabilities, progress=progress)
+    with device_scope(device):
+        loaded, prep = resolve(model, stage, method, config, modality, inputs)
+        return predict_cases(loaded, inputs, output, prep, batch_size=batch_size,
+                             step_size=step_size, tta=tta,
+                             save_probabilities=save_probabilities, progress=progress)
 
 
 def export(model, out: str, *, stage: int = 3, method: str | None = None,

@@ -16,13 +16,12 @@ NORMALISED slices and returns ``probabilities`` float32 ``(None, H, W, N)`` and 
 
 The intensity normalisation is NOT inside the graph: it uses statistics of the whole volume
 (mean/std of each channel, CT percentiles), which one slice request cannot compute. What the
-caller must do is written to ``preprocessing.json`` (and is what ``iac predict`` does): per
-channel, ``low, high, mean, std`` over the whole volume as
-:func:`iac_tf.data.preprocess.intensity_stats` (CT: clip to the HU window or the volume's
-percentiles, then mean/std of the clipped values; MRI: mean/std, over non-zero voxels with
-``mri_nonzero``), ``x = (clip(v, low, high) - mean) / std``; reorient to RAS if ``reorient``;
-zoom in-plane by ``zoom`` (or, with ``spacing`` set, by the volume's in-plane voxel size over
-``spacing``, per axis); cut ``H x W`` windows of the axial slices.
+caller must do is what ``iac predict`` does, as runnable code in
+:func:`iac_tf.inference.client.predict_nifti` (NumPy, SciPy, nibabel and this SavedModel);
+``preprocessing.json`` holds its parameters (``preprocessing``: the run's, without the training
+case ids) and its steps in words (``recipe``): whole-volume statistics, reorientation, in-plane
+zoom (``zoom``, or the volume's voxel size over ``spacing``), normalisation, padding, nnU-Net's sliding windows with mirroring and Gaussian blending,
+probabilities resampled back before labelling.
 
 Before success is reported the folder is reloaded with ``tf.saved_model.load`` and its
 signature must reproduce the Keras model's probabilities (max abs difference <= 1e-4) and labels
@@ -42,6 +41,7 @@ from iac_tf._keras import keras, tf
 from iac_tf.diskspace import DiskFullError, check_writable_folder, is_disk_full
 from iac_tf.files import (EXPORT_MARKER, RefusedPath, atomic_path, atomic_write_json,
                           check_replaceable_folder, is_marked, mark, remove)
+from iac_tf.inference.client import RECIPE
 from iac_tf.inference.labels import probabilities_to_labels, probabilities_to_labels_tf
 
 SIGNATURE = "serving_default"
@@ -162,7 +162,10 @@ def export_serving(model: keras.Model, out: str | os.PathLike, classes, *,
                 "outputs": ["probabilities", "labels"], "normalisation_in_graph": False,
                 "version": int(version), "check": check}
         if preprocessing is not None:
-            info["preprocessing"] = _jsonable(dataclasses.asdict(preprocessing))
+            record = dataclasses.asdict(preprocessing)
+            record.pop("case_modalities", None)  # the training case ids stay out of the export
+            info["preprocessing"] = _jsonable(record)
+            info["recipe"] = RECIPE
         try:
             atomic_write_json(out / PREPROCESSING_JSON, info)
         except BaseException:

@@ -11,9 +11,10 @@ the run's; ``--config`` overrides).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import pathlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -23,6 +24,25 @@ from iac_tf.inference.tiling import keras_predictor
 from iac_tf.models import load_unet
 from iac_tf.run_layout import BEST_MODEL, RunLayout
 
+#: ``--device``: TensorFlow's own choice (a GPU when one is visible), the CPU, or a GPU.
+DEVICES = ("auto", "cpu", "gpu")
+
+
+@contextlib.contextmanager
+def device_scope(device: str = "auto") -> Iterator[None]:
+    """Load and run the model inside this scope to place it on ``device`` (:data:`DEVICES`):
+    ``cpu`` even when a GPU is visible, ``gpu`` the first visible GPU (refused when TensorFlow
+    sees none), ``auto`` TensorFlow's placement."""
+    if device not in DEVICES:
+        raise UserError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
+    if device == "auto":
+        yield
+        return
+    if device == "gpu" and not tf.config.list_physical_devices("GPU"):
+        raise UserError("--device gpu: TensorFlow sees no GPU on this machine (check the CUDA "
+                        "driver with nvidia-smi); nothing was written. Use --device cpu or auto")
+    with tf.device("/GPU:0" if device == "gpu" else "/CPU:0"):
+        yield
 
 
 @dataclasses.dataclass

@@ -1,17 +1,20 @@
 """``iac predict``: NIfTI cases in, label NIfTIs out (same shape, affine and header).
 
 Per case: read the channels (:func:`iac_tf.data.nifti.load_nifti`, reoriented as in training)
--> :func:`~iac_tf.inference.volume.to_slices` (the run's normalisation and zoom or spacing) ->
-sliding windows over every axial slice (:func:`~iac_tf.inference.tiling.predict_slices`) -> back
-to the file's grid (:func:`~iac_tf.inference.volume.from_slices`, ``to_file_orientation``) ->
-labels (:func:`~iac_tf.inference.labels.probabilities_to_labels`). Files are written through a temp
+-> :func:`~iac_tf.inference.volume.to_slices` (the run's normalisation and zoom or
+spacing) -> sliding
+windows over every axial slice, mirrored (test-time augmentation) and blended with a Gaussian
+as nnU-Net (:func:`~iac_tf.inference.tiling.predict_slices`) -> back to the file's grid
+(:func:`~iac_tf.inference.volume.from_slices`, ``to_file_orientation``) -> labels
+(:func:`~iac_tf.inference.labels.probabilities_to_labels`). Files are written through a temp
 file and ``os.replace``.
 
 Before the first prediction is written, every input is checked (headers, then every file read
 whole: :mod:`iac_tf.inference.inputs`) and so is every output file of every case
 (:func:`check_outputs`): an output is never one of the inputs, and an existing file is replaced
 only if it is a prediction this tool wrote. Predictions are recognised by their header's
-description field, set to :data:`PREDICTION_TAG` (label and ``_probabilities`` files alike).
+description field, set to :data:`~iac_tf.data.nifti.PREDICTION_TAG` (label and
+``_probabilities`` files alike).
 """
 
 from __future__ import annotations
@@ -28,42 +31,42 @@ from tqdm.auto import tqdm
 
 from iac_tf.errors import UserError
 from iac_tf.data.config import DataError
-from iac_tf.data.nifti import load_nifti
+from iac_tf.data.nifti import PREDICTION_TAG, is_prediction, load_nifti
 from iac_tf.diskspace import check_writable_folder
 from iac_tf.files import RefusedPath, atomic_path, check_new_or_ours
 from iac_tf.inference.inputs import (NIFTI_ENDINGS, InputCase, check_case_data, check_cases,
                                      collect_cases)
 from iac_tf.inference.labels import probabilities_to_labels
 from iac_tf.inference.model_source import LoadedModel
-from iac_tf.inference.tiling import predict_slices
+from iac_tf.inference.tiling import STEP_SIZE, check_step_size, predict_slices
 from iac_tf.inference.volume import Preprocessing, from_slices, to_file_orientation, to_slices
 
 PROBABILITIES_SUFFIX = "_probabilities"
-#: The NIfTI header ``descrip`` of every file ``iac predict`` writes: an existing output file
-#: is replaced only when its header carries it.
-PREDICTION_TAG = b"iac_tf prediction"
 
 
 def check_batch_size(batch_size) -> int:
     """``batch_size`` as a positive ``int``, else a ``ValueError`` naming it."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
             or batch_size < 1:
-        raise UserError(f"batch_size must be a positive integer (slices per model call), got "
+        raise UserError(f"batch_size must be a positive integer (windows per model call), got "
                          f"{batch_size!r}")
     return int(batch_size)
 
 
 def predict_volume(model: LoadedModel, paths: Sequence[pathlib.Path], prep: Preprocessing,
-                   modalities: Sequence[str], batch_size: int = 32, overlap: float = 0.5
+                   modalities: Sequence[str], batch_size: int = 32,
+                   step_size: float = STEP_SIZE, tta: bool = True
                    ) -> tuple[np.ndarray, np.ndarray]:
-    """``(labels (X,Y,Z), probabilities (X,Y,Z,N))`` of one case on its files' own grid."""
+    """``(labels (X,Y,Z), probabilities (X,Y,Z,N))`` of one case on its files' own grid;
+    ``step_size`` and ``tta`` as :func:`~iac_tf.inference.tiling.predict_slices` (Gaussian
+    blending of the windows)."""
     batch_size = check_batch_size(batch_size)
     loaded = [load_nifti(p, prep.reorient) for p in paths]
     image = np.stack([data.astype(np.float32, copy=False) for data, _ in loaded], axis=-1)
     slices, fill = to_slices(image, modalities, prep, affine=loaded[0][1])
     patch = model.input_shape[0]
     probs = predict_slices(model.predict, slices, patch, fill, model.num_classes,
-                           batch_size=batch_size, overlap=overlap)
+                           batch_size=batch_size, step_size=step_size, tta=tta)
     probs = from_slices(probs, image.shape[:3])
     probs = to_file_orientation(probs, nib.load(str(paths[0])).affine, prep.reorient)
     return probabilities_to_labels(probs, prep.classes), probs
@@ -83,19 +86,6 @@ def _save_nifti(array: np.ndarray, reference, path: pathlib.Path) -> None:
         data = gzip.compress(data, compresslevel=1)  # nibabel's default level
     with atomic_path(path) as tmp:  # the temp name ends in .tmp.gz: write the bytes ourselves
         tmp.write_bytes(data)
-
-
-def is_prediction(path: str | os.PathLike) -> bool:
-    """``path`` is a NIfTI file written by ``iac predict`` (its header carries
-    :data:`PREDICTION_TAG`)."""
-    path = pathlib.Path(path)
-    if not path.is_file():
-        return False
-    try:
-        descrip = nib.load(str(path)).header["descrip"]
-        return bytes(np.asarray(descrip).item()).rstrip(b"\0 ") == PREDICTION_TAG
-    except Exception:  # noqa: BLE001 - anything unreadable is not ours
-        return False
 
 
 def _as_file(output: pathlib.Path) -> bool:
@@ -175,21 +165,25 @@ def check_outputs(cases: Sequence[InputCase], output: str | os.PathLike,
 
 def predict_cases(model: LoadedModel, inputs: Sequence[str | pathlib.Path],
                   output: str | pathlib.Path, prep: Preprocessing, *, batch_size: int = 32,
-                  overlap: float = 0.5, save_probabilities: bool = False,
-                  progress: bool = True) -> list[dict]:
+                  step_size: float = STEP_SIZE, tta: bool = True,
+                  save_probabilities: bool = False, progress: bool = True) -> list[dict]:
     """Predict every case of ``inputs`` into ``output``; returns ``[{case, path, seconds}]``.
 
     ``output`` is a folder (``CASE.nii.gz`` per case, created if needed) or, for one case, a
     ``.nii``/``.nii.gz`` file name. Nothing is written before every input has been read whole
     and every output file checked (:func:`check_outputs`); earlier predictions of this tool
-    are replaced, any other existing file is refused.
+    are replaced, any other existing file is refused. ``step_size`` (the largest step between
+    windows as a fraction of the window, nnU-Net's ``tile_step_size``) and ``tta`` (mirroring
+    test-time augmentation) as :func:`~iac_tf.inference.tiling.predict_slices`; both are
+    nnU-Net's defaults.
 
     Raises:
-        ValueError: ``batch_size`` is not a positive integer.
+        UserError: ``batch_size`` is not a positive integer, ``step_size`` not in (0, 1].
         DataError: a bad input (the file named), or one ``.nii.gz`` OUTPUT for several cases.
         RefusedPath: an output file that is an input or a file this tool did not write.
     """
     batch_size = check_batch_size(batch_size)
+    step_size = check_step_size(step_size)
     if model.num_classes != len(prep.classes):
         raise DataError(f"{model.path}: the model has {model.num_classes} output channels, the "
                         f"run's dataset {len(prep.classes)} classes {list(prep.class_names)}")
@@ -202,7 +196,7 @@ def predict_cases(model: LoadedModel, inputs: Sequence[str | pathlib.Path],
                             disable=not progress):
         t0 = time.perf_counter()
         labels, probs = predict_volume(model, case.paths, prep, prep.modalities_of(case.case_id),
-                                       batch_size, overlap)
+                                       batch_size, step_size, tta)
         reference = nib.load(str(case.paths[0]))
         files[0].parent.mkdir(parents=True, exist_ok=True)
         _save_nifti(labels, reference, files[0])

@@ -1,5 +1,6 @@
 """Volumetric scores of a run's models on one split (``iac run`` / ``iac evaluate``): each case
-of the split is predicted as a whole volume with ``iac predict``'s code and scored on the
+of the split is predicted as a whole volume with ``iac predict``'s code (its Gaussian blending,
+without mirroring: ``iac predict --no-tta``) and scored on the
 original grid (:mod:`iac_tf.evaluation.volumetric`), next to the slice Dice.
 
 For ``evaluation.split`` (val_dt by default) this writes ``evaluation/volumetric_per_case.csv``
@@ -112,7 +113,9 @@ def score_volumes(cfg, models: dict, split: str, *, prepared=None,
         spacing = tuple(float(z) for z in gt_img.header.get_zooms()[:3])
         row_of = {}
         for name, model in loaded.items():
-            labels, _ = predict_volume(model, case.image_paths, prep, case.modalities, batch_size)
+            # one pass per window (no mirroring): the run compares models, each scored alike
+            labels, _ = predict_volume(model, case.image_paths, prep, case.modalities, batch_size,
+                                       tta=False)
             for cls, (dice, dist) in zip(prep.class_names,
                                          score_case(labels, gt, prep.classes, spacing)):
                 row_of.setdefault(cls, {"case": case.case_id, "class": cls})

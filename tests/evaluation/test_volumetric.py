@@ -1,5 +1,6 @@
 """Volumetric Dice and HD95 (mm) against hand-made volumes with known distances, an independent
-brute-force HD95, the empty-mask rule, and ``iac evaluate-folder``."""
+brute-force HD95, the empty-mask rule, and ``iac evaluate-folder`` (folder order and roles;
+the new metrics are in test_volumetric_metrics.py)."""
 
 import csv
 import json
@@ -10,7 +11,16 @@ import numpy as np
 import pytest
 
 from iac_tf.cli import main
+from iac_tf.data.nifti import PREDICTION_TAG
 from iac_tf.evaluation.volumetric import hd95, score_case, surface, volume_diagonal
+
+
+def save_labels(data, affine, path, tagged=False):
+    """A label NIfTI; ``tagged``: with the header tag of ``iac predict``'s files."""
+    img = nib.Nifti1Image(data, affine)
+    if tagged:
+        img.header["descrip"] = PREDICTION_TAG
+    nib.save(img, str(path))
 
 
 def brute_hd95(a, b, spacing):
@@ -68,11 +78,12 @@ def test_evaluate_folder_cli(tmp_path, capsys):
     gt[2:10, 2:10, 1:5] = 1
     gt[4:6, 4:6, 2:4] = 2
     pred = np.roll(gt, 2, axis=1)
-    nib.save(nib.Nifti1Image(gt, affine), str(gt_dir / "c1.nii.gz"))
-    nib.save(nib.Nifti1Image(pred, affine), str(pred_dir / "c1.nii.gz"))
-    nib.save(nib.Nifti1Image(np.zeros_like(gt), affine), str(gt_dir / "c2.nii.gz"))
-    nib.save(nib.Nifti1Image(np.zeros_like(gt), affine), str(pred_dir / "c2.nii.gz"))
-    assert main(["evaluate-folder", str(pred_dir), str(gt_dir)]) == 0
+    save_labels(gt, affine, gt_dir / "c1.nii.gz")
+    save_labels(pred, affine, pred_dir / "c1.nii.gz", tagged=True)
+    save_labels(np.zeros_like(gt), affine, gt_dir / "c2.nii.gz")
+    save_labels(np.zeros_like(gt), affine, pred_dir / "c2.nii.gz", tagged=True)
+    assert main(["evaluate-folder", str(gt_dir), str(pred_dir)]) == 0  # nnU-Net's order
+    assert sorted(p.name for p in gt_dir.iterdir()) == ["c1.nii.gz", "c2.nii.gz"]
     rows = list(csv.DictReader(open(pred_dir / "volumetric_per_case.csv")))
     assert [(r["case"], r["class"]) for r in rows] == [("c1", "1"), ("c1", "2"), ("c2", "1"),
                                                        ("c2", "2")]
@@ -80,20 +91,21 @@ def test_evaluate_folder_cli(tmp_path, capsys):
     assert float(rows[0]["hd95_mm"]) == pytest.approx(1.0)  # shifted 2 voxels of 0.5 mm
     summary = json.loads((pred_dir / "volumetric_summary.json").read_text())
     assert summary["1"]["n"] == 1 and summary["1"]["n_empty"] == 1
-    nib.save(nib.Nifti1Image(pred, np.diag([1.0, 0.5, 2.0, 1.0])), str(pred_dir / "c1.nii.gz"))
-    assert main(["evaluate-folder", str(pred_dir), str(gt_dir)]) == 2
+    save_labels(pred, np.diag([1.0, 0.5, 2.0, 1.0]), pred_dir / "c1.nii.gz", tagged=True)
+    assert main(["evaluate-folder", str(gt_dir), str(pred_dir)]) == 2
     assert f"{pred_dir / 'c1.nii.gz'}: affine differs" in capsys.readouterr().err
 
 
-def write_labels(folder, cases, affine=np.diag([0.5, 0.5, 2.0, 1.0]), extra=None):
-    """``CASE.nii.gz`` label volumes (a box of 1s; ``extra``: ``{case: value}`` also painted)."""
+def write_labels(folder, cases, affine=np.diag([0.5, 0.5, 2.0, 1.0]), extra=None, tagged=False):
+    """``CASE.nii.gz`` label volumes (a box of 1s; ``extra``: ``{case: value}`` also painted;
+    ``tagged``: written as ``iac predict`` writes them)."""
     folder.mkdir(exist_ok=True)
     for case in cases:
         data = np.zeros((12, 12, 4), np.uint8)
         data[2:8, 2:8, 1:3] = 1
         if extra and case in extra:
             data[9:11, 9:11, 1] = extra[case]
-        nib.save(nib.Nifti1Image(data, affine), str(folder / f"{case}.nii.gz"))
+        save_labels(data, affine, folder / f"{case}.nii.gz", tagged)
     return folder
 
 
@@ -103,11 +115,11 @@ def test_cases_left_out_and_unexpected_labels_are_warned_and_listed(tmp_path, ca
              str(pred_dir / "c1_probabilities.nii.gz"))  # iac predict's, not a case
     gt_dir = write_labels(tmp_path / "gt", ["c1", "c2", "c4"])
     (tmp_path / "dataset.json").write_text(json.dumps({"labels": {"background": 0, "organ": 1}}))
-    assert main(["evaluate-folder", str(pred_dir), str(gt_dir), "--dataset-json",
-                 str(tmp_path / "dataset.json")]) == 0
+    assert main(["evaluate-folder", "--gt", str(gt_dir), "--pred", str(pred_dir),
+                 "--dataset-json", str(tmp_path / "dataset.json")]) == 0
     captured = capsys.readouterr()
     warnings = [line for line in captured.err.splitlines() if "warning:" in line]
-    assert len(warnings) == 3
+    assert len(warnings) == 3, warnings
     assert any("predictions without ground truth: c3" in w for w in warnings)
     assert any("ground truth without prediction: c4" in w for w in warnings)
     assert any("c1 (prediction: 7)" in w for w in warnings)
@@ -123,7 +135,7 @@ def test_cases_left_out_and_unexpected_labels_are_warned_and_listed(tmp_path, ca
 def test_no_matching_case_is_an_error(tmp_path, capsys):
     pred_dir = write_labels(tmp_path / "pred", ["a"])
     gt_dir = write_labels(tmp_path / "gt", ["b"])
-    assert main(["evaluate-folder", str(pred_dir), str(gt_dir)]) == 2
+    assert main(["evaluate-folder", "--pred", str(pred_dir), "--gt", str(gt_dir)]) == 2
     assert "no prediction has a ground truth" in capsys.readouterr().err
     assert sorted(p.name for p in pred_dir.iterdir()) == ["a.nii.gz"]
 
@@ -136,7 +148,7 @@ def test_truncated_prediction_is_one_line_and_writes_nothing(tmp_path, capsys):
                              np.diag([0.5, 0.5, 2.0, 1.0])), str(pred_dir / "c2.nii.gz"))
     data = (pred_dir / "c2.nii.gz").read_bytes()
     (pred_dir / "c2.nii.gz").write_bytes(data[: len(data) // 2])
-    assert main(["evaluate-folder", str(pred_dir), str(gt_dir)]) == 2
+    assert main(["evaluate-folder", "--gt", str(gt_dir), "--pred", str(pred_dir)]) == 2
     err = capsys.readouterr().err
     errors = [line for line in err.splitlines() if line.startswith("iac: error:")]
     assert len(errors) == 1 and "Traceback" not in err
@@ -154,7 +166,78 @@ def test_unwritable_out_is_found_before_any_work(tmp_path, capsys, monkeypatch, 
         raise AssertionError("scored before the output folder was checked")
 
     monkeypatch.setattr(volumetric, "score_case", no_scoring)
-    assert main(["evaluate-folder", str(pred_dir), str(gt_dir), "--out", str(unwritable)]) == 2
+    assert main(["evaluate-folder", "--gt", str(gt_dir), "--pred", str(pred_dir), "--out",
+                 str(unwritable)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"iac: error: {unwritable}: not writable") and err.count("\n") == 1
     assert "--out" in err and not any(unwritable.iterdir()) and "Traceback" not in err
+
+
+def listing(*folders):
+    return {f: sorted(p.name for p in f.iterdir()) for f in folders}
+
+
+def test_swapped_positional_folders_are_refused(tmp_path, capsys):
+    """The order before nnU-Net's (PRED GT) now means GT=predictions: refused by content."""
+    pred_dir = write_labels(tmp_path / "pred", ["c1", "c2"], tagged=True)
+    gt_dir = write_labels(tmp_path / "gt", ["c1", "c2"])
+    before = listing(pred_dir, gt_dir)
+    assert main(["evaluate-folder", str(pred_dir), str(gt_dir)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"iac: error: {pred_dir}: the ground-truth folder holds predictions "
+                          "written by iac predict (c1.nii.gz, c2.nii.gz)")
+    assert "swapped" in err and "GT PRED" in err and "--gt GT --pred PRED" in err
+    assert err.count("\n") == 1 and listing(pred_dir, gt_dir) == before
+    # by keyword too: a ground truth written by iac predict is refused
+    assert main(["evaluate-folder", "--gt", str(pred_dir), "--pred", str(gt_dir)]) == 2
+    assert "holds predictions written by iac predict" in capsys.readouterr().err
+    assert listing(pred_dir, gt_dir) == before
+    assert main(["evaluate-folder", str(gt_dir), str(pred_dir)]) == 0  # the right order
+    assert listing(gt_dir)[gt_dir] == before[gt_dir]
+    assert "volumetric_summary.json" in listing(pred_dir)[pred_dir]
+
+
+def test_positional_prediction_folder_without_predictions_is_refused(tmp_path, capsys):
+    """Two folders of plain labels (e.g. another tool's predictions): the order cannot be told
+    from the content, so positional use is refused and --gt/--pred accepted."""
+    other = write_labels(tmp_path / "other_tool", ["c1"])
+    gt_dir = write_labels(tmp_path / "gt", ["c1"])
+    before = listing(other, gt_dir)
+    assert main(["evaluate-folder", str(gt_dir), str(other)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"iac: error: {other}: given as PRED but holds no prediction written "
+                          "by iac predict")
+    assert "swap the folders" in err and "--gt GT --pred PRED" in err
+    assert listing(other, gt_dir) == before
+    assert main(["evaluate-folder", "--gt", str(gt_dir), "--pred", str(other)]) == 0
+    assert main(["evaluate-folder", str(gt_dir), "--pred", str(other)]) == 0
+    assert listing(gt_dir) == {gt_dir: before[gt_dir]}
+
+
+@pytest.mark.parametrize("args, message", [
+    (lambda gt, pred: [str(gt)], "give the ground-truth and the prediction folder once each"),
+    (lambda gt, pred: [str(gt), str(pred), "--gt", str(gt)], "once each"),
+    (lambda gt, pred: ["--gt", str(gt)], "once each"),
+    (lambda gt, pred: [str(gt), str(gt)], "given as both the ground truth and the predictions"),
+    (lambda gt, pred: [str(gt), str(pred), "--out", str(gt)], "never written there"),
+    (lambda gt, pred: [str(gt), str(pred), "--out", str(gt / "scores")], "never written there"),
+])
+def test_folder_arguments_and_results_never_in_the_ground_truth(tmp_path, capsys, args, message):
+    pred_dir = write_labels(tmp_path / "pred", ["c1"], tagged=True)
+    gt_dir = write_labels(tmp_path / "gt", ["c1"])
+    before = listing(pred_dir, gt_dir)
+    assert main(["evaluate-folder", *args(gt_dir, pred_dir)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("iac: error: ") and message in err and err.count("\n") == 1
+    assert listing(pred_dir, gt_dir) == before
+
+
+def test_python_api_takes_the_folders_by_keyword_only(tmp_path):
+    from iac_tf.evaluation.volumetric import evaluate_folder
+
+    pred_dir = write_labels(tmp_path / "pred", ["c1"], tagged=True)
+    gt_dir = write_labels(tmp_path / "gt", ["c1"])
+    with pytest.raises(TypeError):
+        evaluate_folder(pred_dir, gt_dir)  # the old positional order fails loudly
+    summary = evaluate_folder(gt=gt_dir, pred=pred_dir, progress=False)
+    assert summary["1"]["dice_mean"] == 1.0

@@ -10,6 +10,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from iac_tf._keras import tf
 from iac_tf.cli import main
 from iac_tf.data.nifti import load_case
 from iac_tf.data.preprocess import apply_stats, intensity_stats, preprocess_case
@@ -30,15 +31,19 @@ def run(tmp_path_factory):
     return make_run(tmp_path_factory.mktemp("run"))
 
 
-def hand_labels(model, ds, case):
-    """Training preprocessing of ``case`` (centre crop = the whole 40x36 slice padded to 48),
-    the model on those slices, the padding cut off by hand: labels (X, Y, Z)."""
+def hand_labels(model, ds, case, tta=True):
+    """Training preprocessing of ``case`` (centre crop = the whole 40x36 slice padded to 48:
+    one window, so the Gaussian weights cancel), the model on those slices (with ``tta`` the
+    mean over the slices as they are and flipped along x, y and both, flipped back), the
+    padding cut off by hand: labels (X, Y, Z)."""
     paths = [ds / "imagesTr" / f"{case}_{c:04d}.nii.gz" for c in range(2)]
     image, label, _ = load_case(paths, ds / "labelsTr" / f"{case}.nii.gz", (0, 1, 2), True)
     images, _, keep = preprocess_case(image, label, CLASSES, ("T2", "ADC"), patch_size=PATCH,
                                       crop="center", empty_slice_fraction=1.0)
     assert list(keep) == list(range(SHAPE[2]))  # every slice seen
-    probs = np.asarray(model(images, training=False))
+    flips = [(), (1,), (2,), (1, 2)] if tta else [()]
+    probs = sum(np.flip(np.asarray(model(np.flip(images, axes), training=False)), axes)
+                for axes in flips) / len(flips)
     x0, y0 = (PATCH - SHAPE[0]) // 2, (PATCH - SHAPE[1]) // 2
     probs = probs[:, x0: x0 + SHAPE[0], y0: y0 + SHAPE[1]]
     return np.moveaxis(probabilities_to_labels(probs, CLASSES), 0, 2)
@@ -60,6 +65,33 @@ def test_run_folder_on_an_imagests_folder_equals_the_model_by_hand(run, tmp_path
         assert probs.shape == SHAPE + (2,)
         np.testing.assert_array_equal(probabilities_to_labels(probs, CLASSES), labels)
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+def test_no_tta_step_size_and_device(run, tmp_path, capsys):
+    run_dir, ds, model = run
+    case = [str(ds / "imagesTr" / f"case_c_{c:04d}.nii.gz") for c in range(2)]
+    out = tmp_path / "no_tta.nii.gz"
+    assert main(["predict", str(run_dir)] + case + [str(out), "--no-tta", "--step-size", "0.25",
+                                                     "--device", "cpu"]) == 0
+    assert "(mirroring off, step size 0.25, Gaussian blending, device cpu)" in \
+        capsys.readouterr().out
+    plain = np.asarray(nib.load(str(out)).dataobj)
+    np.testing.assert_array_equal(plain, hand_labels(model, ds, "case_c", tta=False))
+    assert not np.array_equal(plain, hand_labels(model, ds, "case_c", tta=True))
+    for bad in (["--step-size", "0"], ["--step-size", "1.5"], ["--device", "tpu"]):
+        with pytest.raises(SystemExit):
+            main(["predict", str(run_dir)] + case + [str(tmp_path / "x.nii.gz")] + bad)
+        assert "--step-size" in capsys.readouterr().err or "tpu" in bad
+
+
+@pytest.mark.skipif(bool(tf.config.list_physical_devices("GPU")), reason="a GPU is visible")
+def test_device_gpu_without_a_gpu_is_refused_before_writing(run, tmp_path, capsys):
+    run_dir, ds, _ = run
+    case = [str(ds / "imagesTr" / f"case_c_{c:04d}.nii.gz") for c in range(2)]
+    assert main(["predict", str(run_dir)] + case + [str(tmp_path / "o"), "--device", "gpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("iac: error: --device gpu: TensorFlow sees no GPU") and "--device cpu" in err
+    assert not (tmp_path / "o").exists()
 
 
 def test_non_ras_file_is_predicted_in_its_own_voxel_order(run, tmp_path):
