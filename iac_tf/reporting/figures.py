@@ -21,6 +21,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from iac_tf.data import prepare_dataset
+from iac_tf.evaluation.plots import integer_ticks
 from iac_tf.experiment import load_experiment
 from iac_tf.genotype import Genotype
 from iac_tf.reporting.collect import TRAIN_DICE, VAL_DICE, RunRecord
@@ -56,6 +57,8 @@ def _col(rows, key) -> np.ndarray:
 
 
 def stage3_curves(rec: RunRecord, out_png: pathlib.Path) -> pathlib.Path:
+    """Stage III's soft Dice per epoch on train_dt and val_dt, one line per genotype epoch, with
+    the U-Net's own score (Stage I's best epoch, the same metric) as a dashed reference line."""
     dirs = {k: d for k, d in RunLayout(rec.run_dir).stage3_dirs().items() if (d / "history.csv").exists()}
     if not dirs:
         raise FigureUnavailable("no stage3 history.csv")
@@ -68,8 +71,12 @@ def stage3_curves(rec: RunRecord, out_png: pathlib.Path) -> pathlib.Path:
         val_key = next((k for k in VAL_DICE if rows and k in rows[0]), VAL_DICE[0])
         axes[0].plot(ep, _col(rows, train_key), marker=".", label=label)
         axes[1].plot(ep, _col(rows, val_key), marker=".", label=label)
-    for ax, title in zip(axes, ("train_dt soft Dice", "val_dt soft Dice")):
+    for ax, title, unet in zip(axes, ("train_dt soft Dice", "val_dt soft Dice"),
+                               (rec.train_dice, rec.val_soft_dice)):
+        if not np.isnan(unet):
+            ax.axhline(unet, color="0.2", ls="--", lw=1.2, label=f"U-Net (Stage I best epoch) {unet:.3f}")
         ax.set_xlabel("Stage III epoch")
+        integer_ticks(ax)
         ax.set_title(title)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
@@ -113,6 +120,7 @@ def arch_evolution(rec: RunRecord, out_png: pathlib.Path) -> pathlib.Path:
     ax1.set_title(f"Psi of each of the {psi.shape[1]} edges (beta, eq. 4/6-10)")
     for ax in (ax0, ax1):
         ax.set_xlabel("search epoch")
+        integer_ticks(ax)
         ax.grid(alpha=0.3)
     fig.suptitle(f"{rec.name}: architecture parameters during the search")
     fig.tight_layout()
@@ -127,7 +135,8 @@ def _op_names(n: int) -> list[str]:
 
 
 def genotype_diagrams(rec: RunRecord, out_dir: pathlib.Path) -> list[tuple[str, pathlib.Path]]:
-    """``(caption, png)`` for the last searched genotype and each swept epoch's genotype."""
+    """``(caption, png)`` for the last searched genotype and each swept epoch's genotype, drawn
+    afresh from the genotype files (a PNG of the run may be of an older drawing code)."""
     gdir = rec.run_dir / "stage2" / "genotypes"
     jsons = sorted(gdir.glob("epoch_*.json"))
     if not jsons:
@@ -136,14 +145,12 @@ def genotype_diagrams(rec: RunRecord, out_dir: pathlib.Path) -> list[tuple[str, 
     wanted |= {gdir / f"epoch_{e:03d}.json" for e in rec.epoch_scores if (gdir / f"epoch_{e:03d}.json").exists()}
     out = []
     for path in sorted(wanted):
-        png = path.with_suffix(".png")
-        if not png.exists():
-            png = out_dir / f"{rec.name}_genotype_{path.stem}.png"
-            try:
-                genotype = Genotype.from_json(path)
-            except (OSError, ValueError, TypeError, KeyError) as exc:
-                raise FigureUnavailable(f"{path} not readable ({type(exc).__name__}: {exc})") from None
-            genotype.draw(png)
+        png = out_dir / f"{rec.name}_genotype_{path.stem}.png"
+        try:
+            genotype = Genotype.from_json(path)
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            raise FigureUnavailable(f"{path} not readable ({type(exc).__name__}: {exc})") from None
+        genotype.draw(png, write_dot=False)
         out.append((f"{rec.name}: genotype of search {path.stem.replace('_', ' ')}", png))
     return out
 
