@@ -3,6 +3,9 @@
 A setting is one run (a dataset x backbone pair); its score for a model is the mean over val_dt
 cases of the per-case Dice (:class:`~iac_tf.reporting.collect.RunRecord`). Tables II, IV, V and
 the Section V-C statistics aggregate settings; Table VI lists each setting's genotype epochs.
+The per-class table lists each run's Dice and HD95 per class, split and model; with fewer than
+two settings per method the Section V-C statistics give way to each run's own paired per-case
+tests. A p-value of fewer than five pairs carries a caution (:func:`fp`).
 
 One run per setting: every table counts each setting once, so two runs of one dataset x backbone
 pair are refused (:func:`check_one_run_per_setting`, called by :func:`all_tables`) with an
