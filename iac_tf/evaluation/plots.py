@@ -31,6 +31,7 @@ def plot_history(history_csv, out_png, keys_pairs=(("loss", "val_loss"), ("soft_
             if key in rows[0]:
                 ax.plot(epochs, [float(r[key]) for r in rows], label=key)
         ax.set_xlabel("epoch")
+        integer_ticks(ax)
         ax.legend()
         ax.grid(alpha=0.3)
     fig.suptitle(title)
@@ -84,11 +85,19 @@ def plot_genotype_epochs(histories: dict, out_png, keys=("soft_dice", "val_soft_
                     label=f"genotype of epoch {epoch}")
     for ax, key in zip(axes[0], keys):
         ax.set_xlabel("Stage III epoch")
+        integer_ticks(ax)
         ax.set_ylabel(labels.get(key, key))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(title)
     return _save(plt, fig, out_png)
+
+
+def integer_ticks(ax) -> None:
+    """Ticks of the x axis (epochs) at whole numbers only."""
+    from matplotlib.ticker import MaxNLocator  # noqa: PLC0415 - slow, as in _plt
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def _number(value) -> float | None:

@@ -16,9 +16,9 @@ The Markdown table names the split scored and the split that selected each stage
   dice_paired.png     per-case Dice, U-Net vs the first method; dice_methods.png all models
 
 ``iac run`` / ``iac evaluate`` (:mod:`iac_tf.pipeline.evaluate`) also write ``evaluation/test_dt/``
-when the run has a test split: the same ``dice_per_case.csv``, ``stats.json`` and
-``dice_table.md``, of whole-volume Dice (:func:`compare_scores`), and ``dice_table.md`` of
-``evaluation/`` gets a ``test_dt`` section (:func:`volume_section`).
+when the run has a test split: the same ``dice_per_case.csv``, ``stats.json``,
+``dice_table.md`` and plots, of whole-volume Dice (:func:`compare_scores`), and
+``dice_table.md`` of ``evaluation/`` gets a ``test_dt`` section (:func:`volume_section`).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import numpy as np
 from iac_tf.data.config import TEST_SPLIT
 from iac_tf.evaluation.metrics import case_dice
 from iac_tf.evaluation.plots import plot_dice_per_method, plot_paired_dice
-from iac_tf.evaluation.stats import compare_paired
+from iac_tf.evaluation.stats import caution, compare_paired
 from iac_tf.files import atomic_write_json, atomic_write_text
 
 
@@ -127,9 +127,11 @@ def compare_scores(scores: dict, class_names, out_dir, baseline: str = "unet", p
     atomic_write_text(out_dir / "dice_table.md",
                       markdown_table(report, split=split, selected_on=selected_on, unit=unit))
     if plots:
+        title = "Dice per case" + (f", {split} ({unit})" if split else "")
         plot_paired_dice(per_case[baseline], per_case[methods[0]], out_dir / "dice_paired.png",
-                         labels=(baseline, methods[0]))
-        plot_dice_per_method({n: per_case[n] for n in names}, out_dir / "dice_methods.png")
+                         labels=(baseline, methods[0]), title=title)
+        plot_dice_per_method({n: per_case[n] for n in names}, out_dir / "dice_methods.png",
+                             title=title)
     return report
 
 
@@ -189,7 +191,7 @@ def markdown_table(report: dict, split: str | None = None, selected_on: str | No
             s = stats_of(m, cls)
             lo, hi = s["gain_ci95"]
             lines.append(f"| {m} | {cls} | {s['n']} | {_f(s['mean_gain'])} ({_f(lo)}; {_f(hi)}) | "
-                         f"{_f(s['t_test_p'])} | {_f(s['wilcoxon_p'])} | {_f(s['wilcoxon_greater_p'])} |")
+                         + _p_cells(s) + " |")
     for entry in report.get("pairs", {}).values():
         ref, cand = entry["reference"], entry["candidate"]
         lines += ["", f"Paired comparison of `{cand}` with `{ref}` (gain = {cand} - {ref}):", "",
@@ -199,8 +201,7 @@ def markdown_table(report: dict, split: str | None = None, selected_on: str | No
             s = entry["overall"] if cls == "overall" else entry["per_class"][cls]
             lo, hi = s["gain_ci95"]
             lines.append(f"| {cls} | {s['n']} | {_f(s['mean_baseline'])} | {_f(s['mean_candidate'])} | "
-                         f"{_f(s['mean_gain'])} ({_f(lo)}; {_f(hi)}) | {_f(s['t_test_p'])} | "
-                         f"{_f(s['wilcoxon_p'])} | {_f(s['wilcoxon_greater_p'])} |")
+                         f"{_f(s['mean_gain'])} ({_f(lo)}; {_f(hi)}) | " + _p_cells(s) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -225,6 +226,13 @@ def volume_section(report: dict, summary: dict, split: str, selected_on: str) ->
     return (f"## {split}\n\n" + markdown_table(report, split, selected_on, unit="volumes")
             + "\nHD95 (mm), mean over the cases with the class in the label or the "
             "prediction:\n\n" + hd95_table(summary))
+
+
+def _p_cells(s: dict) -> str:
+    """The three p-values of a comparison as table cells, each with the caution of
+    :func:`~iac_tf.evaluation.stats.caution` when there are few pairs."""
+    return " | ".join(_f(s[k]) + ("" if math.isnan(float(s[k])) else caution(s["n"]))
+                      for k in ("t_test_p", "wilcoxon_p", "wilcoxon_greater_p"))
 
 
 def _mm(x) -> str:

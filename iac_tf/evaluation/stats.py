@@ -8,6 +8,16 @@ import math
 import numpy as np
 from scipy import stats
 
+#: Fewer pairs than this and a p-value is printed with a caution: with n pairs the exact
+#: two-sided Wilcoxon p cannot go below 2 / 2**n (0.5 for n = 2, 0.125 for n = 4).
+SMALL_N = 5
+
+
+def caution(n: int) -> str:
+    """The words printed beside a p-value of ``n`` pairs: ``" (caution: n=2 < 5)"`` below
+    :data:`SMALL_N`, else nothing."""
+    return f" (caution: n={n} < {SMALL_N})" if n < SMALL_N else ""
+
 
 def mean_ci(values, confidence: float = 0.95) -> tuple[float, float, float]:
     """Mean and its t-based confidence interval (NaNs dropped)."""

@@ -8,7 +8,8 @@ epoch, so its scores are in-sample. When the run has a ``test_dt`` (the dataset'
 :mod:`iac_tf.data.splits`), every model is also scored on its whole volumes in
 ``evaluation/test_dt/``: ``volumetric_per_case.csv``, ``volumetric_summary.json``,
 ``dice_per_case.csv`` (volumetric Dice, one column per model), ``stats.json`` (paired
-comparisons with the U-Net) and ``dice_table.md``; ``evaluation/dice_table.md`` gets a
+comparisons with the U-Net), ``dice_table.md`` and the plots ``dice_paired.png`` /
+``dice_methods.png``; ``evaluation/dice_table.md`` gets a
 ``test_dt`` section. The table and the console name both splits."""
 
 from __future__ import annotations
@@ -111,7 +112,7 @@ def _test_scores(cfg: ExperimentConfig, prepared, loaded: dict, pairs, table: st
         return None
     report = compare_scores(scores.dice_by_case(), scores.class_names, test_dir, pairs=pairs,
                             split=TEST_SPLIT, selected_on=SELECTION_SPLIT, unit="volumes",
-                            plots=False, extra={"split": TEST_SPLIT,
+                            extra={"split": TEST_SPLIT,
                                                 "selected_on": SELECTION_SPLIT,
                                                 "cases": list(scores.cases)})
     section = volume_section(report, scores.summary, TEST_SPLIT, SELECTION_SPLIT)

@@ -24,11 +24,14 @@ import re
 import numpy as np
 import yaml
 
+from iac_tf.data.config import TEST_SPLIT
 from iac_tf.errors import UserError
 from iac_tf.run_layout import DICE_CSV, HISTORY, SUMMARY, RunLayout, RunStatus
 
 EPOCH_COLUMN = re.compile(r"^iac_epoch_(\d+)$")
 NOT_MODELS = {"case", "class", "gain"}
+HD95_SUFFIX = "_hd95_mm"  # volumetric_per_case.csv: <model>_hd95_mm
+VOLUMETRIC_CSV = "volumetric_per_case.csv"
 # column names of the slice-level soft Dice, current first (older runs wrote "dice"/"val_dice")
 TRAIN_DICE = ("soft_dice", "dice")
 VAL_DICE = ("val_soft_dice", "val_dice")
@@ -44,6 +47,26 @@ def first(row: dict, keys: tuple[str, ...]):
 
 
 @dataclasses.dataclass
+class ClassScores:
+    """Per-case scores of one split of a run, per class.
+
+    ``dice[model]`` and ``hd95[model]`` are arrays (cases, classes) in the order of ``cases``
+    and ``classes`` (NaN: the class is absent from both the label and the prediction of that
+    case, or the model has no value); ``hd95`` is empty when the run has no volumetric scores
+    of the split (npz data). ``dice_unit`` says what the Dice scored: ``slices`` (the 2D
+    slices of the cache, ``evaluation/dice_per_case.csv``) or ``volumes`` (whole volumes,
+    ``test_dt``); the HD95 is always of whole volumes.
+    """
+
+    split: str
+    dice_unit: str
+    cases: list[str]
+    classes: list[str]
+    dice: dict[str, np.ndarray]
+    hd95: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
 class RunRecord:
     """One run as the report sees it.
 
@@ -54,6 +77,8 @@ class RunRecord:
     test split).
     ``warnings``: files of the run that are there but could not be read as expected, one line
     each (``FILE: problem``, the file relative to the run folder).
+    ``class_scores[split]``: the per-case Dice (and HD95) per class of the evaluation split and,
+    where the run has it, of ``test_dt`` (:class:`ClassScores`).
     """
 
     run_dir: pathlib.Path
@@ -77,6 +102,7 @@ class RunRecord:
     warnings: list[str] = dataclasses.field(default_factory=list)
     test_case_scores: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
     split: str = "val_dt"
+    class_scores: dict[str, ClassScores] = dataclasses.field(default_factory=dict)
 
     @property
     def methods(self) -> list[str]:
@@ -122,8 +148,9 @@ def _number(cell: str, where: str) -> float:
         raise UnreadableFile(f"{where}: {cell!r} is not a number") from None
 
 
-def case_scores(path: pathlib.Path) -> dict[str, np.ndarray]:
-    """Per-case mean Dice over classes (NaN classes skipped) for every model column.
+def class_table(path: pathlib.Path) -> tuple[list[str], list[str], dict[str, np.ndarray]]:
+    """``(cases, classes, {model: Dice (cases, classes)})`` of a ``dice_per_case.csv``, cases
+    and classes in first-seen order (a pair without a row is NaN).
 
     Raises :class:`UnreadableFile` when the table is cut off or damaged, lacks the ``case``,
     ``class`` or ``unet`` column, has no rows, or holds a cell that is not a number.
@@ -135,20 +162,52 @@ def case_scores(path: pathlib.Path) -> dict[str, np.ndarray]:
     if not rows:
         raise UnreadableFile("no rows, only the header (cut off?)")
     models = [c for c in header if c not in NOT_MODELS]
+    return _grid(rows, header, {m: m for m in models})
+
+
+def _grid(rows, header, columns: dict[str, str]):
+    """``(cases, classes, {name: values (cases, classes)})`` of CSV ``rows``, ``columns``
+    mapping each name to its column."""
     at = {c: header.index(c) for c in header}
-    cases: dict[str, dict[str, list[float]]] = {}
+    cases = list(dict.fromkeys(r[at["case"]] for r in rows))
+    classes = list(dict.fromkeys(r[at["class"]] for r in rows))
+    out = {name: np.full((len(cases), len(classes)), math.nan) for name in columns}
+    row_of, col_of = {c: i for i, c in enumerate(cases)}, {c: k for k, c in enumerate(classes)}
     for k, r in enumerate(rows, 2):
-        per = cases.setdefault(r[at["case"]], {m: [] for m in models})
-        for m in models:
-            per[m].append(_number(r[at[m]], f"line {k}, column {m}"))
-    out = {}
-    for m in models:
-        vals = []
-        for per in cases.values():
-            v = np.array(per[m], dtype=float)
-            vals.append(float(np.nanmean(v)) if np.any(~np.isnan(v)) else math.nan)
-        out[m] = np.array(vals)
+        i, j = row_of[r[at["case"]]], col_of[r[at["class"]]]
+        for name, col in columns.items():
+            out[name][i, j] = _number(r[at[col]], f"line {k}, column {col}")
+    return cases, classes, out
+
+
+def case_scores(path: pathlib.Path) -> dict[str, np.ndarray]:
+    """Per-case mean Dice over classes (NaN classes skipped) for every model column of a
+    ``dice_per_case.csv`` (errors as :func:`class_table`)."""
+    _, _, dice = class_table(path)
+    return {m: _case_means(v) for m, v in dice.items()}
+
+
+def _case_means(values: np.ndarray) -> np.ndarray:
+    """Row means of ``values`` (cases, classes) over the non-NaN classes; NaN for a row of NaN."""
+    out = np.full(len(values), math.nan)
+    for i, row in enumerate(values):
+        if np.any(~np.isnan(row)):
+            out[i] = float(np.nanmean(row))
     return out
+
+
+def hd95_table(path: pathlib.Path) -> tuple[list[str], list[str], dict[str, np.ndarray]]:
+    """``(cases, classes, {model: HD95 mm (cases, classes)})`` of a ``volumetric_per_case.csv``
+    (columns ``case, class, <model>_dice, <model>_hd95_mm``); errors as :func:`class_table`."""
+    header, rows = _csv_rows(pathlib.Path(path))
+    absent = [c for c in ("case", "class") if c not in header]
+    models = {c[: -len(HD95_SUFFIX)]: c for c in header if c.endswith(HD95_SUFFIX)}
+    if absent or not models:
+        raise UnreadableFile(f"no column {', '.join(absent) or '<model>' + HD95_SUFFIX} "
+                             f"(columns: {', '.join(header)})")
+    if not rows:
+        raise UnreadableFile("no rows, only the header (cut off?)")
+    return _grid(rows, header, models)
 
 
 def _float(x) -> float:
@@ -232,16 +291,39 @@ def _short(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
-def _scores_of(read: _Reader, path: pathlib.Path, what: str) -> dict[str, np.ndarray] | None:
-    """:func:`case_scores` of ``path`` (``{}`` if absent; ``None``, with a warning, if it is
-    there but unreadable)."""
+def _split_scores(read: _Reader, folder: pathlib.Path, split: str, unit: str,
+                  what: str) -> tuple[ClassScores | None, bool]:
+    """``(scores, unreadable)`` of the evaluation folder ``folder`` (``evaluation/`` or
+    ``evaluation/test_dt/``): its ``dice_per_case.csv`` per class, with the HD95 of its
+    ``volumetric_per_case.csv`` where there is one. ``(None, False)``: no Dice table;
+    ``(None, True)``: a Dice table that cannot be read (a warning says why). An unreadable
+    volumetric table only leaves the HD95 out (with a warning)."""
+    path = folder / DICE_CSV.name
     if not path.exists():
-        return {}
+        return None, False
     try:
-        return case_scores(path)
+        cases, classes, dice = class_table(path)
     except (OSError, UnreadableFile) as exc:
         read.warn(path, f"{_short(exc)}; the run's {what} are left out")
-        return None
+        return None, True
+    scores = ClassScores(split, unit, cases, classes, dice)
+    vol = folder / VOLUMETRIC_CSV
+    if vol.exists():
+        try:
+            v_cases, v_classes, hd = hd95_table(vol)
+        except (OSError, UnreadableFile) as exc:
+            read.warn(vol, f"{_short(exc)}; the run's {split} HD95 is left out")
+        else:  # in the Dice table's order; a pair the volumetric table lacks is NaN
+            rows = [v_cases.index(c) if c in v_cases else None for c in cases]
+            cols = [v_classes.index(c) if c in v_classes else None for c in classes]
+            for m, values in hd.items():
+                grid = np.full((len(cases), len(classes)), math.nan)
+                for i, r in enumerate(rows):
+                    for j, c in enumerate(cols):
+                        if r is not None and c is not None:
+                            grid[i, j] = values[r, c]
+                scores.hd95[m] = grid
+    return scores, False
 
 
 def _set_scores(rec: RunRecord, per_case: dict[str, np.ndarray], split: str) -> None:
@@ -299,12 +381,16 @@ def read_run(run_dir) -> RunRecord:
         version=version_file.read_text().strip() if version_file.exists() else "not recorded",
         status=layout.status(cfg), config=cfg, device=grid.get("device", "not recorded"),
     )
-    val = _scores_of(read, layout.dice_csv, "scores")
-    if val is None:  # there but unreadable: the run is not finished
+    evaluation = cfg.get("evaluation") if isinstance(cfg.get("evaluation"), dict) else {}
+    val, unreadable = _split_scores(read, layout.evaluation, str(evaluation.get("split", "val_dt")),
+                                    "slices", "scores")
+    if unreadable:  # there but unreadable: the run is not finished
         rec.status = dataclasses.replace(
             rec.status, missing=[*rec.status.missing, f"evaluation (unreadable {DICE_CSV.as_posix()})"])
-    _set_scores(rec, val or {}, "val_dt")
-    rec.test_case_scores = _scores_of(read, layout.test_dice_csv, "test_dt scores") or {}
+    _set_scores(rec, {m: _case_means(v) for m, v in val.dice.items()} if val else {}, "val_dt")
+    test, _ = _split_scores(read, layout.test_evaluation, TEST_SPLIT, "volumes", "test_dt scores")
+    rec.test_case_scores = {m: _case_means(v) for m, v in test.dice.items()} if test else {}
+    rec.class_scores = {s.split: s for s in (val, test) if s is not None}
     if not rec.epoch_scores:  # a sweep without evaluation columns: Stage III's own val Dice
         for key, d in layout.stage3_dirs().items():
             path = d / SUMMARY

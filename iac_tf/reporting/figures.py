@@ -5,8 +5,10 @@
 * ``arch_evolution``: softmax(alpha) per operation (mean over the edges, eq. 1) and Psi per edge
   (eq. 4 / 6-10) after every search epoch, from ``stage2/arch/epoch_XXX.json``;
 * ``genotype``: the cell diagrams of the last search epoch and of the swept epochs;
-* ``overlays``: image / ground truth / U-Net / IAC on a few val_dt slices (the slices with the
-  largest ground-truth area), predictions thresholded at 0.5 per class.
+* ``overlays``: image / ground truth / U-Net / IAC on a few slices, one per case (each case's
+  slice with the largest ground-truth area), with a legend naming the classes: of test_dt
+  (whole volumes predicted as ``iac predict`` does) when the run has one, else of the
+  evaluation split's cached slices (predictions thresholded at 0.5 per class).
 Each function returns the PNG path, or raises ``FigureUnavailable`` saying what is missing or
 which file could not be read.
 """
@@ -17,12 +19,21 @@ import csv
 import json
 import pathlib
 
+import nibabel as nib
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
-from iac_tf.data import prepare_dataset
+from iac_tf.data import TEST_SPLIT, prepare_dataset
+from iac_tf.data.nifti import load_nifti
+from iac_tf.data.prepare import volume_cases
+from iac_tf.evaluation.plots import integer_ticks
 from iac_tf.experiment import load_experiment
 from iac_tf.genotype import Genotype
+from iac_tf.inference.model_source import LoadedModel
+from iac_tf.inference.predict import predict_volume
+from iac_tf.inference.tiling import keras_predictor
+from iac_tf.inference.volume import Preprocessing
 from iac_tf.reporting.collect import TRAIN_DICE, VAL_DICE, RunRecord
 from iac_tf.run_layout import RunLayout
 from iac_tf.primitives import PRIMITIVES
@@ -56,6 +67,8 @@ def _col(rows, key) -> np.ndarray:
 
 
 def stage3_curves(rec: RunRecord, out_png: pathlib.Path) -> pathlib.Path:
+    """Stage III's soft Dice per epoch on train_dt and val_dt, one line per genotype epoch, with
+    the U-Net's own score (Stage I's best epoch, the same metric) as a dashed reference line."""
     dirs = {k: d for k, d in RunLayout(rec.run_dir).stage3_dirs().items() if (d / "history.csv").exists()}
     if not dirs:
         raise FigureUnavailable("no stage3 history.csv")
@@ -68,8 +81,12 @@ def stage3_curves(rec: RunRecord, out_png: pathlib.Path) -> pathlib.Path:
         val_key = next((k for k in VAL_DICE if rows and k in rows[0]), VAL_DICE[0])
         axes[0].plot(ep, _col(rows, train_key), marker=".", label=label)
         axes[1].plot(ep, _col(rows, val_key), marker=".", label=label)
-    for ax, title in zip(axes, ("train_dt soft Dice", "val_dt soft Dice")):
+    for ax, title, unet in zip(axes, ("train_dt soft Dice", "val_dt soft Dice"),
+                               (rec.train_dice, rec.val_soft_dice)):
+        if not np.isnan(unet):
+            ax.axhline(unet, color="0.2", ls="--", lw=1.2, label=f"U-Net (Stage I best epoch) {unet:.3f}")
         ax.set_xlabel("Stage III epoch")
+        integer_ticks(ax)
         ax.set_title(title)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
@@ -113,6 +130,7 @@ def arch_evolution(rec: RunRecord, out_png: pathlib.Path) -> pathlib.Path:
     ax1.set_title(f"Psi of each of the {psi.shape[1]} edges (beta, eq. 4/6-10)")
     for ax in (ax0, ax1):
         ax.set_xlabel("search epoch")
+        integer_ticks(ax)
         ax.grid(alpha=0.3)
     fig.suptitle(f"{rec.name}: architecture parameters during the search")
     fig.tight_layout()
@@ -127,7 +145,8 @@ def _op_names(n: int) -> list[str]:
 
 
 def genotype_diagrams(rec: RunRecord, out_dir: pathlib.Path) -> list[tuple[str, pathlib.Path]]:
-    """``(caption, png)`` for the last searched genotype and each swept epoch's genotype."""
+    """``(caption, png)`` for the last searched genotype and each swept epoch's genotype, drawn
+    afresh from the genotype files (a PNG of the run may be of an older drawing code)."""
     gdir = rec.run_dir / "stage2" / "genotypes"
     jsons = sorted(gdir.glob("epoch_*.json"))
     if not jsons:
@@ -136,21 +155,21 @@ def genotype_diagrams(rec: RunRecord, out_dir: pathlib.Path) -> list[tuple[str, 
     wanted |= {gdir / f"epoch_{e:03d}.json" for e in rec.epoch_scores if (gdir / f"epoch_{e:03d}.json").exists()}
     out = []
     for path in sorted(wanted):
-        png = path.with_suffix(".png")
-        if not png.exists():
-            png = out_dir / f"{rec.name}_genotype_{path.stem}.png"
-            try:
-                genotype = Genotype.from_json(path)
-            except (OSError, ValueError, TypeError, KeyError) as exc:
-                raise FigureUnavailable(f"{path} not readable ({type(exc).__name__}: {exc})") from None
-            genotype.draw(png)
+        png = out_dir / f"{rec.name}_genotype_{path.stem}.png"
+        try:
+            genotype = Genotype.from_json(path)
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            raise FigureUnavailable(f"{path} not readable ({type(exc).__name__}: {exc})") from None
+        genotype.draw(png, write_dot=False)
         out.append((f"{rec.name}: genotype of search {path.stem.replace('_', ' ')}", png))
     return out
 
 
 def overlays(rec: RunRecord, out_png: pathlib.Path, n_slices: int = 3, batch_size: int = 16) -> pathlib.Path:
-    """Image / ground truth / U-Net / IAC on ``n_slices`` val_dt slices (needs the run's data cache
-    or data, and both models)."""
+    """Image / ground truth / U-Net / IAC on ``n_slices`` slices, one per case as far as the
+    cases go (each case's slice with the largest ground-truth area), with a legend naming the
+    classes. From ``test_dt`` when the run has one (whole volumes predicted as ``iac predict``
+    does), else from the evaluation split's cached slices. Needs the run's data and both models."""
     cfg_path = rec.run_dir / "config.yaml"
     if not cfg_path.exists():
         raise FigureUnavailable("no config.yaml")
@@ -170,48 +189,120 @@ def overlays(rec: RunRecord, out_png: pathlib.Path, n_slices: int = 3, batch_siz
         prepared = prepare_dataset(cfg.data, progress=False)
     except Exception as exc:  # noqa: BLE001 - data not mounted where the run had it
         raise FigureUnavailable(f"data not available ({exc})") from None
-    split = cfg.evaluation.split
-    images, masks, cases = prepared.arrays(split)
-    if len(images) == 0:
-        raise FigureUnavailable(f"no {split} slices")
-    pick = np.argsort(-masks.reshape(len(masks), -1).sum(axis=1), kind="stable")[:n_slices]
-    x = images[pick]
-    preds = {}
+    models = {}
     for label, path in (("U-Net", unet_path), ("IAC", iac_path)):
         try:
-            model = load_unet(path)
+            models[label] = load_unet(path)
         except Exception as exc:  # noqa: BLE001 - e.g. a model saved by an older code version
             raise FigureUnavailable(f"{path} not loadable by this code version ({exc})") from None
-        preds[label] = np.asarray(model.predict(x, batch_size=batch_size, verbose=0)) > 0.5
-    columns = [("image", None), ("ground truth", masks[pick] > 0.5), ("U-Net", preds["U-Net"]),
-               ("IAC", preds["IAC"])]
-    fig = _figure(figsize=(2.4 * len(columns), 2.4 * len(pick)))
-    axes = fig.subplots(len(pick), len(columns), squeeze=False)
-    for i, s in enumerate(pick):
-        img = x[i, ..., 0]
-        for j, (title, m) in enumerate(columns):
+    if prepared.test_cases and cfg.data.format != "npz":
+        split = TEST_SPLIT
+        shown, class_names = _test_slices(cfg, prepared.test_cases, models, n_slices, batch_size)
+    else:
+        split = cfg.evaluation.split
+        shown, class_names = _cached_slices(prepared, split, models, n_slices, batch_size)
+    columns = ["image", "ground truth", *models]
+    fig = _figure(figsize=(2.4 * len(columns), 2.4 * len(shown) + 0.6))
+    axes = fig.subplots(len(shown), len(columns), squeeze=False)
+    for i, (name, image, masks) in enumerate(shown):
+        for j, title in enumerate(columns):
             ax = axes[i, j]
-            ax.imshow(img, cmap="gray")
-            if m is not None:
-                ax.imshow(_colour(m[i]), alpha=0.5)
+            ax.imshow(image, cmap="gray")
+            if j:
+                ax.imshow(_colour(masks[title]), alpha=0.5)
             ax.set_xticks([])
             ax.set_yticks([])
             if i == 0:
                 ax.set_title(title, fontsize=9)
             if j == 0:
-                ax.set_ylabel(f"{cases[s]} #{s}", fontsize=7)
-    fig.suptitle(f"{rec.name}: {split} slices")
-    fig.tight_layout()
+                ax.set_ylabel(name, fontsize=7)
+    handles = [Patch(facecolor=PALETTE[k % len(PALETTE)], edgecolor="0.3", label=c)
+               for k, c in enumerate(class_names)]
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), fontsize=8,
+               title="classes", title_fontsize=8, frameon=False)
+    what = "whole volumes predicted as by iac predict" if split == TEST_SPLIT else "cached slices"
+    fig.suptitle(f"{rec.name}: {split} ({what}), one slice per case")
+    fig.tight_layout(rect=(0, 0.6 / (2.4 * len(shown) + 0.6), 1, 1))
     fig.savefig(out_png, dpi=80)
     return out_png
 
 
+def _order(areas: dict[str, np.ndarray], n: int) -> list[tuple[str, int]]:
+    """``n`` ``(case, slice)`` pairs: each case's largest-area slice, case after case, then
+    each case's second largest, ..."""
+    ranked = {c: np.argsort(-a, kind="stable") for c, a in areas.items()}
+    out = []
+    for rank in range(max((len(r) for r in ranked.values()), default=0)):
+        out += [(c, int(r[rank])) for c, r in ranked.items() if rank < len(r)]
+    return out[:n]
+
+
+def _cached_slices(prepared, split, models, n_slices, batch_size):
+    """``([(row name, image, {column: masks (H, W, K)})], class names)`` of the cached slices of
+    ``split``; predictions thresholded at 0.5 per class."""
+    images, masks, cases = prepared.arrays(split)
+    if len(images) == 0:
+        raise FigureUnavailable(f"no {split} slices")
+    cases = np.asarray(cases)
+    area = masks.reshape(len(masks), -1).sum(axis=1)
+    index = {c: np.flatnonzero(cases == c) for c in dict.fromkeys(cases.tolist())}
+    pick = [int(index[c][s]) for c, s in _order({c: area[i] for c, i in index.items()}, n_slices)]
+    x = images[pick]
+    preds = {label: np.asarray(m.predict(x, batch_size=batch_size, verbose=0)) > 0.5
+             for label, m in models.items()}
+    shown = [(f"{cases[s]} #{s}", x[i, ..., 0],
+              {"ground truth": masks[s] > 0.5, **{label: preds[label][i] for label in models}})
+             for i, s in enumerate(pick)]
+    return shown, list(prepared.class_names)
+
+
+def _test_slices(cfg, test_cases, models, n_slices, batch_size):
+    """As :func:`_cached_slices`, of ``test_dt``: the cases' whole volumes predicted as
+    ``iac predict`` does (labels by its rule), shown in RAS orientation, axial slices."""
+    prep = Preprocessing.from_data_config(cfg.data)
+    known = volume_cases(cfg.data)
+    cases = [known[c] for c in sorted(test_cases)[:n_slices] if c in known]
+    if not cases:
+        raise FigureUnavailable("the test_dt cases are no longer in the dataset")
+    loaded = {label: LoadedModel(pathlib.Path(label), keras_predictor(m),
+                                 tuple(int(d) for d in m.input_shape[1:]), int(m.output_shape[-1]), m)
+              for label, m in models.items()}
+    volumes = {}
+    for case in cases:
+        image, affine = load_nifti(case.image_paths[0], prep.reorient)
+        gt, _ = load_nifti(case.label_path, prep.reorient)
+        labels = {"ground truth": np.rint(gt).astype(np.int32)}
+        for label, model in loaded.items():
+            pred, _ = predict_volume(model, case.image_paths, prep, case.modalities, batch_size)
+            labels[label] = _canonical(pred, nib.load(str(case.image_paths[0])).affine, prep.reorient)
+        volumes[case.case_id] = (image, labels)
+    areas = {c: (labels["ground truth"] > 0).sum(axis=(0, 1)) for c, (_, labels) in volumes.items()}
+    shown = []
+    for case_id, z in _order(areas, n_slices):
+        image, labels = volumes[case_id]
+        shown.append((f"{case_id} z={z}", np.rot90(image[:, :, z]),
+                      {k: np.stack([np.rot90(np.isin(v[:, :, z], vals)) for vals in prep.classes], -1)
+                       for k, v in labels.items()}))
+    return shown, list(prep.class_names)
+
+
+def _canonical(labels: np.ndarray, affine: np.ndarray, reorient: bool) -> np.ndarray:
+    """``labels`` on the file's grid in the orientation :func:`load_nifti` gives (RAS when
+    ``reorient``)."""
+    if not reorient:
+        return labels
+    return np.asarray(nib.as_closest_canonical(nib.Nifti1Image(labels, affine)).dataobj)
+
+
+PALETTE = np.array([[1, 0, 0], [0, 1, 0], [0, 0.4, 1], [1, 1, 0], [1, 0, 1], [0, 1, 1]], float)
+
+
 def _colour(mask: np.ndarray) -> np.ndarray:
-    """(H, W, K) booleans -> RGBA, one colour per class, transparent background."""
-    palette = np.array([[1, 0, 0], [0, 1, 0], [0, 0.4, 1], [1, 1, 0], [1, 0, 1], [0, 1, 1]], float)
+    """(H, W, K) booleans -> RGBA, one colour per class (:data:`PALETTE`, later classes drawn
+    over earlier ones), transparent background."""
     h, w, k = mask.shape
     rgba = np.zeros((h, w, 4))
     for c in range(k):
-        rgba[mask[..., c], :3] = palette[c % len(palette)]
+        rgba[mask[..., c], :3] = PALETTE[c % len(PALETTE)]
         rgba[mask[..., c], 3] = 1.0
     return rgba

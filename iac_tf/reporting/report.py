@@ -38,6 +38,7 @@ import html
 import io
 import logging
 import pathlib
+import re
 import shutil
 
 from iac_tf.diskspace import check_writable_folder
@@ -157,11 +158,16 @@ def _write_csv(t: Table, path: pathlib.Path) -> None:
         w.writerows(t.rows)
 
 
+#: The caution a table prints beside a p-value of few pairs (:func:`iac_tf.evaluation.stats.caution`).
+CAUTION = re.compile(r"\(caution: [^)]*\)")
+
+
 def _md_table(t: Table) -> str:
     esc = lambda s: str(s).replace("|", "\\|")  # noqa: E731
+    cell = lambda s: CAUTION.sub(lambda m: f"**{m.group(0)}**", esc(s))  # noqa: E731
     lines = [f"## {t.title}", "", "| " + " | ".join(map(esc, t.header)) + " |",
              "|" + "---|" * len(t.header)]
-    lines += ["| " + " | ".join(map(esc, row)) + " |" for row in t.rows]
+    lines += ["| " + " | ".join(map(cell, row)) + " |" for row in t.rows]
     if not t.rows:
         lines.append("| " + " | ".join(["(no data)"] + [""] * (len(t.header) - 1)) + " |")
     if t.note:
@@ -197,10 +203,16 @@ def markdown(tables, figures, skipped, out_root, warnings=(), split: str = "val_
     return "\n".join(parts) + "\n"
 
 
+def _html_cell(value) -> str:
+    """A table cell as HTML, a caution beside a p-value marked in red with a warning sign."""
+    return CAUTION.sub(lambda m: f"<span class=caution>&#9888; {m.group(0)}</span>",
+                       html.escape(str(value)))
+
+
 def html_page(tables, figures, skipped, warnings=(), split: str = "val_dt") -> str:
     def table(t: Table) -> str:
         head = "".join(f"<th>{html.escape(str(h))}</th>" for h in t.header)
-        body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>"
+        body = "".join("<tr>" + "".join(f"<td>{_html_cell(c)}</td>" for c in row) + "</tr>"
                        for row in t.rows) or f"<tr><td colspan={len(t.header)}>(no data)</td></tr>"
         note = f"<p class=note>{html.escape(t.note)}</p>" if t.note else ""
         return f"<h2 id={t.key}>{html.escape(t.title)}</h2><table><tr>{head}</tr>{body}</table>{note}"
@@ -215,7 +227,8 @@ def html_page(tables, figures, skipped, warnings=(), split: str = "val_dt") -> s
               "body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;"
               "margin:.5em 0}td,th{border:1px solid #bbb;padding:3px 7px;font-size:13px}th{background:#eee}"
               ".note{font-size:12px;color:#555;max-width:1100px}figure{display:inline-block;margin:1em}"
-              "img{max-width:1100px}</style></head><body><h1>IAC report</h1>")
+              "img{max-width:1100px}.caution{color:#b00000;font-weight:bold}</style></head><body>"
+              "<h1>IAC report</h1>")
     buf.write(f"<p class=note>{html.escape(split_note(split))}</p>")
     links = ([("warnings", "Warnings")] if warnings else []) + [
         (t.key, t.title.split(":")[0]) for t in tables] + [("figures", "Figures")]

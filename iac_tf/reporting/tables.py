@@ -3,6 +3,9 @@
 A setting is one run (a dataset x backbone pair); its score for a model is the mean over val_dt
 cases of the per-case Dice (:class:`~iac_tf.reporting.collect.RunRecord`). Tables II, IV, V and
 the Section V-C statistics aggregate settings; Table VI lists each setting's genotype epochs.
+The per-class table lists each run's Dice and HD95 per class, split and model; with fewer than
+two settings per method the Section V-C statistics give way to each run's own paired per-case
+tests. A p-value of fewer than five pairs carries a caution (:func:`fp`).
 
 One run per setting: every table counts each setting once, so two runs of one dataset x backbone
 pair are refused (:func:`check_one_run_per_setting`, called by :func:`all_tables`) with an
@@ -18,7 +21,7 @@ import numpy as np
 
 from iac_tf.errors import UserError
 from iac_tf.evaluation.across_settings import compare_settings, mean_std
-from iac_tf.evaluation.stats import mean_ci
+from iac_tf.evaluation.stats import caution, compare_paired, mean_ci
 from iac_tf.reporting import paper
 from iac_tf.reporting.collect import RunRecord
 
@@ -38,8 +41,22 @@ def f3(x) -> str:
     return NA if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
 
 
-def fp(x) -> str:
-    return NA if x is None or math.isnan(x) else f"{x:.2g}"
+def fp(x, n: int | None = None) -> str:
+    """A p-value; of ``n`` pairs, with the caution of :func:`~iac_tf.evaluation.stats.caution`
+    beside it when ``n`` is small."""
+    if x is None or math.isnan(x):
+        return NA
+    return f"{x:.2g}" + ("" if n is None else caution(n))
+
+
+def mm(x) -> str:
+    return NA if x is None or math.isnan(x) else f"{x:.2f}"
+
+
+def _mean(values) -> float:
+    v = np.asarray(values, dtype=np.float64)
+    v = v[~np.isnan(v)]
+    return float(v.mean()) if v.size else math.nan
 
 
 def _ci(values) -> str:
@@ -213,10 +230,9 @@ def statistics_table(records) -> tuple[Table, dict]:
         b, c = (np.array([p[i] for p in pairs]) for i in (0, 1)) if pairs else (np.array([]), np.array([]))
         s = compare_settings(b, c)
         raw[m] = s
-        lo, hi = s["gain_ci95"]
         rows.append([m, str(s["n"]), f3(s["mean_baseline"]), f3(s["mean_candidate"]),
-                     f"{f3(s['mean_gain'])} ({f3(lo)}; {f3(hi)})", fp(s["t_test_p"]), fp(s["wilcoxon_p"]),
-                     fp(s["wilcoxon_greater_p"]),
+                     _gain(s), fp(s["t_test_p"], s["n"]), fp(s["wilcoxon_p"], s["n"]),
+                     fp(s["wilcoxon_greater_p"], s["n"]),
                      NA if math.isnan(s["wilcoxon_z"]) else f"{s['wilcoxon_z']:.2f}",
                      f"{s['improved']}/{s['n']}" + ("" if not s["n"] else f" ({s['improved_fraction']:.0%})")])
     return Table("statistics", "Section V-C: each method against the U-Net over the settings",
@@ -225,7 +241,86 @@ def statistics_table(records) -> tuple[Table, dict]:
                  "Pairs: one per setting (run), the mean per-case Dice of the U-Net and of the method. "
                  "Paired t-test two-sided; Wilcoxon signed-rank two-sided and one-sided (scipy, exact "
                  "for small n); Z: normal approximation of the one-sided test (the paper's Z). n/a: "
-                 "fewer than two settings or all gains zero."), raw
+                 f"fewer than two settings or all gains zero (then the table '{RUN_TESTS_TITLE}' "
+                 f"pairs the cases of each run). {CAUTION_NOTE}"), raw
+
+
+RUN_TESTS_TITLE = "Paired tests within each run"
+CAUTION_NOTE = ("'caution: n=... < 5': a p-value of fewer than five pairs says little (the exact "
+                "two-sided Wilcoxon p of n pairs cannot go below 2/2^n: 0.5 for n = 2).")
+
+
+def _gain(s: dict) -> str:
+    lo, hi = s["gain_ci95"]
+    return f"{f3(s['mean_gain'])} ({f3(lo)}; {f3(hi)})"
+
+
+def across_settings_available(raw: dict) -> bool:
+    """Whether every method of the Section V-C table has two settings or more."""
+    return all(s["n"] >= 2 for s in raw.values())
+
+
+def run_tests_table(records) -> tuple[Table, dict]:
+    """Each run's own paired per-case tests, U-Net against each method, on the split of the
+    report: over the case means (all classes) and per class. ``raw[run][method][class]`` are
+    the :func:`~iac_tf.evaluation.stats.compare_paired` numbers."""
+    rows, raw = [], {}
+    for r in records:
+        if "unet" not in r.case_scores:
+            continue
+        per_class = r.class_scores.get(r.split)
+        for m in r.methods:
+            parts = [("all classes", r.case_scores["unet"], r.case_scores[m])]
+            if per_class is not None and m in per_class.dice and "unet" in per_class.dice:
+                parts += [(cls, per_class.dice["unet"][:, k], per_class.dice[m][:, k])
+                          for k, cls in enumerate(per_class.classes)]
+            for cls, b, c in parts:
+                s = compare_paired(b, c)
+                raw.setdefault(r.name, {}).setdefault(m, {})[cls] = s
+                n = s["n"]
+                rows.append([r.name, r.split, m, cls, str(n), f3(s["mean_baseline"]),
+                             f3(s["mean_candidate"]), _gain(s), fp(s["t_test_p"], n),
+                             fp(s["wilcoxon_p"], n), fp(s["wilcoxon_greater_p"], n),
+                             NA if not n else f"{s['improved_fraction']:.0%}"])
+    return Table("run_tests", f"{RUN_TESTS_TITLE}: U-Net against each method, case by case",
+                 ["run", "split", "method", "class", "cases", "U-Net Dice", "method Dice",
+                  "mean gain (95% CI)", "t-test p", "Wilcoxon p", "Wilcoxon p (gain > 0)",
+                  "cases improved"], rows,
+                 "Shown because the statistics over the settings need two settings or more per "
+                 "method. Pairs: the cases of one run, the U-Net's and the method's Dice of each "
+                 "case ('all classes': the case's mean over the classes present; a class: that "
+                 "class's Dice, cases where it is absent from both label and prediction left out). "
+                 "Paired t-test two-sided, Wilcoxon signed-rank two- and one-sided (scipy.stats). "
+                 "These pair cases, not settings: they say whether the method beats the U-Net on "
+                 f"this run's data, not across datasets and backbones. {CAUTION_NOTE}"), raw
+
+
+def per_class_table(records) -> Table:
+    """Mean Dice and HD95 per class, split and model of every run (the U-Net first, then the
+    methods; the genotype-epoch sweep's models are in Table VI)."""
+    models = ["unet"] + methods_of(records)
+    header = ["run", "split", "class", "cases"] + [
+        f"{m} {what}" for m in models for what in ("Dice", "HD95 mm")]
+    rows, units = [], set()
+    for r in records:
+        for split, cs in r.class_scores.items():
+            units.add((split, cs.dice_unit))
+            for k, cls in enumerate(cs.classes):
+                row = [r.name, split, cls, str(len(cs.cases))]
+                for m in models:
+                    row += [f3(_mean(cs.dice[m][:, k])) if m in cs.dice else NA,
+                            mm(_mean(cs.hd95[m][:, k])) if m in cs.hd95 else NA]
+                rows.append(row)
+    what = "; ".join(f"{split}: Dice of {'whole volumes' if unit == 'volumes' else 'the 2D slices'}"
+                     for split, unit in sorted(units))
+    return Table("per_class", "Dice and HD95 per class", header, rows,
+                 "Mean over the split's cases of each case's Dice and 95th-percentile Hausdorff "
+                 "distance (mm, whole volumes on their own grid); a case where the class is absent "
+                 "from both label and prediction is left out, a class missed or predicted where "
+                 "there is none scores Dice 0 and HD95 the volume's diagonal. "
+                 + (f"{what}. " if what else "") + "n/a: the run has no such score (HD95: no "
+                 "volumetric scores, e.g. npz data). Read from each run's evaluation/ "
+                 "(dice_per_case.csv, volumetric_per_case.csv) and evaluation/test_dt/.")
 
 
 def runs_table(records, current_version: str) -> Table:
@@ -245,9 +340,16 @@ def runs_table(records, current_version: str) -> Table:
 def all_tables(records, current_version: str) -> tuple[list[Table], dict]:
     """The Runs table lists every record; the others use the runs that exist (partial ones
     contribute the parts they have). Two runs of one setting are refused
-    (:func:`check_one_run_per_setting`)."""
+    (:func:`check_one_run_per_setting`). When a method has fewer than two settings, the
+    tables end with each run's own paired tests (:func:`run_tests_table`, in ``raw["per_run"]``)."""
     check_one_run_per_setting(records)
     present = [r for r in records if r.status.exists]
     stats, raw = statistics_table(present)
-    return [runs_table(records, current_version), table_i(present), table_ii(present),
-            table_iii(present), table_iv(present), table_v(present), table_vi(present), stats], raw
+    tables = [runs_table(records, current_version), table_i(present), table_ii(present),
+              table_iii(present), table_iv(present), table_v(present), table_vi(present),
+              per_class_table(present), stats]
+    if not across_settings_available(raw):
+        own, raw_own = run_tests_table(present)
+        tables.append(own)
+        raw["per_run"] = raw_own
+    return tables, raw

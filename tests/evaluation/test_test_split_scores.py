@@ -65,6 +65,8 @@ def test_every_model_is_scored_on_test_dt_volumes_and_both_splits_are_named(tmp_
     assert stats["split"] == "test_dt" and stats["selected_on"] == "val_dt"
     assert stats["cases"] == ["t0", "t1"] and set(stats["methods"]) == {"iac"}
     assert report["test"]["volumetric"].keys() == {"unet", "iac"}
+    assert (test_dir / "dice_paired.png").stat().st_size > 0  # the plots of val_dt, for test_dt
+    assert (test_dir / "dice_methods.png").stat().st_size > 0
     # the val_dt outputs stay where they were, on val_dt cases only
     val_cases = set(prepared.splits["cases"]["val_dt"])
     assert {r["case"] for r in _rows(ev / "volumetric_per_case.csv")} == val_cases

@@ -82,3 +82,36 @@ def test_the_record_loads_without_tensorflow():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("edges", [
+    EDGES,
+    # the labels of the middle crossing edges fell on one spot with a fixed mid-arc position
+    ((("sep_conv_3x3", 0), ("skip_connect", 1)), (("dil_conv_5x5", 0), ("max_pool_3x3", 1)),
+     (("avg_pool_3x3", 0), ("sep_conv_5x5", 1)), (("dil_conv_3x3", 0), ("skip_connect", 1))),
+    ((("sep_conv_5x5", 1), ("sep_conv_5x5", 0)), (("max_pool_3x3", 0), ("sep_conv_3x3", 2))),
+    ((("dil_conv_5x5", 0), ("dil_conv_5x5", 1)), (("dil_conv_5x5", 2), ("dil_conv_5x5", 1)),
+     (("dil_conv_5x5", 3), ("dil_conv_5x5", 2)), (("dil_conv_5x5", 4), ("dil_conv_5x5", 0)),
+     (("dil_conv_5x5", 5), ("dil_conv_5x5", 1))),
+])
+def test_edge_labels_overlap_no_other_label_and_no_node(edges):
+    from iac_tf.genotype.draw import EDGE_LABEL, NODE_LABEL, genotype_figure
+
+    g = Genotype(edges)
+    fig = genotype_figure(g)
+    renderer = fig.canvas.get_renderer()
+    fig.draw(renderer)  # lays out every text and its box as saved
+
+    def box(text):
+        return text.get_bbox_patch().get_window_extent(renderer)
+
+    texts = fig.axes[0].texts
+    labels = [t for t in texts if t.get_gid() == EDGE_LABEL]
+    nodes = [t for t in texts if t.get_gid() == NODE_LABEL]
+    assert sorted(t.get_text() for t in labels) == sorted(op for node in g.edges for op, _ in node)
+    assert len(nodes) == g.steps + 3
+    for i, a in enumerate(labels):
+        for b in labels[i + 1:] + nodes:
+            assert not box(a).overlaps(box(b)), (a.get_text(), b.get_text())
+        inside = box(a).x0 >= 0 and box(a).y0 >= 0
+        assert inside and box(a).x1 <= fig.bbox.width and box(a).y1 <= fig.bbox.height

@@ -119,6 +119,10 @@ def test_report_from_real_runs(runs, capsys):
     assert md.split("## Table VI:", 1)[1].splitlines()[2].count("EP ") == 2
     assert all(re.fullmatch(r"\d\.\d{3}", c) for c in t6["sample_base"][3:])  # U-Net, EP 1, EP 2, IAC
     assert all(re.fullmatch(r"\d\.\d{3}", c) for r in t6.values() for c in (r[3], r[-1]))
+    per_class = _table(md, "Dice and HD95 per class")  # every finished run, its classes
+    assert {r[0] for r in per_class} == {"sample_base", "sample_vgg16", "tiny_base"}
+    assert all(re.fullmatch(r"\d\.\d{3}", r[4]) and re.fullmatch(r"\d+\.\d{2}", r[5]) for r in per_class)
+    assert "## Paired tests within each run" not in md  # three settings: the statistics over them
     stats = {r[0]: r for r in _table(md, "Section V-C")}
     assert stats["iac"][1] == "3" and stats["nested"][1] == "2"
     assert all(c != "n/a" for c in stats["iac"])
