@@ -12,7 +12,9 @@ export leaves ``OUT`` as it was.
 
 The signature ``serving_default`` takes ``image``: float32 ``(None, H, W, C)`` already
 NORMALISED slices and returns ``probabilities`` float32 ``(None, H, W, N)`` and ``labels`` int32
-``(None, H, W)`` (the dataset's label values, :mod:`iac_tf.inference.labels`).
+``(None, H, W)`` (the dataset's label values by the tool's one decision rule,
+:func:`iac_tf.inference.labels.probabilities_to_labels_tf`, the twin of what ``iac predict`` and
+every score use; ``preprocessing.json`` records it as ``label_rule``).
 
 The intensity normalisation is NOT inside the graph: it uses statistics of the whole volume
 (mean/std of each channel, CT percentiles), which one slice request cannot compute. What the
@@ -41,7 +43,8 @@ from iac_tf._keras import keras, tf
 from iac_tf.diskspace import DiskFullError, check_writable_folder, is_disk_full
 from iac_tf.files import (EXPORT_MARKER, RefusedPath, atomic_path, atomic_write_json,
                           check_replaceable_folder, is_marked, mark, remove)
-from iac_tf.inference.labels import probabilities_to_labels, probabilities_to_labels_tf
+from iac_tf.inference.labels import (LabelRule, probabilities_to_labels,
+                                     probabilities_to_labels_tf)
 
 SIGNATURE = "serving_default"
 TOLERANCE = 1e-4  # probabilities; graph vs eager oneDNN kernels differ by ~1e-6
@@ -159,6 +162,7 @@ def export_serving(model: keras.Model, out: str | os.PathLike, classes, *,
         info = {"signature": SIGNATURE,
                 "input": {"image": ["None", *map(int, model.input_shape[1:])]},
                 "outputs": ["probabilities", "labels"], "normalisation_in_graph": False,
+                "label_rule": LabelRule(classes).record(),
                 "version": int(version), "check": check}
         if preprocessing is not None:
             info["preprocessing"] = _jsonable(dataclasses.asdict(preprocessing))

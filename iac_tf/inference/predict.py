@@ -4,7 +4,8 @@ Per case: read the channels (:func:`iac_tf.data.nifti.load_nifti`, reoriented as
 -> :func:`~iac_tf.inference.volume.to_slices` (the run's normalisation and zoom) -> sliding
 windows over every axial slice (:func:`~iac_tf.inference.tiling.predict_slices`) -> back to the
 file's grid (:func:`~iac_tf.inference.volume.from_slices`, ``to_file_orientation``) -> labels
-(:func:`~iac_tf.inference.labels.probabilities_to_labels`). Files are written through a temp
+(:func:`~iac_tf.inference.labels.probabilities_to_labels`, the one decision rule of the tool: the
+label mode of the run's classes, so the labels are those every score of the run counted). Files are written through a temp
 file and ``os.replace``.
 
 Before the first prediction is written, every input is checked (headers, then every file read
@@ -33,7 +34,7 @@ from iac_tf.diskspace import check_writable_folder
 from iac_tf.files import RefusedPath, atomic_path, check_new_or_ours
 from iac_tf.inference.inputs import (NIFTI_ENDINGS, InputCase, check_case_data, check_cases,
                                      collect_cases)
-from iac_tf.inference.labels import probabilities_to_labels
+from iac_tf.inference.labels import LabelRule
 from iac_tf.inference.model_source import LoadedModel
 from iac_tf.inference.tiling import predict_slices
 from iac_tf.inference.volume import Preprocessing, from_slices, to_file_orientation, to_slices
@@ -54,9 +55,10 @@ def check_batch_size(batch_size) -> int:
 
 
 def predict_volume(model: LoadedModel, paths: Sequence[pathlib.Path], prep: Preprocessing,
-                   modalities: Sequence[str], batch_size: int = 32, overlap: float = 0.5
-                   ) -> tuple[np.ndarray, np.ndarray]:
-    """``(labels (X,Y,Z), probabilities (X,Y,Z,N))`` of one case on its files' own grid."""
+                   modalities: Sequence[str], batch_size: int = 32, overlap: float = 0.5,
+                   rule: LabelRule | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``(labels (X,Y,Z), probabilities (X,Y,Z,N))`` of one case on its files' own grid; the
+    labels by ``rule`` (default: the decision rule of ``prep.classes``)."""
     batch_size = check_batch_size(batch_size)
     channels = [load_nifti(p, prep.reorient)[0].astype(np.float32, copy=False) for p in paths]
     image = np.stack(channels, axis=-1)
@@ -66,7 +68,8 @@ def predict_volume(model: LoadedModel, paths: Sequence[pathlib.Path], prep: Prep
                            batch_size=batch_size, overlap=overlap)
     probs = from_slices(probs, image.shape[:3])
     probs = to_file_orientation(probs, nib.load(str(paths[0])).affine, prep.reorient)
-    return probabilities_to_labels(probs, prep.classes), probs
+    rule = LabelRule(prep.classes) if rule is None else rule
+    return rule.labels(probs), probs
 
 
 def _save_nifti(array: np.ndarray, reference, path: pathlib.Path) -> None:

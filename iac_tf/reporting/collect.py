@@ -28,7 +28,9 @@ from iac_tf.errors import UserError
 from iac_tf.run_layout import DICE_CSV, HISTORY, SUMMARY, RunLayout, RunStatus
 
 EPOCH_COLUMN = re.compile(r"^iac_epoch_(\d+)$")
-NOT_MODELS = {"case", "class", "gain"}
+#: columns of ``dice_per_case.csv`` that are not models (``split``, ``metric``: the split and the
+#: decision rule the table scores, :mod:`iac_tf.evaluation.report`)
+NOT_MODELS = {"case", "class", "gain", "split", "metric"}
 # column names of the slice-level soft Dice, current first (older runs wrote "dice"/"val_dice")
 TRAIN_DICE = ("soft_dice", "dice")
 VAL_DICE = ("val_soft_dice", "val_dice")
@@ -54,6 +56,8 @@ class RunRecord:
     test split).
     ``warnings``: files of the run that are there but could not be read as expected, one line
     each (``FILE: problem``, the file relative to the run folder).
+    ``rule``: the decision rule the evaluation scored with (``labels`` or ``paper_channels``,
+    from ``evaluation/stats.json``; ``not recorded`` for evaluations that predate it).
     """
 
     run_dir: pathlib.Path
@@ -77,6 +81,7 @@ class RunRecord:
     warnings: list[str] = dataclasses.field(default_factory=list)
     test_case_scores: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
     split: str = "val_dt"
+    rule: str = "not recorded"
 
     @property
     def methods(self) -> list[str]:
@@ -305,6 +310,10 @@ def read_run(run_dir) -> RunRecord:
             rec.status, missing=[*rec.status.missing, f"evaluation (unreadable {DICE_CSV.as_posix()})"])
     _set_scores(rec, val or {}, "val_dt")
     rec.test_case_scores = _scores_of(read, layout.test_dice_csv, "test_dt scores") or {}
+    if val:
+        rule = read.json(layout.evaluation / "stats.json").get("rule")
+        if isinstance(rule, dict) and rule.get("metric"):
+            rec.rule = str(rule["metric"])
     if not rec.epoch_scores:  # a sweep without evaluation columns: Stage III's own val Dice
         for key, d in layout.stage3_dirs().items():
             path = d / SUMMARY

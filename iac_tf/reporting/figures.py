@@ -6,7 +6,8 @@
   (eq. 4 / 6-10) after every search epoch, from ``stage2/arch/epoch_XXX.json``;
 * ``genotype``: the cell diagrams of the last search epoch and of the swept epochs;
 * ``overlays``: image / ground truth / U-Net / IAC on a few val_dt slices (the slices with the
-  largest ground-truth area), predictions thresholded at 0.5 per class.
+  largest ground-truth area), the predictions as the run's decision rule makes them
+  (:func:`prediction_masks`: the label map of ``iac predict`` with ``evaluation.metric: labels``).
 Each function returns the PNG path, or raises ``FigureUnavailable`` saying what is missing or
 which file could not be read.
 """
@@ -23,6 +24,7 @@ from matplotlib.figure import Figure
 from iac_tf.data import prepare_dataset
 from iac_tf.experiment import load_experiment
 from iac_tf.genotype import Genotype
+from iac_tf.inference.labels import LabelRule
 from iac_tf.reporting.collect import TRAIN_DICE, VAL_DICE, RunRecord
 from iac_tf.run_layout import RunLayout
 from iac_tf.search.operations import PRIMITIVES
@@ -171,6 +173,7 @@ def overlays(rec: RunRecord, out_png: pathlib.Path, n_slices: int = 3, batch_siz
     except Exception as exc:  # noqa: BLE001 - data not mounted where the run had it
         raise FigureUnavailable(f"data not available ({exc})") from None
     split = cfg.evaluation.split
+    rule = LabelRule(prepared.class_values, metric=cfg.evaluation.metric)
     images, masks, cases = prepared.arrays(split)
     if len(images) == 0:
         raise FigureUnavailable(f"no {split} slices")
@@ -182,7 +185,7 @@ def overlays(rec: RunRecord, out_png: pathlib.Path, n_slices: int = 3, batch_siz
             model = load_unet(path)
         except Exception as exc:  # noqa: BLE001 - e.g. a model saved by an older code version
             raise FigureUnavailable(f"{path} not loadable by this code version ({exc})") from None
-        preds[label] = np.asarray(model.predict(x, batch_size=batch_size, verbose=0)) > 0.5
+        preds[label] = prediction_masks(model.predict(x, batch_size=batch_size, verbose=0), rule)
     columns = [("image", None), ("ground truth", masks[pick] > 0.5), ("U-Net", preds["U-Net"]),
                ("IAC", preds["IAC"])]
     fig = _figure(figsize=(2.4 * len(columns), 2.4 * len(pick)))
@@ -200,10 +203,17 @@ def overlays(rec: RunRecord, out_png: pathlib.Path, n_slices: int = 3, batch_siz
                 ax.set_title(title, fontsize=9)
             if j == 0:
                 ax.set_ylabel(f"{cases[s]} #{s}", fontsize=7)
-    fig.suptitle(f"{rec.name}: {split} slices")
+    fig.suptitle(f"{rec.name}: {split} slices (rule: {rule.metric})")
     fig.tight_layout()
     fig.savefig(out_png, dpi=80)
     return out_png
+
+
+def prediction_masks(probs, rule: LabelRule) -> np.ndarray:
+    """The class masks ``(..., N)`` an overlay shows of probabilities ``(..., N)``: the
+    channels the run's scores count (``rule.channels``: with ``labels``, those of the label map
+    ``iac predict`` writes, one class per pixel for exclusive classes)."""
+    return rule.channels(np.asarray(probs, np.float32))
 
 
 def _colour(mask: np.ndarray) -> np.ndarray:
