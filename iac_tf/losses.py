@@ -26,7 +26,14 @@ from __future__ import annotations
 
 
 from iac_tf._keras import keras, tf
-from iac_tf.inference.labels import labels_to_channels_tf, probabilities_to_labels_tf, soft_channels_tf
+from iac_tf.inference import labels as _labels
+
+# Python functions building TF ops (no tensor-dependent control flow): AutoGraph must not
+# rewrite them (it mis-converts their pure-Python helpers).
+_plain = tf.autograph.experimental.do_not_convert
+labels_to_channels_tf = _plain(_labels.labels_to_channels_tf)
+probabilities_to_labels_tf = _plain(_labels.probabilities_to_labels_tf)
+soft_channels_tf = _plain(_labels.soft_channels_tf)
 
 _REDUCE_AXES = (1, 2)  # spatial axes of (B, H, W, N)
 

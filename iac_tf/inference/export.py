@@ -105,8 +105,9 @@ class ServingModule(tf.Module):
 
         def serve(image):
             probs = tf.cast(model(image, training=False), tf.float32)
-            return {"probabilities": probs,
-                    "labels": probabilities_to_labels_tf(probs, classes)}
+            # plain TF ops; AutoGraph must not rewrite the rule's pure-Python helpers
+            to_labels = tf.autograph.experimental.do_not_convert(probabilities_to_labels_tf)
+            return {"probabilities": probs, "labels": to_labels(probs, classes)}
 
         self.serve = tf.function(
             serve, input_signature=[tf.TensorSpec((None, h, w, c), tf.float32, name="image")])

@@ -43,6 +43,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from iac_tf.errors import UserError
+
 THRESHOLD = 0.5  # our choice: the same 0.5 as the paper's binary masks and the hard Dice
 
 #: How probabilities become labels (:func:`probabilities_to_labels`).
@@ -249,14 +251,15 @@ class LabelRule:
         return soft_channels(probs, self.classes, self.mode, self.metric)
 
     def check_masks(self, masks: np.ndarray, where: str = "the masks") -> None:
-        """Raise ``ValueError`` when ``masks`` (``(..., N)`` ground truth) has a voxel in two
+        """Raise :class:`~iac_tf.errors.UserError` (a ``ValueError``) naming ``where`` when
+        ``masks`` (``(..., N)`` ground truth) has a voxel in two
         classes although the rule gives each voxel one class (``exclusive``/``softmax``
         with ``labels``): its Dice would be wrong, not just low."""
         if self.metric != "labels" or self.mode == "regions":
             return
         masks = np.asarray(masks)
         if masks.size and float(masks.sum(axis=-1, dtype=np.float32).max()) > 1.5:
-            raise ValueError(
+            raise UserError(
                 f"{where}: a voxel belongs to two classes, but the classes "
                 f"{[list(v) for v in self.classes]} exclude each other (label mode "
                 f"{self.mode}); give the classes' label values (overlapping regions) or score "

@@ -77,6 +77,7 @@ def run_evaluation(cfg: ExperimentConfig, prepared=None) -> dict:
     # the IAC (every mode) against the budget-matched baseline too
     pairs = [("unet_continued", n) for n in loaded if n.startswith("iac") and "unet_continued" in loaded]
     rule = label_rule(cfg, prepared)
+    rule.check_masks(masks, f"{getattr(prepared, 'cache_path', 'the data cache')} ({split})")
     report = evaluate_models(loaded, images, masks, case_ids, prepared.class_names, out_dir,
                              batch_size=cfg.evaluation.batch_size, pairs=pairs, split=split,
                              selected_on=SELECTION_SPLIT, rule=rule)
