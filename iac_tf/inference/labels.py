@@ -45,7 +45,7 @@ import numpy as np
 
 from iac_tf.errors import UserError
 
-THRESHOLD = 0.5  # our choice: the same 0.5 as the paper's binary masks and the hard Dice
+THRESHOLD = 0.5  # our choice (the paper states none): where a sigmoid says "more likely than not"
 
 #: How probabilities become labels (:func:`probabilities_to_labels`).
 LABEL_MODES = ("exclusive", "regions", "softmax")

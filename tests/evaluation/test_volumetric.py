@@ -158,3 +158,22 @@ def test_unwritable_out_is_found_before_any_work(tmp_path, capsys, monkeypatch, 
     err = capsys.readouterr().err
     assert err.startswith(f"iac: error: {unwritable}: not writable") and err.count("\n") == 1
     assert "--out" in err and not any(unwritable.iterdir()) and "Traceback" not in err
+
+
+def test_channels_scored_alone_or_as_a_label_map():
+    """``score_channels`` (``evaluation.metric: paper_channels``) scores any binary channels; of
+    the label map's channels it is ``score_case``; a voxel in two predicted channels counts for
+    both (against the reference Dice of each channel)."""
+    from iac_tf.evaluation.volumetric import score_channels
+    from iac_tf.inference.labels import labels_to_channels
+
+    rng = np.random.default_rng(7)
+    classes = ((1, 2, 3), (1, 3), (3,))
+    gt = rng.integers(0, 4, (9, 8, 5))
+    pred = rng.integers(0, 4, (9, 8, 5))
+    assert score_channels(labels_to_channels(pred, classes), gt, classes, (1, 1, 1)) == \
+        score_case(pred, gt, classes, (1, 1, 1))
+    both = np.stack([gt == 1, (gt == 1) | (gt == 2)], -1)  # channel 1 also claims class 1
+    scored = score_channels(both, gt, ((1,), (2,)), (1, 1, 1))
+    assert scored[0][0] == 1.0
+    assert scored[1][0] == pytest.approx(2 * (gt == 2).sum() / ((gt == 2).sum() + both[..., 1].sum()))
