@@ -112,16 +112,17 @@ def test_table_i_names_the_split_its_unet_dice_is_of(tmp_path):
     def run(root, name, test):
         path = _scored_run(root, name, 0.6, test)
         _touch(path / "evaluation" / "test_dt" / "dice_per_case.csv",
-               f"split,metric,case,class,unet,iac\ntest_dt,labels,t1,a,{test},0.7\n")
+               f"case,class,unet,iac\nt1,a,{test},0.7\n")
         _touch(path / "evaluation" / "stats.json", '{"rule": {"metric": "labels"}}')
         return read_run(path)
 
     records = [run(tmp_path, "r", 0.25)]
-    assert use_split(records) == "test_dt" and records[0].rule == "labels"
+    assert use_split(records) == "test_dt"
     table = table_i(records)
     assert table.header[2].endswith(" test_dt") and "val_dt" not in table.header[2]
     assert table.rows[0][2] == "0.250"  # the test_dt U-Net Dice under the test_dt header
     assert "test_dt: mean per-case Dice of the U-Net" in table.note
+    assert records[0].rule == "labels"  # the rule of the run's evaluation, for the report
     plain = [read_run(_scored_run(tmp_path / "v", "r", 0.6))]
     assert use_split(plain) == "val_dt"
     assert table_i(plain).header[2].endswith(" val_dt") and table_i(plain).rows[0][2] == "0.500"
