@@ -103,9 +103,10 @@ def evaluate(cfg, split: str = "val_dt") -> dict:
                                                  if r["case"] == case]))
                         for case in scores.cases} for label in names}
     images, masks, case_ids = prepared.arrays("val_dt")
+    rule = pipeline.common.label_rule(cfg, prepared)  # the run's decision rule, as its tables
     out = {}
     for label, registered in names.items():
-        scores = case_dice(masks, predict(load_unet(paths[registered]), images), case_ids)
+        scores = case_dice(masks, predict(load_unet(paths[registered]), images), case_ids, rule)
         out[label] = {case: float(np.nanmean(d)) for case, d in scores.items()}
     return out
 

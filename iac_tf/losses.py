@@ -14,12 +14,26 @@ scores ``eps / (sum(p) + eps)``: 1 when the prediction is empty too, and falling
 model predicts more foreground there. So empty channels are *counted* (a correct "nothing here"
 is a perfect score), which is what the paper's Keras-style Dice does. The reporting helpers in
 ``iac_tf.evaluation`` can exclude empty channels instead.
+
+**The metric and the decision rule.** The loss scores every sigmoid channel on its own (the
+paper's training objective). :class:`DiceCoefficient` given the dataset's ``classes`` scores the
+soft channels of the label rule instead (:func:`iac_tf.inference.labels.soft_channels_tf`:
+for exclusive classes each pixel keeps only its most probable class), so a model that calls a
+pixel two exclusive classes is not rewarded for it by the metric that selects the epoch.
 """
 
 from __future__ import annotations
 
 
 from iac_tf._keras import keras, tf
+from iac_tf.inference import labels as _labels
+
+# Python functions building TF ops (no tensor-dependent control flow): AutoGraph must not
+# rewrite them (it mis-converts their pure-Python helpers).
+_plain = tf.autograph.experimental.do_not_convert
+labels_to_channels_tf = _plain(_labels.labels_to_channels_tf)
+probabilities_to_labels_tf = _plain(_labels.probabilities_to_labels_tf)
+soft_channels_tf = _plain(_labels.soft_channels_tf)
 
 _REDUCE_AXES = (1, 2)  # spatial axes of (B, H, W, N)
 
@@ -69,25 +83,52 @@ class DiceCoefficient(keras.metrics.Mean):
 
     Args:
         eps: smoothing term, as in :class:`DiceLoss`.
-        threshold: if set, predictions are binarised at this value before scoring (hard Dice).
+        threshold: if set, predictions are binarised before scoring (hard Dice): each channel
+            above ``threshold`` without ``classes``, the channels of the label map with them.
+        classes: the label values of each output channel (``LabelRule.classes``); ``None``
+            (default): every channel scored on its own (the paper's protocol). Given: the
+            channels of the decision rule (:mod:`iac_tf.inference.labels`), soft
+            (``soft_channels_tf``) or, with ``threshold``, hard.
+        label_mode: the rule's label mode (``None``: from ``classes``).
     """
 
-    def __init__(self, eps: float = 1.0, threshold: float | None = None, name: str = "dice", **kwargs):
+    def __init__(self, eps: float = 1.0, threshold: float | None = None, name: str = "dice",
+                 classes=None, label_mode: str | None = None, **kwargs):
         super().__init__(name=name, **kwargs)
         self.eps = eps
         self.threshold = threshold
+        self.classes = None if classes is None else [[int(v) for v in c] for c in classes]
+        self.label_mode = label_mode
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         y_pred = tf.cast(y_pred, tf.float32)
-        if self.threshold is not None:
-            y_pred = tf.cast(y_pred > self.threshold, tf.float32)
+        if self.classes is None:
+            if self.threshold is not None:
+                y_pred = tf.cast(y_pred > self.threshold, tf.float32)
+        elif self.threshold is not None:
+            labels = probabilities_to_labels_tf(y_pred, self.classes, self.label_mode,
+                                                self.threshold)
+            y_pred = labels_to_channels_tf(labels, self.classes)
+        else:
+            y_pred = soft_channels_tf(y_pred, self.classes, self.label_mode)
         values = tf.reduce_mean(dice_per_channel(y_true, y_pred, self.eps), axis=-1)
         return super().update_state(values, sample_weight=sample_weight)
 
     def get_config(self):
         config = super().get_config()
-        config.update({"eps": self.eps, "threshold": self.threshold})
+        config.update({"eps": self.eps, "threshold": self.threshold, "classes": self.classes,
+                       "label_mode": self.label_mode})
         return config
+
+
+def selection_metric(rule=None, eps: float = 1.0, name: str = "soft_dice") -> DiceCoefficient:
+    """The soft Dice a training logs and selects its epoch by (``soft_dice`` /
+    ``val_soft_dice``) under ``rule`` (a :class:`~iac_tf.inference.labels.LabelRule`): the
+    rule's soft channels for ``metric: labels``, every channel alone for ``paper_channels`` or
+    without a rule."""
+    if rule is None or (rule.metric == "paper_channels" and rule.mode != "softmax"):
+        return DiceCoefficient(eps=eps, name=name)
+    return DiceCoefficient(eps=eps, name=name, classes=rule.classes, label_mode=rule.mode)
 
 
 __all__ = [
@@ -95,4 +136,5 @@ __all__ = [
     "dice_coefficient",
     "DiceLoss",
     "DiceCoefficient",
+    "selection_metric",
 ]

@@ -17,8 +17,8 @@ pre-flight, ``iac report``, ``iac grid`` and ``iac predict`` all ask it::
                                        per epoch: stage3/epoch_025/, stage3/epoch_050/, ...
       compare/<method>/                each comparison (attention, residual_attention, nested,
                                        unet_continued, ...): best_model.keras, history.csv, summary.json
-      evaluation/                      dice_per_case.csv (columns: case, class, unet, <method>...),
-                                       stats.json, dice_table.md, plots
+      evaluation/                      dice_per_case.csv (columns: split, metric, case, class,
+                                       unet, <method>...), stats.json, dice_table.md, plots
     runs/.NAME.lock                    held while a process writes the run (:mod:`iac_tf.locks`)
 
 ``models.json`` maps a model name (``unet``, ``iac``, ``iac_epoch_025``, ``attention``,

@@ -33,6 +33,11 @@ NON_BLOCKING = ("data.cache_dir", "*.verbose", "*.checkpoints_to_keep", "stage2.
                 "stage3.export_savedmodel", "unet.expected_dice")
 
 
+#: Keys outside a stage's sections that decide its results: ``evaluation.metric`` defines the
+#: Dice that selects the best epoch of Stages I and III (and of the comparisons).
+SELECTION_KEYS = {1: ("evaluation.metric",), 3: ("evaluation.metric",)}
+
+
 class RunConflict(ConfigError):
     """A stage folder holds results of another config (the message names the differing keys)."""
 
@@ -41,7 +46,8 @@ def stage_sections(cfg: ExperimentConfig, stage: int) -> tuple[str, ...]:
     """The config sections a stage's results depend on: Stage I on ``seed``, ``data``, ``unet``
     and ``stage1``; Stage II also on ``stage2`` (not on ``stage1`` when ``unet.pretrained`` is
     set); Stage III also on ``stage3`` (not on ``stage2`` when ``stage3.genotype`` is set).
-    ``name``, ``output_dir``, ``deterministic`` and ``evaluation`` never matter to a stage."""
+    ``name``, ``output_dir``, ``deterministic`` and ``evaluation`` never matter to a stage,
+    except ``evaluation.metric`` (:data:`SELECTION_KEYS`)."""
     if stage not in STAGES:
         raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
     sections = ["seed", "data", "unet"]
@@ -95,11 +101,23 @@ def stage_differences(cfg: ExperimentConfig, stage: int) -> dict[str, tuple[Any,
     if not record.is_file():
         return {"(no config.yaml)": ("unknown", "this config")}
     sections = stage_sections(cfg, stage)
-    old = stage_keys(_recorded(record), sections)
-    new = stage_keys(to_dict(cfg), sections)
+    recorded, now = _recorded(record), to_dict(cfg)
+    old = stage_keys(recorded, sections)
+    new = stage_keys(now, sections)
+    for key in SELECTION_KEYS.get(stage, ()):
+        old[key], new[key] = _dotted(recorded, key), _dotted(now, key)
     missing = "(not set)"
     return {k: (old.get(k, missing), new.get(k, missing))
             for k in sorted(set(old) | set(new)) if old.get(k, missing) != new.get(k, missing)}
+
+
+def _dotted(data: dict, key: str) -> Any:
+    """The value of a dotted key (``"(not set)"`` if absent)."""
+    for part in key.split("."):
+        if not isinstance(data, dict) or part not in data:
+            return "(not set)"
+        data = data[part]
+    return data
 
 
 def check_stages(cfg: ExperimentConfig, stages) -> None:

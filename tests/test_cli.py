@@ -87,5 +87,6 @@ def test_three_stage_pipeline_on_the_sample(tmp_path, monkeypatch):
     models = json.loads((run / "models.json").read_text())
     assert {"unet", "iac", "unet_continued"} <= set(models)
     header = next(csv.reader(open(run / "evaluation" / "dice_per_case.csv")))
-    assert header == ["case", "class", "unet", "iac", "iac_replace", "unet_continued"]  # sample.yaml
+    assert header == ["split", "metric", "case", "class", "unet", "iac", "iac_replace",
+                      "unet_continued"]  # sample.yaml
     assert "iac_vs_unet_continued" in stats["pairs"]

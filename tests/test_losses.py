@@ -68,6 +68,33 @@ def test_loss_and_metric_serialise_in_a_saved_model(tmp_path):
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
 
 
+def test_rule_metric_serialises_and_scores_the_same_after_a_reload(tmp_path):
+    """``DiceCoefficient(classes=...)`` (the selection metric under the label rule):
+    get_config -> from_config and a compiled .keras save -> load keep its classes and mode and
+    give the same value on data where two exclusive classes are both above 0.5."""
+    classes = [[1], [2]]
+    metric = DiceCoefficient(eps=1.0, classes=classes, name="soft_dice")
+    again = DiceCoefficient.from_config(metric.get_config())
+    assert again.classes == classes and again.label_mode is None and again.threshold is None
+    inp = keras.Input((4, 4, 1))
+    conv = keras.layers.Conv2D(2, 1, activation="sigmoid")
+    model = keras.Model(inp, conv(inp))
+    conv.set_weights([np.array([[[[4.0, 2.0]]]], np.float32), np.array([0.0, 0.5], np.float32)])
+    model.compile("adam", loss=DiceLoss(), metrics=[metric])
+    x = np.random.default_rng(3).normal(0, 2, (3, 4, 4, 1)).astype(np.float32)
+    y = np.stack([x[..., 0] < 0, x[..., 0] > 0], -1).astype(np.float32)
+    before = model.evaluate(x, y, verbose=0, return_dict=True)["soft_dice"]
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    after = loaded.evaluate(x, y, verbose=0, return_dict=True)["soft_dice"]
+    assert after == pytest.approx(before, abs=1e-6)
+    per_channel = DiceCoefficient(eps=1.0)
+    per_channel.update_state(y, model(x))
+    probs = model(x).numpy()
+    assert ((probs > 0.5).sum(-1) == 2).any()  # double labels: the two metrics differ
+    assert float(per_channel.result()) != pytest.approx(before, abs=1e-4)
+
+
 def test_dice_loss_gradient_matches_finite_differences():
     rng = np.random.default_rng(2)
     g = tf.constant((rng.random((1, 3, 3, 1)) > 0.5).astype(np.float64))

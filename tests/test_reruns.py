@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from iac_tf.cli import main
+from iac_tf.config import ConfigError
 from iac_tf.experiment import load_experiment
 from iac_tf.run_records import (RunConflict, check_stages, record_stage, restart_from,
                                 restart_plan, unit_record)
@@ -229,3 +230,19 @@ def test_strict_json_has_no_bare_nan(tmp_path):
     loaded = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON {c}"))
     assert loaded["overall"]["t_test_p"] is None and loaded["overall"]["gain_ci95"] == [None, None]
     assert loaded["overall"]["mean_gain"] == pytest.approx(0.2)
+
+
+def test_the_decision_rule_selects_epochs_so_it_blocks_stages_i_and_iii(tmp_path):
+    """``evaluation.metric`` (default ``labels``; ``paper_channels``: the paper's protocol)
+    defines the Dice that selects the best epoch: changing it blocks Stages I and III, not II."""
+    cfg = _cfg(tmp_path)
+    assert cfg.evaluation.metric == "labels"
+    for stage in (1, 2, 3):
+        record_stage(cfg, stage)
+    paper = _cfg(tmp_path, **{"evaluation.metric": "paper_channels"})
+    check_stages(paper, (2,))
+    for stage in (1, 3):
+        with pytest.raises(RunConflict, match="evaluation.metric: labels -> paper_channels"):
+            check_stages(paper, (stage,))
+    with pytest.raises(ConfigError, match="metric"):
+        _cfg(tmp_path, **{"evaluation.metric": "channels"})

@@ -10,7 +10,7 @@ unet:   {backbone: base}     # UNetConfig
 stage1: {epochs: 200}        # Stage1Config
 stage2: {epochs: 200}        # Stage2Config
 stage3: {epochs: 200}        # Stage3Config
-evaluation: {split: val_dt}  # EvaluationConfig
+evaluation: {split: val_dt}  # EvaluationConfig (metric: labels | paper_channels)
 method: iac                  # what the run improves the U-Net with (iac or a comparison)
 compare: [attention]         # comparison methods trained on the same frozen U-Net and splits
 ```
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
-from typing import Any
+from typing import Any, Literal
 
 from iac_tf.config import ConfigError, from_dict, load_yaml
 from iac_tf.config.stages import Stage1Config, Stage2Config, Stage3Config
@@ -83,11 +83,25 @@ class EvaluationConfig:
             trained further from its best checkpoint for ``stage3.epochs`` with Stage III's
             optimiser and selection; our choice, not in the paper) and report the IAC
             against both the U-Net and it.
+        metric: how every Dice of the run turns probabilities into what it scores, the
+            epoch-selection metrics (``val_soft_dice``, ``val_case_dice``) included:
+            ``labels`` (default, our choice): the dataset's decision rule, one label per voxel
+            (exclusive classes: the most probable class above 0.5; nested regions: painted
+            most specific last), the label map ``iac predict`` writes
+            (:class:`iac_tf.inference.labels.LabelRule`); ``paper_channels``: each output
+            channel thresholded at 0.5 and scored on its own (the paper, Section IV-B). See
+            docs/decisions.md, "One rule from probabilities to labels".
+        tta: the whole-volume scores (val_dt, test_dt) predict as ``iac predict`` does by
+            default, with mirroring (test-time augmentation, nnU-Net's default) on, so they
+            equal ``iac predict`` + ``iac evaluate-folder``; ``false``: one pass per window
+            (4x faster; then compare with ``iac predict --no-tta``).
     """
 
     split: str = "val_dt"
     batch_size: int = 32
     unet_continued: bool = True
+    metric: Literal["labels", "paper_channels"] = "labels"
+    tta: bool = True
 
     def __post_init__(self):
         if self.split not in SPLITS:

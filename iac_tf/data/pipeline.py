@@ -29,6 +29,10 @@ class PreparedDataset:
         cache_path, splits_path: the HDF5 cache and ``splits.json``.
         num_classes, class_names, in_channels, patch_size: mask channels, their names, image
             channels and the slice side.
+        class_values: the label values of each mask channel (the dataset's classes; their
+            overlap gives the label mode of the decision rule,
+            :class:`iac_tf.inference.labels.LabelRule`); one value per channel (``1..N``,
+            classes that exclude each other) for ``npz`` datasets.
         case_ids: every cached case; ``skipped``: ``"case: reason"`` for cases left out.
         splits: the content of ``splits.json`` (patients and case ids per split).
         test_cases: the ``test_dt`` case ids (``[]``: the run has no test split); their volumes
@@ -44,6 +48,8 @@ class PreparedDataset:
         self.test_cases: list[str] = list(splits.get("cases", {}).get(TEST_SPLIT, []))
         self.class_names: list[str] = list(meta["class_names"])
         self.num_classes = len(self.class_names)
+        self.class_values: tuple[tuple[int, ...], ...] = tuple(
+            (k + 1,) for k in range(self.num_classes))  # set by prepare_dataset for NIfTI data
         self.in_channels: int = meta["in_channels"]
         self.case_ids: list[str] = list(meta["case_ids"])
         self.patient_ids: list[str] = list(meta["patient_ids"])

@@ -178,6 +178,13 @@ def _prepare(cfg: DataConfig, progress: bool) -> PreparedDataset:
                                  lists.source if test else "", unet_train)
     prepared = PreparedDataset(cfg, cache_path, splits_path, meta, splits)
     prepared.warnings = warnings
+    if cfg.format != "npz":
+        classes = DATASETS[cfg.format].classes(root, cfg.label_mode)
+        if list(classes.names) != prepared.class_names:
+            raise DataError(f"{cache_path}: its classes {prepared.class_names} are not the "
+                            f"dataset's {list(classes.names)} ({root}); prepare the data again "
+                            "(delete the cache file)")
+        prepared.class_values = tuple(tuple(int(v) for v in vals) for vals in classes.values)
     return prepared
 
 

@@ -1,6 +1,9 @@
 """Hard Dice per case and class, nnU-Net style: pure NumPy on binarised predictions.
 
-A case's Dice for class ``c`` is computed over all its slices together (its 2D slices form the
+The predictions are binarised by the dataset's decision rule
+(:class:`iac_tf.inference.labels.LabelRule`): the channels of its label map (``labels``, one
+label per voxel) or every channel thresholded alone (``paper_channels``; also what happens
+without a rule). A case's Dice for class ``c`` is computed over all its slices together (its 2D slices form the
 volume): ``2 TP / (2 TP + FP + FN)``. Where a class is absent from both the ground truth and the
 prediction of a case the score is undefined (NaN) and left out of means, as nnU-Net does; an
 absent class that the model predicts anyway scores 0.
@@ -11,6 +14,8 @@ from __future__ import annotations
 from collections import OrderedDict
 
 import numpy as np
+
+from iac_tf.inference.labels import LabelRule
 
 
 def confusion_counts(gt: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -34,13 +39,33 @@ def dice_from_counts(tp, fp, fn) -> np.ndarray:
         return np.where(denom > 0, 2 * tp / np.where(denom > 0, denom, 1), np.nan)
 
 
-def case_dice(masks: np.ndarray, probs: np.ndarray, case_ids, threshold: float = 0.5) -> "OrderedDict[str, np.ndarray]":
-    """Dice per case (over its slices) and class: ``{case_id: array (N,)}`` in first-seen order."""
+def predicted_channels(probs: np.ndarray, rule: LabelRule | None = None,
+                       threshold: float = 0.5) -> np.ndarray:
+    """The binary channels ``(..., N)`` a hard Dice scores: ``rule.channels(probs)``, or
+    without a rule every channel above ``threshold`` (the paper's protocol)."""
+    if rule is None:
+        return np.asarray(probs) > threshold
+    return rule.channels(probs)
+
+
+def case_dice(masks: np.ndarray, probs: np.ndarray, case_ids, rule: LabelRule | None = None,
+              threshold: float = 0.5) -> "OrderedDict[str, np.ndarray]":
+    """Dice per case (over its slices) and class: ``{case_id: array (N,)}`` in first-seen order.
+
+    ``rule``: how probabilities become the scored channels (:func:`predicted_channels`);
+    ``None``: each channel above ``threshold`` on its own.
+
+    Raises:
+        ValueError: ``case_ids`` and ``masks`` differ in length; masks with a voxel in two
+            classes under a rule of exclusive classes (:meth:`LabelRule.check_masks`).
+    """
     masks = np.asarray(masks)
-    pred = np.asarray(probs) > threshold
     case_ids = np.asarray(case_ids)
     if len(case_ids) != len(masks):
         raise ValueError(f"{len(case_ids)} case ids for {len(masks)} slices")
+    if rule is not None:
+        rule.check_masks(masks)
+    pred = predicted_channels(probs, rule, threshold)
     out: "OrderedDict[str, np.ndarray]" = OrderedDict()
     for case in dict.fromkeys(case_ids.tolist()):
         sel = case_ids == case
@@ -48,9 +73,10 @@ def case_dice(masks: np.ndarray, probs: np.ndarray, case_ids, threshold: float =
     return out
 
 
-def mean_case_dice(masks: np.ndarray, probs: np.ndarray, case_ids, threshold: float = 0.5) -> float:
+def mean_case_dice(masks: np.ndarray, probs: np.ndarray, case_ids,
+                   rule: LabelRule | None = None, threshold: float = 0.5) -> float:
     """The reported score in one number: the mean over cases of each case's mean Dice over the
     classes present in it (cases where every class is undefined are left out; NaN if all are)."""
-    per_case = [d[~np.isnan(d)] for d in case_dice(masks, probs, case_ids, threshold).values()]
+    per_case = [d[~np.isnan(d)] for d in case_dice(masks, probs, case_ids, rule, threshold).values()]
     means = [float(d.mean()) for d in per_case if d.size]
     return float(np.mean(means)) if means else float("nan")

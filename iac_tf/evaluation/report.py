@@ -2,11 +2,16 @@
 statistics of each model against the U-Net (JSON + Markdown) and plots.
 
 The Markdown table names the split scored and the split that selected each stage's best epoch
-(``val_dt``): scores on ``val_dt`` are in-sample, scores on ``test_dt`` are not.
+(``val_dt``): scores on ``val_dt`` are in-sample, scores on ``test_dt`` are not. Every output
+also names the decision rule that turned probabilities into the scored masks
+(:class:`iac_tf.inference.labels.LabelRule`: ``labels``, the label map ``iac predict`` writes, or
+``paper_channels``, each channel alone).
 
 ``evaluation/`` holds (see `iac_tf.run_layout`):
-  dice_per_case.csv   columns ``case, class, unet, <method>...`` (one row per case and class)
-  stats.json          ``methods[<method>]`` = ``{per_class, overall}``, each the paired comparison
+  dice_per_case.csv   columns ``split, metric, case, class, unet, <method>...`` (one row per
+                      case and class; ``metric``: the rule, ``labels`` or ``paper_channels``)
+  stats.json          ``split``, ``rule`` (``LabelRule.record()``: metric, label mode,
+                      description); ``methods[<method>]`` = ``{per_class, overall}``, each the paired comparison
                       with the U-Net (`compare_paired`: mean gain with 95% CI, paired t-test,
                       Wilcoxon two- and one-sided); ``mean_dice`` per model; ``per_class`` /
                       ``overall`` repeat the first method's (the run's ``iac``) statistics;
@@ -35,16 +40,21 @@ from iac_tf.evaluation.metrics import case_dice
 from iac_tf.evaluation.plots import plot_dice_per_method, plot_paired_dice
 from iac_tf.evaluation.stats import caution, compare_paired
 from iac_tf.files import atomic_write_json, atomic_write_text
+from iac_tf.inference.labels import LabelRule
+
+#: Columns of ``dice_per_case.csv`` that are not models.
+CSV_KEYS = ("split", "metric", "case", "class")
 
 
 def predict(model, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
     return np.asarray(model.predict(images, batch_size=batch_size, verbose=0), dtype=np.float32)
 
 
-def case_scores(model, images, masks, case_ids, batch_size: int = 32) -> dict:
-    """``{case: Dice per class}`` of one model on slices (NaN: class absent from both): the
-    scores of the Dice table (:func:`evaluate_models`)."""
-    return case_dice(masks, predict(model, images, batch_size), case_ids)
+def case_scores(model, images, masks, case_ids, batch_size: int = 32,
+                rule: LabelRule | None = None) -> dict:
+    """``{case: Dice per class}`` of one model on slices (NaN: class absent from both) under
+    the decision rule ``rule``: the scores of the Dice table (:func:`evaluate_models`)."""
+    return case_dice(masks, predict(model, images, batch_size), case_ids, rule)
 
 
 def mean_dice(scores: dict) -> float:
@@ -55,7 +65,8 @@ def mean_dice(scores: dict) -> float:
 
 def evaluate_models(models: dict, images, masks, case_ids, class_names, out_dir,
                     baseline: str = "unet", batch_size: int = 32, pairs=(),
-                    split: str | None = None, selected_on: str | None = None) -> dict:
+                    split: str | None = None, selected_on: str | None = None,
+                    rule: LabelRule | None = None) -> dict:
     """Score every model per case and class and compare each with ``models[baseline]``.
 
     Args:
@@ -66,24 +77,32 @@ def evaluate_models(models: dict, images, masks, case_ids, class_names, out_dir,
             naming a model not in ``models`` are left out).
         split, selected_on: the split scored and the split that selected the best epochs,
             named at the top of ``dice_table.md`` (see :func:`markdown_table`).
+        rule: the decision rule the hard Dice scores (``None``: every channel on its own,
+            :func:`iac_tf.evaluation.metrics.case_dice`), named in every output.
     Returns the ``stats.json`` content.
     """
     if baseline not in models or len(models) < 2:
         raise ValueError(f"evaluate_models needs {baseline!r} and at least one other model, got {list(models)}")
     names = [baseline] + [n for n in models if n != baseline]
-    scores = {name: case_scores(models[name], images, masks, case_ids, batch_size)
+    if rule is None:
+        rule = LabelRule.for_channels(len(class_names), "paper_channels")
+    scores = {name: case_scores(models[name], images, masks, case_ids, batch_size, rule)
               for name in names}
     return compare_scores(scores, class_names, out_dir, baseline, pairs, split=split,
-                          selected_on=selected_on)
+                          selected_on=selected_on, rule=rule)
 
 
 def compare_scores(scores: dict, class_names, out_dir, baseline: str = "unet", pairs=(),
                    split: str | None = None, selected_on: str | None = None,
-                   unit: str = "slices", plots: bool = True, extra: dict | None = None) -> dict:
+                   unit: str = "slices", plots: bool = True, extra: dict | None = None,
+                   rule: LabelRule | None = None) -> dict:
     """:func:`evaluate_models` from scores already computed: ``scores[model][case]`` is the
     Dice per class (NaN: class absent from both). Writes ``dice_per_case.csv``, ``stats.json``
     (its content plus ``extra``), ``dice_table.md`` and, with ``plots``, the two figures to
-    ``out_dir``; ``unit`` (``slices`` or ``volumes``) says in the table what was scored."""
+    ``out_dir``; ``unit`` (``slices`` or ``volumes``) says in the table what was scored,
+    ``rule`` (``None``: every channel on its own) how the masks were made."""
+    if rule is None:
+        rule = LabelRule.for_channels(len(class_names), "paper_channels")
     if baseline not in scores or len(scores) < 2:
         raise ValueError(f"compare_scores needs {baseline!r} and at least one other model, got {list(scores)}")
     out_dir = pathlib.Path(out_dir)
@@ -94,14 +113,16 @@ def compare_scores(scores: dict, class_names, out_dir, baseline: str = "unet", p
 
     buf = io.StringIO()
     writer = csv.writer(buf)
-    writer.writerow(["case", "class"] + names)
+    writer.writerow(list(CSV_KEYS) + names)
     for case in cases:
         for k, cls in enumerate(class_names):
-            writer.writerow([case, cls] + [_f(scores[n][case][k]) for n in names])
+            writer.writerow([split or "", rule.metric, case, cls]
+                            + [_f(scores[n][case][k]) for n in names])
     atomic_write_text(out_dir / "dice_per_case.csv", buf.getvalue())
 
     per_case = {n: [_case_mean(scores[n][case]) for case in cases] for n in names}
-    report = {"split_cases": len(cases), "classes": list(class_names), "baseline": baseline,
+    report = {"split": split, "selected_on": selected_on, "rule": rule.record(),
+              "split_cases": len(cases), "classes": list(class_names), "baseline": baseline,
               "mean_dice": {n: _nanmean(per_case[n]) for n in names}, "methods": {}}
     for m in methods:
         per_class = {}
@@ -147,6 +168,15 @@ UNITS = {"slices": "per-case Dice of the cached 2D slices",
          "volumes": "per-case Dice of whole volumes in their original space"}
 
 
+def rule_line(rule: dict | None) -> str:
+    """``Decision rule: `labels` (one label per voxel, ...).`` from ``stats.json``'s ``rule``."""
+    if not rule:
+        return "Decision rule: not recorded (each output channel on its own)."
+    text = rule.get("description", "")
+    metric, _, how = text.partition(": ")
+    return f"Decision rule: `{rule.get('metric', metric)}` ({how or text})."
+
+
 def split_header(split: str, selected_on: str, n_cases: int, unit: str = "slices") -> str:
     """One line naming the split that selected the best epochs and the split scored, e.g.
     ``Best epochs selected on: `val_dt`. Scored on: `test_dt` (12 cases; ...). Held out: ...``."""
@@ -168,6 +198,7 @@ def markdown_table(report: dict, split: str | None = None, selected_on: str | No
     selected the best epochs (:func:`split_header`)."""
     head = ([split_header(split, selected_on, report["split_cases"], unit), ""]
             if split and selected_on else [])
+    head += [rule_line(report.get("rule")), ""]
     base = report["baseline"]
     methods = list(report["methods"])
     first = report["methods"][methods[0]]

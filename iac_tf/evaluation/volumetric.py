@@ -141,9 +141,17 @@ def case_metrics(pred: np.ndarray, gt: np.ndarray, classes: Sequence[Sequence[in
 def score_case(pred: np.ndarray, gt: np.ndarray, classes: Sequence[Sequence[int]],
                spacing: Sequence[float]) -> list[tuple[float, float]]:
     """``[(dice, hd95_mm)]`` per class; class ``k`` is the union of label values ``classes[k]``."""
+    return score_channels(np.stack([np.isin(pred, list(v)) for v in classes], axis=-1), gt,
+                          classes, spacing)
+
+
+def score_channels(pred: np.ndarray, gt: np.ndarray, classes: Sequence[Sequence[int]],
+                   spacing: Sequence[float]) -> list[tuple[float, float]]:
+    """:func:`score_case` of binary predicted channels ``(X, Y, Z, N)`` (e.g. each output
+    channel thresholded alone, ``evaluation.metric: paper_channels``) against a label volume."""
     out = []
-    for values in classes:
-        p, g = np.isin(pred, list(values)), np.isin(gt, list(values))
+    for k, values in enumerate(classes):
+        p, g = np.asarray(pred[..., k], bool), np.isin(gt, list(values))
         dice = float(dice_from_counts(*confusion_counts(g[..., None], p[..., None]))[0])
         out.append((dice, hd95(p, g, spacing)))
     return out

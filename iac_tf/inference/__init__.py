@@ -1,6 +1,7 @@
 """Use a trained (IAC) U-Net on whole scans: ``iac predict`` and ``iac export``.
 
-Modules: ``labels`` (probabilities -> the dataset's label values, overlapping regions),
+Modules: ``labels`` (the one rule from probabilities to the dataset's label values, per label
+mode),
 ``tiling`` (sliding windows over slices of any size), ``volume`` (the run's preprocessing of one
 volume and its inverse), ``inputs`` (INPUT -> cases, header checks), ``model_source`` (MODEL ->
 a loaded model and its run config), ``predict`` (the whole command), ``export`` (TF Serving),
@@ -20,7 +21,8 @@ _EXPORTS = {
     "load_model": "model_source", "resolve_model_path": "model_source",
     "Preprocessing": "volume",
     "export_serving": "export", "verify_serving": "export",
-    "paint_values": "labels", "probabilities_to_labels": "labels",
+    "paint_values": "labels", "probabilities_to_labels": "labels", "LabelRule": "labels",
+    "label_mode": "labels",
     "format_summary": "predict", "predict_cases": "predict", "predict_volume": "predict",
     "load_export": "client", "predict_nifti": "client",
 }

@@ -12,7 +12,9 @@ export leaves ``OUT`` as it was.
 
 The signature ``serving_default`` takes ``image``: float32 ``(None, H, W, C)`` already
 NORMALISED slices and returns ``probabilities`` float32 ``(None, H, W, N)`` and ``labels`` int32
-``(None, H, W)`` (the dataset's label values, :mod:`iac_tf.inference.labels`).
+``(None, H, W)`` (the dataset's label values by the tool's one decision rule,
+:func:`iac_tf.inference.labels.probabilities_to_labels_tf`, the twin of what ``iac predict`` and
+every score use; ``preprocessing.json`` records it as ``label_rule``).
 
 The intensity normalisation is NOT inside the graph: it uses statistics of the whole volume
 (mean/std of each channel, CT percentiles), which one slice request cannot compute. What the
@@ -20,8 +22,9 @@ caller must do is what ``iac predict`` does, as runnable code in
 :func:`iac_tf.inference.client.predict_nifti` (NumPy, SciPy, nibabel and this SavedModel);
 ``preprocessing.json`` holds its parameters (``preprocessing``: the run's, without the training
 case ids) and its steps in words (``recipe``): whole-volume statistics, reorientation, in-plane
-zoom (``zoom``, or the volume's voxel size over ``spacing``), normalisation, padding, nnU-Net's sliding windows with mirroring and Gaussian blending,
-probabilities resampled back before labelling.
+zoom (``zoom``, or the volume's voxel size over ``spacing``), normalisation, padding, nnU-Net's
+sliding windows with mirroring and Gaussian blending, probabilities resampled back before
+labelling.
 
 Before success is reported the folder is reloaded with ``tf.saved_model.load`` and its
 signature must reproduce the Keras model's probabilities (max abs difference <= 1e-4) and labels
@@ -42,7 +45,8 @@ from iac_tf.diskspace import DiskFullError, check_writable_folder, is_disk_full
 from iac_tf.files import (EXPORT_MARKER, RefusedPath, atomic_path, atomic_write_json,
                           check_replaceable_folder, is_marked, mark, remove)
 from iac_tf.inference.client import RECIPE
-from iac_tf.inference.labels import probabilities_to_labels, probabilities_to_labels_tf
+from iac_tf.inference.labels import (LabelRule, probabilities_to_labels,
+                                     probabilities_to_labels_tf)
 
 SIGNATURE = "serving_default"
 TOLERANCE = 1e-4  # probabilities; graph vs eager oneDNN kernels differ by ~1e-6
@@ -103,8 +107,9 @@ class ServingModule(tf.Module):
 
         def serve(image):
             probs = tf.cast(model(image, training=False), tf.float32)
-            return {"probabilities": probs,
-                    "labels": probabilities_to_labels_tf(probs, classes)}
+            # plain TF ops; AutoGraph must not rewrite the rule's pure-Python helpers
+            to_labels = tf.autograph.experimental.do_not_convert(probabilities_to_labels_tf)
+            return {"probabilities": probs, "labels": to_labels(probs, classes)}
 
         self.serve = tf.function(
             serve, input_signature=[tf.TensorSpec((None, h, w, c), tf.float32, name="image")])
@@ -160,6 +165,7 @@ def export_serving(model: keras.Model, out: str | os.PathLike, classes, *,
         info = {"signature": SIGNATURE,
                 "input": {"image": ["None", *map(int, model.input_shape[1:])]},
                 "outputs": ["probabilities", "labels"], "normalisation_in_graph": False,
+                "label_rule": LabelRule(classes).record(),
                 "version": int(version), "check": check}
         if preprocessing is not None:
             record = dataclasses.asdict(preprocessing)

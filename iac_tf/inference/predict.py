@@ -2,11 +2,12 @@
 
 Per case: read the channels (:func:`iac_tf.data.nifti.load_nifti`, reoriented as in training)
 -> :func:`~iac_tf.inference.volume.to_slices` (the run's normalisation and zoom or
-spacing) -> sliding
-windows over every axial slice, mirrored (test-time augmentation) and blended with a Gaussian
-as nnU-Net (:func:`~iac_tf.inference.tiling.predict_slices`) -> back to the file's grid
-(:func:`~iac_tf.inference.volume.from_slices`, ``to_file_orientation``) -> labels
-(:func:`~iac_tf.inference.labels.probabilities_to_labels`). Files are written through a temp
+spacing) -> sliding windows over every axial slice, mirrored (test-time augmentation) and
+blended with a Gaussian as nnU-Net (:func:`~iac_tf.inference.tiling.predict_slices`) -> back to
+the file's grid (:func:`~iac_tf.inference.volume.from_slices`, ``to_file_orientation``) ->
+labels (:func:`~iac_tf.inference.labels.probabilities_to_labels`, the one decision rule of the
+tool: the label mode of the run's classes, so the labels are those every score of the run
+counted). Files are written through a temp
 file and ``os.replace``.
 
 Before the first prediction is written, every input is checked (headers, then every file read
@@ -36,7 +37,7 @@ from iac_tf.diskspace import check_writable_folder
 from iac_tf.files import RefusedPath, atomic_path, check_new_or_ours
 from iac_tf.inference.inputs import (NIFTI_ENDINGS, InputCase, check_case_data, check_cases,
                                      collect_cases)
-from iac_tf.inference.labels import probabilities_to_labels
+from iac_tf.inference.labels import LabelRule
 from iac_tf.inference.model_source import LoadedModel
 from iac_tf.inference.tiling import STEP_SIZE, check_step_size, predict_slices
 from iac_tf.inference.volume import Preprocessing, from_slices, to_file_orientation, to_slices
@@ -55,11 +56,12 @@ def check_batch_size(batch_size) -> int:
 
 def predict_volume(model: LoadedModel, paths: Sequence[pathlib.Path], prep: Preprocessing,
                    modalities: Sequence[str], batch_size: int = 32,
-                   step_size: float = STEP_SIZE, tta: bool = True
-                   ) -> tuple[np.ndarray, np.ndarray]:
+                   step_size: float = STEP_SIZE, tta: bool = True,
+                   rule: LabelRule | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``(labels (X,Y,Z), probabilities (X,Y,Z,N))`` of one case on its files' own grid;
     ``step_size`` and ``tta`` as :func:`~iac_tf.inference.tiling.predict_slices` (Gaussian
-    blending of the windows)."""
+    blending of the windows); the labels by ``rule`` (default: the decision rule of
+    ``prep.classes``)."""
     batch_size = check_batch_size(batch_size)
     loaded = [load_nifti(p, prep.reorient) for p in paths]
     image = np.stack([data.astype(np.float32, copy=False) for data, _ in loaded], axis=-1)
@@ -69,7 +71,8 @@ def predict_volume(model: LoadedModel, paths: Sequence[pathlib.Path], prep: Prep
                            batch_size=batch_size, step_size=step_size, tta=tta)
     probs = from_slices(probs, image.shape[:3])
     probs = to_file_orientation(probs, nib.load(str(paths[0])).affine, prep.reorient)
-    return probabilities_to_labels(probs, prep.classes), probs
+    rule = LabelRule(prep.classes) if rule is None else rule
+    return rule.labels(probs), probs
 
 
 def _save_nifti(array: np.ndarray, reference, path: pathlib.Path) -> None:

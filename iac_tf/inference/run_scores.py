@@ -1,10 +1,12 @@
 """Volumetric scores of a run's models on one split (``iac run`` / ``iac evaluate``): each case
 of the split is predicted as a whole volume with ``iac predict``'s code (its Gaussian blending,
-without mirroring: ``iac predict --no-tta``) and scored on the
-original grid (:mod:`iac_tf.evaluation.volumetric`), next to the slice Dice.
+and its mirroring unless ``evaluation.tta`` is false) and scored on the original grid
+(:mod:`iac_tf.evaluation.volumetric`), next to the slice Dice. The scored masks follow the run's
+decision rule (:class:`~iac_tf.inference.labels.LabelRule`): the label volume ``iac predict``
+writes (``labels``) or each output channel alone (``paper_channels``).
 
 For ``evaluation.split`` (val_dt by default) this writes ``evaluation/volumetric_per_case.csv``
-(``case, class, <model>_dice, <model>_hd95_mm`` per model) and
+(``split, metric, case, class, <model>_dice, <model>_hd95_mm`` per model) and
 ``evaluation/volumetric_summary.json`` (per model and class, as
 :func:`iac_tf.evaluation.volumetric.summarise`); for any other split (``test_dt``) the same two
 files in ``evaluation/<split>/``.
@@ -24,8 +26,9 @@ import numpy as np
 
 from iac_tf.data.config import DataError
 from iac_tf.data.prepare import volume_cases
-from iac_tf.evaluation.volumetric import score_case, summarise
+from iac_tf.evaluation.volumetric import score_case, score_channels, summarise
 from iac_tf.files import atomic_write_json, atomic_write_text
+from iac_tf.inference.labels import LabelRule
 from iac_tf.inference.model_source import LoadedModel
 from iac_tf.inference.predict import predict_volume
 from iac_tf.inference.tiling import keras_predictor
@@ -45,6 +48,7 @@ class VolumeScores:
         models: the model names, in the order given.
         rows: one per case and class: ``case``, ``class``, ``<model>_dice``, ``<model>_hd95_mm``.
         summary: ``{model: {class: summary}}`` (:func:`~iac_tf.evaluation.volumetric.summarise`).
+        rule: the decision rule the masks were scored with (``LabelRule.record()``).
     """
 
     split: str
@@ -53,6 +57,7 @@ class VolumeScores:
     models: tuple[str, ...]
     rows: tuple[dict, ...]
     summary: dict
+    rule: dict = dataclasses.field(default_factory=dict)
 
     def dice_by_case(self) -> dict[str, dict[str, np.ndarray]]:
         """``{model: {case: Dice per class}}`` (NaN where the class is absent from both the
@@ -69,24 +74,27 @@ class VolumeScores:
 
 def volumetric_scores(cfg, prepared, models: dict, batch_size: int = 32,
                       split: str | None = None, case_ids: Sequence[str] | None = None,
-                      out_dir: pathlib.Path | None = None) -> dict | None:
+                      out_dir: pathlib.Path | None = None,
+                      rule: LabelRule | None = None) -> dict | None:
     """``{model: {class: summary}}`` over the cases of ``split`` (default
     ``cfg.evaluation.split``; the cases ``prepared.splits["cases"][split]`` unless ``case_ids``
     is given), written to ``out_dir`` (default ``evaluation/``, ``evaluation/<split>/`` for a
     split other than ``evaluation.split``). None for npz datasets, which have no volumes (a line
     says so), and for a split without cases."""
     scores = score_volumes(cfg, models, split or cfg.evaluation.split, prepared=prepared,
-                           case_ids=case_ids, out_dir=out_dir, batch_size=batch_size)
+                           case_ids=case_ids, out_dir=out_dir, batch_size=batch_size, rule=rule)
     return None if scores is None else scores.summary
 
 
 def score_volumes(cfg, models: dict, split: str, *, prepared=None,
                   case_ids: Sequence[str] | None = None, out_dir: pathlib.Path | None = None,
-                  batch_size: int = 32) -> VolumeScores | None:
+                  batch_size: int = 32, rule: LabelRule | None = None) -> VolumeScores | None:
     """Predict every case of ``split`` (``case_ids``, else those of ``prepared.splits``) with
     every model of ``models`` (name -> Keras model) as a whole volume, score Dice and HD95 (mm)
     per case and class against its label on the original grid, write the per-case CSV and the
     summary JSON to ``out_dir`` (see :func:`volumetric_scores`) and log one line per model.
+    ``rule``: the run's decision rule (``None``: the dataset's classes with
+    ``cfg.evaluation.metric``); ``labels`` scores the label volume ``iac predict`` writes.
     Returns None (nothing written) for an npz dataset or a split without cases."""
     if cfg.data.format == "npz":
         log.info("volumetric scores skipped: an npz dataset has no volumes")
@@ -103,6 +111,11 @@ def score_volumes(cfg, models: dict, split: str, *, prepared=None,
                         "the dataset; prepare the data again (`iac data prepare CONFIG`)")
     cases = [known[c] for c in wanted]
     prep = Preprocessing.from_data_config(cfg.data)
+    if rule is None:
+        rule = LabelRule(prep.classes, metric=cfg.evaluation.metric)
+    if rule.classes != tuple(prep.classes):
+        raise DataError(f"{cfg.data.root}: the dataset's classes {list(prep.classes)} are not "
+                        f"those of the scores' rule {list(rule.classes)}")
     loaded = {name: LoadedModel(pathlib.Path(name), keras_predictor(m),
                                 tuple(int(d) for d in m.input_shape[1:]),
                                 int(m.output_shape[-1]), m) for name, m in models.items()}
@@ -113,12 +126,13 @@ def score_volumes(cfg, models: dict, split: str, *, prepared=None,
         spacing = tuple(float(z) for z in gt_img.header.get_zooms()[:3])
         row_of = {}
         for name, model in loaded.items():
-            # one pass per window (no mirroring): the run compares models, each scored alike
-            labels, _ = predict_volume(model, case.image_paths, prep, case.modalities, batch_size,
-                                       tta=False)
-            for cls, (dice, dist) in zip(prep.class_names,
-                                         score_case(labels, gt, prep.classes, spacing)):
-                row_of.setdefault(cls, {"case": case.case_id, "class": cls})
+            labels, probs = predict_volume(model, case.image_paths, prep, case.modalities,
+                                           batch_size, tta=cfg.evaluation.tta, rule=rule)
+            scored = (score_case(labels, gt, prep.classes, spacing) if rule.metric == "labels"
+                      else score_channels(rule.channels(probs), gt, prep.classes, spacing))
+            for cls, (dice, dist) in zip(prep.class_names, scored):
+                row_of.setdefault(cls, {"split": split, "metric": rule.metric,
+                                        "case": case.case_id, "class": cls})
                 row_of[cls][f"{name}_dice"], row_of[cls][f"{name}_hd95_mm"] = dice, dist
         rows += row_of.values()
     summary = {name: summarise([{"class": r["class"], "dice": r[f"{name}_dice"],
@@ -130,7 +144,8 @@ def score_volumes(cfg, models: dict, split: str, *, prepared=None,
             out_dir = out_dir / split
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    fields = ["case", "class"] + [f"{n}_{m}" for n in loaded for m in ("dice", "hd95_mm")]
+    fields = (["split", "metric", "case", "class"]
+              + [f"{n}_{m}" for n in loaded for m in ("dice", "hd95_mm")])
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=fields)
     writer.writeheader()
@@ -141,6 +156,7 @@ def score_volumes(cfg, models: dict, split: str, *, prepared=None,
     for name, per_class in summary.items():
         text = ", ".join(f"{c}: Dice {s['dice_mean']:.4f}, HD95 {s['hd95_mm_mean']:.2f} mm"
                          for c, s in per_class.items())
-        log.info("volumetric (%d %s volume(s)) %s: %s", len(cases), split, name, text)
+        log.info("volumetric (%d %s volume(s), rule %s) %s: %s", len(cases), split,
+                 rule.metric, name, text)
     return VolumeScores(split, tuple(wanted), tuple(prep.class_names), tuple(loaded),
-                        tuple(rows), summary)
+                        tuple(rows), summary, rule.record())

@@ -3,11 +3,11 @@
 Training (:func:`iac_tf.data.preprocess.preprocess_case`) reads a case reoriented to RAS (when
 the dataset's ``reorient`` says so), computes the intensity statistics of each channel over the
 whole volume, crops a ``patch_size`` window around the labels, zooms it in-plane (by ``zoom``, or
-by the volume's header spacing over the target ``spacing`` in mm) and normalises it. At inference there are no labels, so instead of one crop every slice is covered
-by sliding windows (:mod:`iac_tf.inference.tiling`); everything else is the same function calls
-with the same parameters (read from the run's ``config.yaml``). Afterwards every spatial step is
-undone: the zoom or spacing (probabilities resampled linearly onto the volume's own grid), the
-padding, and
+by the volume's header spacing over the target ``spacing`` in mm) and normalises it. At inference
+there are no labels, so instead of one crop every slice is covered by sliding windows
+(:mod:`iac_tf.inference.tiling`); everything else is the same function calls with the same
+parameters (read from the run's ``config.yaml``). Afterwards every spatial step is undone: the
+zoom or spacing (probabilities resampled linearly onto the volume's own grid), the padding, and
 the reorientation (back to the file's own voxel order), so the label volume has the input's
 shape and affine.
 """

@@ -21,8 +21,10 @@ stage with the same config is skipped. Messages go to the ``iac_tf`` logger
 (:mod:`iac_tf.console`).
 
 Two different Dice numbers appear: the *soft Dice* (slice level, on the sigmoid outputs) that
-selects each stage's best epoch, and the *per-case Dice* of the evaluation (thresholded masks,
-one score per case and class, the paper's Table numbers).
+selects each stage's best epoch, and the *per-case Dice* of the evaluation (hard masks, one
+score per case and class, the paper's Table numbers). Both follow the run's one decision rule
+from probabilities to labels (:func:`iac_tf.pipeline.common.label_rule`,
+``evaluation.metric``).
 """
 
 import iac_tf.comparisons  # noqa: F401  (registers the comparison modules, so they load)

@@ -18,6 +18,7 @@ from iac_tf.data.fingerprint import data_record
 from iac_tf.diskspace import disk_full_guard
 from iac_tf.evaluation.metrics import mean_case_dice
 from iac_tf.experiment import ExperimentConfig
+from iac_tf.inference.labels import LabelRule
 from iac_tf.preflight import checked_prepare
 from iac_tf.run_records import (STAGE_NAMES, check_stages, record_stage, restart_from,
                                 restart_plan, write_resolved)
@@ -146,15 +147,24 @@ def fixed(dataset):
     return lambda epoch, seed: dataset
 
 
-def case_scorer(prepared, train_cfg, batch_size: int = 32):
-    """``model -> per-case hard Dice on val_dt`` when ``train_cfg.monitor`` is ``val_case_dice``
-    (the reported score selects the epoch), else None."""
+def label_rule(cfg: ExperimentConfig, prepared) -> LabelRule:
+    """The run's decision rule from probabilities to labels: the dataset's classes
+    (``prepared.class_values``, hence its label mode) and ``evaluation.metric``. Every score of
+    the run uses it: the selection metrics, the evaluation tables, the overlays."""
+    return LabelRule(prepared.class_values, metric=cfg.evaluation.metric)
+
+
+def case_scorer(prepared, train_cfg, batch_size: int = 32, rule: LabelRule | None = None):
+    """``model -> per-case hard Dice on val_dt`` under ``rule`` when ``train_cfg.monitor`` is
+    ``val_case_dice`` (the reported score selects the epoch), else None."""
     if getattr(train_cfg, "monitor", "val_soft_dice") != "val_case_dice":
         return None
     images, masks, case_ids = prepared.arrays("val_dt")
+    if rule is not None:
+        rule.check_masks(masks, f"{prepared.cache_path} (val_dt)")
 
     def score(model) -> float:
         probs = np.asarray(model.predict(images, batch_size=batch_size, verbose=0), np.float32)
-        return mean_case_dice(masks, probs, case_ids)
+        return mean_case_dice(masks, probs, case_ids, rule)
 
     return score

@@ -9,8 +9,9 @@ epoch, so its scores are in-sample. When the run has a ``test_dt`` (the dataset'
 ``evaluation/test_dt/``: ``volumetric_per_case.csv``, ``volumetric_summary.json``,
 ``dice_per_case.csv`` (volumetric Dice, one column per model), ``stats.json`` (paired
 comparisons with the U-Net), ``dice_table.md`` and the plots ``dice_paired.png`` /
-``dice_methods.png``; ``evaluation/dice_table.md`` gets a
-``test_dt`` section. The table and the console name both splits."""
+``dice_methods.png``; ``evaluation/dice_table.md`` gets a ``test_dt`` section. The table and the
+console name both splits and the decision rule (``evaluation.metric``: the label map of
+:class:`~iac_tf.inference.labels.LabelRule`, or each channel alone)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ from iac_tf.evaluation.report import compare_scores, evaluate_models, markdown_t
 from iac_tf.experiment import ExperimentConfig
 from iac_tf.files import atomic_write_text
 from iac_tf.inference.run_scores import score_volumes, volumetric_scores
-from iac_tf.pipeline.common import checked_data, guarded, prepare, trained_unet_path, used_stages
+from iac_tf.pipeline.common import (checked_data, guarded, label_rule, prepare, trained_unet_path,
+                                    used_stages)
 from iac_tf.run_records import check_stages
 from iac_tf.models import load_unet
 
@@ -74,20 +76,23 @@ def run_evaluation(cfg: ExperimentConfig, prepared=None) -> dict:
     split = cfg.evaluation.split
     # the IAC (every mode) against the budget-matched baseline too
     pairs = [("unet_continued", n) for n in loaded if n.startswith("iac") and "unet_continued" in loaded]
+    rule = label_rule(cfg, prepared)
+    rule.check_masks(masks, f"{getattr(prepared, 'cache_path', 'the data cache')} ({split})")
     report = evaluate_models(loaded, images, masks, case_ids, prepared.class_names, out_dir,
                              batch_size=cfg.evaluation.batch_size, pairs=pairs, split=split,
-                             selected_on=SELECTION_SPLIT)
+                             selected_on=SELECTION_SPLIT, rule=rule)
     table = markdown_table(report, split, SELECTION_SPLIT)
-    log.info("per-case Dice on %s (%d cases; %s):\n%s", split, report["split_cases"],
-             out_dir / "dice_table.md", table)
+    log.info("per-case Dice on %s (%d cases; rule %s; %s):\n%s", split, report["split_cases"],
+             rule.metric, out_dir / "dice_table.md", table)
     # Dice and HD95 (mm) of whole predicted volumes of evaluation.split
     report["volumetric"] = volumetric_scores(cfg, prepared, loaded,
-                                             batch_size=cfg.evaluation.batch_size)
-    report["test"] = _test_scores(cfg, prepared, loaded, pairs, table)
+                                             batch_size=cfg.evaluation.batch_size, rule=rule)
+    report["test"] = _test_scores(cfg, prepared, loaded, pairs, table, rule)
     return report
 
 
-def _test_scores(cfg: ExperimentConfig, prepared, loaded: dict, pairs, table: str) -> dict | None:
+def _test_scores(cfg: ExperimentConfig, prepared, loaded: dict, pairs, table: str,
+                 rule) -> dict | None:
     """Every model on the whole volumes of ``test_dt`` (``evaluation/test_dt/``), its section
     appended to ``evaluation/dice_table.md``; without test cases one line says so (and the
     table) and nothing else is written (scores of an earlier evaluation with test cases are
@@ -99,7 +104,7 @@ def _test_scores(cfg: ExperimentConfig, prepared, loaded: dict, pairs, table: st
     scores = None
     if test_cases:
         scores = score_volumes(cfg, loaded, TEST_SPLIT, case_ids=test_cases, out_dir=test_dir,
-                               batch_size=cfg.evaluation.batch_size)
+                               batch_size=cfg.evaluation.batch_size, rule=rule)
     if scores is None:
         note = (f"No {TEST_SPLIT}: data.test_fraction is 0 and the dataset has no "
                 f"imagesTs/labelsTs, so every score of this run is on {SELECTION_SPLIT} or "
@@ -112,12 +117,12 @@ def _test_scores(cfg: ExperimentConfig, prepared, loaded: dict, pairs, table: st
         return None
     report = compare_scores(scores.dice_by_case(), scores.class_names, test_dir, pairs=pairs,
                             split=TEST_SPLIT, selected_on=SELECTION_SPLIT, unit="volumes",
-                            extra={"split": TEST_SPLIT,
-                                                "selected_on": SELECTION_SPLIT,
-                                                "cases": list(scores.cases)})
+                            rule=rule,
+                            extra={"split": TEST_SPLIT, "selected_on": SELECTION_SPLIT,
+                                   "cases": list(scores.cases)})
     section = volume_section(report, scores.summary, TEST_SPLIT, SELECTION_SPLIT)
     atomic_write_text(out_dir / "dice_table.md", table + "\n" + section)
-    log.info("per-case Dice of whole volumes on %s (%d cases; %s):\n%s", TEST_SPLIT,
-             len(scores.cases), test_dir, section)
+    log.info("per-case Dice of whole volumes on %s (%d cases; rule %s; %s):\n%s", TEST_SPLIT,
+             len(scores.cases), rule.metric, test_dir, section)
     report["volumetric"] = scores.summary
     return report

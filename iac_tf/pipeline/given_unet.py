@@ -20,7 +20,7 @@ from iac_tf.evaluation.report import case_scores, mean_dice
 from iac_tf.experiment import ExperimentConfig
 from iac_tf.files import atomic_write_json
 from iac_tf.models import load_unet
-from iac_tf.pipeline.common import trained_unet_path
+from iac_tf.pipeline.common import label_rule, trained_unet_path
 
 log = logging.getLogger("iac_tf.pipeline")
 
@@ -50,11 +50,13 @@ def score_given_unet(cfg: ExperimentConfig, prepared, model=None) -> dict:
     if model is None:
         model = load_unet(path)
     images, masks, case_ids = prepared.arrays(SELECTION_SPLIT)
-    scores = case_scores(model, images, masks, case_ids, cfg.evaluation.batch_size)
+    scores = case_scores(model, images, masks, case_ids, cfg.evaluation.batch_size,
+                         label_rule(cfg, prepared))
     score = mean_dice(scores)
     expected = cfg.unet.expected_dice
     below = expected is not None and not score >= expected - EXPECTED_DICE_TOLERANCE
-    record = {"unet": str(path), "split": SELECTION_SPLIT, "cases": len(scores),
+    record = {"unet": str(path), "split": SELECTION_SPLIT, "metric": cfg.evaluation.metric,
+              "cases": len(scores),
               "mean_dice": score, "expected_dice": expected,
               "tolerance": EXPECTED_DICE_TOLERANCE, "below_expected": below}
     atomic_write_json(cfg.layout.unet_score, record)

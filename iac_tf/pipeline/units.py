@@ -24,7 +24,8 @@ from iac_tf.evaluation.plots import plot_history
 from iac_tf.experiment import ExperimentConfig
 from iac_tf.files import atomic_write_text
 from iac_tf.genotype import Genotype
-from iac_tf.pipeline.common import case_scorer, epoch_data, fixed, trained_unet_path
+from iac_tf.pipeline.common import (case_scorer, epoch_data, fixed, label_rule,
+                                    trained_unet_path)
 from iac_tf.run_records import unit_record
 from iac_tf.run_layout import BEST_MODEL, HISTORY, SAVEDMODEL, training_done
 from iac_tf.training.precision import precision_policy
@@ -35,7 +36,7 @@ from iac_tf.models import build_configured_unet, load_unet
 
 log = logging.getLogger("iac_tf.pipeline")
 
-#: ``fit(train, val, scorer) -> TrainResult``: build or load the model, then train it
+#: ``fit(train, val, scorer, rule) -> TrainResult``: build or load the model, then train it
 Fit = Callable[..., TrainResult]
 
 
@@ -49,7 +50,8 @@ class TrainingUnit:
         label: how the console and the learning-curve plot call it.
         folder: where it trains (``best_model.keras``, ``history.csv``, ``summary.json``).
         settings: its training section (epochs, batch size, selection, mixed precision).
-        fit: ``fit(train, val, scorer) -> TrainResult`` builds or loads the model and trains it.
+        fit: ``fit(train, val, scorer, rule) -> TrainResult`` builds or loads the model and
+            trains it (``rule``: the run's :class:`~iac_tf.inference.labels.LabelRule`).
         intro: what is trained, for the console line that starts it.
         needs_export: finished only once ``savedmodel/`` exists too (Stage III's export).
         depends_on: for a model of ``compare/``, the stages whose results it reads; its record
@@ -113,15 +115,17 @@ def train_unit(cfg: ExperimentConfig, prepared, unit: TrainingUnit,
                 unit_record(unit.settings, unit.depends_on), sort_keys=False))
         seed_everything(cfg.seed, cfg.deterministic)
         s = unit.settings
+        rule = label_rule(cfg, prepared)
         with precision_policy(s.mixed_precision), strategy(s.distribute).scope():
             result = unit.fit(epoch_data(prepared, "train_dt", s.batch_size),
                               fixed(prepared.dataset("val_dt", s.batch_size)),
-                              case_scorer(prepared, s, cfg.evaluation.batch_size))
+                              case_scorer(prepared, s, cfg.evaluation.batch_size, rule), rule)
         history = unit.folder / HISTORY
         if history.exists():
             plot_history(history, unit.folder / "learning_curves.png", title=unit.label)
-        log.info("%s done in %.1f s: best val_dt %s (selects the epoch) %.4f at epoch %d%s",
-                 unit.label, result.seconds, result.monitor, result.best_score, result.best_epoch,
+        log.info("%s done in %.1f s: best val_dt %s (selects the epoch; rule %s) %.4f at "
+                 "epoch %d%s", unit.label, result.seconds, result.monitor, rule.metric,
+                 result.best_score, result.best_epoch,
                  " (early stop: patience)" if result.stopped_early else "")
         if on_trained is not None:
             on_trained(result)
@@ -132,10 +136,10 @@ def train_unit(cfg: ExperimentConfig, prepared, unit: TrainingUnit,
 # ---------------------------------------------------------------------------- the kinds of unit
 def stage1_unit(cfg: ExperimentConfig, prepared) -> TrainingUnit:
     """Stage I: the configured zoo U-Net, built and trained on train_dt."""
-    def fit(train, val, scorer):
+    def fit(train, val, scorer, rule):
         model = build_configured_unet(cfg, prepared.in_channels, prepared.num_classes)
         return train_model(model, train, val, cfg.stage1, cfg.layout.stage(1), seed=cfg.seed,
-                           case_scorer=scorer)
+                           case_scorer=scorer, rule=rule)
 
     return TrainingUnit(
         "unet", "Stage I", cfg.layout.stage(1), cfg.stage1, fit,
@@ -149,11 +153,11 @@ def iac_unit(cfg: ExperimentConfig, name: str, genotype_path: pathlib.Path,
     trained U-Net, trained on train_dt and exported."""
     s3 = cfg.stage3
 
-    def fit(train, val, scorer):
+    def fit(train, val, scorer, rule):
         unet = load_unet(trained_unet_path(cfg))
         return train_iac_unet(unet, Genotype.from_json(genotype_path), train, val, s3, folder,
                               seed=cfg.seed, case_scorer=scorer, implant_mode=mode,
-                              search_cell_channels=cfg.stage2.cell_channels)
+                              search_cell_channels=cfg.stage2.cell_channels, rule=rule)
 
     intro = (f"{mode} implant, epoch selection by val_dt {s3.monitor}"
              f"{', epoch 0 included' if s3.evaluate_initial else ''}; genotype {genotype_path}\n"
@@ -173,9 +177,9 @@ def unet_continued_unit(cfg: ExperimentConfig) -> TrainingUnit:
     settings = Stage1Config(**{f.name: getattr(s3, f.name) for f in dataclasses.fields(Stage1Config)})
     folder = cfg.layout.compare("unet_continued")
 
-    def fit(train, val, scorer):
+    def fit(train, val, scorer, rule):
         return train_model(load_unet(trained_unet_path(cfg)), train, val, settings, folder,
-                           seed=cfg.seed, case_scorer=scorer)
+                           seed=cfg.seed, case_scorer=scorer, rule=rule)
 
     return TrainingUnit("unet_continued", "unet_continued", folder, settings, fit,
                         f"budget-matched baseline, {s3.epochs} more epochs of "
@@ -188,11 +192,11 @@ def comparison_unit(cfg: ExperimentConfig, method: str) -> TrainingUnit:
     trained with Stage III's settings; its resolved config in its folder."""
     folder = cfg.layout.compare(method)
 
-    def fit(train, val, scorer):
+    def fit(train, val, scorer, rule):
         folder.mkdir(parents=True, exist_ok=True)
         dump_yaml(cfg, folder / "config.yaml")
         return train_comparison(load_unet(trained_unet_path(cfg)), method, train, val,
-                                cfg.stage3, folder, seed=cfg.seed, case_scorer=scorer)
+                                cfg.stage3, folder, seed=cfg.seed, case_scorer=scorer, rule=rule)
 
     return TrainingUnit(method, f"comparison {method}", folder, cfg.stage3, fit,
                         f"its modules in the frozen U-Net {cfg.trained_unet}",

@@ -29,7 +29,9 @@ from iac_tf.errors import UserError
 from iac_tf.run_layout import DICE_CSV, HISTORY, SUMMARY, RunLayout, RunStatus
 
 EPOCH_COLUMN = re.compile(r"^iac_epoch_(\d+)$")
-NOT_MODELS = {"case", "class", "gain"}
+#: columns of ``dice_per_case.csv`` that are not models (``split``, ``metric``: the split and the
+#: decision rule the table scores, :mod:`iac_tf.evaluation.report`)
+NOT_MODELS = {"case", "class", "gain", "split", "metric"}
 HD95_SUFFIX = "_hd95_mm"  # volumetric_per_case.csv: <model>_hd95_mm
 VOLUMETRIC_CSV = "volumetric_per_case.csv"
 # column names of the slice-level soft Dice, current first (older runs wrote "dice"/"val_dice")
@@ -79,6 +81,8 @@ class RunRecord:
     each (``FILE: problem``, the file relative to the run folder).
     ``class_scores[split]``: the per-case Dice (and HD95) per class of the evaluation split and,
     where the run has it, of ``test_dt`` (:class:`ClassScores`).
+    ``rule``: the decision rule the evaluation scored with (``labels`` or ``paper_channels``,
+    from ``evaluation/stats.json``; ``not recorded`` for evaluations that predate it).
     """
 
     run_dir: pathlib.Path
@@ -103,6 +107,7 @@ class RunRecord:
     test_case_scores: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
     split: str = "val_dt"
     class_scores: dict[str, ClassScores] = dataclasses.field(default_factory=dict)
+    rule: str = "not recorded"
 
     @property
     def methods(self) -> list[str]:
@@ -391,6 +396,10 @@ def read_run(run_dir) -> RunRecord:
     test, _ = _split_scores(read, layout.test_evaluation, TEST_SPLIT, "volumes", "test_dt scores")
     rec.test_case_scores = {m: _case_means(v) for m, v in test.dice.items()} if test else {}
     rec.class_scores = {s.split: s for s in (val, test) if s is not None}
+    if val:
+        rule = read.json(layout.evaluation / "stats.json").get("rule")
+        if isinstance(rule, dict) and rule.get("metric"):
+            rec.rule = str(rule["metric"])
     if not rec.epoch_scores:  # a sweep without evaluation columns: Stage III's own val Dice
         for key, d in layout.stage3_dirs().items():
             path = d / SUMMARY

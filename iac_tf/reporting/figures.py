@@ -8,7 +8,8 @@
 * ``overlays``: image / ground truth / U-Net / IAC on a few slices, one per case (each case's
   slice with the largest ground-truth area), with a legend naming the classes: of test_dt
   (whole volumes predicted as ``iac predict`` does) when the run has one, else of the
-  evaluation split's cached slices (predictions thresholded at 0.5 per class).
+  evaluation split's cached slices, the predictions as the run's decision rule makes them
+  (:func:`prediction_masks`: the label map of ``iac predict`` with ``evaluation.metric: labels``).
 Each function returns the PNG path, or raises ``FigureUnavailable`` saying what is missing or
 which file could not be read.
 """
@@ -34,6 +35,7 @@ from iac_tf.inference.model_source import LoadedModel
 from iac_tf.inference.predict import predict_volume
 from iac_tf.inference.tiling import keras_predictor
 from iac_tf.inference.volume import Preprocessing
+from iac_tf.inference.labels import LabelRule
 from iac_tf.reporting.collect import TRAIN_DICE, VAL_DICE, RunRecord
 from iac_tf.run_layout import RunLayout
 from iac_tf.primitives import PRIMITIVES
@@ -189,6 +191,7 @@ def overlays(rec: RunRecord, out_png: pathlib.Path, n_slices: int = 3, batch_siz
         prepared = prepare_dataset(cfg.data, progress=False)
     except Exception as exc:  # noqa: BLE001 - data not mounted where the run had it
         raise FigureUnavailable(f"data not available ({exc})") from None
+    rule = LabelRule(prepared.class_values, metric=cfg.evaluation.metric)
     models = {}
     for label, path in (("U-Net", unet_path), ("IAC", iac_path)):
         try:
@@ -200,7 +203,8 @@ def overlays(rec: RunRecord, out_png: pathlib.Path, n_slices: int = 3, batch_siz
         shown, class_names = _test_slices(cfg, prepared.test_cases, models, n_slices, batch_size)
     else:
         split = cfg.evaluation.split
-        shown, class_names = _cached_slices(prepared, split, models, n_slices, batch_size)
+        shown, class_names = _cached_slices(prepared, split, models, n_slices, batch_size,
+                                             rule)
     columns = ["image", "ground truth", *models]
     fig = _figure(figsize=(2.4 * len(columns), 2.4 * len(shown) + 0.6))
     axes = fig.subplots(len(shown), len(columns), squeeze=False)
@@ -221,7 +225,7 @@ def overlays(rec: RunRecord, out_png: pathlib.Path, n_slices: int = 3, batch_siz
     fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), fontsize=8,
                title="classes", title_fontsize=8, frameon=False)
     what = "whole volumes predicted as by iac predict" if split == TEST_SPLIT else "cached slices"
-    fig.suptitle(f"{rec.name}: {split} ({what}), one slice per case")
+    fig.suptitle(f"{rec.name}: {split} ({what}, rule: {rule.metric}), one slice per case")
     fig.tight_layout(rect=(0, 0.6 / (2.4 * len(shown) + 0.6), 1, 1))
     fig.savefig(out_png, dpi=80)
     return out_png
@@ -237,9 +241,9 @@ def _order(areas: dict[str, np.ndarray], n: int) -> list[tuple[str, int]]:
     return out[:n]
 
 
-def _cached_slices(prepared, split, models, n_slices, batch_size):
+def _cached_slices(prepared, split, models, n_slices, batch_size, rule: LabelRule):
     """``([(row name, image, {column: masks (H, W, K)})], class names)`` of the cached slices of
-    ``split``; predictions thresholded at 0.5 per class."""
+    ``split``; predictions as ``rule`` makes them (:func:`prediction_masks`)."""
     images, masks, cases = prepared.arrays(split)
     if len(images) == 0:
         raise FigureUnavailable(f"no {split} slices")
@@ -248,7 +252,7 @@ def _cached_slices(prepared, split, models, n_slices, batch_size):
     index = {c: np.flatnonzero(cases == c) for c in dict.fromkeys(cases.tolist())}
     pick = [int(index[c][s]) for c, s in _order({c: area[i] for c, i in index.items()}, n_slices)]
     x = images[pick]
-    preds = {label: np.asarray(m.predict(x, batch_size=batch_size, verbose=0)) > 0.5
+    preds = {label: prediction_masks(m.predict(x, batch_size=batch_size, verbose=0), rule) > 0
              for label, m in models.items()}
     shown = [(f"{cases[s]} #{s}", x[i, ..., 0],
               {"ground truth": masks[s] > 0.5, **{label: preds[label][i] for label in models}})
@@ -295,6 +299,13 @@ def _canonical(labels: np.ndarray, affine: np.ndarray, reorient: bool) -> np.nda
 
 
 PALETTE = np.array([[1, 0, 0], [0, 1, 0], [0, 0.4, 1], [1, 1, 0], [1, 0, 1], [0, 1, 1]], float)
+
+
+def prediction_masks(probs, rule: LabelRule) -> np.ndarray:
+    """The class masks ``(..., N)`` an overlay shows of probabilities ``(..., N)``: the
+    channels the run's scores count (``rule.channels``: with ``labels``, those of the label map
+    ``iac predict`` writes, one class per pixel for exclusive classes)."""
+    return rule.channels(np.asarray(probs, np.float32))
 
 
 def _colour(mask: np.ndarray) -> np.ndarray:

@@ -102,9 +102,11 @@ def build_report(run_dirs, out_dir, overlays: bool = True, n_slices: int = 3, lo
             warnings.append(f"{r.name}: {w}")
     version = code_version()
     split = use_split(records)  # test_dt when every run has it (refuses a mix)
-    log(f"report: {split_note(split)}")
+    rules = sorted({r.rule for r in records if r.case_scores})
+    log(f"report: {split_note(split, rules)}")
     tables, stats = all_tables(records, version)  # refuses two runs of one setting
     stats["split"] = split
+    stats["rules"] = rules
     with atomic_path(out_dir) as tmp:  # built beside out_dir, moved into place when complete
         mark(tmp, REPORT_MARKER, "a report")
         (tmp / "tables").mkdir(parents=True)
@@ -114,9 +116,9 @@ def build_report(run_dirs, out_dir, overlays: bool = True, n_slices: int = 3, lo
             _write_csv(t, tmp / "tables" / f"{t.key}.csv")
         (tmp / "statistics.json").write_text(dumps_json(stats))
         (tmp / "report.md").write_text(markdown(tables, figures, skipped, out_root=tmp,
-                                                warnings=warnings, split=split))
+                                                warnings=warnings, split=split, rules=rules))
         (tmp / "report.html").write_text(html_page(tables, figures, skipped, warnings=warnings,
-                                                   split=split))
+                                                   split=split, rules=rules))
     log(f"report: {len(records)} runs, {len(figures)} figures"
         + (f", {len(warnings)} warning(s)" if warnings else "") + f" -> {out_dir / 'report.html'}")
     return {"runs": len(records), "figures": len(figures), "skipped_figures": skipped,
@@ -179,18 +181,36 @@ WARNINGS_NOTE = ("Files of the runs that are there but could not be read; the ce
                  "them are n/a, and a run with an unreadable evaluation table is not finished.")
 
 
-def split_note(split: str) -> str:
-    """Which split the report's Dice tables and statistics score on, and what that means."""
+#: What each decision rule (``evaluation.metric``, ``RunRecord.rule``) scores.
+RULE_NOTES = {
+    "labels": "one label per voxel, the label maps `iac predict` writes (exclusive classes: the "
+              "most probable class above 0.5; nested regions: painted most specific last)",
+    "paper_channels": "each output channel thresholded at 0.5 and scored on its own (the "
+                      "paper's protocol; a voxel may count for two classes)",
+    "not recorded": "evaluated before the rule was recorded: each output channel on its own",
+}
+
+
+def split_note(split: str, rules=()) -> str:
+    """Which split and decision rule(s) the report's Dice tables and statistics score with,
+    and what that means."""
     if split == "test_dt":
-        return ("Dice of Tables II, IV-VI and the statistics: test_dt, whole volumes in their "
+        text = ("Dice of Tables I, II, IV-VI and the statistics: test_dt, whole volumes in their "
                 "original space, a split nothing was trained or selected on.")
-    return ("Dice of Tables II, IV-VI and the statistics: val_dt, the split that also selected "
-            "each model's best epoch (in-sample; the runs have no test split: set "
-            "data.test_fraction or provide labelsTs).")
+    else:
+        text = ("Dice of Tables I, II, IV-VI and the statistics: val_dt, the split that also "
+                "selected each model's best epoch (in-sample; the runs have no test split: set "
+                "data.test_fraction or provide labelsTs).")
+    if rules:
+        text += " Decision rule: " + "; ".join(f"{r} ({RULE_NOTES.get(r, r)})" for r in rules)
+        text += (". The runs were scored with different rules: their numbers do not compare."
+                 if len(rules) > 1 else ".")
+    return text
 
 
-def markdown(tables, figures, skipped, out_root, warnings=(), split: str = "val_dt") -> str:
-    parts = ["# IAC report", "", f"*{split_note(split)}*", ""]
+def markdown(tables, figures, skipped, out_root, warnings=(), split: str = "val_dt",
+             rules=()) -> str:
+    parts = ["# IAC report", "", f"*{split_note(split, rules)}*", ""]
     if warnings:
         parts += ["## Warnings", "", f"*{WARNINGS_NOTE}*", ""] + [f"- {w}" for w in warnings] + [""]
     parts += [_md_table(t) for t in tables]
@@ -209,7 +229,7 @@ def _html_cell(value) -> str:
                        html.escape(str(value)))
 
 
-def html_page(tables, figures, skipped, warnings=(), split: str = "val_dt") -> str:
+def html_page(tables, figures, skipped, warnings=(), split: str = "val_dt", rules=()) -> str:
     def table(t: Table) -> str:
         head = "".join(f"<th>{html.escape(str(h))}</th>" for h in t.header)
         body = "".join("<tr>" + "".join(f"<td>{_html_cell(c)}</td>" for c in row) + "</tr>"
@@ -229,7 +249,7 @@ def html_page(tables, figures, skipped, warnings=(), split: str = "val_dt") -> s
               ".note{font-size:12px;color:#555;max-width:1100px}figure{display:inline-block;margin:1em}"
               "img{max-width:1100px}.caution{color:#b00000;font-weight:bold}</style></head><body>"
               "<h1>IAC report</h1>")
-    buf.write(f"<p class=note>{html.escape(split_note(split))}</p>")
+    buf.write(f"<p class=note>{html.escape(split_note(split, rules))}</p>")
     links = ([("warnings", "Warnings")] if warnings else []) + [
         (t.key, t.title.split(":")[0]) for t in tables] + [("figures", "Figures")]
     buf.write("<p>" + " · ".join(f"<a href='#{k}'>{html.escape(title)}</a>" for k, title in links)

@@ -104,8 +104,12 @@ def check_one_run_per_setting(records) -> None:
 
 
 def table_i(records) -> Table:
+    """Stage I's U-Nets: train_dt soft Dice and the U-Net's per-case Dice of the split the
+    records' scores are of (``RunRecord.split``: val_dt, or test_dt after
+    :func:`~iac_tf.reporting.collect.use_split`); the header names that split."""
     ds = datasets_of(records)
-    header = ["backbone"] + [f"{d} {part}" for d in ds for part in ("train_dt", "val_dt")]
+    split_of = {d: _split_of([r for r in records if r.dataset == d]) for d in ds}
+    header = ["backbone"] + [f"{d} {part}" for d in ds for part in ("train_dt", split_of[d])]
     rows = []
     for bb in backbones_of(records):
         row = [bb]
@@ -113,10 +117,19 @@ def table_i(records) -> Table:
             rec = [r for r in records if r.dataset == d and r.backbone == bb]  # one at most
             row += [f3(rec[0].train_dice), f3(rec[0].scores.get("unet", math.nan))] if rec else ["", ""]
         rows.append(row)
+    splits = sorted(set(split_of.values()))
     return Table("table_i", "Table I: Dice of the U-Nets (Stage I)", header, rows,
-                 "train_dt: Stage I's slice-level soft Dice on train_dt at its best epoch (history.csv); val_dt: "
-                 "mean per-case Dice on the evaluation split (the U-Net column of the evaluation). "
+                 "train_dt: Stage I's slice-level soft Dice on train_dt at its best epoch (history.csv); "
+                 f"{' / '.join(splits) or 'val_dt'}: mean per-case Dice of the U-Net on that split "
+                 "(the U-Net column of the evaluation"
+                 + ("; test_dt: whole volumes" if "test_dt" in splits else "") + "). "
                  "An empty cell: no run of that setting.")
+
+
+def _split_of(records) -> str:
+    """The split the scores of ``records`` are of (one per report, :func:`use_split`)."""
+    splits = sorted({r.split for r in records})
+    return "/".join(splits) or "val_dt"
 
 
 def _gains(records, method) -> list[float]:

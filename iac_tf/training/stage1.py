@@ -5,7 +5,10 @@ Two Dice numbers appear in a run and they are different quantities: the *soft Di
 (``soft_dice`` / ``val_soft_dice`` in ``history.csv``, ``best_val_soft_dice`` in
 ``summary.json``) is the slice-level soft Dice of the sigmoid outputs averaged over batches, used
 only to select the best epoch; the evaluation's *per-case Dice*
-(:mod:`iac_tf.evaluation.metrics`) thresholds the predictions and scores each case's volume.
+(:mod:`iac_tf.evaluation.metrics`) binarises the predictions and scores each case's volume.
+Both follow the dataset's decision rule when one is given (``rule``, a
+:class:`~iac_tf.inference.labels.LabelRule`; the pipeline always gives it): the soft Dice of the
+rule's soft channels (:func:`iac_tf.losses.selection_metric`) and the hard Dice of its labels.
 
 Paper defaults: Adam, constant learning rate 1e-3, batch size 128, 200 epochs, Dice loss.
 Our additions: the selection metric (``monitor``), an epoch 0 that scores the model
@@ -21,7 +24,7 @@ import pathlib
 import time
 
 from iac_tf._keras import keras
-from iac_tf.losses import DiceCoefficient, DiceLoss
+from iac_tf.losses import DiceLoss, selection_metric
 from iac_tf.files import atomic_write_json, save_model
 from iac_tf.training.loop import EpochLoop
 from iac_tf.training.optimizers import make_optimizer
@@ -57,13 +60,14 @@ def _at_best(history: list[dict], best_epoch: int, key: str) -> float:
     return float("nan")
 
 
-def compile_for_training(model: keras.Model, cfg: Stage1Config) -> None:
-    """Compile with the paper's optimiser and Dice loss/metric (loss scaling is added by Keras
-    under a ``mixed_float16`` policy)."""
+def compile_for_training(model: keras.Model, cfg: Stage1Config, rule=None) -> None:
+    """Compile with the paper's optimiser and Dice loss, and the soft Dice metric of ``rule``
+    (:func:`iac_tf.losses.selection_metric`; ``None``: every channel on its own). Loss scaling
+    is added by Keras under a ``mixed_float16`` policy."""
     model.compile(
         optimizer=make_optimizer(cfg.optimizer, cfg.learning_rate),
         loss=DiceLoss(eps=cfg.dice_eps),
-        metrics=[DiceCoefficient(eps=cfg.dice_eps, name="soft_dice")],
+        metrics=[selection_metric(rule, eps=cfg.dice_eps, name="soft_dice")],
     )
 
 
@@ -76,6 +80,7 @@ def train_model(
     extra_trackables: dict | None = None,
     case_scorer=None,
     seed: int = 0,
+    rule=None,
 ) -> TrainResult:
     """Train ``model`` with Dice loss, keeping the best checkpoint by ``cfg.monitor``.
 
@@ -92,10 +97,14 @@ def train_model(
             ``iac_tf.evaluation.metrics.mean_case_dice``); logged as ``val_case_dice`` after
             every epoch when given. Required when ``cfg.monitor`` is ``val_case_dice``.
         seed: the run seed (data order).
+        rule: the dataset's :class:`~iac_tf.inference.labels.LabelRule`: the soft Dice
+            (``soft_dice``, ``val_soft_dice``) scores its soft channels; ``None``: every channel
+            on its own (the paper's protocol). Recorded in ``summary.json``
+            (``selection_rule``). ``case_scorer`` should use the same rule.
     """
     run_dir = pathlib.Path(run_dir)
     if model.optimizer is None:
-        compile_for_training(model, cfg)
+        compile_for_training(model, cfg, rule)
     t0 = time.perf_counter()
     monitor = getattr(cfg, "monitor", MONITOR)
     if monitor == "val_case_dice" and case_scorer is None:
@@ -142,6 +151,9 @@ def train_model(
             "best_epoch": result.best_epoch,
             "best_val_soft_dice": result.best_val_soft_dice,
             "selection_metric": monitor,
+            "selection_rule": (rule.record() if rule is not None else
+                               {"metric": "paper_channels", "label_mode": None,
+                                "description": "each output channel scored on its own"}),
             "best_score": result.best_score,
             "epoch0_evaluated": bool(getattr(cfg, "evaluate_initial", False)),
             "stopped_early": result.stopped_early,

@@ -63,17 +63,18 @@ def train_iac_unet(
     implant_mode: str | None = None,
     search_cell_channels: int = 16,
     seed: int = 0,
+    rule=None,
 ) -> TrainResult:
     """Algorithm 3: build the IAC U-Net and train its cells; U-Net weights stay frozen.
 
     ``implant_mode`` overrides ``cfg.implant_mode``; ``search_cell_channels`` is C when
-    ``cfg.cell_channels`` is unset; ``case_scorer`` as in :func:`train_model`."""
+    ``cfg.cell_channels`` is unset; ``case_scorer`` and ``rule`` as in :func:`train_model`."""
     run_dir = pathlib.Path(run_dir)
     channels = cfg.cell_channels or search_cell_channels
     model = build_iac_unet(unet, genotype, channels, implant_mode or cfg.implant_mode,
                            cfg.residual_projection, cfg.fuse_output_conv, cfg.fuse_upsampling)
     result = train_model(model, train_data, val_data, cfg, run_dir, case_scorer=case_scorer,
-                         seed=seed)
+                         seed=seed, rule=rule)
     if cfg.export_savedmodel:
         export_savedmodel(result.best_model_path, run_dir / SAVEDMODEL)
     return result
@@ -88,13 +89,14 @@ def train_comparison(
     run_dir: str | os.PathLike,
     seed: int = 0,
     case_scorer=None,
+    rule=None,
 ) -> TrainResult:
     """Train a comparison method (paper Section V-A) exactly like Stage III: its modules in the
     frozen ``unet``'s skip connections, Stage III's training settings, best epoch by
     ``cfg.monitor`` on val_dt (epoch 0 included with ``cfg.evaluate_initial``)."""
     model = build_comparison_unet(unet, method)
     return train_model(model, train_data, val_data, cfg, run_dir, seed=seed,
-                       case_scorer=case_scorer)
+                       case_scorer=case_scorer, rule=rule)
 
 
 def export_savedmodel(model_path: str | os.PathLike, export_dir: str | os.PathLike) -> pathlib.Path:

@@ -6,6 +6,7 @@ import pytest
 from iac_tf.data import DataConfig, check_dataset, prepare_dataset
 from iac_tf.data.datasets import DATASETS, detect_format, list_cases
 from iac_tf.data.nifti import load_case, load_nifti
+from iac_tf.inference.labels import LabelRule
 from tests.data import fixtures
 
 # format -> (num cases, num patients, class names (regions), in_channels, modalities of case 0)
@@ -69,6 +70,11 @@ def test_brats_raw_label_mode_masks(tmp_path):
     _, m_raw, _ = raw.arrays("train_dt")
     np.testing.assert_array_equal(m_reg[..., 0], m_raw.max(-1))  # WT = NETC | SNFH | ET
     np.testing.assert_array_equal(m_reg[..., 2], m_raw[..., 2])  # ET
+    # the label values of each channel give the decision rule's label mode
+    assert regions.class_values == ((1, 2, 3), (1, 3), (3,))
+    assert raw.class_values == ((1,), (2,), (3,))
+    assert LabelRule(regions.class_values).mode == "regions"
+    assert LabelRule(raw.class_values).mode == "exclusive"
 
 
 def test_kits_slices_first_volume_is_reoriented_to_ras(tmp_path):

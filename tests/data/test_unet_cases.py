@@ -9,7 +9,7 @@ import json
 import pytest
 
 from iac_tf.cli import main
-from iac_tf.data import SPLITS, TEST_SPLIT, DataConfig, DataError, prepare_dataset
+from iac_tf.data import TEST_SPLIT, DataConfig, DataError, prepare_dataset
 from iac_tf.data.fingerprint import data_record
 from iac_tf.data.splits import held_out_val_share, split_patients, validate_splits
 from iac_tf.experiment import load_experiment

@@ -49,7 +49,7 @@ def test_every_model_is_scored_on_test_dt_volumes_and_both_splits_are_named(tmp_
     ev = cfg.run_dir / "evaluation"
     test_dir = ev / "test_dt"
     volumetric = _rows(test_dir / "volumetric_per_case.csv")
-    assert list(volumetric[0]) == ["case", "class", "unet_dice", "unet_hd95_mm", "iac_dice",
+    assert list(volumetric[0]) == ["split", "metric", "case", "class", "unet_dice", "unet_hd95_mm", "iac_dice",
                                    "iac_hd95_mm"]
     assert [(r["case"], r["class"]) for r in volumetric] == [
         (c, k) for c in ("t0", "t1") for k in ("organ", "lesion")]
@@ -57,7 +57,8 @@ def test_every_model_is_scored_on_test_dt_volumes_and_both_splits_are_named(tmp_
     assert set(summary) == {"unet", "iac"} and set(summary["iac"]) == {"organ", "lesion"}
     # one Dice column per model, the same values as the volumetric table
     dice = _rows(test_dir / "dice_per_case.csv")
-    assert list(dice[0]) == ["case", "class", "unet", "iac"]
+    assert list(dice[0]) == ["split", "metric", "case", "class", "unet", "iac"]
+    assert {(d["split"], d["metric"]) for d in dice} == {("test_dt", "labels")}
     for d, v in zip(dice, volumetric):
         for model in ("unet", "iac"):
             assert np.isclose(float(d[model]), float(v[f"{model}_dice"]), atol=1e-4, equal_nan=True)

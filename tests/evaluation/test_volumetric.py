@@ -241,3 +241,22 @@ def test_python_api_takes_the_folders_by_keyword_only(tmp_path):
         evaluate_folder(pred_dir, gt_dir)  # the old positional order fails loudly
     summary = evaluate_folder(gt=gt_dir, pred=pred_dir, progress=False)
     assert summary["1"]["dice_mean"] == 1.0
+
+
+def test_channels_scored_alone_or_as_a_label_map():
+    """``score_channels`` (``evaluation.metric: paper_channels``) scores any binary channels; of
+    the label map's channels it is ``score_case``; a voxel in two predicted channels counts for
+    both (against the reference Dice of each channel)."""
+    from iac_tf.evaluation.volumetric import score_channels
+    from iac_tf.inference.labels import labels_to_channels
+
+    rng = np.random.default_rng(7)
+    classes = ((1, 2, 3), (1, 3), (3,))
+    gt = rng.integers(0, 4, (9, 8, 5))
+    pred = rng.integers(0, 4, (9, 8, 5))
+    assert score_channels(labels_to_channels(pred, classes), gt, classes, (1, 1, 1)) == \
+        score_case(pred, gt, classes, (1, 1, 1))
+    both = np.stack([gt == 1, (gt == 1) | (gt == 2)], -1)  # channel 1 also claims class 1
+    scored = score_channels(both, gt, ((1,), (2,)), (1, 1, 1))
+    assert scored[0][0] == 1.0
+    assert scored[1][0] == pytest.approx(2 * (gt == 2).sum() / ((gt == 2).sum() + both[..., 1].sum()))

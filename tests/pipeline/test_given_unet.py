@@ -12,6 +12,7 @@ from iac_tf.data import prepare_dataset
 from iac_tf.evaluation.report import evaluate_models
 from iac_tf.experiment import load_experiment
 from iac_tf.pipeline import given_unet, stages
+from iac_tf.pipeline.common import label_rule
 from iac_tf.pipeline.given_unet import EXPECTED_DICE_TOLERANCE, score_given_unet
 from tests.data import fixtures
 from tests.tiny import tiny_unet, write_config
@@ -53,18 +54,22 @@ def reference_dice(masks, case_ids):
     return float(np.mean(means))
 
 
-def test_the_score_is_the_tables_and_is_recorded(setup, tmp_path, caplog):
-    cfg = _cfg(setup, tmp_path)
+@pytest.mark.parametrize("metric", ["paper_channels", "labels"])
+def test_the_score_is_the_tables_and_is_recorded(setup, tmp_path, caplog, metric):
+    cfg = _cfg(setup, tmp_path, evaluation__metric=metric)
     prepared = prepare_dataset(cfg.data, progress=False)
     model = everything_model()
     with caplog.at_level(logging.INFO, logger="iac_tf"):
         record = score_given_unet(cfg, prepared, model)
     _, masks, case_ids = prepared.arrays("val_dt")
-    assert record["mean_dice"] == pytest.approx(reference_dice(masks, case_ids), abs=1e-12)
+    if metric == "paper_channels":  # every channel alone: every pixel predicted, every class
+        assert record["mean_dice"] == pytest.approx(reference_dice(masks, case_ids), abs=1e-12)
     assert record["cases"] == len(set(case_ids)) >= 2 and record["split"] == "val_dt"
-    # the same number as the val_dt Dice table
+    assert record["metric"] == metric
+    # the same number as the val_dt Dice table under the run's rule
     table = evaluate_models({"unet": model, "same": model}, *prepared.arrays("val_dt"),
-                            prepared.class_names, tmp_path / "table")
+                            prepared.class_names, tmp_path / "table",
+                            rule=label_rule(cfg, prepared))
     assert table["mean_dice"]["unet"] == pytest.approx(record["mean_dice"], abs=1e-12)
     assert json.loads(cfg.layout.unet_score.read_text()) == record
     assert record["expected_dice"] is None and not record["below_expected"]

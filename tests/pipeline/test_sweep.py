@@ -69,14 +69,15 @@ def test_sweep_and_comparison_run_then_resume(tmp_path, capsys, monkeypatch):
 
     rows = list(csv.DictReader(open(run / "evaluation" / "dice_per_case.csv")))
     methods = ["iac", "iac_epoch_001", "iac_epoch_002", "unet_continued", "attention"]
-    assert list(rows[0]) == ["case", "class", "unet"] + methods
+    assert list(rows[0]) == ["split", "metric", "case", "class", "unet"] + methods
     stats = json.loads((run / "evaluation" / "stats.json").read_text())
     assert set(methods) <= set(stats["methods"])
     for entry in stats["methods"].values():
         assert {"mean_gain", "gain_ci95", "t_test_p", "wilcoxon_p", "wilcoxon_greater_p"} <= set(entry["overall"])
     table = (run / "evaluation" / "dice_table.md").read_text()
     assert table.splitlines()[0].startswith("Best epochs selected on: `val_dt`. Scored on: `val_dt`")
-    assert table.splitlines()[2] == "| class | n | unet | " + " | ".join(methods) + " |"
+    assert table.splitlines()[2].startswith("Decision rule: `labels` (one label per voxel")
+    assert table.splitlines()[4] == "| class | n | unet | " + " | ".join(methods) + " |"
 
     # a rerun keeps every finished Stage III and comparison
     mtimes = {p: p.stat().st_mtime_ns for p in run.glob("*/**/best_model.keras")}

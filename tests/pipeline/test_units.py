@@ -25,6 +25,7 @@ class _Prepared:
     """What a unit reads of the prepared data."""
 
     in_channels, num_classes = 1, 2
+    class_values = ((1,), (2,))
 
     def dataset(self, split, batch_size, shuffle=False, seed=0):
         return (split, batch_size)
@@ -34,8 +35,8 @@ class _Prepared:
 
 
 def _fake_fit(folder: pathlib.Path, calls: list):
-    def fit(train, val, scorer):
-        calls.append((train(1, 0), val(1, 0), scorer))
+    def fit(train, val, scorer, rule=None):
+        calls.append((train(1, 0), val(1, 0), scorer, rule))
         folder.mkdir(parents=True, exist_ok=True)
         with (folder / "history.csv").open("w", newline="") as fh:
             w = csv.writer(fh)
@@ -66,8 +67,9 @@ def test_a_unit_trains_once_registers_and_is_then_skipped(cfg, caplog):
         first = train_unit(cfg, _Prepared(), unit, on_trained=seen.append)
         again = train_unit(cfg, _Prepared(), unit, on_trained=seen.append)
     assert len(calls) == 1 and seen == [first]
-    train, val, scorer = calls[0]
+    train, val, scorer, rule = calls[0]
     assert train == ("train_dt", 3) and val == ("val_dt", 3) and scorer is None
+    assert (rule.classes, rule.mode, rule.metric) == (((1,), (2,)), "exclusive", "labels")
     assert (folder / "learning_curves.png").is_file()
     assert again.best_epoch == 2 and again.seconds == 0.0
     assert RunLayout(cfg.run_dir).model_paths() == {"toy": folder / "best_model.keras"}

@@ -101,3 +101,34 @@ def test_the_report_stays_on_val_dt_without_test_splits_and_refuses_a_mix(tmp_pa
              read_run(_scored_run(tmp_path / "m", "d", 0.6))]
     with pytest.raises(UserError, match=r"(?s)test_dt scores \(c\).*do not \(d\)"):
         use_split(mixed)
+
+
+def test_table_i_names_the_split_its_unet_dice_is_of(tmp_path):
+    """Table I's U-Net column shows test_dt Dice once the report scores on test_dt, and its
+    header says so (it said val_dt while printing test_dt values)."""
+    from iac_tf.reporting.collect import read_run, use_split
+    from iac_tf.reporting.tables import table_i
+
+    def run(root, name, test):
+        path = _scored_run(root, name, 0.6, test)
+        _touch(path / "evaluation" / "test_dt" / "dice_per_case.csv",
+               f"case,class,unet,iac\nt1,a,{test},0.7\n")
+        _touch(path / "evaluation" / "stats.json", '{"rule": {"metric": "labels"}}')
+        return read_run(path)
+
+    records = [run(tmp_path, "r", 0.25)]
+    assert use_split(records) == "test_dt"
+    table = table_i(records)
+    assert table.header[2].endswith(" test_dt") and "val_dt" not in table.header[2]
+    assert table.rows[0][2] == "0.250"  # the test_dt U-Net Dice under the test_dt header
+    assert "test_dt: mean per-case Dice of the U-Net" in table.note
+    assert records[0].rule == "labels"  # the rule of the run's evaluation, for the report
+    plain = [read_run(_scored_run(tmp_path / "v", "r", 0.6))]
+    assert use_split(plain) == "val_dt"
+    assert table_i(plain).header[2].endswith(" val_dt") and table_i(plain).rows[0][2] == "0.500"
+
+
+def test_the_split_and_rule_columns_are_not_models(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text("split,metric,case,class,unet,iac\nval_dt,labels,c1,a,0.5,0.7\n")
+    assert set(case_scores(path)) == {"unet", "iac"}

@@ -53,7 +53,7 @@ def test_evaluate_models_one_column_per_method(tmp_path):
     report = evaluate_models(models, images, masks, ["p1", "p1", "p2", "p2"], ["lesion"], tmp_path,
                              pairs=[("unet_continued", "iac")])
     rows = list(csv.reader(open(tmp_path / "dice_per_case.csv")))
-    assert rows[0] == ["case", "class", "unet", "iac", "unet_continued"] and len(rows) == 3
+    assert rows[0] == ["split", "metric", "case", "class", "unet", "iac", "unet_continued"] and len(rows) == 3
     stats = json.loads((tmp_path / "stats.json").read_text())
     assert set(stats["methods"]) == {"iac", "unet_continued"}
     assert stats["overall"]["mean_candidate"] == pytest.approx(2 * 16 / (16 + 32))
