@@ -23,6 +23,7 @@ from iac_tf.experiment import ExperimentConfig
 from iac_tf.genotype import Genotype
 from iac_tf.pipeline.common import case_scorer, epoch_data, fixed, trained_unet_path
 from iac_tf.run_layout import BEST_MODEL, HISTORY, SAVEDMODEL, training_done
+from iac_tf.run_records import as_recorded
 from iac_tf.training.precision import precision_policy
 from iac_tf.training.seeding import seed_everything
 from iac_tf.training.stage1 import TrainResult, train_model
@@ -165,7 +166,7 @@ def unet_continued_unit(cfg: ExperimentConfig) -> TrainingUnit:
 
     return TrainingUnit("unet_continued", "unet_continued", folder, settings, fit,
                         f"budget-matched baseline, {s3.epochs} more epochs of "
-                        f"{cfg.trained_unet}, selection by val_dt {s3.monitor}")
+                        f"{trained_unet_path(cfg)}, selection by val_dt {s3.monitor}")
 
 
 def comparison_unit(cfg: ExperimentConfig, method: str) -> TrainingUnit:
@@ -175,9 +176,9 @@ def comparison_unit(cfg: ExperimentConfig, method: str) -> TrainingUnit:
 
     def fit(train, val, scorer):
         folder.mkdir(parents=True, exist_ok=True)
-        dump_yaml(cfg, folder / "config.yaml")
+        dump_yaml(as_recorded(cfg), folder / "config.yaml")
         return train_comparison(load_unet(trained_unet_path(cfg)), method, train, val,
                                 cfg.stage3, folder, seed=cfg.seed, case_scorer=scorer)
 
     return TrainingUnit(method, f"comparison {method}", folder, cfg.stage3, fit,
-                        f"its modules in the frozen U-Net {cfg.trained_unet}")
+                        f"its modules in the frozen U-Net {trained_unet_path(cfg)}")
