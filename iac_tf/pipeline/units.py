@@ -166,7 +166,7 @@ def unet_continued_unit(cfg: ExperimentConfig) -> TrainingUnit:
 
     return TrainingUnit("unet_continued", "unet_continued", folder, settings, fit,
                         f"budget-matched baseline, {s3.epochs} more epochs of "
-                        f"{trained_unet_path(cfg)}, selection by val_dt {s3.monitor}")
+                        f"{cfg.trained_unet}, selection by val_dt {s3.monitor}")
 
 
 def comparison_unit(cfg: ExperimentConfig, method: str) -> TrainingUnit:
@@ -181,4 +181,4 @@ def comparison_unit(cfg: ExperimentConfig, method: str) -> TrainingUnit:
                                 cfg.stage3, folder, seed=cfg.seed, case_scorer=scorer)
 
     return TrainingUnit(method, f"comparison {method}", folder, cfg.stage3, fit,
-                        f"its modules in the frozen U-Net {trained_unet_path(cfg)}")
+                        f"its modules in the frozen U-Net {cfg.trained_unet}")
