@@ -211,8 +211,9 @@ def adopt(layout: RunLayout, pretrained: str | os.PathLike) -> dict:
            "name": source.name, "label": label(source.name, sha),
            "bytes": sum(f.stat().st_size for f in files)}
     layout.write_unet_record(new)
-    if record is not None and _copy_path(layout, record) != dest:
-        remove(_copy_path(layout, record))  # the former copy (--restart stage1 with a new U-Net)
+    former = _copy_path(layout, record) if record is not None else None
+    if former is not None and former != dest and _inside(former, layout.unet_dir):
+        remove(former)  # the run's former copy (--restart stage1 with a new U-Net)
     if previous is not None and not _inside(previous, layout.root):
         log.info("%s: copied into the run as %s (sha256 %s). The run's earlier results were "
                  "made with %s, whose content was not recorded then", source, dest, sha[:12],
