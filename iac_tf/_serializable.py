@@ -22,7 +22,6 @@ re-enter half-initialised modules. See docs/decisions.md ("Keras interop").
 from __future__ import annotations
 
 import importlib
-import importlib.abc
 import sys
 
 #: Every class the package registers with Keras: registered name -> the module whose import
@@ -84,8 +83,9 @@ def register_placeholders() -> None:
                                   {"registered_name": name})
 
 
-class _RegisterAfter(importlib.abc.Loader):
-    """Runs ``tf_keras``'s own loader, then :func:`register_placeholders`."""
+class _RegisterAfter:
+    """Runs ``tf_keras``'s own loader, then :func:`register_placeholders` (a loader by duck
+    typing: ``importlib.abc`` costs ``import iac_tf`` 10 ms)."""
 
     def __init__(self, loader):
         self.loader = loader
@@ -103,7 +103,7 @@ class _RegisterAfter(importlib.abc.Loader):
         return getattr(self.loader, name)
 
 
-class _TfKerasHook(importlib.abc.MetaPathFinder):
+class _TfKerasHook:
     """Finds ``tf_keras`` through the other finders and wraps its loader; stays in
     ``sys.meta_path`` until ``tf_keras`` is loaded (TensorFlow probes it with ``find_spec``
     before importing it)."""
