@@ -32,6 +32,7 @@ from iac_tf.diskspace import MARGIN_BYTES, check_writable_folder, free_bytes, hu
 from iac_tf.errors import UserError
 from iac_tf.genotype import Genotype
 from iac_tf.models import UNetInfo, inspect_unet, match_data, stage1_params
+from iac_tf.run_unet import checked_source
 from iac_tf.unets.registry import get_backbone
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
@@ -285,7 +286,13 @@ def doctor(cfg) -> list[Check]:
     if not cfg.unet.pretrained:
         rows += stage1_checks(cfg)
     path = cfg.trained_unet
-    if cfg.unet.pretrained or path.exists():
+    if cfg.unet.pretrained:
+        try:  # the run's own copy when the run has one (the file named may be gone)
+            path = checked_source(cfg.layout, cfg.unet.pretrained)
+        except UserError as exc:
+            rows.append(Check("U-Net", FAIL, str(exc)))
+            path = None
+    if path is not None and (cfg.unet.pretrained or path.exists()):
         row, info = unet_check(path, cfg, shape)
         rows.append(row)
     elif cfg.unet.pretrained is None:

@@ -9,6 +9,10 @@ pre-flight, ``iac report``, ``iac grid`` and ``iac predict`` all ask it::
       data_record.json                 the dataset the run was trained on: absolute path,
                                        fingerprint, classes and channel modalities
       models.json                      index: model name -> best .keras of that model (see below)
+      unet_record.json, unet/          with unet.pretrained: the run's own copy of that U-Net
+                                       (unet/<its file or folder name>), its SHA-256, where it
+                                       came from and its label "custom: <name>, <8 hex>"
+                                       (:mod:`iac_tf.run_unet`)
       stage1/                          best_model.keras, history.csv, summary.json, ...
       unet_score.json                  a given U-Net's val_dt score before it is improved
       stage2/                          genotypes/epoch_XXX.json, arch/, history.csv, search_time.json
@@ -23,7 +27,8 @@ pre-flight, ``iac report``, ``iac grid`` and ``iac predict`` all ask it::
 
 ``models.json`` maps a model name (``unet``, ``iac``, ``iac_epoch_025``, ``attention``,
 ``unet_continued``, ...) to its best model file, relative to the run folder where it lies inside
-it (else absolute, e.g. a user's pre-trained U-Net). ``iac`` is always the run's final IAC U-Net.
+it (else absolute: a user's pre-trained U-Net in a run made before the run kept its own copy).
+``iac`` is always the run's final IAC U-Net.
 """
 
 from __future__ import annotations
@@ -47,6 +52,8 @@ from iac_tf.locks import folder_lock, read_holder
 
 MODELS_INDEX = "models.json"
 DATA_RECORD = "data_record.json"
+UNET_RECORD = "unet_record.json"  # the run's copy of unet.pretrained (iac_tf.run_unet)
+UNET_DIR = "unet"
 BEST_MODEL = "best_model.keras"
 SUMMARY = "summary.json"
 HISTORY = "history.csv"
@@ -110,6 +117,20 @@ class RunLayout:
     @property
     def data_record(self) -> pathlib.Path:
         return self.root / DATA_RECORD
+
+    @property
+    def unet_record(self) -> pathlib.Path:
+        """The record of the run's own copy of ``unet.pretrained`` (:mod:`iac_tf.run_unet`)."""
+        return self.root / UNET_RECORD
+
+    @property
+    def unet_dir(self) -> pathlib.Path:
+        """The folder of the run's own copy of ``unet.pretrained``."""
+        return self.root / UNET_DIR
+
+    def own_unet(self, name: str) -> pathlib.Path:
+        """Where the run keeps its copy of the U-Net file or SavedModel folder ``name``."""
+        return self.unet_dir / pathlib.PurePath(name).name
 
     @property
     def lock_path(self) -> pathlib.Path:
@@ -299,6 +320,24 @@ class RunLayout:
         if not self.models_index.exists():
             return {}
         return json.loads(self.models_index.read_text())
+
+    # ------------------------------------------------------------------ U-Net record
+    def read_unet_record(self) -> dict | None:
+        """The record of the run's own U-Net copy, or ``None`` (no ``unet.pretrained``, or a run
+        made before the run kept a copy)."""
+        if not self.unet_record.is_file():
+            return None
+        try:
+            record = json.loads(self.unet_record.read_text())
+        except ValueError as exc:
+            raise UserError(f"{self.unet_record}: unreadable U-Net record ({exc})") from None
+        if not isinstance(record, dict) or not {"file", "sha256"} <= set(record):
+            raise UserError(f"{self.unet_record}: expected a JSON object with 'file' and "
+                            "'sha256'")
+        return record
+
+    def write_unet_record(self, record: dict) -> None:
+        atomic_write_json(self.unet_record, record)
 
     # ------------------------------------------------------------------ dataset record
     def read_data_record(self) -> dict | None:

@@ -37,6 +37,10 @@ NON_BLOCKING = ("data.cache_dir", "*.verbose", "*.checkpoints_to_keep", "stage2.
 #: Dice that selects the best epoch of Stages I and III (and of the comparisons).
 SELECTION_KEYS = {1: ("evaluation.metric",), 3: ("evaluation.metric",)}
 
+#: ``unet`` keys that only tell Stage I how to build its U-Net: with ``unet.pretrained`` set they
+#: decide nothing (and the recorded configs name the user's U-Net in ``unet.backbone``).
+BUILD_ONLY = ("unet.backbone", "unet.encoder_weights", "unet.decoder_filters", "unet.options")
+
 
 class RunConflict(ConfigError):
     """A stage folder holds results of another config (the message names the differing keys)."""
@@ -78,7 +82,20 @@ def stage_keys(cfg_data: dict, sections) -> dict[str, Any]:
     """The dotted keys (``unet.options.base_filters``) of ``sections`` in a plain config mapping
     that decide a stage's results, with their values."""
     flat = _flatten({k: cfg_data[k] for k in sections if k in cfg_data})
-    return {k: v for k, v in flat.items() if _blocking(k)}
+    unet = cfg_data.get("unet") if isinstance(cfg_data.get("unet"), dict) else {}
+    ignored = BUILD_ONLY if unet.get("pretrained") else ()
+    return {k: v for k, v in flat.items() if _blocking(k)
+            and not any(k == b or k.startswith(b + ".") for b in ignored)}
+
+
+def as_recorded(cfg: ExperimentConfig) -> ExperimentConfig:
+    """``cfg`` as the run records it: with ``unet.pretrained``, ``unet.backbone`` is the label of
+    the run's own copy of that U-Net (``custom: my_unet.keras, 3f2a1b4c``, see
+    :mod:`iac_tf.run_unet`) instead of the unused zoo backbone."""
+    record = cfg.layout.read_unet_record() if cfg.unet.pretrained else None
+    if not record or not record.get("label"):
+        return cfg
+    return dataclasses.replace(cfg, unet=dataclasses.replace(cfg.unet, backbone=record["label"]))
 
 
 def _recorded(path: pathlib.Path) -> dict:
@@ -154,7 +171,7 @@ def record_stage(cfg: ExperimentConfig, stage: int) -> pathlib.Path:
     """Write ``stageN/config.yaml`` (the resolved config the stage runs with) and
     ``stageN/version.txt``."""
     folder = cfg.stage_dir(stage)
-    dump_yaml(cfg, folder / STAGE_RECORD)
+    dump_yaml(as_recorded(cfg), folder / STAGE_RECORD)
     atomic_write_text(folder / "version.txt", code_version() + "\n")
     return folder / STAGE_RECORD
 
@@ -218,6 +235,6 @@ def write_resolved(cfg: ExperimentConfig) -> pathlib.Path:
     ``version.txt`` into it."""
     layout = cfg.layout
     layout.claim()
-    dump_yaml(cfg, layout.config)
+    dump_yaml(as_recorded(cfg), layout.config)
     atomic_write_text(layout.version, code_version() + "\n")
     return cfg.run_dir

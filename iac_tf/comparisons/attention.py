@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from iac_tf._keras import keras, tf
+from iac_tf.layer_scope import ScopedLayer, build_sublayer
 from iac_tf.comparisons._common import channels, check_up_index, decoder_concat
 
 L = keras.layers
 
 
 @keras.utils.register_keras_serializable(package="iac_tf")
-class AttentionGate(keras.layers.Layer):
+class AttentionGate(ScopedLayer):
     """Additive attention gate on a skip connection, then the decoder's concatenation.
 
     Follows Oktay et al., "Attention U-Net: Learning Where to Look for the Pancreas" (MIDL 2018),
@@ -59,9 +60,9 @@ class AttentionGate(keras.layers.Layer):
         self.W_x = L.Conv2D(f_int, 1, use_bias=False, name="W_x", dtype=self.dtype_policy)
         self.W_g = L.Conv2D(f_int, 1, use_bias=True, name="W_g", dtype=self.dtype_policy)
         self.psi = L.Conv2D(1, 1, use_bias=True, name="psi", dtype=self.dtype_policy)
-        self.W_x.build(tf.TensorShape(skip_shape)[:-1].concatenate([c_skip]))
-        self.W_g.build(tf.TensorShape(up_shape)[:-1].concatenate([c_up]))
-        self.psi.build(tf.TensorShape(skip_shape)[:-1].concatenate([f_int]))
+        build_sublayer(self.W_x, tf.TensorShape(skip_shape)[:-1].concatenate([c_skip]))
+        build_sublayer(self.W_g, tf.TensorShape(up_shape)[:-1].concatenate([c_up]))
+        build_sublayer(self.psi, tf.TensorShape(skip_shape)[:-1].concatenate([f_int]))
         super().build(input_shape)
 
     def attention_coefficients(self, up, skip):

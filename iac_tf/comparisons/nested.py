@@ -4,13 +4,14 @@ to the fixed decoder of a trained U-Net."""
 from __future__ import annotations
 
 from iac_tf._keras import keras, tf
+from iac_tf.layer_scope import ScopedLayer, build_sublayer
 from iac_tf.comparisons._common import channels, check_up_index, decoder_concat
 
 L = keras.layers
 
 
 @keras.utils.register_keras_serializable(package="iac_tf")
-class NestedSkip(keras.layers.Layer):
+class NestedSkip(ScopedLayer):
     """A UNet++ intermediate node ``X^{i,1}`` on a skip connection, then the concatenation.
 
     Follows Zhou et al., "UNet++: A Nested U-Net Architecture for Medical Image Segmentation"
@@ -66,8 +67,8 @@ class NestedSkip(keras.layers.Layer):
         for k in range(self.num_convs):
             conv = L.Conv2D(c_skip, 3, padding="same", name=f"H_conv{k}", dtype=self.dtype_policy)
             bn = L.BatchNormalization(name=f"H_bn{k}", dtype=self.dtype_policy)
-            conv.build(skip_shape[:-1].concatenate([c_in if k == 0 else c_skip]))
-            bn.build(skip_shape[:-1].concatenate([c_skip]))
+            build_sublayer(conv, skip_shape[:-1].concatenate([c_in if k == 0 else c_skip]))
+            build_sublayer(bn, skip_shape[:-1].concatenate([c_skip]))
             self.H += [conv, bn]
         super().build(input_shape)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from iac_tf._keras import keras, tf
+from iac_tf.layer_scope import ScopedLayer, build_sublayer
 from iac_tf.comparisons._common import channels, check_up_index, decoder_concat
 
 L = keras.layers
@@ -14,7 +15,7 @@ def _conv_bn_relu(filters, name, dtype):
 
 
 @keras.utils.register_keras_serializable(package="iac_tf")
-class AttentionAugmentation(keras.layers.Layer):
+class AttentionAugmentation(ScopedLayer):
     """RAUNet's attention augmentation module (AAM) on a skip connection, then the concatenation.
 
     Follows Ni et al., "RAUNet: Residual Attention U-Net for Semantic Segmentation of Cataract
@@ -63,12 +64,12 @@ class AttentionAugmentation(keras.layers.Layer):
         self.transform = _conv_bn_relu(c_up, "transform", dtype)
         pooled = tf.TensorShape([None, 1, 1])
         for (conv, bn), c_in in ((self.high, c_up), (self.low, c_skip)):
-            conv.build(pooled.concatenate([c_in]))
-            bn.build(pooled.concatenate([c_up]))
-        self.attention.build(pooled.concatenate([c_up]))
+            build_sublayer(conv, pooled.concatenate([c_in]))
+            build_sublayer(bn, pooled.concatenate([c_up]))
+        build_sublayer(self.attention, pooled.concatenate([c_up]))
         spatial = tf.TensorShape(skip_shape)[:-1]
-        self.transform[0].build(spatial.concatenate([c_skip]))
-        self.transform[1].build(spatial.concatenate([c_up]))
+        build_sublayer(self.transform[0], spatial.concatenate([c_skip]))
+        build_sublayer(self.transform[1], spatial.concatenate([c_up]))
         super().build(input_shape)
 
     @staticmethod

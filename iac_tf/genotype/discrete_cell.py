@@ -7,6 +7,7 @@ It lives beside the genotype it is built from: ``iac_tf.genotype`` imports ``iac
 from __future__ import annotations
 
 from iac_tf._keras import keras, tf
+from iac_tf.layer_scope import ScopedLayer
 from iac_tf.genotype.genotype import as_genotype
 from iac_tf.implant.composed_conv import can_compose, composed_conv
 from iac_tf.search.cell_io import build_io_layers, check_cell_inputs, output_shape
@@ -24,7 +25,7 @@ def _train_op(op, x, training):
 
 
 @keras.utils.register_keras_serializable(package="iac_tf")
-class DiscreteCell(keras.layers.Layer):
+class DiscreteCell(ScopedLayer):
     """Discrete IAC: each node is the sum of its two chosen operations (no alpha, no beta).
 
     Same inputs, preprocessing (ReLU, 1x1 conv, BN to C channels) and output 1x1 convolution as
@@ -94,7 +95,7 @@ class DiscreteCell(keras.layers.Layer):
                              dtype=self.dtype_policy)
                 self.node_ops.append(build_sublayer(op, state))
         if self.absorbed is not None and not self.absorbed.built:
-            self.absorbed.build(shape1[:-1].concatenate([self.out_channels]))
+            build_sublayer(self.absorbed, shape1[:-1].concatenate([self.out_channels]))
         super().build(input_shape)
 
     @tf.autograph.experimental.do_not_convert  # plain Python loops over static structure

@@ -26,6 +26,7 @@ from __future__ import annotations
 from typing import Any
 
 from iac_tf._keras import keras, tf
+from iac_tf.layer_scope import ScopedLayer, build_sublayer
 
 
 def _is_plain_conv2d(layer: Any) -> bool:
@@ -60,7 +61,7 @@ def fusion_saves_flops(c_in: int, c_mid: int, c_out: int, kernel_size, strides) 
 
 
 @keras.utils.register_keras_serializable(package="iac_tf")
-class ComposedConv(keras.layers.Layer):
+class ComposedConv(ScopedLayer):
     """``outer(inner(h))`` for a 1x1 convolution ``inner`` and a convolution ``outer``, computed
     as one convolution with the composed kernel (module docstring).
 
@@ -90,9 +91,9 @@ class ComposedConv(keras.layers.Layer):
     def build(self, input_shape):
         shape = tf.TensorShape(input_shape)
         if not self.inner.built:
-            self.inner.build(shape)
+            build_sublayer(self.inner, shape)
         if not self.outer.built:
-            self.outer.build(shape[:-1].concatenate([self.inner.filters]))
+            build_sublayer(self.outer, shape[:-1].concatenate([self.inner.filters]))
         super().build(input_shape)
 
     def call(self, inputs):

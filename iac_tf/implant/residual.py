@@ -32,6 +32,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from iac_tf._keras import keras, tf
+from iac_tf.layer_scope import ScopedLayer, build_sublayer
 from iac_tf.implant.modules import MakeModule, module_name
 
 PROJECTIONS = ("auto", "output_conv", "conv")
@@ -39,7 +40,7 @@ IMPLANT_MODES = ("replace", "residual")
 
 
 @keras.utils.register_keras_serializable(package="iac_tf")
-class ResidualImplant(keras.layers.Layer):
+class ResidualImplant(ScopedLayer):
     """``concat(up, skip) + W_out(module_out)``, the concatenation in the U-Net's own order.
 
     Args:
@@ -71,7 +72,7 @@ class ResidualImplant(keras.layers.Layer):
                 channels, 1, use_bias=True, kernel_initializer="zeros", bias_initializer="zeros",
                 name="w_out", dtype=self.dtype_policy,
             )
-            self.w_out.build(out)
+            build_sublayer(self.w_out, out)
         super().build(input_shape)
 
     def call(self, inputs):

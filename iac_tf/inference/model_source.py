@@ -23,6 +23,7 @@ from iac_tf.errors import UserError
 from iac_tf.inference.tiling import keras_predictor
 from iac_tf.models import load_unet
 from iac_tf.run_layout import BEST_MODEL, RunLayout
+from iac_tf.run_unet import checked_model
 
 #: ``--device``: TensorFlow's own choice (a GPU when one is visible), the CPU, or a GPU.
 DEVICES = ("auto", "cpu", "gpu")
@@ -78,6 +79,8 @@ def resolve_model_path(model: str | pathlib.Path, stage: int = 3, method: str | 
         path = layout.best_model(layout.compare(method))
     else:
         path = layout.best_model(layout.stage(1 if name == "unet" else 3))
+    if name == "unet" and index:
+        path = checked_model(layout, path)  # the run's own copy, its hash checked
     if not path.exists():
         raise FileNotFoundError(f"{path}: model {name!r} of run {model} not found (has that "
                                 "stage run?)")

@@ -22,6 +22,7 @@ from iac_tf.inference.labels import LabelRule
 from iac_tf.preflight import checked_prepare
 from iac_tf.run_records import (STAGE_NAMES, check_stages, record_stage, restart_from,
                                 restart_plan, write_resolved)
+from iac_tf.run_unet import adopt, checked_source, run_unet
 from iac_tf.training.seeding import seed_everything
 
 log = logging.getLogger("iac_tf.pipeline")
@@ -57,14 +58,28 @@ def prepare(cfg: ExperimentConfig):
 
 # ---------------------------------------------------------------------------- the trained U-Net
 def trained_unet_path(cfg: ExperimentConfig) -> pathlib.Path:
-    """The U-Net that Stages II/III improve: ``unet.pretrained`` or Stage I's best model."""
+    """The U-Net that Stages II/III improve: the run's verified copy of ``unet.pretrained``
+    (:mod:`iac_tf.run_unet`; in a run made before runs kept their U-Net, the file outside it),
+    or Stage I's best model."""
+    if cfg.unet.pretrained:
+        return run_unet(cfg.layout, cfg.unet.pretrained)
     path = cfg.trained_unet
-    if not cfg.unet.pretrained and not path.exists():
+    if not path.exists():
         raise FileNotFoundError(
             f"{path}: no trained U-Net. Run Stage I first (`iac stage1 CONFIG`) or set "
             "unet.pretrained to your trained U-Net file."
         )
     return path
+
+
+def unet_to_check(cfg: ExperimentConfig, restart: int | None = None) -> pathlib.Path:
+    """The U-Net file a stage's pre-flight inspects, before anything is written: with
+    ``unet.pretrained``, that file (the run copies it after the checks) or the run's own copy
+    (:func:`iac_tf.run_unet.checked_source`: refuses other content than the run was made with);
+    else Stage I's model."""
+    if cfg.unet.pretrained:
+        return checked_source(cfg.layout, cfg.unet.pretrained, restart)
+    return trained_unet_path(cfg)
 
 
 def used_stages(cfg: ExperimentConfig, stage: int) -> tuple[int, ...]:
@@ -103,8 +118,8 @@ def checked_data(cfg: ExperimentConfig) -> dict:
 
 def write_run_records(cfg: ExperimentConfig, restart: int | None, record: dict) -> None:
     """After every check passed: ``--restart`` deletes, then the run records are written (the
-    run folder marked as the tool's, the resolved config, the dataset record: written once, and
-    again after a restart)."""
+    run folder marked as the tool's, its copy of ``unet.pretrained``, the resolved config, the
+    dataset record: written once, and again after a restart)."""
     if restart is not None:
         _, kept = restart_plan(cfg, restart)
         for path in restart_from(cfg, restart):
@@ -112,6 +127,9 @@ def write_run_records(cfg: ExperimentConfig, restart: int | None, record: dict) 
         for path in kept:
             log.info("--restart stage%d: kept %s (it depends on earlier stages and on training "
                      "keys that did not change)", restart, path)
+    if cfg.unet.pretrained:
+        cfg.layout.claim()
+        adopt(cfg.layout, cfg.unet.pretrained)
     write_resolved(cfg)
     # after a restart the record is rewritten: the restarted stages may use another
     # preprocessing (zoom, spacing), which inference reads from it
@@ -119,15 +137,18 @@ def write_run_records(cfg: ExperimentConfig, restart: int | None, record: dict) 
         cfg.layout.write_data_record(record)
 
 
-def begin(cfg: ExperimentConfig, stage: int, restart: int | None, unet=None, genotype=None):
+def begin(cfg: ExperimentConfig, stage: int, restart: int | None, unet: bool = False,
+          genotype=None):
     """Check everything, then clear on ``--restart`` and record: the config against the stage
     records (stop on a difference), the pre-flight checks and the data preparation
-    (:mod:`iac_tf.preflight`: folders, ``unet(cfg)``'s U-Net file against the data,
-    ``genotype(cfg)``'s files), the dataset against the run's record. Only then ``--restart``
-    deletes, the config is recorded and everything seeded. Returns the prepared data."""
+    (:mod:`iac_tf.preflight`: folders, with ``unet`` the trained U-Net against the data
+    (:func:`unet_to_check`), ``genotype(cfg)``'s files), the dataset against the run's record.
+    Only then ``--restart`` deletes, the run takes its copy of ``unet.pretrained``, the config
+    is recorded and everything seeded. Returns the prepared data."""
     refuse_restart_of_inputs(cfg, stage, restart, f"`iac stage{stage}`")
     check_records(cfg, stage, restart)
-    prepared = checked_prepare(cfg, stage, prepare, unet_path=unet(cfg) if unet else None,
+    prepared = checked_prepare(cfg, stage, prepare,
+                               unet_path=unet_to_check(cfg, restart) if unet else None,
                                genotype_path=genotype(cfg) if genotype else None)
     write_run_records(cfg, restart, checked_data(cfg))
     record_stage(cfg, stage)

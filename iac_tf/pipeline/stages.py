@@ -14,7 +14,7 @@ from iac_tf.experiment import ExperimentConfig
 from iac_tf.files import atomic_write_json
 from iac_tf.pipeline.common import (begin, check_records, checked_data, epoch_data, guarded,
                                     prepare, refuse_restart_of_inputs, trained_unet_path,
-                                    write_run_records)
+                                    unet_to_check, write_run_records)
 from iac_tf.pipeline.evaluate import run_evaluation
 from iac_tf.pipeline.given_unet import log_score, score_given_unet
 from iac_tf.pipeline.units import (comparison_unit, iac_unit, stage1_unit, strategy,
@@ -58,7 +58,7 @@ def run_stage2(cfg: ExperimentConfig, restart: int | None = None) -> SearchResul
     """Stage II: search the IAC on the frozen trained U-Net (train_search_dt / val_search_dt).
     A given U-Net (``unet.pretrained``) is first scored on val_dt
     (:func:`~iac_tf.pipeline.given_unet.score_given_unet`)."""
-    return _stage2(cfg, begin(cfg, 2, restart, unet=trained_unet_path))
+    return _stage2(cfg, begin(cfg, 2, restart, unet=True))
 
 
 def _stage2(cfg: ExperimentConfig, prepared) -> SearchResult:
@@ -169,7 +169,7 @@ def run_stage3(cfg: ExperimentConfig, restart: int | None = None, evaluate_after
     ``stage3.select_genotype``; Fig. 6 in ``stage3/genotype_epochs.png``), then (unless
     ``evaluate_after`` is false) evaluate every registered model against the U-Net. Finished
     units are skipped, an interrupted one resumes. Returns ``{model name: TrainResult}``."""
-    prepared = begin(cfg, 3, restart, unet=trained_unet_path,
+    prepared = begin(cfg, 3, restart, unet=True,
                      genotype=lambda c: [geno for _, geno, _ in stage3_units(c)])
     return _stage3(cfg, prepared, evaluate_after)
 
@@ -212,7 +212,7 @@ def run_compare(cfg: ExperimentConfig, restart: int | None = None, evaluate_afte
         return {}
     # the same pre-flight checks as Stages II/III (folders, the U-Net against the data), before
     # anything is written or deleted
-    prepared = checked_prepare(cfg, 3, prepare, unet_path=trained_unet_path(cfg))
+    prepared = checked_prepare(cfg, 3, prepare, unet_path=unet_to_check(cfg, restart))
     write_run_records(cfg, restart, checked_data(cfg))
     return _compare(cfg, prepared, evaluate_after)
 
@@ -256,7 +256,7 @@ def _first_preflight(cfg: ExperimentConfig, restart: int | None):
     if cfg.method == "iac" and not searches:
         genotypes = [g for _, g, _ in stage3_units(cfg)]
     stage = 2 if searches else 3
-    return checked_prepare(cfg, stage, prepare, unet_path=trained_unet_path(cfg),
+    return checked_prepare(cfg, stage, prepare, unet_path=unet_to_check(cfg, restart),
                            genotype_path=genotypes)
 
 

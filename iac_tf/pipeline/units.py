@@ -28,6 +28,7 @@ from iac_tf.pipeline.common import (case_scorer, epoch_data, fixed, label_rule,
                                     trained_unet_path)
 from iac_tf.run_records import unit_record
 from iac_tf.run_layout import BEST_MODEL, HISTORY, SAVEDMODEL, training_done
+from iac_tf.run_records import as_recorded
 from iac_tf.training.precision import precision_policy
 from iac_tf.training.seeding import seed_everything
 from iac_tf.training.stage1 import TrainResult, train_model
@@ -194,7 +195,7 @@ def comparison_unit(cfg: ExperimentConfig, method: str) -> TrainingUnit:
 
     def fit(train, val, scorer, rule):
         folder.mkdir(parents=True, exist_ok=True)
-        dump_yaml(cfg, folder / "config.yaml")
+        dump_yaml(as_recorded(cfg), folder / "config.yaml")
         return train_comparison(load_unet(trained_unet_path(cfg)), method, train, val,
                                 cfg.stage3, folder, seed=cfg.seed, case_scorer=scorer, rule=rule)
 

@@ -27,6 +27,7 @@ import yaml
 from iac_tf.data.config import TEST_SPLIT
 from iac_tf.errors import UserError
 from iac_tf.run_layout import DICE_CSV, HISTORY, SUMMARY, RunLayout, RunStatus
+from iac_tf.run_unet import unet_label, verified
 
 EPOCH_COLUMN = re.compile(r"^iac_epoch_(\d+)$")
 #: columns of ``dice_per_case.csv`` that are not models (``split``, ``metric``: the split and the
@@ -379,10 +380,14 @@ def read_run(run_dir) -> RunRecord:
         pathlib.Path(str(data.get("root", ""))).name if data.get("format") in (None, "nnunet", "npz")
         else str(data.get("format")))
     unet = cfg.get("unet") if isinstance(cfg.get("unet"), dict) else {}
+    unet_record = layout.read_unet_record()
+    if unet_record is not None:
+        verified(layout)  # refuses a run whose own U-Net no longer matches its hash
     version_file = layout.version
     rec = RunRecord(
         run_dir=run_dir, name=run_dir.name, dataset=dataset or "?",
-        backbone=grid.get("backbone") or unet.get("backbone", "?"),
+        backbone=(grid.get("backbone") or unet_label(cfg, unet_record)
+                  or unet.get("backbone", "?")),
         version=version_file.read_text().strip() if version_file.exists() else "not recorded",
         status=layout.status(cfg), config=cfg, device=grid.get("device", "not recorded"),
     )

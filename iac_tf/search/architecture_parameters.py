@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from iac_tf._keras import keras, tf
+from iac_tf.layer_scope import ScopedLayer
 from iac_tf.search.checks import check_positive_int
 from iac_tf.search.operations import PRIMITIVES
 from iac_tf.search.topology import DEFAULT_STEPS, num_edges
@@ -14,7 +15,7 @@ NUM_OPS = len(PRIMITIVES)  # 8
 
 
 @keras.utils.register_keras_serializable(package="iac_tf")
-class ArchitectureParameters(keras.layers.Layer):
+class ArchitectureParameters(ScopedLayer):
     """Owns alpha ``(num_edges, num_ops)`` and beta ``(num_edges,)``, shared by every cell.
 
     The variables are float32 under any mixed-precision policy and are exposed as the attributes

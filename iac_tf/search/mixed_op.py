@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from iac_tf._keras import keras, tf
+from iac_tf.layer_scope import ScopedLayer
 from iac_tf.search.channel_shuffle import channel_shuffle
 from iac_tf.search.checks import check_positive_int
 from iac_tf.search.operations import PRIMITIVES, batch_norm, build_sublayer, make_op
@@ -17,7 +18,7 @@ def check_partial_channels(C: int, K: int) -> None:
 
 
 @keras.utils.register_keras_serializable(package="iac_tf")
-class MixedOp(keras.layers.Layer):
+class MixedOp(ScopedLayer):
     """Weighted sum of all candidate operations on the first C/K channels, the rest bypassing.
 
     ``f_PC(x) = shuffle_K(concat(sum_o phi_o * o(x[..., :C/K]), x[..., C/K:]))`` -- eq. (2)-(3):

@@ -19,6 +19,7 @@ gives the usual ones. The BN after pooling during search is added by :class:`Mix
 from __future__ import annotations
 
 from iac_tf._keras import keras, tf
+from iac_tf.layer_scope import ScopedLayer, build_sublayer  # noqa: F401  (build_sublayer: re-exported)
 from iac_tf.search.kernels import depthwise_conv
 from iac_tf.search.recompute import can_recompute, sep_conv_block
 from iac_tf.primitives import PRIMITIVES as _PRIMITIVES
@@ -36,19 +37,6 @@ def batch_norm(affine: bool, name: str | None = None, dtype=None):
     return keras.layers.BatchNormalization(
         momentum=BN_MOMENTUM, epsilon=BN_EPSILON, center=affine, scale=affine, name=name, dtype=dtype
     )
-
-
-def build_sublayer(layer, input_shape):
-    """Build ``layer`` now, under its own name scope (unique weight names, needed by .h5)."""
-    if isinstance(input_shape, (list, tuple)) and input_shape and not isinstance(
-        input_shape[0], (int, type(None))
-    ):
-        input_shape = [tf.TensorShape(s) for s in input_shape]  # a layer with several inputs
-    else:
-        input_shape = tf.TensorShape(input_shape)
-    with tf.name_scope(layer.name):
-        layer.build(input_shape)
-    return layer
 
 
 def upsample_nearest(x, size):
@@ -76,7 +64,7 @@ class Identity(keras.layers.Layer):
 
 
 @keras.utils.register_keras_serializable(package="iac_tf")
-class ReLUSepConvBN(keras.layers.Layer):
+class ReLUSepConvBN(ScopedLayer):
     """``repeats`` x (ReLU, depthwise kxk (dilated), pointwise 1x1 to ``filters``, BN).
 
     ``sep_conv_kxk`` is ``repeats=2, dilation_rate=1``; ``dil_conv_kxk`` is ``repeats=1,
@@ -159,7 +147,7 @@ class ReLUSepConvBN(keras.layers.Layer):
 
 
 @keras.utils.register_keras_serializable(package="iac_tf")
-class ReLUConvBN(keras.layers.Layer):
+class ReLUConvBN(ScopedLayer):
     """ReLU, 1x1 convolution to ``filters`` channels (no bias), BN: a cell's input preprocessing.
 
     This is DARTS' ``ReLUConvBN(C_prev, C, 1, 1, 0)`` mapping each cell input to C channels.

@@ -20,6 +20,7 @@ with two inputs always gets (0.5, 0.5) in tan mode, so its beta gets no gradient
 from __future__ import annotations
 
 from iac_tf._keras import keras, tf
+from iac_tf.layer_scope import ScopedLayer
 from iac_tf.search.checks import check_positive_int
 from iac_tf.search.topology import DEFAULT_STEPS, node_edge_slices, num_edges
 
@@ -87,7 +88,7 @@ def psi_per_node(beta, mode: str = "tan", steps: int = DEFAULT_STEPS):
 
 
 @keras.utils.register_keras_serializable(package="iac_tf")
-class PsiEdgeNorm(keras.layers.Layer):
+class PsiEdgeNorm(ScopedLayer):
     """Psi of every edge of a cell: :func:`psi_edge_weights` applied node by node.
 
     Always computes in float32 (its dtype is forced to float32 under any mixed-precision policy).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from iac_tf._keras import keras, tf
+from iac_tf.layer_scope import ScopedLayer
 from iac_tf.search.cell_io import build_io_layers, check_cell_inputs, output_shape, static_training
 from iac_tf.search.checks import check_positive_int, check_upsampling
 from iac_tf.search.fused_cell import fused_nodes
@@ -22,7 +23,7 @@ def _keras_shape_inference(layer) -> bool:
 
 
 @keras.utils.register_keras_serializable(package="iac_tf")
-class SearchCell(keras.layers.Layer):
+class SearchCell(ScopedLayer):
     """Continuous IAC: four nodes over 14 partial-channel mixed edges, weighted by alpha and beta.
 
     ``input0`` (upsampled decoder features) and ``input1`` (encoder skip) are each mapped to C
