@@ -55,7 +55,7 @@ def score_given_unet(cfg: ExperimentConfig, prepared, model=None) -> dict:
     score = mean_dice(scores)
     expected = cfg.unet.expected_dice
     below = expected is not None and not score >= expected - EXPECTED_DICE_TOLERANCE
-    record = {"unet": str(path), "split": SELECTION_SPLIT, "metric": cfg.evaluation.metric,
+    record = {"unet": str(cfg.unet.pretrained or path), "split": SELECTION_SPLIT, "metric": cfg.evaluation.metric,
               "cases": len(scores),
               "mean_dice": score, "expected_dice": expected,
               "tolerance": EXPECTED_DICE_TOLERANCE, "below_expected": below}

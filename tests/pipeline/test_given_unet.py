@@ -13,6 +13,7 @@ from iac_tf.evaluation.report import evaluate_models
 from iac_tf.experiment import load_experiment
 from iac_tf.pipeline import given_unet, stages
 from iac_tf.pipeline.common import label_rule
+from iac_tf.run_unet import adopt
 from iac_tf.pipeline.given_unet import EXPECTED_DICE_TOLERANCE, score_given_unet
 from tests.data import fixtures
 from tests.tiny import tiny_unet, write_config
@@ -39,9 +40,14 @@ def setup(tmp_path_factory):
 
 
 def _cfg(setup, tmp_path, **extra):
+    """The config of a run that has taken its copy of the given U-Net (as every stage does
+    before it scores it)."""
     folder, dataset, unet = setup
-    return load_experiment(write_config(tmp_path, dataset, folder / "cache",
-                                        unet__pretrained=str(unet), **extra))
+    cfg = load_experiment(write_config(tmp_path, dataset, folder / "cache",
+                                       unet__pretrained=str(unet), **extra))
+    cfg.layout.claim()
+    adopt(cfg.layout, cfg.unet.pretrained)
+    return cfg
 
 
 def reference_dice(masks, case_ids):
