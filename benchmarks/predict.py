@@ -2,18 +2,20 @@
 
     python benchmarks/predict.py                         # 512x512x100, 128x128 windows, base 64
     python benchmarks/predict.py --slices 4 --base-filters 16 --cell-channels 8   # the sample's sizes
+    python benchmarks/predict.py --genotype my_genotype.json     # only that genotype
 
 Both models are built here with random weights (the time does not depend on the weights): the
-base U-Net (``--base-filters``) and the same U-Net with a :class:`~iac_tf.genotype.DiscreteCell` of
-a fixed genotype (``--genotype JSON`` or the built-in one below) in every skip connection
-(``--cell-channels``). One synthetic CT volume (HU noise with a body and a lesion) goes through
-the whole prediction path of ``iac predict`` (whole-volume CT normalisation, sliding
-``--patch`` windows with 50% overlap over every slice, back to the file's grid, labels), once per
-model as warm-up (tracing), then ``--repeats`` times alternating U-Net / IAC U-Net. Printed: the
-median seconds per volume of each model, slices per second, windows per second, and the IAC /
-U-Net ratio (target <= 1.10). With ``--slices`` below 100 the per-volume time is also
+base U-Net (``--base-filters``) and the same U-Net with a :class:`~iac_tf.genotype.DiscreteCell`
+in every skip connection (``--cell-channels``), one IAC U-Net per genotype: ``--genotype NAME or
+FILE`` (repeatable; default: the three of ``benchmarks/genotypes.py``, ``example``, ``searched``
+and ``heaviest``). One synthetic CT volume (HU noise with a body and a lesion) goes through the
+whole prediction path of ``iac predict`` (whole-volume CT normalisation, sliding ``--patch``
+windows with 50% overlap over every slice, back to the file's grid, labels), once per model as
+warm-up (tracing), then ``--repeats`` times in turns (U-Net, each IAC U-Net). Printed: the
+machine, the median seconds per volume of each model, slices per second, windows per second, and
+each IAC / U-Net ratio (target <= 1.10). With ``--slices`` below 100 the per-volume time is also
 extrapolated to 100 slices (the cost is linear in the slice count). On a shared machine compare
-the ratio, which is measured within one run, not the absolute times.
+the ratios, which are measured within one run, not the absolute times.
 """
 
 from __future__ import annotations
@@ -28,18 +30,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 import iac_tf  # noqa: E402,F401
-from iac_tf.genotype import Genotype  # noqa: E402
 from iac_tf.inference.labels import probabilities_to_labels  # noqa: E402
 from iac_tf.inference.tiling import keras_predictor, predict_slices, window_starts  # noqa: E402
 from iac_tf.inference.volume import Preprocessing, from_slices, to_slices  # noqa: E402
+from iac_tf.machine import header  # noqa: E402
+import genotypes  # noqa: E402  (same folder)
 
-#: A genotype with a mix of operations (4 nodes, two inputs each), as Stage II derives them.
-GENOTYPE = Genotype((
-    (("sep_conv_3x3", 1), ("skip_connect", 0)),
-    (("dil_conv_5x5", 2), ("max_pool_3x3", 0)),
-    (("avg_pool_3x3", 3), ("sep_conv_5x5", 1)),
-    (("dil_conv_3x3", 4), ("skip_connect", 2)),
-))
+#: The example genotype (a mix of operations; ``benchmarks/genotypes.py``).
+GENOTYPE = genotypes.EXAMPLE
 
 
 def ct_volume(shape, seed: int = 0) -> np.ndarray:
@@ -74,15 +72,19 @@ def main(argv=None) -> None:
     parser.add_argument("--base-filters", type=int, default=64, help="64: the zoo's base U-Net")
     parser.add_argument("--cell-channels", type=int, default=16)
     parser.add_argument("--classes", type=int, default=1)
-    parser.add_argument("--genotype", default=None, help="genotype JSON (default: built-in)")
+    parser.add_argument("--genotype", action="append", default=None, metavar="NAME_OR_FILE",
+                        help=f"genotype: one of {', '.join(genotypes.NAMES)} or a JSON file "
+                             "(repeatable; default: all three names)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=1)
     args = parser.parse_args(argv)
+    print(header(), flush=True)
 
-    genotype = Genotype.from_json(args.genotype) if args.genotype else GENOTYPE
+    chosen = dict(genotypes.load(g) for g in (args.genotype or genotypes.NAMES))
     unet = build_unet("base", input_shape=(args.patch, args.patch, 1), classes=args.classes,
                       base_filters=args.base_filters)
-    iac = build_iac_unet(unet, genotype, cell_channels=args.cell_channels)
+    iacs = {f"iac {name}": build_iac_unet(unet, g, cell_channels=args.cell_channels)
+            for name, g in chosen.items()}
     classes = tuple((k + 1,) for k in range(args.classes))
     prep = Preprocessing(patch_size=args.patch, zoom=1.0, reorient=True, nonzero=False,
                          ct_window=(), ct_percentiles=(0.5, 99.5),
@@ -92,9 +94,10 @@ def main(argv=None) -> None:
     windows = len(window_starts(args.size, args.patch)) ** 2 * args.slices
     print(f"volume {args.size}x{args.size}x{args.slices} CT, {args.patch}x{args.patch} windows "
           f"(50% overlap): {windows} windows; base U-Net base_filters={args.base_filters} "
-          f"({unet.count_params():,} params), IAC U-Net cell C={args.cell_channels} "
-          f"({iac.count_params():,} params)", flush=True)
-    models = {"unet": keras_predictor(unet), "iac": keras_predictor(iac)}
+          f"({unet.count_params():,} params), IAC U-Nets cell C={args.cell_channels}:", flush=True)
+    for name, g in chosen.items():
+        print(f"  iac {name}: {genotypes.describe(g)} ({iacs['iac ' + name].count_params():,} params)")
+    models = {"unet": keras_predictor(unet), **{k: keras_predictor(m) for k, m in iacs.items()}}
     for predict in models.values():  # warm-up: trace once on a few slices
         predict_once(predict, image[:, :, :2], prep, args.patch, classes, args.batch_size)
     times = {name: [] for name in models}
@@ -102,18 +105,18 @@ def main(argv=None) -> None:
         for name, predict in models.items():
             seconds = predict_once(predict, image, prep, args.patch, classes, args.batch_size)
             times[name].append(seconds)
-            print(f"  repeat {r + 1}: {name:<5} {seconds:8.2f} s", flush=True)
+            print(f"  repeat {r + 1}: {name:<14} {seconds:8.2f} s", flush=True)
     per_volume = {name: statistics.median(t) for name, t in times.items()}
     for name, seconds in per_volume.items():
-        line = (f"{name:<5} {seconds:8.2f} s per volume  {args.slices / seconds:7.2f} slices/s  "
+        line = (f"{name:<14} {seconds:8.2f} s per volume  {args.slices / seconds:7.2f} slices/s  "
                 f"{windows / seconds:8.1f} windows/s")
         if args.slices != 100:
             line += f"  (~{seconds * 100 / args.slices:.1f} s per 100 slices, extrapolated)"
         print(line)
-    ratio = per_volume["iac"] / per_volume["unet"]
-    print(f"IAC / U-Net time ratio: {ratio:.3f} (target <= 1.10: "
-          f"{'met' if ratio <= 1.10 else 'NOT met'})")
-
+    for name in iacs:
+        ratio = per_volume[name] / per_volume["unet"]
+        print(f"{name} / U-Net time ratio: {ratio:.3f} (target <= 1.10: "
+              f"{'met' if ratio <= 1.10 else 'NOT met'})")
 
 if __name__ == "__main__":
     main()

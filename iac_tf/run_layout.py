@@ -7,6 +7,8 @@ pre-flight, ``iac report``, ``iac grid`` and ``iac predict`` all ask it::
       config.yaml, version.txt         resolved experiment config and code version
       data_record.json                 the dataset the run was trained on: absolute path,
                                        fingerprint, classes and channel modalities
+      machine.json                     the machine each part ran on (CPU, instruction sets,
+                                       TensorFlow build, oneDNN, threads; :mod:`iac_tf.machine`)
       models.json                      index: model name -> best .keras of that model (see below)
       stage1/                          best_model.keras, history.csv, summary.json, ...
       stage2/                          genotypes/epoch_XXX.json, arch/, history.csv, search_time.json
@@ -45,6 +47,7 @@ from iac_tf.locks import folder_lock, read_holder
 
 MODELS_INDEX = "models.json"
 DATA_RECORD = "data_record.json"
+MACHINE_RECORD = "machine.json"
 BEST_MODEL = "best_model.keras"
 SUMMARY = "summary.json"
 HISTORY = "history.csv"
@@ -101,6 +104,10 @@ class RunLayout:
     @property
     def data_record(self) -> pathlib.Path:
         return self.root / DATA_RECORD
+
+    @property
+    def machine_record(self) -> pathlib.Path:
+        return self.root / MACHINE_RECORD
 
     @property
     def lock_path(self) -> pathlib.Path:
@@ -309,6 +316,30 @@ class RunLayout:
 
     def write_data_record(self, record: dict) -> None:
         atomic_write_json(self.data_record, record)
+
+    # ------------------------------------------------------------------ machine record
+    def read_machines(self) -> dict[str, list[dict]]:
+        """``machine.json``: part (``stage1``, ``stage2``, ``stage3``, ``compare``) -> the
+        machines it ran on, in order (``{}`` if the run has none)."""
+        if not self.machine_record.is_file():
+            return {}
+        try:
+            data = json.loads(self.machine_record.read_text())
+        except ValueError as exc:
+            raise UserError(f"{self.machine_record}: unreadable machine record ({exc})") from None
+        if not isinstance(data, dict):
+            raise UserError(f"{self.machine_record}: expected a JSON object of part -> machines")
+        return data
+
+    def add_machine(self, part: str, record: dict, same=lambda a, b: a == b) -> None:
+        """Record that ``part`` (re)starts on the machine ``record`` (:func:`iac_tf.machine.describe`):
+        appended to the part's list unless ``same`` as one already there (a part resumed on
+        another kind of machine lists both). Atomic rewrite of ``machine.json``."""
+        machines = self.read_machines()
+        seen = machines.get(part) if isinstance(machines.get(part), list) else []
+        if not any(isinstance(m, dict) and same(m, record) for m in seen):
+            machines[part] = [*seen, record]
+            atomic_write_json(self.machine_record, machines)
 
 
 def training_done(folder: pathlib.Path, epochs: int) -> dict | None:
