@@ -22,8 +22,10 @@ base U-Net (128x128, batch 8) with C=8 (the sample's) and C=16 (the paper's). Ea
 5x5, undilated and dilated by 2 (dilated: ``hand`` runs on the space-to-batch sub-grids, the
 others with the ``dilations`` argument).
 
-Printed per setting and shape: each formulation's median seconds over ``--repeats`` turns
-(formulations in turn) and its time relative to ``hand`` (below 1: faster than ``hand``).
+Printed per setting and shape: each formulation's median over ``--repeats`` turns (formulations
+in turn) of the process' CPU time (user + system of all its threads: on a shared machine less
+disturbed by other tenants than the wall time) and of the wall time, and its time relative to
+``hand`` in the same setting (below 1: faster than ``hand``).
 """
 
 from __future__ import annotations
@@ -104,13 +106,16 @@ def _child(args) -> None:
                 except Exception as exc:  # noqa: BLE001 - unsupported here: say so
                     errors[name] = type(exc).__name__
             times = {name: [] for name in steps}
+            cpu = {name: [] for name in steps}
             for _ in range(args.repeats):
                 for name, step in steps.items():
-                    t0 = time.perf_counter()
+                    t0, c0 = time.perf_counter(), time.process_time()
                     step().numpy()
                     times[name].append(time.perf_counter() - t0)
+                    cpu[name].append(time.process_time() - c0)
             out["rows"].append({"shape": shape, "k": k, "d": d,
                                 "seconds": {n: statistics.median(t) for n, t in times.items()},
+                                "cpu": {n: statistics.median(t) for n, t in cpu.items()},
                                 "errors": errors})
     print(json.dumps(out))
 
@@ -130,7 +135,8 @@ def main(argv=None) -> None:
     from iac_tf.machine import header
 
     print(header(tensorflow=False), flush=True)
-    print("fwd+bwd ms, median of turns; (x.xx) = time / hand's in the same setting")
+    print("fwd+bwd ms, median of turns, CPU time / wall time; (x.xx) = CPU time / hand's in the "
+          "same setting")
     for setting in args.settings:
         cmd = [sys.executable, __file__, "--child", "--shapes", *args.shapes, "--repeats", str(args.repeats)]
         proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **SETTINGS[setting]})
@@ -141,15 +147,15 @@ def main(argv=None) -> None:
         print("| shape | k | dilation | " + " | ".join(FORMS) + " |")
         print("|---|---|---|" + "---|" * len(FORMS))
         for row in res["rows"]:
-            hand = row["seconds"].get("hand")
+            hand = row["cpu"].get("hand")
             cells = []
             for name in FORMS:
-                sec = row["seconds"].get(name)
+                sec, wall = row["cpu"].get(name), row["seconds"].get(name)
                 if sec is None:
                     cells.append(f"n/a ({row['errors'].get(name, '?')})")
                 else:
                     rel = f" ({sec / hand:.2f})" if hand and name != "hand" else ""
-                    cells.append(f"{sec * 1e3:.1f}{rel}")
+                    cells.append(f"{sec * 1e3:.1f} / {wall * 1e3:.1f}{rel}")
             print(f"| {row['shape']} | {row['k']} | {row['d']} | " + " | ".join(cells) + " |", flush=True)
     try:
         print(f"\nload average at the end {os.getloadavg()[0]:.1f}")

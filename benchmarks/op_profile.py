@@ -22,7 +22,8 @@ IAC U-Net / one Stage I step of its U-Net (base U-Net, ``--filters`` and ``--cel
 128x128, batch 8; ``benchmarks/stage3_cost.py``'s steps, ``--genotype`` as there);
 ``iac-inference`` / ``unet-inference``: the two models on 32 windows.
 
-Per workload and setting: the median wall seconds of ``--repeats`` steps, the op time per step
+Per workload and setting: the median wall and CPU seconds (user + system of every thread of the
+process) of ``--repeats`` steps, the op time per step
 (the sum of the durations of the ops TensorFlow's profiler records on its executor threads, over
 ``--profile-steps`` steps; ops run in parallel, so it can exceed the wall time), and the op types
 (kernel names: oneDNN's are ``_Mkl...``) that take most of it, forward and backward apart
@@ -114,11 +115,12 @@ def _child(args) -> None:
         step = _workload(name, args)
         for _ in range(2):
             _sync(step())
-        times = []
+        times, cpu = [], []
         for _ in range(args.repeats):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             _sync(step())
             times.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
         with tempfile.TemporaryDirectory() as logdir:
             tf.profiler.experimental.start(logdir)
             for _ in range(args.profile_steps):
@@ -127,6 +129,7 @@ def _child(args) -> None:
             ops, count = op_times(logdir)
         out["workloads"][name] = {
             "seconds": statistics.median(times),
+            "cpu_seconds": statistics.median(cpu),
             "ops_ms": {k: v / 1e3 / args.profile_steps for k, v in ops.items()},
             "events": count // args.profile_steps,
         }
@@ -176,6 +179,7 @@ def main(argv=None) -> None:
         print("| op (kernel) | " + " | ".join(args.settings) + " |")
         print("|---|" + "---|" * len(args.settings))
         print("| wall s per step (median) | " + " | ".join(f"{per[s]['seconds']:.3f}" for s in args.settings) + " |")
+        print("| CPU s per step (median) | " + " | ".join(f"{per[s]['cpu_seconds']:.3f}" for s in args.settings) + " |")
         print("| op time ms per step | " + " | ".join(
             f"{sum(per[s]['ops_ms'].values()):.0f}" for s in args.settings) + " |")
         keys = set().union(*(per[s]["ops_ms"] for s in args.settings))
