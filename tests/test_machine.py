@@ -70,3 +70,21 @@ def test_machine_json_lists_each_kind_of_machine_a_part_ran_on_and_the_report_sh
     assert text.count("stage2: ") == 2 and "AMD EPYC 7B12 f25m17, avx2, oneDNN off" in text
     assert RunLayout(tmp_path / "none").read_machines() == {}
     assert read_run(tmp_path / "none").machine == "not recorded"
+
+
+def test_each_stage_records_the_machine_it_starts_on(tmp_path):
+    import pathlib
+
+    from iac_tf.experiment import load_experiment
+    from iac_tf.run_records import record_stage
+
+    sample = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "sample.yaml"
+    cfg = load_experiment(sample, {"output_dir": str(tmp_path), "name": "r"})
+    record_stage(cfg, 1)
+    record_stage(cfg, 1)  # resumed on the same machine: still one entry
+    record_stage(cfg, 3)
+    machines = json.loads((tmp_path / "r" / "machine.json").read_text())
+    assert sorted(machines) == ["stage1", "stage3"] and len(machines["stage1"]) == 1
+    record = machines["stage3"][0]
+    assert record["tensorflow"] and isinstance(record["onednn"], bool)
+    assert record["vector_isa"] == machine.describe()["vector_isa"]
