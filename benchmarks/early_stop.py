@@ -25,6 +25,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from iac_tf.genotype import Genotype  # noqa: E402
+from iac_tf.machine import header  # noqa: E402
 from iac_tf.genotype.stability import stable  # noqa: E402
 from iac_tf.run_layout import RunLayout, read_config  # noqa: E402
 
@@ -72,6 +73,7 @@ def main(argv=None) -> int:
                         help="train Stage III on an early genotype that differs from the full one")
     parser.add_argument("--config", help="the runs' experiment YAML (for --train)")
     args = parser.parse_args(argv)
+    print(header(tensorflow=args.train), flush=True)
     print(f"{'run':<28}{'N':>3}{'stop':>6}{'of':>5}{'saved':>7}{'h saved':>10}{'h full':>9}"
           "  same genotype as the full search")
     for run in map(pathlib.Path, args.runs):

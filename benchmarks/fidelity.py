@@ -149,6 +149,9 @@ def main(argv=None) -> int:
     from iac_tf.console import log_to_console
 
     log_to_console()  # the pipeline's [iac] lines
+    from iac_tf.machine import header
+
+    print(header(), flush=True)
 
     print(f"budget: base U-Net base_filters={args.base_filters}, {args.patch_size}x{args.patch_size} "
           f"patches, batch {args.batch_size}; Stage I {args.stage1_epochs} epochs, "

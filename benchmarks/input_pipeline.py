@@ -25,6 +25,7 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from iac_tf._keras import keras, tf  # noqa: E402
+from iac_tf.machine import header  # noqa: E402
 
 
 def epoch_wait_share(step, dataset, max_batches: int) -> tuple[float, float, int]:
@@ -60,6 +61,7 @@ def main(argv=None) -> None:
     p.add_argument("--cache-dir", default=None)
     p.add_argument("--max-batches", type=int, default=30)
     args = p.parse_args(argv)
+    print(header(), flush=True)
 
     import dataclasses
 

@@ -1,25 +1,26 @@
-"""Benchmark: ``iac predict`` time per 512x512x100 CT volume, base U-Net vs its IAC U-Net, and
-the cost of nnU-Net's prediction options (mirroring TTA, Gaussian blending, step size).
+"""Benchmark: ``iac predict`` time per 512x512x100 CT volume, base U-Net vs its IAC U-Nets.
 
     python benchmarks/predict.py                         # 512x512x100, 128x128 windows, base 64
     python benchmarks/predict.py --slices 4 --base-filters 16 --cell-channels 8   # the sample's sizes
-    python benchmarks/predict.py --slices 4 --base-filters 16 --cell-channels 8 --models iac \
+    python benchmarks/predict.py --genotype my_genotype.json     # only that genotype
+    python benchmarks/predict.py --slices 4 --base-filters 16 --cell-channels 8 --genotype example \
         --tta off on --blend constant gaussian --step-size 0.5 1.0 0.25   # the options' cost
 
 Both models are built here with random weights (the time does not depend on the weights): the
-base U-Net (``--base-filters``) and the same U-Net with a :class:`~iac_tf.genotype.DiscreteCell` of
-a fixed genotype (``--genotype JSON`` or the built-in one below) in every skip connection
-(``--cell-channels``). One synthetic CT volume (HU noise with a body and a lesion) goes through
-the whole prediction path of ``iac predict`` (whole-volume CT normalisation, sliding
-``--patch`` windows over every slice, back to the file's grid, labels), once per model and
-setting as warm-up (tracing), then ``--repeats`` times alternating over models and settings.
+base U-Net (``--base-filters``) and the same U-Net with a :class:`~iac_tf.genotype.DiscreteCell`
+in every skip connection (``--cell-channels``), one IAC U-Net per genotype: ``--genotype NAME or
+FILE`` (repeatable; default: the three of ``benchmarks/genotypes.py``, ``example``, ``searched``
+and ``heaviest``). One synthetic CT volume (HU noise with a body and a lesion) goes through the
+whole prediction path of ``iac predict`` (whole-volume CT normalisation, sliding ``--patch``
+windows over every slice, back to the file's grid, labels), once per model and setting as
+warm-up (tracing), then ``--repeats`` times alternating over models and settings.
 
 Settings: every combination of ``--tta`` (``off``/``on``: mirroring test-time augmentation),
 ``--blend`` (``constant``: equal weights, ``gaussian``: nnU-Net's importance map) and
 ``--step-size`` (fraction of the window); by default only ``iac predict``'s defaults (TTA on,
-Gaussian, 0.5). Printed: the median seconds per volume of each model and setting, slices per
-second, windows per second (model calls count 4 per window with TTA), each setting's time
-relative to the first, and the IAC / U-Net ratio per setting (target <= 1.10). With
+Gaussian, 0.5). Printed: the machine, the median seconds per volume of each model and setting,
+slices per second, windows per second (model calls count 4 per window with TTA), each setting's
+time relative to the first, and each IAC / U-Net ratio per setting (target <= 1.10). With
 ``--slices`` below 100 the per-volume time is also extrapolated to 100 slices (the cost is linear
 in the slice count). On a shared machine compare the ratios, which are measured within one run,
 not the absolute times.
@@ -38,18 +39,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 import iac_tf  # noqa: E402,F401
-from iac_tf.genotype import Genotype  # noqa: E402
 from iac_tf.inference.labels import probabilities_to_labels  # noqa: E402
 from iac_tf.inference.tiling import keras_predictor, predict_slices, windows_per_slice  # noqa: E402
 from iac_tf.inference.volume import Preprocessing, from_slices, to_slices  # noqa: E402
+from iac_tf.machine import header  # noqa: E402
+import genotypes  # noqa: E402  (same folder)
 
-#: A genotype with a mix of operations (4 nodes, two inputs each), as Stage II derives them.
-GENOTYPE = Genotype((
-    (("sep_conv_3x3", 1), ("skip_connect", 0)),
-    (("dil_conv_5x5", 2), ("max_pool_3x3", 0)),
-    (("avg_pool_3x3", 3), ("sep_conv_5x5", 1)),
-    (("dil_conv_3x3", 4), ("skip_connect", 2)),
-))
+#: The example genotype (a mix of operations; ``benchmarks/genotypes.py``).
+GENOTYPE = genotypes.EXAMPLE
 
 
 def ct_volume(shape, seed: int = 0) -> np.ndarray:
@@ -86,20 +83,24 @@ def main(argv=None) -> None:
     parser.add_argument("--base-filters", type=int, default=64, help="64: the zoo's base U-Net")
     parser.add_argument("--cell-channels", type=int, default=16)
     parser.add_argument("--classes", type=int, default=1)
-    parser.add_argument("--genotype", default=None, help="genotype JSON (default: built-in)")
+    parser.add_argument("--genotype", action="append", default=None, metavar="NAME_OR_FILE",
+                        help=f"genotype: one of {', '.join(genotypes.NAMES)} or a JSON file "
+                             "(repeatable; default: all three names)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--models", nargs="+", choices=("unet", "iac"), default=["unet", "iac"])
+    parser.add_argument("--no-unet", action="store_true", help="time the IAC U-Nets only")
     parser.add_argument("--tta", nargs="+", choices=("on", "off"), default=["on"])
     parser.add_argument("--blend", nargs="+", choices=("gaussian", "constant"),
                         default=["gaussian"])
     parser.add_argument("--step-size", nargs="+", type=float, default=[0.5])
     args = parser.parse_args(argv)
+    print(header(), flush=True)
 
-    genotype = Genotype.from_json(args.genotype) if args.genotype else GENOTYPE
+    chosen = dict(genotypes.load(g) for g in (args.genotype or genotypes.NAMES))
     unet = build_unet("base", input_shape=(args.patch, args.patch, 1), classes=args.classes,
                       base_filters=args.base_filters)
-    iac = build_iac_unet(unet, genotype, cell_channels=args.cell_channels)
+    iacs = {f"iac {name}": build_iac_unet(unet, g, cell_channels=args.cell_channels)
+            for name, g in chosen.items()}
     classes = tuple((k + 1,) for k in range(args.classes))
     prep = Preprocessing(patch_size=args.patch, zoom=1.0, reorient=True, nonzero=False,
                          ct_window=(), ct_percentiles=(0.5, 99.5),
@@ -109,10 +110,11 @@ def main(argv=None) -> None:
     settings = list(itertools.product(args.tta, args.blend, args.step_size))
     print(f"volume {args.size}x{args.size}x{args.slices} CT, {args.patch}x{args.patch} windows; "
           f"base U-Net base_filters={args.base_filters} ({unet.count_params():,} params), IAC "
-          f"U-Net cell C={args.cell_channels} ({iac.count_params():,} params); batch "
-          f"{args.batch_size} windows", flush=True)
-    models = {"unet": keras_predictor(unet), "iac": keras_predictor(iac)}
-    models = {name: models[name] for name in args.models}
+          f"U-Nets cell C={args.cell_channels}; batch {args.batch_size} windows:", flush=True)
+    for name, g in chosen.items():
+        print(f"  iac {name}: {genotypes.describe(g)} ({iacs['iac ' + name].count_params():,} params)")
+    models = {} if args.no_unet else {"unet": keras_predictor(unet)}
+    models.update({k: keras_predictor(m) for k, m in iacs.items()})
     for predict in models.values():  # warm-up: trace once on a few slices
         for setting in settings:
             predict_once(predict, image[:, :, :2], prep, args.patch, classes, args.batch_size,
@@ -124,22 +126,23 @@ def main(argv=None) -> None:
                 seconds = predict_once(predict, image, prep, args.patch, classes,
                                        args.batch_size, setting)
                 times[name, setting].append(seconds)
-                print(f"  repeat {r + 1}: {name:<5} {label(setting):<32} {seconds:8.2f} s",
+                print(f"  repeat {r + 1}: {name:<14} {label(setting):<32} {seconds:8.2f} s",
                       flush=True)
     per_volume = {key: statistics.median(t) for key, t in times.items()}
     for (name, setting), seconds in per_volume.items():
         windows = windows_per_slice(args.size, args.size, args.patch, setting[2]) * args.slices
-        line = (f"{name:<5} {label(setting):<32} {seconds:8.2f} s per volume  "
+        line = (f"{name:<14} {label(setting):<32} {seconds:8.2f} s per volume  "
                 f"{args.slices / seconds:7.2f} slices/s  {windows / seconds:8.1f} windows/s  "
                 f"x{seconds / per_volume[name, settings[0]]:.2f} of the first setting")
         if args.slices != 100:
             line += f"  (~{seconds * 100 / args.slices:.1f} s per 100 slices, extrapolated)"
         print(line)
-    if len(models) == 2:
+    if "unet" in models:
         for setting in settings:
-            ratio = per_volume["iac", setting] / per_volume["unet", setting]
-            print(f"IAC / U-Net time ratio, {label(setting)}: {ratio:.3f} (target <= 1.10: "
-                  f"{'met' if ratio <= 1.10 else 'NOT met'})")
+            for name in iacs:
+                ratio = per_volume[name, setting] / per_volume["unet", setting]
+                print(f"{name} / U-Net time ratio, {label(setting)}: {ratio:.3f} (target <= "
+                      f"1.10: {'met' if ratio <= 1.10 else 'NOT met'})")
 
 
 def label(setting) -> str:

@@ -29,6 +29,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 from iac_tf._keras import keras, tf  # noqa: E402
+from iac_tf.machine import header  # noqa: E402
 from search_step import _batch, _median_seconds, ops_run  # noqa: E402  (same folder: one timing loop, one batch)
 
 EXAMPLE_GENOTYPE = {
@@ -114,6 +115,7 @@ def main(argv=None) -> None:
     p.add_argument("--slices", type=int, default=10000, help="train_dt slices assumed (projection)")
     p.add_argument("--gpu-tflops", type=float, default=10.0, help="achieved GPU TFLOP/s assumed")
     args = p.parse_args(argv)
+    print(header(), flush=True)
 
     print(f"CPU ({os.cpu_count()} cores), load {os.getloadavg()[0]:.1f}; backbone {args.backbone}, "
           f"{args.size}x{args.size}, batch {args.batch}, K={args.k}")

@@ -23,6 +23,7 @@ import time
 
 from iac_tf._keras import keras, tf
 from iac_tf.genotype import DiscreteCell, Genotype
+from iac_tf.machine import header
 from iac_tf.search import ArchitectureParameters, SearchCell, fused_cell
 
 CU, CS, C = 64, 64, 16
@@ -114,6 +115,7 @@ def main(argv=None) -> None:
                         help="also time the fused cell with every / no edges' conv ops grouped")
     parser.add_argument("--no-params", action="store_true", help="skip the parameter counts")
     args = parser.parse_args(argv)
+    print(header(), flush=True)
     devices = [d.device_type + ":" + d.name.split(":")[-1] for d in tf.config.list_logical_devices()]
     print(f"devices: {devices}")
     if not args.no_params:

@@ -53,6 +53,7 @@ import numpy as np  # noqa: E402
 
 import iac_tf  # noqa: E402,F401
 from iac_tf._keras import keras, tf  # noqa: E402
+from iac_tf.machine import header  # noqa: E402
 
 
 def _unet(backbone: str, size: int, base_filters: int | None):
@@ -376,6 +377,7 @@ def main(argv=None) -> None:
                            args.absorb[0] == "on")
         return
 
+    print(header(), flush=True)
     device = "GPU" if tf.config.list_physical_devices("GPU") else f"CPU ({os.cpu_count()} cores)"
     print(f"device: {device}; batch {args.batch}; input {args.size}x{args.size}x1; 2 classes; "
           f"C={args.cell_channels}")

@@ -1,7 +1,8 @@
 """Benchmark: what the IAC U-Net costs against its U-Net, at the sample's and the paper's sizes.
 
-    python benchmarks/stage3_cost.py                  # both sizes, replace mode
-    python benchmarks/stage3_cost.py --sizes 16:8 --modes replace residual
+    python benchmarks/stage3_cost.py                  # both sizes, replace mode, three genotypes
+    python benchmarks/stage3_cost.py --sizes 16:8 --modes replace residual --genotype searched
+    python benchmarks/stage3_cost.py --genotype my_genotype.json
 
 Three ratios per size (``--sizes F:C``: a base U-Net with F filters, discrete cells with C
 channels; default ``16:8``, the sample's, and ``64:16``, the paper's), each measured in one run:
@@ -23,8 +24,15 @@ recomputing them, :mod:`iac_tf.search.recompute`; with its peak memory) and ``ke
 (also Keras' depthwise layers and TensorFlow's gradients).
 
 Times are medians of ``--repeats`` turns in which the two models alternate (a drift in the
-shared machine's speed moves both alike), ratios the median of the per-turn ratios. The
-genotype is `benchmarks/predict.py`'s mixed one (sep, dil, pool and skip ops).
+shared machine's speed moves both alike), ratios the median of the per-turn ratios.
+
+Genotypes: ``--genotype NAME or FILE`` (repeatable; default: the three of
+``benchmarks/genotypes.py``: ``example``, a mix with two ``skip_connect`` edges; ``searched``, one
+a search found on real data; ``heaviest``, every edge ``sep_conv_5x5``). Each row also gives the
+ratio of the FLOPs the two traced functions run (TensorFlow's per-op statistics, as
+``benchmarks/roofline.py`` counts them): where a time ratio misses its target, the FLOP ratio
+says how much of it the cell's own arithmetic explains. The machine (CPU, vector instruction
+sets, oneDNN on or off) is printed first.
 """
 
 from __future__ import annotations
@@ -46,7 +54,9 @@ import numpy as np  # noqa: E402
 
 import iac_tf  # noqa: E402,F401
 from iac_tf._keras import tf  # noqa: E402
-from predict import GENOTYPE  # noqa: E402  (same folder: one example genotype)
+import genotypes  # noqa: E402  (same folder)
+from iac_tf.machine import header  # noqa: E402
+from roofline import graph_flops  # noqa: E402
 from search_step import _allocator_mib, _device, _interleaved_seconds, _peak_mib, _sync  # noqa: E402
 
 SIZE = 128
@@ -59,10 +69,10 @@ def _unet(filters: int):
     return build_unet("base", input_shape=(SIZE, SIZE, 1), classes=2, base_filters=filters)
 
 
-def _iac(filters: int, C: int, mode: str, absorb: bool = True):
+def _iac(filters: int, C: int, mode: str, genotype, absorb: bool = True):
     from iac_tf.training.stage3 import build_iac_unet
 
-    return build_iac_unet(_unet(filters), GENOTYPE, cell_channels=C, implant_mode=mode,
+    return build_iac_unet(_unet(filters), genotype, cell_channels=C, implant_mode=mode,
                           fuse_output_conv=absorb, fuse_upsampling=absorb)
 
 
@@ -103,12 +113,15 @@ def training_step(model, stage: int, batch: int):
     step = tf.function(model.train_step)
     run = lambda: step(data)  # noqa: E731
     run.step, run.data = step, data
+    run.flops = lambda: graph_flops(step, data)[0]
     return run
 
 
 def _inference(model, x):
     fn = tf.function(lambda t: model(t, training=False))
-    return lambda: fn(x)
+    run = lambda: fn(x)  # noqa: E731
+    run.flops = lambda: graph_flops(fn, x)[0]
+    return run
 
 
 def _savedmodel(model, folder: str, x):
@@ -125,7 +138,8 @@ def _memory_child(args) -> None:
     tf.config.threading.set_inter_op_parallelism_threads(1)  # the peak depends on the op order
     filters, C = (int(v) for v in args.sizes[0].split(":"))
     with _without(args.without):
-        model = _unet(filters) if args.child == "stage1" else _iac(filters, C, args.modes[0])
+        model = (_unet(filters) if args.child == "stage1"
+                 else _iac(filters, C, args.modes[0], genotypes.load(args.genotype[0])[1]))
         step = training_step(model, 1 if args.child == "stage1" else 3, args.batch)
         _sync(step())  # trace and first step outside the measurement
     stats = _allocator_mib()
@@ -140,9 +154,10 @@ def _memory_child(args) -> None:
     print(json.dumps({"peak_mib": peak, "before_mib": before, "source": source}))
 
 
-def _memory(args, size: str, kind: str, mode: str, without: str = "") -> tuple[float, str]:
+def _memory(args, size: str, kind: str, mode: str, without: str = "",
+            genotype: str = "example") -> tuple[float, str]:
     cmd = [sys.executable, __file__, "--child", kind, "--sizes", size, "--modes", mode,
-           "--batch", str(args.batch), "--without", without]
+           "--batch", str(args.batch), "--without", without, "--genotype", genotype]
     peaks, source = [], ""
     for _ in range(args.mem_repeats):
         proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -158,10 +173,23 @@ def _verdict(ratio: float, key: str) -> str:
     return "met" if ratio <= TARGETS[key] else "NOT met"
 
 
-def _ablations(args, filters: int, C: int, unet, x) -> None:
+def _row(filters, C, label, mode, measure, a, b, ratio, key, flop_ratio="") -> None:
+    print(f"| {filters} | {C} | {label} | {mode} | {measure} | {a} | {b} | {ratio:.2f} | "
+          f"{_verdict(ratio, key)} | {flop_ratio} |", flush=True)
+
+
+def _flop_ratio(fns) -> str:
+    try:
+        base, other = (fn.flops() for fn in fns)
+    except Exception as exc:  # noqa: BLE001 - a graph the statistics cannot walk: say so
+        return f"n/a ({type(exc).__name__})"
+    return f"{other / base:.2f} ({base / 1e9:.1f} / {other / 1e9:.1f} GFLOP)"
+
+
+def _ablations(args, filters: int, C: int, unet, x, label: str, spec: str, genotype) -> None:
     for way in ("no-absorb", "no-recompute", "keras-depthwise"):
         with _without(way):
-            iac = _iac(filters, C, "replace", absorb=way != "no-absorb")
+            iac = _iac(filters, C, "replace", genotype, absorb=way != "no-absorb")
             rows = []
             if way == "no-absorb":  # the one way that changes inference
                 rows.append(("inference", _inference(unet, x), _inference(iac, x)))
@@ -169,15 +197,14 @@ def _ablations(args, filters: int, C: int, unet, x) -> None:
                              training_step(iac, 3, args.batch)))
             for key, base, fn in rows:
                 (a, b), ratio = _interleaved_seconds([base, fn], args.repeats)
-                label = "inference (s)" if key == "inference" else "training step (s)"
-                print(f"| {filters} | {C} | {way} | {label} | {a:.3f} | {b:.3f} | {ratio:.2f} | "
-                      f"{_verdict(ratio, key)} |", flush=True)
+                measure = "inference (s)" if key == "inference" else "training step (s)"
+                _row(filters, C, label, way, measure, f"{a:.3f}", f"{b:.3f}", ratio, key)
             if way == "no-recompute" and not args.no_memory:
                 size = f"{filters}:{C}"
-                m1, source = _memory(args, size, "stage1", "replace")
-                m3, _ = _memory(args, size, "stage3", "replace", without=way)
-                print(f"| {filters} | {C} | {way} | step peak memory (MiB; {source}) | {m1:.0f} | "
-                      f"{m3:.0f} | {m3 / m1:.2f} | {_verdict(m3 / m1, 'memory')} |", flush=True)
+                m1, source = _memory(args, size, "stage1", "replace", genotype=spec)
+                m3, _ = _memory(args, size, "stage3", "replace", without=way, genotype=spec)
+                _row(filters, C, label, way, f"step peak memory (MiB; {source})", f"{m1:.0f}",
+                     f"{m3:.0f}", m3 / m1, "memory")
 
 
 def main(argv=None) -> None:
@@ -192,44 +219,56 @@ def main(argv=None) -> None:
     p.add_argument("--no-memory", action="store_true", help="skip the memory rows")
     p.add_argument("--ablations", action="store_true",
                    help="also time the IAC U-Net without each way to its speed (replace mode)")
+    p.add_argument("--genotype", action="append", default=None, metavar="NAME_OR_FILE",
+                   help=f"genotype: one of {', '.join(genotypes.NAMES)} or a JSON file "
+                        "(repeatable; default: all three names)")
+    p.add_argument("--no-flops", action="store_true", help="skip the FLOP ratios")
     p.add_argument("--child", choices=["stage1", "stage3"], help=argparse.SUPPRESS)
     p.add_argument("--without", default="", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    args.genotype = args.genotype or list(genotypes.NAMES)
     if args.child:
         _memory_child(args)
         return
 
+    print(header(), flush=True)
     device = "GPU" if tf.config.list_physical_devices("GPU") else f"CPU ({os.cpu_count()} cores)"
-    print(f"device: {device}; load average {os.getloadavg()[0]:.1f}; {SIZE}x{SIZE}x1 input, "
+    print(f"device: {device}; {SIZE}x{SIZE}x1 input, "
           f"2 classes; training batch {args.batch}, inference batch {args.infer_batch}; "
           f"{args.repeats} alternating turns; targets: inference <= {TARGETS['inference']}x, "
           f"step and memory <= {TARGETS['step']}x")
-    print("\n| U-Net filters | C | mode | measure | U-Net / Stage I | IAC U-Net / Stage III | ratio | target |")
-    print("|---|---|---|---|---|---|---|---|")
+    chosen = [(spec, *genotypes.load(spec)) for spec in args.genotype]
+    for _, label, g in chosen:
+        print(f"genotype {label}: {genotypes.describe(g)}")
+    print("\n| U-Net filters | C | genotype | mode | measure | U-Net / Stage I | IAC U-Net / Stage III "
+          "| ratio | target | FLOP ratio (U-Net / IAC GFLOP run) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     x = _batch(args.infer_batch, seed=2)[0]
     for size in args.sizes:
         filters, C = (int(v) for v in size.split(":"))
-        for mode in args.modes:
-            unet, iac = _unet(filters), _iac(filters, C, mode)
-            rows = [("inference (s)", "inference", [_inference(unet, x), _inference(iac, x)])]
-            if not args.no_savedmodel:
-                with tempfile.TemporaryDirectory() as tmp:
-                    served = [_savedmodel(m, os.path.join(tmp, name), x)
-                              for m, name in ((unet, "unet"), (iac, "iac"))]
-                rows.append(("SavedModel inference (s)", "inference", served))
-            rows.append(("training step (s)", "step",
-                         [training_step(_unet(filters), 1, args.batch), training_step(iac, 3, args.batch)]))
-            for label, key, fns in rows:
-                (a, b), ratio = _interleaved_seconds(fns, args.repeats)
-                print(f"| {filters} | {C} | {mode} | {label} | {a:.3f} | {b:.3f} | {ratio:.2f} | "
-                      f"{_verdict(ratio, key)} |", flush=True)
-            if args.ablations and mode == "replace":
-                _ablations(args, filters, C, unet, x)
-            if not args.no_memory:
-                m1, source = _memory(args, size, "stage1", mode)
-                m3, _ = _memory(args, size, "stage3", mode)
-                print(f"| {filters} | {C} | {mode} | step peak memory (MiB; {source}) | {m1:.0f} | "
-                      f"{m3:.0f} | {m3 / m1:.2f} | {_verdict(m3 / m1, 'memory')} |", flush=True)
+        for spec, label, genotype in chosen:
+            for mode in args.modes:
+                unet, iac = _unet(filters), _iac(filters, C, mode, genotype)
+                rows = [("inference (s)", "inference", [_inference(unet, x), _inference(iac, x)])]
+                if not args.no_savedmodel:
+                    with tempfile.TemporaryDirectory() as tmp:
+                        served = [_savedmodel(m, os.path.join(tmp, name), x)
+                                  for m, name in ((unet, "unet"), (iac, "iac"))]
+                    rows.append(("SavedModel inference (s)", "inference", served))
+                rows.append(("training step (s)", "step",
+                             [training_step(_unet(filters), 1, args.batch),
+                              training_step(iac, 3, args.batch)]))
+                for measure, key, fns in rows:
+                    (a, b), ratio = _interleaved_seconds(fns, args.repeats)
+                    flops = "" if args.no_flops or not hasattr(fns[0], "flops") else _flop_ratio(fns)
+                    _row(filters, C, label, mode, measure, f"{a:.3f}", f"{b:.3f}", ratio, key, flops)
+                if args.ablations and mode == "replace":
+                    _ablations(args, filters, C, unet, x, label, spec, genotype)
+                if not args.no_memory:
+                    m1, source = _memory(args, size, "stage1", mode, genotype=spec)
+                    m3, _ = _memory(args, size, "stage3", mode, genotype=spec)
+                    _row(filters, C, label, mode, f"step peak memory (MiB; {source})", f"{m1:.0f}",
+                         f"{m3:.0f}", m3 / m1, "memory")
 
 
 if __name__ == "__main__":

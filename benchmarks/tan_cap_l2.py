@@ -42,6 +42,9 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--report-every", type=int, default=100)
     args = parser.parse_args(argv)
+    from iac_tf.machine import header
+
+    print(header(), flush=True)
     results = {wd: run(wd, args.steps, args.report_every) for wd in (1e-3, 0.0)}
     print("| step | beta_0 (wd 1e-3) | Psi_0 (wd 1e-3) | beta_0 (wd 0) | Psi_0 (wd 0) |")
     print("|---|---|---|---|---|")

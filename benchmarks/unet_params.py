@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 
 from iac_tf._keras import keras
+from iac_tf.machine import header
 from iac_tf.unets import BACKBONES, build_unet, skip_layer_names
 
 
@@ -40,6 +41,7 @@ def main(argv=None) -> None:
         "--backbones", nargs="+", default=list(BACKBONES), choices=BACKBONES
     )
     args = parser.parse_args(argv)
+    print(header(), flush=True)
     print(f"input {args.size}x{args.size}x{args.channels}, {args.classes} class(es)")
     print(f"{'backbone':<18} {'params':>12} {'trainable':>12}")
     for backbone in args.backbones:

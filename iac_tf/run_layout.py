@@ -8,6 +8,8 @@ pre-flight, ``iac report``, ``iac grid`` and ``iac predict`` all ask it::
       log.txt                          the console of every command that wrote the run, timed
       data_record.json                 the dataset the run was trained on: absolute path,
                                        fingerprint, classes and channel modalities
+      machine.json                     the machine each part ran on (CPU, instruction sets,
+                                       TensorFlow build, oneDNN, threads; :mod:`iac_tf.machine`)
       models.json                      index: model name -> best .keras of that model (see below)
       unet_record.json, unet/          with unet.pretrained: the run's own copy of that U-Net
                                        (unet/<its file or folder name>), its SHA-256, where it
@@ -54,6 +56,7 @@ MODELS_INDEX = "models.json"
 DATA_RECORD = "data_record.json"
 UNET_RECORD = "unet_record.json"  # the run's copy of unet.pretrained (iac_tf.run_unet)
 UNET_DIR = "unet"
+MACHINE_RECORD = "machine.json"
 BEST_MODEL = "best_model.keras"
 SUMMARY = "summary.json"
 HISTORY = "history.csv"
@@ -131,6 +134,10 @@ class RunLayout:
     def own_unet(self, name: str) -> pathlib.Path:
         """Where the run keeps its copy of the U-Net file or SavedModel folder ``name``."""
         return self.unet_dir / pathlib.PurePath(name).name
+
+    @property
+    def machine_record(self) -> pathlib.Path:
+        return self.root / MACHINE_RECORD
 
     @property
     def lock_path(self) -> pathlib.Path:
@@ -387,6 +394,30 @@ class RunLayout:
 
     def write_data_record(self, record: dict) -> None:
         atomic_write_json(self.data_record, record)
+
+    # ------------------------------------------------------------------ machine record
+    def read_machines(self) -> dict[str, list[dict]]:
+        """``machine.json``: part (``stage1``, ``stage2``, ``stage3``, ``compare``) -> the
+        machines it ran on, in order (``{}`` if the run has none)."""
+        if not self.machine_record.is_file():
+            return {}
+        try:
+            data = json.loads(self.machine_record.read_text())
+        except ValueError as exc:
+            raise UserError(f"{self.machine_record}: unreadable machine record ({exc})") from None
+        if not isinstance(data, dict):
+            raise UserError(f"{self.machine_record}: expected a JSON object of part -> machines")
+        return data
+
+    def add_machine(self, part: str, record: dict, same=lambda a, b: a == b) -> None:
+        """Record that ``part`` (re)starts on the machine ``record`` (:func:`iac_tf.machine.describe`):
+        appended to the part's list unless ``same`` as one already there (a part resumed on
+        another kind of machine lists both). Atomic rewrite of ``machine.json``."""
+        machines = self.read_machines()
+        seen = machines.get(part) if isinstance(machines.get(part), list) else []
+        if not any(isinstance(m, dict) and same(m, record) for m in seen):
+            machines[part] = [*seen, record]
+            atomic_write_json(self.machine_record, machines)
 
 
 def training_done(folder: pathlib.Path, epochs: int) -> dict | None:

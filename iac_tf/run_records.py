@@ -20,6 +20,7 @@ from iac_tf.config import ConfigError, dump_yaml, from_dict, to_dict
 from iac_tf.config.experiment import ExperimentConfig
 from iac_tf.config.stages import Stage1Config
 from iac_tf.files import atomic_write_text, remove
+from iac_tf.machine import describe, kind
 from iac_tf.version import code_version
 
 
@@ -169,11 +170,18 @@ def _show(value: Any) -> str:
 
 def record_stage(cfg: ExperimentConfig, stage: int) -> pathlib.Path:
     """Write ``stageN/config.yaml`` (the resolved config the stage runs with) and
-    ``stageN/version.txt``."""
+    ``stageN/version.txt``, and record the machine in the run's ``machine.json``."""
     folder = cfg.stage_dir(stage)
     dump_yaml(as_recorded(cfg), folder / STAGE_RECORD)
     atomic_write_text(folder / "version.txt", code_version() + "\n")
+    record_machine(cfg, f"stage{stage}")
     return folder / STAGE_RECORD
+
+
+def record_machine(cfg: ExperimentConfig, part: str) -> None:
+    """Add this machine (:func:`iac_tf.machine.describe`, TensorFlow asked) to the run's
+    ``machine.json`` for ``part``, unless the part already lists a machine of the same kind."""
+    cfg.layout.add_machine(part, describe(tensorflow=True), same=lambda a, b: kind(a) == kind(b))
 
 
 def unit_record(settings: Any, depends_on: tuple[int, ...]) -> dict:

@@ -4,7 +4,7 @@
 name: sample_base            # results go to {output_dir}/{name}/
 output_dir: runs
 seed: 0
-deterministic: false         # TF op determinism (slower; exact resume of Stage II)
+deterministic: false         # TF op determinism: same numbers on the same kind of machine (README)
 data:   {...}                # iac_tf.data.DataConfig
 unet:   {backbone: base}     # UNetConfig
 stage1: {epochs: 200}        # Stage1Config

@@ -21,7 +21,7 @@ from iac_tf.pipeline.units import (comparison_unit, iac_unit, stage1_unit, strat
                                    train_unit, unet_continued_unit)
 from iac_tf.preflight import checked_prepare
 from iac_tf.run_layout import HISTORY, training_done
-from iac_tf.run_records import STAGE_NAMES, record_stage
+from iac_tf.run_records import STAGE_NAMES, record_machine, record_stage
 from iac_tf.training.history import CsvHistory
 from iac_tf.training.precision import precision_policy
 from iac_tf.training.seeding import seed_everything
@@ -221,6 +221,7 @@ def _compare(cfg: ExperimentConfig, prepared, evaluate_after: bool) -> dict[str,
     if not cfg.comparisons:
         return {}
     cfg.layout.register_model("unet", trained_unet_path(cfg))
+    record_machine(cfg, "compare")
     results = {m: train_unit(cfg, prepared, comparison_unit(cfg, m)) for m in cfg.comparisons}
     if evaluate_after:
         run_evaluation(cfg, prepared)

@@ -104,6 +104,7 @@ class RunRecord:
     stage2_seconds_saved: float = math.nan  # estimate of the stopped search's epochs left
     stage3_seconds: float = math.nan
     device: str = "not recorded"
+    machine: str = "not recorded"  # machine.json, :func:`machine_text`
     warnings: list[str] = dataclasses.field(default_factory=list)
     test_case_scores: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
     split: str = "val_dt"
@@ -367,6 +368,21 @@ def use_split(records: list[RunRecord]) -> str:
     return "val_dt"
 
 
+def machine_text(machines: dict) -> str:
+    """``machine.json`` (part -> machines) as a table cell: one description when every part ran
+    on the same kind of machine, else ``part: description`` per part."""
+    from iac_tf.machine import kind, short  # noqa: PLC0415 - the report's only use
+
+    entries = [(part, m) for part, ms in machines.items() if isinstance(ms, list)
+               for m in ms if isinstance(m, dict)]
+    if not entries:
+        return "not recorded"
+    kinds = {json.dumps(kind(m), sort_keys=True) for _, m in entries}
+    if len(kinds) == 1:
+        return short(entries[0][1])
+    return "; ".join(f"{part}: {short(m)}" for part, m in entries)
+
+
 def read_run(run_dir) -> RunRecord:
     """The run in ``run_dir`` as the report sees it; files it cannot read are named in
     :attr:`RunRecord.warnings`, an unreadable evaluation table in the status' ``missing``."""
@@ -391,6 +407,9 @@ def read_run(run_dir) -> RunRecord:
         version=version_file.read_text().strip() if version_file.exists() else "not recorded",
         status=layout.status(cfg), config=cfg, device=grid.get("device", "not recorded"),
     )
+    machines = read.json(layout.machine_record)
+    if machines:
+        rec.machine = machine_text(machines)
     evaluation = cfg.get("evaluation") if isinstance(cfg.get("evaluation"), dict) else {}
     val, unreadable = _split_scores(read, layout.evaluation, str(evaluation.get("split", "val_dt")),
                                     "slices", "scores")

@@ -342,12 +342,14 @@ def runs_table(records, current_version: str) -> Table:
         ver = r.version + ("" if r.version in (current_version, "not recorded") or not r.status.exists
                            else "  (other code version)")
         rows.append([r.name, r.dataset, r.backbone, r.status.state, ", ".join(r.status.missing) or "-",
-                     ver, str(r.run_dir)])
+                     ver, r.machine, str(r.run_dir)])
     return Table("runs", "Runs", ["run", "dataset", "backbone", "state", "missing", "code version",
-                                  "folder"], rows,
+                                  "machine", "folder"], rows,
                  f"Report made with code version {current_version}. Partial runs are listed with what "
                  "they lack and contribute only the parts they have; runs not found are listed as "
-                 "'not started'.")
+                 "'not started'. Machine: CPU, widest vector instruction set and oneDNN state of "
+                 "machine.json; training follows the floating-point order, which differs between "
+                 "kinds of machine.")
 
 
 def all_tables(records, current_version: str) -> tuple[list[Table], dict]:

@@ -22,6 +22,11 @@ time of their forward pass on this CPU (oneDNN, (8, 128, 128, 4) tensors,
 Only the order of floating-point additions changes; ``tests/search/test_kernels.py`` compares
 every gradient against TensorFlow's, NumPy and central differences.
 
+Which of the two depthwise formulations runs depends on the machine (:data:`DEPTHWISE_FORM`,
+:func:`depthwise_form`): the hand-written gradients where TensorFlow runs oneDNN, TensorFlow's own
+(``tf.nn.depthwise_conv2d``) where it runs its Eigen kernels (``benchmarks/depthwise_forms.py``;
+docs/decisions.md, "Depthwise convolution per machine").
+
 Also here, for every traced op of the fused cell: :func:`constant`, one ``Const`` per value and
 graph, and :func:`channels_shape`, constant reshape targets where H and W are static.
 """
@@ -33,8 +38,30 @@ import functools
 import numpy as np
 
 from iac_tf._keras import tf
+from iac_tf.machine import onednn_enabled
 
 _STRIDES = [1, 1, 1, 1]
+
+#: How :func:`depthwise_conv` computes (the same function, another order of additions):
+#: ``"hand"`` (the op with the hand-written gradients below), ``"tensorflow"``
+#: (``tf.nn.depthwise_conv2d`` and TensorFlow's gradients, as Keras' ``DepthwiseConv2D``), or
+#: ``"auto"`` (default): chosen per machine by :func:`depthwise_form`. Read when a function is
+#: traced.
+DEPTHWISE_FORM = "auto"
+DEPTHWISE_FORMS = ("auto", "hand", "tensorflow")
+
+
+def depthwise_form() -> str:
+    """The formulation :func:`depthwise_conv` traces now: :data:`DEPTHWISE_FORM`, or for
+    ``"auto"``: ``"hand"`` where TensorFlow runs oneDNN (its gradients measured 1.3-2.0x the
+    CPU time of the hand-written ones at the search cell's grouped shapes, AVX-512 and AVX2 alike),
+    ``"tensorflow"`` where it runs its Eigen kernels (there the hand-written ones measured 0.89-1.06x,
+    median 0.95x, TensorFlow's own the faster)."""
+    if DEPTHWISE_FORM not in DEPTHWISE_FORMS:
+        raise ValueError(f"DEPTHWISE_FORM must be one of {DEPTHWISE_FORMS}, got {DEPTHWISE_FORM!r}")
+    if DEPTHWISE_FORM != "auto":
+        return DEPTHWISE_FORM
+    return "tensorflow" if onednn_enabled() is False else "hand"
 
 
 def _window_counts(x):
@@ -126,7 +153,9 @@ def _make_depthwise(dilation: int):
 
 def depthwise_conv(x, kernel, dilation: int = 1):
     """Stride-1 ``SAME`` depthwise convolution of ``x`` with ``kernel`` ``(k, k, c, m)`` (odd k),
-    dilated by ``dilation``."""
+    dilated by ``dilation``, in the formulation :func:`depthwise_form` chooses."""
+    if depthwise_form() == "tensorflow":
+        return tf.nn.depthwise_conv2d(x, kernel, _STRIDES, "SAME", dilations=[dilation, dilation])
     return _make_depthwise(dilation)(x, kernel)
 
 

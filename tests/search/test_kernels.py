@@ -4,7 +4,14 @@ import numpy as np
 import pytest
 
 from iac_tf._keras import tf
+from iac_tf.search import kernels
 from iac_tf.search.kernels import _window_counts, avg_pool_3x3, depthwise_conv
+
+
+@pytest.fixture(autouse=True)
+def hand_written_depthwise(monkeypatch):
+    """The tests below check the hand-written gradients, whatever form this machine would pick."""
+    monkeypatch.setattr(kernels, "DEPTHWISE_FORM", "hand")
 
 
 def _grads(fn, inputs, upstream):
@@ -228,3 +235,40 @@ def test_constant_is_made_once_per_graph_and_orders_nothing():
     trace(tf.constant([1.0, 2.0]))  # a new trace: a new graph, its own constants
     assert made["graph"] is not first_graph
     np.testing.assert_array_equal(constant([3, 4]).numpy(), [3, 4])  # eager: a plain constant
+
+
+def _op_types(fn, *args):
+    return {op.type for op in tf.function(fn).get_concrete_function(*args).graph.get_operations()}
+
+
+@pytest.mark.parametrize("dilation,m", [(1, 3), (2, 1)])
+def test_both_depthwise_forms_compute_the_same_function(monkeypatch, dilation, m):
+    """The per-machine switch: "tensorflow" (tf.nn.depthwise_conv2d, TensorFlow's gradients) and
+    "hand" give the same outputs and gradients, and each traces its own ops."""
+    rng = np.random.default_rng(60 + dilation + m)
+    x = tf.constant(rng.normal(size=(2, 9, 7, 3)), tf.float32)
+    w = tf.constant(rng.normal(size=(5, 5, 3, m)), tf.float32)
+    g = tf.constant(rng.normal(size=(2, 9, 7, 3 * m)), tf.float32)
+    out, ops = {}, {}
+    for form in ("hand", "tensorflow"):
+        monkeypatch.setattr(kernels, "DEPTHWISE_FORM", form)
+        out[form] = _grads(lambda a, b: depthwise_conv(a, b, dilation), [x, w], g)
+        ops[form] = _op_types(lambda a, b: _grads(lambda a_, b_: depthwise_conv(a_, b_, dilation),
+                                                   [a, b], g)[1], x, w)
+    (y_h, (dx_h, dw_h)), (y_t, (dx_t, dw_t)) = out["hand"], out["tensorflow"]
+    np.testing.assert_allclose(y_h.numpy(), y_t.numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(dx_h.numpy(), dx_t.numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(dw_h.numpy(), dw_t.numpy(), rtol=1e-5, atol=1e-4)
+    assert "IdentityN" in ops["hand"]  # tf.custom_gradient
+    assert "DepthwiseConv2dNativeBackpropInput" in ops["tensorflow"]
+    assert "DepthwiseConv2dNativeBackpropInput" not in ops["hand"]
+
+
+def test_auto_depthwise_form_follows_onednn(monkeypatch):
+    monkeypatch.setattr(kernels, "DEPTHWISE_FORM", "auto")
+    for onednn, form in ((True, "hand"), (None, "hand"), (False, "tensorflow")):
+        monkeypatch.setattr(kernels, "onednn_enabled", lambda v=onednn: v)
+        assert kernels.depthwise_form() == form
+    monkeypatch.setattr(kernels, "DEPTHWISE_FORM", "dense")
+    with pytest.raises(ValueError, match="DEPTHWISE_FORM must be one of"):
+        kernels.depthwise_form()
