@@ -17,7 +17,7 @@ import yaml
 
 from iac_tf.config import ConfigError, dump_yaml, from_dict, to_dict
 from iac_tf.config.experiment import ExperimentConfig
-from iac_tf.files import atomic_write_text, remove
+from iac_tf.files import atomic_write_text, check_removable, remove
 from iac_tf.version import code_version
 
 
@@ -25,10 +25,13 @@ STAGES = (1, 2, 3)
 STAGE_NAMES = {1: "Stage I", 2: "Stage II", 3: "Stage III"}
 STAGE_RECORD = "config.yaml"
 
-#: Keys that never block a rerun: they change how a stage reports or where files go, not what it
-#: computes (``*`` matches any section). Our choice, see docs/decisions.md.
+#: Keys that never block a rerun: they change how a stage reports, where files go or where it
+#: runs, not what it computes (``*`` matches any section). ``data.root`` is where the data is:
+#: whether it is the run's data is the dataset record's to say (by content,
+#: :mod:`iac_tf.data.fingerprint`), so a copy elsewhere is the same data. Our choice, see
+#: docs/decisions.md.
 NON_BLOCKING = ("data.cache_dir", "*.verbose", "*.checkpoints_to_keep", "stage2.draw_genotypes",
-                "stage3.export_savedmodel")
+                "stage3.export_savedmodel", "data.root", "*.distribute")
 
 
 class RunConflict(ConfigError):
@@ -110,7 +113,7 @@ def check_stages(cfg: ExperimentConfig, stages) -> None:
         folder = cfg.stage_dir(stage)
         lines = [f"{folder} holds {STAGE_NAMES[stage]} results of another config "
                  f"({folder / STAGE_RECORD}); these keys differ (recorded -> now):"]
-        lines += [f"  {key}: {_show(a)} -> {_show(b)}" for key, (a, b) in diff.items()]
+        lines += [f"  {key}: {show_value(a)} -> {show_value(b)}" for key, (a, b) in diff.items()]
         lines.append(
             f"Nothing was changed. Either start a new run: --set name={cfg.name}_2 (any new name), "
             f"or clear {STAGE_NAMES[stage]} and every later stage of {cfg.run_dir} and rerun: "
@@ -119,7 +122,7 @@ def check_stages(cfg: ExperimentConfig, stages) -> None:
         raise RunConflict("\n".join(lines))
 
 
-def _show(value: Any) -> str:
+def show_value(value: Any) -> str:
     return value if isinstance(value, str) and value.startswith("(") else yaml.safe_dump(
         value, default_flow_style=True).strip().removesuffix("...").strip()
 
@@ -145,6 +148,8 @@ def restart_from(cfg: ExperimentConfig, stage: int) -> list[pathlib.Path]:
     compare = [layout.compare_root] if stage in (1, 3) else []
     gone = [p for p in [layout.stage(s) for s in STAGES if s >= stage] + compare
             + [layout.evaluation] if p.exists()]
+    check_removable(gone, "a result of this run", f"Nothing was deleted; move it out of {layout.root}, "
+                    f"then rerun with --restart stage{stage}")
     for path in gone:
         remove(path)
     layout.unregister_inside(gone)

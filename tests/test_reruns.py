@@ -13,6 +13,7 @@ import pytest
 
 from iac_tf.cli import main
 from iac_tf.experiment import load_experiment
+from iac_tf.files import atomic_write_text
 from iac_tf.run_records import RunConflict, check_stages, record_stage, restart_from
 from iac_tf.run_layout import model_paths, register_model
 
@@ -122,7 +123,7 @@ def test_restart_clears_the_stage_and_later_ones_and_their_models(tmp_path):
     cfg = _cfg(tmp_path)
     for stage in (1, 2, 3):
         record_stage(cfg, stage)
-        (cfg.stage_dir(stage) / "best_model.keras").write_text("m")
+        atomic_write_text(cfg.stage_dir(stage) / "best_model.keras", "m")
     (cfg.run_dir / "evaluation").mkdir()
     register_model(cfg.run_dir, "unet", cfg.stage_dir(1) / "best_model.keras")
     register_model(cfg.run_dir, "iac", cfg.stage_dir(3) / "best_model.keras")

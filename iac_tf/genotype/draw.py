@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from iac_tf.files import atomic_write_text, save_figure
+
 
 def genotype_to_dot(genotype) -> str:
     """DOT source of the cell (render with ``dot -Tpng`` where Graphviz is installed)."""
@@ -66,7 +68,7 @@ def draw_genotype(genotype, path_png, write_dot: bool = True) -> Path:
                 bbox={"boxstyle": "round,pad=0.4", "fc": colours.get(key, "#add8e6"), "ec": "0.3"})
     fig.tight_layout()
     path_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path_png, dpi=100)
+    save_figure(fig, path_png, dpi=100)
     if write_dot:
-        path_png.with_suffix(".dot").write_text(genotype_to_dot(genotype), encoding="utf-8")
+        atomic_write_text(path_png.with_suffix(".dot"), genotype_to_dot(genotype))
     return path_png

@@ -25,8 +25,8 @@ def _model_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _selection_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--stage", type=int, choices=(1, 3), default=3,
-                        help="3: the IAC U-Net (default), 1: the U-Net")
+    parser.add_argument("--stage", type=int, choices=(1, 3), default=None,
+                        help="3: the IAC U-Net (default), 1: the U-Net (not with --method)")
     parser.add_argument("--method", default=None, help="a model name of the run's models.json")
     parser.add_argument("--config", default=None, help="run config.yaml (default: the run's)")
 
@@ -83,7 +83,7 @@ def export(args) -> int:
     print(f"exported {served} (signature serving_default: image -> probabilities, labels); "
           f"reloaded with tf.saved_model.load: max |difference| to the Keras model "
           f"{check['max_abs_difference']:.2e}, labels equal; preprocessing the caller must "
-          f"apply: {out / 'preprocessing.json'}; TF Serving now serves version "
+          f"apply: {check.get('recipe', out / 'preprocessing.json')}; TF Serving now serves version "
           f"{check['version']}: {served}")
     return 0
 

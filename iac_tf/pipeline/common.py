@@ -4,6 +4,7 @@ trained U-Net is."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import pathlib
@@ -12,11 +13,13 @@ import numpy as np
 
 from iac_tf.config import ConfigError
 from iac_tf.data import prepare_dataset
-from iac_tf.data.fingerprint import data_record
+from iac_tf.data.config import DataError
+from iac_tf.data.fingerprint import data_record, same_as_legacy
 from iac_tf.diskspace import disk_full_guard
 from iac_tf.evaluation.metrics import mean_case_dice
 from iac_tf.experiment import ExperimentConfig
 from iac_tf.preflight import checked_prepare
+from iac_tf.run_layout import DatasetMismatch
 from iac_tf.run_records import STAGE_NAMES, check_stages, record_stage, restart_from, write_resolved
 from iac_tf.training.seeding import seed_everything
 
@@ -76,26 +79,52 @@ def check_records(cfg: ExperimentConfig, stage: int, restart: int | None) -> Non
     """The run folder is ours, and the stage records that ``stage`` reads and ``--restart``
     keeps hold this config (raises before anything is written)."""
     cfg.layout.check_ours()
+    cfg.layout.check_readable()
     check_stages(cfg, tuple(s for s in used_stages(cfg, stage) if restart is None or s < restart))
 
 
-def checked_data(cfg: ExperimentConfig) -> dict:
-    """The dataset record of ``data`` now, compared with the run's (raises DatasetMismatch
-    naming both before anything is written)."""
-    record = data_record(cfg.data)
-    cfg.layout.check_data(record)
-    return record
+@dataclasses.dataclass
+class CheckedData:
+    """The dataset record of ``data`` now and whether the run's record is to be written."""
+
+    record: dict
+    write: bool
 
 
-def write_run_records(cfg: ExperimentConfig, restart: int | None, record: dict) -> None:
+def checked_data(cfg: ExperimentConfig) -> CheckedData:
+    """The dataset record of ``data`` now (by content: :mod:`iac_tf.data.fingerprint`),
+    compared with the run's (raises DatasetMismatch naming both datasets and the files that
+    differ, before anything is written)."""
+    previous = cfg.layout.read_data_record()
+    try:
+        record = data_record(cfg.data, previous)
+    except DataError as exc:
+        if previous is None:
+            raise
+        raise DatasetMismatch(
+            f"{cfg.run_dir} was made on the dataset {previous.get('root')} "
+            f"({previous.get('files')} files), but data.root now names {cfg.data.root}, which "
+            f"cannot be read ({exc}). Nothing was changed. Point data.root at the run's "
+            "dataset (an absolute path), or start a new run (--set name=...)") from None
+    write = cfg.layout.check_data(record, lambda old: same_as_legacy(old, cfg.data))
+    return CheckedData(record, write)
+
+
+def early_data_check(cfg: ExperimentConfig) -> CheckedData | None:
+    """For a run that has a dataset record: :func:`checked_data` before any other work (a
+    rerun on another dataset stops before its slice cache is built); ``None`` otherwise."""
+    return checked_data(cfg) if cfg.layout.data_record.is_file() else None
+
+
+def write_run_records(cfg: ExperimentConfig, restart: int | None, data: CheckedData) -> None:
     """After every check passed: ``--restart`` deletes, then the run records are written (the
     run folder marked as the tool's, the resolved config, the dataset record)."""
     if restart is not None:
         for path in restart_from(cfg, restart):
             log.info("--restart stage%d: removed %s", restart, path)
     write_resolved(cfg)
-    if cfg.layout.read_data_record() is None:
-        cfg.layout.write_data_record(record)
+    if data.write:
+        cfg.layout.write_data_record(data.record)
 
 
 def begin(cfg: ExperimentConfig, stage: int, restart: int | None, unet=None, genotype=None):
@@ -106,9 +135,10 @@ def begin(cfg: ExperimentConfig, stage: int, restart: int | None, unet=None, gen
     deletes, the config is recorded and everything seeded. Returns the prepared data."""
     refuse_restart_of_inputs(cfg, stage, restart, f"`iac stage{stage}`")
     check_records(cfg, stage, restart)
+    data = early_data_check(cfg)
     prepared = checked_prepare(cfg, stage, prepare, unet_path=unet(cfg) if unet else None,
                                genotype_path=genotype(cfg) if genotype else None)
-    write_run_records(cfg, restart, checked_data(cfg))
+    write_run_records(cfg, restart, data or checked_data(cfg))
     record_stage(cfg, stage)
     seed_everything(cfg.seed, cfg.deterministic)
     return prepared

@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import logging
 import pathlib
-import shutil
 
 from iac_tf.data.config import SELECTION_SPLIT, TEST_SPLIT
 from iac_tf.evaluation.report import compare_scores, evaluate_models, markdown_table, volume_section
 from iac_tf.experiment import ExperimentConfig
-from iac_tf.files import atomic_write_text
+from iac_tf.files import atomic_write_text, remove
 from iac_tf.inference.run_scores import score_volumes, volumetric_scores
 from iac_tf.pipeline.common import checked_data, guarded, prepare, trained_unet_path, used_stages
 from iac_tf.run_records import check_stages
@@ -105,7 +104,7 @@ def _test_scores(cfg: ExperimentConfig, prepared, loaded: dict, pairs, table: st
                 f"another split the run trained or selected on.")
         log.info("%s", note)
         if test_dir.is_dir():
-            shutil.rmtree(test_dir)
+            remove(test_dir)
             log.info("removed %s (scores of an earlier evaluation with test cases)", test_dir)
         atomic_write_text(out_dir / "dice_table.md", table + "\n" + note + "\n")
         return None

@@ -11,7 +11,8 @@ import pathlib
 from iac_tf.evaluation.plots import plot_genotype_epochs
 from iac_tf.experiment import ExperimentConfig
 from iac_tf.files import atomic_write_json
-from iac_tf.pipeline.common import (begin, check_records, checked_data, epoch_data, guarded,
+from iac_tf.pipeline.common import (begin, check_records, checked_data, early_data_check,
+                                    epoch_data, guarded,
                                     prepare, refuse_restart_of_inputs, trained_unet_path,
                                     write_run_records)
 from iac_tf.pipeline.evaluate import run_evaluation
@@ -204,8 +205,9 @@ def run_compare(cfg: ExperimentConfig, restart: int | None = None, evaluate_afte
         return {}
     # the same pre-flight checks as Stages II/III (folders, the U-Net against the data), before
     # anything is written or deleted
+    data = early_data_check(cfg)
     prepared = checked_prepare(cfg, 3, prepare, unet_path=trained_unet_path(cfg))
-    write_run_records(cfg, restart, checked_data(cfg))
+    write_run_records(cfg, restart, data or checked_data(cfg))
     return _compare(cfg, prepared, evaluate_after)
 
 
@@ -247,8 +249,9 @@ def run_all(cfg: ExperimentConfig, restart: int | None = None) -> None:
     written or deleted (stage records, the pre-flight of the first stage to run, the dataset),
     the data is prepared once and every stage uses it; finished parts are skipped."""
     check_records(cfg, 3 if cfg.method == "iac" else 1, restart)
+    data = early_data_check(cfg)
     prepared = _first_preflight(cfg, restart)
-    write_run_records(cfg, restart, checked_data(cfg))
+    write_run_records(cfg, restart, data or checked_data(cfg))
     stages = ([1] if not cfg.unet.pretrained else []) + ([2, 3] if cfg.method == "iac" else [])
     steps = {1: lambda: _stage1(cfg, prepared), 2: lambda: _stage2(cfg, prepared),
              3: lambda: _stage3(cfg, prepared, evaluate_after=False)}

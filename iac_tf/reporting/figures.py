@@ -22,6 +22,7 @@ from matplotlib.figure import Figure
 
 from iac_tf.data import prepare_dataset
 from iac_tf.experiment import load_experiment
+from iac_tf.files import save_figure
 from iac_tf.genotype import Genotype
 from iac_tf.reporting.collect import TRAIN_DICE, VAL_DICE, RunRecord
 from iac_tf.run_layout import RunLayout
@@ -75,7 +76,7 @@ def stage3_curves(rec: RunRecord, out_png: pathlib.Path) -> pathlib.Path:
         ax.legend(fontsize=7)
     fig.suptitle(f"{rec.name}: Stage III learning curves (Fig. 6)")
     fig.tight_layout()
-    fig.savefig(out_png, dpi=90)
+    save_figure(fig, out_png, dpi=90)
     return out_png
 
 
@@ -116,7 +117,7 @@ def arch_evolution(rec: RunRecord, out_png: pathlib.Path) -> pathlib.Path:
         ax.grid(alpha=0.3)
     fig.suptitle(f"{rec.name}: architecture parameters during the search")
     fig.tight_layout()
-    fig.savefig(out_png, dpi=90)
+    save_figure(fig, out_png, dpi=90)
     return out_png
 
 
@@ -202,7 +203,7 @@ def overlays(rec: RunRecord, out_png: pathlib.Path, n_slices: int = 3, batch_siz
                 ax.set_ylabel(f"{cases[s]} #{s}", fontsize=7)
     fig.suptitle(f"{rec.name}: {split} slices")
     fig.tight_layout()
-    fig.savefig(out_png, dpi=80)
+    save_figure(fig, out_png, dpi=80)
     return out_png
 
 
