@@ -1,9 +1,23 @@
-"""Atomic, world-readable file writes: the one place where the package writes a run's files.
+"""The writer gate: the one place where the package writes, replaces and deletes files.
 
-Everything a run leaves behind (config dumps, models, SavedModels, splits, the slice cache, CSV,
-JSON, Markdown) is written under a temporary name beside its target and moved into place with
-``os.replace``, so a kill at any moment leaves either the old file or the new one, never half of
-one. Files get mode ``0666 & ~umask`` and folders ``0777 & ~umask`` -- with the usual umask 022
+Every file a command writes goes through :func:`atomic_path` (or what is built on it:
+:func:`atomic_write_text`, :func:`atomic_write_json`, :func:`save_model`, :func:`save_figure`,
+:func:`commit`, :class:`Staging`), every deletion through :func:`remove`. The gate
+
+* checks ownership before any byte is written (:func:`check_target`): the target is new, or a
+  manifest lists it with the size and SHA-256 it has now -- the tool wrote it and nobody changed
+  it since. Anything else is refused (:class:`RefusedPath`), naming the file;
+* inside a run folder, lets only the process holding the run's lock write, and checks that its
+  lock file is still the one it locked (:mod:`iac_tf.locks`);
+* writes under a temporary name beside the target and moves it into place with ``os.replace``,
+  so a kill at any moment leaves either the old file or the new one, never half of one;
+* records what it wrote in the owner's manifest (:data:`MANIFEST`: path, size, SHA-256; one
+  JSON line per file, append-only).
+
+The owner of a path is the nearest folder above it holding a marker (a run, a report, an
+export: :data:`MARKERS`), else the folder the file is in (predictions, scores, the slice cache).
+
+Files get mode ``0666 & ~umask`` and folders ``0777 & ~umask`` -- with the usual umask 022
 that is 0644 / 0755, so a ``runs/`` folder written by a container as root stays readable by the
 host user; a stricter umask (e.g. 077) is respected. (``tempfile.mkstemp`` alone would leave
 0600.)

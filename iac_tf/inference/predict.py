@@ -4,8 +4,8 @@ Per case: read the channels (:func:`iac_tf.data.nifti.load_nifti`, reoriented as
 -> :func:`~iac_tf.inference.volume.to_slices` (the run's normalisation and zoom) -> sliding
 windows over every axial slice (:func:`~iac_tf.inference.tiling.predict_slices`) -> back to the
 file's grid (:func:`~iac_tf.inference.volume.from_slices`, ``to_file_orientation``) -> labels
-(:func:`~iac_tf.inference.labels.probabilities_to_labels`). Files are written through a temp
-file and ``os.replace``.
+(:func:`~iac_tf.inference.labels.probabilities_to_labels`). Files are written through the
+writer gate (:func:`iac_tf.files.atomic_path`).
 
 Before the first prediction is written, every input is checked (headers, then every file read
 whole: :mod:`iac_tf.inference.inputs`) and so is every output file of every case
@@ -33,7 +33,7 @@ from iac_tf.errors import UserError
 from iac_tf.data.config import DataError
 from iac_tf.data.nifti import load_nifti
 from iac_tf.diskspace import check_writable_folder
-from iac_tf.files import RefusedPath, atomic_path, check_new_or_ours, check_outside_runs
+from iac_tf.files import RefusedPath, atomic_write_bytes, check_new_or_ours, check_outside_runs
 from iac_tf.inference.inputs import (NIFTI_ENDINGS, InputCase, check_case_data, check_cases,
                                      collect_cases)
 from iac_tf.inference.labels import probabilities_to_labels
@@ -84,8 +84,7 @@ def _save_nifti(array: np.ndarray, reference, path: pathlib.Path) -> None:
     data = img.to_bytes()
     if path.name.endswith(".gz"):
         data = gzip.compress(data, compresslevel=1)  # nibabel's default level
-    with atomic_path(path, what="a prediction") as tmp:  # the temp name ends in .tmp.gz
-        tmp.write_bytes(data)
+    atomic_write_bytes(path, data, what="a prediction")  # through the writer gate
 
 
 def is_prediction(path: str | os.PathLike) -> bool:
