@@ -105,6 +105,10 @@ def test_stage_keys_decide_per_stage(tmp_path):
     check_stages(_cfg(tmp_path, **{"data.cache_dir": "x", "stage2.verbose": 0, "deterministic": True,
                                    "stage1.checkpoints_to_keep": 5, "evaluation.split": "val_search_dt"}),
                  (1, 2, 3))
+    # Where a stage runs (one device or several) and where the data is (the dataset record
+    # decides by content whether it is the run's data) do not block either.
+    check_stages(_cfg(tmp_path, **{"stage2.distribute": "mirrored", "stage3.distribute": "mirrored",
+                                   "data.root": "/a/copy/elsewhere"}), (1, 2, 3))
     # A pretrained U-Net makes Stage II independent of the stage1 section.
     pre = {"unet.pretrained": "u.keras"}
     record_stage(_cfg(tmp_path, **pre), 2)

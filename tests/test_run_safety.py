@@ -279,6 +279,28 @@ def test_the_dataset_record_sees_every_byte_that_matters(tmp_path, capsys):
     copy = shutil.copytree(dataset, tmp_path / "elsewhere" / dataset.name)
     moved = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, root=str(copy)))
     assert checked_data(moved).write is False
+    # another dataset (one more class) at another path: both datasets named, before any cache
+    other = shutil.copytree(dataset, tmp_path / "other" / dataset.name)
+    labels = json.loads((other / "dataset.json").read_text())
+    labels["labels"]["third"] = 3
+    (other / "dataset.json").write_text(json.dumps(labels))
+    rc, _, err = run(["stage1", config, "--set", f"data.root={other}"], capsys)
+    assert rc == 2 and str(dataset) in err and str(other) in err, err
+    assert "dataset.json (content differs)" in err and ".h5" not in err
+    assert not (tmp_path / "cache").exists()
+
+
+def test_a_released_lock_of_another_host_is_not_called_ended(tmp_path, caplog):
+    from iac_tf.locks import folder_lock
+
+    lock = tmp_path / ".r.lock"
+    lock.write_text(json.dumps({"pid": 4242, "host": "node-that-is-not-this-one",
+                                "started": "2026-01-01T00:00:00", "command": "iac run x.yaml"}))
+    with caplog.at_level("WARNING"), folder_lock(lock, "run folder r"):
+        pass
+    text = caplog.text
+    assert "PID 4242 on node-that-is-not-this-one" in text and "has ended" not in text
+    assert "cannot tell" in text
 
 
 def test_predict_reads_the_classes_the_run_recorded(tmp_path):

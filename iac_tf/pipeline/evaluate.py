@@ -58,7 +58,13 @@ def evaluate(cfg: ExperimentConfig, prepared=None) -> dict:
 
 
 def run_evaluation(cfg: ExperimentConfig, prepared=None) -> dict:
-    """:func:`evaluate` without its checks (the caller made them)."""
+    """:func:`evaluate` without its checks (the caller made them), holding the run's lock
+    (re-entrant: the commands already hold it)."""
+    with cfg.layout.lock():
+        return _run_evaluation(cfg, prepared)
+
+
+def _run_evaluation(cfg: ExperimentConfig, prepared=None) -> dict:
     models = evaluation_models(cfg)
     if not models:
         raise FileNotFoundError(f"{cfg.layout.models_index}: no trained model to evaluate; "

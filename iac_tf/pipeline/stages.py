@@ -186,8 +186,9 @@ def _stage3(cfg: ExperimentConfig, prepared, evaluate_after: bool) -> dict[str, 
 def run_unet_continued(cfg: ExperimentConfig, prepared=None) -> TrainResult:
     """The budget-matched baseline ``unet_continued`` alone (see
     :func:`~iac_tf.pipeline.units.unet_continued_unit`)."""
-    return train_unit(cfg, prepared if prepared is not None else prepare(cfg),
-                      unet_continued_unit(cfg))
+    with cfg.layout.lock():  # re-entrant: the commands already hold it
+        return train_unit(cfg, prepared if prepared is not None else prepare(cfg),
+                          unet_continued_unit(cfg))
 
 
 # ---------------------------------------------------------------------------- comparisons
