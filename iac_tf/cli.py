@@ -13,6 +13,7 @@
     iac evaluate-folder GT PRED         Dice, IoU, precision, recall, NSD, HD95 per case and class
     iac report RUN_DIR... --out DIR     the paper's tables, statistics and figures over runs
     iac grid GRID.yaml [--dry-run]      run the dataset x backbone grid (experiments/paper/)
+    iac adopt RUN_DIR                   mark a run folder written before runs were marked
 
 ``--set KEY=VALUE`` (repeatable) overrides a config value, e.g. ``--set stage1.epochs=2``.
 ``--restart stageN`` clears that stage's folder and every later one before running.
@@ -146,6 +147,19 @@ def _report(args) -> int:
     return 0
 
 
+def _adopt_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", help="a run folder written before runs were marked "
+                        "(config.yaml beside version.txt or models.json)")
+
+
+def _adopt(args) -> int:
+    from iac_tf.run_layout import RunLayout
+
+    listed = RunLayout(args.run_dir).adopt()
+    print(f"{args.run_dir}: adopted as a run of this tool ({len(listed)} files listed as its own)")
+    return 0
+
+
 def _grid_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("grid", help="grid YAML (e.g. experiments/paper/grid.yaml)")
     parser.add_argument("--dataset", help="only this dataset (a key of the grid's datasets)")
@@ -169,7 +183,7 @@ def _grid(args) -> int:
     if args.data_root:
         sets["data.root"] = args.data_root
     items = grid_lib.settings(grid_lib.load_grid(args.grid), args.dataset, args.backbone, sets)
-    if args.shard:
+    if args.shard is not None:  # --shard "" is a mistake, not "every setting"
         items = grid_lib.shard(items, args.shard)
         print(f"shard {args.shard}: {len(items)} setting(s)", flush=True)
     print(grid_lib.plan(items), flush=True)
@@ -225,9 +239,14 @@ COMMANDS: dict[str, Command] = {
                                tensorflow=False),
     "report": Command("the paper's tables, statistics and figures over runs", _report, _report_args),
     "grid": Command("run the dataset x backbone grid, skipping finished runs", _grid, _grid_args),
+    "adopt": Command("mark a run folder written before runs were marked as a run of this tool",
+                     _adopt, _adopt_args, tensorflow=False),
     "doctor": Command("check data, U-Net, genotype, folders, free space and GPU; print a table",
                       _doctor),
 }
+
+#: Commands that train and resume from their last finished epoch after an interruption.
+TRAINING_COMMANDS = ("run", "stage1", "stage2", "stage3", "compare", "grid")
 
 #: ``iac data ...`` subcommands
 DATA_COMMANDS: dict[str, Command] = {
@@ -320,8 +339,12 @@ def main(argv=None) -> int:
               "Rerun the same command to prepare the data again.", file=sys.stderr)
         return 130
     except KeyboardInterrupt:
-        print("iac: interrupted; rerun the same command to resume from the last finished epoch",
-              file=sys.stderr)
+        if args.command in TRAINING_COMMANDS:
+            print("iac: interrupted; rerun the same command to resume from the last finished "
+                  "epoch", file=sys.stderr)
+        else:
+            print("iac: interrupted; files are written whole, so none is half-written; rerun "
+                  "the same command to write the rest", file=sys.stderr)
         return 130
 
 

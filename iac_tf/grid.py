@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import os
 import pathlib
 import shutil
 import subprocess
@@ -44,6 +45,7 @@ from iac_tf.experiment import ExperimentConfig
 from iac_tf.files import atomic_write_json, atomic_write_text
 from iac_tf.locks import LockedError, folder_lock
 from iac_tf.run_layout import RunLayout, run_status
+from iac_tf.run_records import STAGES, show_value, stage_differences
 from iac_tf.unets import BACKBONES
 
 GRID_FILE = "grid.json"  # written into each run folder: dataset, backbone, device
@@ -132,12 +134,8 @@ def settings(grid: Grid, dataset: str | None = None, backbone: str | None = None
         raise ConfigError(f"{grid.path}: no backbone {backbone!r}; the grid has {list(grid.backbones)}")
     out = []
     for ds, data_cfg in grid.datasets.items():
-        if dataset not in (None, ds):
-            continue
         for bb in grid.backbones:
-            if backbone not in (None, bb):
-                continue
-            name = grid.name.format(dataset=ds, backbone=bb)
+            name = setting_name(grid, ds, bb)
             cfg = merge(grid.base, data_cfg)
             for key in (ds, f"*/{bb}", f"{ds}/{bb}"):
                 cfg = merge(cfg, grid.overrides.get(key, {}))
@@ -149,7 +147,42 @@ def settings(grid: Grid, dataset: str | None = None, backbone: str | None = None
                     node = node.setdefault(key, {})
                 node[last] = value
             out.append(Setting(ds, bb, name, cfg, grid.dataset_files.get(ds)))
-    return out
+    check_distinct(grid, out)
+    return [s for s in out if dataset in (None, s.dataset) and backbone in (None, s.backbone)]
+
+
+#: The fields a grid's ``name`` template may use.
+NAME_FIELDS = ("dataset", "backbone")
+
+
+def setting_name(grid: Grid, dataset: str, backbone: str) -> str:
+    """The run folder name of a setting: the grid's ``name`` template filled in."""
+    try:
+        name = grid.name.format(dataset=dataset, backbone=backbone)
+    except KeyError as exc:
+        raise ConfigError(f"{grid.path}: name: {grid.name!r} uses the unknown field {{{exc.args[0]}}}; "
+                          f"a name may use {', '.join('{' + f + '}' for f in NAME_FIELDS)}") from None
+    except (ValueError, IndexError) as exc:
+        raise ConfigError(f"{grid.path}: name: {grid.name!r} is not a valid name template "
+                          f"({exc}); e.g. \"{{dataset}}_{{backbone}}\"") from None
+    return name
+
+
+def check_distinct(grid: Grid, items: list[Setting]) -> None:
+    """Raise :class:`ConfigError` if two settings of the grid would write one run folder (a
+    ``name`` template without ``{dataset}`` or ``{backbone}``, or an ``output_dir`` override),
+    naming them: one of them would be dropped or mixed into the other's run."""
+    seen: dict[pathlib.Path, Setting] = {}
+    for s in items:
+        key = pathlib.Path(os.path.abspath(s.run_dir))
+        if key in seen:
+            other = seen[key]
+            raise ConfigError(
+                f"{grid.path}: the settings {other.dataset}/{other.backbone} and "
+                f"{s.dataset}/{s.backbone} both map to the run folder {s.run_dir} (name: "
+                f"{grid.name!r}); give each setting its own folder, e.g. name: "
+                "\"{dataset}_{backbone}\". No setting was started")
+        seen[key] = s
 
 
 def estimated_epochs(cfg: dict) -> dict[str, int]:
@@ -215,14 +248,32 @@ def problems(items: list[Setting]) -> list[str]:
     out = []
     for s in items:
         try:
-            from_dict(ExperimentConfig, copy.deepcopy(s.config))
+            cfg = from_dict(ExperimentConfig, copy.deepcopy(s.config))
         except (ConfigError, ValueError, TypeError) as exc:
             out.append(f"{s.name}: {exc}")
             continue
-        problem = data_root_problem(s)
+        problem = data_root_problem(s) or record_problem(s, cfg)
         if problem:
             out.append(f"{s.name}: {problem}")
     return out
+
+
+def record_problem(s: Setting, cfg: ExperimentConfig) -> str:
+    """What keeps ``iac run`` from using the setting's existing run folder with this config:
+    its stage records hold another config (the keys named, as ``iac run`` names them), so the
+    run's results are not this setting's, finished or not. ``""``: nothing."""
+    diffs = []
+    for stage in STAGES:
+        for key, (old, new) in (stage_differences(cfg, stage) or {}).items():
+            item = f"{key}: {show_value(old)} -> {show_value(new)}"
+            if item not in diffs:
+                diffs.append(item)
+    if not diffs:
+        return ""
+    return (f"its run folder {s.run_dir} holds results of another config (recorded -> now: "
+            f"{'; '.join(diffs)}); no run used these values. Start new runs (--set "
+            f"name=... or another grid name) or run that setting with `iac run CONFIG "
+            "--restart stageN`")
 
 
 def validate(items: list[Setting]) -> None:
@@ -278,9 +329,11 @@ def _run_setting(s: Setting, device: str, extra_args: tuple[str, ...]) -> int:
     memory released in between); its merged config goes to ``output_dir/.grid/NAME.yaml``."""
     cfg_path = s.run_dir.parent / ".grid" / f"{s.name}.yaml"
     atomic_write_text(cfg_path, yaml.safe_dump(s.config, sort_keys=False))
-    RunLayout(s.run_dir).claim()
-    atomic_write_json(s.run_dir / GRID_FILE, {"dataset": s.dataset, "backbone": s.backbone,
-                                              "grid": str(cfg_path), "device": device})
+    layout = RunLayout(s.run_dir)
+    with layout.lock():  # released before `iac run` takes it
+        layout.claim()
+        atomic_write_json(s.run_dir / GRID_FILE, {"dataset": s.dataset, "backbone": s.backbone,
+                                                  "grid": str(cfg_path), "device": device})
     return subprocess.call([sys.executable, "-m", "iac_tf.cli", "run", str(cfg_path), *extra_args])
 
 

@@ -6,6 +6,10 @@ stops at once with :class:`LockedError` naming the holder. The lock is an ``fcnt
 on the file, so the kernel releases it when its process dies in any way (``SIGKILL`` included);
 the next process then takes it over and says whose lock it was. The file is deleted on release.
 
+A run's lock also holds its marker inside the run folder (:func:`attach`), so a lock file
+deleted or replaced beside the folder does not let a second writer in, and every write into a
+run checks that its lock file is still the one its process locked (:func:`verify`).
+
 Within one process the lock is re-entrant (``iac run`` holds the run's lock while it calls each
 stage, and each stage asks for it again).
 """
@@ -28,12 +32,72 @@ from iac_tf.errors import UserError
 
 log = logging.getLogger(__name__)
 
-#: lock path -> [open file descriptor, depth] of the locks this process holds
-_HELD: dict[str, list[int]] = {}
+#: lock path -> [open file descriptor, depth, descriptors of attached locks] of the locks this
+#: process holds
+_HELD: dict[str, list] = {}
 
 
 class LockedError(UserError):
     """The folder is in use by another live process (the message names it)."""
+
+
+class LockLost(UserError):
+    """The lock file this process holds was removed or replaced on disk: another process may now
+    write what it guards, so this one stops before its next write."""
+
+
+def holds(path: str | os.PathLike) -> bool:
+    """This process holds the lock at ``path``."""
+    return str(pathlib.Path(path).absolute()) in _HELD
+
+
+def verify(path: str | os.PathLike) -> None:
+    """Raise :class:`LockLost` unless the lock file at ``path`` (held by this process) is still
+    the file this process locked: a lock file deleted or replaced while its holder lives would
+    let a second writer in."""
+    path = pathlib.Path(path).absolute()
+    held = _HELD.get(str(path))
+    if held is None:
+        return
+    try:
+        same = os.stat(path).st_ino == os.fstat(held[0]).st_ino
+    except OSError:
+        same = False
+    if not same:
+        raise LockLost(f"{path}: this lock file was removed or replaced while this process (PID "
+                       f"{os.getpid()}) held it, so another process may be writing the same "
+                       "folder; stopping before the next write. Make sure no other process "
+                       "writes it, then rerun the same command to resume")
+
+
+def attach(path: str | os.PathLike, extra: str | os.PathLike, what: str) -> None:
+    """While this process holds the lock ``path``, also hold a lock (``flock``) on the existing
+    file ``extra`` (a run's marker inside the run folder). A second writer must get both, so deleting
+    or replacing the lock file beside the folder does not let it in. Released with ``path``."""
+    held = _HELD.get(str(pathlib.Path(path).absolute()))
+    extra = pathlib.Path(extra)
+    if held is None or not extra.is_file():
+        return
+    try:
+        fd = os.open(extra, os.O_RDWR)
+    except OSError:  # a read-only marker: the lock file alone guards the folder
+        return
+    key = os.fstat(fd).st_ino
+    if any(k == key for k, _ in held[2]):
+        os.close(fd)
+        return
+    try:  # flock, not lockf: this process may open and close the marker elsewhere (reading
+        # it) without releasing the lock, which a POSIX record lock would not survive
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(fd)
+        if exc.errno not in (errno.EACCES, errno.EAGAIN, errno.EWOULDBLOCK):
+            return  # a file system without flock: the lock file alone guards the folder
+        raise LockedError(
+            f"{what} is in use by another live process: it holds {extra}, although the lock "
+            f"file {path} is gone or new (removed while that process runs?). Nothing was "
+            "written. Wait for that process to finish (or stop it), then rerun") from None
+    held[2].append((key, fd))
 
 
 def _holder_text() -> str:
@@ -74,6 +138,19 @@ def read_holder(path: str | os.PathLike) -> str | None:
         os.close(fd)
 
 
+def _released(raw: str) -> str:
+    """Why a lock with holder text ``raw`` was free: on this host its process has ended; of
+    another host the tool only knows the lock was released (ended, or its node lost the lock)."""
+    try:
+        host = json.loads(raw).get("host")
+    except (ValueError, AttributeError):
+        host = None
+    if host == socket.gethostname():
+        return "whose process has ended"
+    return ("whose lock was released (this host cannot tell whether that process ended or its "
+            "node lost the lock, e.g. an expired NFS lease)")
+
+
 def _read(fd: int) -> str:
     os.lseek(fd, 0, os.SEEK_SET)
     return os.read(fd, 65536).decode(errors="replace").strip()
@@ -101,16 +178,19 @@ def folder_lock(path: str | os.PathLike, what: str) -> Iterator[pathlib.Path]:
     except BaseException:
         _remove_empty(made)
         raise
-    _HELD[key] = [fd, 1]
+    _HELD[key] = [fd, 1, []]
     try:
         yield path
     finally:
-        del _HELD[key]
+        attached = _HELD.pop(key)[2]
         try:
-            path.unlink()
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:  # never another process' new lock
+                path.unlink()
         except OSError:
             pass
         os.close(fd)  # closing the descriptor releases the record lock
+        for _, extra_fd in attached:
+            os.close(extra_fd)
         _remove_empty(made)
 
 
@@ -160,8 +240,8 @@ def _acquire(path: pathlib.Path, what: str) -> int:
             continue
         previous = _read(fd)
         if previous:
-            log.warning("took over the lock of %s: %s, whose process has ended",
-                        what, _describe(previous))
+            log.warning("took over the lock of %s: %s, %s", what, _describe(previous),
+                        _released(previous))
         os.ftruncate(fd, 0)
         os.lseek(fd, 0, os.SEEK_SET)
         os.write(fd, _holder_text().encode())

@@ -83,6 +83,8 @@ def folder_checks(cfg) -> list[Check]:
             raise NotADirectoryError(f"{run_dir}: is a file, not a run folder (set output_dir "
                                      "or name)")
         check_writable_folder(run_dir, "the run folder", "output_dir")
+        # the run's lock file goes beside the run folder, into output_dir itself
+        check_writable_folder(run_dir.parent, "the run's lock file", "output_dir")
         return f"{run_dir} writable"
 
     def cache():

@@ -49,8 +49,9 @@ from iac_tf.config import to_dict
 from iac_tf.config.stages import Stage1Config, Stage2Config, Stage3Config
 from iac_tf.data.config import TEST_SPLIT
 from iac_tf.errors import UserError
-from iac_tf.files import RUN_MARKER, RefusedPath, atomic_write_json, is_run_folder, mark
-from iac_tf.locks import folder_lock, read_holder
+from iac_tf.files import (RUN_MARKER, RefusedPath, adopt_folder, adopt_hint, atomic_write_json, is_run_folder,
+                          looks_like_old_run, mark, run_lock_path)
+from iac_tf.locks import attach, folder_lock, read_holder
 
 MODELS_INDEX = "models.json"
 DATA_RECORD = "data_record.json"
@@ -142,7 +143,7 @@ class RunLayout:
     @property
     def lock_path(self) -> pathlib.Path:
         """Beside the run folder, so a refused run leaves the run folder untouched."""
-        return self.root.parent / f".{self.root.name}.lock"
+        return run_lock_path(self.root)
 
     def stage(self, n: int) -> pathlib.Path:
         if n not in STAGES:
@@ -224,6 +225,13 @@ class RunLayout:
         run folder of this tool: a user's own folder is never written into."""
         if self.root.exists() and not self.root.is_dir():
             raise RefusedPath(f"{self.root}: is a file, not a run folder; set output_dir or name")
+        if looks_like_old_run(self.root):
+            raise RefusedPath(f"{self.root}: holds config.yaml beside version.txt or models.json "
+                              f"like a run folder, but no {RUN_MARKER} file, so it is not known "
+                              "to be a run of this tool; nothing was written. If it is a run "
+                              f"folder this tool wrote (before the marker existed), adopt it with "
+                              f"`{adopt_hint(self.root)}` and rerun; else choose another name or "
+                              "output_dir")
         if self.root.is_dir() and any(self.root.iterdir()) and not self.is_run():
             raise RefusedPath(f"{self.root}: exists, is not empty and is not a run folder of this "
                               f"tool (no {RUN_MARKER} file); nothing was written. Choose another "
@@ -233,11 +241,27 @@ class RunLayout:
         """Create the run folder (if needed) and mark it as the tool's."""
         self.root.mkdir(parents=True, exist_ok=True)
         mark(self.root, RUN_MARKER, "an iac_tf run folder")
+        attach(self.lock_path, self.root / RUN_MARKER, f"run folder {self.root}")
+
+    def adopt(self) -> list[pathlib.Path]:
+        """``iac adopt RUN_DIR``: make an old-style run folder (``config.yaml`` beside
+        ``version.txt`` or ``models.json``, written before the marker) a run of this tool: its
+        files are listed as the tool's and the folder is marked. Returns the files listed."""
+        if is_run_folder(self.root):
+            raise UserError(f"{self.root}: is a run folder of this tool already ({RUN_MARKER}); "
+                            "nothing to adopt")
+        if not looks_like_old_run(self.root):
+            raise RefusedPath(f"{self.root}: does not look like a run folder (no config.yaml "
+                              "beside version.txt or models.json); nothing was changed")
+        with folder_lock(self.lock_path, f"run folder {self.root}"):
+            return adopt_folder(self.root, RUN_MARKER, "an iac_tf run folder")
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[pathlib.Path]:
-        """Hold the run's lock (:func:`iac_tf.locks.folder_lock`): one writer per run."""
+        """Hold the run's lock (:func:`iac_tf.locks.folder_lock`, and the run's marker:
+        :func:`iac_tf.locks.attach`): one writer per run."""
         with folder_lock(self.lock_path, f"run folder {self.root}") as path:
+            attach(path, self.root / RUN_MARKER, f"run folder {self.root}")
             yield path
 
     def lock_holder(self) -> str | None:
@@ -245,11 +269,24 @@ class RunLayout:
         return read_holder(self.lock_path)
 
     # ------------------------------------------------------------------ finished rules
+    def check_readable(self) -> None:
+        """Raise :class:`UnreadableRecord` (naming the file) if a record the finished rules
+        read is there but cut off or damaged: checked before any work, not when the stage is
+        reached."""
+        folders = [self.stage(1), self.stage(3), *self.stage3_dirs().values()]
+        if self.compare_root.is_dir():
+            folders += sorted(d for d in self.compare_root.iterdir() if d.is_dir())
+        for folder in folders:
+            if (folder / SUMMARY).is_file():
+                training_done(folder, 0)
+        if self.search_time.is_file():
+            read_record(self.search_time)
+
     def search_done(self, epochs: int) -> bool:
         """Stage II searched ``epochs`` epochs (its ``search_time.json`` says so)."""
         if not self.search_time.is_file():
             return False
-        record = json.loads(self.search_time.read_text())
+        record = read_record(self.search_time)
         return record.get("epochs", 0) >= epochs or bool(record.get("stopped_early"))
 
     def status(self, cfg: dict | None = None) -> RunStatus:
@@ -355,22 +392,36 @@ class RunLayout:
         except ValueError as exc:
             raise UserError(f"{self.data_record}: unreadable dataset record ({exc})") from None
 
-    def check_data(self, record: dict) -> bool:
+    def check_data(self, record: dict, legacy_match=None) -> bool:
         """Compare the dataset ``record`` (:func:`iac_tf.data.fingerprint.data_record`) with
-        the run's; ``True`` if the run has none yet. Raises :class:`DatasetMismatch` naming
-        both datasets if the files differ (same files under another path are accepted)."""
+        the run's. Returns ``True`` when the run's record is to be written now: it has none
+        yet, or one of the first fingerprint scheme that ``legacy_match(old record)`` accepts.
+        Raises :class:`DatasetMismatch` naming both datasets and the files that differ (the
+        same contents under another path are accepted)."""
+        from iac_tf.data.fingerprint import SCHEME, differences  # noqa: PLC0415
+
         old = self.read_data_record()
         if old is None:
             return True
-        if old.get("fingerprint") != record.get("fingerprint"):
+        if old.get("scheme") != SCHEME:  # a record of the first scheme (paths and sizes)
+            if legacy_match is not None and legacy_match(old):
+                return True
+            diff = "other files (paths or sizes)"
+        else:
+            diff = differences(old, record)
+            if not diff:
+                return False
+        where = f"{old.get('root')} ({old.get('files')} files)"
+        now = f"{record.get('root')} ({record.get('files')} files)"
+        if old.get("root") == record.get("root"):
             raise DatasetMismatch(
-                f"{self.root} was made on the dataset {old.get('root')} ({old.get('files')} "
-                f"files, fingerprint {str(old.get('fingerprint'))[:12]}), but data.root now names "
-                f"{record.get('root')} ({record.get('files')} files, fingerprint "
-                f"{str(record.get('fingerprint'))[:12]}): other files. Nothing was changed. Point "
-                f"data.root at the run's dataset (an absolute path), or start a new run "
-                f"(--set name=...)")
-        return False
+                f"{self.root} was made on the dataset {where}, whose files changed since: "
+                f"{diff}. Nothing was changed. Restore those files, or start a new run on the "
+                "dataset as it is now (--set name=...)")
+        raise DatasetMismatch(
+            f"{self.root} was made on the dataset {where}, but data.root now names {now}, "
+            f"whose files differ: {diff}. Nothing was changed. Point data.root at the run's "
+            "dataset (an absolute path), or start a new run (--set name=...)")
 
     def check_unet_train_cases(self, record: dict) -> None:
         """The given U-Net's training cases of the dataset ``record`` are those the run's splits
@@ -428,11 +479,39 @@ def training_done(folder: pathlib.Path, epochs: int) -> dict | None:
     if not summary_path.is_file():
         return None
     rows = read_history(folder / HISTORY)
-    summary = json.loads(summary_path.read_text())
-    trained = sum(1 for r in rows if int(r["epoch"]) > 0)  # epoch 0 is no training
+    summary = read_record(summary_path)
+    try:
+        trained = sum(1 for r in rows if int(r["epoch"]) > 0)  # epoch 0 is no training
+    except (KeyError, TypeError, ValueError):
+        raise UnreadableRecord(f"{folder / HISTORY}: damaged (a row without an epoch number); "
+                               f"it is left untouched. {_DAMAGED_HINT}") from None
     if trained < epochs and not summary.get("stopped_early"):
         return None
     return {"summary": summary, "history": rows}
+
+
+class UnreadableRecord(UserError):
+    """A record of a run (``summary.json``, ``search_time.json``, ``history.csv``) is there
+    but cut off or damaged: the run cannot tell whether that part is finished."""
+
+
+_DAMAGED_HINT = ("The run cannot tell whether that part finished: restore the file, or clear "
+                 "the stage with --restart stageN and run it again")
+
+
+def read_record(path: pathlib.Path) -> dict:
+    """A JSON object record of the run; :class:`UnreadableRecord` naming the file if it is cut
+    off, not JSON or not an object."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise UnreadableRecord(f"{path}: cut off or not JSON ({type(exc).__name__}: "
+                               f"{' '.join(str(exc).split())}); it is left untouched. "
+                               f"{_DAMAGED_HINT}") from None
+    if not isinstance(data, dict):
+        raise UnreadableRecord(f"{path}: not a JSON object; it is left untouched. "
+                               f"{_DAMAGED_HINT}")
+    return data
 
 
 def _inside(path: pathlib.Path, folder: pathlib.Path) -> bool:
@@ -464,8 +543,12 @@ def with_stage_defaults(cfg: dict) -> dict:
 def read_history(path: pathlib.Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
-    with path.open(newline="") as fh:
-        return list(csv.DictReader(fh))
+    try:
+        with path.open(newline="") as fh:
+            return list(csv.DictReader(fh))
+    except (csv.Error, UnicodeDecodeError) as exc:
+        raise UnreadableRecord(f"{path}: damaged ({type(exc).__name__}: {exc}); it is left "
+                               f"untouched. {_DAMAGED_HINT}") from None
 
 
 def csv_columns(path: pathlib.Path) -> list[str] | None:
@@ -482,8 +565,11 @@ def model_paths(run_dir: str | os.PathLike) -> dict[str, pathlib.Path]:
 
 
 def register_model(run_dir: str | os.PathLike, name: str, model_path: str | os.PathLike) -> None:
-    """Record ``name -> model_path`` in the run's ``models.json`` (:meth:`RunLayout.register_model`)."""
-    RunLayout(run_dir).register_model(name, model_path)
+    """Record ``name -> model_path`` in the run's ``models.json`` (:meth:`RunLayout.register_model`),
+    holding the run's lock (only its holder writes into a run folder)."""
+    layout = RunLayout(run_dir)
+    with layout.lock():
+        layout.register_model(name, model_path)
 
 
 def run_status(run_dir: str | os.PathLike, cfg: dict | None = None) -> RunStatus:

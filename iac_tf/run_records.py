@@ -19,7 +19,7 @@ import yaml
 from iac_tf.config import ConfigError, dump_yaml, from_dict, to_dict
 from iac_tf.config.experiment import ExperimentConfig
 from iac_tf.config.stages import Stage1Config
-from iac_tf.files import atomic_write_text, remove
+from iac_tf.files import atomic_write_text, check_removable, remove
 from iac_tf.machine import describe, kind
 from iac_tf.version import code_version
 
@@ -28,10 +28,13 @@ STAGES = (1, 2, 3)
 STAGE_NAMES = {1: "Stage I", 2: "Stage II", 3: "Stage III"}
 STAGE_RECORD = "config.yaml"
 
-#: Keys that never block a rerun: they change how a stage reports or where files go, not what it
-#: computes (``*`` matches any section). Our choice, see docs/decisions.md.
+#: Keys that never block a rerun: they change how a stage reports, where files go or where it
+#: runs, not what it computes (``*`` matches any section). ``data.root`` is where the data is:
+#: whether it is the run's data is the dataset record's to say (by content,
+#: :mod:`iac_tf.data.fingerprint`), so a copy elsewhere is the same data. Our choice, see
+#: docs/decisions.md.
 NON_BLOCKING = ("data.cache_dir", "*.verbose", "*.checkpoints_to_keep", "stage2.draw_genotypes",
-                "stage3.export_savedmodel", "unet.expected_dice")
+                "stage3.export_savedmodel", "unet.expected_dice", "data.root", "*.distribute")
 
 
 #: Keys outside a stage's sections that decide its results: ``evaluation.metric`` defines the
@@ -148,7 +151,7 @@ def check_stages(cfg: ExperimentConfig, stages) -> None:
         folder = cfg.stage_dir(stage)
         lines = [f"{folder} holds {STAGE_NAMES[stage]} results of another config "
                  f"({folder / STAGE_RECORD}); these keys differ (recorded -> now):"]
-        lines += [f"  {key}: {_show(a)} -> {_show(b)}" for key, (a, b) in diff.items()]
+        lines += [f"  {key}: {show_value(a)} -> {show_value(b)}" for key, (a, b) in diff.items()]
         removed, kept = restart_plan(cfg, stage)
         lines.append(
             f"Nothing was changed. Either start a new run: --set name={cfg.name}_2 (any new name), "
@@ -163,7 +166,7 @@ def _names(cfg: ExperimentConfig, paths) -> str:
     return ", ".join(str(p.relative_to(cfg.run_dir)) + "/" for p in paths) or "nothing"
 
 
-def _show(value: Any) -> str:
+def show_value(value: Any) -> str:
     return value if isinstance(value, str) and value.startswith("(") else yaml.safe_dump(
         value, default_flow_style=True).strip().removesuffix("...").strip()
 
@@ -232,6 +235,8 @@ def restart_from(cfg: ExperimentConfig, stage: int) -> list[pathlib.Path]:
     ``models.json``; return what was deleted. Callers check everything first
     (:func:`iac_tf.pipeline` deletes only after the config, the data and the U-Net passed)."""
     gone, _ = restart_plan(cfg, stage)
+    check_removable(gone, "a result of this run", f"Nothing was deleted; move it out of "
+                    f"{cfg.layout.root}, then rerun with --restart stage{stage}")
     for path in gone:
         remove(path)
     cfg.layout.unregister_inside(gone)

@@ -232,6 +232,36 @@ def test_read_only_folder(which, dataset, shared_cache, tmp_path, capsys, monkey
         ro.chmod(0o755)
 
 
+def test_doctor_checks_where_the_lock_file_goes(dataset, shared_cache, tmp_path, capsys,
+                                                monkeypatch):
+    """A writable run folder in a read-only output_dir: the run's lock file cannot be made
+    there, so doctor fails it as `iac run` would."""
+    ro = tmp_path / "ro"
+    (ro / "t").mkdir(parents=True)
+    _read_only(ro, monkeypatch)
+    try:
+        cfg = write_config(tmp_path, dataset, shared_cache, output_dir=str(ro))
+        rc, out, _ = run(["doctor", cfg], capsys)
+        row = next(line for line in out.splitlines() if line.startswith("output folder"))
+        assert rc == 2 and "FAIL" in row and f"{ro}: not writable" in row and "lock file" in row
+        rc, _, err = run(["stage1", cfg], capsys)
+        assert rc == 2 and str(ro) in err
+    finally:
+        ro.chmod(0o755)
+
+
+def test_ctrl_c_outside_training_says_nothing_of_epochs(tmp_path, capsys, monkeypatch):
+    import iac_tf.inference.api as api
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(api, "predict", interrupted)
+    rc, _, err = run(["predict", tmp_path / "m.keras", tmp_path / "x.nii.gz", tmp_path / "o"],
+                     capsys)
+    assert rc == 130 and "epoch" not in err and "half-written" in err
+
+
 def test_output_dir_is_a_file(dataset, shared_cache, tmp_path, capsys):
     out = tmp_path / "runs_file"
     out.write_text("not a folder")

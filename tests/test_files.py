@@ -29,7 +29,8 @@ def test_files_and_folders_are_world_readable_with_umask_022(tmp_path, umask):
     assert _mode(tmp_path / "a" / "x.txt") == 0o644 and _mode(tmp_path / "a" / "y.json") == 0o644
     assert _mode(tmp_path / "model") == 0o755 and _mode(tmp_path / "model" / "variables") == 0o755
     assert _mode(tmp_path / "model" / "variables" / "v.index") == 0o644
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "model"]  # no temp left
+    assert _mode(tmp_path / files.MANIFEST) == 0o644
+    assert sorted(p.name for p in tmp_path.iterdir()) == [files.MANIFEST, "a", "model"]  # no temp
 
 
 def test_a_stricter_umask_is_respected(tmp_path, umask):
@@ -40,13 +41,14 @@ def test_a_stricter_umask_is_respected(tmp_path, umask):
 
 def test_failed_write_leaves_the_old_file_and_no_temp(tmp_path):
     target = tmp_path / "m.keras"
-    target.write_text("old")
+    files.atomic_write_text(target, "old")
     with pytest.raises(RuntimeError):
         with files.atomic_path(target) as tmp:
             assert tmp.suffix == ".keras"
             tmp.write_text("half")
             raise RuntimeError("killed")
-    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["m.keras"]
+    assert target.read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [files.MANIFEST, "m.keras"]
 
 
 def test_replacing_a_folder(tmp_path):
@@ -54,7 +56,7 @@ def test_replacing_a_folder(tmp_path):
         with files.atomic_path(tmp_path / "d") as tmp:
             tmp.mkdir()
             (tmp / "f").write_text(content)
-    assert (tmp_path / "d" / "f").read_text() == "two" and len(list(tmp_path.iterdir())) == 1
+    assert (tmp_path / "d" / "f").read_text() == "two" and len(list(tmp_path.iterdir())) == 2
 
 
 def test_code_version_without_git(monkeypatch, tmp_path):

@@ -167,17 +167,22 @@ def test_grid_selects_one_dataset_backbone_or_cell(tmp_path, capsys):
     assert "no dataset 'nope'" in capsys.readouterr().err
 
 
-def test_grid_skips_a_finished_setting(tmp_path):
+FINISHED_SETS = {"stage2.epochs": 2, "stage2.warmup_epochs": 0, "stage3.genotype_epochs": [1, 2]}
 
+
+def _finished_setting(tmp_path):
+    """The acdc/base setting of the paper grid with a finished-looking run folder of the tool:
+    the marker, the config and each stage's record of it, and every part the layout asks for."""
     from iac_tf import grid
 
-    g = grid.load_grid(GRID)
-    sets = {"output_dir": str(tmp_path), "stage2.epochs": 2, "stage2.warmup_epochs": 0,
-            "stage3.genotype_epochs": [1, 2]}
-    (cell,) = grid.settings(g, "acdc", "base", sets)
+    (cell,) = grid.settings(grid.load_grid(GRID), "acdc", "base",
+                            {"output_dir": str(tmp_path), **FINISHED_SETS})
     run = cell.run_dir
+    _touch(run / ".iac-run", "a run folder\n")  # a run folder of the tool (grid writes only into those)
     _touch(run / "config.yaml", yaml.safe_dump(cell.config))
-    _touch(run / "version.txt", "test\n")  # a run folder of the tool (grid writes only into those)
+    _touch(run / "version.txt", "test\n")
+    for stage in (1, 2, 3):
+        _touch(run / f"stage{stage}" / "config.yaml", yaml.safe_dump(cell.config))
     for part in ("stage1/summary.json", "stage2/search_time.json", "stage2/genotypes/epoch_002.json",
                  "stage3/epoch_001/summary.json", "stage3/epoch_002/summary.json"):
         _touch(run / part)
@@ -185,10 +190,68 @@ def test_grid_skips_a_finished_setting(tmp_path):
         _touch(run / "compare" / m / "summary.json")
     _touch(run / "evaluation" / "dice_per_case.csv",
            "case,class,unet,iac," + ",".join(cell.config["compare"]) + "\n")
+    return cell
+
+
+def test_grid_skips_a_finished_setting(tmp_path):
+    from iac_tf import grid
+
+    cell = _finished_setting(tmp_path)
     logged = []
     assert grid.run_grid([cell], log=logged.append) == []
     assert logged == ["[grid] 1/1 acdc_base: finished, skipped"]
     assert "finished" in grid.plan([cell]) and "0 to run" in grid.plan([cell])
+
+
+def test_grid_refuses_values_no_finished_run_used(tmp_path, capsys, monkeypatch):
+    """--set on a finished setting is not "finished, skipped": no run used those values, so the
+    grid refuses, naming the keys, as `iac run` would."""
+    import subprocess
+
+    from iac_tf import grid
+
+    cell = _finished_setting(tmp_path)
+    monkeypatch.setattr(subprocess, "call", lambda *a, **k: pytest.fail("a setting was started"))
+    (changed,) = grid.settings(grid.load_grid(GRID), "acdc", "base",
+                               {"output_dir": str(tmp_path), **FINISHED_SETS, "stage3.epochs": 7})
+    with pytest.raises(ConfigError, match=r"acdc_base: its run folder .* stage3\.epochs: \d+ -> 7"):
+        grid.run_grid([changed], log=lambda m: None)
+    sets = [a for k, v in FINISHED_SETS.items() for a in ("--set", f"{k}={v}")]
+    rc = main(["grid", str(GRID), "--dataset", "acdc", "--backbone", "base", "--set",
+               f"output_dir={tmp_path}", *sets, "--set", "stage3.epochs=7"])
+    out, err = capsys.readouterr()
+    refused(rc, err, "no setting was started")
+    assert "acdc_base: its run folder" in out and "stage3.epochs" in out
+    assert "finished, skipped" not in out and cell.run_dir.is_dir()
+
+
+def _small_grid(tmp_path, name):
+    for key in ("a", "b"):
+        _touch(tmp_path / f"{key}.yaml", yaml.safe_dump(
+            {"data": {"format": "nnunet", "root": str(tmp_path)}}))
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump({"name": name, "datasets": {"a": "a.yaml", "b": "b.yaml"},
+                                    "backbones": ["base"]}))
+    return path
+
+
+def test_grid_settings_that_share_a_run_folder_are_refused(tmp_path, capsys):
+    path = _small_grid(tmp_path, "{backbone}")
+    rc = main(["grid", str(path), "--dry-run"])
+    refused(rc, capsys.readouterr().err, "a/base", "b/base", "both map to the run folder",
+            "{dataset}")
+
+
+@pytest.mark.parametrize("name,text", [("{seed}_{backbone}", "unknown field {seed}"),
+                                       ("{dataset", "not a valid name template")])
+def test_a_bad_grid_name_template_is_one_line(name, text, tmp_path, capsys):
+    rc = main(["grid", str(_small_grid(tmp_path, name)), "--dry-run"])
+    refused(rc, capsys.readouterr().err, str(tmp_path / "grid.yaml"), text)
+
+
+def test_an_empty_shard_is_refused(tmp_path, capsys):
+    rc = main(["grid", str(_small_grid(tmp_path, "{dataset}")), "--dry-run", "--shard", ""])
+    refused(rc, capsys.readouterr().err, "--shard")
 
 
 def _grid(capsys, tmp_path, *extra) -> tuple[int, str, str]:

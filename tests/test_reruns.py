@@ -15,6 +15,7 @@ import yaml
 from iac_tf.cli import main
 from iac_tf.config import ConfigError
 from iac_tf.experiment import load_experiment
+from iac_tf.files import atomic_write_text
 from iac_tf.run_records import (RunConflict, check_stages, record_stage, restart_from,
                                 restart_plan, unit_record)
 from iac_tf.run_layout import model_paths, register_model
@@ -107,6 +108,10 @@ def test_stage_keys_decide_per_stage(tmp_path):
     check_stages(_cfg(tmp_path, **{"data.cache_dir": "x", "stage2.verbose": 0, "deterministic": True,
                                    "stage1.checkpoints_to_keep": 5, "evaluation.split": "val_search_dt"}),
                  (1, 2, 3))
+    # Where a stage runs (one device or several) and where the data is (the dataset record
+    # decides by content whether it is the run's data) do not block either.
+    check_stages(_cfg(tmp_path, **{"stage2.distribute": "mirrored", "stage3.distribute": "mirrored",
+                                   "data.root": "/a/copy/elsewhere"}), (1, 2, 3))
     # A pretrained U-Net makes Stage II independent of the stage1 section.
     pre = {"unet.pretrained": "u.keras"}
     record_stage(_cfg(tmp_path, **pre), 2)
@@ -125,7 +130,7 @@ def test_restart_clears_the_stage_and_later_ones_and_their_models(tmp_path):
     cfg = _cfg(tmp_path)
     for stage in (1, 2, 3):
         record_stage(cfg, stage)
-        (cfg.stage_dir(stage) / "best_model.keras").write_text("m")
+        atomic_write_text(cfg.stage_dir(stage) / "best_model.keras", "m")
     (cfg.run_dir / "evaluation").mkdir()
     register_model(cfg.run_dir, "unet", cfg.stage_dir(1) / "best_model.keras")
     register_model(cfg.run_dir, "iac", cfg.stage_dir(3) / "best_model.keras")

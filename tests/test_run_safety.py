@@ -17,6 +17,7 @@ import textwrap
 import pytest
 
 from iac_tf.experiment import load_experiment
+from iac_tf.files import atomic_write_text
 from iac_tf.run_records import record_stage, write_resolved
 from iac_tf.run_layout import RunLayout
 from tests.data import fixtures
@@ -83,6 +84,53 @@ def test_a_second_writer_of_one_run_stops_at_once_naming_the_holder(dataset, cac
     assert not RunLayout(run_dir).lock_path.exists()  # released at the end
 
 
+HOLD_MARKED_RUN = """
+    import time
+    from iac_tf.run_layout import RunLayout
+    layout = RunLayout({run!r})
+    with layout.lock():
+        layout.claim()
+        print("ready", flush=True)
+        time.sleep(120)
+"""
+
+
+@pytest.mark.parametrize("tamper", ["deleted", "replaced"])
+def test_the_run_lock_holds_whatever_happens_to_its_lock_file(tamper, dataset, cache, tmp_path,
+                                                              capsys):
+    config = write_config(tmp_path, dataset, cache)
+    run_dir = tmp_path / "runs" / "t"
+    holder = _holder(HOLD_MARKED_RUN.format(run=str(run_dir)))
+    lock = RunLayout(run_dir).lock_path
+    try:
+        lock.unlink()
+        if tamper == "replaced":
+            lock.write_text("")
+        before = _snapshot(run_dir)
+        for command in (["stage1", config], ["run", config, "--restart", "stage1"]):
+            rc, _, err = run(command, capsys)
+            assert rc == 2 and "in use by another live process" in err, (command, err)
+            assert str(run_dir) in err and err.count("\n") == 1
+            assert _snapshot(run_dir) == before
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_holder_whose_lock_file_was_removed_stops_before_its_next_write(tmp_path):
+    from iac_tf.files import atomic_write_text
+    from iac_tf.locks import LockLost
+
+    layout = RunLayout(tmp_path / "runs" / "r")
+    with layout.lock():
+        layout.claim()
+        atomic_write_text(layout.root / "a.txt", "written while the lock was ours\n")
+        layout.lock_path.unlink()
+        with pytest.raises(LockLost, match="removed or replaced while this process"):
+            atomic_write_text(layout.root / "b.txt", "x")
+    assert not (layout.root / "b.txt").exists()
+
+
 def test_two_cache_builds_of_one_dataset_do_not_run_at_once(dataset, tmp_path, capsys):
     cache = tmp_path / "cache"
     config = write_config(tmp_path, dataset, cache)
@@ -112,15 +160,15 @@ def _finished_looking_run(config: pathlib.Path) -> pathlib.Path:
     """Stage records of all three stages plus files in each, Stage I finished (no training
     needed)."""
     cfg = load_experiment(config)
-    write_resolved(cfg)
-    for stage in (1, 2, 3):
-        record_stage(cfg, stage)
-        (cfg.stage_dir(stage) / "marker.txt").write_text(f"stage {stage}")
-    (cfg.stage_dir(1) / "history.csv").write_text("epoch,val_soft_dice\n1,0.5\n")
-    (cfg.stage_dir(1) / "summary.json").write_text(json.dumps(
-        {"best_epoch": 1, "best_val_soft_dice": 0.5}))
-    (cfg.run_dir / "evaluation").mkdir()
-    (cfg.run_dir / "evaluation" / "dice_table.md").write_text("table")
+    with cfg.layout.lock():  # written as the tool writes a run: through its writer gate
+        write_resolved(cfg)
+        for stage in (1, 2, 3):
+            record_stage(cfg, stage)
+            atomic_write_text(cfg.stage_dir(stage) / "marker.txt", f"stage {stage}")
+        atomic_write_text(cfg.stage_dir(1) / "history.csv", "epoch,val_soft_dice\n1,0.5\n")
+        atomic_write_text(cfg.stage_dir(1) / "summary.json", json.dumps(
+            {"best_epoch": 1, "best_val_soft_dice": 0.5}))
+        atomic_write_text(cfg.run_dir / "evaluation" / "dice_table.md", "table")
     return cfg.run_dir
 
 
@@ -135,6 +183,30 @@ def test_restart_deletes_nothing_when_a_check_fails(problem, dataset, cache, tmp
     assert rc == 2
     assert ("data.patch_size" in err) if problem == "config" else ("best_model.keras" in err)
     assert _snapshot(run_dir) == before
+
+
+def test_a_cut_off_record_is_one_line_before_any_work(dataset, cache, tmp_path, capsys):
+    config = write_config(tmp_path, dataset, cache)
+    run_dir = _finished_looking_run(config)
+    cfg = load_experiment(config)
+    with cfg.layout.lock():
+        atomic_write_text(run_dir / "stage3" / "summary.json", '{"best_val_soft')
+    before = _snapshot(run_dir)
+    for command in (["run", config], ["stage3", config]):
+        rc, _, err = run(command, capsys)
+        assert rc == 2 and err.count("\n") == 1, (command, err)
+        assert f"{run_dir / 'stage3' / 'summary.json'}: cut off or not JSON" in err
+        assert _snapshot(run_dir) == before
+
+
+def test_a_moved_run_is_named_where_it_is_now(dataset, cache, tmp_path, capsys):
+    config = write_config(tmp_path, dataset, cache)
+    old = _finished_looking_run(config)
+    moved = tmp_path / "elsewhere" / "t"
+    moved.parent.mkdir()
+    old.rename(moved)
+    rc, _, err = run(["evaluate", moved / "config.yaml"], capsys)
+    assert rc == 2 and str(moved / "models.json") in err and str(old) not in err, err
 
 
 def test_a_stage_command_refuses_to_restart_what_it_reads(dataset, cache, tmp_path, capsys):
@@ -171,6 +243,64 @@ def test_a_relative_data_root_rerun_elsewhere_is_refused(tmp_path, capsys, monke
     shutil.copytree(first / "data", second / "data")
     rc, out, err = run(["stage1", config], capsys)
     assert rc == 0 and "complete" in out, err
+
+
+def test_the_dataset_record_sees_every_byte_that_matters(tmp_path, capsys):
+    """A label file edited in place to the same size is another dataset (the file named); a
+    reordered dataset.json and a byte-identical copy at another path are the same one."""
+    import dataclasses
+
+    from iac_tf.files import atomic_write_json
+    from iac_tf.pipeline.common import checked_data
+
+    dataset = fixtures.write_nnunet(tmp_path / "raw")
+    config = write_config(tmp_path, dataset, tmp_path / "cache")
+    run_dir = _finished_looking_run(config)
+    cfg = load_experiment(config)
+    with cfg.layout.lock():
+        atomic_write_json(cfg.layout.data_record, checked_data(cfg).record)
+    label = dataset / "labelsTr" / "case_b.nii.gz"
+    original = label.read_bytes()
+    edited = bytearray(original)
+    edited[4] ^= 0xFF  # the gzip header's time stamp: same size, other bytes
+    label.write_bytes(bytes(edited))
+    before = _snapshot(run_dir)
+    for command in (["stage1", config], ["run", config], ["evaluate", config]):
+        rc, _, err = run(command, capsys)
+        assert rc == 2 and "labelsTr/case_b.nii.gz (content differs)" in err, (command, err)
+        assert "changed since" in err and err.count("\n") == 1
+        assert _snapshot(run_dir) == before
+    assert not (tmp_path / "cache").exists()  # refused before the slice cache was built
+    label.write_bytes(original)
+    meta = dataset / "dataset.json"
+    data = json.loads(meta.read_text())
+    meta.write_text(json.dumps(dict(reversed(list(data.items()))), indent=4))  # reordered
+    assert checked_data(cfg).write is False  # the same dataset: nothing to record again
+    copy = shutil.copytree(dataset, tmp_path / "elsewhere" / dataset.name)
+    moved = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, root=str(copy)))
+    assert checked_data(moved).write is False
+    # another dataset (one more class) at another path: both datasets named, before any cache
+    other = shutil.copytree(dataset, tmp_path / "other" / dataset.name)
+    labels = json.loads((other / "dataset.json").read_text())
+    labels["labels"]["third"] = 3
+    (other / "dataset.json").write_text(json.dumps(labels))
+    rc, _, err = run(["stage1", config, "--set", f"data.root={other}"], capsys)
+    assert rc == 2 and str(dataset) in err and str(other) in err, err
+    assert "dataset.json (content differs)" in err and ".h5" not in err
+    assert not (tmp_path / "cache").exists()
+
+
+def test_a_released_lock_of_another_host_is_not_called_ended(tmp_path, caplog):
+    from iac_tf.locks import folder_lock
+
+    lock = tmp_path / ".r.lock"
+    lock.write_text(json.dumps({"pid": 4242, "host": "node-that-is-not-this-one",
+                                "started": "2026-01-01T00:00:00", "command": "iac run x.yaml"}))
+    with caplog.at_level("WARNING"), folder_lock(lock, "run folder r"):
+        pass
+    text = caplog.text
+    assert "PID 4242 on node-that-is-not-this-one" in text and "has ended" not in text
+    assert "cannot tell" in text
 
 
 def test_predict_reads_the_classes_the_run_recorded(tmp_path):
@@ -243,6 +373,31 @@ def test_a_users_own_folder_is_never_made_a_run(dataset, cache, tmp_path, capsys
         rc, _, err = run(command, capsys)
         assert rc == 2 and str(mine) in err and "not a run folder" in err, command
     assert _snapshot(mine) == before
+
+
+def test_a_folder_that_only_looks_like_an_old_run_is_never_written(dataset, cache, tmp_path,
+                                                                    capsys):
+    """config.yaml beside version.txt does not make a folder a run: without the marker it is
+    refused (naming the command that adopts it), also by --restart, which deletes nothing."""
+    config = write_config(tmp_path, dataset, cache)
+    mine = tmp_path / "runs" / "t"
+    (mine / "evaluation").mkdir(parents=True)
+    (mine / "config.yaml").write_text("my own settings\n")
+    (mine / "version.txt").write_text("my version 3\n")
+    (mine / "evaluation" / "scores.csv").write_text("my scores\n")
+    before = _snapshot(mine)
+    for command in (["run", config], ["run", config, "--restart", "stage1"],
+                    ["evaluate", config]):
+        rc, _, err = run(command, capsys)
+        assert rc == 2 and str(mine) in err and f"iac adopt {mine}" in err, (command, err)
+        assert err.count("\n") == 1
+        assert _snapshot(mine) == before
+    assert not (tmp_path / "runs" / ".t.lock").exists()
+    # adopting it makes it a run: every file it holds is listed as the tool's
+    rc, out, _ = run(["adopt", mine], capsys)
+    assert rc == 0 and "3 files" in out
+    assert (mine / ".iac-run").is_file() and (mine / ".iac-manifest").is_file()
+    assert {k: v for k, v in _snapshot(mine).items() if not k.startswith(".iac-")} == before
 
 
 def test_grid_skips_a_setting_another_process_is_running(dataset, cache, tmp_path):

@@ -23,6 +23,7 @@ are written into the run folder, and each stage folder records the resolved conf
 from __future__ import annotations
 
 import dataclasses
+import logging
 import pathlib
 from typing import Any, Literal
 
@@ -201,6 +202,23 @@ def load_experiment(path, overrides: dict | None = None) -> ExperimentConfig:
                 raise ConfigError(f"--set {dotted}: {key} is not a section")
         node[keys[-1]] = value
     try:
-        return from_dict(ExperimentConfig, data)
+        cfg = from_dict(ExperimentConfig, data)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
+    return _where_the_run_is(cfg, pathlib.Path(path), overrides or {})
+
+
+def _where_the_run_is(cfg: ExperimentConfig, path: pathlib.Path, overrides: dict
+                      ) -> ExperimentConfig:
+    """A run's own ``config.yaml`` (beside the run's ``.iac-run`` marker) names the folder it
+    was written in; a run moved since is the folder the file is in now (unless ``--set``
+    names output_dir or name)."""
+    here = path.parent
+    if (path.name != "config.yaml" or not (here / ".iac-run").is_file()
+            or {"output_dir", "name"} & set(overrides)):
+        return cfg
+    if cfg.run_dir.resolve() == here.resolve():
+        return cfg
+    logging.getLogger(__name__).info("%s: the run's own config, now in %s (it was written for "
+                                     "%s): using %s", path, here, cfg.run_dir, here)
+    return dataclasses.replace(cfg, output_dir=str(here.parent), name=here.name)

@@ -39,7 +39,7 @@ import numpy as np
 
 from iac_tf.data.config import DataError
 from iac_tf.diskspace import MARGIN_BYTES, DiskFullError, free_bytes, is_disk_full
-from iac_tf.files import publish, temp_sibling
+from iac_tf.files import check_target, commit, temp_sibling
 
 CACHE_VERSION = 1
 #: Bytes per slice on top of the image and mask data (indices, chunk index, attributes).
@@ -137,6 +137,7 @@ class CacheWriter:
         self.closed = False
         self.folder.mkdir(parents=True, exist_ok=True)
         self.file = None
+        check_target(self.path, what="a slice cache file")
         if free_bytes(self.folder) < MARGIN_BYTES:
             raise self._full(self.row_bytes)
         try:
@@ -216,7 +217,7 @@ class CacheWriter:
             if is_disk_full(exc):
                 raise self._full(SLICE_OVERHEAD) from None
             raise
-        publish(self.tmp, self.path)
+        commit(self.tmp, self.path, what="a slice cache file")
 
     def abort(self) -> None:
         """Delete the temp file. It is truncated first: that frees its space, so HDF5's

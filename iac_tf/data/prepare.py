@@ -15,6 +15,7 @@ from iac_tf.data.config import TEST_SPLIT, DataConfig, DataError, PrepareInterru
 from iac_tf.data.datasets import (DATASETS, Case, list_cases, list_test_cases, read_case,
                                   unlabelled_warning)
 from iac_tf.diskspace import check_writable_folder
+from iac_tf.files import remove
 from iac_tf.locks import folder_lock
 from iac_tf.data.pipeline import PreparedDataset
 from iac_tf.data.preprocess import in_plane_spacing, preprocess_case, zoom_factors
@@ -158,8 +159,10 @@ def _prepare(cfg: DataConfig, progress: bool) -> PreparedDataset:
         meta = cache_lib.read_meta(cache_path)
     except cache_lib.CorruptCacheError as exc:
         _warn(f"{exc}; rebuilding it", progress)
-        try:
-            cache_path.unlink()
+        try:  # the file this tool wrote under that name, damaged since: it may go
+            remove(cache_path, what="a slice cache file", replace_changed=True,
+                   hint="Nothing was deleted; delete it by hand if it is a damaged cache, then "
+                        "rerun")
         except OSError as err:
             raise DataError(f"{exc}; it cannot be deleted ({err.strerror}): delete it by hand "
                             "and rerun") from None

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import csv
+import io
 import pathlib
 
 import numpy as np
+
+from iac_tf.files import save_figure
 
 
 def _plt():
@@ -19,7 +22,7 @@ def _plt():
 
 def plot_history(history_csv, out_png, keys_pairs=(("loss", "val_loss"), ("soft_dice", "val_soft_dice")), title=""):
     """Learning curves from an epoch ``history.csv``: one panel per (train, val) key pair."""
-    rows = list(csv.DictReader(open(history_csv, newline="")))
+    rows = list(csv.DictReader(io.StringIO(pathlib.Path(history_csv).read_text())))
     if not rows:
         raise ValueError(f"{history_csv}: no epochs logged")
     plt = _plt()
@@ -74,7 +77,7 @@ def plot_genotype_epochs(histories: dict, out_png, keys=("soft_dice", "val_soft_
     labels = {"soft_dice": "train_dt soft Dice", "val_soft_dice": "val_dt soft Dice",
               "loss": "train_dt loss", "val_loss": "val_dt loss"}
     for epoch, path in sorted(histories.items()):
-        rows = list(csv.DictReader(open(path, newline="")))
+        rows = list(csv.DictReader(io.StringIO(pathlib.Path(path).read_text())))
         if not rows:
             raise ValueError(f"{path}: no epochs logged")
         for ax, key in zip(axes[0], keys):
@@ -118,6 +121,6 @@ def _dice_axis(ax, title: str) -> None:
 def _save(plt, fig, out_png) -> pathlib.Path:
     """Lay out, write ``out_png`` (100 dpi), close the figure; return the path."""
     fig.tight_layout()
-    fig.savefig(out_png, dpi=100)
+    save_figure(fig, out_png, dpi=100)
     plt.close(fig)
     return pathlib.Path(out_png)

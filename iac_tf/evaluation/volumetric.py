@@ -45,7 +45,8 @@ from iac_tf.data.nifti import AFFINE_TOLERANCE, is_prediction
 from iac_tf.diskspace import check_writable_folder
 from iac_tf.errors import UserError
 from iac_tf.evaluation.metrics import confusion_counts, dice_from_counts
-from iac_tf.files import RefusedPath, atomic_write_json, atomic_write_text
+from iac_tf.files import (RefusedPath, atomic_write_json, atomic_write_text, check_new_or_ours,
+                          check_outside_runs)
 
 log = logging.getLogger(__name__)
 
@@ -301,6 +302,7 @@ def evaluate_folder(*, gt: str | pathlib.Path, pred: str | pathlib.Path,
                      and c[: -len("_probabilities")] in preds)}
     check_folder_roles(gt_dir, pred_dir, out_dir, gts, preds, pred_by_position)
     check_writable_folder(out_dir, "the volumetric scores", "--out")
+    check_score_outputs(out_dir)
     cases = sorted(set(gts) & set(preds))
     left_out = {"predictions_without_ground_truth": sorted(set(preds) - set(gts)),
                 "ground_truth_without_prediction": sorted(set(gts) - set(preds))}
@@ -358,9 +360,23 @@ def evaluate_folder(*, gt: str | pathlib.Path, pred: str | pathlib.Path,
     writer.writeheader()
     for row in rows:
         writer.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in row.items()})
-    atomic_write_text(out_dir / "volumetric_per_case.csv", buf.getvalue())
-    atomic_write_json(out_dir / "volumetric_summary.json", summary)
+    atomic_write_text(out_dir / SCORE_FILES[0], buf.getvalue(), what="a score file")
+    atomic_write_json(out_dir / SCORE_FILES[1], summary, what="a score file")
     return summary
+
+
+#: The files ``evaluate_folder`` writes into its output folder.
+SCORE_FILES = ("volumetric_per_case.csv", "volumetric_summary.json")
+
+
+def check_score_outputs(out_dir: pathlib.Path) -> None:
+    """Before any work: the output folder is not in a run (a run's scores are its own
+    commands'), and each score file there is new or one this command wrote, unchanged since
+    (:func:`iac_tf.files.check_target`)."""
+    check_outside_runs(out_dir, "evaluate-folder's scores", "another --out", holds=False)
+    for name in SCORE_FILES:
+        check_new_or_ours(out_dir / name, "a score file",
+                          "Nothing was read or written; move it away or choose another --out")
 
 
 def _format_unexpected(unexpected: dict) -> str:

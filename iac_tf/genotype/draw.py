@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from iac_tf.files import atomic_write_text, save_figure
 
 
 def genotype_to_dot(genotype) -> str:
@@ -131,7 +132,7 @@ def draw_genotype(genotype, path_png, write_dot: bool = True) -> Path:
     path_png = Path(path_png)
     fig = genotype_figure(genotype)
     path_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path_png, dpi=fig.dpi)
+    save_figure(fig, path_png, dpi=fig.dpi)
     if write_dot:
-        path_png.with_suffix(".dot").write_text(genotype_to_dot(genotype), encoding="utf-8")
+        atomic_write_text(path_png.with_suffix(".dot"), genotype_to_dot(genotype))
     return path_png

@@ -98,7 +98,9 @@ class Genotype:
         """The JSON text; also written to ``path`` when given."""
         text = json.dumps(self.to_dict(), indent=indent)
         if path is not None:
-            Path(path).write_text(text + "\n", encoding="utf-8")
+            from iac_tf.files import atomic_write_text  # noqa: PLC0415
+
+            atomic_write_text(path, text + "\n")
         return text
 
     @classmethod

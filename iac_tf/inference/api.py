@@ -13,7 +13,7 @@ import json
 import pathlib
 from collections.abc import Sequence
 
-from iac_tf.data.fingerprint import data_record
+from iac_tf.data.fingerprint import data_record, same_as_legacy
 from iac_tf.errors import UserError
 from iac_tf.experiment import load_experiment
 from iac_tf.inference.export import PREPROCESSING_JSON, check_export_folder, export_serving
@@ -48,7 +48,8 @@ def load_run_preprocessing(model_path: pathlib.Path, config: str | None = None,
         return Preprocessing.from_record(record["preprocessing"], modality)
     cfg = load_experiment(config or run_config)
     if record is not None:  # --config must describe the run's own dataset
-        layout.check_data(data_record(cfg.data))
+        layout.check_data(data_record(cfg.data, record),
+                          lambda old: same_as_legacy(old, cfg.data))
     return Preprocessing.from_data_config(cfg.data, modality)
 
 
@@ -64,7 +65,7 @@ def _export_preprocessing(model_path: pathlib.Path) -> dict | None:
     return None
 
 
-def resolve(model, stage: int = 3, method: str | None = None, config: str | None = None,
+def resolve(model, stage: int | None = None, method: str | None = None, config: str | None = None,
             modality: Sequence[str] | None = None, inputs: Sequence[str] | None = None
             ) -> tuple[LoadedModel, Preprocessing]:
     """The model and the run's preprocessing; ``inputs`` are checked (headers, the dataset's
@@ -79,7 +80,7 @@ def resolve(model, stage: int = 3, method: str | None = None, config: str | None
     return loaded, prep
 
 
-def predict(model, inputs: Sequence[str], output: str, *, stage: int = 3,
+def predict(model, inputs: Sequence[str], output: str, *, stage: int | None = None,
             method: str | None = None, config: str | None = None,
             modality: Sequence[str] | None = None, save_probabilities: bool = False,
             batch_size: int = 32, step_size: float = STEP_SIZE, tta: bool = True,
@@ -97,7 +98,7 @@ def predict(model, inputs: Sequence[str], output: str, *, stage: int = 3,
                              save_probabilities=save_probabilities, progress=progress)
 
 
-def export(model, out: str, *, stage: int = 3, method: str | None = None,
+def export(model, out: str, *, stage: int | None = None, method: str | None = None,
            config: str | None = None) -> dict:
     """``iac export``: see :func:`iac_tf.inference.export.export_serving`."""
     check_export_folder(out)  # before the model loads

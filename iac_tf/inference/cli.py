@@ -36,8 +36,8 @@ def _model_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _selection_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--stage", type=int, choices=(1, 3), default=3,
-                        help="3: the IAC U-Net (default), 1: the U-Net")
+    parser.add_argument("--stage", type=int, choices=(1, 3), default=None,
+                        help="3: the IAC U-Net (default), 1: the U-Net (not with --method)")
     parser.add_argument("--method", default=None, help="a model name of the run's models.json")
     parser.add_argument("--config", default=None, help="run config.yaml (default: the run's)")
 

@@ -10,6 +10,13 @@ or a TF Serving folder holding only numbered SavedModel versions (and ``preproce
 anything else is refused before any work, and so is a folder that cannot be written. A failed
 export leaves ``OUT`` as it was.
 
+The versions of one served model share one signature (input ``H x W x C``, output channels,
+classes) and one preprocessing recipe: TF Serving serves the newest version to every client, so
+a model of another signature or recipe is refused before it is exported (export it into a new
+``OUT``). Each version also keeps its own recipe beside its model,
+``OUT/N/assets.extra/preprocessing.json`` (TF Serving ignores ``assets.extra``);
+``OUT/preprocessing.json`` is the newest version's.
+
 The signature ``serving_default`` takes ``image``: float32 ``(None, H, W, C)`` already
 NORMALISED slices and returns ``probabilities`` float32 ``(None, H, W, N)`` and ``labels`` int32
 ``(None, H, W)`` (the dataset's label values by the tool's one decision rule,
@@ -34,6 +41,8 @@ on a test batch; the export is written to a temp folder and moved into place onl
 from __future__ import annotations
 
 import dataclasses
+import json
+import logging
 import os
 import pathlib
 
@@ -42,15 +51,20 @@ import numpy as np
 from iac_tf.errors import UserError
 from iac_tf._keras import keras, tf
 from iac_tf.diskspace import DiskFullError, check_writable_folder, is_disk_full
-from iac_tf.files import (EXPORT_MARKER, RefusedPath, atomic_path, atomic_write_json,
-                          check_replaceable_folder, is_marked, mark, remove)
+from iac_tf.files import (EXPORT_MARKER, MANIFEST, RefusedPath, atomic_path, atomic_write_json,
+                          check_replaceable_folder, discard, is_marked, mark, remove,
+                          target_problem)
 from iac_tf.inference.client import RECIPE
 from iac_tf.inference.labels import (LabelRule, probabilities_to_labels,
                                      probabilities_to_labels_tf)
 
+log = logging.getLogger(__name__)
+
 SIGNATURE = "serving_default"
 TOLERANCE = 1e-4  # probabilities; graph vs eager oneDNN kernels differ by ~1e-6
 PREPROCESSING_JSON = "preprocessing.json"
+#: Each version's own recipe, inside its folder (TF Serving ignores ``assets.extra``).
+VERSION_RECIPE = "assets.extra/preprocessing.json"
 WHAT = "a TF Serving export"
 
 
@@ -136,6 +150,7 @@ def export_serving(model: keras.Model, out: str | os.PathLike, classes, *,
         raise UserError(f"{len(classes)} classes for a model with {model.output_shape[-1]} "
                          "output channels")
     check_export_folder(out)
+    check_same_model(out, served_signature(model, classes), preprocessing)
     existing = export_versions(out)
     if version is None:
         version = max(existing, default=0) + 1
@@ -146,15 +161,19 @@ def export_serving(model: keras.Model, out: str | os.PathLike, classes, *,
         raise RefusedPath(f"{final}: version {version} exists; versions are never overwritten, "
                           f"nothing was written. Leave the version unset to write the next one "
                           f"({max(existing, default=0) + 1})")
+    # OUT/preprocessing.json of another tool is never replaced: each version has its own
+    write_top = target_problem(out / PREPROCESSING_JSON) is None
     created = _missing_folders(out)
     marked = is_marked(out, EXPORT_MARKER)
     try:
         mark(out, EXPORT_MARKER, WHAT)
         try:
-            with atomic_path(final) as tmp:  # published only if the check passes
+            with atomic_path(final, what=WHAT) as tmp:  # published only if the check passes
                 module = ServingModule(model, classes)
                 tf.saved_model.save(module, str(tmp), signatures={SIGNATURE: module.serve})
                 check = verify_serving(tmp, model, classes, seed=seed)
+                info = _info(model, classes, preprocessing, version, check)
+                atomic_write_json(tmp / VERSION_RECIPE, info)  # this version's own recipe
         except tf.errors.OpError as exc:
             if is_disk_full(exc):
                 raise DiskFullError(out, None, "the SavedModel") from None
@@ -162,25 +181,105 @@ def export_serving(model: keras.Model, out: str | os.PathLike, classes, *,
             raise OSError(f"{out}: could not write the SavedModel {final.name}/ "
                           f"({type(exc).__name__}: {reason}); nothing was written, choose a "
                           "writable OUT folder") from None
-        info = {"signature": SIGNATURE,
-                "input": {"image": ["None", *map(int, model.input_shape[1:])]},
-                "outputs": ["probabilities", "labels"], "normalisation_in_graph": False,
-                "label_rule": LabelRule(classes).record(),
-                "version": int(version), "check": check}
-        if preprocessing is not None:
-            record = dataclasses.asdict(preprocessing)
-            record.pop("case_modalities", None)  # the training case ids stay out of the export
-            info["preprocessing"] = _jsonable(record)
-            info["recipe"] = RECIPE
         try:
-            atomic_write_json(out / PREPROCESSING_JSON, info)
+            if write_top:
+                atomic_write_json(out / PREPROCESSING_JSON, info, what=WHAT)
         except BaseException:
             remove(final)
             raise
     except BaseException:
         _undo(out, created, marked)
         raise
-    return {**check, "version": int(version), "path": str(final)}
+    recipe = out / PREPROCESSING_JSON if write_top else final / VERSION_RECIPE
+    if not write_top:
+        log.warning("%s: not written by this tool, left as it is; the preprocessing of version "
+                    "%d is in %s", out / PREPROCESSING_JSON, int(version), recipe)
+    return {**check, "version": int(version), "path": str(final), "recipe": str(recipe)}
+
+
+def _info(model, classes, preprocessing, version, check) -> dict:
+    """What ``preprocessing.json`` says of a version: its signature, classes, the caller's
+    preprocessing, its number and the reload check."""
+    info = {"signature": SIGNATURE,
+            "input": {"image": ["None", *map(int, model.input_shape[1:])]},
+            "outputs": ["probabilities", "labels"], "normalisation_in_graph": False,
+            "classes": [list(map(int, v)) for v in classes],
+            "label_rule": LabelRule(classes).record(),
+            "version": int(version), "check": check}
+    if preprocessing is not None:
+        info["preprocessing"] = _prep_record(preprocessing)
+        info["recipe"] = RECIPE
+    return info
+
+
+def _prep_record(preprocessing) -> dict:
+    """The run's preprocessing as exported: without the training case ids."""
+    record = dataclasses.asdict(preprocessing)
+    record.pop("case_modalities", None)  # the training case ids stay out of the export
+    return _jsonable(record)
+
+
+def served_signature(model, classes) -> dict:
+    """The signature every version of one served model shares: input ``[H, W, C]``, output
+    channels and the label values of each."""
+    return {"input": [int(d) for d in model.input_shape[1:]],
+            "output channels": int(model.output_shape[-1]),
+            "classes": [list(map(int, v)) for v in classes]}
+
+
+def _recorded_signature(out: pathlib.Path) -> tuple[dict, dict | None] | None:
+    """``(signature, preprocessing)`` of the versions in ``out``: from ``preprocessing.json``
+    (written by this tool), else from the newest version's SavedModel (another tool's)."""
+    versions = export_versions(out)
+    if not versions:
+        return None
+    try:
+        info = json.loads((out / PREPROCESSING_JSON).read_text())
+        image = info["input"]["image"]
+        classes = info.get("classes") or (info.get("preprocessing") or {}).get("classes")
+        sig = {"input": [int(d) for d in image[1:]],
+               "output channels": len(classes) if classes else None,
+               "classes": [list(map(int, v)) for v in classes] if classes else None}
+        return sig, info.get("preprocessing")
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    newest = out / str(versions[-1])
+    try:
+        fn = tf.saved_model.load(str(newest)).signatures[SIGNATURE]
+        image = list(fn.structured_input_signature[1].values())[0].shape
+        probs = fn.structured_outputs.get("probabilities")
+        channels = int(probs.shape[-1]) if probs is not None else None
+    except Exception as exc:  # noqa: BLE001 - unknown is not different: say so, go on
+        log.warning("%s: cannot read its %s signature (%s); the new version is not compared "
+                    "with it. Versions of one served model must share one signature and "
+                    "preprocessing", newest, SIGNATURE, type(exc).__name__)
+        return None
+    return {"input": [int(d) for d in image[1:]], "output channels": channels,
+            "classes": None}, None
+
+
+def check_same_model(out: pathlib.Path, signature: dict, preprocessing=None) -> None:
+    """Raise :class:`~iac_tf.files.RefusedPath` if ``out`` already serves versions of another
+    signature (input shape, output channels, classes) or another preprocessing recipe: TF
+    Serving serves the newest version to every client, which would then get another model's
+    outputs or preprocess for the wrong one."""
+    found = _recorded_signature(pathlib.Path(out))
+    if found is None:
+        return
+    old_sig, old_prep = found
+    diffs = [f"{key} {old_sig[key]} -> {signature[key]}" for key in signature
+             if old_sig.get(key) is not None and old_sig[key] != signature[key]]
+    if preprocessing is not None and old_prep is not None:
+        new_prep = json.loads(json.dumps(_prep_record(preprocessing)))
+        old_prep = json.loads(json.dumps(old_prep))
+        diffs += [f"preprocessing.{k} {old_prep.get(k)} -> {new_prep.get(k)}"
+                  for k in sorted(set(old_prep) | set(new_prep))
+                  if old_prep.get(k) != new_prep.get(k)]
+    if diffs:
+        raise RefusedPath(f"{out}: serves versions {export_versions(out)} of another model "
+                          f"({'; '.join(diffs)}); the versions of one served model share one "
+                          "signature and preprocessing, so nothing was written. Export this "
+                          "model into a new OUT folder")
 
 
 def _missing_folders(path: pathlib.Path) -> list[pathlib.Path]:
@@ -197,7 +296,9 @@ def _undo(out: pathlib.Path, created: list[pathlib.Path], marked: bool) -> None:
     created if they are empty again."""
     if not marked:
         try:
-            (out / EXPORT_MARKER).unlink(missing_ok=True)
+            remove(out / EXPORT_MARKER)
+            if out in created:  # a folder this export made: its manifest goes too
+                discard(out / MANIFEST)
         except OSError:
             pass
     for folder in created:

@@ -3,7 +3,8 @@ nnU-Net ``imagesTs`` layout (``CASE_0000.nii.gz``, ``CASE_0001.nii.gz``, ...), a
 
 :func:`check_cases` validates every case from the headers before anything is predicted (so a bad
 case fails the command before any output is written): readable NIfTI, 3D, the model's channel
-count, one grid (shape and affine) for all channels of a case. :func:`check_case_data` then reads
+count, one grid (shape and affine) for all channels of a case, at least one voxel, and a size that
+fits in memory. :func:`check_case_data` then reads
 every file whole: a truncated or corrupt file, or NaN / infinite voxels, fail the command before
 the first prediction is written.
 """
@@ -11,6 +12,7 @@ the first prediction is written.
 from __future__ import annotations
 
 import dataclasses
+import os
 import pathlib
 import re
 from collections.abc import Sequence
@@ -92,6 +94,9 @@ def check_cases(cases: Sequence[InputCase], channels: int) -> None:
             if len(shape) != 3:
                 raise DataError(f"{path}: expected a 3D volume, got shape {tuple(shape)} "
                                 "(give each channel as its own CASE_XXXX file)")
+            if min(shape) < 1:
+                raise DataError(f"{path}: the volume has no voxels (shape {tuple(shape)})")
+            check_volume_fits(path, shape, img.get_data_dtype().itemsize)
             if ref is None:
                 ref = (path, shape, affine)
             elif tuple(shape) != tuple(ref[1]):
@@ -101,6 +106,28 @@ def check_cases(cases: Sequence[InputCase], channels: int) -> None:
                 raise DataError(f"{path}: affine differs from {ref[0]} (max difference "
                                 f"{np.abs(affine - ref[2]).max():.4g}): channels must share "
                                 "one grid")
+
+
+def memory_bytes() -> int:
+    """This machine's physical memory in bytes (0 if unknown)."""
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def check_volume_fits(path: pathlib.Path, shape, itemsize: int) -> None:
+    """Raise :class:`DataError` if the volume a header describes cannot be held in memory:
+    its stored data, or one float32 channel of it, is larger than the machine's memory (a
+    damaged or hostile header, e.g. 4000^3 voxels), before anything tries to read it."""
+    voxels = int(np.prod([int(d) for d in shape], dtype=np.float64))
+    needed = voxels * max(4, int(itemsize))
+    total = memory_bytes()
+    if total and needed > total:
+        raise DataError(f"{path}: the header describes {'x'.join(map(str, shape))} voxels "
+                        f"({needed / 1e9:.1f} GB as float32), more than this machine's "
+                        f"{total / 1e9:.1f} GB of memory; a damaged header or not a volume "
+                        "this tool can predict")
 
 
 def check_case_data(cases: Sequence[InputCase]) -> None:

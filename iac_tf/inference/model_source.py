@@ -57,9 +57,16 @@ class LoadedModel:
     keras_model: object | None = None
 
 
-def resolve_model_path(model: str | pathlib.Path, stage: int = 3, method: str | None = None
-                       ) -> pathlib.Path:
-    """The model file of ``model`` (see the module docstring)."""
+def resolve_model_path(model: str | pathlib.Path, stage: int | None = None,
+                       method: str | None = None) -> pathlib.Path:
+    """The model file of ``model`` (see the module docstring): of a run folder, the model
+    ``method`` names, else the U-Net (``stage`` 1) or the IAC U-Net (``stage`` 3, the
+    default). ``stage`` and ``method`` together are refused: one would be ignored."""
+    if stage is not None and method is not None:
+        raise UserError(f"--stage {stage} and --method {method} both choose the model; give one "
+                        "(--method names any model of the run's models.json; --stage 1 is "
+                        "--method unet, --stage 3 is --method iac)")
+    stage = 3 if stage is None else stage
     model = pathlib.Path(model)
     if not model.exists():
         raise FileNotFoundError(f"{model}: model not found")

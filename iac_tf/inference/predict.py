@@ -7,15 +7,16 @@ blended with a Gaussian as nnU-Net (:func:`~iac_tf.inference.tiling.predict_slic
 the file's grid (:func:`~iac_tf.inference.volume.from_slices`, ``to_file_orientation``) ->
 labels (:func:`~iac_tf.inference.labels.probabilities_to_labels`, the one decision rule of the
 tool: the label mode of the run's classes, so the labels are those every score of the run
-counted). Files are written through a temp
-file and ``os.replace``.
+counted). Files are written through the writer gate (:func:`iac_tf.files.atomic_path`).
 
 Before the first prediction is written, every input is checked (headers, then every file read
 whole: :mod:`iac_tf.inference.inputs`) and so is every output file of every case
-(:func:`check_outputs`): an output is never one of the inputs, and an existing file is replaced
-only if it is a prediction this tool wrote. Predictions are recognised by their header's
-description field, set to :data:`~iac_tf.data.nifti.PREDICTION_TAG` (label and
-``_probabilities`` files alike).
+(:func:`check_outputs`): an output is never one of the inputs nor inside a run folder, and an
+existing file is replaced only if it is a prediction this tool wrote and nobody changed since:
+the output folder's manifest (:data:`iac_tf.files.MANIFEST`) lists each file written with its
+size and SHA-256, and a file is replaced only while it still matches. (The header's description
+field, :data:`PREDICTION_TAG`, says what the file is; it proves nothing, a hand-corrected copy
+keeps it.)
 """
 
 from __future__ import annotations
@@ -32,9 +33,9 @@ from tqdm.auto import tqdm
 
 from iac_tf.errors import UserError
 from iac_tf.data.config import DataError
-from iac_tf.data.nifti import PREDICTION_TAG, is_prediction, load_nifti
+from iac_tf.data.nifti import PREDICTION_TAG, is_prediction, load_nifti  # noqa: F401  (re-exported)
 from iac_tf.diskspace import check_writable_folder
-from iac_tf.files import RefusedPath, atomic_path, check_new_or_ours
+from iac_tf.files import RefusedPath, atomic_write_bytes, check_new_or_ours, check_outside_runs
 from iac_tf.inference.inputs import (NIFTI_ENDINGS, InputCase, check_case_data, check_cases,
                                      collect_cases)
 from iac_tf.inference.labels import LabelRule
@@ -87,8 +88,7 @@ def _save_nifti(array: np.ndarray, reference, path: pathlib.Path) -> None:
     data = img.to_bytes()
     if path.name.endswith(".gz"):
         data = gzip.compress(data, compresslevel=1)  # nibabel's default level
-    with atomic_path(path) as tmp:  # the temp name ends in .tmp.gz: write the bytes ourselves
-        tmp.write_bytes(data)
+    atomic_write_bytes(path, data, what="a prediction")  # through the writer gate
 
 
 def _as_file(output: pathlib.Path) -> bool:
@@ -115,8 +115,8 @@ def check_outputs(cases: Sequence[InputCase], output: str | os.PathLike,
 
     Raises:
         RefusedPath: an output file is one of the inputs, exists and is not a prediction this
-            tool wrote, or two cases would write the same file; ``OUTPUT`` is an existing file
-            that is not a NIfTI name.
+            tool wrote (or was changed since), or two cases would write the same file;
+            ``OUTPUT`` is an existing file that is not a NIfTI name or lies in a run folder.
         DataError: ``OUTPUT`` names one NIfTI file but the inputs hold several cases.
         OSError: the output folder cannot be written.
     """
@@ -129,6 +129,8 @@ def check_outputs(cases: Sequence[InputCase], output: str | os.PathLike,
     if output.exists() and not output.is_dir() and not _as_file(output):
         raise RefusedPath(f"{output}: is a file, not an output folder; it is left untouched. "
                           "Give a folder or a CASE.nii.gz name as OUTPUT")
+    check_outside_runs(output if not _as_file(output) else output.parent, "a prediction",
+                       "an OUTPUT (the last argument)", holds=False)
     single = len(cases) == 1
     inputs = {}
     for case in cases:
@@ -156,7 +158,7 @@ def check_outputs(cases: Sequence[InputCase], output: str | os.PathLike,
                 raise RefusedPath(f"{target}: is {what}; a prediction never overwrites an "
                                   "input, nothing was written. Give a new file or a folder as "
                                   "OUTPUT (the last argument)")
-            check_new_or_ours(target, is_prediction(target), "a prediction",
+            check_new_or_ours(target, "a prediction",
                               "Nothing was written; move the file away or give another OUTPUT "
                               "(the last argument)")
         targets.append(files)

@@ -4,6 +4,7 @@ trained U-Net is."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import pathlib
@@ -14,12 +15,14 @@ import numpy as np
 from iac_tf.config import ConfigError
 from iac_tf.console import run_log
 from iac_tf.data import prepare_dataset
-from iac_tf.data.fingerprint import data_record
+from iac_tf.data.config import DataError
+from iac_tf.data.fingerprint import data_record, same_as_legacy
 from iac_tf.diskspace import disk_full_guard
 from iac_tf.evaluation.metrics import mean_case_dice
 from iac_tf.experiment import ExperimentConfig
 from iac_tf.inference.labels import LabelRule
 from iac_tf.preflight import checked_prepare
+from iac_tf.run_layout import DatasetMismatch
 from iac_tf.run_records import (STAGE_NAMES, check_stages, record_stage, restart_from,
                                 restart_plan, write_resolved)
 from iac_tf.run_unet import adopt, checked_source, run_unet
@@ -104,19 +107,45 @@ def check_records(cfg: ExperimentConfig, stage: int, restart: int | None) -> Non
     """The run folder is ours, and the stage records that ``stage`` reads and ``--restart``
     keeps hold this config (raises before anything is written)."""
     cfg.layout.check_ours()
+    cfg.layout.check_readable()
     check_stages(cfg, tuple(s for s in used_stages(cfg, stage) if restart is None or s < restart))
 
 
-def checked_data(cfg: ExperimentConfig) -> dict:
-    """The dataset record of ``data`` now, compared with the run's: the same files and the same
-    U-Net training cases (raises DatasetMismatch naming both before anything is written)."""
-    record = data_record(cfg.data, training_cases=True)
-    cfg.layout.check_data(record)
+@dataclasses.dataclass
+class CheckedData:
+    """The dataset record of ``data`` now and whether the run's record is to be written."""
+
+    record: dict
+    write: bool
+
+
+def checked_data(cfg: ExperimentConfig) -> CheckedData:
+    """The dataset record of ``data`` now (by content: :mod:`iac_tf.data.fingerprint`),
+    compared with the run's (raises DatasetMismatch naming both datasets and the files that
+    differ, before anything is written)."""
+    previous = cfg.layout.read_data_record()
+    try:
+        record = data_record(cfg.data, previous, training_cases=True)
+    except DataError as exc:
+        if previous is None:
+            raise
+        raise DatasetMismatch(
+            f"{cfg.run_dir} was made on the dataset {previous.get('root')} "
+            f"({previous.get('files')} files), but data.root now names {cfg.data.root}, which "
+            f"cannot be read ({exc}). Nothing was changed. Point data.root at the run's "
+            "dataset (an absolute path), or start a new run (--set name=...)") from None
+    write = cfg.layout.check_data(record, lambda old: same_as_legacy(old, cfg.data))
     cfg.layout.check_unet_train_cases(record)
-    return record
+    return CheckedData(record, write)
 
 
-def write_run_records(cfg: ExperimentConfig, restart: int | None, record: dict) -> None:
+def early_data_check(cfg: ExperimentConfig) -> CheckedData | None:
+    """For a run that has a dataset record: :func:`checked_data` before any other work (a
+    rerun on another dataset stops before its slice cache is built); ``None`` otherwise."""
+    return checked_data(cfg) if cfg.layout.data_record.is_file() else None
+
+
+def write_run_records(cfg: ExperimentConfig, restart: int | None, data: CheckedData) -> None:
     """After every check passed: ``--restart`` deletes, then the run records are written (the
     run folder marked as the tool's, its copy of ``unet.pretrained``, the resolved config, the
     dataset record: written once, and again after a restart)."""
@@ -131,10 +160,10 @@ def write_run_records(cfg: ExperimentConfig, restart: int | None, record: dict) 
         cfg.layout.claim()
         adopt(cfg.layout, cfg.unet.pretrained)
     write_resolved(cfg)
-    # after a restart the record is rewritten: the restarted stages may use another
+    # after a restart the record is rewritten too: the restarted stages may use another
     # preprocessing (zoom, spacing), which inference reads from it
-    if restart is not None or cfg.layout.read_data_record() is None:
-        cfg.layout.write_data_record(record)
+    if data.write or restart is not None:
+        cfg.layout.write_data_record(data.record)
 
 
 def begin(cfg: ExperimentConfig, stage: int, restart: int | None, unet: bool = False,
@@ -147,10 +176,11 @@ def begin(cfg: ExperimentConfig, stage: int, restart: int | None, unet: bool = F
     is recorded and everything seeded. Returns the prepared data."""
     refuse_restart_of_inputs(cfg, stage, restart, f"`iac stage{stage}`")
     check_records(cfg, stage, restart)
+    data = early_data_check(cfg)
     prepared = checked_prepare(cfg, stage, prepare,
                                unet_path=unet_to_check(cfg, restart) if unet else None,
                                genotype_path=genotype(cfg) if genotype else None)
-    write_run_records(cfg, restart, checked_data(cfg))
+    write_run_records(cfg, restart, data or checked_data(cfg))
     record_stage(cfg, stage)
     seed_everything(cfg.seed, cfg.deterministic)
     return prepared

@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import logging
 import pathlib
-import shutil
 
 from iac_tf.data.config import SELECTION_SPLIT, TEST_SPLIT
 from iac_tf.evaluation.report import compare_scores, evaluate_models, markdown_table, volume_section
 from iac_tf.experiment import ExperimentConfig
-from iac_tf.files import atomic_write_text
+from iac_tf.files import atomic_write_text, remove
 from iac_tf.inference.run_scores import score_volumes, volumetric_scores
 from iac_tf.pipeline.common import (checked_data, guarded, label_rule, prepare, trained_unet_path,
                                     used_stages)
@@ -62,7 +61,13 @@ def evaluate(cfg: ExperimentConfig, prepared=None) -> dict:
 
 
 def run_evaluation(cfg: ExperimentConfig, prepared=None) -> dict:
-    """:func:`evaluate` without its checks (the caller made them)."""
+    """:func:`evaluate` without its checks (the caller made them), holding the run's lock
+    (re-entrant: the commands already hold it)."""
+    with cfg.layout.lock():
+        return _run_evaluation(cfg, prepared)
+
+
+def _run_evaluation(cfg: ExperimentConfig, prepared=None) -> dict:
     models = evaluation_models(cfg)
     if not models:
         raise FileNotFoundError(f"{cfg.layout.models_index}: no trained model to evaluate; "
@@ -111,7 +116,7 @@ def _test_scores(cfg: ExperimentConfig, prepared, loaded: dict, pairs, table: st
                 f"another split the run trained or selected on.")
         log.info("%s", note)
         if test_dir.is_dir():
-            shutil.rmtree(test_dir)
+            remove(test_dir)
             log.info("removed %s (scores of an earlier evaluation with test cases)", test_dir)
         atomic_write_text(out_dir / "dice_table.md", table + "\n" + note + "\n")
         return None

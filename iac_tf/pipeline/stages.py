@@ -12,7 +12,8 @@ import pathlib
 from iac_tf.evaluation.plots import plot_genotype_epochs
 from iac_tf.experiment import ExperimentConfig
 from iac_tf.files import atomic_write_json
-from iac_tf.pipeline.common import (begin, check_records, checked_data, epoch_data, guarded,
+from iac_tf.pipeline.common import (begin, check_records, checked_data, early_data_check,
+                                    epoch_data, guarded,
                                     prepare, refuse_restart_of_inputs, trained_unet_path,
                                     unet_to_check, write_run_records)
 from iac_tf.pipeline.evaluate import run_evaluation
@@ -193,8 +194,9 @@ def _stage3(cfg: ExperimentConfig, prepared, evaluate_after: bool) -> dict[str, 
 def run_unet_continued(cfg: ExperimentConfig, prepared=None) -> TrainResult:
     """The budget-matched baseline ``unet_continued`` alone (see
     :func:`~iac_tf.pipeline.units.unet_continued_unit`)."""
-    return train_unit(cfg, prepared if prepared is not None else prepare(cfg),
-                      unet_continued_unit(cfg))
+    with cfg.layout.lock():  # re-entrant: the commands already hold it
+        return train_unit(cfg, prepared if prepared is not None else prepare(cfg),
+                          unet_continued_unit(cfg))
 
 
 # ---------------------------------------------------------------------------- comparisons
@@ -212,8 +214,9 @@ def run_compare(cfg: ExperimentConfig, restart: int | None = None, evaluate_afte
         return {}
     # the same pre-flight checks as Stages II/III (folders, the U-Net against the data), before
     # anything is written or deleted
+    data = early_data_check(cfg)
     prepared = checked_prepare(cfg, 3, prepare, unet_path=unet_to_check(cfg, restart))
-    write_run_records(cfg, restart, checked_data(cfg))
+    write_run_records(cfg, restart, data or checked_data(cfg))
     return _compare(cfg, prepared, evaluate_after)
 
 
@@ -268,8 +271,9 @@ def run_all(cfg: ExperimentConfig, restart: int | None = None) -> None:
     written or deleted (stage records, the pre-flight of the first stage to run, the dataset),
     the data is prepared once and every stage uses it; finished parts are skipped."""
     check_records(cfg, 3 if cfg.method == "iac" else 1, restart)
+    data = early_data_check(cfg)
     prepared = _first_preflight(cfg, restart)
-    write_run_records(cfg, restart, checked_data(cfg))
+    write_run_records(cfg, restart, data or checked_data(cfg))
     for stage, why in skipped_stages(cfg).items():
         log.info("%s: skipped: %s", STAGE_NAMES[stage], why)
     stages = [s for s in ((1, 2, 3) if cfg.method == "iac" else (1,))

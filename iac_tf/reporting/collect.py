@@ -460,8 +460,39 @@ def read_run(run_dir) -> RunRecord:
     s3_secs = [s for s in s3_secs if not math.isnan(s)]
     if s3_secs:
         rec.stage3_seconds = float(sum(s3_secs))
+    unreadable = _unreadable_parts(read, layout)
+    if unreadable:  # a part whose record cannot be read is not finished
+        rec.status = dataclasses.replace(rec.status, missing=[*rec.status.missing, *unreadable])
     rec.warnings = read.warnings
     return rec
+
+
+def _unreadable_parts(read: _Reader, layout: RunLayout) -> list[str]:
+    """``PART (unreadable FILE)`` for each trained part (Stage I, Stage III and its sweep
+    epochs, each comparison) whose ``summary.json`` or ``history.csv`` is there but cannot be
+    read (a warning names the problem; each file is warned about once)."""
+    parts = {"stage1": layout.stage(1)}
+    parts.update({("stage3" if key == "iac" else f"stage3/{key}"): folder
+                  for key, folder in layout.stage3_dirs().items()})
+    if (layout.stage(3) / SUMMARY).exists():
+        parts["stage3"] = layout.stage(3)
+    if layout.compare_root.is_dir():
+        parts.update({f"compare/{d.name}": d for d in sorted(layout.compare_root.iterdir())
+                      if d.is_dir()})
+    out = []
+    for part, folder in parts.items():
+        for name in (SUMMARY, HISTORY):
+            path = folder / name
+            if not path.exists():
+                continue
+            rel = path.relative_to(read.run_dir).as_posix()
+            if not any(w.startswith(rel + ":") for w in read.warnings):
+                before = len(read.warnings)
+                read.json(path) if name == SUMMARY else read.history(path, ("epoch",))
+                if len(read.warnings) == before:
+                    continue
+            out.append(f"{part} (unreadable {rel})")
+    return out
 
 
 def _history_seconds(read: _Reader, path: pathlib.Path) -> float:

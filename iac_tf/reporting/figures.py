@@ -30,6 +30,7 @@ from iac_tf.data.nifti import load_nifti
 from iac_tf.data.prepare import volume_cases
 from iac_tf.evaluation.plots import integer_ticks
 from iac_tf.experiment import load_experiment
+from iac_tf.files import save_figure
 from iac_tf.genotype import Genotype
 from iac_tf.inference.model_source import LoadedModel
 from iac_tf.inference.predict import predict_volume
@@ -94,7 +95,7 @@ def stage3_curves(rec: RunRecord, out_png: pathlib.Path) -> pathlib.Path:
         ax.legend(fontsize=7)
     fig.suptitle(f"{rec.name}: Stage III learning curves (Fig. 6)")
     fig.tight_layout()
-    fig.savefig(out_png, dpi=90)
+    save_figure(fig, out_png, dpi=90)
     return out_png
 
 
@@ -136,7 +137,7 @@ def arch_evolution(rec: RunRecord, out_png: pathlib.Path) -> pathlib.Path:
         ax.grid(alpha=0.3)
     fig.suptitle(f"{rec.name}: architecture parameters during the search")
     fig.tight_layout()
-    fig.savefig(out_png, dpi=90)
+    save_figure(fig, out_png, dpi=90)
     return out_png
 
 
@@ -227,7 +228,7 @@ def overlays(rec: RunRecord, out_png: pathlib.Path, n_slices: int = 3, batch_siz
     what = "whole volumes predicted as by iac predict" if split == TEST_SPLIT else "cached slices"
     fig.suptitle(f"{rec.name}: {split} ({what}, rule: {rule.metric}), one slice per case")
     fig.tight_layout(rect=(0, 0.6 / (2.4 * len(shown) + 0.6), 1, 1))
-    fig.savefig(out_png, dpi=80)
+    save_figure(fig, out_png, dpi=80)
     return out_png
 
 

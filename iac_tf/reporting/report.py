@@ -1,7 +1,7 @@
 """``iac report RUN_DIR... --out DIR``: the paper's Section V from finished runs.
 
-Writes into DIR (built in a temporary sibling folder and moved into place, so an interrupted
-report leaves nothing half-written)::
+Writes into DIR (built in a temporary sibling folder, then moved into place file by file, so an
+interrupted report leaves no file half-written)::
 
     report.md          every table (Markdown), the warnings and links to the figures
     report.html        one self-contained page: the tables, the warnings and the figures
@@ -10,13 +10,19 @@ report leaves nothing half-written)::
     figures/*.png      the figures
     statistics.json    the Section V-C numbers per method, unrounded
     .iac-report        the marker: "a report written by iac_tf"
+    .iac-manifest      the files the report wrote: path, size, SHA-256
 
 Rules, all checked before any run is read or any figure drawn:
 
-* DIR is replaced whole only when it is a report this tool wrote before (it holds the
+* DIR is written only when it is a report this tool wrote before (it holds the
   ``.iac-report`` marker) or is new or empty. A non-empty folder without the marker, a folder
   that is or holds a run folder (also one of the RUN_DIR arguments, or a folder holding them)
   and a file are refused, and nothing is changed.
+* In a report folder, only the files the earlier report wrote (listed with their size and
+  SHA-256 in ``.iac-manifest``) are replaced, or removed when this report no longer has them;
+  files someone else put there (notes, figures) are kept. A listed file that changed since (an
+  edited ``report.md``) is refused before any run is read; someone else's file at a path this
+  report writes is refused before anything is moved.
 * DIR (or the nearest existing folder above it) must be writable.
 * ``n_slices`` (``--slices``) is a positive number.
 
@@ -39,11 +45,11 @@ import io
 import logging
 import pathlib
 import re
-import shutil
 
 from iac_tf.diskspace import check_writable_folder
 from iac_tf.errors import UserError
-from iac_tf.files import REPORT_MARKER, RefusedPath, atomic_path, check_replaceable_folder, dumps_json, mark
+from iac_tf.files import (REPORT_MARKER, RefusedPath, Staging, check_listed_unchanged,
+                          check_replaceable_folder, dumps_json)
 from iac_tf.reporting import figures as figs
 from iac_tf.reporting.collect import expand_run_dirs, read_run, use_split
 from iac_tf.reporting.tables import Table, all_tables
@@ -73,9 +79,14 @@ def check_out_dir(out_dir, run_dirs=(), runs=()) -> None:
                               "Nothing was changed. Choose a new --out folder outside the run "
                               "folders")
     check_replaceable_folder(out_dir, REPORT_MARKER, "a report", "--out")
+    check_listed_unchanged(out_dir, "a report file", CHANGED_HINT)
     check_writable_folder(out_dir.absolute().parent, "the report", "--out")
     if out_dir.is_dir():
         check_writable_folder(out_dir, "the report", "--out")
+
+
+CHANGED_HINT = ("Nothing was changed; move it out of the report folder (or choose another "
+                "--out), then rerun")
 
 
 def build_report(run_dirs, out_dir, overlays: bool = True, n_slices: int = 3, log=_log) -> dict:
@@ -107,18 +118,21 @@ def build_report(run_dirs, out_dir, overlays: bool = True, n_slices: int = 3, lo
     tables, stats = all_tables(records, version)  # refuses two runs of one setting
     stats["split"] = split
     stats["rules"] = rules
-    with atomic_path(out_dir) as tmp:  # built beside out_dir, moved into place when complete
-        mark(tmp, REPORT_MARKER, "a report")
-        (tmp / "tables").mkdir(parents=True)
-        (tmp / "figures").mkdir()
-        figures, skipped = _figures(records, tmp / "figures", overlays, n_slices, log)
+    with Staging(out_dir) as stage:  # built beside out_dir, then published file by file
+        tmp = stage.root
+        figures, skipped = _figures(records, stage.path("figures/x").parent, overlays,
+                                    n_slices, log)
         for t in tables:
-            _write_csv(t, tmp / "tables" / f"{t.key}.csv")
-        (tmp / "statistics.json").write_text(dumps_json(stats))
-        (tmp / "report.md").write_text(markdown(tables, figures, skipped, out_root=tmp,
-                                                warnings=warnings, split=split, rules=rules))
-        (tmp / "report.html").write_text(html_page(tables, figures, skipped, warnings=warnings,
-                                                   split=split, rules=rules))
+            stage.write_text(f"tables/{t.key}.csv", _csv_text(t))
+        stage.write_text("statistics.json", dumps_json(stats))
+        stage.write_text("report.md", markdown(tables, figures, skipped, out_root=tmp,
+                                               warnings=warnings, split=split, rules=rules))
+        stage.write_text("report.html", html_page(tables, figures, skipped, warnings=warnings,
+                                                  split=split, rules=rules))
+        moved = stage.publish(REPORT_MARKER, "a report file", CHANGED_HINT)
+    if moved["kept"]:
+        log(f"report: kept {len(moved['kept'])} file(s) in {out_dir} that this tool did not "
+            f"write: {', '.join(moved['kept'][:5])}" + (" ..." if len(moved["kept"]) > 5 else ""))
     log(f"report: {len(records)} runs, {len(figures)} figures"
         + (f", {len(warnings)} warning(s)" if warnings else "") + f" -> {out_dir / 'report.html'}")
     return {"runs": len(records), "figures": len(figures), "skipped_figures": skipped,
@@ -144,7 +158,7 @@ def _figures(records, fig_dir, overlays, n_slices, log):
                 for caption, png in job():
                     if png.parent != fig_dir:  # a genotype PNG of the run: copy it into the report
                         dest = fig_dir / f"{rec.name}_{png.name}"
-                        shutil.copyfile(png, dest)
+                        dest.write_bytes(png.read_bytes())  # into the staging folder
                         png = dest
                     figures.append((caption, png))
             except figs.FigureUnavailable as exc:
@@ -153,11 +167,12 @@ def _figures(records, fig_dir, overlays, n_slices, log):
     return figures, skipped
 
 
-def _write_csv(t: Table, path: pathlib.Path) -> None:
-    with path.open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(t.header)
-        w.writerows(t.rows)
+def _csv_text(t: Table) -> str:
+    buf = io.StringIO(newline="")
+    w = csv.writer(buf)
+    w.writerow(t.header)
+    w.writerows(t.rows)
+    return buf.getvalue()
 
 
 #: The caution a table prints beside a p-value of few pairs (:func:`iac_tf.evaluation.stats.caution`).

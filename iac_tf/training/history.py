@@ -8,7 +8,7 @@ import os
 import pathlib
 from typing import Any, Iterable, Mapping
 
-from iac_tf.files import atomic_write_text
+from iac_tf.files import atomic_write_text, remove
 
 
 class CsvHistory:
@@ -38,8 +38,7 @@ class CsvHistory:
     def _write(self, rows: Iterable[Mapping[str, Any]]) -> None:
         rows = list(rows)
         if not rows:
-            if self.path.exists():
-                self.path.unlink()
+            remove(self.path)
             return
         fields: list[str] = []
         for row in rows:

@@ -45,7 +45,7 @@ import logging
 from iac_tf.errors import UserError
 from iac_tf._keras import keras, tf
 from iac_tf.diskspace import disk_full_guard
-from iac_tf.files import make_dirs
+from iac_tf.files import make_dirs, record_written
 from iac_tf.training.history import CsvHistory
 from iac_tf.training.seeding import EpochDataFn, data_seed
 
@@ -238,6 +238,8 @@ class EpochLoop:
         if e == 0:
             self.initial_done.assign(True)
         with self._disk_guard(f"the checkpoint of epoch {e}"):
+            # TensorFlow writes and rotates the checkpoint files itself: the folder is the tool's
+            record_written([self.run_dir / "checkpoints"], tree=True)
             self.manager.save(checkpoint_number=e)
 
     def _disk_guard(self, what: str):
@@ -351,6 +353,7 @@ class _Board:
 
     def _writer(self, phase: str):
         if phase not in self.writers:
+            record_written([self.log_dir], tree=True)  # TensorFlow appends its event files
             self.writers[phase] = tf.summary.create_file_writer(str(make_dirs(self.log_dir / phase)))
         return self.writers[phase]
 

@@ -4,6 +4,8 @@ import json
 
 import pytest
 
+from iac_tf.files import RefusedPath
+
 from iac_tf.data import SPLITS, DataConfig, DataError, prepare_dataset
 from iac_tf.data.splits import load_or_make_splits, split_patients, validate_splits
 from tests.data import fixtures
@@ -72,11 +74,17 @@ def test_splits_json_is_reused_and_invalidated(tmp_path):
     cases = {f"c{i}": f"p{i}" for i in range(10)}
     first = load_or_make_splits(path, cases, 0, 0.2, 0.5)
     # a later run reuses the file as written, even if hand-edited (still valid)
-    edited = json.loads(path.read_text())
+    written = path.read_bytes()
+    edited = json.loads(written)
     edited["note"] = "kept"
     path.write_text(json.dumps(edited))
     assert load_or_make_splits(path, cases, 0, 0.2, 0.5)["note"] == "kept"
-    # another seed or another case set rewrites it
+    # another seed would rewrite it: a hand-edited file is never overwritten
+    with pytest.raises(RefusedPath, match="changed since"):
+        load_or_make_splits(path, cases, 1, 0.2, 0.5)
+    assert json.loads(path.read_text())["note"] == "kept"
+    # the file as the tool wrote it: another seed or another case set rewrites it
+    path.write_bytes(written)
     assert "note" not in load_or_make_splits(path, cases, 1, 0.2, 0.5)
     fewer = dict(list(cases.items())[:8])
     again = load_or_make_splits(path, fewer, 0, 0.2, 0.5)

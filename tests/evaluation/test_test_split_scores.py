@@ -27,7 +27,8 @@ def _run(tmp_path, test_cases=()):
     data = DataConfig(format="nnunet", root=str(ds), cache_dir=str(tmp_path / "cache"),
                       patch_size=PATCH)
     cfg = dataclasses.replace(ExperimentConfig(data=data), name="run", output_dir=str(tmp_path))
-    write_resolved(cfg)
+    with cfg.layout.lock():  # only the holder of a run's lock writes into it
+        write_resolved(cfg)
     for seed, folder in ((0, "stage1"), (1, "stage3")):
         keras.utils.set_random_seed(seed)
         model = build_unet("base", input_shape=(PATCH, PATCH, 1), classes=2, base_filters=4)

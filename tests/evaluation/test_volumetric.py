@@ -260,3 +260,63 @@ def test_channels_scored_alone_or_as_a_label_map():
     scored = score_channels(both, gt, ((1,), (2,)), (1, 1, 1))
     assert scored[0][0] == 1.0
     assert scored[1][0] == pytest.approx(2 * (gt == 2).sum() / ((gt == 2).sum() + both[..., 1].sum()))
+
+
+# ----------------------------------------------------------------- what evaluate-folder may write
+def _scored_run(folder):
+    """A run folder of this tool whose evaluation holds its own volumetric scores."""
+    from iac_tf.files import atomic_write_text
+    from iac_tf.run_layout import RunLayout
+
+    layout = RunLayout(folder)
+    with layout.lock():
+        layout.claim()
+        for name in ("volumetric_per_case.csv", "volumetric_summary.json"):
+            atomic_write_text(layout.evaluation / name, f"the run's {name}\n")
+    return layout
+
+
+def _contents(folder):
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file()}
+
+
+def test_evaluate_folder_never_writes_into_a_run(tmp_path):
+    """The run's own volumetric scores stay what the run wrote, whichever folder of the run
+    --out names, and nothing is read before the refusal."""
+    from iac_tf.evaluation.volumetric import evaluate_folder
+    from iac_tf.files import RefusedPath
+
+    layout = _scored_run(tmp_path / "runs" / "r")
+    pred_dir = write_labels(tmp_path / "pred", ["c1"])
+    gt_dir = write_labels(tmp_path / "gt", ["c1"])
+    before = _contents(layout.root)
+    for out in (layout.evaluation, layout.root, layout.root / "new_folder"):
+        with pytest.raises(RefusedPath, match=f"{layout.root}.*never written into a run"):
+            evaluate_folder(gt=gt_dir, pred=pred_dir, out=out, progress=False)
+        assert _contents(layout.root) == before
+    assert not (layout.root / "new_folder").exists()
+
+
+def test_evaluate_folder_keeps_a_users_own_score_file(tmp_path):
+    """A ``volumetric_summary.json`` the user wrote is refused (nothing read or written); the
+    tool's own scores of an earlier evaluate-folder are replaced, unless edited since."""
+    from iac_tf.evaluation.volumetric import evaluate_folder
+    from iac_tf.files import RefusedPath
+
+    pred_dir = write_labels(tmp_path / "pred", ["c1"])
+    gt_dir = write_labels(tmp_path / "gt", ["c1"])
+    out = tmp_path / "scores"
+    out.mkdir()
+    (out / "volumetric_summary.json").write_text('{"mine": 1}\n')
+    with pytest.raises(RefusedPath, match="volumetric_summary.json: exists and is not a score"):
+        evaluate_folder(gt=gt_dir, pred=pred_dir, out=out, progress=False)
+    assert _contents(out) == {"volumetric_summary.json": b'{"mine": 1}\n'}
+    (out / "volumetric_summary.json").unlink()
+    evaluate_folder(gt=gt_dir, pred=pred_dir, out=out, progress=False)
+    evaluate_folder(gt=gt_dir, pred=pred_dir, out=out, progress=False)  # its own
+    edited = (out / "volumetric_per_case.csv").read_text() + "c9,1,0.5,1.0\n"
+    (out / "volumetric_per_case.csv").write_text(edited)
+    with pytest.raises(RefusedPath, match="volumetric_per_case.csv: was written by this tool"):
+        evaluate_folder(gt=gt_dir, pred=pred_dir, out=out, progress=False)
+    assert (out / "volumetric_per_case.csv").read_text() == edited

@@ -24,7 +24,8 @@ def make_run(tmp_path: pathlib.Path, channels=("T2", "ADC"), patch: int = PATCH,
     data = DataConfig(format="nnunet", root=str(ds), cache_dir=str(tmp_path / "cache"),
                       patch_size=patch, **data_kwargs)
     cfg = dataclasses.replace(ExperimentConfig(data=data), name="run", output_dir=str(tmp_path))
-    write_resolved(cfg)
+    with cfg.layout.lock():  # only the holder of a run's lock writes into it
+        write_resolved(cfg)
     keras.utils.set_random_seed(seed)
     model = build_unet("base", input_shape=(patch, patch, len(channels)), classes=2,
                        base_filters=4)

@@ -8,7 +8,7 @@ import numpy as np
 
 from iac_tf._keras import tf
 from iac_tf.cli import main
-from iac_tf.files import EXPORT_MARKER
+from iac_tf.files import EXPORT_MARKER, MANIFEST
 from iac_tf.genotype import Genotype
 from iac_tf.inference import LoadedModel, predict_cases
 from iac_tf.inference.api import load_run_preprocessing
@@ -30,7 +30,7 @@ def test_exported_iac_unet_serves_the_keras_outputs(tmp_path):
     assert check["labels_equal"] and check["max_abs_difference"] <= 1e-5
     assert (tmp_path / "serving" / "1" / "saved_model.pb").is_file()
     assert not [p for p in (tmp_path / "serving").iterdir()  # no temp folders left
-                if p.name.startswith(".") and p.name != EXPORT_MARKER]
+                if p.name.startswith(".") and p.name not in (EXPORT_MARKER, MANIFEST)]
     fn = tf.saved_model.load(str(tmp_path / "serving" / "1")).signatures["serving_default"]
     spec = fn.structured_input_signature[1]["image"]
     assert spec.dtype == tf.float32 and spec.shape.as_list() == [None, 32, 32, 2]

@@ -104,8 +104,38 @@ def test_output_folder_is_checked_whole_before_the_first_prediction(run, tmp_pat
         header = nib.load(str(out / f"{name}.nii.gz")).header
         assert header["descrip"].item() == PREDICTION_TAG
     assert sorted(p.name for p in out.iterdir()) == [
-        "case_a.nii.gz", "case_a_probabilities.nii.gz", "case_b.nii.gz",
+        ".iac-manifest", "case_a.nii.gz", "case_a_probabilities.nii.gz", "case_b.nii.gz",
         "case_b_probabilities.nii.gz"]
+
+
+def test_a_prediction_corrected_by_hand_is_never_overwritten(run, tmp_path, capsys):
+    """A prediction the user edited and saved with the same header is no longer what the tool
+    wrote (its manifest says so): the next predict refuses it, and the other outputs too."""
+    run_dir, ds, _ = run
+    folder = copy_cases(ds, tmp_path / "in", ["case_a"])
+    out = tmp_path / "out"
+    assert main(["predict", str(run_dir), str(folder), str(out)]) == 0
+    pred = out / "case_a.nii.gz"
+    img = nib.load(str(pred))
+    data = np.asarray(img.dataobj).copy()
+    data[0, 0, 0] = 2 if data[0, 0, 0] != 2 else 1  # one voxel corrected
+    nib.save(type(img)(data, img.affine, img.header), str(pred))
+    assert is_prediction(pred)  # the header still says it is a prediction
+    before = snapshot(out)
+    assert main(["predict", str(run_dir), str(folder), str(out)]) == 2
+    line = one_error_line(capsys.readouterr().err, pred)
+    assert "changed since" in line and "left untouched" in line
+    assert snapshot(out) == before
+
+
+def test_predict_never_writes_into_a_run_folder(run, tmp_path, capsys):
+    run_dir, ds, _ = run
+    folder = copy_cases(ds, tmp_path / "in", ["case_a"])
+    before = snapshot(run_dir)
+    assert main(["predict", str(run_dir), str(folder), str(run_dir / "predictions")]) == 2
+    assert "never written into a run" in one_error_line(capsys.readouterr().err,
+                                                          run_dir / "predictions")
+    assert snapshot(run_dir) == before and not (run_dir / "predictions").exists()
 
 
 def nan_case(folder):
@@ -135,6 +165,47 @@ def test_input_data_is_read_whole_before_the_first_prediction(run, tmp_path, cap
     assert main(["predict", str(run_dir), str(folder), str(out)]) == 2
     assert not out.exists() or not any(out.iterdir())  # case_a was not written either
     assert message in one_error_line(capsys.readouterr().err, bad)
+
+
+def huge_header_case(folder):
+    """A channel file whose header claims 4000^3 voxels (its data is a few bytes)."""
+    img = nib.Nifti1Image(np.zeros((2, 2, 2), np.float32), RAS)
+    img.header.set_data_shape((4000, 4000, 4000))
+    path = folder / "zz_0000.nii"
+    path.write_bytes(img.header.binaryblock + b"\0" * (352 - 348 + 32))
+    save(volume(1), folder / "zz_0001.nii.gz", RAS)
+    return path
+
+
+def empty_case(folder):
+    """The last of three cases has no voxels (shape 0 x 4 x 4)."""
+    save(np.zeros((0, 4, 4), np.float32), folder / "zz_0000.nii.gz", RAS)
+    return save(np.zeros((0, 4, 4), np.float32), folder / "zz_0001.nii.gz", RAS)
+
+
+@pytest.mark.parametrize("make, message", [(huge_header_case, "4000x4000x4000 voxels"),
+                                           (empty_case, "has no voxels")])
+def test_impossible_volumes_are_refused_before_the_first_prediction(run, tmp_path, capsys,
+                                                                    make, message):
+    run_dir, ds, _ = run
+    folder = copy_cases(ds, tmp_path / "in")  # case_a, case_b: predicted first if not checked
+    bad = make(folder)
+    out = tmp_path / "out"
+    assert main(["predict", str(run_dir), str(folder), str(out)]) == 2
+    line = one_error_line(capsys.readouterr().err, folder / "zz_0000.nii" if "4000" in message
+                          else folder / "zz_0000.nii.gz")
+    assert message in line and bad.exists()
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_stage_and_method_together_are_refused(run, tmp_path, capsys):
+    run_dir, ds, _ = run
+    case = [str(ds / "imagesTr" / f"case_a_{c:04d}.nii.gz") for c in range(2)]
+    out = tmp_path / "o.nii.gz"
+    assert main(["predict", str(run_dir)] + case + [str(out), "--stage", "1",
+                                                     "--method", "iac"]) == 2
+    err = capsys.readouterr().err
+    assert "--stage 1 and --method iac" in err and err.count("\n") == 1 and not out.exists()
 
 
 @pytest.mark.parametrize("value", ["-5", "0"])
@@ -178,11 +249,13 @@ def test_export_writes_the_next_version(run, tmp_path, capsys):
     assert f"serves version 3: {out / '3'}" in stdout
     assert (out / "3" / "saved_model.pb").is_file() and (out / EXPORT_MARKER).is_file()
     after = snapshot(out)
-    assert {k: after[k] for k in before if k != "preprocessing.json"} == \
-        {k: v for k, v in before.items() if k != "preprocessing.json"}  # 1 and 2 untouched
-    info = json.loads((out / "preprocessing.json").read_text())
+    # 1, 2 and the other tool's preprocessing.json untouched; version 3 has its own recipe
+    assert {k: after[k] for k in before} == before
+    assert f"{out / '3' / 'assets.extra' / 'preprocessing.json'}" in stdout
+    info = json.loads((out / "3" / "assets.extra" / "preprocessing.json").read_text())
     assert info["version"] == 3 and info["preprocessing"]["patch_size"] == 48
-    assert not [p for p in out.iterdir() if p.name.startswith(".") and p.name != EXPORT_MARKER]
+    assert not [p for p in out.iterdir() if p.name.startswith(".")
+                and p.name not in (EXPORT_MARKER, ".iac-manifest")]
 
 
 def test_export_refuses_a_folder_of_other_files_before_loading(run, tmp_path, capsys,
@@ -234,4 +307,28 @@ def test_export_api_with_an_explicit_version(run, tmp_path):
     before = snapshot(out)
     with pytest.raises(RefusedPath, match="versions are never overwritten"):
         export_serving(model, out, ((1,), (2,)), version=5)
+    assert snapshot(out) == before
+
+
+def test_export_refuses_a_model_of_another_signature_or_recipe(run, tmp_path, capsys):
+    """One served model, one signature and one recipe: another model is refused before it is
+    exported, and each version keeps its own recipe beside it."""
+    import dataclasses
+
+    from iac_tf.files import RefusedPath
+    from iac_tf.inference.api import load_run_preprocessing
+    from iac_tf.inference.export import export_serving
+    from tests.tiny import tiny_unet
+
+    run_dir, _, model = run
+    out = tmp_path / "serving"
+    assert main(["export", str(run_dir), str(out)]) == 0
+    recipe = json.loads((out / "1" / "assets.extra" / "preprocessing.json").read_text())
+    assert recipe["version"] == 1 and recipe["preprocessing"]["patch_size"] == 48
+    before = snapshot(out)
+    with pytest.raises(RefusedPath, match=r"output channels 2 -> 1.*new OUT"):
+        export_serving(tiny_unet(48, channels=2, classes=1, f=4), out, ((1,),))
+    prep = load_run_preprocessing(run_dir)
+    with pytest.raises(RefusedPath, match=r"preprocessing.zoom 1.0 -> 0.5"):
+        export_serving(model, out, ((1,), (2,)), preprocessing=dataclasses.replace(prep, zoom=0.5))
     assert snapshot(out) == before

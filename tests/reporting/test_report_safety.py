@@ -111,10 +111,45 @@ def test_report_replaces_only_its_own_report(runs, tmp_path, capsys):
     out = tmp_path / "report"
     rc, _, _ = report(capsys, runs, "--out", out)
     assert rc == 0 and (out / REPORT_MARKER).is_file() and (out / "report.md").is_file()
-    (out / "report.md").write_text("old")
+    first = (out / "report.md").read_bytes()
+    (out / "report.md").write_text("hand-edited")  # no longer what the tool wrote: kept
+    before = snapshot(tmp_path)
+    rc, _, err = report(capsys, runs, "--out", out)
+    refused(rc, err, str(out / "report.md"), "changed since")
+    assert snapshot(tmp_path) == before
+    (out / "report.md").write_bytes(first)
     rc, _, _ = report(capsys, runs, "--out", out)
-    assert rc == 0 and (out / "report.md").read_text() != "old"
+    assert rc == 0 and (out / "report.md").read_bytes() == first
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report", "runs"]  # no temporaries left
+
+
+def test_a_second_report_keeps_the_files_the_user_added(runs, tmp_path, capsys):
+    """The files a user adds to a report folder (notes, own figures) survive the next report;
+    the earlier report's own files are replaced, or removed when the new one no longer has
+    them."""
+    out = tmp_path / "report"
+    rc, _, _ = report(capsys, runs, "--out", out)
+    assert rc == 0
+    old_figure = next((out / "figures").glob("kits_base_*.png"))
+    _write(out / "notes.md", "my notes\n")
+    _write(out / "figures" / "mine.png", "my figure")
+    rc, _, err = report(capsys, runs / "acdc_base", "--out", out)  # kits_base left out
+    assert rc == 0, err
+    assert (out / "notes.md").read_text() == "my notes\n"
+    assert (out / "figures" / "mine.png").read_text() == "my figure"
+    assert not old_figure.exists()  # the earlier report's figure of a run no longer reported
+    assert "kits_base" not in (out / "report.md").read_text()
+    # a user's file where the report writes one is refused before anything is moved
+    _write(old_figure, "my own plot")
+    before = snapshot(tmp_path)
+    rc, _, err = report(capsys, runs, "--out", out)
+    refused(rc, err, str(old_figure), "is not a report file written by this tool")
+    assert snapshot(tmp_path) == before
+    # and so is a file of the report that was replaced by another one
+    (out / "figures" / "acdc_base_stage3_curves.png").unlink()
+    _write(out / "figures" / "acdc_base_stage3_curves.png", "my own plot")
+    rc, _, err = report(capsys, runs / "acdc_base", "--out", out)
+    refused(rc, err, "acdc_base_stage3_curves.png", "changed since")
 
 
 def test_report_checks_that_out_is_writable_first(runs, tmp_path, capsys, monkeypatch, no_work):
@@ -171,6 +206,8 @@ DAMAGE = {
     "history cut off": ("stage1/history.csv", HISTORY[:-12], "stage1/history.csv: ends in the middle"),
     "history short row": ("stage1/history.csv", HISTORY + "3,0.9\n", "stage1/history.csv: line 4 has 2"),
     "summary not JSON": ("stage1/summary.json", '{"best_epoch": ', "stage1/summary.json: not valid JSON"),
+    "stage3 summary cut off": ("stage3/summary.json", '{"best_val_soft',
+                               "stage3/summary.json: not valid JSON"),
     "history not a number": ("stage3/history.csv", HISTORY.replace("30.0\n2", "slow\n2"),
                              "stage3/history.csv: epoch 1, epoch_time_s: 'slow' is not a number"),
     "evaluation cut off": ("evaluation/dice_per_case.csv", "case,class,unet,iac\r\nc1,a,0.5,0.",
@@ -197,10 +234,12 @@ def test_damaged_run_files_are_warnings_in_the_console_and_the_report(runs, tmp_
     assert "<h2 id=warnings>Warnings</h2>" in (out / "report.html").read_text()
     runs_table = md.split("## Runs", 1)[1].split("\n## ", 1)[0]
     state = next(line for line in runs_table.splitlines() if line.startswith("| acdc_base |"))
-    if file.startswith("evaluation"):  # no scores: the run is not finished
-        assert "| partial |" in state and "evaluation (unreadable" in state
+    # a run with a damaged record is not finished: the table says which part
+    assert "| partial |" in state and "| finished |" not in state
+    if file.startswith("evaluation"):  # no scores
+        assert "evaluation (unreadable" in state
     else:
-        assert "| finished |" in state
+        assert f"{file.rsplit('/', 1)[0]} (unreadable {file})" in state
 
 
 def test_damaged_figure_inputs_are_skipped_figures(runs, tmp_path, capsys):
