@@ -19,6 +19,16 @@ def _cfg(tmp_path, **sets):
     return load_experiment(ROOT / "experiments" / "sample.yaml", sets)
 
 
+def _no_checks_no_writes(monkeypatch):
+    """``run_all`` without its checks, records and evaluation: only the order of the stages."""
+    for name in ("check_records", "write_run_records", "record_stage", "record_machine",
+                 "seed_everything", "run_evaluation"):
+        monkeypatch.setattr(stages, name, lambda *a, **k: None)
+    monkeypatch.setattr(stages, "checked_data", lambda c: {})
+    monkeypatch.setattr(stages, "early_data_check", lambda c: None)
+    monkeypatch.setattr(stages, "_first_preflight", lambda c, r: "prepared")
+
+
 def test_nothing_skipped_by_default(tmp_path):
     assert stages.skipped_stages(_cfg(tmp_path)) == {}
 
@@ -41,11 +51,7 @@ def test_a_given_unet_is_scored_before_stage_three_when_the_search_is_skipped(tm
     cfg = _cfg(tmp_path, **{"unet.pretrained": str(tmp_path / "u.keras"),
                             "stage3.genotype": str(tmp_path / "g.json")})
     ran = []
-    for name in ("check_records", "write_run_records", "record_stage", "seed_everything",
-                 "run_evaluation"):
-        monkeypatch.setattr(stages, name, lambda *a, **k: None)
-    monkeypatch.setattr(stages, "checked_data", lambda c: {})
-    monkeypatch.setattr(stages, "_first_preflight", lambda c, r: "prepared")
+    _no_checks_no_writes(monkeypatch)
     monkeypatch.setattr(stages, "_compare", lambda c, p, evaluate_after: None)
     monkeypatch.setattr(stages, "score_given_unet", lambda c, p: ran.append("score"))
     monkeypatch.setattr(stages, "_stage3", lambda c, p, evaluate_after: ran.append(3))
@@ -58,11 +64,7 @@ def test_run_all_searches_only_without_a_given_genotype(tmp_path, monkeypatch, c
     sets = {"stage3.genotype": str(tmp_path / "g.json")} if given else {}
     cfg = _cfg(tmp_path, **sets)
     ran = []
-    for name in ("check_records", "write_run_records", "record_stage", "seed_everything",
-                 "run_evaluation"):
-        monkeypatch.setattr(stages, name, lambda *a, **k: None)
-    monkeypatch.setattr(stages, "checked_data", lambda c: {})
-    monkeypatch.setattr(stages, "_first_preflight", lambda c, r: "prepared")
+    _no_checks_no_writes(monkeypatch)
     monkeypatch.setattr(stages, "_compare", lambda c, p, evaluate_after: ran.append("compare"))
     for n in (1, 2):
         monkeypatch.setattr(stages, f"_stage{n}", lambda c, p, n=n: ran.append(n))
