@@ -180,18 +180,22 @@ def test_a_restart_records_the_new_spacing_that_predict_reads(tmp_path):
     spacing; without a restart it keeps what the run was trained with."""
     from iac_tf.data.fingerprint import data_record
     from iac_tf.experiment import ExperimentConfig
-    from iac_tf.pipeline.common import write_run_records
+    from iac_tf.pipeline.common import CheckedData, write_run_records
 
     ds = fixtures.write_nnunet(tmp_path / "raw", cases=("a", "b"))
     data = DataConfig(format="nnunet", root=str(ds), cache_dir=str(tmp_path / "cache"))
     cfg = dataclasses.replace(ExperimentConfig(data=data), name="run", output_dir=str(tmp_path))
-    write_run_records(cfg, None, data_record(cfg.data, True))
     new = dataclasses.replace(cfg, data=dataclasses.replace(data, spacing=(3.0, 3.0)))
+
+    def checked(c, first):
+        return CheckedData(data_record(c.data, training_cases=True), write=first)
 
     def recorded():
         return Preprocessing.from_record(cfg.layout.read_data_record()["preprocessing"]).spacing
 
-    write_run_records(new, None, data_record(new.data, True))
-    assert recorded() is None
-    write_run_records(new, 1, data_record(new.data, True))
+    with cfg.layout.lock():
+        write_run_records(cfg, None, checked(cfg, True))
+        write_run_records(new, None, checked(new, False))
+        assert recorded() is None
+        write_run_records(new, 1, checked(new, False))
     assert recorded() == (3.0, 3.0)

@@ -173,19 +173,20 @@ def test_the_run_records_the_list_and_refuses_another(dataset, tmp_path):
     cfg = _cfg(dataset, tmp_path, splits_file=str(files), fold=0)
     record = data_record(cfg, training_cases=True)
     assert record["unet_train_cases"]["count"] == 7 and record["unet_train_cases"]["fold"] == 0
-    assert "unet_train_cases" not in data_record(_cfg(dataset, tmp_path), True)
+    assert "unet_train_cases" not in data_record(_cfg(dataset, tmp_path), training_cases=True)
     assert "unet_train_cases" not in data_record(cfg)  # the files alone (predict --config)
     layout = RunLayout(tmp_path / "run")
-    layout.root.mkdir()
-    layout.write_data_record(record)
+    with layout.lock():
+        layout.claim()
+        layout.write_data_record(record)
     layout.check_unet_train_cases(record)  # the same list: fine
     # the same ids in another file: fine
     moved = data_record(dataclasses.replace(cfg, splits_file=None, fold=None,
-                                            unet_train_cases=TRAINED), True)
+                                            unet_train_cases=TRAINED), training_cases=True)
     layout.check_unet_train_cases(moved)
     for other in (dataclasses.replace(cfg, fold=1), _cfg(dataset, tmp_path)):
         with pytest.raises(DatasetMismatch, match="another val_dt, val_search_dt and test_dt"):
-            layout.check_unet_train_cases(data_record(other, True))
+            layout.check_unet_train_cases(data_record(other, training_cases=True))
 
 
 def test_doctor_warns_about_a_given_unet_without_its_training_cases(dataset, tmp_path, capsys):
@@ -224,9 +225,10 @@ def test_a_rerun_of_the_run_with_another_fold_is_refused_before_anything_is_writ
     files = splits_final(tmp_path / "splits_final.json")
     data = _cfg(dataset, tmp_path, splits_file=str(files), fold=0)
     cfg = dataclasses.replace(ExperimentConfig(data=data), name="run", output_dir=str(tmp_path))
-    write_run_records(cfg, None, checked_data(cfg))
+    with cfg.layout.lock():
+        write_run_records(cfg, None, checked_data(cfg))
     before = cfg.layout.data_record.read_text()
-    assert checked_data(cfg)["unet_train_cases"]["sha256"]  # the same list: accepted
+    assert checked_data(cfg).record["unet_train_cases"]["sha256"]  # the same list: accepted
     other = dataclasses.replace(cfg, data=dataclasses.replace(data, fold=1))
     with pytest.raises(DatasetMismatch, match="fold 0.*fold 1"):
         checked_data(other)
