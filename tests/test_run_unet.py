@@ -21,7 +21,8 @@ from iac_tf.data.config import DataConfig
 from iac_tf.experiment import ExperimentConfig
 from iac_tf.run_layout import RunLayout
 from iac_tf.run_records import as_recorded, stage_keys, write_resolved
-from iac_tf.run_unet import (UNetChanged, adopt, checked_model, checked_source, fingerprint,
+from iac_tf import run_unet as run_unet_module
+from iac_tf.run_unet import (UNetChanged, checked_model, checked_source, fingerprint,
                              label, run_unet, verified)
 
 
@@ -29,6 +30,13 @@ def user_file(path: pathlib.Path, content: bytes) -> pathlib.Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(content)
     return path
+
+
+def adopt(layout: RunLayout, source):
+    """:func:`iac_tf.run_unet.adopt` as the pipeline calls it: holding the run's lock."""
+    with layout.lock():
+        layout.claim()
+        return run_unet_module.adopt(layout, source)
 
 
 def new_run(tmp_path) -> RunLayout:
@@ -148,7 +156,8 @@ def test_restart_stage1_takes_the_new_unet(tmp_path):
 def test_an_older_run_uses_its_outside_unet_and_says_so_once(tmp_path, caplog):
     layout = new_run(tmp_path)
     outside = user_file(tmp_path / "u.keras", b"A" * 100)
-    layout.register_model("unet", outside)  # as runs did before they kept a copy
+    with layout.lock():
+        layout.register_model("unet", outside)  # as runs did before they kept a copy
     with caplog.at_level(logging.WARNING, logger="iac_tf.run_unet"):
         assert run_unet(layout, str(outside)) == outside.resolve()
         assert checked_model(layout, layout.model_paths()["unet"]) == outside.resolve()
@@ -168,9 +177,9 @@ def _cfg(tmp_path, pretrained=None) -> ExperimentConfig:
 def test_the_recorded_config_names_the_users_unet(tmp_path):
     source = user_file(tmp_path / "my_unet.keras", b"A" * 100)
     cfg = _cfg(tmp_path, str(source))
-    cfg.layout.claim()
     record = adopt(cfg.layout, source)
-    write_resolved(cfg)
+    with cfg.layout.lock():
+        write_resolved(cfg)
     written = yaml.safe_load(cfg.layout.config.read_text())
     assert written["unet"]["backbone"] == record["label"] == as_recorded(cfg).unet.backbone
     assert record["label"].startswith("custom: my_unet.keras, ")
@@ -185,10 +194,10 @@ def _reported_run(root: pathlib.Path, name: str, unet_bytes: bytes | None, tmp_p
     """A finished-looking run of the dataset ``ds`` whose U-Net is a user's file."""
     source = user_file(tmp_path / f"{name}_src" / "my_unet.keras", unet_bytes or b"x")
     cfg = dataclasses.replace(_cfg(tmp_path, str(source)), name=name, output_dir=str(root))
-    cfg.layout.claim()
     if unet_bytes is not None:
         adopt(cfg.layout, source)
-    write_resolved(cfg)
+    with cfg.layout.lock():
+        write_resolved(cfg)
     user_file(cfg.run_dir / "evaluation" / "dice_per_case.csv",
               b"case,class,unet,iac\nc1,a,0.5,0.6\n")
     return cfg.run_dir

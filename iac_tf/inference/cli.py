@@ -125,7 +125,7 @@ def export(args) -> int:
     print(f"exported {served} (signature serving_default: image -> probabilities, labels); "
           f"reloaded with tf.saved_model.load: max |difference| to the Keras model "
           f"{check['max_abs_difference']:.2e}, labels equal; preprocessing the caller must "
-          f"apply: {out / 'preprocessing.json'}, as code: "
+          f"apply: {check.get('recipe', out / 'preprocessing.json')}, as code: "
           f"iac_tf.inference.client.predict_nifti(scan, {str(out)!r}); TF Serving now serves "
           f"version {check['version']}: {served}")
     return 0

@@ -101,7 +101,9 @@ def load_export(folder: str | os.PathLike) -> ServedModel:
     versions = sorted((p for p in folder.iterdir() if p.is_dir() and p.name.isdigit()),
                       key=lambda p: int(p.name)) if folder.is_dir() else []
     version, root = (versions[-1], folder) if versions else (folder, folder.parent)
-    info_path = root / PREPROCESSING_JSON
+    info_path = version / "assets.extra" / PREPROCESSING_JSON  # the version's own recipe
+    if not info_path.is_file():
+        info_path = root / PREPROCESSING_JSON
     if not (version / "saved_model.pb").is_file() or not info_path.is_file():
         raise UserError(f"{folder}: not an iac export folder (OUT/N/saved_model.pb and "
                         f"OUT/{PREPROCESSING_JSON} expected)")

@@ -1,6 +1,7 @@
 """The Fig. 6 overlay: one line per genotype epoch in each panel; n/a values are skipped; epochs
 are ticked at whole numbers (also on every learning-curve plot of a run)."""
 
+import pathlib
 from iac_tf.evaluation.plots import _plt, plot_genotype_epochs, plot_history
 
 
@@ -17,7 +18,8 @@ def test_fig6_one_line_per_genotype_epoch(tmp_path, monkeypatch):
             "epoch,soft_dice,val_soft_dice\n0,n/a,0.3\n1,0.2,0.35\n2,0.3,nan\n")
     plt = _plt()
     saved = []
-    monkeypatch.setattr(plt.Figure, "savefig", lambda self, *a, **k: saved.append(self))
+    monkeypatch.setattr(plt.Figure, "savefig", lambda self, path, *a, **k: saved.append(self) or
+                        pathlib.Path(path).write_bytes(b"png"))
     plot_genotype_epochs({50: tmp_path / "h50.csv", 25: tmp_path / "h25.csv"}, tmp_path / "f.png")
     (fig,) = saved
     train, val = fig.axes
@@ -32,7 +34,8 @@ def test_learning_curves_tick_whole_epochs(tmp_path, monkeypatch):
                                     "1,0.9,0.95,0.1,0.05\n2,0.8,0.9,0.2,0.1\n3,0.7,0.85,0.3,0.2\n")
     plt = _plt()
     saved = []
-    monkeypatch.setattr(plt.Figure, "savefig", lambda self, *a, **k: saved.append(self))
+    monkeypatch.setattr(plt.Figure, "savefig", lambda self, path, *a, **k: saved.append(self) or
+                        pathlib.Path(path).write_bytes(b"png"))
     plot_history(tmp_path / "h.csv", tmp_path / "curves.png")
     (fig,) = saved
     assert [whole_ticks(ax) for ax in fig.axes] == [[1, 2, 3], [1, 2, 3]]
