@@ -8,9 +8,11 @@ exists, and stops with :class:`PreflightError` listing every failure at once.
 
 The U-Net checks (``unet.pretrained`` or Stage I's model) are: the file loads; one 4D input;
 a fixed input size equals ``data.patch_size``; the model runs on a ``patch_size`` slice; the
-output is a sigmoid (the stages train one sigmoid per class with Dice, eq. (5)); at least one
+output is one sigmoid per class (the stages train with Dice, eq. (5)) or a softmax over
+background + classes (Dice of the classes + cross-entropy, :mod:`iac_tf.losses`); at least one
 skip connection is found by :func:`iac_tf.implant.find_skip_connections` (IAC cells are
-implanted there); input channels and output classes match the prepared data. ``iac doctor``
+implanted there); input channels and output classes match the prepared data (a softmax:
+one more channel than classes, and classes that exclude each other). ``iac doctor``
 also warns when a given U-Net comes without the list of cases it was trained on
 (:func:`training_cases_check`).
 """
@@ -111,7 +113,8 @@ def unet_check(path, cfg, data: DataShape | None = None) -> tuple[Check, UNetInf
     if problems:
         return Check("U-Net", FAIL, "; ".join(problems)), info
     return Check("U-Net", OK, f"{path}: {info.in_channels} ch -> {info.classes} class(es), "
-                 f"{info.skips} skip connection(s), sigmoid, {info.params:,} parameters"), info
+                 f"{info.skips} skip connection(s), output: {info.describe_output()}, "
+                 f"{info.params:,} parameters"), info
 
 
 def training_cases_check(cfg) -> Check | None:
@@ -226,7 +229,8 @@ def checked_prepare(cfg, stage: int, prepare: Callable, unet_path=None, genotype
     prepared = prepare(cfg)
     if info is not None:
         data = DataShape(prepared.in_channels, prepared.num_classes, prepared.patch_size,
-                         tuple(prepared.class_names))
+                         tuple(prepared.class_names),
+                         tuple(tuple(v) for v in getattr(prepared, "class_values", ())))
         problems = match_data(info, data, str(prepared.cache_path))
         if problems:
             raise PreflightError([Check("U-Net", FAIL, "; ".join(problems))])

@@ -42,7 +42,7 @@ def test_a_given_unet_is_scored_before_stage_three_when_the_search_is_skipped(tm
                             "stage3.genotype": str(tmp_path / "g.json")})
     ran = []
     for name in ("check_records", "write_run_records", "record_stage", "seed_everything",
-                 "run_evaluation"):
+                 "run_evaluation", "label_rule"):
         monkeypatch.setattr(stages, name, lambda *a, **k: None)
     monkeypatch.setattr(stages, "checked_data", lambda c: {})
     monkeypatch.setattr(stages, "_first_preflight", lambda c, r: "prepared")
@@ -59,7 +59,7 @@ def test_run_all_searches_only_without_a_given_genotype(tmp_path, monkeypatch, c
     cfg = _cfg(tmp_path, **sets)
     ran = []
     for name in ("check_records", "write_run_records", "record_stage", "seed_everything",
-                 "run_evaluation"):
+                 "run_evaluation", "label_rule"):
         monkeypatch.setattr(stages, name, lambda *a, **k: None)
     monkeypatch.setattr(stages, "checked_data", lambda c: {})
     monkeypatch.setattr(stages, "_first_preflight", lambda c, r: "prepared")
