@@ -40,7 +40,8 @@ def softmax_run(tmp_path_factory):
     tiny_unet(32, f=4, classes=2, activation="softmax", separate=True).save(unet)
     config = write_config(folder, dataset, folder / "cache", unet__pretrained=str(unet),
                           stage3__monitor="val_case_dice", compare=["attention"],
-                          evaluation__tta=False)
+                          evaluation__tta=False, stage2__cell_steps=2,
+                          stage3__export_savedmodel=False)
     assert main(["run", str(config)]) == 0
     cfg = load_experiment(config)
     return cfg, prepare_dataset(cfg.data, progress=False), folder
