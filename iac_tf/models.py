@@ -52,11 +52,14 @@ def load_unet(path: str | os.PathLike) -> keras.Model:
 
 
 def build_configured_unet(cfg, channels: int, classes: int, encoder_weights="config"):
-    """The zoo U-Net of ``cfg.unet`` for ``channels`` input channels and ``classes`` outputs at
-    ``data.patch_size`` (``encoder_weights``: the config's unless given)."""
+    """The zoo U-Net of ``cfg.unet`` for ``channels`` input channels and ``classes`` classes at
+    ``data.patch_size`` (``encoder_weights``: the config's unless given): one sigmoid per class,
+    or with ``unet.output: softmax`` a softmax over background + classes."""
     size = cfg.data.patch_size
+    softmax = cfg.unet.output == "softmax"
     return build_unet(
-        cfg.unet.backbone, input_shape=(size, size, channels), classes=classes,
+        cfg.unet.backbone, input_shape=(size, size, channels), classes=classes + softmax,
+        activation=cfg.unet.output,
         encoder_weights=cfg.unet.encoder_weights if encoder_weights == "config" else encoder_weights,
         decoder_filters=tuple(cfg.unet.decoder_filters) if cfg.unet.decoder_filters else None,
         **cfg.unet.options)

@@ -33,6 +33,7 @@ from iac_tf.data.splits import split_patients
 from iac_tf.diskspace import MARGIN_BYTES, check_writable_folder, free_bytes, human
 from iac_tf.errors import UserError
 from iac_tf.genotype import Genotype
+from iac_tf.inference.labels import label_mode
 from iac_tf.models import UNetInfo, inspect_unet, match_data, stage1_params
 from iac_tf.unets.registry import get_backbone
 
@@ -104,6 +105,22 @@ def stage1_checks(cfg) -> list[Check]:
                              f"(unet.backbone); use e.g. {max(red, cfg.data.patch_size // red * red)}")
         return f"{cfg.unet.backbone}: patch {cfg.data.patch_size} is a multiple of {red}"
     return [_row("U-Net (Stage I)", backbone)]
+
+
+def stage1_output_check(cfg, data: DataShape | None) -> Check | None:
+    """``unet.output: softmax`` for Stage I's U-Net: the dataset's classes must exclude each
+    other (a softmax gives each voxel one class). ``None`` (no row) for ``sigmoid``."""
+    if cfg.unet.output != "softmax" or cfg.unet.pretrained:
+        return None
+    if data is None or not data.class_values:
+        return Check("U-Net output", OK, "softmax over background + classes")
+    if label_mode(data.class_values) == "regions":
+        regions = ", ".join(f"{n}={list(v)}" for n, v in zip(data.class_names, data.class_values))
+        return Check("U-Net output", FAIL,
+                     f"unet.output: softmax gives each voxel one class, but the classes of "
+                     f"{cfg.data.root} are nested regions ({regions}); use unet.output: sigmoid "
+                     "or the dataset's exclusive labels (data.label_mode: raw)")
+    return Check("U-Net output", OK, f"softmax over background + {data.classes} classes")
 
 
 def unet_check(path, cfg, data: DataShape | None = None) -> tuple[Check, UNetInfo | None]:
@@ -225,6 +242,9 @@ def checked_prepare(cfg, stage: int, prepare: Callable, unet_path=None, genotype
         except Exception:  # noqa: BLE001 - the data preparation below names the problem
             shape = None
         rows.append(output_space_check(cfg, stage1_params(cfg, shape)))
+        output_row = stage1_output_check(cfg, shape)
+        if output_row is not None:
+            rows.append(output_row)
     _raise_failures(rows)
     prepared = prepare(cfg)
     if info is not None:
@@ -288,6 +308,9 @@ def doctor(cfg) -> list[Check]:
     info = None
     if not cfg.unet.pretrained:
         rows += stage1_checks(cfg)
+        output_row = stage1_output_check(cfg, shape)
+        if output_row is not None:
+            rows.append(output_row)
     path = cfg.trained_unet
     if cfg.unet.pretrained or path.exists():
         row, info = unet_check(path, cfg, shape)

@@ -165,3 +165,20 @@ def test_doctor_refuses_a_softmax_on_nested_regions(tmp_path, softmax_file):
                                        unet__pretrained=str(softmax_file)))
     rows = {r.name: r for r in doctor(cfg)}
     assert rows["U-Net"].status == FAIL and "nested regions" in rows["U-Net"].detail
+
+
+def test_doctor_checks_a_softmax_zoo_unet_against_the_classes(tmp_path):
+    """``unet.output: softmax`` (Stage I): one row, a failure on nested regions."""
+    exclusive = fixtures.write_nnunet(tmp_path / "a")
+    cfg = load_experiment(write_config(tmp_path / "a", exclusive, tmp_path / "cache_a",
+                                       unet__output="softmax"))
+    rows = {r.name: r for r in doctor(cfg)}
+    assert rows["U-Net output"].status == OK
+    assert rows["U-Net output"].detail == "softmax over background + 2 classes"
+    nested = nested_dataset(tmp_path / "b")
+    cfg = load_experiment(write_config(tmp_path / "b", nested, tmp_path / "cache_b",
+                                       unet__output="softmax"))
+    rows = {r.name: r for r in doctor(cfg)}
+    assert rows["U-Net output"].status == FAIL and str(nested) in rows["U-Net output"].detail
+    sigmoid = load_experiment(write_config(tmp_path / "a", exclusive, tmp_path / "cache_a"))
+    assert "U-Net output" not in {r.name for r in doctor(sigmoid)}

@@ -158,19 +158,21 @@ def label_rule(cfg: ExperimentConfig, prepared) -> LabelRule:
     :meth:`LabelRule.for_outputs`) and ``evaluation.metric``. Every score of the run uses it:
     the selection metrics, the evaluation tables, the overlays; its output picks the loss the
     cells train with (:func:`iac_tf.losses.training_loss`)."""
+    classes = prepared.class_values
     channels = unet_output_channels(cfg)
-    if channels is None:  # Stage I's zoo U-Net: one sigmoid per class
-        return LabelRule(prepared.class_values, metric=cfg.evaluation.metric)
+    if channels is None:  # Stage I's zoo U-Net: unet.output
+        channels = len(classes) + (cfg.unet.output == "softmax")
     try:
-        return LabelRule.for_outputs(prepared.class_values, channels, cfg.evaluation.metric)
+        return LabelRule.for_outputs(classes, channels, cfg.evaluation.metric)
     except ValueError as exc:
-        raise UserError(f"{cfg.trained_unet}: the U-Net does not suit the classes "
+        what = cfg.trained_unet if cfg.unet.pretrained else "unet.output: softmax"
+        raise UserError(f"{what}: the U-Net does not suit the classes "
                         f"{list(prepared.class_names)} of {cfg.data.root}: {exc}") from None
 
 
 def unet_output_channels(cfg: ExperimentConfig) -> int | None:
     """The output channels of a given U-Net (``unet.pretrained``; its file is loaded once per
-    process and file version); ``None`` for Stage I's zoo U-Net (one sigmoid per class).
+    process and file version); ``None`` for Stage I's zoo U-Net (``unet.output``).
 
     Loading a model draws from Keras' seed generator, so the stage commands ask for it once
     before they seed (:func:`begin`, ``iac run``): a later call finds it cached and leaves the

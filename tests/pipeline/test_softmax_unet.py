@@ -127,3 +127,36 @@ def test_predict_export_client_and_test_table_give_the_same_labels(softmax_run, 
     np.testing.assert_array_equal(predict_nifti(image, export, tta=False),
                                   np.asarray(nib.load(str(from_export)).dataobj))
     assert (np.asarray(nib.load(str(from_export)).dataobj) == labels).mean() > 0.999
+
+
+def test_stage1_can_train_a_softmax_zoo_unet(tmp_path):
+    """``unet.output: softmax``: Stage I's zoo U-Net ends in a softmax over background + classes,
+    trains with Dice of the classes + cross-entropy and selects on the argmax rule."""
+    dataset = fixtures.write_nnunet(tmp_path / "raw", cases=CASES[:6])
+    config = write_config(tmp_path, dataset, tmp_path / "cache", unet__output="softmax")
+    assert main(["stage1", str(config)]) == 0
+    cfg = load_experiment(config)
+    model = load_unet(cfg.layout.stage(1) / "best_model.keras")
+    assert model.output_shape[-1] == 3 and model.layers[-1].name == "softmax"
+    x = np.random.default_rng(0).normal(0, 1, (2, 32, 32, 1)).astype(np.float32)
+    np.testing.assert_allclose(model.predict(x, verbose=0).sum(axis=-1), 1.0, rtol=1e-5)
+    summary = json.loads((cfg.layout.stage(1) / "summary.json").read_text())
+    assert summary["selection_rule"]["label_mode"] == "softmax"
+    last = _rows(cfg.layout.stage(1) / "history.csv")[-1]
+    assert float(last["loss"]) > 1.0 - float(last["soft_dice"]) + 1e-3  # + cross-entropy
+    rule = label_rule(cfg, prepare_dataset(cfg.data, progress=False))
+    assert rule.mode == "softmax"
+
+
+def test_stage1_softmax_on_nested_regions_is_refused_before_anything_is_written(tmp_path,
+                                                                               capsys):
+    dataset = fixtures.write_nnunet(tmp_path / "raw", cases=CASES[:6])
+    meta = json.loads((dataset / "dataset.json").read_text())
+    meta["labels"] = {"background": 0, "whole": [1, 2], "core": 2}
+    meta["regions_class_order"] = [1, 2]
+    (dataset / "dataset.json").write_text(json.dumps(meta))
+    config = write_config(tmp_path, dataset, tmp_path / "cache", unet__output="softmax")
+    assert main(["stage1", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "unet.output: softmax" in err and str(dataset) in err and "nested regions" in err
+    assert not load_experiment(config).run_dir.exists()
