@@ -3,7 +3,8 @@ checkpoint by Dice on ``val_dt``.
 
 Two Dice numbers appear in a run and they are different quantities: the *soft Dice* here
 (``soft_dice`` / ``val_soft_dice`` in ``history.csv``, ``best_val_soft_dice`` in
-``summary.json``) is the slice-level soft Dice of the sigmoid outputs averaged over batches, used
+``summary.json``) is the slice-level soft Dice of the sigmoid outputs (of a softmax's class
+channels) averaged over batches, used
 only to select the best epoch; the evaluation's *per-case Dice*
 (:mod:`iac_tf.evaluation.metrics`) binarises the predictions and scores each case's volume.
 Both follow the dataset's decision rule when one is given (``rule``, a
