@@ -1,5 +1,5 @@
 """Soft Dice loss and Dice coefficient over N sigmoid channels (the paper's training objective,
-model-selection metric and reported score).
+model-selection metric and reported score), and the loss of a softmax U-Net.
 
 For one sample ``b`` and class channel ``c``, with predictions ``p`` in [0, 1] and binary targets
 ``g`` summed over the pixels::
@@ -20,6 +20,18 @@ paper's training objective). :class:`DiceCoefficient` given the dataset's ``clas
 soft channels of the label rule instead (:func:`iac_tf.inference.labels.soft_channels_tf`:
 for exclusive classes each pixel keeps only its most probable class), so a model that calls a
 pixel two exclusive classes is not rewarded for it by the metric that selects the epoch.
+
+**Softmax outputs.** A U-Net with a softmax over background + N classes (nnU-Net, MONAI, most
+Keras tutorials) trains with nnU-Net's default loss family (docs/decisions.md, "Softmax
+U-Nets"): the soft Dice of the N class channels (eq. (5) over channels 1..N, background left
+out) plus the cross-entropy of all N + 1 channels, weighted 1 : 1::
+
+    loss[b] = 1 - mean_c dice[b, c]  +  mean_pixels( -sum_{j=0..N} t_j log clip(p_j, 1e-7, 1 - 1e-7) )
+
+with the target's background channel ``t_0 = 1 - max_c g_c`` derived from the (exclusive)
+class masks ``g`` (:func:`with_background`). :func:`training_loss` picks the family for a
+:class:`~iac_tf.inference.labels.LabelRule`; :func:`loss_and_dice` is the per-sample pair the
+Stage II search uses.
 """
 
 from __future__ import annotations
@@ -36,6 +48,9 @@ probabilities_to_labels_tf = _plain(_labels.probabilities_to_labels_tf)
 soft_channels_tf = _plain(_labels.soft_channels_tf)
 
 _REDUCE_AXES = (1, 2)  # spatial axes of (B, H, W, N)
+CE_EPS = 1e-7  # Keras' epsilon: probabilities clipped to [eps, 1 - eps] before the log
+#: How the console names the loss of each output function.
+LOSS_NAMES = {"sigmoid": "Dice", "softmax": "Dice of the classes + cross-entropy"}
 
 
 def dice_per_channel(y_true, y_pred, eps: float = 1.0):
@@ -75,6 +90,64 @@ class DiceLoss(keras.losses.Loss):
         config = super().get_config()
         config.update({"eps": self.eps})
         return config
+
+
+def with_background(y_true):
+    """``(..., N)`` exclusive class masks -> ``(..., N + 1)`` softmax targets, channel 0 the
+    background ``1 - max_c g_c`` (a voxel in no class)."""
+    y_true = tf.cast(y_true, tf.float32)
+    return tf.concat([1.0 - tf.reduce_max(y_true, axis=-1, keepdims=True), y_true], axis=-1)
+
+
+def loss_and_dice(y_true, y_pred, output: str = "sigmoid", eps: float = 1.0):
+    """Per sample ``(loss, soft Dice)``, two ``(B,)`` tensors, of the loss family of ``output``
+    (the module docstring): ``sigmoid``: ``1 - dice`` over the N channels and that Dice;
+    ``softmax`` (``y_pred`` with N + 1 channels): Dice of the N class channels + cross-entropy
+    of all channels, and the class channels' Dice."""
+    if output == "sigmoid":
+        loss = 1.0 - tf.reduce_mean(dice_per_channel(y_true, y_pred, eps), axis=-1)
+        return loss, 1.0 - loss
+    if output != "softmax":
+        raise ValueError(f"output must be 'sigmoid' or 'softmax', got {output!r}")
+    y_pred = tf.cast(y_pred, tf.float32)
+    dice = tf.reduce_mean(dice_per_channel(y_true, y_pred[..., 1:], eps), axis=-1)
+    target = with_background(y_true)
+    log_p = tf.math.log(tf.clip_by_value(y_pred, CE_EPS, 1.0 - CE_EPS))
+    axes = list(range(1, len(y_pred.shape) - 1)) or [1]
+    ce = tf.reduce_mean(-tf.reduce_sum(target * log_p, axis=-1), axis=axes)
+    return 1.0 - dice + ce, dice
+
+
+@keras.utils.register_keras_serializable(package="iac_tf")
+class DiceCELoss(keras.losses.Loss):
+    """Soft Dice of the class channels + cross-entropy, for a softmax over background + N
+    classes (``y_pred`` ``(B, H, W, N + 1)``, ``y_true`` the ``(B, H, W, N)`` class masks):
+    nnU-Net's default loss family, :func:`loss_and_dice` with ``output="softmax"``.
+
+    Args:
+        eps: smoothing of the Dice term (as :class:`DiceLoss`).
+    """
+
+    def __init__(self, eps: float = 1.0, name: str = "dice_ce_loss", **kwargs):
+        kwargs.setdefault("reduction", keras.losses.Reduction.SUM_OVER_BATCH_SIZE)
+        super().__init__(name=name, **kwargs)
+        self.eps = eps
+
+    def call(self, y_true, y_pred):
+        return loss_and_dice(y_true, y_pred, "softmax", self.eps)[0]
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"eps": self.eps})
+        return config
+
+
+def training_loss(rule=None, eps: float = 1.0) -> keras.losses.Loss:
+    """The loss the output of ``rule`` (a :class:`~iac_tf.inference.labels.LabelRule`) calls
+    for: :class:`DiceCELoss` for a softmax, else :class:`DiceLoss` (eq. (5))."""
+    if rule is not None and rule.output == "softmax":
+        return DiceCELoss(eps=eps)
+    return DiceLoss(eps=eps)
 
 
 @keras.utils.register_keras_serializable(package="iac_tf")
@@ -135,6 +208,10 @@ __all__ = [
     "dice_per_channel",
     "dice_coefficient",
     "DiceLoss",
+    "DiceCELoss",
     "DiceCoefficient",
+    "loss_and_dice",
+    "training_loss",
+    "with_background",
     "selection_metric",
 ]

@@ -1,6 +1,7 @@
 """Trained models as files: loading (every custom layer of the package registered first), what
-a trained U-Net offers (:func:`inspect_unet`: input, output, sigmoid, skip connections), and the
-configured zoo U-Net Stage I builds. Above :mod:`iac_tf.unets` (the zoo), :mod:`iac_tf.search`,
+a trained U-Net offers (:func:`inspect_unet`: input, output and its function -- one sigmoid per
+class, or a softmax over background + classes --, skip connections), and the configured zoo
+U-Net Stage I builds. Above :mod:`iac_tf.unets` (the zoo), :mod:`iac_tf.search`,
 :mod:`iac_tf.genotype` and :mod:`iac_tf.implant`, whose layers it registers."""
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import iac_tf.search  # noqa: F401  (registers SearchCell and its ops)
 from iac_tf._keras import keras
 from iac_tf.errors import UserError
 from iac_tf.implant import NoSkipConnectionsError, find_skip_connections
+from iac_tf.inference.labels import OUTPUTS, label_mode
 from iac_tf.unets import build_unet
 from iac_tf.unets.layers import register_application_layers
 
@@ -50,11 +52,14 @@ def load_unet(path: str | os.PathLike) -> keras.Model:
 
 
 def build_configured_unet(cfg, channels: int, classes: int, encoder_weights="config"):
-    """The zoo U-Net of ``cfg.unet`` for ``channels`` input channels and ``classes`` outputs at
-    ``data.patch_size`` (``encoder_weights``: the config's unless given)."""
+    """The zoo U-Net of ``cfg.unet`` for ``channels`` input channels and ``classes`` classes at
+    ``data.patch_size`` (``encoder_weights``: the config's unless given): one sigmoid per class,
+    or with ``unet.output: softmax`` a softmax over background + classes."""
     size = cfg.data.patch_size
+    softmax = cfg.unet.output == "softmax"
     return build_unet(
-        cfg.unet.backbone, input_shape=(size, size, channels), classes=classes,
+        cfg.unet.backbone, input_shape=(size, size, channels), classes=classes + softmax,
+        activation=cfg.unet.output,
         encoder_weights=cfg.unet.encoder_weights if encoder_weights == "config" else encoder_weights,
         decoder_filters=tuple(cfg.unet.decoder_filters) if cfg.unet.decoder_filters else None,
         **cfg.unet.options)
@@ -74,13 +79,23 @@ def stage1_params(cfg, shape) -> int:
 
 @dataclasses.dataclass(frozen=True)
 class UNetInfo:
-    """What the pre-flight learned about a trained U-Net file."""
+    """What the pre-flight learned about a trained U-Net file: ``classes`` the classes it
+    predicts (its output channels for ``sigmoid``, one fewer for ``softmax``: channel 0 is the
+    background), ``output`` its output function (:data:`~iac_tf.inference.labels.OUTPUTS`)."""
 
     path: pathlib.Path
     in_channels: int | None
     classes: int | None
     skips: int
     params: int
+    output: str = "sigmoid"
+    out_channels: int | None = None
+
+    def describe_output(self) -> str:
+        """``sigmoid, one per class`` or ``softmax over background + N classes``."""
+        if self.output == "softmax":
+            return f"softmax over background + {self.classes} classes"
+        return "sigmoid, one per class"
 
 
 def _short(exc: BaseException, limit: int = 300) -> str:
@@ -90,24 +105,35 @@ def _short(exc: BaseException, limit: int = 300) -> str:
 
 def _output_activation(model) -> str:
     """Name of the function producing the model's (first) output: ``sigmoid``, ``softmax``,
-    ``linear``, ... or ``""`` when it cannot be told (e.g. a revived SavedModel)."""
+    ``linear``, ... or ``""`` when it cannot be told (e.g. a revived SavedModel). Found as the
+    last layer's ``activation`` (a convolution's ``activation="softmax"``, an
+    ``Activation("softmax")`` layer), a ``Softmax`` layer, or a TensorFlow op layer
+    (``tf.nn.softmax``, ``tf.sigmoid``). A softmax over another axis than the channels is
+    ``softmax(axis=...)``."""
     try:
         layer = model.outputs[0]._keras_history.layer
         while isinstance(layer, keras.Model) and layer.outputs:
             layer = layer.outputs[0]._keras_history.layer
     except (AttributeError, IndexError, TypeError):
         return ""
+    if isinstance(layer, keras.layers.Softmax):
+        axis = layer.axis if isinstance(layer.axis, int) else tuple(layer.axis)
+        return "softmax" if axis in (-1, 3, (-1,), (3,)) else f"softmax(axis={axis})"
     act = getattr(layer, "activation", None)
     if act is not None:
         return getattr(act, "__name__", str(act))
     symbol = str(getattr(layer, "symbol", "") or getattr(layer, "name", ""))
-    return "sigmoid" if "sigmoid" in symbol else type(layer).__name__
+    for name in ("sigmoid", "softmax"):
+        if name in symbol:
+            return name
+    return type(layer).__name__
 
 
 def inspect_unet(path: str | pathlib.Path, patch_size: int) -> tuple[UNetInfo | None, list[str]]:
     """Load the U-Net file and check what needs no data: one 4D input, fixed input size ==
-    ``patch_size``, a forward pass on one ``patch_size`` slice, sigmoid output, skip
-    connections. Returns ``(info, problems)``; each problem names the file."""
+    ``patch_size``, a forward pass on one ``patch_size`` slice, a sigmoid or softmax output
+    (a softmax needs at least 2 channels: background + classes), skip connections. Returns
+    ``(info, problems)``; each problem names the file."""
     path = pathlib.Path(path)
     try:
         model = load_unet(path)
@@ -141,9 +167,14 @@ def inspect_unet(path: str | pathlib.Path, patch_size: int) -> tuple[UNetInfo | 
                             f"slices (data.patch_size must be a multiple of its total "
                             f"downsampling, e.g. 32): {_short(exc, 160)}")
     act = _output_activation(model)
-    if act and act != "sigmoid":
+    if act and act not in OUTPUTS:
         problems.append(f"{path}: the output activation is {act!r}; the IAC stages need a "
-                        "sigmoid output (one sigmoid per class, Dice loss)")
+                        "sigmoid output (one sigmoid per class) or a softmax over the channels "
+                        "(background + classes)")
+    output = "softmax" if act == "softmax" else "sigmoid"
+    if output == "softmax" and classes is not None and classes < 2:
+        problems.append(f"{path}: a softmax over {classes} output channel: it needs the "
+                        "background channel and one per class (at least 2)")
     try:
         skips = len(find_skip_connections(model))
     except NoSkipConnectionsError as exc:
@@ -154,20 +185,34 @@ def inspect_unet(path: str | pathlib.Path, patch_size: int) -> tuple[UNetInfo | 
         skips = 0
         problems.append(f"{path}: cannot analyse the U-Net graph for skip connections "
                         f"({_short(exc, 160)})")
-    info = UNetInfo(path, c, classes, skips, int(model.count_params()))
+    predicted = None if classes is None else classes - (output == "softmax")
+    info = UNetInfo(path, c, predicted, skips, int(model.count_params()), output, classes)
     return info, problems
 
 
 def match_data(info: UNetInfo, data, source: str) -> list[str]:
     """Input channels and output classes of the U-Net against the data (a
     :class:`~iac_tf.data.check.DataShape`; ``source`` names the dataset or cache in the
-    message)."""
+    message): ``N`` sigmoid channels or a softmax over ``N + 1`` for the data's ``N`` classes,
+    and a softmax only for classes that exclude each other (not nested regions)."""
     problems = []
     if info.in_channels is not None and info.in_channels != data.channels:
         problems.append(f"{info.path}: the U-Net takes {info.in_channels} input channel(s) but "
                         f"the data ({source}) has {data.channels}")
-    if info.classes is not None and info.classes != data.classes:
-        names = f" {list(data.class_names)}" if data.class_names else ""
+    names = f" {list(data.class_names)}" if data.class_names else ""
+    if info.output == "softmax" and info.out_channels is not None \
+            and info.out_channels != data.classes + 1:
+        problems.append(f"{info.path}: the U-Net's softmax has {info.out_channels} output "
+                        f"channels but the data ({source}) has {data.classes} class(es){names}: "
+                        f"a softmax needs {data.classes + 1} (background + classes)")
+    elif info.output != "softmax" and info.classes is not None and info.classes != data.classes:
         problems.append(f"{info.path}: the U-Net outputs {info.classes} class(es) but the data "
                         f"({source}) has {data.classes}{names}")
+    values = getattr(data, "class_values", ())
+    if info.output == "softmax" and values and label_mode(values) == "regions":
+        regions = ", ".join(f"{n}={list(v)}" for n, v in zip(data.class_names, values))
+        problems.append(f"{info.path}: a softmax U-Net gives each voxel one class, but the "
+                        f"classes of {source} are nested regions ({regions}: a voxel lies in "
+                        "several); train it with one sigmoid per region, or give the dataset's "
+                        "exclusive labels (data.label_mode: raw)")
     return problems

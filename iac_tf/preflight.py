@@ -8,9 +8,11 @@ exists, and stops with :class:`PreflightError` listing every failure at once.
 
 The U-Net checks (``unet.pretrained`` or Stage I's model) are: the file loads; one 4D input;
 a fixed input size equals ``data.patch_size``; the model runs on a ``patch_size`` slice; the
-output is a sigmoid (the stages train one sigmoid per class with Dice, eq. (5)); at least one
+output is one sigmoid per class (the stages train with Dice, eq. (5)) or a softmax over
+background + classes (Dice of the classes + cross-entropy, :mod:`iac_tf.losses`); at least one
 skip connection is found by :func:`iac_tf.implant.find_skip_connections` (IAC cells are
-implanted there); input channels and output classes match the prepared data. ``iac doctor``
+implanted there); input channels and output classes match the prepared data (a softmax:
+one more channel than classes, and classes that exclude each other). ``iac doctor``
 also warns when a given U-Net comes without the list of cases it was trained on
 (:func:`training_cases_check`).
 """
@@ -31,6 +33,7 @@ from iac_tf.data.splits import split_patients
 from iac_tf.diskspace import MARGIN_BYTES, check_writable_folder, free_bytes, human
 from iac_tf.errors import UserError
 from iac_tf.genotype import Genotype
+from iac_tf.inference.labels import label_mode
 from iac_tf.models import UNetInfo, inspect_unet, match_data, stage1_params
 from iac_tf.run_unet import checked_source
 from iac_tf.unets.registry import get_backbone
@@ -107,6 +110,22 @@ def stage1_checks(cfg) -> list[Check]:
     return [_row("U-Net (Stage I)", backbone)]
 
 
+def stage1_output_check(cfg, data: DataShape | None) -> Check | None:
+    """``unet.output: softmax`` for Stage I's U-Net: the dataset's classes must exclude each
+    other (a softmax gives each voxel one class). ``None`` (no row) for ``sigmoid``."""
+    if cfg.unet.output != "softmax" or cfg.unet.pretrained:
+        return None
+    if data is None or not data.class_values:
+        return Check("U-Net output", OK, "softmax over background + classes")
+    if label_mode(data.class_values) == "regions":
+        regions = ", ".join(f"{n}={list(v)}" for n, v in zip(data.class_names, data.class_values))
+        return Check("U-Net output", FAIL,
+                     f"unet.output: softmax gives each voxel one class, but the classes of "
+                     f"{cfg.data.root} are nested regions ({regions}); use unet.output: sigmoid "
+                     "or the dataset's exclusive labels (data.label_mode: raw)")
+    return Check("U-Net output", OK, f"softmax over background + {data.classes} classes")
+
+
 def unet_check(path, cfg, data: DataShape | None = None) -> tuple[Check, UNetInfo | None]:
     info, problems = inspect_unet(path, cfg.data.patch_size)
     if info is not None and data is not None:
@@ -114,7 +133,8 @@ def unet_check(path, cfg, data: DataShape | None = None) -> tuple[Check, UNetInf
     if problems:
         return Check("U-Net", FAIL, "; ".join(problems)), info
     return Check("U-Net", OK, f"{path}: {info.in_channels} ch -> {info.classes} class(es), "
-                 f"{info.skips} skip connection(s), sigmoid, {info.params:,} parameters"), info
+                 f"{info.skips} skip connection(s), output: {info.describe_output()}, "
+                 f"{info.params:,} parameters"), info
 
 
 def training_cases_check(cfg) -> Check | None:
@@ -225,11 +245,15 @@ def checked_prepare(cfg, stage: int, prepare: Callable, unet_path=None, genotype
         except Exception:  # noqa: BLE001 - the data preparation below names the problem
             shape = None
         rows.append(output_space_check(cfg, stage1_params(cfg, shape)))
+        output_row = stage1_output_check(cfg, shape)
+        if output_row is not None:
+            rows.append(output_row)
     _raise_failures(rows)
     prepared = prepare(cfg)
     if info is not None:
         data = DataShape(prepared.in_channels, prepared.num_classes, prepared.patch_size,
-                         tuple(prepared.class_names))
+                         tuple(prepared.class_names),
+                         tuple(tuple(v) for v in getattr(prepared, "class_values", ())))
         problems = match_data(info, data, str(prepared.cache_path))
         if problems:
             raise PreflightError([Check("U-Net", FAIL, "; ".join(problems))])
@@ -287,6 +311,9 @@ def doctor(cfg) -> list[Check]:
     info = None
     if not cfg.unet.pretrained:
         rows += stage1_checks(cfg)
+        output_row = stage1_output_check(cfg, shape)
+        if output_row is not None:
+            rows.append(output_row)
     path = cfg.trained_unet
     if cfg.unet.pretrained:
         try:  # the run's own copy when the run has one (the file named may be gone)

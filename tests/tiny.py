@@ -11,8 +11,12 @@ import yaml
 from iac_tf._keras import keras, tf
 
 
-def tiny_unet(size: int = 32, channels: int = 1, classes: int = 1, f: int = 8, levels: int = 2) -> keras.Model:
-    """A functional U-Net with ``levels`` skips, each a Concatenate([up, skip]) like the zoo's."""
+def tiny_unet(size: int = 32, channels: int = 1, classes: int = 1, f: int = 8, levels: int = 2,
+              activation: str = "sigmoid", separate: bool = False) -> keras.Model:
+    """A functional U-Net with ``levels`` skips, each a Concatenate([up, skip]) like the zoo's.
+    ``activation="softmax"``: a softmax over background + ``classes`` (``classes + 1``
+    outputs, channel 0 the background), as nnU-Net and MONAI train; ``separate``: the output
+    function as its own ``Activation`` layer after a linear head."""
     x = x_in = keras.Input((size, size, channels), name="image")
     skips = []
     for i in range(levels):
@@ -27,7 +31,11 @@ def tiny_unet(size: int = 32, channels: int = 1, classes: int = 1, f: int = 8, l
         x = keras.layers.Concatenate(name=f"decoder_stage{stage}_concat")([up, skip])
         x = keras.layers.Conv2D(skip.shape[-1], 3, padding="same", activation="relu",
                                 name=f"decoder_stage{stage}_conv")(x)
-    out = keras.layers.Conv2D(classes, 1, activation="sigmoid", dtype="float32", name="head")(x)
+    outputs = classes + (activation == "softmax")
+    out = keras.layers.Conv2D(outputs, 1, activation=None if separate else activation,
+                              dtype="float32", name="head")(x)
+    if separate:
+        out = keras.layers.Activation(activation, dtype="float32", name=activation)(out)
     return keras.Model(x_in, out, name="tiny_unet")
 
 

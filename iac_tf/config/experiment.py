@@ -58,6 +58,10 @@ class UNetConfig:
             its own preprocessing and logs both; more than
             :data:`iac_tf.pipeline.given_unet.EXPECTED_DICE_TOLERANCE` (0.1) below it is a
             warning naming preprocessing as the usual cause. It changes no result.
+        output: the head of the U-Net Stage I builds: ``sigmoid`` (default, the paper's: one
+            per class, Dice loss) or ``softmax`` over background + classes (Dice of the classes
+            + cross-entropy, labels by argmax; exclusive classes only). A given U-Net's output
+            is read from its file.
     """
 
     backbone: str = "base"
@@ -66,6 +70,7 @@ class UNetConfig:
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
     pretrained: str | None = None
     expected_dice: float | None = None
+    output: Literal["sigmoid", "softmax"] = "sigmoid"
 
     def __post_init__(self):
         if self.expected_dice is not None and not 0.0 < self.expected_dice <= 1.0:

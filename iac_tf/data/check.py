@@ -101,12 +101,14 @@ def check_dataset(dataset_dir: str | pathlib.Path, format: str | None = None,
 
 @dataclasses.dataclass(frozen=True)
 class DataShape:
-    """What a U-Net must match: image channels, mask classes, slice side."""
+    """What a U-Net must match: image channels, mask classes, slice side (and the classes'
+    names and label values, when the dataset has them: a softmax U-Net needs exclusive ones)."""
 
     channels: int
     classes: int
     patch_size: int
     class_names: tuple[str, ...] = ()
+    class_values: tuple[tuple[int, ...], ...] = ()
 
 
 def data_shape(cfg, count_slices: bool = False) -> tuple[DataShape, int]:
@@ -120,8 +122,10 @@ def data_shape(cfg, count_slices: bool = False) -> tuple[DataShape, int]:
         return DataShape(images.shape[-1], masks.shape[-1], d.patch_size, tuple(names)), len(images)
     spec = DATASETS[d.format]
     cases = list(case_lists(d, root).train)
-    names = spec.classes(root, d.label_mode).names
-    shape = DataShape(len(cases[0].image_paths), len(names), d.patch_size, tuple(names))
+    classes = spec.classes(root, d.label_mode)
+    names = classes.names
+    shape = DataShape(len(cases[0].image_paths), len(names), d.patch_size, tuple(names),
+                      tuple(tuple(int(v) for v in vals) for vals in classes.values))
     if not count_slices:
         return shape, 0
     reorient = spec.reorient if d.reorient is None else d.reorient

@@ -50,7 +50,8 @@ def predict_args(parser: argparse.ArgumentParser) -> None:
                         "files are replaced only if they are earlier predictions of this tool")
     _selection_args(parser)
     parser.add_argument("--save-probabilities", action="store_true",
-                        help="also write CASE_probabilities.nii.gz (X, Y, Z, classes)")
+                        help="also write CASE_probabilities.nii.gz (X, Y, Z, classes; a softmax "
+                        "model's background first)")
     parser.add_argument("--modality", action="append", default=None,
                         help="channel modality (CT or an MRI name), overrides dataset.json")
     parser.add_argument("--batch-size", type=positive_int, default=32,

@@ -34,7 +34,9 @@ request; the label rule is :func:`iac_tf.inference.labels.probabilities_to_label
    grid_mode=True, mode="nearest")`` to exactly ``(X, Y)``, clipped to [0, 1], reoriented back
    to the file's voxel order.
 7. Labels from the full-resolution probabilities (not from the graph's ``labels`` output, which
-   labels each window before blending and resampling).
+   labels each window before blending and resampling), by the export's ``label_rule``
+   (``label_mode``: ``softmax``, the argmax over background + classes, for a softmax U-Net;
+   else the rule of the classes).
 """
 
 from __future__ import annotations
@@ -77,19 +79,27 @@ RECIPE = {
              "windows / sum of weights",
     "upsampling": "probabilities back to the volume's in-plane size, scipy.ndimage.zoom(order=1, "
                   "grid_mode=True, mode='nearest'), clipped to [0, 1]",
-    "labels": "iac_tf.inference.labels.probabilities_to_labels on the full-resolution "
-              "probabilities (not the graph's per-window labels output)",
+    "labels": "iac_tf.inference.labels.probabilities_to_labels(probabilities, classes, "
+              "label_rule.label_mode) on the full-resolution probabilities (not the graph's "
+              "per-window labels output); softmax: the argmax over background + classes",
 }
 
 
 @dataclasses.dataclass
 class ServedModel:
-    """An export loaded for prediction: ``probabilities(batch (B, P, P, C)) -> (B, P, P, N)``
-    and the parameters of ``preprocessing.json``."""
+    """An export loaded for prediction: ``probabilities(batch (B, P, P, C)) -> (B, P, P, K)``
+    (``K``: the classes, or background + classes for a softmax), the parameters of
+    ``preprocessing.json`` and the label mode of its ``label_rule`` (``None``: the classes')."""
 
     probabilities: Callable[[np.ndarray], np.ndarray]
     preprocessing: dict
     path: pathlib.Path
+    label_mode: str | None = None
+
+    @property
+    def outputs(self) -> int:
+        """The probability channels: one per class, one more for a softmax (background)."""
+        return len(self.preprocessing["classes"]) + (self.label_mode == "softmax")
 
 
 def load_export(folder: str | os.PathLike) -> ServedModel:
@@ -118,7 +128,8 @@ def load_export(folder: str | os.PathLike) -> ServedModel:
         return np.asarray(out, np.float32)
 
     probabilities.loaded = serve  # keep the loaded object alive
-    return ServedModel(probabilities, info["preprocessing"], version)
+    rule = info.get("label_rule") or {}
+    return ServedModel(probabilities, info["preprocessing"], version, rule.get("label_mode"))
 
 
 # ------------------------------------------------------------------- steps 1-4: one volume in
@@ -253,8 +264,7 @@ def predict_slices(model: ServedModel, slices: np.ndarray, fill: np.ndarray, ste
     weight = gaussian_weights(patch)[..., None]
     ys = window_starts(padded.shape[1], patch, step_size)
     xs = window_starts(padded.shape[2], patch, step_size)
-    classes = len(model.preprocessing["classes"])
-    total = np.zeros(padded.shape[:3] + (classes,), np.float32)
+    total = np.zeros(padded.shape[:3] + (model.outputs,), np.float32)
     weights = np.zeros((1,) + padded.shape[1:3] + (1,), np.float32)
     for y in ys:
         for x in xs:
@@ -316,4 +326,4 @@ def predict_nifti(image, export: str | os.PathLike | ServedModel, *, affine=None
         ornt = nib.orientations.ornt_transform(nib.orientations.axcodes2ornt("RAS"),
                                                nib.orientations.io_orientation(file_affine))
         probs = nib.orientations.apply_orientation(probs, ornt)
-    return probabilities_to_labels(probs, prep["classes"])
+    return probabilities_to_labels(probs, prep["classes"], model.label_mode)

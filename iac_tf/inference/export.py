@@ -18,10 +18,12 @@ a model of another signature or recipe is refused before it is exported (export 
 ``OUT/preprocessing.json`` is the newest version's.
 
 The signature ``serving_default`` takes ``image``: float32 ``(None, H, W, C)`` already
-NORMALISED slices and returns ``probabilities`` float32 ``(None, H, W, N)`` and ``labels`` int32
+NORMALISED slices and returns ``probabilities`` float32 ``(None, H, W, N)`` (``N + 1`` for a
+softmax over background + classes, channel 0 the background) and ``labels`` int32
 ``(None, H, W)`` (the dataset's label values by the tool's one decision rule,
 :func:`iac_tf.inference.labels.probabilities_to_labels_tf`, the twin of what ``iac predict`` and
-every score use; ``preprocessing.json`` records it as ``label_rule``).
+every score use: the argmax for a softmax; ``preprocessing.json`` records it as ``label_rule``,
+whose ``label_mode`` the client follows).
 
 The intensity normalisation is NOT inside the graph: it uses statistics of the whole volume
 (mean/std of each channel, CT percentiles), which one slice request cannot compute. What the
@@ -113,7 +115,7 @@ class ServingModule(tf.Module):
     which is slow and not needed for serving.
     """
 
-    def __init__(self, model: keras.Model, classes):
+    def __init__(self, model: keras.Model, classes, mode: str | None = None):
         super().__init__()
         self.model_variables = list(model.variables)
         classes = [list(map(int, v)) for v in classes]
@@ -123,7 +125,7 @@ class ServingModule(tf.Module):
             probs = tf.cast(model(image, training=False), tf.float32)
             # plain TF ops; AutoGraph must not rewrite the rule's pure-Python helpers
             to_labels = tf.autograph.experimental.do_not_convert(probabilities_to_labels_tf)
-            return {"probabilities": probs, "labels": to_labels(probs, classes)}
+            return {"probabilities": probs, "labels": to_labels(probs, classes, mode)}
 
         self.serve = tf.function(
             serve, input_signature=[tf.TensorSpec((None, h, w, c), tf.float32, name="image")])
@@ -134,7 +136,8 @@ def export_serving(model: keras.Model, out: str | os.PathLike, classes, *,
     """Export ``model`` to ``out/<version>/``, verify the reload, return the check's numbers
     plus ``version`` and ``path`` (the version folder written).
 
-    ``classes``: the label values of each output channel; ``preprocessing``: a
+    ``classes``: the label values of each class (the model has one output channel per class,
+    or a softmax over background + classes: :meth:`LabelRule.for_outputs`); ``preprocessing``: a
     :class:`~iac_tf.inference.volume.Preprocessing` written to ``out/preprocessing.json``;
     ``version``: ``None`` (default) writes the next version (the highest existing + 1, or 1);
     an explicit version must not exist yet.
@@ -146,9 +149,11 @@ def export_serving(model: keras.Model, out: str | os.PathLike, classes, *,
             is reported the same way). A failed export leaves ``out`` as it was.
     """
     out = pathlib.Path(out)
-    if len(classes) != int(model.output_shape[-1]):
-        raise UserError(f"{len(classes)} classes for a model with {model.output_shape[-1]} "
-                         "output channels")
+    try:
+        rule = LabelRule.for_outputs(classes, int(model.output_shape[-1]))
+    except ValueError as exc:
+        raise UserError(f"the model does not suit the classes {[list(v) for v in classes]}: "
+                        f"{exc}") from None
     check_export_folder(out)
     check_same_model(out, served_signature(model, classes), preprocessing)
     existing = export_versions(out)
@@ -169,10 +174,10 @@ def export_serving(model: keras.Model, out: str | os.PathLike, classes, *,
         mark(out, EXPORT_MARKER, WHAT)
         try:
             with atomic_path(final, what=WHAT) as tmp:  # published only if the check passes
-                module = ServingModule(model, classes)
+                module = ServingModule(model, classes, rule.mode)
                 tf.saved_model.save(module, str(tmp), signatures={SIGNATURE: module.serve})
-                check = verify_serving(tmp, model, classes, seed=seed)
-                info = _info(model, classes, preprocessing, version, check)
+                check = verify_serving(tmp, model, classes, seed=seed, mode=rule.mode)
+                info = _info(model, classes, preprocessing, version, check, rule)
                 atomic_write_json(tmp / VERSION_RECIPE, info)  # this version's own recipe
         except tf.errors.OpError as exc:
             if is_disk_full(exc):
@@ -197,14 +202,14 @@ def export_serving(model: keras.Model, out: str | os.PathLike, classes, *,
     return {**check, "version": int(version), "path": str(final), "recipe": str(recipe)}
 
 
-def _info(model, classes, preprocessing, version, check) -> dict:
+def _info(model, classes, preprocessing, version, check, rule: LabelRule) -> dict:
     """What ``preprocessing.json`` says of a version: its signature, classes, the caller's
     preprocessing, its number and the reload check."""
     info = {"signature": SIGNATURE,
             "input": {"image": ["None", *map(int, model.input_shape[1:])]},
             "outputs": ["probabilities", "labels"], "normalisation_in_graph": False,
             "classes": [list(map(int, v)) for v in classes],
-            "label_rule": LabelRule(classes).record(),
+            "label_rule": rule.record(),
             "version": int(version), "check": check}
     if preprocessing is not None:
         info["preprocessing"] = _prep_record(preprocessing)
@@ -308,8 +313,10 @@ def _undo(out: pathlib.Path, created: list[pathlib.Path], marked: bool) -> None:
             break
 
 
-def verify_serving(path, model: keras.Model, classes, batch: int = 4, seed: int = 0) -> dict:
-    """Reload ``path`` with ``tf.saved_model.load`` and compare its signature with ``model``."""
+def verify_serving(path, model: keras.Model, classes, batch: int = 4, seed: int = 0,
+                   mode: str | None = None) -> dict:
+    """Reload ``path`` with ``tf.saved_model.load`` and compare its signature with ``model``
+    (labels by ``mode``, the label mode of the export's rule)."""
     loaded = tf.saved_model.load(str(path))
     fn = loaded.signatures[SIGNATURE]
     rng = np.random.default_rng(seed)
@@ -320,7 +327,7 @@ def verify_serving(path, model: keras.Model, classes, batch: int = 4, seed: int 
     got = np.asarray(out["probabilities"], np.float32)
     diff = float(np.abs(got - want).max())
     labels_equal = bool(np.array_equal(np.asarray(out["labels"]),
-                                       probabilities_to_labels(got, classes)))
+                                       probabilities_to_labels(got, classes, mode)))
     if diff > TOLERANCE or not labels_equal:
         raise UserError(f"{path}: the reloaded SavedModel disagrees with the Keras model "
                          f"(max |difference| {diff:.3g}, labels equal: {labels_equal})")

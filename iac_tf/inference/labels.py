@@ -25,7 +25,9 @@ The models have one output channel per class ``k`` and class ``k`` is the union 
   For nested regions this is nnU-Net's region painting (``regions_class_order``: paint the
   regions from largest to smallest).
 * ``softmax`` (``N + 1`` outputs, channel 0 the background): the argmax; channel ``k + 1``
-  writes ``paint(k)``. Never derived from the classes: a caller with softmax outputs names it.
+  writes ``paint(k)`` (exact ties: the first channel, background before any class). Never
+  derived from the classes but from the model: :meth:`LabelRule.for_outputs` gives it to a
+  model with ``N + 1`` output channels (a softmax over background + classes, :data:`OUTPUTS`).
 
 :func:`probabilities_to_labels` is the rule; :func:`probabilities_to_labels_tf` its TensorFlow
 twin (the exported SavedModel's ``labels`` output), tested equal. Scores follow from the labels:
@@ -49,6 +51,9 @@ THRESHOLD = 0.5  # our choice (the paper states none): where a sigmoid says "mor
 
 #: How probabilities become labels (:func:`probabilities_to_labels`).
 LABEL_MODES = ("exclusive", "regions", "softmax")
+#: The output functions a U-Net may end in: one sigmoid per class (``N`` channels) or a softmax
+#: over background + classes (``N + 1`` channels, channel 0 the background).
+OUTPUTS = ("sigmoid", "softmax")
 #: What the hard and soft Dice score (``evaluation.metric``): ``labels``, the channels of the
 #: label map of :func:`probabilities_to_labels` (the default), or ``paper_channels``, every
 #: output channel thresholded and scored on its own (the paper's protocol, Section IV-B).
@@ -86,6 +91,19 @@ def _mode(classes: Classes, mode: str | None) -> str:
 
 def _channels(mode: str, classes: Classes) -> int:
     return len(classes) + (mode == "softmax")
+
+
+def output_of(channels: int, classes: Classes) -> str:
+    """The output function (:data:`OUTPUTS`) of a model with ``channels`` output channels for
+    ``classes``: ``sigmoid`` for ``N``, ``softmax`` for ``N + 1`` (background + classes); any
+    other count raises ``ValueError`` naming both."""
+    n = len(classes)
+    if channels == n:
+        return "sigmoid"
+    if channels == n + 1:
+        return "softmax"
+    raise ValueError(f"{channels} output channel(s) for {n} class(es): expected {n} (one "
+                     f"sigmoid per class) or {n + 1} (a softmax over background + classes)")
 
 
 def _check_channels(n: int, mode: str, classes: Classes) -> None:
@@ -229,9 +247,22 @@ class LabelRule:
         e.g. ``npz``)."""
         return cls(tuple((k + 1,) for k in range(n)), metric=metric)
 
+    @classmethod
+    def for_outputs(cls, classes: Classes, channels: int, metric: str = "labels") -> LabelRule:
+        """The rule of a model with ``channels`` output channels (:func:`output_of`): the label
+        mode of ``classes`` for ``N`` sigmoids, ``softmax`` for ``N + 1`` (a ``ValueError``
+        when the classes are nested regions, which a softmax cannot give)."""
+        output = output_of(int(channels), classes)
+        return cls(classes, mode="softmax" if output == "softmax" else None, metric=metric)
+
     @property
     def num_outputs(self) -> int:
         return _channels(self.mode, self.classes)
+
+    @property
+    def output(self) -> str:
+        """The output function the rule reads (:data:`OUTPUTS`)."""
+        return "softmax" if self.mode == "softmax" else "sigmoid"
 
     def labels(self, probs: np.ndarray) -> np.ndarray:
         """:func:`probabilities_to_labels` (always the label rule, whatever ``metric``)."""

@@ -6,8 +6,10 @@ spacing) -> sliding windows over every axial slice, mirrored (test-time augmenta
 blended with a Gaussian as nnU-Net (:func:`~iac_tf.inference.tiling.predict_slices`) -> back to
 the file's grid (:func:`~iac_tf.inference.volume.from_slices`, ``to_file_orientation``) ->
 labels (:func:`~iac_tf.inference.labels.probabilities_to_labels`, the one decision rule of the
-tool: the label mode of the run's classes, so the labels are those every score of the run
-counted). Files are written through the writer gate (:func:`iac_tf.files.atomic_path`).
+tool: the label mode of the run's classes, or the argmax of a softmax over background +
+classes when the model has one more output channel than classes
+(:meth:`~iac_tf.inference.labels.LabelRule.for_outputs`), so the labels are those every score
+of the run counted). Files are written through the writer gate (:func:`iac_tf.files.atomic_path`).
 
 Before the first prediction is written, every input is checked (headers, then every file read
 whole: :mod:`iac_tf.inference.inputs`) and so is every output file of every case
@@ -62,7 +64,7 @@ def predict_volume(model: LoadedModel, paths: Sequence[pathlib.Path], prep: Prep
     """``(labels (X,Y,Z), probabilities (X,Y,Z,N))`` of one case on its files' own grid;
     ``step_size`` and ``tta`` as :func:`~iac_tf.inference.tiling.predict_slices` (Gaussian
     blending of the windows); the labels by ``rule`` (default: the decision rule of
-    ``prep.classes``)."""
+    ``prep.classes`` for the model's outputs, :func:`model_rule`)."""
     batch_size = check_batch_size(batch_size)
     loaded = [load_nifti(p, prep.reorient) for p in paths]
     image = np.stack([data.astype(np.float32, copy=False) for data, _ in loaded], axis=-1)
@@ -72,8 +74,19 @@ def predict_volume(model: LoadedModel, paths: Sequence[pathlib.Path], prep: Prep
                            batch_size=batch_size, step_size=step_size, tta=tta)
     probs = from_slices(probs, image.shape[:3])
     probs = to_file_orientation(probs, nib.load(str(paths[0])).affine, prep.reorient)
-    rule = LabelRule(prep.classes) if rule is None else rule
+    rule = model_rule(model, prep) if rule is None else rule
     return rule.labels(probs), probs
+
+
+def model_rule(model: LoadedModel, prep: Preprocessing) -> LabelRule:
+    """The decision rule of ``model`` for the run's classes: ``N`` sigmoid channels (the label
+    mode of the classes) or ``N + 1`` softmax channels (argmax over background + classes);
+    any other count is a :class:`~iac_tf.data.config.DataError` naming the model file."""
+    try:
+        return LabelRule.for_outputs(prep.classes, model.num_classes)
+    except ValueError as exc:
+        raise DataError(f"{model.path}: the model does not suit the run's dataset, classes "
+                        f"{list(prep.class_names)}: {exc}") from None
 
 
 def _save_nifti(array: np.ndarray, reference, path: pathlib.Path) -> None:
@@ -189,9 +202,7 @@ def predict_cases(model: LoadedModel, inputs: Sequence[str | pathlib.Path],
     """
     batch_size = check_batch_size(batch_size)
     step_size = check_step_size(step_size)
-    if model.num_classes != len(prep.classes):
-        raise DataError(f"{model.path}: the model has {model.num_classes} output channels, the "
-                        f"run's dataset {len(prep.classes)} classes {list(prep.class_names)}")
+    rule = model_rule(model, prep)
     cases: list[InputCase] = collect_cases(inputs)
     check_cases(cases, model.input_shape[-1])
     targets = check_outputs(cases, output, save_probabilities)
@@ -201,7 +212,7 @@ def predict_cases(model: LoadedModel, inputs: Sequence[str | pathlib.Path],
                             disable=not progress):
         t0 = time.perf_counter()
         labels, probs = predict_volume(model, case.paths, prep, prep.modalities_of(case.case_id),
-                                       batch_size, step_size, tta)
+                                       batch_size, step_size, tta, rule)
         reference = nib.load(str(case.paths[0]))
         files[0].parent.mkdir(parents=True, exist_ok=True)
         _save_nifti(labels, reference, files[0])

@@ -93,8 +93,8 @@ def score_volumes(cfg, models: dict, split: str, *, prepared=None,
     every model of ``models`` (name -> Keras model) as a whole volume, score Dice and HD95 (mm)
     per case and class against its label on the original grid, write the per-case CSV and the
     summary JSON to ``out_dir`` (see :func:`volumetric_scores`) and log one line per model.
-    ``rule``: the run's decision rule (``None``: the dataset's classes with
-    ``cfg.evaluation.metric``); ``labels`` scores the label volume ``iac predict`` writes.
+    ``rule``: the run's decision rule (``None``: the dataset's classes and the models' outputs
+    with ``cfg.evaluation.metric``); ``labels`` scores the label volume ``iac predict`` writes.
     Returns None (nothing written) for an npz dataset or a split without cases."""
     if cfg.data.format == "npz":
         log.info("volumetric scores skipped: an npz dataset has no volumes")
@@ -111,8 +111,9 @@ def score_volumes(cfg, models: dict, split: str, *, prepared=None,
                         "the dataset; prepare the data again (`iac data prepare CONFIG`)")
     cases = [known[c] for c in wanted]
     prep = Preprocessing.from_data_config(cfg.data)
-    if rule is None:
-        rule = LabelRule(prep.classes, metric=cfg.evaluation.metric)
+    if rule is None:  # the classes and the models' outputs (sigmoids or a softmax)
+        channels = {int(m.output_shape[-1]) for m in models.values()}
+        rule = LabelRule.for_outputs(prep.classes, min(channels), cfg.evaluation.metric)
     if rule.classes != tuple(prep.classes):
         raise DataError(f"{cfg.data.root}: the dataset's classes {list(prep.classes)} are not "
                         f"those of the scores' rule {list(rule.classes)}")

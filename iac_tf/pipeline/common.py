@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import os
 import pathlib
 import sys
 
@@ -18,9 +19,11 @@ from iac_tf.data import prepare_dataset
 from iac_tf.data.config import DataError
 from iac_tf.data.fingerprint import data_record, same_as_legacy
 from iac_tf.diskspace import disk_full_guard
+from iac_tf.errors import UserError
 from iac_tf.evaluation.metrics import mean_case_dice
 from iac_tf.experiment import ExperimentConfig
 from iac_tf.inference.labels import LabelRule
+from iac_tf.models import load_unet
 from iac_tf.preflight import checked_prepare
 from iac_tf.run_layout import DatasetMismatch
 from iac_tf.run_records import (STAGE_NAMES, check_stages, record_stage, restart_from,
@@ -182,6 +185,7 @@ def begin(cfg: ExperimentConfig, stage: int, restart: int | None, unet: bool = F
                                genotype_path=genotype(cfg) if genotype else None)
     write_run_records(cfg, restart, data or checked_data(cfg))
     record_stage(cfg, stage)
+    label_rule(cfg, prepared)  # a given U-Net's output, found before seeding (loads it)
     seed_everything(cfg.seed, cfg.deterministic)
     return prepared
 
@@ -200,9 +204,41 @@ def fixed(dataset):
 
 def label_rule(cfg: ExperimentConfig, prepared) -> LabelRule:
     """The run's decision rule from probabilities to labels: the dataset's classes
-    (``prepared.class_values``, hence its label mode) and ``evaluation.metric``. Every score of
-    the run uses it: the selection metrics, the evaluation tables, the overlays."""
-    return LabelRule(prepared.class_values, metric=cfg.evaluation.metric)
+    (``prepared.class_values``, hence its label mode), the output of the run's U-Net (one
+    sigmoid per class, or a softmax over background + classes: labels by argmax,
+    :meth:`LabelRule.for_outputs`) and ``evaluation.metric``. Every score of the run uses it:
+    the selection metrics, the evaluation tables, the overlays; its output picks the loss the
+    cells train with (:func:`iac_tf.losses.training_loss`)."""
+    classes = prepared.class_values
+    channels = unet_output_channels(cfg)
+    if channels is None:  # Stage I's zoo U-Net: unet.output
+        channels = len(classes) + (cfg.unet.output == "softmax")
+    try:
+        return LabelRule.for_outputs(classes, channels, cfg.evaluation.metric)
+    except ValueError as exc:
+        what = cfg.trained_unet if cfg.unet.pretrained else "unet.output: softmax"
+        raise UserError(f"{what}: the U-Net does not suit the classes "
+                        f"{list(prepared.class_names)} of {cfg.data.root}: {exc}") from None
+
+
+def unet_output_channels(cfg: ExperimentConfig) -> int | None:
+    """The output channels of a given U-Net (``unet.pretrained``; its file is loaded once per
+    process and file version); ``None`` for Stage I's zoo U-Net (``unet.output``).
+
+    Loading a model draws from Keras' seed generator, so the stage commands ask for it once
+    before they seed (:func:`begin`, ``iac run``): a later call finds it cached and leaves the
+    seeded initialisation of the cells as it was."""
+    if not cfg.unet.pretrained:
+        return None
+    path = pathlib.Path(cfg.trained_unet)
+    st = path.stat()
+    return _output_channels(str(path.resolve()), st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=8)
+def _output_channels(path: str, mtime_ns: int, size: int) -> int:
+    """The output channels of the model file ``path`` (loaded once per file version)."""
+    return int(load_unet(os.fspath(path)).output_shape[-1])
 
 
 def case_scorer(prepared, train_cfg, batch_size: int = 32, rule: LabelRule | None = None):

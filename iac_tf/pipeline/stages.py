@@ -12,10 +12,11 @@ import pathlib
 from iac_tf.evaluation.plots import plot_genotype_epochs
 from iac_tf.experiment import ExperimentConfig
 from iac_tf.files import atomic_write_json
+from iac_tf.losses import LOSS_NAMES
 from iac_tf.pipeline.common import (begin, check_records, checked_data, early_data_check,
-                                    epoch_data, guarded,
-                                    prepare, refuse_restart_of_inputs, trained_unet_path,
-                                    unet_to_check, write_run_records)
+                                    epoch_data, guarded, label_rule, prepare,
+                                    refuse_restart_of_inputs, trained_unet_path, unet_to_check,
+                                    write_run_records)
 from iac_tf.pipeline.evaluate import run_evaluation
 from iac_tf.pipeline.given_unet import log_score, score_given_unet
 from iac_tf.pipeline.units import (comparison_unit, iac_unit, stage1_unit, strategy,
@@ -77,15 +78,17 @@ def _stage2(cfg: ExperimentConfig, prepared) -> SearchResult:
         score_given_unet(cfg, prepared)
     unet_path = trained_unet_path(cfg)
     bs = cfg.stage2.batch_size
-    log.info("Stage II: searching on %s with %d / %d search slices -> %s", unet_path,
-             prepared.num_slices("train_search_dt"), prepared.num_slices("val_search_dt"), folder)
+    output = label_rule(cfg, prepared).output
+    log.info("Stage II: searching on %s (%s output: %s loss) with %d / %d search slices -> %s",
+             unet_path, output, LOSS_NAMES[output], prepared.num_slices("train_search_dt"),
+             prepared.num_slices("val_search_dt"), folder)
     mirrored = strategy(cfg.stage2.distribute)
     with precision_policy(cfg.stage2.mixed_precision):
         with mirrored.scope():
             unet = load_unet(unet_path)
         result = search(unet, epoch_data(prepared, "train_search_dt", bs),
                         epoch_data(prepared, "val_search_dt", bs), cfg.stage2, folder,
-                        seed=cfg.seed, strategy=mirrored)
+                        seed=cfg.seed, strategy=mirrored, output=output)
     log.info("Stage II done: %d genotypes in %s", len(result.genotype_paths), layout.genotypes)
     return result
 
@@ -274,6 +277,7 @@ def run_all(cfg: ExperimentConfig, restart: int | None = None) -> None:
     data = early_data_check(cfg)
     prepared = _first_preflight(cfg, restart)
     write_run_records(cfg, restart, data or checked_data(cfg))
+    label_rule(cfg, prepared)  # a given U-Net's output, found before seeding (loads it)
     for stage, why in skipped_stages(cfg).items():
         log.info("%s: skipped: %s", STAGE_NAMES[stage], why)
     stages = [s for s in ((1, 2, 3) if cfg.method == "iac" else (1,))

@@ -24,6 +24,7 @@ from iac_tf.evaluation.plots import plot_history
 from iac_tf.experiment import ExperimentConfig
 from iac_tf.files import atomic_write_text
 from iac_tf.genotype import Genotype
+from iac_tf.losses import LOSS_NAMES
 from iac_tf.pipeline.common import (case_scorer, epoch_data, fixed, label_rule,
                                     trained_unet_path)
 from iac_tf.run_records import unit_record
@@ -109,14 +110,15 @@ def train_unit(cfg: ExperimentConfig, prepared, unit: TrainingUnit,
         log.info("%s: complete (best val_dt soft Dice %.4f, epoch %d), skipped", unit.label,
                  result.best_val_soft_dice, result.best_epoch)
     else:
-        log.info("%s: %s -> %s", unit.label, unit.intro, unit.folder)
+        rule = label_rule(cfg, prepared)
+        log.info("%s: %s -> %s (%s output: %s loss)", unit.label, unit.intro, unit.folder,
+                 rule.output, LOSS_NAMES[rule.output])
         if unit.depends_on is not None:
             unit.folder.mkdir(parents=True, exist_ok=True)
             atomic_write_text(cfg.layout.unit_record(unit.folder), yaml.safe_dump(
                 unit_record(unit.settings, unit.depends_on), sort_keys=False))
         seed_everything(cfg.seed, cfg.deterministic)
         s = unit.settings
-        rule = label_rule(cfg, prepared)
         with precision_policy(s.mixed_precision), strategy(s.distribute).scope():
             result = unit.fit(epoch_data(prepared, "train_dt", s.batch_size),
                               fixed(prepared.dataset("val_dt", s.batch_size)),

@@ -192,13 +192,18 @@ def overlays(rec: RunRecord, out_png: pathlib.Path, n_slices: int = 3, batch_siz
         prepared = prepare_dataset(cfg.data, progress=False)
     except Exception as exc:  # noqa: BLE001 - data not mounted where the run had it
         raise FigureUnavailable(f"data not available ({exc})") from None
-    rule = LabelRule(prepared.class_values, metric=cfg.evaluation.metric)
     models = {}
     for label, path in (("U-Net", unet_path), ("IAC", iac_path)):
         try:
             models[label] = load_unet(path)
         except Exception as exc:  # noqa: BLE001 - e.g. a model saved by an older code version
             raise FigureUnavailable(f"{path} not loadable by this code version ({exc})") from None
+    try:  # the run's rule: its classes and its U-Net's output (sigmoids or a softmax)
+        rule = LabelRule.for_outputs(prepared.class_values,
+                                     int(models["U-Net"].output_shape[-1]),
+                                     cfg.evaluation.metric)
+    except ValueError as exc:
+        raise FigureUnavailable(f"{unet_path}: {exc}") from None
     if prepared.test_cases and cfg.data.format != "npz":
         split = TEST_SPLIT
         shown, class_names = _test_slices(cfg, prepared.test_cases, models, n_slices, batch_size)

@@ -3,7 +3,8 @@ checkpoint by Dice on ``val_dt``.
 
 Two Dice numbers appear in a run and they are different quantities: the *soft Dice* here
 (``soft_dice`` / ``val_soft_dice`` in ``history.csv``, ``best_val_soft_dice`` in
-``summary.json``) is the slice-level soft Dice of the sigmoid outputs averaged over batches, used
+``summary.json``) is the slice-level soft Dice of the sigmoid outputs (of a softmax's class
+channels) averaged over batches, used
 only to select the best epoch; the evaluation's *per-case Dice*
 (:mod:`iac_tf.evaluation.metrics`) binarises the predictions and scores each case's volume.
 Both follow the dataset's decision rule when one is given (``rule``, a
@@ -24,7 +25,7 @@ import pathlib
 import time
 
 from iac_tf._keras import keras
-from iac_tf.losses import DiceLoss, selection_metric
+from iac_tf.losses import selection_metric, training_loss
 from iac_tf.files import atomic_write_json, save_model
 from iac_tf.training.loop import EpochLoop
 from iac_tf.training.optimizers import make_optimizer
@@ -61,12 +62,14 @@ def _at_best(history: list[dict], best_epoch: int, key: str) -> float:
 
 
 def compile_for_training(model: keras.Model, cfg: Stage1Config, rule=None) -> None:
-    """Compile with the paper's optimiser and Dice loss, and the soft Dice metric of ``rule``
+    """Compile with the paper's optimiser and the loss the output calls for (the Dice loss of
+    eq. (5) for sigmoids, Dice + cross-entropy for a softmax of ``rule``:
+    :func:`iac_tf.losses.training_loss`), and the soft Dice metric of ``rule``
     (:func:`iac_tf.losses.selection_metric`; ``None``: every channel on its own). Loss scaling
     is added by Keras under a ``mixed_float16`` policy."""
     model.compile(
         optimizer=make_optimizer(cfg.optimizer, cfg.learning_rate),
-        loss=DiceLoss(eps=cfg.dice_eps),
+        loss=training_loss(rule, eps=cfg.dice_eps),
         metrics=[selection_metric(rule, eps=cfg.dice_eps, name="soft_dice")],
     )
 
@@ -82,10 +85,12 @@ def train_model(
     seed: int = 0,
     rule=None,
 ) -> TrainResult:
-    """Train ``model`` with Dice loss, keeping the best checkpoint by ``cfg.monitor``.
+    """Train ``model`` with the loss of its output (:func:`compile_for_training`), keeping the
+    best checkpoint by ``cfg.monitor``.
 
     Args:
-        model: a functional Keras model with sigmoid outputs (uncompiled or compiled).
+        model: a functional Keras model with sigmoid outputs, or a softmax over background +
+            classes when ``rule`` is a ``softmax`` rule (uncompiled or compiled).
         train_data: a batched ``tf.data.Dataset`` or a callable ``(epoch, seed) -> dataset``
             (``seed``: the epoch's shuffle seed, ``None`` when ``cfg.shuffle`` is off).
         val_data: the same for validation (``val_dt``).
@@ -98,8 +103,9 @@ def train_model(
             every epoch when given. Required when ``cfg.monitor`` is ``val_case_dice``.
         seed: the run seed (data order).
         rule: the dataset's :class:`~iac_tf.inference.labels.LabelRule`: the soft Dice
-            (``soft_dice``, ``val_soft_dice``) scores its soft channels; ``None``: every channel
-            on its own (the paper's protocol). Recorded in ``summary.json``
+            (``soft_dice``, ``val_soft_dice``) scores its soft channels, and its output
+            (``sigmoid`` or ``softmax``) picks the loss; ``None``: every channel on its own
+            (the paper's protocol), Dice loss. Recorded in ``summary.json``
             (``selection_rule``). ``case_scorer`` should use the same rule.
     """
     run_dir = pathlib.Path(run_dir)

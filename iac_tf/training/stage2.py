@@ -40,9 +40,12 @@ from iac_tf.training.supernet import SearchSupernet
 log = logging.getLogger(__name__)
 
 
-def build_supernet(unet: keras.Model, cfg: Stage2Config) -> SearchSupernet:
+def build_supernet(unet: keras.Model, cfg: Stage2Config, output: str = "sigmoid"
+                   ) -> SearchSupernet:
     """Implant a continuous IAC (:class:`~iac_tf.search.SearchCell`) into every skip connection
-    of the frozen ``unet``; one :class:`~iac_tf.search.ArchitectureParameters` feeds all cells."""
+    of the frozen ``unet``; one :class:`~iac_tf.search.ArchitectureParameters` feeds all cells.
+    ``output``: the U-Net's output function (``sigmoid`` or ``softmax``), which picks the loss
+    (:func:`iac_tf.losses.loss_and_dice`)."""
     arch = ArchitectureParameters(num_edges=num_edges(cfg.cell_steps), init=cfg.arch_init,
                                   name="iac_arch")
 
@@ -62,7 +65,7 @@ def build_supernet(unet: keras.Model, cfg: Stage2Config) -> SearchSupernet:
     net = implant(unet, make_module, name=f"{unet.name}_iac_search")
     supernet = SearchSupernet(
         net, arch, update_order=cfg.update_order, arch_weight_decay=cfg.arch_weight_decay,
-        weight_decay=cfg.weight_decay, name="search_supernet",
+        weight_decay=cfg.weight_decay, output=output, name="search_supernet",
     )
     arch_opt = keras.optimizers.Adam(cfg.arch_learning_rate, beta_1=cfg.arch_beta_1, beta_2=cfg.arch_beta_2)
     weight_opt = make_optimizer("sgd", cfg.weight_lr(1), momentum=cfg.weight_momentum)
@@ -111,6 +114,7 @@ def search(
     run_dir: str | os.PathLike,
     seed: int = 0,
     strategy: tf.distribute.Strategy | None = None,
+    output: str = "sigmoid",
 ) -> SearchResult:
     """Run Algorithm 1 on ``unet`` (frozen) and write the search outputs to ``run_dir``.
 
@@ -127,13 +131,15 @@ def search(
         strategy: a ``tf.distribute`` strategy (e.g. ``MirroredStrategy`` for several GPUs); the
             supernet and optimisers are built in its scope, ``unet`` should be loaded there too.
             Batches are global (split over the replicas).
+        output: the U-Net's output function: ``sigmoid`` (the Dice loss of eq. (5)) or
+            ``softmax`` over background + classes (Dice of the classes + cross-entropy).
     """
     run_dir = pathlib.Path(run_dir)
     make_dirs(run_dir / GENOTYPES)
     make_dirs(run_dir / ARCH)
     strategy = strategy or tf.distribute.get_strategy()
     with strategy.scope():
-        supernet = build_supernet(unet, cfg)
+        supernet = build_supernet(unet, cfg, output)
     loop = EpochLoop(
         run_dir,
         {"supernet": supernet, "arch_optimizer": supernet.arch_optimizer,

@@ -45,6 +45,7 @@ def build_unet(
     encoder_weights=None,
     decoder_filters: Sequence[int] | None = None,
     name: str | None = None,
+    activation: str = "sigmoid",
     **backbone_kwargs,
 ) -> keras.Model:
     """Build a U-Net of the paper's zoo (Section III-A) as a functional Keras model.
@@ -63,6 +64,8 @@ def build_unet(
             ``(256, 128, 64, 32, 16)`` (five stages); for ``"base"`` the mirrored encoder
             filters ``(512, 256, 128, 64)`` (four stages).
         name: model name, default ``"unet_{backbone}"``.
+        activation: the head's function: ``sigmoid`` (one per channel, the paper's) or
+            ``softmax`` over the channels (then ``classes`` counts the background channel too).
         **backbone_kwargs: encoder options: ``base_filters`` / ``use_batchnorm`` for ``"base"``,
             ``alpha`` / ``minimalistic`` for ``"mobilenetv3_large"``; anything else is a
             ``ValueError`` (segmentation_models would raise a bare ``TypeError``).
@@ -124,7 +127,9 @@ def build_unet(
     x = bottleneck
     if spec.center_filters:
         x = center_block(x, spec.center_filters)
-    outputs = build_decoder(x, skips, filters, classes)
+    if activation not in ("sigmoid", "softmax"):
+        raise ValueError(f"activation must be 'sigmoid' or 'softmax', got {activation!r}")
+    outputs = build_decoder(x, skips, filters, classes, activation=activation)
     return keras.Model(encoder.input, outputs, name=name or f"unet_{backbone}")
 
 

@@ -47,8 +47,10 @@ def decoder_stage(x, skip, filters: int, stage: int, use_batchnorm: bool = True)
     return conv3x3_bn_relu(x, filters, f"decoder_stage{stage}b", use_batchnorm)
 
 
-def segmentation_head(x, classes: int):
-    """``final_conv`` (3x3, ``classes`` filters) and ``sigmoid``, both computed in float32."""
+def segmentation_head(x, classes: int, activation: str = "sigmoid"):
+    """``final_conv`` (3x3, ``classes`` filters) and ``activation`` (``sigmoid``, or
+    ``softmax`` over the channels), both computed in float32; the activation layer is named
+    after it."""
     x = keras.layers.Conv2D(
         classes,
         3,
@@ -58,7 +60,7 @@ def segmentation_head(x, classes: int):
         dtype="float32",
         name="final_conv",
     )(x)
-    return keras.layers.Activation("sigmoid", dtype="float32", name="sigmoid")(x)
+    return keras.layers.Activation(activation, dtype="float32", name=activation)(x)
 
 
 def center_block(x, filters: int, use_batchnorm: bool = True):
@@ -73,8 +75,10 @@ def build_decoder(
     filters: Sequence[int],
     classes: int,
     use_batchnorm: bool = True,
+    activation: str = "sigmoid",
 ):
-    """Decode ``bottleneck`` with ``skips`` (deepest first) into a ``(B, H, W, classes)`` map.
+    """Decode ``bottleneck`` with ``skips`` (deepest first) into a ``(B, H, W, classes)`` map
+    (the head's ``activation``: ``sigmoid`` or ``softmax``).
 
     Stage ``i`` uses ``filters[i]`` and ``skips[i]`` if ``i < len(skips)``.
     """
@@ -86,7 +90,7 @@ def build_decoder(
     for stage, stage_filters in enumerate(filters):
         skip = skips[stage] if stage < len(skips) else None
         x = decoder_stage(x, skip, int(stage_filters), stage, use_batchnorm)
-    return segmentation_head(x, classes)
+    return segmentation_head(x, classes, activation)
 
 
 __all__ = [

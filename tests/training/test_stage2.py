@@ -143,7 +143,7 @@ def test_train_step_uses_val_batch_for_arch_and_train_batch_for_omega():
     # omega's step is plain SGD on the train batch's Dice loss: check it against the tape.
     _restore(snap)
     with tf.GradientTape() as tape:
-        loss, _ = sn._dice_loss(a[1], sn.net(a[0], training=True))
+        loss, _, _ = sn._dice_loss(a[1], sn.net(a[0], training=True))
     grads = tape.gradient(loss, sn.omega_variables)
     expected = [w - 0.1 * g.numpy() if g is not None else w
                 for w, g in zip([v.numpy() for v in sn.omega_variables], grads)]
