@@ -293,7 +293,9 @@ def import_tensorflow_quietly() -> None:
     """Import TensorFlow and initialise its devices with the process' stderr (file descriptor 2)
     sent to a temporary file: TF 2.21 writes its start-up lines (oneDNN notices, "Could not find
     cuda drivers", cuInit errors on CPU machines) before its logging is set up, ignoring
-    ``TF_CPP_MIN_LOG_LEVEL``. If the import fails, what it wrote is shown."""
+    ``TF_CPP_MIN_LOG_LEVEL``. If the import fails, what it wrote is shown. Afterwards the
+    library loggers are quietened again: in an interactive session (Jupyter, ``python -i``)
+    TensorFlow sets its logger to INFO on stdout while it loads."""
     import tempfile
 
     sys.stderr.flush()
@@ -312,6 +314,7 @@ def import_tensorflow_quietly() -> None:
         finally:
             os.dup2(saved, 2)
             os.close(saved)
+    quiet_tensorflow(verbose=False)
 
 
 def main(argv=None) -> int:
