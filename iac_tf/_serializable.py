@@ -33,6 +33,7 @@ CLASSES = {
     "iac_tf>ComposedConv": "iac_tf.implant.composed_conv",
     "iac_tf>DiceCoefficient": "iac_tf.losses",
     "iac_tf>DiceLoss": "iac_tf.losses",
+    "iac_tf>DiceCELoss": "iac_tf.losses",
     "iac_tf>DiscreteCell": "iac_tf.genotype.discrete_cell",
     "iac_tf>FusedSGD": "iac_tf.training.optimizers",
     "iac_tf>Identity": "iac_tf.search.operations",

@@ -143,11 +143,11 @@ def test_restart_clears_the_stage_and_later_ones_and_their_models(tmp_path):
 def _compare_unit(cfg, name, depends_on, settings=None):
     folder = cfg.layout.compare(name)
     folder.mkdir(parents=True)
-    (folder / "best_model.keras").write_text("m")
+    atomic_write_text(folder / "best_model.keras", "m")
     register_model(cfg.run_dir, name, folder / "best_model.keras")
     if depends_on is not None:
         record = unit_record(settings if settings is not None else cfg.stage3, depends_on)
-        cfg.layout.unit_record(folder).write_text(yaml.safe_dump(record))
+        atomic_write_text(cfg.layout.unit_record(folder), yaml.safe_dump(record))
     return folder
 
 

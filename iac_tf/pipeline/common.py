@@ -223,7 +223,8 @@ def label_rule(cfg: ExperimentConfig, prepared) -> LabelRule:
 
 def unet_output_channels(cfg: ExperimentConfig) -> int | None:
     """The output channels of a given U-Net (``unet.pretrained``; its file is loaded once per
-    process and file version); ``None`` for Stage I's zoo U-Net (``unet.output``).
+    process and file version; the run's copy when the file is gone); ``None`` for Stage I's zoo
+    U-Net (``unet.output``).
 
     Loading a model draws from Keras' seed generator, so the stage commands ask for it once
     before they seed (:func:`begin`, ``iac run``): a later call finds it cached and leaves the
@@ -231,6 +232,8 @@ def unet_output_channels(cfg: ExperimentConfig) -> int | None:
     if not cfg.unet.pretrained:
         return None
     path = pathlib.Path(cfg.trained_unet)
+    if not path.exists():  # a run folder moved without the user's file: the run's own copy
+        path = run_unet(cfg.layout, cfg.unet.pretrained)
     st = path.stat()
     return _output_channels(str(path.resolve()), st.st_mtime_ns, st.st_size)
 

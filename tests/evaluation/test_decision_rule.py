@@ -102,8 +102,8 @@ def model():
 def _rule(metric="labels"):
     """The rule the pipeline derives from the prepared data and the config."""
     prepared = types.SimpleNamespace(class_values=GREY_WHITE)
-    cfg = types.SimpleNamespace(evaluation=types.SimpleNamespace(metric=metric),
-                                unet=types.SimpleNamespace(pretrained=None))  # Stage I's U-Net
+    cfg = types.SimpleNamespace(evaluation=types.SimpleNamespace(metric=metric),  # Stage I U-Net
+                                unet=types.SimpleNamespace(pretrained=None, output="sigmoid"))
     return label_rule(cfg, prepared)
 
 
