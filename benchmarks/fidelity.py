@@ -39,7 +39,7 @@ MODELS = ("unet", "unet_continued", "iac_residual", "iac_replace", "iac_replace_
 
 
 def config(args, seed: int):
-    from iac_tf.experiment import load_experiment
+    from iac_tf.config.experiment import load_experiment
 
     sets = {
         "name": f"seed{seed}", "output_dir": str(args.out), "seed": seed,

@@ -29,7 +29,7 @@ import time
 
 import numpy as np
 
-from iac_tf.data.config import DataConfig
+from iac_tf.config.data import DataConfig
 from iac_tf.data.fingerprint import data_record, legacy_fingerprint
 
 SAMPLE = pathlib.Path(__file__).resolve().parents[1] / "data" / "sample" / \

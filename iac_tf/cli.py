@@ -36,7 +36,7 @@ import yaml
 
 from iac_tf.config import ConfigError, parse_yaml
 from iac_tf.console import log_to_console
-from iac_tf.errors import UserError
+from iac_tf.errors import PrepareInterrupted, UserError
 from iac_tf.inference import cli as inference_cli
 
 
@@ -70,7 +70,7 @@ def _config_args(parser: argparse.ArgumentParser, restart: bool = False) -> None
 
 
 def _load(args):
-    from iac_tf.experiment import load_experiment
+    from iac_tf.config.experiment import load_experiment
 
     return load_experiment(args.config, _parse_sets(args.set))
 
@@ -325,8 +325,6 @@ def main(argv=None) -> int:
         command = DATA_COMMANDS[args.data_command]
     else:
         command = COMMANDS[args.command]
-    from iac_tf.data.config import PrepareInterrupted
-
     try:
         if command.tensorflow and not args.verbose:
             import_tensorflow_quietly()

@@ -1,13 +1,22 @@
-"""The project's error for a problem with the user's input -- a config, a dataset, a model file,
+"""The project's errors for a problem with the user's input -- a config, a dataset, a model file,
 a folder, the disk, another process holding a run. The ``iac`` command shows its message as one
 line and exits with status 2; any other exception is a bug and shows its traceback.
 
 Every specific error of the package (``ConfigError``, ``DataError``, ``RefusedPath``,
-``LockedError``, ...) is a :class:`UserError`; it stays a ``ValueError`` for callers that catch
-that.
+``LockedError``, ...) is a :class:`UserError`. A :class:`UserError` is not a ``ValueError``:
+whoever means "the user's input is wrong" catches ``UserError`` (or the specific error), so a
+``ValueError`` raised by a bug is never mistaken for one.
 """
 
 
-class UserError(ValueError):
+class UserError(Exception):
     """A problem with the user's input, files or environment; the message names the file or key
     and the way out."""
+
+
+class DataError(UserError):
+    """Bad input data; the message names the file (or case) and the problem."""
+
+
+class PrepareInterrupted(KeyboardInterrupt):
+    """Ctrl-C during data preparation (the partial cache file has been removed)."""

@@ -41,7 +41,7 @@ from typing import Any
 import yaml
 
 from iac_tf.config import ConfigError, from_dict, load_yaml
-from iac_tf.experiment import ExperimentConfig
+from iac_tf.config.experiment import ExperimentConfig
 from iac_tf.files import atomic_write_json, atomic_write_text
 from iac_tf.locks import LockedError, folder_lock
 from iac_tf.run_layout import RunLayout, run_status

@@ -47,7 +47,8 @@ import yaml
 
 from iac_tf.config import to_dict
 from iac_tf.config.stages import Stage1Config, Stage2Config, Stage3Config
-from iac_tf.data.config import TEST_SPLIT
+from iac_tf.config.data import TEST_SPLIT
+from iac_tf.data.fingerprint import SCHEME, differences
 from iac_tf.errors import UserError
 from iac_tf.files import (RUN_MARKER, RefusedPath, adopt_folder, adopt_hint, atomic_write_json, is_run_folder,
                           looks_like_old_run, mark, run_lock_path)
@@ -398,8 +399,6 @@ class RunLayout:
         yet, or one of the first fingerprint scheme that ``legacy_match(old record)`` accepts.
         Raises :class:`DatasetMismatch` naming both datasets and the files that differ (the
         same contents under another path are accepted)."""
-        from iac_tf.data.fingerprint import SCHEME, differences  # noqa: PLC0415
-
         old = self.read_data_record()
         if old is None:
             return True

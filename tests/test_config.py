@@ -5,7 +5,7 @@ from typing import Literal
 import pytest
 
 from iac_tf.config import ConfigError, from_dict, load_config, to_dict
-from iac_tf.experiment import ExperimentConfig, load_experiment
+from iac_tf.config.experiment import ExperimentConfig, load_experiment
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -69,7 +69,7 @@ def test_loading_a_config_imports_no_tensorflow():
     import subprocess
     import sys
 
-    code = ("import sys\nimport iac_tf.experiment as e\ncfg = e.load_experiment('experiments/sample.yaml')\n"
+    code = ("import sys\nimport iac_tf.config.experiment as e\ncfg = e.load_experiment('experiments/sample.yaml')\n"
             "assert cfg.stage2.weight_lr(1) > 0\nprint('tensorflow' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=pathlib.Path(__file__).resolve().parents[1])
@@ -78,6 +78,6 @@ def test_loading_a_config_imports_no_tensorflow():
 
 def test_the_config_names_every_comparison_method():
     from iac_tf.comparisons import METHODS
-    from iac_tf.experiment import COMPARISON_METHODS
+    from iac_tf.config.experiment import COMPARISON_METHODS
 
     assert sorted(COMPARISON_METHODS) == sorted(METHODS)

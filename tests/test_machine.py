@@ -75,7 +75,7 @@ def test_machine_json_lists_each_kind_of_machine_a_part_ran_on_and_the_report_sh
 def test_each_stage_records_the_machine_it_starts_on(tmp_path):
     import pathlib
 
-    from iac_tf.experiment import load_experiment
+    from iac_tf.config.experiment import load_experiment
     from iac_tf.run_records import record_stage
 
     sample = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "sample.yaml"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from iac_tf.data.check import DataShape
-from iac_tf.experiment import load_experiment
+from iac_tf.config.experiment import load_experiment
 from iac_tf.models import inspect_unet, match_data
 from iac_tf.preflight import FAIL, OK, PreflightError, checked_prepare, output_space_check
 from tests.data import fixtures

@@ -14,7 +14,7 @@ import yaml
 
 from iac_tf.cli import main
 from iac_tf.config import ConfigError
-from iac_tf.experiment import load_experiment
+from iac_tf.config.experiment import load_experiment
 from iac_tf.files import atomic_write_text
 from iac_tf.run_records import (RunConflict, check_stages, record_stage, restart_from,
                                 restart_plan, unit_record)

@@ -16,7 +16,7 @@ import textwrap
 
 import pytest
 
-from iac_tf.experiment import load_experiment
+from iac_tf.config.experiment import load_experiment
 from iac_tf.files import atomic_write_text
 from iac_tf.run_records import record_stage, write_resolved
 from iac_tf.run_layout import RunLayout
@@ -136,7 +136,7 @@ def test_two_cache_builds_of_one_dataset_do_not_run_at_once(dataset, tmp_path, c
     config = write_config(tmp_path, dataset, cache)
     code = f"""
         from iac_tf.data.prepare import cached_path
-        from iac_tf.experiment import load_experiment
+        from iac_tf.config.experiment import load_experiment
         from iac_tf.locks import folder_lock
         import time
         path = cached_path(load_experiment({str(config)!r}).data)

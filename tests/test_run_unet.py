@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import yaml
 
-from iac_tf.data.config import DataConfig
-from iac_tf.experiment import ExperimentConfig
+from iac_tf.config.data import DataConfig
+from iac_tf.config.experiment import ExperimentConfig
 from iac_tf.run_layout import RunLayout
 from iac_tf.run_records import as_recorded, stage_keys, write_resolved
 from iac_tf import run_unet as run_unet_module

@@ -12,7 +12,7 @@ from iac_tf._keras import keras, tf
 from iac_tf.cli import main
 from iac_tf.data import prepare_dataset
 from iac_tf.data.check import DataShape
-from iac_tf.experiment import load_experiment
+from iac_tf.config.experiment import load_experiment
 from iac_tf.models import inspect_unet, match_data
 from iac_tf.preflight import FAIL, OK, PreflightError, checked_prepare, doctor
 from tests.data import fixtures

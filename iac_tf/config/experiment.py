@@ -29,8 +29,7 @@ from typing import Any, Literal
 
 from iac_tf.config import ConfigError, from_dict, load_yaml
 from iac_tf.config.stages import Stage1Config, Stage2Config, Stage3Config
-from iac_tf.data.config import SPLITS, DataConfig
-from iac_tf.run_layout import RunLayout
+from iac_tf.config.data import SPLITS, DataConfig
 
 #: The comparison methods of ``method`` / ``compare`` (their modules are the rows of
 #: ``iac_tf.comparisons.METHODS``; named here so that loading a config needs no TensorFlow).
@@ -167,8 +166,14 @@ class ExperimentConfig:
         return pathlib.Path(self.output_dir) / self.name
 
     @property
-    def layout(self) -> RunLayout:
-        """The run folder's paths, "finished" rules, lock and dataset record."""
+    def layout(self):
+        """``RunLayout(self.run_dir)``: the run folder's paths, "finished" rules, lock and
+        dataset record. The config layer names the run folder (``run_dir``) but does not own
+        it, so :mod:`iac_tf.run_layout` (above this layer) is imported when the layout is asked
+        for: loading a config never loads it. This accessor is the config layer's one import
+        from above; new code builds ``RunLayout(cfg.run_dir)`` where it has the layer."""
+        from iac_tf.run_layout import RunLayout  # noqa: PLC0415 - run_layout sits above the config
+
         return RunLayout(self.run_dir)
 
     @property

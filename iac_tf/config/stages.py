@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from iac_tf.training.schedules import cosine_power_annealing, linear_ramp
+from iac_tf.config.schedules import cosine_power_annealing, linear_ramp
 
 MONITOR = "val_soft_dice"  # slice-level soft Dice on val_dt: selects the best epoch
 

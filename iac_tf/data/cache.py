@@ -35,9 +35,10 @@ import pathlib
 import re
 from collections.abc import Iterable
 
+import h5py
 import numpy as np
 
-from iac_tf.data.config import DataError
+from iac_tf.errors import DataError
 from iac_tf.diskspace import MARGIN_BYTES, DiskFullError, free_bytes, is_disk_full
 from iac_tf.files import check_target, commit, temp_sibling
 
@@ -126,7 +127,6 @@ class CacheWriter:
 
     def __init__(self, path: pathlib.Path, patch_size: int, channels: int, classes: int,
                  expected_slices: int | None = None):
-        import h5py  # noqa: PLC0415 - loading a config imports iac_tf.data and touches no cache
 
         self.path = pathlib.Path(path)
         self.tmp = temp_sibling(self.path)
@@ -255,7 +255,6 @@ class CorruptCacheError(DataError):
 
 def read_meta(path: pathlib.Path) -> dict:
     """The attributes of a finished cache (JSON decoded) plus ``num_slices``."""
-    import h5py  # noqa: PLC0415 - loading a config imports iac_tf.data and touches no cache
 
     try:
         with h5py.File(path, "r") as f:

@@ -7,7 +7,8 @@ import pathlib
 
 import numpy as np
 
-from iac_tf.data.config import TEST_SPLIT, DataError
+from iac_tf.config.data import TEST_SPLIT
+from iac_tf.errors import DataError
 from iac_tf.data.datasets import (DATASETS, detect_format, list_cases, list_test_cases,
                                   read_case, unlabelled_warning)
 from iac_tf.data.prepare import axial_slices, case_lists, load_npz, resolve_paths

@@ -14,7 +14,7 @@ import pathlib
 import re
 from collections.abc import Callable
 
-from iac_tf.data.config import DataError
+from iac_tf.errors import DataError
 from iac_tf.data.nifti import load_case
 
 

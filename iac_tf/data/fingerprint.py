@@ -33,12 +33,13 @@ import hashlib
 import json
 import pathlib
 
-from iac_tf.data.config import DataConfig, DataError
+from iac_tf.config.data import DataConfig
+from iac_tf.errors import DataError
 from iac_tf.data.datasets import list_cases
 from iac_tf.data.prepare import resolve_paths
 from iac_tf.data.unet_cases import read_unet_train_cases
 from iac_tf.files import sha256_file
-from iac_tf.inference.volume import Preprocessing
+from iac_tf.data.preprocessing import Preprocessing
 
 _MIB = 1 << 20
 SCHEME = 2
@@ -117,7 +118,7 @@ def _digest(dataset_json: str | None, files: dict[str, list]) -> str:
 
 def fingerprint(cfg: DataConfig) -> tuple[str, int]:
     """``(sha256 hex, number of files)`` of the dataset ``cfg`` names (see the module
-    docstring). Raises :class:`~iac_tf.data.config.DataError` if it cannot be listed."""
+    docstring). Raises :class:`~iac_tf.errors.DataError` if it cannot be listed."""
     record = data_record(cfg)
     return record["fingerprint"], record["files"]
 
@@ -143,7 +144,7 @@ def data_record(cfg: DataConfig, previous: dict | None = None,
     """The run's dataset record: absolute root, format, scheme, fingerprint, file count, the
     per-file ``contents`` and ``dataset_json`` hash (:func:`contents`; ``previous``: the run's
     record, whose image hashes are reused for unchanged files), (NIfTI datasets) the
-    preprocessing inference needs (:class:`~iac_tf.inference.volume.Preprocessing` as a
+    preprocessing inference needs (:class:`~iac_tf.data.preprocessing.Preprocessing` as a
     mapping) and, when the config gives them, the given U-Net's training cases that the splits
     keep out of val_dt, val_search_dt and test_dt (``unet_train_cases``: source, fold, count and
     the SHA-256 of the sorted ids; no key otherwise). ``training_cases``: include that list (the

@@ -15,9 +15,10 @@ from __future__ import annotations
 import pathlib
 from collections.abc import Sequence
 
+import nibabel as nib
 import numpy as np
 
-from iac_tf.data.config import DataError
+from iac_tf.errors import DataError
 
 AFFINE_TOLERANCE = 1e-3  # mm; stored affines of one case agree to float32 rounding
 #: The NIfTI header ``descrip`` of every file ``iac predict`` writes.
@@ -27,7 +28,6 @@ PREDICTION_TAG = b"iac_tf prediction"
 def is_prediction(path: str | pathlib.Path) -> bool:
     """``path`` is a NIfTI file written by ``iac predict`` (its header carries
     :data:`PREDICTION_TAG`); only the header is read."""
-    import nibabel as nib  # noqa: PLC0415 - as load_nifti
 
     path = pathlib.Path(path)
     if not path.is_file():
@@ -45,7 +45,6 @@ def load_nifti(path: str | pathlib.Path, reorient: bool) -> tuple[np.ndarray, np
     Raises:
         DataError: the file is missing, not a readable NIfTI, not 3D, or holds NaN/inf.
     """
-    import nibabel as nib  # noqa: PLC0415 - loading a config imports iac_tf.data and reads no scan
 
     path = pathlib.Path(path)
     if not path.is_file():

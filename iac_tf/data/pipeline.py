@@ -10,12 +10,14 @@ from __future__ import annotations
 import pathlib
 from typing import TYPE_CHECKING
 
+import h5py
 import numpy as np
 
-from iac_tf.data.config import SPLITS, TEST_SPLIT, DataError
+from iac_tf.config.data import SPLITS, TEST_SPLIT
+from iac_tf.errors import DataError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from iac_tf.data.config import DataConfig
+    from iac_tf.config.data import DataConfig
 
 #: Splits up to this size are read into memory once; larger ones are read from HDF5 per batch.
 IN_MEMORY_BYTES = 2 * 1024**3
@@ -62,7 +64,6 @@ class PreparedDataset:
         self._memory: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     def _h5(self):
-        import h5py  # noqa: PLC0415 - loading a config imports iac_tf.data and touches no cache
 
         return h5py.File(self.cache_path, "r")
 

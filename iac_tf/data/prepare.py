@@ -8,13 +8,16 @@ import hashlib
 import pathlib
 import logging
 
+import nibabel as nib
 import numpy as np
+from tqdm.auto import tqdm
 
+from iac_tf.config.data import TEST_SPLIT, DataConfig
 from iac_tf.data import cache as cache_lib
-from iac_tf.data.config import TEST_SPLIT, DataConfig, DataError, PrepareInterrupted
 from iac_tf.data.datasets import (DATASETS, Case, list_cases, list_test_cases, read_case,
                                   unlabelled_warning)
 from iac_tf.diskspace import check_writable_folder
+from iac_tf.errors import DataError, PrepareInterrupted
 from iac_tf.files import remove
 from iac_tf.locks import folder_lock
 from iac_tf.data.pipeline import PreparedDataset
@@ -223,7 +226,6 @@ def _check_cache_dir(cache_dir: pathlib.Path) -> None:
 def axial_slices(path: pathlib.Path, reorient: bool) -> int:
     """Number of axial slices of a NIfTI file, from its header only (the axis that becomes
     the third after RAS reorientation, or the stored third axis)."""
-    import nibabel as nib  # noqa: PLC0415 - loading a config imports iac_tf.data and reads no scan
 
     try:
         img = nib.load(str(path))
@@ -239,7 +241,6 @@ def axial_slices(path: pathlib.Path, reorient: bool) -> int:
 
 
 def _tqdm(iterable, progress: bool, desc: str):
-    from tqdm.auto import tqdm  # noqa: PLC0415 - loading a config imports iac_tf.data and shows no progress
 
     return tqdm(iterable, desc=desc, disable=not progress, unit="case")
 

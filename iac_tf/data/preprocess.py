@@ -15,6 +15,7 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
+from scipy import ndimage
 
 EPS = 1e-8
 #: Statistics of larger volumes use every k-th voxel (a fixed stride: deterministic).
@@ -158,7 +159,6 @@ def zoom_in_plane(image: np.ndarray, label: np.ndarray, factor: float | Sequence
     fx, fy = _pair(factor)
     if fx == fy == 1.0:
         return image, label
-    from scipy import ndimage  # noqa: PLC0415 - slow; only zoomed data needs it, and loading a config imports iac_tf.data
 
     img_zoom = (fx, fy) + (1,) * (image.ndim - 2)
     lab_zoom = (fx, fy) + (1,) * (label.ndim - 2)

@@ -5,7 +5,7 @@ subsets ``train_search_dt`` and ``val_search_dt`` are two disjoint, equally numb
 patients drawn from ``train_dt`` (``search_fraction`` of its patients each). A patient's cases
 (ACDC ED/ES frames, BraTS time points) always share a split.
 
-A run may also have ``test_dt`` (:data:`~iac_tf.data.config.TEST_SPLIT`): the dataset's own
+A run may also have ``test_dt`` (:data:`~iac_tf.config.data.TEST_SPLIT`): the dataset's own
 labelled test cases (nnU-Net ``imagesTs``/``labelsTs``) or ``test_fraction`` of the patients,
 held out (:func:`hold_out_patients`) before the four splits are drawn from the rest. Its patients
 and cases are recorded in ``splits.json`` next to the others (``patients["test_dt"]``,
@@ -31,7 +31,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from iac_tf.data.config import SPLITS, TEST_SPLIT, DataError
+from iac_tf.config.data import SPLITS, TEST_SPLIT
+from iac_tf.errors import DataError
 from iac_tf.diskspace import disk_full_guard
 from iac_tf.files import atomic_write_text
 

@@ -17,7 +17,8 @@ import json
 import pathlib
 from collections.abc import Iterable
 
-from iac_tf.data.config import DataConfig, DataError
+from iac_tf.config.data import DataConfig
+from iac_tf.errors import DataError
 
 #: ids shown in an error message before "... (N more)"
 SHOWN_IDS = 10

@@ -35,7 +35,7 @@ import pathlib
 
 import numpy as np
 
-from iac_tf.data.config import TEST_SPLIT
+from iac_tf.config.data import TEST_SPLIT
 from iac_tf.evaluation.metrics import case_dice
 from iac_tf.evaluation.plots import plot_dice_per_method, plot_paired_dice
 from iac_tf.evaluation.stats import caution, compare_paired

@@ -39,7 +39,7 @@ import numpy as np
 from scipy import ndimage
 from tqdm.auto import tqdm
 
-from iac_tf.data.config import DataError
+from iac_tf.errors import DataError
 from iac_tf.data.datasets import _json_classes
 from iac_tf.data.nifti import AFFINE_TOLERANCE, is_prediction
 from iac_tf.diskspace import check_writable_folder

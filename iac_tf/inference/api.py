@@ -15,14 +15,14 @@ from collections.abc import Sequence
 
 from iac_tf.data.fingerprint import data_record, same_as_legacy
 from iac_tf.errors import UserError
-from iac_tf.experiment import load_experiment
+from iac_tf.config.experiment import load_experiment
 from iac_tf.inference.export import PREPROCESSING_JSON, check_export_folder, export_serving
 from iac_tf.inference.inputs import check_cases, collect_cases
 from iac_tf.inference.model_source import (LoadedModel, device_scope, find_run_config,
                                            load_model, resolve_model_path)
 from iac_tf.inference.predict import check_batch_size, check_outputs, predict_cases
 from iac_tf.inference.tiling import STEP_SIZE, check_step_size
-from iac_tf.inference.volume import Preprocessing
+from iac_tf.data.preprocessing import Preprocessing
 from iac_tf.run_layout import RunLayout
 
 

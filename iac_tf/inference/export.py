@@ -138,7 +138,7 @@ def export_serving(model: keras.Model, out: str | os.PathLike, classes, *,
 
     ``classes``: the label values of each class (the model has one output channel per class,
     or a softmax over background + classes: :meth:`LabelRule.for_outputs`); ``preprocessing``: a
-    :class:`~iac_tf.inference.volume.Preprocessing` written to ``out/preprocessing.json``;
+    :class:`~iac_tf.data.preprocessing.Preprocessing` written to ``out/preprocessing.json``;
     ``version``: ``None`` (default) writes the next version (the highest existing + 1, or 1);
     an explicit version must not exist yet.
 

@@ -34,7 +34,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from iac_tf.errors import UserError
-from iac_tf.data.config import DataError
+from iac_tf.errors import DataError
 from iac_tf.data.nifti import PREDICTION_TAG, is_prediction, load_nifti  # noqa: F401  (re-exported)
 from iac_tf.diskspace import check_writable_folder
 from iac_tf.files import RefusedPath, atomic_write_bytes, check_new_or_ours, check_outside_runs
@@ -43,7 +43,8 @@ from iac_tf.inference.inputs import (NIFTI_ENDINGS, InputCase, check_case_data, 
 from iac_tf.inference.labels import LabelRule
 from iac_tf.inference.model_source import LoadedModel
 from iac_tf.inference.tiling import STEP_SIZE, check_step_size, predict_slices
-from iac_tf.inference.volume import Preprocessing, from_slices, to_file_orientation, to_slices
+from iac_tf.data.preprocessing import Preprocessing
+from iac_tf.inference.volume import from_slices, to_file_orientation, to_slices
 
 PROBABILITIES_SUFFIX = "_probabilities"
 
@@ -81,7 +82,7 @@ def predict_volume(model: LoadedModel, paths: Sequence[pathlib.Path], prep: Prep
 def model_rule(model: LoadedModel, prep: Preprocessing) -> LabelRule:
     """The decision rule of ``model`` for the run's classes: ``N`` sigmoid channels (the label
     mode of the classes) or ``N + 1`` softmax channels (argmax over background + classes);
-    any other count is a :class:`~iac_tf.data.config.DataError` naming the model file."""
+    any other count is a :class:`~iac_tf.errors.DataError` naming the model file."""
     try:
         return LabelRule.for_outputs(prep.classes, model.num_classes)
     except ValueError as exc:

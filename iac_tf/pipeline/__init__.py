@@ -1,7 +1,7 @@
-"""The three stages as Python calls over one :class:`~iac_tf.experiment.ExperimentConfig`
+"""The three stages as Python calls over one :class:`~iac_tf.config.experiment.ExperimentConfig`
 (what the ``iac`` CLI and the notebooks use)::
 
-    from iac_tf.experiment import load_experiment
+    from iac_tf.config.experiment import load_experiment
     from iac_tf import pipeline
     cfg = load_experiment("experiments/sample.yaml")
     pipeline.run_stage1(cfg); pipeline.run_stage2(cfg); pipeline.run_stage3(cfg)

@@ -16,12 +16,12 @@ import numpy as np
 from iac_tf.config import ConfigError
 from iac_tf.console import run_log
 from iac_tf.data import prepare_dataset
-from iac_tf.data.config import DataError
+from iac_tf.errors import DataError
 from iac_tf.data.fingerprint import data_record, same_as_legacy
 from iac_tf.diskspace import disk_full_guard
 from iac_tf.errors import UserError
 from iac_tf.evaluation.metrics import mean_case_dice
-from iac_tf.experiment import ExperimentConfig
+from iac_tf.config.experiment import ExperimentConfig
 from iac_tf.inference.labels import LabelRule
 from iac_tf.models import load_unet
 from iac_tf.preflight import checked_prepare

@@ -18,9 +18,9 @@ from __future__ import annotations
 import logging
 import pathlib
 
-from iac_tf.data.config import SELECTION_SPLIT, TEST_SPLIT
+from iac_tf.config.data import SELECTION_SPLIT, TEST_SPLIT
 from iac_tf.evaluation.report import compare_scores, evaluate_models, markdown_table, volume_section
-from iac_tf.experiment import ExperimentConfig
+from iac_tf.config.experiment import ExperimentConfig
 from iac_tf.files import atomic_write_text, remove
 from iac_tf.inference.run_scores import score_volumes, volumetric_scores
 from iac_tf.pipeline.common import (checked_data, guarded, label_rule, prepare, trained_unet_path,

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import logging
 
-from iac_tf.data.config import SELECTION_SPLIT
+from iac_tf.config.data import SELECTION_SPLIT
 from iac_tf.evaluation.report import case_scores, mean_dice
-from iac_tf.experiment import ExperimentConfig
+from iac_tf.config.experiment import ExperimentConfig
 from iac_tf.files import atomic_write_json
 from iac_tf.models import load_unet
 from iac_tf.pipeline.common import label_rule, trained_unet_path

@@ -10,7 +10,7 @@ import logging
 import pathlib
 
 from iac_tf.evaluation.plots import plot_genotype_epochs
-from iac_tf.experiment import ExperimentConfig
+from iac_tf.config.experiment import ExperimentConfig
 from iac_tf.files import atomic_write_json
 from iac_tf.losses import LOSS_NAMES
 from iac_tf.pipeline.common import (begin, check_records, checked_data, early_data_check,

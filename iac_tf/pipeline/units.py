@@ -21,7 +21,7 @@ from iac_tf._keras import tf
 from iac_tf.config import dump_yaml
 from iac_tf.config.stages import Stage1Config
 from iac_tf.evaluation.plots import plot_history
-from iac_tf.experiment import ExperimentConfig
+from iac_tf.config.experiment import ExperimentConfig
 from iac_tf.files import atomic_write_text
 from iac_tf.genotype import Genotype
 from iac_tf.losses import LOSS_NAMES

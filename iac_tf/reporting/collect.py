@@ -24,7 +24,7 @@ import re
 import numpy as np
 import yaml
 
-from iac_tf.data.config import TEST_SPLIT
+from iac_tf.config.data import TEST_SPLIT
 from iac_tf.errors import UserError
 from iac_tf.run_layout import DICE_CSV, HISTORY, SUMMARY, RunLayout, RunStatus
 from iac_tf.run_unet import unet_label, verified

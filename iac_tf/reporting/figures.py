@@ -29,13 +29,13 @@ from iac_tf.data import TEST_SPLIT, prepare_dataset
 from iac_tf.data.nifti import load_nifti
 from iac_tf.data.prepare import volume_cases
 from iac_tf.evaluation.plots import integer_ticks
-from iac_tf.experiment import load_experiment
+from iac_tf.config.experiment import load_experiment
 from iac_tf.files import save_figure
 from iac_tf.genotype import Genotype
 from iac_tf.inference.model_source import LoadedModel
 from iac_tf.inference.predict import predict_volume
 from iac_tf.inference.tiling import keras_predictor
-from iac_tf.inference.volume import Preprocessing
+from iac_tf.data.preprocessing import Preprocessing
 from iac_tf.inference.labels import LabelRule
 from iac_tf.reporting.collect import TRAIN_DICE, VAL_DICE, RunRecord
 from iac_tf.run_layout import RunLayout

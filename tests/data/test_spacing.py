@@ -179,7 +179,7 @@ def test_a_restart_records_the_new_spacing_that_predict_reads(tmp_path):
     """The run's dataset record (what ``iac predict`` applies) follows a restart with another
     spacing; without a restart it keeps what the run was trained with."""
     from iac_tf.data.fingerprint import data_record
-    from iac_tf.experiment import ExperimentConfig
+    from iac_tf.config.experiment import ExperimentConfig
     from iac_tf.pipeline.common import CheckedData, write_run_records
 
     ds = fixtures.write_nnunet(tmp_path / "raw", cases=("a", "b"))

@@ -12,7 +12,7 @@ from iac_tf.cli import main
 from iac_tf.data import TEST_SPLIT, DataConfig, DataError, prepare_dataset
 from iac_tf.data.fingerprint import data_record
 from iac_tf.data.splits import held_out_val_share, split_patients, validate_splits
-from iac_tf.experiment import load_experiment
+from iac_tf.config.experiment import load_experiment
 from iac_tf.preflight import OK, WARN, training_cases_check
 from iac_tf.run_layout import DatasetMismatch, RunLayout
 from tests.data import fixtures
@@ -219,7 +219,7 @@ def test_doctor_warns_about_a_given_unet_without_its_training_cases(dataset, tmp
 
 def test_a_rerun_of_the_run_with_another_fold_is_refused_before_anything_is_written(dataset,
                                                                                    tmp_path):
-    from iac_tf.experiment import ExperimentConfig
+    from iac_tf.config.experiment import ExperimentConfig
     from iac_tf.pipeline.common import checked_data, write_run_records
 
     files = splits_final(tmp_path / "splits_final.json")

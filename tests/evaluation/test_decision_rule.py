@@ -23,7 +23,7 @@ from iac_tf.inference.export import ServingModule
 from iac_tf.inference.model_source import LoadedModel
 from iac_tf.inference.predict import predict_volume
 from iac_tf.inference.tiling import keras_predictor
-from iac_tf.inference.volume import Preprocessing
+from iac_tf.data.preprocessing import Preprocessing
 from iac_tf.losses import DiceCoefficient
 from iac_tf.pipeline.common import case_scorer, label_rule
 from iac_tf.reporting.figures import prediction_masks

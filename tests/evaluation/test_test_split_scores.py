@@ -11,7 +11,7 @@ import numpy as np
 
 from iac_tf._keras import keras
 from iac_tf.data import DataConfig, prepare_dataset
-from iac_tf.experiment import ExperimentConfig
+from iac_tf.config.experiment import ExperimentConfig
 from iac_tf.pipeline.evaluate import run_evaluation
 from iac_tf.run_layout import register_model
 from iac_tf.run_records import write_resolved

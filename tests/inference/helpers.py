@@ -6,8 +6,8 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 
-from iac_tf.data.config import DataConfig
-from iac_tf.experiment import ExperimentConfig
+from iac_tf.config.data import DataConfig
+from iac_tf.config.experiment import ExperimentConfig
 from iac_tf.run_records import write_resolved
 from iac_tf.unets import build_unet
 from tests.data.fixtures import write_nnunet

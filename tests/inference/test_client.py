@@ -86,7 +86,7 @@ def test_client_zoom_equals_the_runs_for_a_target_spacing(spacing):
     """Step 3 with ``data.spacing``: the client's per-axis factors on a non-RAS, anisotropic
     affine equal what training and ``iac predict`` compute (Preprocessing.zoom_factors)."""
     from iac_tf.inference.client import zoom_of
-    from iac_tf.inference.volume import Preprocessing
+    from iac_tf.data.preprocessing import Preprocessing
 
     affine = np.array([[0.0, 0.0, -3.0, 10.0], [-0.6, 0.0, 0.0, 5.0], [0.0, 1.3, 0.0, -2.0],
                        [0.0, 0.0, 0.0, 1.0]])

@@ -14,7 +14,7 @@ from iac_tf._keras import tf
 from iac_tf.cli import main
 from iac_tf.data.nifti import load_case
 from iac_tf.data.preprocess import apply_stats, intensity_stats, preprocess_case
-from iac_tf.experiment import load_experiment
+from iac_tf.config.experiment import load_experiment
 from iac_tf.inference import LoadedModel, Preprocessing, predict_cases, probabilities_to_labels
 from iac_tf.inference.run_scores import volumetric_scores
 from iac_tf.inference.tiling import keras_predictor

@@ -18,7 +18,7 @@ from iac_tf.inference.labels import LabelRule, output_of
 from iac_tf.inference.model_source import LoadedModel
 from iac_tf.inference.predict import model_rule, predict_volume
 from iac_tf.inference.tiling import keras_predictor
-from iac_tf.inference.volume import Preprocessing
+from iac_tf.data.preprocessing import Preprocessing
 from iac_tf.losses import DiceCoefficient
 from tests.data.fixtures import save, volume
 

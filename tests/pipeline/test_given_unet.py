@@ -10,7 +10,7 @@ import pytest
 from iac_tf.config import ConfigError
 from iac_tf.data import prepare_dataset
 from iac_tf.evaluation.report import evaluate_models
-from iac_tf.experiment import load_experiment
+from iac_tf.config.experiment import load_experiment
 from iac_tf.pipeline import given_unet, stages
 from iac_tf.pipeline.common import label_rule
 from iac_tf.run_unet import adopt

@@ -16,7 +16,7 @@ from iac_tf._keras import keras
 from iac_tf.cli import main
 from iac_tf.data import prepare_dataset
 from iac_tf.evaluation.metrics import case_dice
-from iac_tf.experiment import load_experiment
+from iac_tf.config.experiment import load_experiment
 from iac_tf.inference.client import load_export, predict_nifti
 from iac_tf.models import load_unet
 from iac_tf.pipeline.common import label_rule

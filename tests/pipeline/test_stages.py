@@ -8,7 +8,7 @@ import pathlib
 
 import pytest
 
-from iac_tf.experiment import load_experiment
+from iac_tf.config.experiment import load_experiment
 from iac_tf.pipeline import stages
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]

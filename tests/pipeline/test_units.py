@@ -12,7 +12,7 @@ import pathlib
 import pytest
 
 from iac_tf.config.stages import Stage1Config
-from iac_tf.experiment import load_experiment
+from iac_tf.config.experiment import load_experiment
 from iac_tf.pipeline.units import (TrainingUnit, comparison_unit, finished, stage1_unit, train_unit,
                                    unet_continued_unit)
 from iac_tf.run_layout import RunLayout

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from iac_tf.training.schedules import cosine_power_annealing, linear_ramp
+from iac_tf.config.schedules import cosine_power_annealing, linear_ramp
 from iac_tf.training.stage2 import Stage2Config
 
 

@@ -1,4 +1,5 @@
-"""The ``data:`` section of an experiment YAML (:class:`DataConfig`) and :class:`DataError`."""
+"""The ``data:`` section of an experiment YAML (:class:`DataConfig`) and the names of the splits
+(pure data: reading and checking the dataset itself is :mod:`iac_tf.data`)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ import dataclasses
 from typing import Literal
 
 from iac_tf.config import ConfigError, from_dict, load_yaml
-from iac_tf.errors import UserError
 
 FORMATS = ("nnunet", "acdc", "brats", "kits", "amos", "npz")
 
@@ -21,14 +21,6 @@ TEST_SPLIT = "test_dt"
 #: The split on which every stage picks its best epoch (and on which Stage III's genotype
 #: sweep picks its epoch): scores on it are in-sample.
 SELECTION_SPLIT = "val_dt"
-
-
-class DataError(UserError):
-    """Bad input data; the message names the file (or case) and the problem."""
-
-
-class PrepareInterrupted(KeyboardInterrupt):
-    """Ctrl-C during data preparation (the partial cache file has been removed)."""
 
 
 @dataclasses.dataclass(frozen=True)

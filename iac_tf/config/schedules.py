@@ -2,7 +2,9 @@
 (sharpDARTS, Hundt et al. [40]) and the linear ramp of the regularisation coefficient lambda_e
 (Algorithm 1).
 
-Both are pure functions of the 1-based epoch, so a resumed run recomputes them exactly.
+Both are pure functions of the 1-based epoch, so a resumed run recomputes them exactly. They sit
+in the config layer because ``Stage2Config.weight_lr`` / ``reg_lambda`` name the value of each
+epoch; the Stage II trainer applies them to its optimiser and to lambda_e every epoch.
 """
 
 from __future__ import annotations
