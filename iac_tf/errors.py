@@ -14,6 +14,12 @@ class UserError(Exception):
     and the way out."""
 
 
+class UserValueError(UserError, ValueError):
+    """A bad value given to a function as an argument (a batch size, a count, masks that break
+    the classes' rule), from the command line or from a Python caller: ``iac`` shows it as one
+    line, and a Python caller gets the ``ValueError`` that a bad argument value raises."""
+
+
 class DataError(UserError):
     """Bad input data; the message names the file (or case) and the problem."""
 

@@ -37,6 +37,7 @@ import re
 import shutil
 from typing import Any, Iterator
 
+from iac_tf import locks
 from iac_tf.errors import UserError
 
 
@@ -390,7 +391,6 @@ def _check_run_writer(root: pathlib.Path, path: pathlib.Path) -> None:
     must still be the one it locked)."""
     if not (root / RUN_MARKER).is_file():
         return
-    from iac_tf import locks  # noqa: PLC0415 - locks imports nothing of this module
 
     lock = run_lock_path(root)
     if locks.holds(lock):

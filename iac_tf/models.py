@@ -137,7 +137,7 @@ def inspect_unet(path: str | pathlib.Path, patch_size: int) -> tuple[UNetInfo | 
     path = pathlib.Path(path)
     try:
         model = load_unet(path)
-    except (OSError, ValueError) as exc:
+    except (OSError, UserError) as exc:
         return None, [str(exc)]
     problems = []
     if len(model.inputs) != 1 or len(model.inputs[0].shape) != 4:

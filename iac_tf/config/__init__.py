@@ -122,8 +122,6 @@ def from_dict(cls: type[T], data: Mapping[str, Any] | None, where: str = "") -> 
     try:
         obj = cls(**kwargs)
     except (TypeError, ValueError) as exc:
-        if isinstance(exc, ConfigError):
-            raise
         raise ConfigError(f"{where or cls.__name__}: {exc}") from exc
     return obj
 

@@ -54,8 +54,8 @@ class Preprocessing:
         """The in-plane resampling factors of a volume with ``affine`` (after reorientation),
         as training computed them (:func:`iac_tf.data.preprocess.zoom_factors`)."""
         if self.spacing is not None and affine is None:
-            raise DataError(f"resampling to spacing {list(self.spacing)} mm needs the volume's "
-                            "affine")
+            raise ValueError(f"resampling to spacing {list(self.spacing)} mm needs the volume's "
+                             "affine")
         return zoom_factors(self.zoom, self.spacing,
                             None if affine is None else in_plane_spacing(affine))
 

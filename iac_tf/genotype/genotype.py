@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from iac_tf.errors import UserError
+from iac_tf.files import atomic_write_text
 from iac_tf.genotype.draw import draw_genotype, genotype_to_dot
 from iac_tf.primitives import PRIMITIVES
 
@@ -98,8 +99,6 @@ class Genotype:
         """The JSON text; also written to ``path`` when given."""
         text = json.dumps(self.to_dict(), indent=indent)
         if path is not None:
-            from iac_tf.files import atomic_write_text  # noqa: PLC0415
-
             atomic_write_text(path, text + "\n")
         return text
 

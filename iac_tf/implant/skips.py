@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from iac_tf.errors import UserError
+from iac_tf.errors import UserValueError
 from iac_tf.implant.graph import Call, Graph, build_graph, concat_axis, is_concatenation
 from iac_tf.implant.upsampling import MAX_STEPS, find_upsampling, spatial
 
@@ -50,7 +50,7 @@ class SkipConnection:
     upsampling_name: str = ""
 
 
-class NoSkipConnectionsError(UserError):
+class NoSkipConnectionsError(UserValueError):
     """No skip connection was found; ``inspected`` lists ``(concat name, why rejected)``."""
 
     def __init__(self, model_name: str, inspected: list[tuple[str, str]], n_calls: int):

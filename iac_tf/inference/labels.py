@@ -45,7 +45,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from iac_tf.errors import UserError
+from iac_tf.errors import UserValueError
 
 THRESHOLD = 0.5  # our choice (the paper states none): where a sigmoid says "more likely than not"
 
@@ -282,7 +282,7 @@ class LabelRule:
         return soft_channels(probs, self.classes, self.mode, self.metric)
 
     def check_masks(self, masks: np.ndarray, where: str = "the masks") -> None:
-        """Raise :class:`~iac_tf.errors.UserError` (a ``ValueError``) naming ``where`` when
+        """Raise :class:`~iac_tf.errors.UserValueError` (a ``ValueError``) naming ``where`` when
         ``masks`` (``(..., N)`` ground truth) has a voxel in two
         classes although the rule gives each voxel one class (``exclusive``/``softmax``
         with ``labels``): its Dice would be wrong, not just low."""
@@ -290,7 +290,7 @@ class LabelRule:
             return
         masks = np.asarray(masks)
         if masks.size and float(masks.sum(axis=-1, dtype=np.float32).max()) > 1.5:
-            raise UserError(
+            raise UserValueError(
                 f"{where}: a voxel belongs to two classes, but the classes "
                 f"{[list(v) for v in self.classes]} exclude each other (label mode "
                 f"{self.mode}); give the classes' label values (overlapping regions) or score "

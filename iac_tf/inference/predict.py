@@ -33,17 +33,16 @@ import nibabel as nib
 import numpy as np
 from tqdm.auto import tqdm
 
-from iac_tf.errors import UserError
-from iac_tf.errors import DataError
+from iac_tf.data.preprocessing import Preprocessing
 from iac_tf.data.nifti import PREDICTION_TAG, is_prediction, load_nifti  # noqa: F401  (re-exported)
 from iac_tf.diskspace import check_writable_folder
+from iac_tf.errors import DataError, UserValueError
 from iac_tf.files import RefusedPath, atomic_write_bytes, check_new_or_ours, check_outside_runs
 from iac_tf.inference.inputs import (NIFTI_ENDINGS, InputCase, check_case_data, check_cases,
                                      collect_cases)
 from iac_tf.inference.labels import LabelRule
 from iac_tf.inference.model_source import LoadedModel
 from iac_tf.inference.tiling import STEP_SIZE, check_step_size, predict_slices
-from iac_tf.data.preprocessing import Preprocessing
 from iac_tf.inference.volume import from_slices, to_file_orientation, to_slices
 
 PROBABILITIES_SUFFIX = "_probabilities"
@@ -53,7 +52,7 @@ def check_batch_size(batch_size) -> int:
     """``batch_size`` as a positive ``int``, else a ``ValueError`` naming it."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
             or batch_size < 1:
-        raise UserError(f"batch_size must be a positive integer (windows per model call), got "
+        raise UserValueError(f"batch_size must be a positive integer (windows per model call), got "
                          f"{batch_size!r}")
     return int(batch_size)
 
@@ -197,7 +196,7 @@ def predict_cases(model: LoadedModel, inputs: Sequence[str | pathlib.Path],
     nnU-Net's defaults.
 
     Raises:
-        UserError: ``batch_size`` is not a positive integer, ``step_size`` not in (0, 1].
+        UserValueError: ``batch_size`` is not a positive integer, ``step_size`` not in (0, 1].
         DataError: a bad input (the file named), or one ``.nii.gz`` OUTPUT for several cases.
         RefusedPath: an output file that is an input or a file this tool did not write.
     """

@@ -31,7 +31,7 @@ from iac_tf.data.prepare import volume_cases
 from iac_tf.evaluation.plots import integer_ticks
 from iac_tf.config.experiment import load_experiment
 from iac_tf.files import save_figure
-from iac_tf.genotype import Genotype
+from iac_tf.genotype import Genotype, GenotypeError
 from iac_tf.inference.model_source import LoadedModel
 from iac_tf.inference.predict import predict_volume
 from iac_tf.inference.tiling import keras_predictor
@@ -161,7 +161,7 @@ def genotype_diagrams(rec: RunRecord, out_dir: pathlib.Path) -> list[tuple[str, 
         png = out_dir / f"{rec.name}_genotype_{path.stem}.png"
         try:
             genotype = Genotype.from_json(path)
-        except (OSError, ValueError, TypeError, KeyError) as exc:
+        except (OSError, GenotypeError) as exc:
             raise FigureUnavailable(f"{path} not readable ({type(exc).__name__}: {exc})") from None
         genotype.draw(png, write_dot=False)
         out.append((f"{rec.name}: genotype of search {path.stem.replace('_', ' ')}", png))

@@ -47,7 +47,7 @@ import pathlib
 import re
 
 from iac_tf.diskspace import check_writable_folder
-from iac_tf.errors import UserError
+from iac_tf.errors import UserError, UserValueError
 from iac_tf.files import (REPORT_MARKER, RefusedPath, Staging, check_listed_unchanged,
                           check_replaceable_folder, dumps_json)
 from iac_tf.reporting import figures as figs
@@ -93,12 +93,13 @@ def build_report(run_dirs, out_dir, overlays: bool = True, n_slices: int = 3, lo
     """Collect ``run_dirs``, write the report to ``out_dir``; returns a summary dict.
 
     Raises (before anything is written): :class:`~iac_tf.errors.UserError` for no runs,
-    ``n_slices < 1`` or two runs of one setting; :class:`~iac_tf.files.RefusedPath` for an ``out_dir`` the report may
-    not replace; ``OSError`` for an ``out_dir`` that cannot be written.
+    ``n_slices < 1`` (a :class:`~iac_tf.errors.UserValueError`) or two runs of one setting;
+    :class:`~iac_tf.files.RefusedPath` for an ``out_dir`` the report may not replace; ``OSError``
+    for an ``out_dir`` that cannot be written.
     """
     out_dir = pathlib.Path(out_dir)
     if int(n_slices) < 1:
-        raise UserError(f"n_slices must be a positive number of slices, got {n_slices}")
+        raise UserValueError(f"n_slices must be a positive number of slices, got {n_slices}")
     runs = expand_run_dirs(run_dirs)
     if not runs:
         raise UserError("no run folders given")
