@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import logging
 import os
 import pathlib
 import shutil
@@ -337,7 +338,8 @@ def _run_setting(s: Setting, device: str, extra_args: tuple[str, ...]) -> int:
     return subprocess.call([sys.executable, "-m", "iac_tf.cli", "run", str(cfg_path), *extra_args])
 
 
-def run_grid(items: list[Setting], extra_args: tuple[str, ...] = (), log=print,
+def run_grid(items: list[Setting], extra_args: tuple[str, ...] = (),
+             log: Callable[[str], None] | None = None,
              take_next: bool = False,
              runner: Callable[[Setting], int] | None = None,
              finished: Callable[[Setting], bool] | None = None) -> list[tuple[str, int]]:
@@ -351,7 +353,9 @@ def run_grid(items: list[Setting], extra_args: tuple[str, ...] = (), log=print,
     starts nothing, so N workers share one grid dynamically and a setting whose worker died is
     resumed by the next; a setting that failed in this worker is not retried by it.
     ``runner`` / ``finished``: how a setting is run and judged finished (default: an ``iac
-    run`` process; :meth:`~iac_tf.run_layout.RunLayout.status`)."""
+    run`` process; :meth:`~iac_tf.run_layout.RunLayout.status`). ``log``: where each line about
+    a setting goes (default: the ``iac_tf.grid`` logger at INFO)."""
+    log = log or logging.getLogger(__name__).info
     validate(items)
     for s in items:  # a user's own folder is never made a run folder
         RunLayout(s.run_dir).check_ours()
