@@ -39,7 +39,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 import iac_tf  # noqa: E402,F401
-from iac_tf.inference.labels import probabilities_to_labels  # noqa: E402
+from iac_tf.labels import probabilities_to_labels  # noqa: E402
 from iac_tf.inference.tiling import keras_predictor, predict_slices, windows_per_slice  # noqa: E402
 from iac_tf.data.preprocessing import Preprocessing  # noqa: E402
 from iac_tf.inference.volume import from_slices, to_slices  # noqa: E402

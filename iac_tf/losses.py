@@ -17,7 +17,7 @@ is a perfect score), which is what the paper's Keras-style Dice does. The report
 
 **The metric and the decision rule.** The loss scores every sigmoid channel on its own (the
 paper's training objective). :class:`DiceCoefficient` given the dataset's ``classes`` scores the
-soft channels of the label rule instead (:func:`iac_tf.inference.labels.soft_channels_tf`:
+soft channels of the label rule instead (:func:`iac_tf.labels.soft_channels_tf`:
 for exclusive classes each pixel keeps only its most probable class), so a model that calls a
 pixel two exclusive classes is not rewarded for it by the metric that selects the epoch.
 
@@ -30,7 +30,7 @@ out) plus the cross-entropy of all N + 1 channels, weighted 1 : 1::
 
 with the target's background channel ``t_0 = 1 - max_c g_c`` derived from the (exclusive)
 class masks ``g`` (:func:`with_background`). :func:`training_loss` picks the family for a
-:class:`~iac_tf.inference.labels.LabelRule`; :func:`loss_and_dice` is the per-sample pair the
+:class:`~iac_tf.labels.LabelRule`; :func:`loss_and_dice` is the per-sample pair the
 Stage II search uses.
 """
 
@@ -38,7 +38,7 @@ from __future__ import annotations
 
 
 from iac_tf._keras import keras, tf
-from iac_tf.inference import labels as _labels
+from iac_tf import labels as _labels
 
 # Python functions building TF ops (no tensor-dependent control flow): AutoGraph must not
 # rewrite them (it mis-converts their pure-Python helpers).
@@ -143,7 +143,7 @@ class DiceCELoss(keras.losses.Loss):
 
 
 def training_loss(rule=None, eps: float = 1.0) -> keras.losses.Loss:
-    """The loss the output of ``rule`` (a :class:`~iac_tf.inference.labels.LabelRule`) calls
+    """The loss the output of ``rule`` (a :class:`~iac_tf.labels.LabelRule`) calls
     for: :class:`DiceCELoss` for a softmax, else :class:`DiceLoss` (eq. (5))."""
     if rule is not None and rule.output == "softmax":
         return DiceCELoss(eps=eps)
@@ -160,7 +160,7 @@ class DiceCoefficient(keras.metrics.Mean):
             above ``threshold`` without ``classes``, the channels of the label map with them.
         classes: the label values of each output channel (``LabelRule.classes``); ``None``
             (default): every channel scored on its own (the paper's protocol). Given: the
-            channels of the decision rule (:mod:`iac_tf.inference.labels`), soft
+            channels of the decision rule (:mod:`iac_tf.labels`), soft
             (``soft_channels_tf``) or, with ``threshold``, hard.
         label_mode: the rule's label mode (``None``: from ``classes``).
     """
@@ -196,7 +196,7 @@ class DiceCoefficient(keras.metrics.Mean):
 
 def selection_metric(rule=None, eps: float = 1.0, name: str = "soft_dice") -> DiceCoefficient:
     """The soft Dice a training logs and selects its epoch by (``soft_dice`` /
-    ``val_soft_dice``) under ``rule`` (a :class:`~iac_tf.inference.labels.LabelRule`): the
+    ``val_soft_dice``) under ``rule`` (a :class:`~iac_tf.labels.LabelRule`): the
     rule's soft channels for ``metric: labels``, every channel alone for ``paper_channels`` or
     without a rule."""
     if rule is None or (rule.metric == "paper_channels" and rule.mode != "softmax"):

@@ -19,7 +19,7 @@ import iac_tf.search  # noqa: F401  (registers SearchCell and its ops)
 from iac_tf._keras import keras
 from iac_tf.errors import UserError
 from iac_tf.implant import NoSkipConnectionsError, find_skip_connections
-from iac_tf.inference.labels import OUTPUTS, label_mode
+from iac_tf.labels import OUTPUTS, label_mode
 from iac_tf.unets import build_unet
 from iac_tf.unets.layers import register_application_layers
 
@@ -81,7 +81,7 @@ def stage1_params(cfg, shape) -> int:
 class UNetInfo:
     """What the pre-flight learned about a trained U-Net file: ``classes`` the classes it
     predicts (its output channels for ``sigmoid``, one fewer for ``softmax``: channel 0 is the
-    background), ``output`` its output function (:data:`~iac_tf.inference.labels.OUTPUTS`)."""
+    background), ``output`` its output function (:data:`~iac_tf.labels.OUTPUTS`)."""
 
     path: pathlib.Path
     in_channels: int | None

@@ -33,7 +33,7 @@ from iac_tf.data.splits import split_patients
 from iac_tf.diskspace import MARGIN_BYTES, check_writable_folder, free_bytes, human
 from iac_tf.errors import UserError
 from iac_tf.genotype import Genotype
-from iac_tf.inference.labels import label_mode
+from iac_tf.labels import label_mode
 from iac_tf.models import UNetInfo, inspect_unet, match_data, stage1_params
 from iac_tf.run_unet import checked_source
 from iac_tf.unets.registry import get_backbone

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from iac_tf._keras import keras, tf
-from iac_tf.inference.labels import LabelRule
+from iac_tf.labels import LabelRule
 from iac_tf.losses import (DiceCELoss, DiceCoefficient, DiceLoss, loss_and_dice, selection_metric,
                            training_loss, with_background)
 

@@ -93,7 +93,7 @@ class EvaluationConfig:
             ``labels`` (default, our choice): the dataset's decision rule, one label per voxel
             (exclusive classes: the most probable class above 0.5; nested regions: painted
             most specific last), the label map ``iac predict`` writes
-            (:class:`iac_tf.inference.labels.LabelRule`); ``paper_channels``: each output
+            (:class:`iac_tf.labels.LabelRule`); ``paper_channels``: each output
             channel thresholded at 0.5 and scored on its own (the paper, Section IV-B). See
             docs/decisions.md, "One rule from probabilities to labels".
         tta: the whole-volume scores (val_dt, test_dt) predict as ``iac predict`` does by

@@ -33,7 +33,7 @@ class PreparedDataset:
             channels and the slice side.
         class_values: the label values of each mask channel (the dataset's classes; their
             overlap gives the label mode of the decision rule,
-            :class:`iac_tf.inference.labels.LabelRule`); one value per channel (``1..N``,
+            :class:`iac_tf.labels.LabelRule`); one value per channel (``1..N``,
             classes that exclude each other) for ``npz`` datasets.
         case_ids: every cached case; ``skipped``: ``"case: reason"`` for cases left out.
         splits: the content of ``splits.json`` (patients and case ids per split).

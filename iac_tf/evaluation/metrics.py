@@ -1,7 +1,7 @@
 """Hard Dice per case and class, nnU-Net style: pure NumPy on binarised predictions.
 
 The predictions are binarised by the dataset's decision rule
-(:class:`iac_tf.inference.labels.LabelRule`): the channels of its label map (``labels``, one
+(:class:`iac_tf.labels.LabelRule`): the channels of its label map (``labels``, one
 label per voxel) or every channel thresholded alone (``paper_channels``; also what happens
 without a rule). A case's Dice for class ``c`` is computed over all its slices together (its 2D slices form the
 volume): ``2 TP / (2 TP + FP + FN)``. Where a class is absent from both the ground truth and the
@@ -15,7 +15,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from iac_tf.inference.labels import LabelRule
+from iac_tf.labels import LabelRule
 
 
 def confusion_counts(gt: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

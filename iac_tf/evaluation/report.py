@@ -4,7 +4,7 @@ statistics of each model against the U-Net (JSON + Markdown) and plots.
 The Markdown table names the split scored and the split that selected each stage's best epoch
 (``val_dt``): scores on ``val_dt`` are in-sample, scores on ``test_dt`` are not. Every output
 also names the decision rule that turned probabilities into the scored masks
-(:class:`iac_tf.inference.labels.LabelRule`: ``labels``, the label map ``iac predict`` writes, or
+(:class:`iac_tf.labels.LabelRule`: ``labels``, the label map ``iac predict`` writes, or
 ``paper_channels``, each channel alone).
 
 ``evaluation/`` holds (see `iac_tf.run_layout`):
@@ -40,7 +40,7 @@ from iac_tf.evaluation.metrics import case_dice
 from iac_tf.evaluation.plots import plot_dice_per_method, plot_paired_dice
 from iac_tf.evaluation.stats import caution, compare_paired
 from iac_tf.files import atomic_write_json, atomic_write_text
-from iac_tf.inference.labels import LabelRule
+from iac_tf.labels import LabelRule
 
 #: Columns of ``dice_per_case.csv`` that are not models.
 CSV_KEYS = ("split", "metric", "case", "class")

@@ -10,7 +10,7 @@ nibabel, TensorFlow's ``tf.saved_model.load`` and the export folder written by `
 ``OUT/N/`` (the newest version is used) and ``OUT/preprocessing.json`` (the parameters, under
 ``preprocessing``). It is written out step by step so that a client of TF Serving can do the
 same around the ``serving_default`` signature (replace ``ServedModel.probabilities`` by a
-request; the label rule is :func:`iac_tf.inference.labels.probabilities_to_labels`, NumPy only):
+request; the label rule is :func:`iac_tf.labels.probabilities_to_labels`, NumPy only):
 
 1. Read each channel (``CASE_0000``, ``CASE_0001``, ... in channel order); reorient to RAS
    (``nibabel.as_closest_canonical``) if ``reorient``.
@@ -53,7 +53,7 @@ import numpy as np
 from scipy import ndimage
 
 from iac_tf.errors import UserError
-from iac_tf.inference.labels import probabilities_to_labels
+from iac_tf.labels import probabilities_to_labels
 
 PREPROCESSING_JSON = "preprocessing.json"
 SAMPLE_VOXELS = 1_000_000  # statistics of larger volumes use every k-th voxel
@@ -79,7 +79,7 @@ RECIPE = {
              "windows / sum of weights",
     "upsampling": "probabilities back to the volume's in-plane size, scipy.ndimage.zoom(order=1, "
                   "grid_mode=True, mode='nearest'), clipped to [0, 1]",
-    "labels": "iac_tf.inference.labels.probabilities_to_labels(probabilities, classes, "
+    "labels": "iac_tf.labels.probabilities_to_labels(probabilities, classes, "
               "label_rule.label_mode) on the full-resolution probabilities (not the graph's "
               "per-window labels output); softmax: the argmax over background + classes",
 }

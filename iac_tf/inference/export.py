@@ -21,7 +21,7 @@ The signature ``serving_default`` takes ``image``: float32 ``(None, H, W, C)`` a
 NORMALISED slices and returns ``probabilities`` float32 ``(None, H, W, N)`` (``N + 1`` for a
 softmax over background + classes, channel 0 the background) and ``labels`` int32
 ``(None, H, W)`` (the dataset's label values by the tool's one decision rule,
-:func:`iac_tf.inference.labels.probabilities_to_labels_tf`, the twin of what ``iac predict`` and
+:func:`iac_tf.labels.probabilities_to_labels_tf`, the twin of what ``iac predict`` and
 every score use: the argmax for a softmax; ``preprocessing.json`` records it as ``label_rule``,
 whose ``label_mode`` the client follows).
 
@@ -57,7 +57,7 @@ from iac_tf.files import (EXPORT_MARKER, MANIFEST, RefusedPath, atomic_path, ato
                           check_replaceable_folder, discard, is_marked, mark, remove,
                           target_problem)
 from iac_tf.inference.client import RECIPE
-from iac_tf.inference.labels import (LabelRule, probabilities_to_labels,
+from iac_tf.labels import (LabelRule, probabilities_to_labels,
                                      probabilities_to_labels_tf)
 
 log = logging.getLogger(__name__)

@@ -5,10 +5,10 @@ Per case: read the channels (:func:`iac_tf.data.nifti.load_nifti`, reoriented as
 spacing) -> sliding windows over every axial slice, mirrored (test-time augmentation) and
 blended with a Gaussian as nnU-Net (:func:`~iac_tf.inference.tiling.predict_slices`) -> back to
 the file's grid (:func:`~iac_tf.inference.volume.from_slices`, ``to_file_orientation``) ->
-labels (:func:`~iac_tf.inference.labels.probabilities_to_labels`, the one decision rule of the
+labels (:func:`~iac_tf.labels.probabilities_to_labels`, the one decision rule of the
 tool: the label mode of the run's classes, or the argmax of a softmax over background +
 classes when the model has one more output channel than classes
-(:meth:`~iac_tf.inference.labels.LabelRule.for_outputs`), so the labels are those every score
+(:meth:`~iac_tf.labels.LabelRule.for_outputs`), so the labels are those every score
 of the run counted). Files are written through the writer gate (:func:`iac_tf.files.atomic_path`).
 
 Before the first prediction is written, every input is checked (headers, then every file read
@@ -40,7 +40,7 @@ from iac_tf.errors import DataError, UserValueError
 from iac_tf.files import RefusedPath, atomic_write_bytes, check_new_or_ours, check_outside_runs
 from iac_tf.inference.inputs import (NIFTI_ENDINGS, InputCase, check_case_data, check_cases,
                                      collect_cases)
-from iac_tf.inference.labels import LabelRule
+from iac_tf.labels import LabelRule
 from iac_tf.inference.model_source import LoadedModel
 from iac_tf.inference.tiling import STEP_SIZE, check_step_size, predict_slices
 from iac_tf.inference.volume import from_slices, to_file_orientation, to_slices

@@ -2,7 +2,7 @@
 of the split is predicted as a whole volume with ``iac predict``'s code (its Gaussian blending,
 and its mirroring unless ``evaluation.tta`` is false) and scored on the original grid
 (:mod:`iac_tf.evaluation.volumetric`), next to the slice Dice. The scored masks follow the run's
-decision rule (:class:`~iac_tf.inference.labels.LabelRule`): the label volume ``iac predict``
+decision rule (:class:`~iac_tf.labels.LabelRule`): the label volume ``iac predict``
 writes (``labels``) or each output channel alone (``paper_channels``).
 
 For ``evaluation.split`` (val_dt by default) this writes ``evaluation/volumetric_per_case.csv``
@@ -28,7 +28,7 @@ from iac_tf.errors import DataError
 from iac_tf.data.prepare import volume_cases
 from iac_tf.evaluation.volumetric import score_case, score_channels, summarise
 from iac_tf.files import atomic_write_json, atomic_write_text
-from iac_tf.inference.labels import LabelRule
+from iac_tf.labels import LabelRule
 from iac_tf.inference.model_source import LoadedModel
 from iac_tf.inference.predict import predict_volume
 from iac_tf.inference.tiling import keras_predictor

@@ -22,7 +22,7 @@ from iac_tf.diskspace import disk_full_guard
 from iac_tf.errors import UserError
 from iac_tf.evaluation.metrics import mean_case_dice
 from iac_tf.config.experiment import ExperimentConfig
-from iac_tf.inference.labels import LabelRule
+from iac_tf.labels import LabelRule
 from iac_tf.models import load_unet
 from iac_tf.preflight import checked_prepare
 from iac_tf.run_layout import DatasetMismatch

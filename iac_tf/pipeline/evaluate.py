@@ -11,7 +11,7 @@ epoch, so its scores are in-sample. When the run has a ``test_dt`` (the dataset'
 comparisons with the U-Net), ``dice_table.md`` and the plots ``dice_paired.png`` /
 ``dice_methods.png``; ``evaluation/dice_table.md`` gets a ``test_dt`` section. The table and the
 console name both splits and the decision rule (``evaluation.metric``: the label map of
-:class:`~iac_tf.inference.labels.LabelRule`, or each channel alone)."""
+:class:`~iac_tf.labels.LabelRule`, or each channel alone)."""
 
 from __future__ import annotations
 

@@ -53,7 +53,7 @@ class TrainingUnit:
         folder: where it trains (``best_model.keras``, ``history.csv``, ``summary.json``).
         settings: its training section (epochs, batch size, selection, mixed precision).
         fit: ``fit(train, val, scorer, rule) -> TrainResult`` builds or loads the model and
-            trains it (``rule``: the run's :class:`~iac_tf.inference.labels.LabelRule`).
+            trains it (``rule``: the run's :class:`~iac_tf.labels.LabelRule`).
         intro: what is trained, for the console line that starts it.
         needs_export: finished only once ``savedmodel/`` exists too (Stage III's export).
         depends_on: for a model of ``compare/``, the stages whose results it reads; its record

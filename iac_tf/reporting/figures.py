@@ -36,7 +36,7 @@ from iac_tf.inference.model_source import LoadedModel
 from iac_tf.inference.predict import predict_volume
 from iac_tf.inference.tiling import keras_predictor
 from iac_tf.data.preprocessing import Preprocessing
-from iac_tf.inference.labels import LabelRule
+from iac_tf.labels import LabelRule
 from iac_tf.reporting.collect import TRAIN_DICE, VAL_DICE, RunRecord
 from iac_tf.run_layout import RunLayout
 from iac_tf.primitives import PRIMITIVES

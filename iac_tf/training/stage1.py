@@ -8,7 +8,7 @@ channels) averaged over batches, used
 only to select the best epoch; the evaluation's *per-case Dice*
 (:mod:`iac_tf.evaluation.metrics`) binarises the predictions and scores each case's volume.
 Both follow the dataset's decision rule when one is given (``rule``, a
-:class:`~iac_tf.inference.labels.LabelRule`; the pipeline always gives it): the soft Dice of the
+:class:`~iac_tf.labels.LabelRule`; the pipeline always gives it): the soft Dice of the
 rule's soft channels (:func:`iac_tf.losses.selection_metric`) and the hard Dice of its labels.
 
 Paper defaults: Adam, constant learning rate 1e-3, batch size 128, 200 epochs, Dice loss.
@@ -102,7 +102,7 @@ def train_model(
             ``iac_tf.evaluation.metrics.mean_case_dice``); logged as ``val_case_dice`` after
             every epoch when given. Required when ``cfg.monitor`` is ``val_case_dice``.
         seed: the run seed (data order).
-        rule: the dataset's :class:`~iac_tf.inference.labels.LabelRule`: the soft Dice
+        rule: the dataset's :class:`~iac_tf.labels.LabelRule`: the soft Dice
             (``soft_dice``, ``val_soft_dice``) scores its soft channels, and its output
             (``sigmoid`` or ``softmax``) picks the loss; ``None``: every channel on its own
             (the paper's protocol), Dice loss. Recorded in ``summary.json``

@@ -6,7 +6,7 @@ import pytest
 from iac_tf.data import DataConfig, check_dataset, prepare_dataset
 from iac_tf.data.datasets import DATASETS, detect_format, list_cases
 from iac_tf.data.nifti import load_case, load_nifti
-from iac_tf.inference.labels import LabelRule
+from iac_tf.labels import LabelRule
 from tests.data import fixtures
 
 # format -> (num cases, num patients, class names (regions), in_channels, modalities of case 0)

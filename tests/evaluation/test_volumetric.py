@@ -248,7 +248,7 @@ def test_channels_scored_alone_or_as_a_label_map():
     the label map's channels it is ``score_case``; a voxel in two predicted channels counts for
     both (against the reference Dice of each channel)."""
     from iac_tf.evaluation.volumetric import score_channels
-    from iac_tf.inference.labels import labels_to_channels
+    from iac_tf.labels import labels_to_channels
 
     rng = np.random.default_rng(7)
     classes = ((1, 2, 3), (1, 3), (3,))

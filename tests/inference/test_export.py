@@ -14,7 +14,7 @@ from iac_tf.inference import LoadedModel, predict_cases
 from iac_tf.inference.api import load_run_preprocessing
 from iac_tf.inference.export import export_serving
 from iac_tf.inference.tiling import keras_predictor
-from iac_tf.inference.labels import probabilities_to_labels
+from iac_tf.labels import probabilities_to_labels
 from iac_tf.training.stage3 import build_iac_unet
 from tests.inference.helpers import make_run
 from tests.tiny import tiny_unet

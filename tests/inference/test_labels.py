@@ -4,7 +4,7 @@ nested regions, softmax), against NumPy references; TF twins == NumPy."""
 import numpy as np
 import pytest
 
-from iac_tf.inference.labels import (METRICS, LabelRule, label_mode, labels_to_channels,
+from iac_tf.labels import (METRICS, LabelRule, label_mode, labels_to_channels,
                                      labels_to_channels_tf, paint_values,
                                      probabilities_to_labels, probabilities_to_labels_tf,
                                      soft_channels, soft_channels_tf)
@@ -50,7 +50,7 @@ def test_channel_count_mismatch():
 
 
 # ------------------------------------------------------------------ the rule per label mode
-# NumPy references written independently of iac_tf.inference.labels.
+# NumPy references written independently of iac_tf.labels.
 AMOS_LIKE = ((1, 2), (3,), (4, 5))  # exclusive classes, some a union of two label values
 
 

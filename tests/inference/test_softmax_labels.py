@@ -14,7 +14,7 @@ from iac_tf._keras import keras, tf
 from iac_tf.evaluation.metrics import case_dice
 from iac_tf.inference.client import load_export, predict_nifti
 from iac_tf.inference.export import export_serving
-from iac_tf.inference.labels import LabelRule, output_of
+from iac_tf.labels import LabelRule, output_of
 from iac_tf.inference.model_source import LoadedModel
 from iac_tf.inference.predict import model_rule, predict_volume
 from iac_tf.inference.tiling import keras_predictor

@@ -320,7 +320,7 @@ class LabelRule:
 def probabilities_to_labels_tf(probs, classes: Classes, mode: str | None = None,
                                threshold: float = THRESHOLD):
     """:func:`probabilities_to_labels` in TensorFlow (int32 labels), for the serving signature."""
-    from iac_tf._keras import tf  # noqa: PLC0415 - keeps iac_tf.inference.labels TensorFlow-free
+    from iac_tf._keras import tf  # noqa: PLC0415 - keeps iac_tf.labels TensorFlow-free
 
     mode = _mode(classes, mode)
     probs = tf.cast(probs, tf.float32)
