@@ -170,8 +170,7 @@ class ExperimentConfig:
         """``RunLayout(self.run_dir)``: the run folder's paths, "finished" rules, lock and
         dataset record. The config layer names the run folder (``run_dir``) but does not own
         it, so :mod:`iac_tf.run_layout` (above this layer) is imported when the layout is asked
-        for: loading a config never loads it. This accessor is the config layer's one import
-        from above; new code builds ``RunLayout(cfg.run_dir)`` where it has the layer."""
+        for: loading a config never loads it (the config layer's one import from above)."""
         from iac_tf.run_layout import RunLayout  # noqa: PLC0415 - run_layout sits above the config
 
         return RunLayout(self.run_dir)
