@@ -28,8 +28,8 @@ import pathlib
 from typing import Any, Literal
 
 from iac_tf.config import ConfigError, from_dict, load_yaml
-from iac_tf.config.stages import Stage1Config, Stage2Config, Stage3Config
 from iac_tf.config.data import SPLITS, DataConfig
+from iac_tf.config.stages import Stage1Config, Stage2Config, Stage3Config
 
 #: The comparison methods of ``method`` / ``compare`` (their modules are the rows of
 #: ``iac_tf.comparisons.METHODS``; named here so that loading a config needs no TensorFlow).

@@ -38,8 +38,8 @@ from collections.abc import Iterable
 import h5py
 import numpy as np
 
-from iac_tf.errors import DataError
 from iac_tf.diskspace import MARGIN_BYTES, DiskFullError, free_bytes, is_disk_full
+from iac_tf.errors import DataError
 from iac_tf.files import check_target, commit, temp_sibling
 
 CACHE_VERSION = 1

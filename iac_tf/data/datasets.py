@@ -14,8 +14,8 @@ import pathlib
 import re
 from collections.abc import Callable
 
-from iac_tf.errors import DataError
 from iac_tf.data.nifti import load_case
+from iac_tf.errors import DataError
 
 
 @dataclasses.dataclass(frozen=True)

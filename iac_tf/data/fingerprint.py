@@ -34,12 +34,12 @@ import json
 import pathlib
 
 from iac_tf.config.data import DataConfig
-from iac_tf.errors import DataError
 from iac_tf.data.datasets import list_cases
 from iac_tf.data.prepare import resolve_paths
-from iac_tf.data.unet_cases import read_unet_train_cases
-from iac_tf.files import sha256_file
 from iac_tf.data.preprocessing import Preprocessing
+from iac_tf.data.unet_cases import read_unet_train_cases
+from iac_tf.errors import DataError
+from iac_tf.files import sha256_file
 
 _MIB = 1 << 20
 SCHEME = 2

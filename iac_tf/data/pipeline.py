@@ -8,16 +8,12 @@ preprocessing stay pure NumPy.
 from __future__ import annotations
 
 import pathlib
-from typing import TYPE_CHECKING
 
 import h5py
 import numpy as np
 
-from iac_tf.config.data import SPLITS, TEST_SPLIT
+from iac_tf.config.data import SPLITS, TEST_SPLIT, DataConfig
 from iac_tf.errors import DataError
-
-if TYPE_CHECKING:  # pragma: no cover
-    from iac_tf.config.data import DataConfig
 
 #: Splits up to this size are read into memory once; larger ones are read from HDF5 per batch.
 IN_MEMORY_BYTES = 2 * 1024**3

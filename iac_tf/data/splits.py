@@ -32,8 +32,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from iac_tf.config.data import SPLITS, TEST_SPLIT
-from iac_tf.errors import DataError
 from iac_tf.diskspace import disk_full_guard
+from iac_tf.errors import DataError
 from iac_tf.files import atomic_write_text
 
 SPLITS_VERSION = 1

@@ -20,8 +20,8 @@ from collections.abc import Sequence
 import nibabel as nib
 import numpy as np
 
-from iac_tf.errors import DataError
 from iac_tf.data.nifti import AFFINE_TOLERANCE
+from iac_tf.errors import DataError
 from iac_tf.inference.volume import case_id_of
 
 NIFTI_ENDINGS = (".nii.gz", ".nii")

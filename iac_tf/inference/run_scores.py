@@ -24,15 +24,15 @@ from collections.abc import Sequence
 import nibabel as nib
 import numpy as np
 
-from iac_tf.errors import DataError
 from iac_tf.data.prepare import volume_cases
+from iac_tf.data.preprocessing import Preprocessing
+from iac_tf.errors import DataError
 from iac_tf.evaluation.volumetric import score_case, score_channels, summarise
 from iac_tf.files import atomic_write_json, atomic_write_text
-from iac_tf.labels import LabelRule
 from iac_tf.inference.model_source import LoadedModel
 from iac_tf.inference.predict import predict_volume
 from iac_tf.inference.tiling import keras_predictor
-from iac_tf.data.preprocessing import Preprocessing
+from iac_tf.labels import LabelRule
 
 log = logging.getLogger(__name__)
 
