@@ -68,7 +68,7 @@ def main(argv=None) -> None:
     from iac_tf.data import pipeline as data_pipeline
     from iac_tf.data import prepare_dataset
     from iac_tf.config.experiment import load_experiment
-    from iac_tf.training.stage1 import compile_for_training
+    from iac_tf.training.fit import compile_for_training
     from iac_tf.training.stage2 import build_supernet
     from iac_tf.unets import build_unet
 

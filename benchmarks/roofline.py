@@ -76,7 +76,8 @@ def _unet(backbone, size):
 
 def steps(backbone: str, size: int, batch: int, K: int):
     """(name, tf.function, args, samples per call) for the three workloads."""
-    from iac_tf.training.stage1 import Stage1Config, compile_for_training
+    from iac_tf.config.stages import Stage1Config
+    from iac_tf.training.fit import compile_for_training
     from iac_tf.training.stage2 import Stage2Config, build_supernet
     from iac_tf.training.stage3 import build_iac_unet
 

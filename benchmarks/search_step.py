@@ -71,7 +71,8 @@ def _batch(batch: int, size: int, seed: int = 0):
 
 
 def _stage1_step(backbone, size, batch, base_filters):
-    from iac_tf.training.stage1 import Stage1Config, compile_for_training
+    from iac_tf.config.stages import Stage1Config
+    from iac_tf.training.fit import compile_for_training
 
     model = _unet(backbone, size, base_filters)
     compile_for_training(model, Stage1Config())

@@ -106,7 +106,7 @@ def _batch(batch: int, seed: int = 0):
 def training_step(model, stage: int, batch: int):
     """``model``'s traced ``train_step`` on one fixed batch, compiled as Stage I or III compiles."""
     from iac_tf.config.stages import Stage1Config, Stage3Config
-    from iac_tf.training.stage1 import compile_for_training
+    from iac_tf.training.fit import compile_for_training
 
     compile_for_training(model, Stage1Config() if stage == 1 else Stage3Config())
     data = _batch(batch)

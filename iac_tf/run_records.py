@@ -18,7 +18,7 @@ import yaml
 
 from iac_tf.config import ConfigError, dump_yaml, from_dict, to_dict
 from iac_tf.config.experiment import ExperimentConfig
-from iac_tf.config.stages import Stage1Config
+from iac_tf.config.stages import TrainingSettings
 from iac_tf.files import atomic_write_text, check_removable, remove
 from iac_tf.machine import describe, kind
 from iac_tf.version import code_version
@@ -189,9 +189,9 @@ def record_machine(cfg: ExperimentConfig, part: str) -> None:
 
 def unit_record(settings: Any, depends_on: tuple[int, ...]) -> dict:
     """What a trained model of ``compare/`` depends on: the stages whose results it reads and
-    the training keys of its settings (``settings``: a Stage1Config-like section) that decide
+    the training keys of its settings (``settings``: a ``TrainingSettings``) that decide
     its result. Written beside it (:meth:`RunLayout.unit_record`) and read by ``--restart``."""
-    fields = [f.name for f in dataclasses.fields(Stage1Config)]
+    fields = [f.name for f in dataclasses.fields(TrainingSettings)]
     data = to_dict(settings)
     return {"depends_on_stages": sorted(int(s) for s in depends_on),
             "training": {k: data[k] for k in fields if k in data and _blocking(f"stage3.{k}")}}

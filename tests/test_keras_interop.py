@@ -21,7 +21,7 @@ from iac_tf.config.stages import Stage3Config
 from iac_tf.files import save_model
 from iac_tf.layer_scope import ScopedLayer
 from iac_tf.models import load_unet
-from iac_tf.training.stage1 import compile_for_training
+from iac_tf.training.fit import compile_for_training
 from iac_tf.training.stage3 import build_iac_unet
 from tests.training.test_stage3 import GENOTYPE
 from tests.tiny import tiny_unet

@@ -12,8 +12,10 @@ MONITOR = "val_soft_dice"  # slice-level soft Dice on val_dt: selects the best e
 
 
 @dataclasses.dataclass(frozen=True)
-class Stage1Config:
-    """The ``stage1:`` section of an experiment YAML (also used by Stage III for its training).
+class TrainingSettings:
+    """How :func:`iac_tf.training.fit.train_model` trains a model: the keys every training
+    section shares (``stage1:``, ``stage3:``; ``unet_continued`` and the comparison methods
+    train with Stage III's, :meth:`training`).
 
     Args:
         epochs: training epochs (paper, IV-B.1: 200).
@@ -62,6 +64,18 @@ class Stage1Config:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
         if self.verbose not in (0, 1, 2):
             raise ValueError(f"verbose must be 0, 1 or 2, got {self.verbose}")
+
+    def training(self) -> TrainingSettings:
+        """These settings without the keys of a stage (a ``stage3:`` section without its
+        implant keys, its own ``evaluate_initial`` kept)."""
+        return TrainingSettings(**{f.name: getattr(self, f.name)
+                                   for f in dataclasses.fields(TrainingSettings)})
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage1Config(TrainingSettings):
+    """The ``stage1:`` section of an experiment YAML: the training settings of the U-Net
+    (:class:`TrainingSettings`, defaults of the paper's Section IV-B.1)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,8 +202,8 @@ class Stage2Config:
 
 
 @dataclasses.dataclass(frozen=True)
-class Stage3Config(Stage1Config):
-    """The ``stage3:`` section: every Stage I training key (``monitor``, ``patience``, ...; the
+class Stage3Config(TrainingSettings):
+    """The ``stage3:`` section: every training key (``monitor``, ``patience``, ...; the
     paper trains Stage III "following the same hyper-parameters as in Stage I", Section IV-B.3),
     plus
 

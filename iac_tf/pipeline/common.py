@@ -247,7 +247,7 @@ def _output_channels(path: str, mtime_ns: int, size: int) -> int:
 def case_scorer(prepared, train_cfg, batch_size: int = 32, rule: LabelRule | None = None):
     """``model -> per-case hard Dice on val_dt`` under ``rule`` when ``train_cfg.monitor`` is
     ``val_case_dice`` (the reported score selects the epoch), else None."""
-    if getattr(train_cfg, "monitor", "val_soft_dice") != "val_case_dice":
+    if train_cfg.monitor != "val_case_dice":
         return None
     images, masks, case_ids = prepared.arrays("val_dt")
     if rule is not None:

@@ -27,7 +27,7 @@ from iac_tf.run_records import STAGE_NAMES, record_machine, record_stage
 from iac_tf.training.history import CsvHistory
 from iac_tf.training.precision import precision_policy
 from iac_tf.training.seeding import seed_everything
-from iac_tf.training.stage1 import TrainResult, unconverged
+from iac_tf.training.fit import TrainResult, unconverged
 from iac_tf.training.stage2 import SearchResult, search
 from iac_tf.models import load_unet
 

@@ -19,7 +19,7 @@ import yaml
 
 from iac_tf._keras import tf
 from iac_tf.config import dump_yaml
-from iac_tf.config.stages import Stage1Config
+from iac_tf.config.stages import TrainingSettings
 from iac_tf.evaluation.plots import plot_history
 from iac_tf.config.experiment import ExperimentConfig
 from iac_tf.files import atomic_write_text
@@ -32,7 +32,7 @@ from iac_tf.run_layout import BEST_MODEL, HISTORY, SAVEDMODEL, training_done
 from iac_tf.run_records import as_recorded
 from iac_tf.training.precision import precision_policy
 from iac_tf.training.seeding import seed_everything
-from iac_tf.training.stage1 import TrainResult, train_model
+from iac_tf.training.fit import TrainResult, train_model
 from iac_tf.training.stage3 import train_comparison, train_iac_unet
 from iac_tf.models import build_configured_unet, load_unet
 
@@ -63,7 +63,7 @@ class TrainingUnit:
     name: str
     label: str
     folder: pathlib.Path
-    settings: Stage1Config
+    settings: TrainingSettings
     fit: Fit
     intro: str
     needs_export: bool = False
@@ -177,7 +177,7 @@ def unet_continued_unit(cfg: ExperimentConfig) -> TrainingUnit:
     its best checkpoint for as many epochs as Stage III, with Stage III's optimiser, batch,
     selection metric and epoch 0."""
     s3 = cfg.stage3
-    settings = Stage1Config(**{f.name: getattr(s3, f.name) for f in dataclasses.fields(Stage1Config)})
+    settings = s3.training()
     folder = cfg.layout.compare("unet_continued")
 
     def fit(train, val, scorer, rule):

@@ -14,13 +14,13 @@ import pathlib
 from iac_tf._keras import keras
 from iac_tf.comparisons import build_comparison_unet
 from iac_tf.files import save_model
-from iac_tf.config.stages import Stage3Config
+from iac_tf.config.stages import Stage3Config, TrainingSettings
 from iac_tf.genotype import DiscreteCell
 from iac_tf.implant import DiscreteModule, find_skip_connections, implant, module_name, residual
 from iac_tf.models import load_unet
 from iac_tf.run_layout import SAVEDMODEL
 from iac_tf.training.seeding import DataSource
-from iac_tf.training.stage1 import TrainResult, train_model
+from iac_tf.training.fit import TrainResult, train_model
 
 
 def build_iac_unet(unet: keras.Model, genotype, cell_channels: int = 16,
@@ -85,7 +85,7 @@ def train_comparison(
     method: str,
     train_data: DataSource,
     val_data: DataSource,
-    cfg: Stage3Config,
+    cfg: TrainingSettings,
     run_dir: str | os.PathLike,
     seed: int = 0,
     case_scorer=None,

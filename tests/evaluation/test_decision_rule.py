@@ -27,7 +27,7 @@ from iac_tf.data.preprocessing import Preprocessing
 from iac_tf.losses import DiceCoefficient
 from iac_tf.pipeline.common import case_scorer, label_rule
 from iac_tf.reporting.figures import prediction_masks
-from iac_tf.training.stage1 import compile_for_training
+from iac_tf.training.fit import compile_for_training
 from tests.data.fixtures import save
 
 GREY_WHITE = ((1,), (2,))  # labels that exclude each other (an MNI-style tissue map)

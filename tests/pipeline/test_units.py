@@ -11,12 +11,12 @@ import pathlib
 
 import pytest
 
-from iac_tf.config.stages import Stage1Config
+from iac_tf.config.stages import Stage1Config, TrainingSettings
 from iac_tf.config.experiment import load_experiment
 from iac_tf.pipeline.units import (TrainingUnit, comparison_unit, finished, stage1_unit, train_unit,
                                    unet_continued_unit)
 from iac_tf.run_layout import RunLayout
-from iac_tf.training.stage1 import TrainResult
+from iac_tf.training.fit import TrainResult
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -100,7 +100,7 @@ def test_every_kind_of_model_is_a_unit_with_its_own_name_folder_and_settings(cfg
     assert (s1.name, s1.folder, s1.settings) == ("unet", layout.stage(1), cfg.stage1)
     cont = unet_continued_unit(cfg)
     assert (cont.name, cont.folder) == ("unet_continued", layout.compare("unet_continued"))
-    assert cont.settings.epochs == cfg.stage3.epochs and type(cont.settings) is Stage1Config
+    assert cont.settings.epochs == cfg.stage3.epochs and type(cont.settings) is TrainingSettings
     comp = comparison_unit(cfg, "attention")
     assert (comp.name, comp.folder, comp.settings) == ("attention", layout.compare("attention"),
                                                        cfg.stage3)

@@ -18,7 +18,7 @@ from iac_tf.config.stages import Stage1Config, Stage3Config  # noqa: E402
 from iac_tf.genotype import Genotype  # noqa: E402
 from iac_tf.models import load_unet  # noqa: E402
 from iac_tf.pipeline import units  # noqa: E402
-from iac_tf.training.stage1 import train_model  # noqa: E402
+from iac_tf.training.fit import train_model  # noqa: E402
 from iac_tf.training.stage3 import train_iac_unet  # noqa: E402
 from tests.tiny import batched, disc_data, tiny_unet  # noqa: E402
 

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from iac_tf._keras import keras, tf
+from iac_tf.config.stages import Stage1Config
 from iac_tf.training.precision import precision_policy
-from iac_tf.training.stage1 import Stage1Config, train_model
+from iac_tf.training.fit import train_model
 from iac_tf.training.stage2 import Stage2Config, search
 from tests.tiny import batched, disc_data, tiny_unet
 

@@ -11,7 +11,7 @@ import pytest
 
 from iac_tf._keras import keras, tf
 from iac_tf.config.stages import Stage1Config, Stage3Config
-from iac_tf.training.stage1 import compile_for_training
+from iac_tf.training.fit import compile_for_training
 from iac_tf.training.stage3 import build_iac_unet
 from iac_tf.unets import build_unet
 from tests.training.test_stage3 import GENOTYPE

@@ -1,5 +1,8 @@
-"""Stage I (paper Section IV-B.1): train a reference U-Net on ``train_dt``, select the best
-checkpoint by Dice on ``val_dt``.
+"""Fit a Keras model the project's way: every trained model of a run (Stage I's U-Net
+(paper Section IV-B.1), Stage III's IAC U-Net, ``unet_continued``, each comparison method) is
+trained by :func:`train_model` on ``train_dt`` with the checkpointed epoch loop
+(:mod:`iac_tf.training.loop`: history, checkpoints, resume), its best epoch selected on
+``val_dt`` and saved as ``best_model.keras``, with its :class:`TrainResult` in ``summary.json``.
 
 Two Dice numbers appear in a run and they are different quantities: the *soft Dice* here
 (``soft_dice`` / ``val_soft_dice`` in ``history.csv``, ``best_val_soft_dice`` in
@@ -11,10 +14,11 @@ Both follow the dataset's decision rule when one is given (``rule``, a
 :class:`~iac_tf.labels.LabelRule`; the pipeline always gives it): the soft Dice of the
 rule's soft channels (:func:`iac_tf.losses.selection_metric`) and the hard Dice of its labels.
 
-Paper defaults: Adam, constant learning rate 1e-3, batch size 128, 200 epochs, Dice loss.
-Our additions: the selection metric (``monitor``), an epoch 0 that scores the model
-before its first update (``evaluate_initial``), early stopping (``patience``) and a warning when
-the best epoch falls in the last 10 % of the epochs (the U-Net had not converged).
+Paper defaults (:class:`~iac_tf.config.stages.TrainingSettings`): Adam, constant learning rate
+1e-3, batch size 128, 200 epochs, Dice loss. Our additions: the selection metric (``monitor``),
+an epoch 0 that scores the model before its first update (``evaluate_initial``), early stopping
+(``patience``) and a flag in ``summary.json`` when the best epoch falls in the last 10 % of the
+epochs (the model had not converged).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from iac_tf.losses import selection_metric, training_loss
 from iac_tf.files import atomic_write_json, save_model
 from iac_tf.training.loop import EpochLoop
 from iac_tf.training.optimizers import make_optimizer
-from iac_tf.config.stages import MONITOR, Stage1Config
+from iac_tf.config.stages import MONITOR, TrainingSettings
 from iac_tf.run_layout import BEST_MODEL, SUMMARY
 from iac_tf.training.seeding import DataSource, as_epoch_fn
 
@@ -61,7 +65,7 @@ def _at_best(history: list[dict], best_epoch: int, key: str) -> float:
     return float("nan")
 
 
-def compile_for_training(model: keras.Model, cfg: Stage1Config, rule=None) -> None:
+def compile_for_training(model: keras.Model, cfg: TrainingSettings, rule=None) -> None:
     """Compile with the paper's optimiser and the loss the output calls for (the Dice loss of
     eq. (5) for sigmoids, Dice + cross-entropy for a softmax of ``rule``:
     :func:`iac_tf.losses.training_loss`), and the soft Dice metric of ``rule``
@@ -78,7 +82,7 @@ def train_model(
     model: keras.Model,
     train_data: DataSource,
     val_data: DataSource,
-    cfg: Stage1Config,
+    cfg: TrainingSettings,
     run_dir: str | os.PathLike,
     extra_trackables: dict | None = None,
     case_scorer=None,
@@ -112,7 +116,7 @@ def train_model(
     if model.optimizer is None:
         compile_for_training(model, cfg, rule)
     t0 = time.perf_counter()
-    monitor = getattr(cfg, "monitor", MONITOR)
+    monitor = cfg.monitor
     if monitor == "val_case_dice" and case_scorer is None:
         raise ValueError("monitor 'val_case_dice' needs a case_scorer (the val_dt arrays with case ids)")
     loop = EpochLoop(
@@ -123,7 +127,7 @@ def train_model(
         max_to_keep=cfg.checkpoints_to_keep,
         seed=seed,
         shuffle=cfg.shuffle,
-        patience=getattr(cfg, "patience", None),
+        patience=cfg.patience,
     )
     best_path = run_dir / BEST_MODEL
 
@@ -138,7 +142,7 @@ def train_model(
         on_epoch_end=case_metrics,
         save_best=lambda epoch: save_model(model, best_path),
         verbose=cfg.verbose,
-        evaluate_initial=getattr(cfg, "evaluate_initial", False),
+        evaluate_initial=cfg.evaluate_initial,
     )
     result = TrainResult(
         run_dir=run_dir,
@@ -161,7 +165,7 @@ def train_model(
                                {"metric": "paper_channels", "label_mode": None,
                                 "description": "each output channel scored on its own"}),
             "best_score": result.best_score,
-            "epoch0_evaluated": bool(getattr(cfg, "evaluate_initial", False)),
+            "epoch0_evaluated": bool(cfg.evaluate_initial),
             "stopped_early": result.stopped_early,
             "epochs_run": sum(1 for r in history if int(r["epoch"]) > 0),
             "best_epoch_in_last_10_percent": (not result.stopped_early
