@@ -99,6 +99,12 @@ def epoch_name(epoch: int) -> str:
 
 
 EPOCH_GLOB = "epoch_*"
+
+
+def epoch_number(name: str) -> int | None:
+    """The epoch of an :func:`epoch_name` (``epoch_025`` -> 25; a file's stem), else ``None``."""
+    head, _, digits = name.partition("_")
+    return int(digits) if head + "_" == EPOCH_GLOB[:-1] and digits.isdigit() else None
 STAGES = (1, 2, 3)
 
 
@@ -488,7 +494,7 @@ class RunLayout:
         """What the run still lacks, judged against ``cfg`` (a plain config mapping; default:
         the run's own ``config.yaml``; absent keys take the config classes' defaults): every
         part of :meth:`parts` by :meth:`part_done`, then the evaluation and its model columns.
-        A part whose record is damaged is missing (``stage1 (unreadable record)``)."""
+        A part whose record is damaged is missing."""
         if not self.root.is_dir():
             return RunStatus(self.root, ["run folder"], exists=False)
         cfg = cfg if cfg is not None else read_config(self.config)
@@ -499,8 +505,8 @@ class RunLayout:
             try:
                 if not self.part_done(part):
                     missing.append(part.name)
-            except UnreadableRecord:
-                missing.append(f"{part.name} (unreadable record)")
+            except UnreadableRecord:  # not finished; `iac report` names the file
+                missing.append(part.name)
         columns = csv_columns(self.dice_csv)
         if columns is None:
             missing.append(EVALUATION)

@@ -30,7 +30,7 @@ from typing import Any, Literal
 from iac_tf.config import ConfigError, from_dict, load_yaml
 from iac_tf.config.stages import Stage1Config, Stage2Config, Stage3Config
 from iac_tf.data.config import SPLITS, DataConfig
-from iac_tf.run_layout import RunLayout
+from iac_tf.run_layout import CONFIG, RunLayout
 
 #: The comparison methods of ``method`` / ``compare`` (their modules are the rows of
 #: ``iac_tf.comparisons.METHODS``; named here so that loading a config needs no TensorFlow).
@@ -219,7 +219,7 @@ def _where_the_run_is(cfg: ExperimentConfig, path: pathlib.Path, overrides: dict
     was written in; a run moved since is the folder the file is in now (unless ``--set``
     names output_dir or name)."""
     here = path.parent
-    if (path.name != "config.yaml" or not (here / ".iac-run").is_file()
+    if (path.name != CONFIG or not RunLayout(here).is_run()
             or {"output_dir", "name"} & set(overrides)):
         return cfg
     if cfg.run_dir.resolve() == here.resolve():

@@ -150,6 +150,7 @@ def evaluate_folder_roles(args) -> tuple[str, str, bool]:
 
 def evaluate_folder(args) -> int:
     from iac_tf.evaluation.volumetric import evaluate_folder as run_evaluate, format_summary
+    from iac_tf.run_layout import VOLUMETRIC_CSV, VOLUMETRIC_SUMMARY
 
     t0 = time.perf_counter()
     gt, pred, by_position = evaluate_folder_roles(args)
@@ -157,6 +158,6 @@ def evaluate_folder(args) -> int:
                            nsd_tolerance=args.nsd_tolerance, pred_by_position=by_position)
     out = pathlib.Path(args.out or pred)
     print(format_summary(summary))
-    print(f"{out / 'volumetric_per_case.csv'}, {out / 'volumetric_summary.json'} "
+    print(f"{out / VOLUMETRIC_CSV}, {out / VOLUMETRIC_SUMMARY} "
           f"({time.perf_counter() - t0:.1f} s)")
     return 0
