@@ -38,8 +38,10 @@ def _model_args(parser: argparse.ArgumentParser) -> None:
 def _selection_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stage", type=int, choices=(1, 3), default=None,
                         help="3: the IAC U-Net (default), 1: the U-Net (not with --method)")
-    parser.add_argument("--method", default=None, help="a model name of the run's models.json")
-    parser.add_argument("--config", default=None, help="run config.yaml (default: the run's)")
+    from iac_tf.run_layout import CONFIG, MODELS_INDEX
+
+    parser.add_argument("--method", default=None, help=f"a model name of the run's {MODELS_INDEX}")
+    parser.add_argument("--config", default=None, help=f"run {CONFIG} (default: the run's)")
 
 
 def predict_args(parser: argparse.ArgumentParser) -> None:

@@ -22,7 +22,7 @@ from iac_tf._keras import tf
 from iac_tf.errors import UserError
 from iac_tf.inference.tiling import keras_predictor
 from iac_tf.models import load_unet
-from iac_tf.run_layout import BEST_MODEL, CONFIG, RunLayout
+from iac_tf.run_layout import BEST_MODEL, CONFIG, MODELS_INDEX, RunLayout
 from iac_tf.run_unet import checked_model
 
 #: ``--device``: TensorFlow's own choice (a GPU when one is visible), the CPU, or a GPU.
@@ -64,7 +64,7 @@ def resolve_model_path(model: str | pathlib.Path, stage: int | None = None,
     default). ``stage`` and ``method`` together are refused: one would be ignored."""
     if stage is not None and method is not None:
         raise UserError(f"--stage {stage} and --method {method} both choose the model; give one "
-                        "(--method names any model of the run's models.json; --stage 1 is "
+                        f"(--method names any model of the run's {MODELS_INDEX}; --stage 1 is "
                         "--method unet, --stage 3 is --method iac)")
     stage = 3 if stage is None else stage
     model = pathlib.Path(model)

@@ -27,6 +27,7 @@ from iac_tf.data.datasets import DATASETS, list_cases, read_dataset_json
 from iac_tf.data.preprocess import (apply_stats, in_plane_spacing, intensity_stats, zoom_factors,
                                     zoom_in_plane)
 from iac_tf.data.prepare import resolve_paths
+from iac_tf.run_layout import CONFIG
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,7 +103,7 @@ class Preprocessing:
                             "preprocessing to apply; predict needs a NIfTI-based dataset")
         root, _ = resolve_paths(cfg)
         if not root.is_dir():
-            raise DataError(f"{root}: dataset folder of the run (data.root in its config.yaml) "
+            raise DataError(f"{root}: dataset folder of the run (data.root in its {CONFIG}) "
                             "not found; predict reads the classes and modalities from it")
         spec = DATASETS[cfg.format]
         classes = spec.classes(root, cfg.label_mode)
