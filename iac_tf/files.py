@@ -385,7 +385,7 @@ def run_lock_path(run_dir: str | os.PathLike) -> pathlib.Path:
 def _check_run_writer(root: pathlib.Path, path: pathlib.Path) -> None:
     """Inside a run folder only the process holding the run's lock writes (and its lock file
     must still be the one it locked)."""
-    if not (root / RUN_MARKER).is_file():
+    if not is_run_folder(root):
         return
     from iac_tf import locks  # noqa: PLC0415 - locks imports nothing of this module
 

@@ -93,18 +93,21 @@ DICE_CSV = pathlib.Path(EVALUATION) / DICE_PER_CASE
 OLD_RUN_FILES = (VERSION, MODELS_INDEX)
 
 
+EPOCH_PREFIX = "epoch_"  # epoch_025: Stage II's genotype and arch files, a sweep's folder
+EPOCH_GLOB = EPOCH_PREFIX + "*"
+
+
 def epoch_name(epoch: int) -> str:
     """``epoch_025``: a search epoch's genotype and arch files, a sweep's Stage III folder."""
-    return f"epoch_{int(epoch):03d}"
-
-
-EPOCH_GLOB = "epoch_*"
+    return f"{EPOCH_PREFIX}{int(epoch):03d}"
 
 
 def epoch_number(name: str) -> int | None:
     """The epoch of an :func:`epoch_name` (``epoch_025`` -> 25; a file's stem), else ``None``."""
-    head, _, digits = name.partition("_")
-    return int(digits) if head + "_" == EPOCH_GLOB[:-1] and digits.isdigit() else None
+    digits = name[len(EPOCH_PREFIX):] if name.startswith(EPOCH_PREFIX) else ""
+    return int(digits) if digits.isdigit() else None
+
+
 STAGES = (1, 2, 3)
 
 
