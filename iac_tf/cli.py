@@ -148,8 +148,10 @@ def _report(args) -> int:
 
 
 def _adopt_args(parser: argparse.ArgumentParser) -> None:
+    from iac_tf.run_layout import CONFIG, OLD_RUN_FILES
+
     parser.add_argument("run_dir", help="a run folder written before runs were marked "
-                        "(config.yaml beside version.txt or models.json)")
+                        f"({CONFIG} beside {' or '.join(OLD_RUN_FILES)})")
 
 
 def _adopt(args) -> int:

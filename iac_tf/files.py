@@ -208,9 +208,6 @@ MARKERS = (RUN_MARKER, REPORT_MARKER, EXPORT_MARKER)
 #: library writes and rotates itself (TensorFlow checkpoints and event logs: ``"tree": true``).
 #: The last line of a path wins. Append-only, so writers never lose each other's lines.
 MANIFEST = ".iac-manifest"
-#: Old-style run folders (written before the marker) hold this file beside ``version.txt`` or
-#: ``models.json``; they are recognised, never written: ``iac adopt`` marks them.
-_OLD_RUN_FILES = ("config.yaml", ("version.txt", "models.json"))
 
 
 class RefusedPath(UserError):
@@ -389,7 +386,7 @@ def run_lock_path(run_dir: str | os.PathLike) -> pathlib.Path:
 def _check_run_writer(root: pathlib.Path, path: pathlib.Path) -> None:
     """Inside a run folder only the process holding the run's lock writes (and its lock file
     must still be the one it locked)."""
-    if not (root / RUN_MARKER).is_file():
+    if not is_run_folder(root):
         return
 
     lock = run_lock_path(root)
@@ -659,24 +656,25 @@ def is_marked(folder: str | os.PathLike, marker: str) -> bool:
 
 
 def is_run_folder(folder: str | os.PathLike) -> bool:
-    """A run folder of this tool: it holds the :data:`RUN_MARKER` file (only a marked folder
-    is ever written as a run)."""
-    folder = pathlib.Path(folder)
-    return folder.is_dir() and is_marked(folder, RUN_MARKER)
+    """A run folder of this tool (:meth:`iac_tf.run_layout.RunLayout.is_run`, the one rule)."""
+    from iac_tf.run_layout import RunLayout  # noqa: PLC0415 (run_layout builds on this module)
+
+    return RunLayout(folder).is_run()
 
 
 def looks_like_old_run(folder: str | os.PathLike) -> bool:
-    """An unmarked folder holding ``config.yaml`` beside ``version.txt`` or ``models.json``:
-    what runs written before the marker look like (or a user's folder that happens to)."""
-    folder = pathlib.Path(folder)
-    return (folder.is_dir() and not is_marked(folder, RUN_MARKER)
-            and (folder / "config.yaml").is_file()
-            and any((folder / name).exists() for name in ("version.txt", "models.json")))
+    """:meth:`iac_tf.run_layout.RunLayout.looks_like_old_run`."""
+    from iac_tf.run_layout import RunLayout  # noqa: PLC0415
+
+    return RunLayout(folder).looks_like_old_run()
 
 
 def looks_like_run(folder: str | os.PathLike) -> bool:
-    """A run folder or something that looks like one: never written over by other commands."""
-    return is_run_folder(folder) or looks_like_old_run(folder)
+    """A run folder or something that looks like one: never written over by other commands
+    (:meth:`iac_tf.run_layout.RunLayout.looks_like_run`)."""
+    from iac_tf.run_layout import RunLayout  # noqa: PLC0415
+
+    return RunLayout(folder).looks_like_run()
 
 
 def adopt_hint(folder: str | os.PathLike) -> str:

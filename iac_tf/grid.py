@@ -45,11 +45,11 @@ from iac_tf.config import ConfigError, from_dict, load_yaml
 from iac_tf.config.experiment import ExperimentConfig
 from iac_tf.files import atomic_write_json, atomic_write_text
 from iac_tf.locks import LockedError, folder_lock
-from iac_tf.run_layout import RunLayout, run_status
+from iac_tf.run_layout import GRID_RECORD, RunLayout, UnreadableRecord, run_status
 from iac_tf.run_records import STAGES, show_value, stage_differences
 from iac_tf.unets import BACKBONES
 
-GRID_FILE = "grid.json"  # written into each run folder: dataset, backbone, device
+GRID_FILE = GRID_RECORD  # written into each run folder: dataset, backbone, device
 
 
 @dataclasses.dataclass(frozen=True)
@@ -186,19 +186,23 @@ def check_distinct(grid: Grid, items: list[Setting]) -> None:
         seen[key] = s
 
 
-def estimated_epochs(cfg: dict) -> dict[str, int]:
-    """Passes over the training data each stage of a setting costs (a Stage II epoch is one
-    pass over train_search_dt and one over val_search_dt, each half of train_dt)."""
-    s1 = 0 if (cfg.get("unet") or {}).get("pretrained") else int((cfg.get("stage1") or {}).get("epochs", 200))
-    s2 = int((cfg.get("stage2") or {}).get("epochs", 200))
-    s3cfg = cfg.get("stage3") or {}
-    n_geno = len(s3cfg.get("genotype_epochs") or [None])
-    s3 = int(s3cfg.get("epochs", 200)) * n_geno
-    methods = list(cfg.get("compare") or [])
-    if (cfg.get("evaluation") or {}).get("unet_continued", True):
-        methods.append("unet_continued")  # the budget-matched U-Net baseline trains like Stage III
-    comp = int(s3cfg.get("epochs", 200)) * len(methods)
-    return {"stage1": s1, "stage2": s2, "stage3": s3, "compare": comp}
+def estimated_epochs(cfg: dict, run_dir: str | os.PathLike = ".") -> dict[str, int]:
+    """Passes over the training data each stage of a setting costs: the epochs of every part
+    its run trains (:meth:`~iac_tf.run_layout.RunLayout.parts`, with the config's epochs and
+    defaults) that is not finished yet. A Stage II epoch is one pass over train_search_dt and
+    one over val_search_dt, each half of train_dt; Stage III counts each genotype epoch of a
+    sweep and each extra implant mode; ``compare`` the budget-matched ``unet_continued`` (if
+    ``evaluation.unet_continued``) and the comparison methods."""
+    layout = RunLayout(run_dir)
+    out = dict.fromkeys(("stage1", "stage2", "stage3", "compare"), 0)
+    for part in layout.parts(cfg):
+        try:
+            done = layout.part_done(part)
+        except UnreadableRecord:
+            done = False  # to be trained again once the record is restored or cleared
+        if not done:
+            out[part.kind] += part.epochs
+    return out
 
 
 def plan(items: list[Setting]) -> str:
@@ -208,7 +212,7 @@ def plan(items: list[Setting]) -> str:
     todo = 0
     for s in items:
         status = run_status(s.run_dir, s.config)
-        work = estimated_epochs(s.config) if not status.finished else dict.fromkeys(total, 0)
+        work = estimated_epochs(s.config, s.run_dir) if not status.finished else dict.fromkeys(total, 0)
         if not status.finished:
             todo += 1
         for k in total:

@@ -50,25 +50,65 @@ from iac_tf.config.stages import Stage1Config, Stage2Config, Stage3Config
 from iac_tf.config.data import TEST_SPLIT
 from iac_tf.data.fingerprint import SCHEME, differences
 from iac_tf.errors import UserError
-from iac_tf.files import (RUN_MARKER, RefusedPath, adopt_folder, adopt_hint, atomic_write_json, is_run_folder,
-                          looks_like_old_run, mark, run_lock_path)
+from iac_tf.files import (RUN_MARKER, RefusedPath, adopt_folder, adopt_hint, atomic_write_json, is_marked,
+                          mark, run_lock_path)
 from iac_tf.locks import attach, folder_lock, read_holder
 
+CONFIG = "config.yaml"  # the run's resolved config; in a stage or compare/ folder: its record
+VERSION = "version.txt"
+LOG = "log.txt"
 MODELS_INDEX = "models.json"
 DATA_RECORD = "data_record.json"
 UNET_RECORD = "unet_record.json"  # the run's copy of unet.pretrained (iac_tf.run_unet)
 UNET_DIR = "unet"
 MACHINE_RECORD = "machine.json"
+GRID_RECORD = "grid.json"  # written by `iac grid` into each run folder: dataset, backbone, device
 BEST_MODEL = "best_model.keras"
 SUMMARY = "summary.json"
 HISTORY = "history.csv"
+CHECKPOINTS = "checkpoints"  # TensorFlow's checkpoints of a training folder (resuming)
+TENSORBOARD = "tensorboard"
+LEARNING_CURVES = "learning_curves.png"
 SEARCH_TIME = "search_time.json"
 UNET_SCORE = "unet_score.json"  # the given U-Net scored on val_dt before it is improved
 GENOTYPES = "genotypes"  # Stage II: genotypes/epoch_XXX.json (and .png)
 ARCH = "arch"  # Stage II: arch/epoch_XXX.json (alpha, beta)
 SAVEDMODEL = "savedmodel"  # Stage III: the exported SavedModel
+SELECTED_GENOTYPE = "selected_genotype.json"  # Stage III of a sweep: the epoch chosen
+GENOTYPE_EPOCHS_PLOT = "genotype_epochs.png"  # Stage III of a sweep: Fig. 6
 UNIT_RECORD = "unit.yaml"  # compare/<model>/: the stages and training keys it depends on
-DICE_CSV = pathlib.Path("evaluation") / "dice_per_case.csv"
+COMPARE = "compare"
+EVALUATION = "evaluation"
+# the files of an evaluation folder (evaluation/, evaluation/test_dt/); `iac evaluate-folder`
+# writes the two volumetric ones into its output folder, in the same schema
+DICE_PER_CASE = "dice_per_case.csv"
+STATS = "stats.json"
+DICE_TABLE = "dice_table.md"
+DICE_PAIRED_PLOT = "dice_paired.png"
+DICE_METHODS_PLOT = "dice_methods.png"
+VOLUMETRIC_CSV = "volumetric_per_case.csv"
+VOLUMETRIC_SUMMARY = "volumetric_summary.json"
+DICE_CSV = pathlib.Path(EVALUATION) / DICE_PER_CASE
+#: An unmarked folder holding CONFIG beside one of these looks like a run written before the
+#: run marker existed (recognised, never written: ``iac adopt`` marks it).
+OLD_RUN_FILES = (VERSION, MODELS_INDEX)
+
+
+EPOCH_PREFIX = "epoch_"  # epoch_025: Stage II's genotype and arch files, a sweep's folder
+EPOCH_GLOB = EPOCH_PREFIX + "*"
+
+
+def epoch_name(epoch: int) -> str:
+    """``epoch_025``: a search epoch's genotype and arch files, a sweep's Stage III folder."""
+    return f"{EPOCH_PREFIX}{int(epoch):03d}"
+
+
+def epoch_number(name: str) -> int | None:
+    """The epoch of an :func:`epoch_name` (``epoch_025`` -> 25; a file's stem), else ``None``."""
+    digits = name[len(EPOCH_PREFIX):] if name.startswith(EPOCH_PREFIX) else ""
+    return int(digits) if digits.isdigit() else None
+
+
 STAGES = (1, 2, 3)
 
 
@@ -95,6 +135,30 @@ class RunStatus:
         return "finished" if not self.missing else "partial"
 
 
+@dataclasses.dataclass(frozen=True)
+class Part:
+    """One part a run trains (:meth:`RunLayout.parts`).
+
+    Attributes:
+        name: as :meth:`RunLayout.status` names it when missing (``stage1``,
+            ``stage3/epoch_025``, ``compare/nested``).
+        model: its name in ``models.json`` (``None`` for Stage II, which trains no model).
+        folder: where it trains.
+        epochs: the epochs it trains (Stage II: search epochs).
+        kind: ``stage1``, ``stage2`` (the search: finished by :meth:`RunLayout.search_done`),
+            ``stage3`` (the IAC U-Nets: a sweep's epochs, the extra implant modes) or
+            ``compare`` (``unet_continued`` and the comparison methods).
+        needs_export: finished only once its SavedModel is exported (Stage III).
+    """
+
+    name: str
+    model: str | None
+    folder: pathlib.Path
+    epochs: int
+    kind: str
+    needs_export: bool = False
+
+
 class RunLayout:
     """The paths and rules of one run folder ``root`` (nothing is read or written on creation)."""
 
@@ -104,16 +168,16 @@ class RunLayout:
     # ------------------------------------------------------------------ paths
     @property
     def config(self) -> pathlib.Path:
-        return self.root / "config.yaml"
+        return self.root / CONFIG
 
     @property
     def version(self) -> pathlib.Path:
-        return self.root / "version.txt"
+        return self.root / VERSION
 
     @property
     def log(self) -> pathlib.Path:
         """Every console record of every command that wrote the run, with date and time."""
-        return self.root / "log.txt"
+        return self.root / LOG
 
     @property
     def models_index(self) -> pathlib.Path:
@@ -142,6 +206,11 @@ class RunLayout:
         return self.root / MACHINE_RECORD
 
     @property
+    def grid_record(self) -> pathlib.Path:
+        """``iac grid``'s record of the setting (dataset, backbone, device)."""
+        return self.root / GRID_RECORD
+
+    @property
     def lock_path(self) -> pathlib.Path:
         """Beside the run folder, so a refused run leaves the run folder untouched."""
         return run_lock_path(self.root)
@@ -149,14 +218,27 @@ class RunLayout:
     def stage(self, n: int) -> pathlib.Path:
         if n not in STAGES:
             raise ValueError(f"stage must be one of {STAGES}, got {n!r}")
-        return self.root / f"stage{n}"
+        return self.root / self.stage_name(n)
+
+    @staticmethod
+    def stage_name(n: int) -> str:
+        """``stage1``: the folder of stage ``n`` (also how :meth:`status` names it)."""
+        return f"stage{n}"
 
     @property
     def genotypes(self) -> pathlib.Path:
         return self.stage(2) / GENOTYPES
 
     def genotype(self, epoch: int) -> pathlib.Path:
-        return self.genotypes / f"epoch_{epoch:03d}.json"
+        return self.genotypes / f"{epoch_name(epoch)}.json"
+
+    @property
+    def arch(self) -> pathlib.Path:
+        """Stage II's ``arch/epoch_XXX.json`` (the architecture weights of each epoch)."""
+        return self.stage(2) / ARCH
+
+    def arch_files(self) -> list[pathlib.Path]:
+        return sorted(self.arch.glob(f"{EPOCH_GLOB}.json"))
 
     @property
     def search_time(self) -> pathlib.Path:
@@ -170,11 +252,20 @@ class RunLayout:
 
     def sweep(self, epoch: int) -> pathlib.Path:
         """Stage III's folder of the genotype of search epoch ``epoch`` (a sweep)."""
-        return self.stage(3) / f"epoch_{epoch:03d}"
+        return self.stage(3) / epoch_name(epoch)
+
+    @property
+    def selected_genotype(self) -> pathlib.Path:
+        """With a sweep: which epoch's Stage III is the run's IAC U-Net, and why."""
+        return self.stage(3) / SELECTED_GENOTYPE
+
+    @property
+    def genotype_epochs_plot(self) -> pathlib.Path:
+        return self.stage(3) / GENOTYPE_EPOCHS_PLOT
 
     @property
     def compare_root(self) -> pathlib.Path:
-        return self.root / "compare"
+        return self.root / COMPARE
 
     def compare(self, method: str) -> pathlib.Path:
         return self.compare_root / method
@@ -185,7 +276,12 @@ class RunLayout:
 
     @property
     def evaluation(self) -> pathlib.Path:
-        return self.root / "evaluation"
+        return self.root / EVALUATION
+
+    def split_evaluation(self, split: str, main_split: str) -> pathlib.Path:
+        """The evaluation folder of ``split``: ``evaluation/`` for the run's
+        ``evaluation.split`` (``main_split``), else ``evaluation/<split>/``."""
+        return self.evaluation if split == main_split else self.evaluation / split
 
     @property
     def dice_csv(self) -> pathlib.Path:
@@ -198,10 +294,28 @@ class RunLayout:
 
     @property
     def test_dice_csv(self) -> pathlib.Path:
-        return self.test_evaluation / "dice_per_case.csv"
+        return self.test_evaluation / DICE_PER_CASE
+
+    @property
+    def stats(self) -> pathlib.Path:
+        return self.evaluation / STATS
 
     def best_model(self, folder: pathlib.Path) -> pathlib.Path:
-        return folder / BEST_MODEL
+        return pathlib.Path(folder) / BEST_MODEL
+
+    @staticmethod
+    def history(folder: pathlib.Path) -> pathlib.Path:
+        """The epoch log of a training folder (a stage, a sweep epoch, a comparison)."""
+        return pathlib.Path(folder) / HISTORY
+
+    @staticmethod
+    def summary(folder: pathlib.Path) -> pathlib.Path:
+        return pathlib.Path(folder) / SUMMARY
+
+    @staticmethod
+    def record(folder: pathlib.Path) -> pathlib.Path:
+        """The resolved config a stage (or a comparison) ran with, in its folder."""
+        return pathlib.Path(folder) / CONFIG
 
     def stage3_dirs(self) -> dict[str, pathlib.Path]:
         """Stage III folders present: ``{"iac": stage3}`` and/or ``{"epoch_025": ...}``."""
@@ -209,24 +323,37 @@ class RunLayout:
         s3 = self.stage(3)
         if (s3 / HISTORY).exists():
             out["iac"] = s3
-        for d in sorted(s3.glob("epoch_*")):
+        for d in sorted(s3.glob(EPOCH_GLOB)):
             if d.is_dir():
                 out[d.name] = d
         return out
 
     def genotype_files(self) -> list[pathlib.Path]:
-        return sorted(self.genotypes.glob("epoch_*.json"))
+        return sorted(self.genotypes.glob(f"{EPOCH_GLOB}.json"))
 
     # ------------------------------------------------------------------ ownership
     def is_run(self) -> bool:
-        return is_run_folder(self.root)
+        """The one rule of "is this a run folder": a folder holding the run marker (only a
+        marked folder is ever written as a run). :func:`iac_tf.files.is_run_folder` asks it."""
+        return self.root.is_dir() and is_marked(self.root, RUN_MARKER)
+
+    def looks_like_old_run(self) -> bool:
+        """An unmarked folder holding ``config.yaml`` beside ``version.txt`` or ``models.json``:
+        what runs written before the marker look like (or a user's folder that happens to)."""
+        return (self.root.is_dir() and not is_marked(self.root, RUN_MARKER)
+                and self.config.is_file()
+                and any((self.root / name).exists() for name in OLD_RUN_FILES))
+
+    def looks_like_run(self) -> bool:
+        """A run folder or something that looks like one: never written over by other commands."""
+        return self.is_run() or self.looks_like_old_run()
 
     def check_ours(self) -> None:
         """Raise :class:`~iac_tf.files.RefusedPath` unless the run folder is new, empty or a
         run folder of this tool: a user's own folder is never written into."""
         if self.root.exists() and not self.root.is_dir():
             raise RefusedPath(f"{self.root}: is a file, not a run folder; set output_dir or name")
-        if looks_like_old_run(self.root):
+        if self.looks_like_old_run():
             raise RefusedPath(f"{self.root}: holds config.yaml beside version.txt or models.json "
                               f"like a run folder, but no {RUN_MARKER} file, so it is not known "
                               "to be a run of this tool; nothing was written. If it is a run "
@@ -248,10 +375,10 @@ class RunLayout:
         """``iac adopt RUN_DIR``: make an old-style run folder (``config.yaml`` beside
         ``version.txt`` or ``models.json``, written before the marker) a run of this tool: its
         files are listed as the tool's and the folder is marked. Returns the files listed."""
-        if is_run_folder(self.root):
+        if self.is_run():
             raise UserError(f"{self.root}: is a run folder of this tool already ({RUN_MARKER}); "
                             "nothing to adopt")
-        if not looks_like_old_run(self.root):
+        if not self.looks_like_old_run():
             raise RefusedPath(f"{self.root}: does not look like a run folder (no config.yaml "
                               "beside version.txt or models.json); nothing was changed")
         with folder_lock(self.lock_path, f"run folder {self.root}"):
@@ -278,52 +405,118 @@ class RunLayout:
         if self.compare_root.is_dir():
             folders += sorted(d for d in self.compare_root.iterdir() if d.is_dir())
         for folder in folders:
-            if (folder / SUMMARY).is_file():
-                training_done(folder, 0)
+            if self.summary(folder).is_file():
+                self.trained(folder, 0)
         if self.search_time.is_file():
             read_record(self.search_time)
 
+    def trained(self, folder: pathlib.Path, epochs: int, needs_export: bool = False) -> dict | None:
+        """The one "finished" rule of a training (Stage I/III, a sweep epoch, a comparison) in
+        ``folder``: its ``summary.json`` exists, ``history.csv`` has ``epochs`` trained epochs
+        (or the summary says it stopped early) and, with ``needs_export``, the SavedModel was
+        exported. Returns ``{"summary": ..., "history": rows}``, else ``None``; a damaged record
+        raises :class:`UnreadableRecord`."""
+        folder = pathlib.Path(folder)
+        summary_path = self.summary(folder)
+        if not summary_path.is_file():
+            return None
+        rows = read_history(self.history(folder))
+        summary = read_record(summary_path)
+        try:
+            trained = sum(1 for r in rows if int(r["epoch"]) > 0)  # epoch 0 is no training
+        except (KeyError, TypeError, ValueError):
+            raise UnreadableRecord(f"{self.history(folder)}: damaged (a row without an epoch "
+                                   f"number); it is left untouched. {_DAMAGED_HINT}") from None
+        if trained < epochs and not summary.get("stopped_early"):
+            return None
+        if needs_export and not (folder / SAVEDMODEL).is_dir():
+            return None  # killed between the last epoch and the export
+        return {"summary": summary, "history": rows}
+
     def search_done(self, epochs: int) -> bool:
-        """Stage II searched ``epochs`` epochs (its ``search_time.json`` says so)."""
+        """Stage II searched ``epochs`` epochs (its ``search_time.json`` says so, or that it
+        stopped early) and its genotypes are there."""
         if not self.search_time.is_file():
             return False
         record = read_record(self.search_time)
-        return record.get("epochs", 0) >= epochs or bool(record.get("stopped_early"))
+        searched = record.get("epochs", 0) >= epochs or bool(record.get("stopped_early"))
+        return searched and bool(self.genotype_files())
+
+    def parts(self, cfg: dict) -> list[Part]:
+        """The parts a run of ``cfg`` (a plain config mapping; absent keys take the config
+        classes' defaults) trains, in order: Stage I (unless ``unet.pretrained``), Stage II
+        (with ``method: iac``, unless ``stage3.genotype`` names the genotype), Stage III (one,
+        or one per ``stage3.genotype_epochs``), each ``stage3.extra_implant_modes``,
+        ``unet_continued`` (``evaluation.unet_continued``), then each comparison method."""
+        cfg = with_stage_defaults(cfg)
+        s1, s2, s3 = cfg["stage1"], cfg["stage2"], cfg["stage3"]
+        method = str(cfg.get("method") or "iac")  # a comparison-only run has no IAC
+        out = []
+        if not (cfg.get("unet") or {}).get("pretrained"):
+            out.append(Part(self.stage_name(1), "unet", self.stage(1), int(s1["epochs"]), "stage1"))
+        if method == "iac":
+            if not s3.get("genotype"):
+                out.append(Part(self.stage_name(2), None, self.stage(2), int(s2["epochs"]),
+                                "stage2"))
+            export = bool(s3.get("export_savedmodel"))
+            sweep = [int(e) for e in s3.get("genotype_epochs") or []]
+            folders = ([(f"iac_{epoch_name(e)}", self.sweep(e)) for e in sweep] if sweep
+                       else [("iac", self.stage(3))])
+            folders += [(f"iac_{mode}", self.compare(f"iac_{mode}"))
+                        for mode in s3.get("extra_implant_modes") or []]
+            out += [Part(self._part_name(folder), model, folder, int(s3["epochs"]), "stage3",
+                         export) for model, folder in folders]
+            if cfg["evaluation"].get("unet_continued"):
+                out.append(Part(self._part_name(self.compare("unet_continued")), "unet_continued",
+                                self.compare("unet_continued"), int(s3["epochs"]), "compare"))
+        methods = list(dict.fromkeys(([method] if method != "iac" else [])
+                                     + [str(m) for m in (cfg.get("compare") or [])]))
+        out += [Part(self._part_name(self.compare(m)), m, self.compare(m), int(s3["epochs"]),
+                     "compare") for m in methods]
+        return out
+
+    def _part_name(self, folder: pathlib.Path) -> str:
+        return folder.relative_to(self.root).as_posix()
+
+    @staticmethod
+    def evaluated_models(cfg: dict) -> list[str]:
+        """The model columns the run's ``dice_per_case.csv`` must have: ``unet`` (the reference
+        every model is compared with), ``iac`` with ``method: iac``, and each comparison method
+        (the evaluation also scores every other registered model)."""
+        method = str(cfg.get("method") or "iac")
+        return list(dict.fromkeys(["unet"] + (["iac"] if method == "iac" else [])
+                                  + ([method] if method != "iac" else [])
+                                  + [str(m) for m in (cfg.get("compare") or [])]))
+
+    def part_done(self, part: Part) -> bool:
+        """:meth:`search_done` for Stage II, :meth:`trained` for every other part."""
+        if part.kind == "stage2":
+            return self.search_done(part.epochs)
+        return self.trained(part.folder, part.epochs, part.needs_export) is not None
 
     def status(self, cfg: dict | None = None) -> RunStatus:
         """What the run still lacks, judged against ``cfg`` (a plain config mapping; default:
-        the run's own ``config.yaml``; absent keys take the config classes' defaults)."""
+        the run's own ``config.yaml``; absent keys take the config classes' defaults): every
+        part of :meth:`parts` by :meth:`part_done`, then the evaluation and its model columns.
+        A part whose record is damaged is missing."""
         if not self.root.is_dir():
             return RunStatus(self.root, ["run folder"], exists=False)
-        cfg = with_stage_defaults(cfg if cfg is not None else read_config(self.config))
+        cfg = cfg if cfg is not None else read_config(self.config)
         missing = []
         if not self.config.exists():
-            missing.append("config.yaml")
-        s2, s3 = cfg["stage2"], cfg["stage3"]
-        if not (cfg.get("unet") or {}).get("pretrained") and not (self.stage(1) / SUMMARY).exists():
-            missing.append("stage1")
-        method = str(cfg.get("method") or "iac")  # a comparison-only run has no IAC
-        methods = list(dict.fromkeys(([method] if method != "iac" else [])
-                                     + [str(m) for m in (cfg.get("compare") or [])]))
-        last = self.genotype(int(s2["epochs"]))  # or the last one of a search that stopped early
-        searched = self.search_time.exists() and (
-            last.exists() or (self.search_done(int(s2["epochs"])) and bool(self.genotype_files())))
-        if method == "iac" and not s3.get("genotype") and not searched:
-            missing.append("stage2")  # not needed when stage3.genotype names a genotype file
-        for ep in (s3.get("genotype_epochs") or []) if method == "iac" else []:
-            if not (self.sweep(int(ep)) / SUMMARY).exists():
-                missing.append(f"stage3/epoch_{int(ep):03d}")
-        if method == "iac" and not s3.get("genotype_epochs") and not (self.stage(3) / SUMMARY).exists():
-            missing.append("stage3")
-        for m in methods:
-            if not (self.compare(m) / SUMMARY).exists():
-                missing.append(f"compare/{m}")
+            missing.append(CONFIG)
+        for part in self.parts(cfg):
+            try:
+                if not self.part_done(part):
+                    missing.append(part.name)
+            except UnreadableRecord:  # not finished; `iac report` names the file
+                missing.append(part.name)
         columns = csv_columns(self.dice_csv)
         if columns is None:
-            missing.append("evaluation")
+            missing.append(EVALUATION)
         else:
-            wanted = ["unet"] + (["iac"] if method == "iac" else []) + methods
-            missing += [f"evaluation column {c}" for c in wanted if c not in columns]
+            missing += [f"{EVALUATION} column {c}" for c in self.evaluated_models(cfg)
+                        if c not in columns]
         return RunStatus(self.root, missing, exists=True)
 
     # ------------------------------------------------------------------ models.json
@@ -470,23 +663,10 @@ class RunLayout:
             atomic_write_json(self.machine_record, machines)
 
 
-def training_done(folder: pathlib.Path, epochs: int) -> dict | None:
-    """A finished training (Stage I/III, a sweep epoch, a comparison) in ``folder``: its
-    ``summary.json`` exists and ``history.csv`` has ``epochs`` trained epochs (or the summary
-    says it stopped early). Returns ``{"summary": ..., "history": rows}``, else ``None``."""
-    summary_path = folder / SUMMARY
-    if not summary_path.is_file():
-        return None
-    rows = read_history(folder / HISTORY)
-    summary = read_record(summary_path)
-    try:
-        trained = sum(1 for r in rows if int(r["epoch"]) > 0)  # epoch 0 is no training
-    except (KeyError, TypeError, ValueError):
-        raise UnreadableRecord(f"{folder / HISTORY}: damaged (a row without an epoch number); "
-                               f"it is left untouched. {_DAMAGED_HINT}") from None
-    if trained < epochs and not summary.get("stopped_early"):
-        return None
-    return {"summary": summary, "history": rows}
+def training_done(folder: pathlib.Path, epochs: int, needs_export: bool = False) -> dict | None:
+    """:meth:`RunLayout.trained` of ``folder`` (the one "finished" rule of a training)."""
+    folder = pathlib.Path(folder)
+    return RunLayout(folder.parent).trained(folder, epochs, needs_export)
 
 
 class UnreadableRecord(UserError):
@@ -530,10 +710,13 @@ def read_config(path: pathlib.Path) -> dict:
 
 
 def with_stage_defaults(cfg: dict) -> dict:
-    """``cfg`` with the ``stage1``-``stage3`` sections completed by the config classes'
+    """``cfg`` with the ``stage1``-``stage3`` and ``evaluation`` sections completed by the config classes'
     defaults (one source of defaults for every "finished" rule)."""
+    from iac_tf.config.experiment import EvaluationConfig  # noqa: PLC0415 (it imports this module)
+
     out = dict(cfg)
-    for key, cls in (("stage1", Stage1Config), ("stage2", Stage2Config), ("stage3", Stage3Config)):
+    for key, cls in (("stage1", Stage1Config), ("stage2", Stage2Config), ("stage3", Stage3Config),
+                     ("evaluation", EvaluationConfig)):
         section = out.get(key) if isinstance(out.get(key), dict) else {}
         out[key] = {**to_dict(cls()), **section}
     return out

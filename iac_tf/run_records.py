@@ -21,12 +21,12 @@ from iac_tf.config.experiment import ExperimentConfig
 from iac_tf.config.stages import TrainingSettings
 from iac_tf.files import atomic_write_text, check_removable, remove
 from iac_tf.machine import describe, kind
+from iac_tf.run_layout import CONFIG, VERSION, RunLayout
 from iac_tf.version import code_version
 
 
 STAGES = (1, 2, 3)
 STAGE_NAMES = {1: "Stage I", 2: "Stage II", 3: "Stage III"}
-STAGE_RECORD = "config.yaml"
 
 #: Keys that never block a rerun: they change how a stage reports, where files go or where it
 #: runs, not what it computes (``*`` matches any section). ``data.root`` is where the data is:
@@ -118,9 +118,9 @@ def stage_differences(cfg: ExperimentConfig, stage: int) -> dict[str, tuple[Any,
     folder = cfg.stage_dir(stage)
     if not folder.is_dir() or not any(folder.iterdir()):
         return None
-    record = folder / STAGE_RECORD
+    record = RunLayout.record(folder)
     if not record.is_file():
-        return {"(no config.yaml)": ("unknown", "this config")}
+        return {f"(no {CONFIG})": ("unknown", "this config")}
     sections = stage_sections(cfg, stage)
     recorded, now = _recorded(record), to_dict(cfg)
     old = stage_keys(recorded, sections)
@@ -150,7 +150,7 @@ def check_stages(cfg: ExperimentConfig, stages) -> None:
             continue
         folder = cfg.stage_dir(stage)
         lines = [f"{folder} holds {STAGE_NAMES[stage]} results of another config "
-                 f"({folder / STAGE_RECORD}); these keys differ (recorded -> now):"]
+                 f"({RunLayout.record(folder)}); these keys differ (recorded -> now):"]
         lines += [f"  {key}: {show_value(a)} -> {show_value(b)}" for key, (a, b) in diff.items()]
         removed, kept = restart_plan(cfg, stage)
         lines.append(
@@ -175,10 +175,10 @@ def record_stage(cfg: ExperimentConfig, stage: int) -> pathlib.Path:
     """Write ``stageN/config.yaml`` (the resolved config the stage runs with) and
     ``stageN/version.txt``, and record the machine in the run's ``machine.json``."""
     folder = cfg.stage_dir(stage)
-    dump_yaml(as_recorded(cfg), folder / STAGE_RECORD)
-    atomic_write_text(folder / "version.txt", code_version() + "\n")
-    record_machine(cfg, f"stage{stage}")
-    return folder / STAGE_RECORD
+    dump_yaml(as_recorded(cfg), RunLayout.record(folder))
+    atomic_write_text(folder / VERSION, code_version() + "\n")
+    record_machine(cfg, RunLayout.stage_name(stage))
+    return RunLayout.record(folder)
 
 
 def record_machine(cfg: ExperimentConfig, part: str) -> None:

@@ -174,6 +174,7 @@ def _finished_setting(tmp_path):
     """The acdc/base setting of the paper grid with a finished-looking run folder of the tool:
     the marker, the config and each stage's record of it, and every part the layout asks for."""
     from iac_tf import grid
+    from tests.finished_runs import finish_parts
 
     (cell,) = grid.settings(grid.load_grid(GRID), "acdc", "base",
                             {"output_dir": str(tmp_path), **FINISHED_SETS})
@@ -183,11 +184,7 @@ def _finished_setting(tmp_path):
     _touch(run / "version.txt", "test\n")
     for stage in (1, 2, 3):
         _touch(run / f"stage{stage}" / "config.yaml", yaml.safe_dump(cell.config))
-    for part in ("stage1/summary.json", "stage2/search_time.json", "stage2/genotypes/epoch_002.json",
-                 "stage3/epoch_001/summary.json", "stage3/epoch_002/summary.json"):
-        _touch(run / part)
-    for m in cell.config["compare"]:
-        _touch(run / "compare" / m / "summary.json")
+    finish_parts(run, cell.config)  # each part's records, as its finished training leaves them
     _touch(run / "evaluation" / "dice_per_case.csv",
            "case,class,unet,iac," + ",".join(cell.config["compare"]) + "\n")
     return cell

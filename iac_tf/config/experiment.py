@@ -222,8 +222,10 @@ def _where_the_run_is(cfg: ExperimentConfig, path: pathlib.Path, overrides: dict
     """A run's own ``config.yaml`` (beside the run's ``.iac-run`` marker) names the folder it
     was written in; a run moved since is the folder the file is in now (unless ``--set``
     names output_dir or name)."""
+    from iac_tf.run_layout import CONFIG, RunLayout  # noqa: PLC0415 - run_layout sits above
+
     here = path.parent
-    if (path.name != "config.yaml" or not (here / ".iac-run").is_file()
+    if (path.name != CONFIG or not RunLayout(here).is_run()
             or {"output_dir", "name"} & set(overrides)):
         return cfg
     if cfg.run_dir.resolve() == here.resolve():

@@ -41,6 +41,7 @@ from iac_tf.evaluation.plots import plot_dice_per_method, plot_paired_dice
 from iac_tf.evaluation.stats import caution, compare_paired
 from iac_tf.files import atomic_write_json, atomic_write_text
 from iac_tf.labels import LabelRule
+from iac_tf.run_layout import DICE_METHODS_PLOT, DICE_PAIRED_PLOT, DICE_PER_CASE, DICE_TABLE, STATS
 
 #: Columns of ``dice_per_case.csv`` that are not models.
 CSV_KEYS = ("split", "metric", "case", "class")
@@ -118,7 +119,7 @@ def compare_scores(scores: dict, class_names, out_dir, baseline: str = "unet", p
         for k, cls in enumerate(class_names):
             writer.writerow([split or "", rule.metric, case, cls]
                             + [_f(scores[n][case][k]) for n in names])
-    atomic_write_text(out_dir / "dice_per_case.csv", buf.getvalue())
+    atomic_write_text(out_dir / DICE_PER_CASE, buf.getvalue())
 
     per_case = {n: [_case_mean(scores[n][case]) for case in cases] for n in names}
     report = {"split": split, "selected_on": selected_on, "rule": rule.record(),
@@ -144,14 +145,14 @@ def compare_scores(scores: dict, class_names, out_dir, baseline: str = "unet", p
     report["overall"] = report["methods"][methods[0]]["overall"]
     if extra:
         report.update(extra)
-    atomic_write_json(out_dir / "stats.json", report)
-    atomic_write_text(out_dir / "dice_table.md",
+    atomic_write_json(out_dir / STATS, report)
+    atomic_write_text(out_dir / DICE_TABLE,
                       markdown_table(report, split=split, selected_on=selected_on, unit=unit))
     if plots:
         title = "Dice per case" + (f", {split} ({unit})" if split else "")
-        plot_paired_dice(per_case[baseline], per_case[methods[0]], out_dir / "dice_paired.png",
+        plot_paired_dice(per_case[baseline], per_case[methods[0]], out_dir / DICE_PAIRED_PLOT,
                          labels=(baseline, methods[0]), title=title)
-        plot_dice_per_method({n: per_case[n] for n in names}, out_dir / "dice_methods.png",
+        plot_dice_per_method({n: per_case[n] for n in names}, out_dir / DICE_METHODS_PLOT,
                              title=title)
     return report
 

@@ -45,6 +45,7 @@ from iac_tf.data.nifti import AFFINE_TOLERANCE, is_prediction
 from iac_tf.diskspace import check_writable_folder
 from iac_tf.errors import UserError
 from iac_tf.evaluation.metrics import confusion_counts, dice_from_counts
+from iac_tf.run_layout import VOLUMETRIC_CSV, VOLUMETRIC_SUMMARY
 from iac_tf.files import (RefusedPath, atomic_write_json, atomic_write_text, check_new_or_ours,
                           check_outside_runs)
 
@@ -259,7 +260,9 @@ def evaluate_folder(*, gt: str | pathlib.Path, pred: str | pathlib.Path,
                     nsd_tolerance: float = NSD_TOLERANCE, pred_by_position: bool = False,
                     progress: bool = True) -> dict:
     """Score every case that has both ``gt/CASE.nii[.gz]`` and ``pred/CASE.nii[.gz]``; write
-    ``volumetric_per_case.csv`` (case, class, :data:`METRICS`, :data:`COUNTS`) and
+    ``volumetric_per_case.csv`` (a run's schema, :func:`write_per_case`: ``split`` empty,
+    ``metric`` ``labels``, case, class, then ``pred_<metric>`` for :data:`METRICS` and
+    :data:`COUNTS`) and
     ``volumetric_summary.json`` (per class: mean and median of every metric, the summed and
     mean counts, ``n``, ``n_empty``; ``foreground_mean``: the mean over the classes of each
     class mean, as nnU-Net's; ``nsd_tolerance_mm``) to ``out`` (default ``pred``; never
@@ -355,18 +358,52 @@ def evaluate_folder(*, gt: str | pathlib.Path, pred: str | pathlib.Path,
     summary[TOLERANCE] = float(nsd_tolerance)
     summary[LEFT_OUT] = left_out
     summary[UNEXPECTED] = unexpected
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=["case", "class", *METRICS, *COUNTS])
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in row.items()})
-    atomic_write_text(out_dir / SCORE_FILES[0], buf.getvalue(), what="a score file")
-    atomic_write_json(out_dir / SCORE_FILES[1], summary, what="a score file")
+    write_per_case(out_dir / VOLUMETRIC_CSV, [
+        per_case_row("", "labels", r["case"], r["class"], {FOLDER_MODEL: r}) for r in rows],
+        [FOLDER_MODEL], what="a score file")
+    atomic_write_json(out_dir / VOLUMETRIC_SUMMARY, summary, what="a score file")
     return summary
 
 
-#: The files ``evaluate_folder`` writes into its output folder.
-SCORE_FILES = ("volumetric_per_case.csv", "volumetric_summary.json")
+#: The files ``evaluate_folder`` writes into its output folder (a run's evaluation folders
+#: hold the same two files, in the same schema).
+SCORE_FILES = (VOLUMETRIC_CSV, VOLUMETRIC_SUMMARY)
+#: ``volumetric_per_case.csv``: these columns, then ``<model>_<metric>`` per model and metric
+#: of :data:`METRICS` and :data:`COUNTS` scored (a run: ``dice`` and ``hd95_mm`` of each model;
+#: ``iac evaluate-folder``: every metric of its one model :data:`FOLDER_MODEL`).
+PER_CASE_KEYS = ("split", "metric", "case", "class")
+#: the model name of ``iac evaluate-folder``'s predictions in ``volumetric_per_case.csv``
+FOLDER_MODEL = "pred"
+
+
+def per_case_row(split: str, metric: str, case: str, class_name: str,
+                 scores: dict[str, dict[str, float]]) -> dict:
+    """One row of ``volumetric_per_case.csv``: ``scores`` maps each model to its metrics."""
+    row = dict(zip(PER_CASE_KEYS, (split, metric, case, class_name)))
+    for model, metrics in scores.items():
+        row.update({f"{model}_{k}": v for k, v in metrics.items() if k in (*METRICS, *COUNTS)})
+    return row
+
+
+def per_case_columns(rows: Sequence[dict], models: Sequence[str]) -> list[str]:
+    """:data:`PER_CASE_KEYS`, then per model (in order) each metric some row holds, in the order
+    of :data:`METRICS` and :data:`COUNTS`."""
+    held = set().union(*(r.keys() for r in rows)) if rows else set()
+    return [*PER_CASE_KEYS, *(f"{m}_{k}" for m in models for k in (*METRICS, *COUNTS)
+                              if f"{m}_{k}" in held)]
+
+
+def write_per_case(path: pathlib.Path, rows: Sequence[dict], models: Sequence[str],
+                   what: str = "a file") -> None:
+    """The one writer of ``volumetric_per_case.csv`` (a run's evaluation and ``iac
+    evaluate-folder``): rows of :func:`per_case_row`, columns :func:`per_case_columns`, floats
+    with 6 decimals (``nan`` where a metric is undefined)."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=per_case_columns(rows, models))
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in row.items()})
+    atomic_write_text(path, buf.getvalue(), what=what)
 
 
 def check_score_outputs(out_dir: pathlib.Path) -> None:

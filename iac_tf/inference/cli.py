@@ -38,8 +38,10 @@ def _model_args(parser: argparse.ArgumentParser) -> None:
 def _selection_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stage", type=int, choices=(1, 3), default=None,
                         help="3: the IAC U-Net (default), 1: the U-Net (not with --method)")
-    parser.add_argument("--method", default=None, help="a model name of the run's models.json")
-    parser.add_argument("--config", default=None, help="run config.yaml (default: the run's)")
+    from iac_tf.run_layout import CONFIG, MODELS_INDEX
+
+    parser.add_argument("--method", default=None, help=f"a model name of the run's {MODELS_INDEX}")
+    parser.add_argument("--config", default=None, help=f"run {CONFIG} (default: the run's)")
 
 
 def predict_args(parser: argparse.ArgumentParser) -> None:
@@ -150,6 +152,7 @@ def evaluate_folder_roles(args) -> tuple[str, str, bool]:
 
 def evaluate_folder(args) -> int:
     from iac_tf.evaluation.volumetric import evaluate_folder as run_evaluate, format_summary
+    from iac_tf.run_layout import VOLUMETRIC_CSV, VOLUMETRIC_SUMMARY
 
     t0 = time.perf_counter()
     gt, pred, by_position = evaluate_folder_roles(args)
@@ -157,6 +160,6 @@ def evaluate_folder(args) -> int:
                            nsd_tolerance=args.nsd_tolerance, pred_by_position=by_position)
     out = pathlib.Path(args.out or pred)
     print(format_summary(summary))
-    print(f"{out / 'volumetric_per_case.csv'}, {out / 'volumetric_summary.json'} "
+    print(f"{out / VOLUMETRIC_CSV}, {out / VOLUMETRIC_SUMMARY} "
           f"({time.perf_counter() - t0:.1f} s)")
     return 0

@@ -22,7 +22,7 @@ from iac_tf._keras import tf
 from iac_tf.errors import UserError
 from iac_tf.inference.tiling import keras_predictor
 from iac_tf.models import load_unet
-from iac_tf.run_layout import BEST_MODEL, RunLayout
+from iac_tf.run_layout import BEST_MODEL, CONFIG, MODELS_INDEX, RunLayout
 from iac_tf.run_unet import checked_model
 
 #: ``--device``: TensorFlow's own choice (a GPU when one is visible), the CPU, or a GPU.
@@ -64,7 +64,7 @@ def resolve_model_path(model: str | pathlib.Path, stage: int | None = None,
     default). ``stage`` and ``method`` together are refused: one would be ignored."""
     if stage is not None and method is not None:
         raise UserError(f"--stage {stage} and --method {method} both choose the model; give one "
-                        "(--method names any model of the run's models.json; --stage 1 is "
+                        f"(--method names any model of the run's {MODELS_INDEX}; --stage 1 is "
                         "--method unet, --stage 3 is --method iac)")
     stage = 3 if stage is None else stage
     model = pathlib.Path(model)
@@ -72,7 +72,7 @@ def resolve_model_path(model: str | pathlib.Path, stage: int | None = None,
         raise FileNotFoundError(f"{model}: model not found")
     if model.is_dir() and (model / BEST_MODEL).is_file():
         return model / BEST_MODEL  # a stage folder (runs/NAME/stage3)
-    if not (model.is_dir() and (model / "config.yaml").is_file()):
+    if not (model.is_dir() and RunLayout(model).config.is_file()):
         return model  # a model file or a SavedModel folder
     name = method or ("unet" if stage == 1 else "iac")
     layout = RunLayout(model)
@@ -98,10 +98,10 @@ def find_run_config(model: str | pathlib.Path) -> pathlib.Path:
     """``config.yaml`` of the run that ``model`` belongs to (searched upwards, 4 levels)."""
     path = pathlib.Path(model).resolve()
     for folder in [path] + list(path.parents)[:4]:
-        if (folder / "config.yaml").is_file():
-            return folder / "config.yaml"
-    raise FileNotFoundError(f"{model}: no config.yaml of a run found next to the model; pass "
-                            "--config RUN/config.yaml (the preprocessing is read from it)")
+        if RunLayout(folder).config.is_file():
+            return RunLayout(folder).config
+    raise FileNotFoundError(f"{model}: no {CONFIG} of a run found next to the model; pass "
+                            f"--config RUN/{CONFIG} (the preprocessing is read from it)")
 
 
 def _serving_dir(path: pathlib.Path) -> pathlib.Path | None:

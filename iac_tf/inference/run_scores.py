@@ -6,7 +6,8 @@ decision rule (:class:`~iac_tf.labels.LabelRule`): the label volume ``iac predic
 writes (``labels``) or each output channel alone (``paper_channels``).
 
 For ``evaluation.split`` (val_dt by default) this writes ``evaluation/volumetric_per_case.csv``
-(``split, metric, case, class, <model>_dice, <model>_hd95_mm`` per model) and
+(``split, metric, case, class, <model>_dice, <model>_hd95_mm`` per model; the writer and
+schema of :func:`iac_tf.evaluation.volumetric.write_per_case`) and
 ``evaluation/volumetric_summary.json`` (per model and class, as
 :func:`iac_tf.evaluation.volumetric.summarise`); for any other split (``test_dt``) the same two
 files in ``evaluation/<split>/``.
@@ -14,9 +15,7 @@ files in ``evaluation/<split>/``.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import logging
 import pathlib
 from collections.abc import Sequence
@@ -27,12 +26,14 @@ import numpy as np
 from iac_tf.data.prepare import volume_cases
 from iac_tf.data.preprocessing import Preprocessing
 from iac_tf.errors import DataError
-from iac_tf.evaluation.volumetric import score_case, score_channels, summarise
-from iac_tf.files import atomic_write_json, atomic_write_text
+from iac_tf.evaluation.volumetric import (per_case_row, score_case, score_channels, summarise,
+                                          write_per_case)
+from iac_tf.files import atomic_write_json
 from iac_tf.inference.model_source import LoadedModel
 from iac_tf.inference.predict import predict_volume
 from iac_tf.inference.tiling import keras_predictor
 from iac_tf.labels import LabelRule
+from iac_tf.run_layout import VOLUMETRIC_CSV, VOLUMETRIC_SUMMARY
 
 log = logging.getLogger(__name__)
 
@@ -125,35 +126,25 @@ def score_volumes(cfg, models: dict, split: str, *, prepared=None,
         gt_img = nib.load(str(case.label_path))
         gt = np.asarray(gt_img.dataobj).round().astype(np.int32)
         spacing = tuple(float(z) for z in gt_img.header.get_zooms()[:3])
-        row_of = {}
+        scores_of: dict[str, dict] = {}  # class -> model -> metrics
         for name, model in loaded.items():
             labels, probs = predict_volume(model, case.image_paths, prep, case.modalities,
                                            batch_size, tta=cfg.evaluation.tta, rule=rule)
             scored = (score_case(labels, gt, prep.classes, spacing) if rule.metric == "labels"
                       else score_channels(rule.channels(probs), gt, prep.classes, spacing))
             for cls, (dice, dist) in zip(prep.class_names, scored):
-                row_of.setdefault(cls, {"split": split, "metric": rule.metric,
-                                        "case": case.case_id, "class": cls})
-                row_of[cls][f"{name}_dice"], row_of[cls][f"{name}_hd95_mm"] = dice, dist
-        rows += row_of.values()
+                scores_of.setdefault(cls, {})[name] = {"dice": dice, "hd95_mm": dist}
+        rows += [per_case_row(split, rule.metric, case.case_id, cls, by_model)
+                 for cls, by_model in scores_of.items()]
     summary = {name: summarise([{"class": r["class"], "dice": r[f"{name}_dice"],
                                  "hd95_mm": r[f"{name}_hd95_mm"]} for r in rows],
                                prep.class_names) for name in loaded}
     if out_dir is None:
-        out_dir = cfg.layout.evaluation
-        if split != cfg.evaluation.split:
-            out_dir = out_dir / split
+        out_dir = cfg.layout.split_evaluation(split, cfg.evaluation.split)
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    fields = (["split", "metric", "case", "class"]
-              + [f"{n}_{m}" for n in loaded for m in ("dice", "hd95_mm")])
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=fields)
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in row.items()})
-    atomic_write_text(out_dir / "volumetric_per_case.csv", buf.getvalue())
-    atomic_write_json(out_dir / "volumetric_summary.json", summary)
+    write_per_case(out_dir / VOLUMETRIC_CSV, rows, list(loaded))
+    atomic_write_json(out_dir / VOLUMETRIC_SUMMARY, summary)
     for name, per_class in summary.items():
         text = ", ".join(f"{c}: Dice {s['dice_mean']:.4f}, HD95 {s['hd95_mm_mean']:.2f} mm"
                          for c, s in per_class.items())

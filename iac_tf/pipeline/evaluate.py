@@ -26,6 +26,7 @@ from iac_tf.inference.run_scores import score_volumes, volumetric_scores
 from iac_tf.pipeline.common import (checked_data, guarded, label_rule, prepare, trained_unet_path,
                                     used_stages)
 from iac_tf.run_records import check_stages
+from iac_tf.run_layout import DICE_TABLE
 from iac_tf.models import load_unet
 
 log = logging.getLogger("iac_tf.pipeline")
@@ -88,7 +89,7 @@ def _run_evaluation(cfg: ExperimentConfig, prepared=None) -> dict:
                              selected_on=SELECTION_SPLIT, rule=rule)
     table = markdown_table(report, split, SELECTION_SPLIT)
     log.info("per-case Dice on %s (%d cases; rule %s; %s):\n%s", split, report["split_cases"],
-             rule.metric, out_dir / "dice_table.md", table)
+             rule.metric, out_dir / DICE_TABLE, table)
     # Dice and HD95 (mm) of whole predicted volumes of evaluation.split
     report["volumetric"] = volumetric_scores(cfg, prepared, loaded,
                                              batch_size=cfg.evaluation.batch_size, rule=rule)
@@ -118,7 +119,7 @@ def _test_scores(cfg: ExperimentConfig, prepared, loaded: dict, pairs, table: st
         if test_dir.is_dir():
             remove(test_dir)
             log.info("removed %s (scores of an earlier evaluation with test cases)", test_dir)
-        atomic_write_text(out_dir / "dice_table.md", table + "\n" + note + "\n")
+        atomic_write_text(out_dir / DICE_TABLE, table + "\n" + note + "\n")
         return None
     report = compare_scores(scores.dice_by_case(), scores.class_names, test_dir, pairs=pairs,
                             split=TEST_SPLIT, selected_on=SELECTION_SPLIT, unit="volumes",
@@ -126,7 +127,7 @@ def _test_scores(cfg: ExperimentConfig, prepared, loaded: dict, pairs, table: st
                             extra={"split": TEST_SPLIT, "selected_on": SELECTION_SPLIT,
                                    "cases": list(scores.cases)})
     section = volume_section(report, scores.summary, TEST_SPLIT, SELECTION_SPLIT)
-    atomic_write_text(out_dir / "dice_table.md", table + "\n" + section)
+    atomic_write_text(out_dir / DICE_TABLE, table + "\n" + section)
     log.info("per-case Dice of whole volumes on %s (%d cases; rule %s; %s):\n%s", TEST_SPLIT,
              len(scores.cases), rule.metric, test_dir, section)
     report["volumetric"] = scores.summary

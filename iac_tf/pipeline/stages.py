@@ -155,11 +155,11 @@ def _register_selected(cfg: ExperimentConfig, results: dict[str, TrainResult]) -
     sweep = {n: r for n, r in results.items() if n.startswith("iac_epoch_")}
     final = select_genotype(cfg, {n: r.best_score for n, r in sweep.items()})
     layout.register_model("iac", layout.best_model(layout.sweep(final)))
-    atomic_write_json(layout.stage(3) / "selected_genotype.json", {
+    atomic_write_json(layout.selected_genotype, {
         "rule": cfg.stage3.select_genotype, "epoch": final, "metric": cfg.stage3.monitor,
         "best_val_score": {n: r.best_score for n, r in sweep.items()},
         "best_val_soft_dice": {n: r.best_val_soft_dice for n, r in sweep.items()}})
-    figure = layout.stage(3) / "genotype_epochs.png"
+    figure = layout.genotype_epochs_plot
     plot_genotype_epochs({e: layout.sweep(e) / HISTORY for e in cfg.stage3.genotype_epochs}, figure)
     log.info("Stage III: the genotype of epoch %d is the run's IAC U-Net (select_genotype: %s); "
              "Fig. 6 curves in %s", final, cfg.stage3.select_genotype, figure)

@@ -28,7 +28,7 @@ from iac_tf.losses import LOSS_NAMES
 from iac_tf.pipeline.common import (case_scorer, epoch_data, fixed, label_rule,
                                     trained_unet_path)
 from iac_tf.run_records import unit_record
-from iac_tf.run_layout import BEST_MODEL, HISTORY, SAVEDMODEL, training_done
+from iac_tf.run_layout import BEST_MODEL, CONFIG, HISTORY, LEARNING_CURVES, training_done
 from iac_tf.run_records import as_recorded
 from iac_tf.training.precision import precision_policy
 from iac_tf.training.seeding import seed_everything
@@ -73,8 +73,8 @@ class TrainingUnit:
 def finished(unit: TrainingUnit) -> TrainResult | None:
     """The result of a finished unit (its summary and all its epochs; and its export if it
     needs one), else ``None``."""
-    done = training_done(unit.folder, unit.settings.epochs)
-    if done is None or (unit.needs_export and not (unit.folder / SAVEDMODEL).is_dir()):
+    done = training_done(unit.folder, unit.settings.epochs, unit.needs_export)
+    if done is None:
         return None  # unfinished, or killed between the last epoch and the export
     summary = done["summary"]
     return TrainResult(run_dir=unit.folder, best_model_path=unit.folder / BEST_MODEL,
@@ -125,7 +125,7 @@ def train_unit(cfg: ExperimentConfig, prepared, unit: TrainingUnit,
                               case_scorer(prepared, s, cfg.evaluation.batch_size, rule), rule)
         history = unit.folder / HISTORY
         if history.exists():
-            plot_history(history, unit.folder / "learning_curves.png", title=unit.label)
+            plot_history(history, unit.folder / LEARNING_CURVES, title=unit.label)
         log.info("%s done in %.1f s: best val_dt %s (selects the epoch; rule %s) %.4f at "
                  "epoch %d%s", unit.label, result.seconds, result.monitor, rule.metric,
                  result.best_score, result.best_epoch,
@@ -197,7 +197,7 @@ def comparison_unit(cfg: ExperimentConfig, method: str) -> TrainingUnit:
 
     def fit(train, val, scorer, rule):
         folder.mkdir(parents=True, exist_ok=True)
-        dump_yaml(as_recorded(cfg), folder / "config.yaml")
+        dump_yaml(as_recorded(cfg), folder / CONFIG)
         return train_comparison(load_unet(trained_unet_path(cfg)), method, train, val,
                                 cfg.stage3, folder, seed=cfg.seed, case_scorer=scorer, rule=rule)
 

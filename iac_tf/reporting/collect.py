@@ -26,7 +26,8 @@ import yaml
 
 from iac_tf.config.data import TEST_SPLIT
 from iac_tf.errors import UserError
-from iac_tf.run_layout import DICE_CSV, HISTORY, SUMMARY, RunLayout, RunStatus
+from iac_tf.run_layout import (DICE_CSV, DICE_PER_CASE, HISTORY, SUMMARY, VOLUMETRIC_CSV,
+                               RunLayout, RunStatus, epoch_number)
 from iac_tf.run_unet import unet_label, verified
 
 EPOCH_COLUMN = re.compile(r"^iac_epoch_(\d+)$")
@@ -34,7 +35,6 @@ EPOCH_COLUMN = re.compile(r"^iac_epoch_(\d+)$")
 #: decision rule the table scores, :mod:`iac_tf.evaluation.report`)
 NOT_MODELS = {"case", "class", "gain", "split", "metric"}
 HD95_SUFFIX = "_hd95_mm"  # volumetric_per_case.csv: <model>_hd95_mm
-VOLUMETRIC_CSV = "volumetric_per_case.csv"
 # column names of the slice-level soft Dice, current first (older runs wrote "dice"/"val_dice")
 TRAIN_DICE = ("soft_dice", "dice")
 VAL_DICE = ("val_soft_dice", "val_dice")
@@ -305,7 +305,7 @@ def _split_scores(read: _Reader, folder: pathlib.Path, split: str, unit: str,
     ``volumetric_per_case.csv`` where there is one. ``(None, False)``: no Dice table;
     ``(None, True)``: a Dice table that cannot be read (a warning says why). An unreadable
     volumetric table only leaves the HD95 out (with a warning)."""
-    path = folder / DICE_CSV.name
+    path = folder / DICE_PER_CASE
     if not path.exists():
         return None, False
     try:
@@ -390,7 +390,7 @@ def read_run(run_dir) -> RunRecord:
     layout = RunLayout(run_dir)
     read = _Reader(run_dir)
     cfg = read.yaml(layout.config)
-    grid = read.json(run_dir / "grid.json")
+    grid = read.json(layout.grid_record)
     data = cfg.get("data") if isinstance(cfg.get("data"), dict) else {}
     dataset = grid.get("dataset") or (
         pathlib.Path(str(data.get("root", ""))).name if data.get("format") in (None, "nnunet", "npz")
@@ -421,17 +421,18 @@ def read_run(run_dir) -> RunRecord:
     rec.test_case_scores = {m: _case_means(v) for m, v in test.dice.items()} if test else {}
     rec.class_scores = {s.split: s for s in (val, test) if s is not None}
     if val:
-        rule = read.json(layout.evaluation / "stats.json").get("rule")
+        rule = read.json(layout.stats).get("rule")
         if isinstance(rule, dict) and rule.get("metric"):
             rec.rule = str(rule["metric"])
     if not rec.epoch_scores:  # a sweep without evaluation columns: Stage III's own val Dice
         for key, d in layout.stage3_dirs().items():
             path = d / SUMMARY
-            if key.startswith("epoch_") and path.exists():
+            epoch = epoch_number(key)
+            if epoch is not None and path.exists():
                 summary = read.json(path)
                 if summary and not any(k in summary for k in BEST_VAL):
                     read.warn(path, f"no {BEST_VAL[0]}")
-                rec.epoch_scores[int(key[6:])] = read.number(path, first(summary, BEST_VAL), BEST_VAL[0])
+                rec.epoch_scores[epoch] = read.number(path, first(summary, BEST_VAL), BEST_VAL[0])
                 rec.epoch_score_source = "Stage III best val_dt slice Dice (no evaluation column)"
     s1_path = layout.stage(1) / SUMMARY
     s1 = read.json(s1_path, "best_epoch")
@@ -441,7 +442,8 @@ def read_run(run_dir) -> RunRecord:
         rows = read.history(hist, ("epoch",), TRAIN_DICE, VAL_DICE)
         hits = [r for r in rows if str(r.get("epoch")) == str(best)]
         if rows and not hits:
-            read.warn(hist, f"no row for the best epoch {best} of stage1/summary.json")
+            read.warn(hist, f"no row for the best epoch {best} of "
+                            f"{s1_path.relative_to(run_dir).as_posix()}")
         for r in hits:
             rec.train_dice = read.number(hist, first(r, TRAIN_DICE), f"epoch {best}, {TRAIN_DICE[0]}")
             rec.val_soft_dice = read.number(hist, first(r, VAL_DICE), f"epoch {best}, {VAL_DICE[0]}")
@@ -471,14 +473,15 @@ def _unreadable_parts(read: _Reader, layout: RunLayout) -> list[str]:
     """``PART (unreadable FILE)`` for each trained part (Stage I, Stage III and its sweep
     epochs, each comparison) whose ``summary.json`` or ``history.csv`` is there but cannot be
     read (a warning names the problem; each file is warned about once)."""
-    parts = {"stage1": layout.stage(1)}
-    parts.update({("stage3" if key == "iac" else f"stage3/{key}"): folder
-                  for key, folder in layout.stage3_dirs().items()})
-    if (layout.stage(3) / SUMMARY).exists():
-        parts["stage3"] = layout.stage(3)
+    def name(folder):
+        return folder.relative_to(layout.root).as_posix()
+
+    parts = {name(layout.stage(1)): layout.stage(1)}
+    parts.update({name(folder): folder for folder in layout.stage3_dirs().values()})
+    if layout.summary(layout.stage(3)).exists():
+        parts[name(layout.stage(3))] = layout.stage(3)
     if layout.compare_root.is_dir():
-        parts.update({f"compare/{d.name}": d for d in sorted(layout.compare_root.iterdir())
-                      if d.is_dir()})
+        parts.update({name(d): d for d in sorted(layout.compare_root.iterdir()) if d.is_dir()})
     out = []
     for part, folder in parts.items():
         for name in (SUMMARY, HISTORY):
@@ -513,8 +516,8 @@ def expand_run_dirs(paths) -> list[pathlib.Path]:
     out, seen = [], set()
     for p in map(pathlib.Path, paths):
         found = [p]
-        if p.is_dir() and not (p / "config.yaml").exists():
-            children = sorted(c for c in p.iterdir() if c.is_dir() and (c / "config.yaml").exists())
+        if p.is_dir() and not RunLayout(p).config.exists():
+            children = sorted(c for c in p.iterdir() if c.is_dir() and RunLayout(c).config.exists())
             if children:
                 found = children
         for run in found:

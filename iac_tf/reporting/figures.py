@@ -38,7 +38,7 @@ from iac_tf.inference.tiling import keras_predictor
 from iac_tf.data.preprocessing import Preprocessing
 from iac_tf.labels import LabelRule
 from iac_tf.reporting.collect import TRAIN_DICE, VAL_DICE, RunRecord
-from iac_tf.run_layout import RunLayout
+from iac_tf.run_layout import CONFIG, EPOCH_GLOB, HISTORY, RunLayout
 from iac_tf.primitives import PRIMITIVES
 from iac_tf.models import load_unet
 
@@ -72,13 +72,14 @@ def _col(rows, key) -> np.ndarray:
 def stage3_curves(rec: RunRecord, out_png: pathlib.Path) -> pathlib.Path:
     """Stage III's soft Dice per epoch on train_dt and val_dt, one line per genotype epoch, with
     the U-Net's own score (Stage I's best epoch, the same metric) as a dashed reference line."""
-    dirs = {k: d for k, d in RunLayout(rec.run_dir).stage3_dirs().items() if (d / "history.csv").exists()}
+    layout = RunLayout(rec.run_dir)
+    dirs = {k: d for k, d in layout.stage3_dirs().items() if layout.history(d).exists()}
     if not dirs:
-        raise FigureUnavailable("no stage3 history.csv")
+        raise FigureUnavailable(f"no {layout.stage_name(3)} {HISTORY}")
     fig = _figure(figsize=(10, 3.6))
     axes = fig.subplots(1, 2)
     for label, d in dirs.items():
-        rows = _rows(d / "history.csv")
+        rows = _rows(layout.history(d))
         ep = _col(rows, "epoch")
         train_key = next((k for k in TRAIN_DICE if rows and k in rows[0]), TRAIN_DICE[0])
         val_key = next((k for k in VAL_DICE if rows and k in rows[0]), VAL_DICE[0])
@@ -100,9 +101,11 @@ def stage3_curves(rec: RunRecord, out_png: pathlib.Path) -> pathlib.Path:
 
 
 def arch_evolution(rec: RunRecord, out_png: pathlib.Path) -> pathlib.Path:
-    files = sorted((rec.run_dir / "stage2" / "arch").glob("epoch_*.json"))
+    layout = RunLayout(rec.run_dir)
+    files = layout.arch_files()
+    pattern = f"{layout.arch.relative_to(layout.root).as_posix()}/{EPOCH_GLOB}.json"
     if not files:
-        raise FigureUnavailable("no stage2/arch/epoch_*.json")
+        raise FigureUnavailable(f"no {pattern}")
     states = []
     for f in files:
         try:
@@ -117,9 +120,9 @@ def arch_evolution(rec: RunRecord, out_png: pathlib.Path) -> pathlib.Path:
         phi = np.array([s["phi"] for s in states], float)  # (E, ops)
         psi = np.array([s["psi"] for s in states], float)  # (E, edges)
     except ValueError:
-        raise FigureUnavailable("stage2/arch/epoch_*.json differ in shape") from None
+        raise FigureUnavailable(f"{pattern} differ in shape") from None
     if phi.ndim != 2 or psi.ndim != 2:
-        raise FigureUnavailable("stage2/arch/epoch_*.json: phi / psi have an unexpected shape")
+        raise FigureUnavailable(f"{pattern}: phi / psi have an unexpected shape")
     ops = _op_names(phi.shape[1])
     fig = _figure(figsize=(11, 3.8))
     ax0, ax1 = fig.subplots(1, 2)
@@ -150,12 +153,13 @@ def _op_names(n: int) -> list[str]:
 def genotype_diagrams(rec: RunRecord, out_dir: pathlib.Path) -> list[tuple[str, pathlib.Path]]:
     """``(caption, png)`` for the last searched genotype and each swept epoch's genotype, drawn
     afresh from the genotype files (a PNG of the run may be of an older drawing code)."""
-    gdir = rec.run_dir / "stage2" / "genotypes"
-    jsons = sorted(gdir.glob("epoch_*.json"))
+    layout = RunLayout(rec.run_dir)
+    jsons = layout.genotype_files()
     if not jsons:
-        raise FigureUnavailable("no stage2/genotypes/epoch_*.json")
+        raise FigureUnavailable(f"no {layout.genotypes.relative_to(layout.root).as_posix()}/"
+                                f"{EPOCH_GLOB}.json")
     wanted = {jsons[-1]}
-    wanted |= {gdir / f"epoch_{e:03d}.json" for e in rec.epoch_scores if (gdir / f"epoch_{e:03d}.json").exists()}
+    wanted |= {layout.genotype(e) for e in rec.epoch_scores if layout.genotype(e).exists()}
     out = []
     for path in sorted(wanted):
         png = out_dir / f"{rec.name}_genotype_{path.stem}.png"
@@ -173,13 +177,13 @@ def overlays(rec: RunRecord, out_png: pathlib.Path, n_slices: int = 3, batch_siz
     cases go (each case's slice with the largest ground-truth area), with a legend naming the
     classes. From ``test_dt`` when the run has one (whole volumes predicted as ``iac predict``
     does), else from the evaluation split's cached slices. Needs the run's data and both models."""
-    cfg_path = rec.run_dir / "config.yaml"
+    cfg_path = RunLayout(rec.run_dir).config
     if not cfg_path.exists():
-        raise FigureUnavailable("no config.yaml")
+        raise FigureUnavailable(f"no {CONFIG}")
     try:
         cfg = load_experiment(cfg_path)
     except Exception as exc:  # noqa: BLE001 - e.g. a config of another code version
-        raise FigureUnavailable(f"config.yaml not loadable by this code version ({exc})") from None
+        raise FigureUnavailable(f"{CONFIG} not loadable by this code version ({exc})") from None
     layout = RunLayout(rec.run_dir)  # the folder as it is now (it may have been moved)
     paths = layout.model_paths()
     unet_path = paths.get("unet") or (pathlib.Path(cfg.unet.pretrained) if cfg.unet.pretrained

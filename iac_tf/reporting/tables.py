@@ -19,11 +19,14 @@ import math
 
 import numpy as np
 
+from iac_tf.config.data import TEST_SPLIT
 from iac_tf.errors import UserError
 from iac_tf.evaluation.across_settings import compare_settings, mean_std
 from iac_tf.evaluation.stats import caution, compare_paired, mean_ci
 from iac_tf.reporting import paper
 from iac_tf.reporting.collect import RunRecord
+from iac_tf.run_layout import (DICE_PER_CASE, EVALUATION, HISTORY, MACHINE_RECORD, SEARCH_TIME,
+                               VOLUMETRIC_CSV)
 
 NA = "n/a"
 
@@ -119,7 +122,7 @@ def table_i(records) -> Table:
         rows.append(row)
     splits = sorted(set(split_of.values()))
     return Table("table_i", "Table I: Dice of the U-Nets (Stage I)", header, rows,
-                 "train_dt: Stage I's slice-level soft Dice on train_dt at its best epoch (history.csv); "
+                 f"train_dt: Stage I's slice-level soft Dice on train_dt at its best epoch ({HISTORY}); "
                  f"{' / '.join(splits) or 'val_dt'}: mean per-case Dice of the U-Net on that split "
                  "(the U-Net column of the evaluation"
                  + ("; test_dt: whole volumes" if "test_dt" in splits else "") + "). "
@@ -180,7 +183,7 @@ def table_iii(records) -> Table:
                    if key in paper.TABLE_III_PAPER_HOURS else NA)
         rows.append(row)
     return Table("table_iii", "Table III: search + final training time (hours)", header, rows,
-                 "Our hours: Stage II's search_time.json plus the sum of Stage III epoch times "
+                 f"Our hours: Stage II's {SEARCH_TIME} plus the sum of Stage III epoch times "
                  "(every genotype epoch of a sweep), averaged over the dataset's backbones. Stage II "
                  "epochs: searched / planned per run, '(stable)' where stage2.stop_when_stable "
                  "stopped the search; the hours it saved are estimated at that search's mean epoch "
@@ -332,8 +335,8 @@ def per_class_table(records) -> Table:
                  "from both label and prediction is left out, a class missed or predicted where "
                  "there is none scores Dice 0 and HD95 the volume's diagonal. "
                  + (f"{what}. " if what else "") + "n/a: the run has no such score (HD95: no "
-                 "volumetric scores, e.g. npz data). Read from each run's evaluation/ "
-                 "(dice_per_case.csv, volumetric_per_case.csv) and evaluation/test_dt/.")
+                 f"volumetric scores, e.g. npz data). Read from each run's {EVALUATION}/ "
+                 f"({DICE_PER_CASE}, {VOLUMETRIC_CSV}) and {EVALUATION}/{TEST_SPLIT}/.")
 
 
 def runs_table(records, current_version: str) -> Table:
@@ -348,7 +351,7 @@ def runs_table(records, current_version: str) -> Table:
                  f"Report made with code version {current_version}. Partial runs are listed with what "
                  "they lack and contribute only the parts they have; runs not found are listed as "
                  "'not started'. Machine: CPU, widest vector instruction set and oneDNN state of "
-                 "machine.json; training follows the floating-point order, which differs between "
+                 f"{MACHINE_RECORD}; training follows the floating-point order, which differs between "
                  "kinds of machine.")
 
 

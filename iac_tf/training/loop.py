@@ -46,6 +46,7 @@ from iac_tf.errors import UserError
 from iac_tf._keras import keras, tf
 from iac_tf.diskspace import disk_full_guard
 from iac_tf.files import make_dirs, record_written
+from iac_tf.run_layout import CHECKPOINTS, HISTORY, TENSORBOARD
 from iac_tf.training.history import CsvHistory
 from iac_tf.training.seeding import EpochDataFn, data_seed
 
@@ -105,9 +106,9 @@ class EpochLoop:
             initial_evaluated=self.initial_done, **trackables
         )
         self.manager = tf.train.CheckpointManager(
-            self.checkpoint, str(self.run_dir / "checkpoints"), max_to_keep=max_to_keep
+            self.checkpoint, str(self.run_dir / CHECKPOINTS), max_to_keep=max_to_keep
         )
-        self.history = CsvHistory(self.run_dir / "history.csv")
+        self.history = CsvHistory(self.run_dir / HISTORY)
 
     # ------------------------------------------------------------------ resume
     def restore(self) -> int:
@@ -171,7 +172,7 @@ class EpochLoop:
             log.info("resuming %s at epoch %d/%d", self.run_dir, start + 1, epochs)
         self._epoch_seconds: list[float] = []
         progbar = _EpochProgbar(epochs)
-        board = _Board(self.run_dir / "tensorboard") if self.tensorboard else None
+        board = _Board(self.run_dir / TENSORBOARD) if self.tensorboard else None
         try:
             for epoch in range(start, epochs):
                 self._run_epoch(model, epoch, epochs, train_data, val_data, on_epoch_begin,
@@ -239,13 +240,13 @@ class EpochLoop:
             self.initial_done.assign(True)
         with self._disk_guard(f"the checkpoint of epoch {e}"):
             # TensorFlow writes and rotates the checkpoint files itself: the folder is the tool's
-            record_written([self.run_dir / "checkpoints"], tree=True)
+            record_written([self.run_dir / CHECKPOINTS], tree=True)
             self.manager.save(checkpoint_number=e)
 
     def _disk_guard(self, what: str):
         """A full disk while saving -> :class:`~iac_tf.diskspace.DiskFullError` naming the
         folder and the size of the last checkpoint + best model, partial files removed."""
-        ckpt = self.run_dir / "checkpoints"
+        ckpt = self.run_dir / CHECKPOINTS
         sizes = [p.stat().st_size for p in ckpt.glob("ckpt-*.*") if p.is_file()]
         latest = self.manager.latest_checkpoint
         if latest:

@@ -29,7 +29,7 @@ from iac_tf.genotype import Genotype, derive_genotype
 from iac_tf.genotype.stability import stable
 from iac_tf.implant import find_skip_connections, implant, module_name, residual
 from iac_tf.implant.search_module import SearchModule
-from iac_tf.run_layout import ARCH, GENOTYPES, SEARCH_TIME
+from iac_tf.run_layout import ARCH, EPOCH_GLOB, GENOTYPES, SEARCH_TIME, epoch_name
 from iac_tf.search import (ArchitectureParameters, SearchCell, node_edge_slices, num_edges,
                            psi_per_node)
 from iac_tf.search.topology import steps_for_num_edges
@@ -171,15 +171,15 @@ def search(
         state = arch_state(supernet, cfg.edge_norm)
         genotype = derive_genotype(np.asarray(state["alpha"]), np.asarray(state["beta"]),
                                    edge_norm=cfg.edge_norm)
-        path = run_dir / GENOTYPES / f"epoch_{epoch:03d}.json"
+        path = run_dir / GENOTYPES / f"{epoch_name(epoch)}.json"
         atomic_write_text(path, genotype.to_json() + "\n")
         if cfg.draw_genotypes:
             try:
-                genotype.draw(run_dir / GENOTYPES / f"epoch_{epoch:03d}.png")
+                genotype.draw(run_dir / GENOTYPES / f"{epoch_name(epoch)}.png")
             except Exception as exc:  # noqa: BLE001 - a drawing failure must not stop a search
                 log.warning("genotype drawing failed at epoch %d: %s", epoch, exc)
         genotype_paths.append(path)
-        atomic_write_json(run_dir / ARCH / f"epoch_{epoch:03d}.json", {"epoch": epoch, **state})
+        atomic_write_json(run_dir / ARCH / f"{epoch_name(epoch)}.json", {"epoch": epoch, **state})
         if cfg.verbose:
             log.info("epoch %d/%d genotype: %s", epoch, cfg.epochs, genotype)
         return {
@@ -194,7 +194,7 @@ def search(
         many epochs after the warm-up."""
         if cfg.stop_when_stable is None:
             return False
-        genotypes = [Genotype.from_json(run_dir / GENOTYPES / f"epoch_{e:03d}.json")
+        genotypes = [Genotype.from_json(run_dir / GENOTYPES / f"{epoch_name(e)}.json")
                      for e in range(1, done + 1)]
         return stable(genotypes, cfg.warmup_epochs, cfg.stop_when_stable)
 
@@ -221,6 +221,6 @@ def search(
                  "stopped at epoch %d of %d (stage2.stop_when_stable), about %.0f s saved",
                  cfg.stop_when_stable, len(times), cfg.epochs, saved * mean)
     atomic_write_json(run_dir / SEARCH_TIME, record)
-    all_paths = sorted((run_dir / GENOTYPES).glob("epoch_*.json"))
+    all_paths = sorted((run_dir / GENOTYPES).glob(f"{EPOCH_GLOB}.json"))
     return SearchResult(run_dir=run_dir, genotype_paths=all_paths, history=history, seconds=seconds)
 

@@ -87,8 +87,8 @@ def test_evaluate_folder_cli(tmp_path, capsys):
     rows = list(csv.DictReader(open(pred_dir / "volumetric_per_case.csv")))
     assert [(r["case"], r["class"]) for r in rows] == [("c1", "1"), ("c1", "2"), ("c2", "1"),
                                                        ("c2", "2")]
-    assert float(rows[1]["dice"]) == pytest.approx(0.0) and float(rows[1]["hd95_mm"]) == 1.0
-    assert float(rows[0]["hd95_mm"]) == pytest.approx(1.0)  # shifted 2 voxels of 0.5 mm
+    assert float(rows[1]["pred_dice"]) == pytest.approx(0.0) and float(rows[1]["pred_hd95_mm"]) == 1.0
+    assert float(rows[0]["pred_hd95_mm"]) == pytest.approx(1.0)  # shifted 2 voxels of 0.5 mm
     summary = json.loads((pred_dir / "volumetric_summary.json").read_text())
     assert summary["1"]["n"] == 1 and summary["1"]["n_empty"] == 1
     save_labels(pred, np.diag([1.0, 0.5, 2.0, 1.0]), pred_dir / "c1.nii.gz", tagged=True)

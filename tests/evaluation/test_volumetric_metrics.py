@@ -129,8 +129,9 @@ def test_evaluate_folder_per_case_and_means_against_the_reference(tmp_path, caps
     rows = list(csv.DictReader(open(pred_dir / "volumetric_per_case.csv")))
     assert [(r["case"], r["class"]) for r in rows] == [("c1", "whole"), ("c1", "core"),
                                                        ("c2", "whole"), ("c2", "core")]
-    assert list(rows[0]) == ["case", "class", "dice", "iou", "precision", "recall", "nsd",
-                             "hd95_mm", "tp", "fp", "fn"]
+    assert list(rows[0]) == ["split", "metric", "case", "class", "pred_dice", "pred_iou",
+                             "pred_precision", "pred_recall", "pred_nsd", "pred_hd95_mm",
+                             "pred_tp", "pred_fp", "pred_fn"]  # a run's schema, model "pred"
     summary = json.loads((pred_dir / "volumetric_summary.json").read_text())
     assert summary["nsd_tolerance_mm"] == 1.5
     wants = {}
@@ -140,7 +141,7 @@ def test_evaluate_folder_per_case_and_means_against_the_reference(tmp_path, caps
         want = reference_metrics(np.isin(pred, values), np.isin(gt, values), spacing, 1.5)
         wants.setdefault(row["class"], []).append(want)
         for key, value in want.items():
-            assert float(row[key]) == pytest.approx(value, abs=2e-6), (row, key)
+            assert float(row[f"pred_{key}"]) == pytest.approx(value, abs=2e-6), (row, key)
     class_means = {}
     for name, per_case in wants.items():
         for key in ("dice", "iou", "precision", "recall", "nsd", "hd95_mm"):

@@ -4,9 +4,12 @@ import pytest
 import yaml
 
 from iac_tf.reporting.collect import case_scores
-from iac_tf.run_layout import run_status
+from iac_tf.run_layout import RunLayout, run_status
+from tests.finished_runs import finish_search, finish_training
 
-CFG = {"stage2": {"epochs": 2}, "stage3": {"genotype_epochs": [1, 2]}, "compare": ["nested"]}
+CFG = {"stage1": {"epochs": 1}, "stage2": {"epochs": 2},
+       "stage3": {"epochs": 1, "genotype_epochs": [1, 2], "export_savedmodel": False},
+       "evaluation": {"unet_continued": False}, "compare": ["nested"]}
 
 
 def _touch(path, text="{}"):
@@ -18,15 +21,14 @@ def test_missing_parts_are_named_until_the_run_is_finished(tmp_path):
     run = tmp_path / "r"
     assert run_status(run, CFG).state == "not started"
     _touch(run / "config.yaml", yaml.safe_dump(CFG))
-    _touch(run / "stage1" / "summary.json")
-    _touch(run / "stage3" / "epoch_001" / "summary.json")
+    finish_training(run / "stage1", 1)
+    finish_training(run / "stage3" / "epoch_001", 1)
     s = run_status(run)
     assert s.state == "partial"
     assert s.missing == ["stage2", "stage3/epoch_002", "compare/nested", "evaluation"]
-    _touch(run / "stage2" / "search_time.json")
-    _touch(run / "stage2" / "genotypes" / "epoch_002.json")
-    _touch(run / "stage3" / "epoch_002" / "summary.json")
-    _touch(run / "compare" / "nested" / "summary.json")
+    finish_search(RunLayout(run), 2)
+    finish_training(run / "stage3" / "epoch_002", 1)
+    finish_training(run / "compare" / "nested", 1)
     _touch(run / "evaluation" / "dice_per_case.csv", "case,class,unet,iac\nc1,a,0.5,0.6\n")
     assert run_status(run).missing == ["evaluation column nested"]
     _touch(run / "evaluation" / "dice_per_case.csv",
@@ -37,12 +39,13 @@ def test_missing_parts_are_named_until_the_run_is_finished(tmp_path):
 def test_comparison_only_run_needs_no_search_and_stage3_genotype_needs_no_stage2(tmp_path):
     run = tmp_path / "r"
     _touch(run / "config.yaml", "")
-    _touch(run / "stage1" / "summary.json")
-    _touch(run / "compare" / "nested" / "summary.json")
+    finish_training(run / "stage1", 200)  # the default epochs of an empty config
+    finish_training(run / "compare" / "nested", 200)
     _touch(run / "evaluation" / "dice_per_case.csv", "case,class,unet,nested\n")
     assert run_status(run, {"method": "nested"}).finished
-    _touch(run / "stage3" / "summary.json")
-    assert run_status(run, {"stage3": {"genotype": "g.json"}}).missing == ["evaluation column iac"]
+    finish_training(run / "stage3", 200, export=True)
+    assert run_status(run, {"stage3": {"genotype": "g.json"},
+                            "evaluation": {"unet_continued": False}}).missing == ["evaluation column iac"]
 
 
 def test_case_scores_average_present_classes_then_cases(tmp_path):
