@@ -94,7 +94,7 @@ class Preprocessing:
                             "preprocessing to apply; predict needs a NIfTI-based dataset")
         root, _ = resolve_paths(cfg)
         if not root.is_dir():
-            raise DataError(f"{root}: dataset folder of the run (data.root in its config.yaml) "
+            raise DataError(f"{root}: dataset folder of the run (data.root of its config) "
                             "not found; predict reads the classes and modalities from it")
         spec = DATASETS[cfg.format]
         classes = spec.classes(root, cfg.label_mode)

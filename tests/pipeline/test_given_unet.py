@@ -45,8 +45,9 @@ def _cfg(setup, tmp_path, **extra):
     folder, dataset, unet = setup
     cfg = load_experiment(write_config(tmp_path, dataset, folder / "cache",
                                        unet__pretrained=str(unet), **extra))
-    cfg.layout.claim()
-    adopt(cfg.layout, cfg.unet.pretrained)
+    with cfg.layout.lock():  # as every stage writes into its run: holding the run's lock
+        cfg.layout.claim()
+        adopt(cfg.layout, cfg.unet.pretrained)
     return cfg
 
 
@@ -65,7 +66,7 @@ def test_the_score_is_the_tables_and_is_recorded(setup, tmp_path, caplog, metric
     cfg = _cfg(setup, tmp_path, evaluation__metric=metric)
     prepared = prepare_dataset(cfg.data, progress=False)
     model = everything_model()
-    with caplog.at_level(logging.INFO, logger="iac_tf"):
+    with caplog.at_level(logging.INFO, logger="iac_tf"), cfg.layout.lock():
         record = score_given_unet(cfg, prepared, model)
     _, masks, case_ids = prepared.arrays("val_dt")
     if metric == "paper_channels":  # every channel alone: every pixel predicted, every class
@@ -86,7 +87,7 @@ def test_the_score_is_the_tables_and_is_recorded(setup, tmp_path, caplog, metric
 def test_far_below_its_own_number_is_a_warning_naming_preprocessing(setup, tmp_path, caplog):
     cfg = _cfg(setup, tmp_path, unet__expected_dice=0.95)
     prepared = prepare_dataset(cfg.data, progress=False)
-    with caplog.at_level(logging.INFO, logger="iac_tf"):
+    with caplog.at_level(logging.INFO, logger="iac_tf"), cfg.layout.lock():
         record = score_given_unet(cfg, prepared, everything_model())
     assert record["mean_dice"] < 0.95 - EXPECTED_DICE_TOLERANCE and record["below_expected"]
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
@@ -98,7 +99,7 @@ def test_far_below_its_own_number_is_a_warning_naming_preprocessing(setup, tmp_p
     # within the tolerance: no warning
     caplog.clear()
     near = _cfg(setup, tmp_path, unet__expected_dice=round(record["mean_dice"] + 0.09, 4))
-    with caplog.at_level(logging.INFO, logger="iac_tf"):
+    with caplog.at_level(logging.INFO, logger="iac_tf"), near.layout.lock():
         assert not score_given_unet(near, prepared, everything_model())["below_expected"]
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
