@@ -23,9 +23,8 @@ from iac_tf.evaluation.report import compare_scores, evaluate_models, markdown_t
 from iac_tf.experiment import ExperimentConfig
 from iac_tf.files import atomic_write_text, remove
 from iac_tf.inference.run_scores import score_volumes, volumetric_scores
-from iac_tf.pipeline.common import (checked_data, guarded, label_rule, prepare, trained_unet_path,
-                                    used_stages)
-from iac_tf.run_records import check_stages
+from iac_tf.pipeline.common import guarded, label_rule, prepare, trained_unet_path
+from iac_tf.pipeline.plan import build_plan
 from iac_tf.models import load_unet
 
 log = logging.getLogger("iac_tf.pipeline")
@@ -54,15 +53,14 @@ def evaluate(cfg: ExperimentConfig, prepared=None) -> dict:
     U-Net (``prepared``: the already prepared data, if the caller has it). Stops with
     :class:`~iac_tf.run_records.RunConflict` if the stage folders hold another config's results,
     and with :class:`~iac_tf.run_layout.DatasetMismatch` if the data is not the run's."""
-    cfg.layout.check_ours()
-    check_stages(cfg, used_stages(cfg, 3 if cfg.method == "iac" else 1))
-    checked_data(cfg)
-    return run_evaluation(cfg, prepared)
+    from iac_tf.pipeline.stages import execute  # the executor of every command (imports this)
+
+    return execute(cfg, build_plan(cfg, "evaluate"), prepared)["evaluate"]
 
 
 def run_evaluation(cfg: ExperimentConfig, prepared=None) -> dict:
-    """:func:`evaluate` without its checks (the caller made them), holding the run's lock
-    (re-entrant: the commands already hold it)."""
+    """:func:`evaluate` without its checks (the caller made them: the evaluation step of a run
+    plan), holding the run's lock (re-entrant: the commands already hold it)."""
     with cfg.layout.lock():
         return _run_evaluation(cfg, prepared)
 
