@@ -8,9 +8,11 @@
     pipeline.run_compare(cfg)       # the comparison methods of `compare:` (compare/<method>/)
     pipeline.evaluate(cfg)          # every model of models.json against the U-Net
 
-Modules: ``common`` (the lock, the checks before any write, data sources), ``units`` (one unit
-of training; every trained model of a run is a row of its table), ``stages`` (the stage
-commands, the genotype-epoch sweep and its selection), ``evaluate``.
+Modules: ``plan`` (the run plan every command is: its steps, skips, units, checks and what
+``--restart`` removes), ``common`` (the lock, the checks before any write, data sources),
+``units`` (one unit of training; every trained model of a run is a row of its table),
+``stages`` (the stage commands, the executor of a plan, the genotype-epoch sweep and its
+selection), ``evaluate``.
 
 The run folder's layout is :mod:`iac_tf.run_layout`; every trained model is registered in its
 ``models.json`` (``unet``, ``iac``, ``iac_epoch_XXX``, ``attention``, ...). Every stage first
