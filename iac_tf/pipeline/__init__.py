@@ -32,10 +32,10 @@ from probabilities to labels (:func:`iac_tf.pipeline.common.label_rule`,
 import iac_tf.comparisons  # noqa: F401  (registers the comparison modules, so they load)
 import iac_tf.search  # noqa: F401  (registers the IAC cells, so IAC U-Nets load)
 from iac_tf.pipeline.common import prepare, trained_unet_path
-from iac_tf.pipeline.evaluate import evaluate, evaluation_models
-from iac_tf.pipeline.stages import (run_all, run_compare, run_stage1, run_stage2, run_stage3,
-                                    run_unet_continued, select_genotype, stage3_genotype_path,
-                                    stage3_units)
+from iac_tf.pipeline.evaluate import evaluation_models
+from iac_tf.pipeline.stages import (evaluate, run_all, run_compare, run_stage1, run_stage2,
+                                    run_stage3, run_unet_continued, select_genotype,
+                                    stage3_genotype_path, stage3_units)
 from iac_tf.pipeline.units import TrainingUnit, train_unit
 
 __all__ = ["TrainingUnit", "evaluate", "evaluation_models", "prepare", "run_all", "run_compare",

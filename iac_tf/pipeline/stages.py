@@ -217,6 +217,17 @@ def _compare(cfg: ExperimentConfig, prepared) -> dict[str, TrainResult]:
     return {m: train_unit(cfg, prepared, comparison_unit(cfg, m)) for m in cfg.comparisons}
 
 
+# ---------------------------------------------------------------------------- iac evaluate
+@guarded
+def evaluate(cfg: ExperimentConfig, prepared=None) -> dict:
+    """Per-case Dice of the U-Net and of every model registered in ``models.json`` (the IAC
+    U-Net, the sweep's epochs, the comparisons) on ``evaluation.split``, each compared with the
+    U-Net (``prepared``: the already prepared data, if the caller has it). Stops with
+    :class:`~iac_tf.run_records.RunConflict` if the stage folders hold another config's results,
+    and with :class:`~iac_tf.run_layout.DatasetMismatch` if the data is not the run's."""
+    return execute(cfg, build_plan(cfg, "evaluate"), prepared)["evaluate"]
+
+
 # ---------------------------------------------------------------------------- iac run
 @guarded
 def run_all(cfg: ExperimentConfig, restart: int | None = None) -> None:
