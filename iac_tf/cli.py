@@ -17,6 +17,8 @@
 
 ``--set KEY=VALUE`` (repeatable) overrides a config value, e.g. ``--set stage1.epochs=2``.
 ``--restart stageN`` clears that stage's folder and every later one before running.
+``--plan`` prints what the command would do (steps, skipped ones and why, units, checks, what
+``--restart`` removes and keeps) and exits before anything runs or is written.
 ``--verbose`` shows TensorFlow's start-up and library messages (hidden by default).
 
 Commands are rows of :data:`COMMANDS` (name -> :class:`Command`); a command's handler imports
@@ -61,12 +63,26 @@ def _restart_stage(value: str) -> int:
     return int(value[-1])
 
 
-def _config_args(parser: argparse.ArgumentParser, restart: bool = False) -> None:
+def _config_args(parser: argparse.ArgumentParser, restart: bool = False,
+                 plan: bool = False) -> None:
     parser.add_argument("config", help="experiment YAML")
     parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value")
     if restart:
         parser.add_argument("--restart", type=_restart_stage, metavar="stageN",
                             help="delete the results of stage N and every later stage, then run")
+    if plan:
+        parser.add_argument("--plan", action="store_true",
+                            help="print the plan (steps, skipped ones and why, units, checks, "
+                                 "what --restart removes and keeps) and exit; nothing runs or "
+                                 "is written")
+
+
+def _print_plan(args, command: str) -> int:
+    """``--plan``: the command's run plan (:mod:`iac_tf.pipeline.plan`), nothing run."""
+    from iac_tf.pipeline.plan import build_plan, format_plan
+
+    print(format_plan(build_plan(_load(args), command, getattr(args, "restart", None))))
+    return 0
 
 
 def _load(args):
@@ -75,9 +91,12 @@ def _load(args):
     return load_experiment(args.config, _parse_sets(args.set))
 
 
-def _stage(function: str) -> Callable[[argparse.Namespace], int]:
+def _stage(function: str, command: str) -> Callable[[argparse.Namespace], int]:
     def handler(args) -> int:
         from iac_tf import pipeline
+
+        if args.plan:
+            return _print_plan(args, command)
 
         getattr(pipeline, function)(_load(args), restart=args.restart)
         return 0
@@ -87,6 +106,9 @@ def _stage(function: str) -> Callable[[argparse.Namespace], int]:
 
 def _evaluate(args) -> int:
     from iac_tf import pipeline
+
+    if args.plan:
+        return _print_plan(args, "evaluate")
 
     pipeline.evaluate(_load(args))  # prints the table it writes
     return 0
@@ -219,18 +241,20 @@ class Command:
 
 
 COMMANDS: dict[str, Command] = {
-    "run": Command("run Stages I, II and III and the evaluation", _stage("run_all"),
-                   lambda p: _config_args(p, restart=True)),
-    "stage1": Command("Stage I: train the reference U-Net", _stage("run_stage1"),
-                      lambda p: _config_args(p, restart=True)),
-    "stage2": Command("Stage II: search the IAC architecture", _stage("run_stage2"),
-                      lambda p: _config_args(p, restart=True)),
+    "run": Command("run Stages I, II and III and the evaluation", _stage("run_all", "run"),
+                   lambda p: _config_args(p, restart=True, plan=True)),
+    "stage1": Command("Stage I: train the reference U-Net", _stage("run_stage1", "stage1"),
+                      lambda p: _config_args(p, restart=True, plan=True)),
+    "stage2": Command("Stage II: search the IAC architecture", _stage("run_stage2", "stage2"),
+                      lambda p: _config_args(p, restart=True, plan=True)),
     "stage3": Command("Stage III: train the discrete IAC in the U-Net, export, evaluate",
-                      _stage("run_stage3"), lambda p: _config_args(p, restart=True)),
+                      _stage("run_stage3", "stage3"),
+                      lambda p: _config_args(p, restart=True, plan=True)),
     "compare": Command("train the comparison methods of `compare:` on the frozen U-Net, evaluate",
-                       _stage("run_compare"), lambda p: _config_args(p, restart=True)),
+                       _stage("run_compare", "compare"),
+                       lambda p: _config_args(p, restart=True, plan=True)),
     "evaluate": Command("per-case Dice table and statistics: U-Net vs every trained model",
-                        _evaluate),
+                        _evaluate, lambda p: _config_args(p, plan=True)),
     # whole scans (handlers and arguments in iac_tf/inference/cli.py, no TF at import)
     "predict": Command("predict label NIfTIs of NIfTI scans", inference_cli.predict,
                        inference_cli.predict_args),

@@ -230,11 +230,13 @@ def restart_plan(cfg: ExperimentConfig, stage: int) -> tuple[list[pathlib.Path],
     return [p for p in removed if p.exists()], kept
 
 
-def restart_from(cfg: ExperimentConfig, stage: int) -> list[pathlib.Path]:
-    """``--restart stageN``: delete what :func:`restart_plan` removes and their entries in
-    ``models.json``; return what was deleted. Callers check everything first
-    (:func:`iac_tf.pipeline` deletes only after the config, the data and the U-Net passed)."""
-    gone, _ = restart_plan(cfg, stage)
+def restart_from(cfg: ExperimentConfig, stage: int,
+                 removed: list[pathlib.Path] | None = None) -> list[pathlib.Path]:
+    """``--restart stageN``: delete what :func:`restart_plan` removes (``removed``: what the run
+    plan took from it, :mod:`iac_tf.pipeline.plan`) and their entries in ``models.json``;
+    return what was deleted. Callers check everything first (:func:`iac_tf.pipeline` deletes
+    only after the config, the data and the U-Net passed)."""
+    gone = list(removed) if removed is not None else restart_plan(cfg, stage)[0]
     check_removable(gone, "a result of this run", f"Nothing was deleted; move it out of "
                     f"{cfg.layout.root}, then rerun with --restart stage{stage}")
     for path in gone:

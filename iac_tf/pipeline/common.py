@@ -1,5 +1,6 @@
-"""What every stage command shares: the run's lock and full-disk guard, the order of checks
-before anything is written (:func:`begin`), the data sources a training reads, and where the
+"""What every stage command shares: the run's lock and full-disk guard, the checks of the data
+and the records written once they passed (the order is the run plan's executor,
+:func:`iac_tf.pipeline.stages.execute`), the data sources a training reads, and where the
 trained U-Net is."""
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import sys
 
 import numpy as np
 
-from iac_tf.config import ConfigError
 from iac_tf.console import run_log
 from iac_tf.data import prepare_dataset
 from iac_tf.errors import DataError
@@ -24,12 +24,9 @@ from iac_tf.evaluation.metrics import mean_case_dice
 from iac_tf.config.experiment import ExperimentConfig
 from iac_tf.labels import LabelRule
 from iac_tf.models import load_unet
-from iac_tf.preflight import checked_prepare
 from iac_tf.run_layout import DatasetMismatch
-from iac_tf.run_records import (STAGE_NAMES, check_stages, record_stage, restart_from,
-                                restart_plan, write_resolved)
+from iac_tf.run_records import check_stages, restart_from, restart_plan, write_resolved
 from iac_tf.run_unet import adopt, checked_source, run_unet
-from iac_tf.training.seeding import seed_everything
 
 log = logging.getLogger("iac_tf.pipeline")
 
@@ -88,30 +85,11 @@ def unet_to_check(cfg: ExperimentConfig, restart: int | None = None) -> pathlib.
     return trained_unet_path(cfg)
 
 
-def used_stages(cfg: ExperimentConfig, stage: int) -> tuple[int, ...]:
-    """The stage folders whose results stage ``stage`` reads (and the stage itself)."""
-    return tuple(s for s in range(1, stage + 1)
-                 if not (s == 1 < stage and cfg.unet.pretrained)
-                 and not (s == 2 < stage and cfg.stage3.genotype))
-
-
 # ---------------------------------------------------------------------------- checks, then writes
-def refuse_restart_of_inputs(cfg: ExperimentConfig, stage: int, restart: int | None,
-                             command: str) -> None:
-    """``iac stageN --restart stageR`` with R < N would delete results stage N reads."""
-    if restart is not None and restart < stage and restart in used_stages(cfg, stage):
-        raise ConfigError(
-            f"--restart stage{restart} would delete the {STAGE_NAMES[restart]} results that "
-            f"{command} needs. Nothing was changed. Run every stage again from there with "
-            f"`iac run CONFIG --restart stage{restart}`")
-
-
-def check_records(cfg: ExperimentConfig, stage: int, restart: int | None) -> None:
-    """The run folder is ours, and the stage records that ``stage`` reads and ``--restart``
-    keeps hold this config (raises before anything is written)."""
-    cfg.layout.check_ours()
-    cfg.layout.check_readable()
-    check_stages(cfg, tuple(s for s in used_stages(cfg, stage) if restart is None or s < restart))
+def check_records(cfg: ExperimentConfig, stages: tuple[int, ...]) -> None:
+    """The stage records of ``stages`` (the run plan's: what the command reads and
+    ``--restart`` keeps) hold this config (raises before anything is written)."""
+    check_stages(cfg, stages)
 
 
 @dataclasses.dataclass
@@ -148,13 +126,15 @@ def early_data_check(cfg: ExperimentConfig) -> CheckedData | None:
     return checked_data(cfg) if cfg.layout.data_record.is_file() else None
 
 
-def write_run_records(cfg: ExperimentConfig, restart: int | None, data: CheckedData) -> None:
-    """After every check passed: ``--restart`` deletes, then the run records are written (the
-    run folder marked as the tool's, its copy of ``unet.pretrained``, the resolved config, the
-    dataset record: written once, and again after a restart)."""
+def write_run_records(cfg: ExperimentConfig, restart: int | None, data: CheckedData,
+                      removal: tuple[list, list] | None = None) -> None:
+    """After every check passed: ``--restart`` deletes (``removal``: the run plan's ``(removed,
+    kept)``, else :func:`~iac_tf.run_records.restart_plan` now), then the run records are
+    written (the run folder marked as the tool's, its copy of ``unet.pretrained``, the resolved
+    config, the dataset record: written once, and again after a restart)."""
     if restart is not None:
-        _, kept = restart_plan(cfg, restart)
-        for path in restart_from(cfg, restart):
+        removed, kept = removal if removal is not None else restart_plan(cfg, restart)
+        for path in restart_from(cfg, restart, removed):
             log.info("--restart stage%d: removed %s", restart, path)
         for path in kept:
             log.info("--restart stage%d: kept %s (it depends on earlier stages and on training "
@@ -167,27 +147,6 @@ def write_run_records(cfg: ExperimentConfig, restart: int | None, data: CheckedD
     # preprocessing (zoom, spacing), which inference reads from it
     if data.write or restart is not None:
         cfg.layout.write_data_record(data.record)
-
-
-def begin(cfg: ExperimentConfig, stage: int, restart: int | None, unet: bool = False,
-          genotype=None):
-    """Check everything, then clear on ``--restart`` and record: the config against the stage
-    records (stop on a difference), the pre-flight checks and the data preparation
-    (:mod:`iac_tf.preflight`: folders, with ``unet`` the trained U-Net against the data
-    (:func:`unet_to_check`), ``genotype(cfg)``'s files), the dataset against the run's record.
-    Only then ``--restart`` deletes, the run takes its copy of ``unet.pretrained``, the config
-    is recorded and everything seeded. Returns the prepared data."""
-    refuse_restart_of_inputs(cfg, stage, restart, f"`iac stage{stage}`")
-    check_records(cfg, stage, restart)
-    data = early_data_check(cfg)
-    prepared = checked_prepare(cfg, stage, prepare,
-                               unet_path=unet_to_check(cfg, restart) if unet else None,
-                               genotype_path=genotype(cfg) if genotype else None)
-    write_run_records(cfg, restart, data or checked_data(cfg))
-    record_stage(cfg, stage)
-    label_rule(cfg, prepared)  # a given U-Net's output, found before seeding (loads it)
-    seed_everything(cfg.seed, cfg.deterministic)
-    return prepared
 
 
 # ---------------------------------------------------------------------------- data of a training
@@ -226,9 +185,9 @@ def unet_output_channels(cfg: ExperimentConfig) -> int | None:
     process and file version; the run's copy when the file is gone); ``None`` for Stage I's zoo
     U-Net (``unet.output``).
 
-    Loading a model draws from Keras' seed generator, so the stage commands ask for it once
-    before they seed (:func:`begin`, ``iac run``): a later call finds it cached and leaves the
-    seeded initialisation of the cells as it was."""
+    Loading a model draws from Keras' seed generator, so the commands ask for it once before
+    any unit seeds (:func:`iac_tf.pipeline.stages.execute`): a later call finds it cached and
+    leaves the seeded initialisation of the cells as it was."""
     if not cfg.unet.pretrained:
         return None
     path = pathlib.Path(cfg.trained_unet)

@@ -1,6 +1,7 @@
-"""``iac evaluate``: every model of ``models.json`` against the U-Net, per case, on
-``evaluation.split`` (slices of the cache: ``dice_per_case.csv``, the statistics, the Markdown
-table), and on the split's whole volumes in their original space (Dice and HD95 in mm).
+"""The evaluation (``iac evaluate``; the last step of ``iac run``, ``iac stage3`` and ``iac
+compare``): every model of ``models.json`` against the U-Net, per case, on ``evaluation.split``
+(slices of the cache: ``dice_per_case.csv``, the statistics, the Markdown table), and on the
+split's whole volumes in their original space (Dice and HD95 in mm).
 
 ``evaluation.split`` (val_dt by default) is the split that also selected each stage's best
 epoch, so its scores are in-sample. When the run has a ``test_dt`` (the dataset's
@@ -19,15 +20,13 @@ import logging
 import pathlib
 
 from iac_tf.config.data import SELECTION_SPLIT, TEST_SPLIT
-from iac_tf.evaluation.report import compare_scores, evaluate_models, markdown_table, volume_section
 from iac_tf.config.experiment import ExperimentConfig
+from iac_tf.evaluation.report import compare_scores, evaluate_models, markdown_table, volume_section
 from iac_tf.files import atomic_write_text, remove
 from iac_tf.inference.run_scores import score_volumes, volumetric_scores
-from iac_tf.pipeline.common import (checked_data, guarded, label_rule, prepare, trained_unet_path,
-                                    used_stages)
-from iac_tf.run_records import check_stages
-from iac_tf.run_layout import DICE_TABLE
 from iac_tf.models import load_unet
+from iac_tf.pipeline.common import label_rule, prepare, trained_unet_path
+from iac_tf.run_layout import DICE_TABLE
 
 log = logging.getLogger("iac_tf.pipeline")
 
@@ -48,22 +47,9 @@ def evaluation_models(cfg: ExperimentConfig) -> dict[str, pathlib.Path]:
     return {k: registered[k] for k in names}
 
 
-@guarded
-def evaluate(cfg: ExperimentConfig, prepared=None) -> dict:
-    """Per-case Dice of the U-Net and of every model registered in ``models.json`` (the IAC
-    U-Net, the sweep's epochs, the comparisons) on ``evaluation.split``, each compared with the
-    U-Net (``prepared``: the already prepared data, if the caller has it). Stops with
-    :class:`~iac_tf.run_records.RunConflict` if the stage folders hold another config's results,
-    and with :class:`~iac_tf.run_layout.DatasetMismatch` if the data is not the run's."""
-    cfg.layout.check_ours()
-    check_stages(cfg, used_stages(cfg, 3 if cfg.method == "iac" else 1))
-    checked_data(cfg)
-    return run_evaluation(cfg, prepared)
-
-
 def run_evaluation(cfg: ExperimentConfig, prepared=None) -> dict:
-    """:func:`evaluate` without its checks (the caller made them), holding the run's lock
-    (re-entrant: the commands already hold it)."""
+    """``iac evaluate`` (:func:`iac_tf.pipeline.stages.evaluate`) without its checks (the caller
+    made them: the evaluation step of a run plan), holding the run's lock (re-entrant: the commands already hold it)."""
     with cfg.layout.lock():
         return _run_evaluation(cfg, prepared)
 

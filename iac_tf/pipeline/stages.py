@@ -1,6 +1,7 @@
 """The stage commands: Stage I, Stage II, Stage III (with the genotype-epoch sweep and its
-selection), the comparisons and ``iac run``. Each takes the run's lock, checks everything before
-it writes (:func:`~iac_tf.pipeline.common.begin`) and trains its units
+selection), the comparisons and ``iac run``. Each takes the run's lock and executes its run plan
+(:mod:`iac_tf.pipeline.plan`) with :func:`execute`: the checks before anything is written, the
+records, then its steps (rows of :data:`STEPS`), which train their units
 (:mod:`iac_tf.pipeline.units`)."""
 
 from __future__ import annotations
@@ -13,17 +14,17 @@ from iac_tf.evaluation.plots import plot_genotype_epochs
 from iac_tf.config.experiment import ExperimentConfig
 from iac_tf.files import atomic_write_json
 from iac_tf.losses import LOSS_NAMES
-from iac_tf.pipeline.common import (begin, check_records, checked_data, early_data_check,
-                                    epoch_data, guarded, label_rule, prepare,
-                                    refuse_restart_of_inputs, trained_unet_path, unet_to_check,
-                                    write_run_records)
+from iac_tf.pipeline.common import (check_records, checked_data, early_data_check, epoch_data,
+                                    guarded, label_rule, prepare, trained_unet_path,
+                                    unet_to_check, write_run_records)
 from iac_tf.pipeline.evaluate import run_evaluation
 from iac_tf.pipeline.given_unet import log_score, score_given_unet
+from iac_tf.pipeline.plan import RunPlan, build_plan, skipped_stages  # noqa: F401 (API)
 from iac_tf.pipeline.units import (comparison_unit, iac_unit, stage1_unit, strategy,
                                    train_unit, unet_continued_unit)
 from iac_tf.preflight import checked_prepare
-from iac_tf.run_layout import HISTORY, training_done
-from iac_tf.run_records import STAGE_NAMES, record_machine, record_stage
+from iac_tf.run_layout import HISTORY
+from iac_tf.run_records import record_machine, record_stage
 from iac_tf.training.history import CsvHistory
 from iac_tf.training.precision import precision_policy
 from iac_tf.training.seeding import seed_everything
@@ -39,7 +40,7 @@ log = logging.getLogger("iac_tf.pipeline")
 def run_stage1(cfg: ExperimentConfig, restart: int | None = None) -> TrainResult:
     """Stage I: build the configured U-Net and train it on train_dt (best by val_dt soft Dice).
     ``restart``: clear that stage and all later ones first (``--restart stageN``)."""
-    return _stage1(cfg, begin(cfg, 1, restart))
+    return execute(cfg, build_plan(cfg, "stage1", restart))["stage1"]
 
 
 def _stage1(cfg: ExperimentConfig, prepared) -> TrainResult:
@@ -60,7 +61,7 @@ def run_stage2(cfg: ExperimentConfig, restart: int | None = None) -> SearchResul
     """Stage II: search the IAC on the frozen trained U-Net (train_search_dt / val_search_dt).
     A given U-Net (``unet.pretrained``) is first scored on val_dt
     (:func:`~iac_tf.pipeline.given_unet.score_given_unet`)."""
-    return _stage2(cfg, begin(cfg, 2, restart, unet=True))
+    return execute(cfg, build_plan(cfg, "stage2", restart))["stage2"]
 
 
 def _stage2(cfg: ExperimentConfig, prepared) -> SearchResult:
@@ -173,12 +174,10 @@ def run_stage3(cfg: ExperimentConfig, restart: int | None = None, evaluate_after
     ``stage3.select_genotype``; Fig. 6 in ``stage3/genotype_epochs.png``), then (unless
     ``evaluate_after`` is false) evaluate every registered model against the U-Net. Finished
     units are skipped, an interrupted one resumes. Returns ``{model name: TrainResult}``."""
-    prepared = begin(cfg, 3, restart, unet=True,
-                     genotype=lambda c: [geno for _, geno, _ in stage3_units(c)])
-    return _stage3(cfg, prepared, evaluate_after)
+    return execute(cfg, build_plan(cfg, "stage3", restart, evaluate=evaluate_after))["stage3"]
 
 
-def _stage3(cfg: ExperimentConfig, prepared, evaluate_after: bool) -> dict[str, TrainResult]:
+def _stage3(cfg: ExperimentConfig, prepared) -> dict[str, TrainResult]:
     cfg.layout.register_model("unet", trained_unet_path(cfg))
     modes = {"iac_" + m: m for m in cfg.stage3.extra_implant_modes}
     results = {name: train_unit(cfg, prepared,
@@ -189,8 +188,6 @@ def _stage3(cfg: ExperimentConfig, prepared, evaluate_after: bool) -> dict[str, 
         results["unet_continued"] = train_unit(cfg, prepared, unet_continued_unit(cfg))
     if cfg.stage3.genotype_epochs:
         _register_selected(cfg, results)
-    if evaluate_after:
-        run_evaluation(cfg, prepared)
     return results
 
 
@@ -210,85 +207,84 @@ def run_compare(cfg: ExperimentConfig, restart: int | None = None, evaluate_afte
     (its resolved config in ``config.yaml``), register each in ``models.json``, then (unless
     ``evaluate_after`` is false) evaluate. Finished ones are skipped, an interrupted one resumes.
     Returns ``{method: TrainResult}``."""
-    refuse_restart_of_inputs(cfg, 2, restart, "`iac compare`")  # reads Stage I's U-Net
-    check_records(cfg, 1, restart)
-    if not cfg.comparisons:
-        log.info("no comparison method configured (set `compare: [attention, ...]`)")
-        return {}
-    # the same pre-flight checks as Stages II/III (folders, the U-Net against the data), before
-    # anything is written or deleted
-    data = early_data_check(cfg)
-    prepared = checked_prepare(cfg, 3, prepare, unet_path=unet_to_check(cfg, restart))
-    write_run_records(cfg, restart, data or checked_data(cfg))
-    return _compare(cfg, prepared, evaluate_after)
+    return execute(cfg, build_plan(cfg, "compare", restart, evaluate=evaluate_after)).get(
+        "compare", {})
 
 
-def _compare(cfg: ExperimentConfig, prepared, evaluate_after: bool) -> dict[str, TrainResult]:
-    if not cfg.comparisons:
-        return {}
+def _compare(cfg: ExperimentConfig, prepared) -> dict[str, TrainResult]:
     cfg.layout.register_model("unet", trained_unet_path(cfg))
     record_machine(cfg, "compare")
-    results = {m: train_unit(cfg, prepared, comparison_unit(cfg, m)) for m in cfg.comparisons}
-    if evaluate_after:
-        run_evaluation(cfg, prepared)
-    return results
+    return {m: train_unit(cfg, prepared, comparison_unit(cfg, m)) for m in cfg.comparisons}
+
+
+# ---------------------------------------------------------------------------- iac evaluate
+@guarded
+def evaluate(cfg: ExperimentConfig, prepared=None) -> dict:
+    """Per-case Dice of the U-Net and of every model registered in ``models.json`` (the IAC
+    U-Net, the sweep's epochs, the comparisons) on ``evaluation.split``, each compared with the
+    U-Net (``prepared``: the already prepared data, if the caller has it). Stops with
+    :class:`~iac_tf.run_records.RunConflict` if the stage folders hold another config's results,
+    and with :class:`~iac_tf.run_layout.DatasetMismatch` if the data is not the run's."""
+    return execute(cfg, build_plan(cfg, "evaluate"), prepared)["evaluate"]
 
 
 # ---------------------------------------------------------------------------- iac run
-def skipped_stages(cfg: ExperimentConfig) -> dict[int, str]:
-    """The stages ``iac run`` does not run, with the reason: Stage I when ``unet.pretrained``
-    names the U-Net, Stage II when ``stage3.genotype`` names the genotype Stage III trains."""
-    skipped = {}
-    if cfg.unet.pretrained:
-        skipped[1] = f"unet.pretrained is set: the U-Net is {cfg.unet.pretrained}"
-    if cfg.method == "iac" and cfg.stage3.genotype:
-        skipped[2] = (f"stage3.genotype is set: Stage III trains the genotype "
-                      f"{cfg.stage3.genotype}, no search")
-    return skipped
-
-
-def _first_preflight(cfg: ExperimentConfig, restart: int | None):
-    """``iac run``'s one pre-flight, before anything is written or deleted, and the prepared
-    data every stage then uses: Stage I's checks (folders, backbone, data, output space) when it
-    will train the U-Net, else the trained U-Net against the data (and the genotypes Stage III
-    will read when Stage II will not write them)."""
-    layout = cfg.layout
-    trains_unet = not cfg.unet.pretrained and (
-        restart == 1 or training_done(layout.stage(1), cfg.stage1.epochs) is None)
-    if trains_unet:
-        return checked_prepare(cfg, 1, prepare)
-    searches = cfg.method == "iac" and not cfg.stage3.genotype and (
-        (restart is not None and restart <= 2) or not layout.search_done(cfg.stage2.epochs))
-    genotypes = None
-    if cfg.method == "iac" and not searches:
-        genotypes = [g for _, g, _ in stage3_units(cfg)]
-    stage = 2 if searches else 3
-    return checked_prepare(cfg, stage, prepare, unet_path=unet_to_check(cfg, restart),
-                           genotype_path=genotypes)
-
-
 @guarded
 def run_all(cfg: ExperimentConfig, restart: int | None = None) -> None:
     """Stages I (unless ``unet.pretrained`` is set), II and III (if ``method`` is ``iac``), the
     comparison methods, then the evaluation. Everything is checked once before anything is
     written or deleted (stage records, the pre-flight of the first stage to run, the dataset),
     the data is prepared once and every stage uses it; finished parts are skipped."""
-    check_records(cfg, 3 if cfg.method == "iac" else 1, restart)
-    data = early_data_check(cfg)
-    prepared = _first_preflight(cfg, restart)
-    write_run_records(cfg, restart, data or checked_data(cfg))
-    label_rule(cfg, prepared)  # a given U-Net's output, found before seeding (loads it)
-    for stage, why in skipped_stages(cfg).items():
-        log.info("%s: skipped: %s", STAGE_NAMES[stage], why)
-    stages = [s for s in ((1, 2, 3) if cfg.method == "iac" else (1,))
-              if s not in skipped_stages(cfg)]
-    steps = {1: lambda: _stage1(cfg, prepared), 2: lambda: _stage2(cfg, prepared),
-             3: lambda: _stage3(cfg, prepared, evaluate_after=False)}
-    for stage in stages:
-        if stage == 3 and 2 in skipped_stages(cfg) and cfg.unet.pretrained:
-            score_given_unet(cfg, prepared)  # the search that would score it does not run
-        record_stage(cfg, stage)
-        seed_everything(cfg.seed, cfg.deterministic)
-        steps[stage]()
-    _compare(cfg, prepared, evaluate_after=False)
-    run_evaluation(cfg, prepared)
+    execute(cfg, build_plan(cfg, "run", restart))
+
+
+# ---------------------------------------------------------------------------- the executor
+#: what each kind of step of a run plan does: ``(cfg, prepared) -> its result``
+STEPS = {
+    "stage1": lambda cfg, prepared: _stage1(cfg, prepared),
+    "stage2": lambda cfg, prepared: _stage2(cfg, prepared),
+    "score_unet": lambda cfg, prepared: score_given_unet(cfg, prepared),
+    "stage3": lambda cfg, prepared: _stage3(cfg, prepared),
+    "compare": lambda cfg, prepared: _compare(cfg, prepared),
+    "evaluate": lambda cfg, prepared: run_evaluation(cfg, prepared),
+}
+
+
+def execute(cfg: ExperimentConfig, plan: RunPlan, prepared=None) -> dict:
+    """Run ``plan`` (the caller holds the run's lock): the config against the stage records,
+    the dataset against the run's record, the pre-flight checks and the data preparation --
+    all before anything is written or deleted; then ``--restart`` deletes and the run records
+    are written, the run's decision rule is found (a given U-Net's output: loading it draws
+    from Keras' seed generator, so before any unit seeds), and the steps run in order, each
+    stage's record written before it and each unit seeded once at its start. Returns
+    ``{step kind: result}`` of the steps that ran (``prepared``: data already prepared)."""
+    check_records(cfg, plan.checked_stages)
+    data = early_data_check(cfg) if plan.checks_data else None
+    if plan.preflight is not None:
+        prepared = _preflight(cfg, plan)
+    if plan.checks_data and data is None:
+        data = checked_data(cfg)
+    if plan.writes_records:
+        write_run_records(cfg, plan.restart, data, (list(plan.removes), list(plan.keeps)))
+        label_rule(cfg, prepared)
+    results = {}
+    for step in plan.steps:
+        if step.skipped is not None:
+            log.info("%s: skipped: %s", step.title, step.skipped)
+            continue
+        if step.record is not None:
+            record_stage(cfg, step.record)
+        if step.seeds:
+            seed_everything(cfg.seed, cfg.deterministic)
+        results[step.kind] = STEPS[step.kind](cfg, prepared)
+    return results
+
+
+def _preflight(cfg: ExperimentConfig, plan: RunPlan):
+    """The plan's pre-flight checks (:class:`~iac_tf.pipeline.plan.Preflight`), then the
+    prepared data every step uses."""
+    check = plan.preflight
+    return checked_prepare(
+        cfg, check.stage, prepare,
+        unet_path=unet_to_check(cfg, plan.restart) if check.unet else None,
+        genotype_path=[g for _, g, _ in stage3_units(cfg)] if check.genotypes else None)

@@ -1,11 +1,11 @@
 """Seeds and data order for every stage, in one place.
 
 A run has one seed (``seed:`` of the experiment). :func:`seed_everything` seeds Python, NumPy and
-TensorFlow once per stage; :func:`epoch_seed` derives the shuffle seed of each epoch from it, so
-the data order of epoch ``e`` is a pure function of ``(seed, e)`` and a resumed run replays the
-batches an uninterrupted run would have seen. The epoch loop (:mod:`iac_tf.training.loop`) is the
-only caller of :func:`epoch_seed`: data factories receive the epoch's seed, or ``None`` when the
-stage does not shuffle.
+TensorFlow once per unit of training, at its start; :func:`epoch_seed` derives the shuffle seed
+of each epoch from it, so the data order of epoch ``e`` is a pure function of ``(seed, e)`` and a
+resumed run replays the batches an uninterrupted run would have seen. The epoch loop
+(:mod:`iac_tf.training.loop`) is the only caller of :func:`epoch_seed`: data factories receive
+the epoch's seed, or ``None`` when the stage does not shuffle.
 """
 
 from __future__ import annotations

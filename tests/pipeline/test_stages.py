@@ -26,7 +26,7 @@ def _no_checks_no_writes(monkeypatch):
         monkeypatch.setattr(stages, name, lambda *a, **k: None)
     monkeypatch.setattr(stages, "checked_data", lambda c: {})
     monkeypatch.setattr(stages, "early_data_check", lambda c: None)
-    monkeypatch.setattr(stages, "_first_preflight", lambda c, r: "prepared")
+    monkeypatch.setattr(stages, "_preflight", lambda c, plan: "prepared")
 
 
 def test_nothing_skipped_by_default(tmp_path):
@@ -52,9 +52,9 @@ def test_a_given_unet_is_scored_before_stage_three_when_the_search_is_skipped(tm
                             "stage3.genotype": str(tmp_path / "g.json")})
     ran = []
     _no_checks_no_writes(monkeypatch)
-    monkeypatch.setattr(stages, "_compare", lambda c, p, evaluate_after: None)
+    monkeypatch.setattr(stages, "_compare", lambda c, p: None)
     monkeypatch.setattr(stages, "score_given_unet", lambda c, p: ran.append("score"))
-    monkeypatch.setattr(stages, "_stage3", lambda c, p, evaluate_after: ran.append(3))
+    monkeypatch.setattr(stages, "_stage3", lambda c, p: ran.append(3))
     stages.run_all.__wrapped__(cfg)
     assert ran == ["score", 3]
 
@@ -65,10 +65,10 @@ def test_run_all_searches_only_without_a_given_genotype(tmp_path, monkeypatch, c
     cfg = _cfg(tmp_path, **sets)
     ran = []
     _no_checks_no_writes(monkeypatch)
-    monkeypatch.setattr(stages, "_compare", lambda c, p, evaluate_after: ran.append("compare"))
+    monkeypatch.setattr(stages, "_compare", lambda c, p: ran.append("compare"))
     for n in (1, 2):
         monkeypatch.setattr(stages, f"_stage{n}", lambda c, p, n=n: ran.append(n))
-    monkeypatch.setattr(stages, "_stage3", lambda c, p, evaluate_after: ran.append(3))
+    monkeypatch.setattr(stages, "_stage3", lambda c, p: ran.append(3))
     with caplog.at_level(logging.INFO, logger="iac_tf"):
         stages.run_all.__wrapped__(cfg)
     assert ran == ([1, 3, "compare"] if given else [1, 2, 3, "compare"])

@@ -1,0 +1,116 @@
+"""The run plan (``iac_tf.pipeline.plan``): built once from the config and the command, what
+``--restart`` removes and keeps, and ``--plan``, which prints it and writes nothing."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pathlib
+
+import pytest
+import yaml
+
+from iac_tf.cli import main
+from iac_tf.config import ConfigError
+from iac_tf.experiment import load_experiment
+from iac_tf.files import atomic_write_text
+from iac_tf.pipeline.plan import NO_COMPARISONS, Preflight, build_plan
+from iac_tf.run_records import record_stage, unit_record, write_resolved
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+SAMPLE = ROOT / "experiments" / "sample.yaml"
+
+
+def _sets(tmp_path, **extra):
+    return {"output_dir": str(tmp_path), "name": "run", **extra}
+
+
+def _cfg(tmp_path, **extra):
+    return load_experiment(SAMPLE, _sets(tmp_path, **extra))
+
+
+def _run_with_stage1_done(tmp_path):
+    """Records of Stages I-III, Stage I finished, two models of compare/ with their records."""
+    cfg = _cfg(tmp_path)
+    with cfg.layout.lock():
+        write_resolved(cfg)
+        for stage in (1, 2, 3):
+            record_stage(cfg, stage)
+        atomic_write_text(cfg.stage_dir(1) / "history.csv", "epoch,val_soft_dice\n1,0.5\n")
+        atomic_write_text(cfg.stage_dir(1) / "summary.json",
+                          json.dumps({"best_epoch": 1, "best_val_soft_dice": 0.5,
+                                      "stopped_early": True}))
+        for name, depends in (("attention", (1,)), ("iac_residual", (1, 2, 3))):
+            atomic_write_text(cfg.layout.unit_record(cfg.layout.compare(name)),
+                              yaml.safe_dump(unit_record(cfg.stage3, depends)))
+        atomic_write_text(cfg.layout.evaluation / "dice_table.md", "table")
+    return cfg
+
+
+def _snapshot(folder: pathlib.Path) -> dict:
+    return {str(p.relative_to(folder)): (hashlib.sha256(p.read_bytes()).hexdigest()
+                                         if p.is_file() else "dir", p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*"))}
+
+
+def test_a_new_run_plans_every_stage_with_stage_one_checks_first(tmp_path):
+    plan = build_plan(_cfg(tmp_path), "run")
+    assert plan.runs == ("stage1", "stage2", "stage3", "compare", "evaluate")
+    assert plan.preflight == Preflight(1)
+    assert plan.checked_stages == (1, 2, 3) and plan.writes_records
+    assert [s.record for s in plan.steps] == [1, 2, 3, None, None]
+    assert [s.seeds for s in plan.steps] == [False, True, False, False, False]
+    assert [u.name for u in plan.step("stage3").units] == ["iac", "iac_replace", "unet_continued"]
+    assert not any(u.finished for s in plan.steps for u in s.units)
+    assert plan.removes == plan.keeps == ()
+
+
+def test_a_given_unet_and_genotype_skip_stages_one_and_two_and_score_the_unet(tmp_path):
+    cfg = _cfg(tmp_path, **{"unet.pretrained": str(tmp_path / "u.keras"),
+                            "stage3.genotype": str(tmp_path / "g.json")})
+    plan = build_plan(cfg, "run")
+    assert plan.runs == ("score_unet", "stage3", "compare", "evaluate")
+    assert "unet.pretrained" in plan.step("stage1").skipped
+    assert "stage3.genotype" in plan.step("stage2").skipped
+    assert plan.preflight == Preflight(3, unet=True, genotypes=True)
+    assert plan.checked_stages == (3,)
+
+
+def test_the_other_commands(tmp_path):
+    none = _cfg(tmp_path, compare=[])
+    plan = build_plan(none, "compare")
+    assert plan.runs == () and plan.step("compare").skipped == NO_COMPARISONS
+    assert plan.preflight is None and not plan.writes_records and not plan.checks_data
+    plan = build_plan(_cfg(tmp_path), "evaluate")
+    assert plan.runs == ("evaluate",) and plan.preflight is None and not plan.writes_records
+    assert plan.checked_stages == (1, 2, 3) and plan.checks_data
+    assert build_plan(_cfg(tmp_path), "stage3", evaluate=False).runs == ("stage3",)
+    assert build_plan(_cfg(tmp_path), "stage2").preflight == Preflight(2, unet=True)
+
+
+def test_a_restart_plan_removes_and_keeps_and_the_rerun_starts_from_it(tmp_path):
+    cfg = _run_with_stage1_done(tmp_path)
+    plan = build_plan(cfg, "run", restart=3)
+    assert sorted(p.name for p in plan.removes) == ["evaluation", "iac_residual", "stage3"]
+    assert [p.name for p in plan.keeps] == ["attention"]
+    assert plan.checked_stages == (1, 2)
+    # Stage I is finished: the one pre-flight checks the trained U-Net for Stage II
+    assert plan.step("stage1").units[0].finished
+    assert plan.preflight == Preflight(2, unet=True)
+    assert build_plan(cfg, "run", restart=1).preflight == Preflight(1)
+    with pytest.raises(ConfigError, match="iac run CONFIG --restart stage2"):
+        build_plan(cfg, "stage3", restart=2)
+
+
+def test_plan_prints_the_plan_and_writes_nothing(tmp_path, capsys):
+    cfg = _run_with_stage1_done(tmp_path)
+    before = _snapshot(tmp_path)  # the run folder and the lock file beside it
+    args = ["--set", f"output_dir={tmp_path}", "--set", "name=run"]
+    assert main(["run", str(SAMPLE), "--plan", "--restart", "stage3", *args]) == 0
+    out = capsys.readouterr().out
+    assert "--restart stage3 removes: " in out and "keeps: compare/attention/" in out
+    assert "unet -> stage1/: finished, skipped" in out and "  5. evaluation:" in out
+    assert main(["stage3", str(SAMPLE), "--plan", *args]) == 0
+    assert main(["evaluate", str(SAMPLE), "--plan", *args]) == 0
+    assert _snapshot(tmp_path) == before
+    assert cfg.layout.lock_holder() is None
