@@ -17,8 +17,8 @@ import dataclasses
 import pathlib
 
 from iac_tf.config import ConfigError
-from iac_tf.experiment import ExperimentConfig
-from iac_tf.run_layout import SAVEDMODEL, training_done
+from iac_tf.config.experiment import ExperimentConfig
+from iac_tf.run_layout import CONFIG, DATA_RECORD, SAVEDMODEL, VERSION, training_done
 from iac_tf.run_records import STAGE_NAMES, restart_plan
 
 #: the commands that are a plan: ``iac <command> CONFIG``
@@ -318,8 +318,8 @@ def format_plan(plan: RunPlan) -> str:
                      + (", ".join(rel(p) for p in plan.removes) or "nothing")
                      + "; keeps: " + (", ".join(rel(p) for p in plan.keeps) or "nothing"))
     if plan.writes_records:
-        lines.append("records: config.yaml, version.txt, data_record.json"
-                     + ", stageN/config.yaml before each stage")
+        lines.append(f"records: {CONFIG}, {VERSION}, {DATA_RECORD}"
+                     f", stageN/{CONFIG} before each stage")
     lines.append("steps:")
     for i, step in enumerate(plan.steps, 1):
         if step.skipped is not None:

@@ -12,7 +12,7 @@ import yaml
 
 from iac_tf.cli import main
 from iac_tf.config import ConfigError
-from iac_tf.experiment import load_experiment
+from iac_tf.config.experiment import load_experiment
 from iac_tf.files import atomic_write_text
 from iac_tf.pipeline.plan import NO_COMPARISONS, Preflight, build_plan
 from iac_tf.run_records import record_stage, unit_record, write_resolved
