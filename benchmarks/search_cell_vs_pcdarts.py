@@ -20,7 +20,9 @@ settings of ``benchmarks/op_profile.py``: ``default``, ``onednn-off``, ``avx2`` 
 TensorFlow reads them when it is imported. Every process builds its cell once and then waits;
 turn by turn each of our processes and the PyTorch process time ``--runs`` steps while the
 others wait (the order alternates from turn to turn), so a change of the host's load hits both
-sides of a ratio alike. Per setting: the median of the per-turn ratios of the median step times.
+sides of a ratio alike. Per setting: the median of the per-turn ratios of the median step times,
+wall and CPU (user + system seconds of every thread of the process; on a host whose other jobs
+take the cores away, less noisy than the wall time).
 
 Threads: PyTorch ``torch.set_num_threads(--torch-threads)`` (default 2) and TensorFlow's default
 (intra-op threads = the usable CPUs, 2 on the benchmark machine; each setting's line shows them).
@@ -68,12 +70,13 @@ def _serve_ours(args) -> None:
     print(json.dumps({"ready": True, "machine": summary(describe(tensorflow=True))}), flush=True)
     for line in sys.stdin:
         if line.strip():
-            times = []
+            times, cpu = [], []
             for _ in range(int(line)):
-                start = time.perf_counter()
+                start, cpu_start = time.perf_counter(), time.process_time()
                 step()
                 times.append(time.perf_counter() - start)
-            print(json.dumps({"times": times}), flush=True)
+                cpu.append(time.process_time() - cpu_start)
+            print(json.dumps({"times": times, "cpu": cpu}), flush=True)
 
 
 class Server:
@@ -95,10 +98,11 @@ class Server:
             if line.startswith("{"):
                 return json.loads(line)
 
-    def times(self, runs: int) -> list[float]:
+    def times(self, runs: int) -> dict:
+        """``{"times": wall seconds, "cpu": CPU seconds}`` of ``runs`` steps."""
         self.proc.stdin.write(f"{runs}\n")
         self.proc.stdin.flush()
-        return self._read()["times"]
+        return self._read()
 
     def close(self) -> None:
         if self.proc.poll() is None:
@@ -167,20 +171,27 @@ def main(argv=None) -> None:
         ours_t = {s: [] for s in args.settings}
         theirs_t = {(s, f): [] for s in args.settings for f in args.torch_formats}
         ratios = {(s, f): [] for s in args.settings for f in args.torch_formats}
+        ours_cpu = {s: [] for s in args.settings}
+        theirs_cpu = {(s, f): [] for s in args.settings for f in args.torch_formats}
+        cpu_ratios = {(s, f): [] for s in args.settings for f in args.torch_formats}
         for turn in range(args.turns):
             for setting in args.settings:
                 order = [("ours", servers[setting])] + [(f, theirs[f]) for f in args.torch_formats]
                 if turn % 2:
                     order.reverse()
                 got = {name: server.times(args.runs) for name, server in order}
-                mine = statistics.median(got["ours"])
-                ours_t[setting] += got["ours"]
+                mine = statistics.median(got["ours"]["times"])
+                mine_cpu = statistics.median(got["ours"]["cpu"])
+                ours_t[setting] += got["ours"]["times"]
+                ours_cpu[setting] += got["ours"]["cpu"]
                 line = [f"ours {mine:.4f} s"]
                 for fmt in args.torch_formats:
-                    theirs_t[setting, fmt] += got[fmt]
-                    ratios[setting, fmt].append(mine / statistics.median(got[fmt]))
-                    line.append(f"PC-DARTS {fmt} {statistics.median(got[fmt]):.4f} s "
-                                f"(ratio {ratios[setting, fmt][-1]:.3f})")
+                    theirs_t[setting, fmt] += got[fmt]["times"]
+                    theirs_cpu[setting, fmt] += got[fmt]["cpu"]
+                    ratios[setting, fmt].append(mine / statistics.median(got[fmt]["times"]))
+                    cpu_ratios[setting, fmt].append(mine_cpu / statistics.median(got[fmt]["cpu"]))
+                    line.append(f"PC-DARTS {fmt} {statistics.median(got[fmt]['times']):.4f} s "
+                                f"(ratio {ratios[setting, fmt][-1]:.3f}, CPU {cpu_ratios[setting, fmt][-1]:.3f})")
                 print(f"  turn {turn + 1} {setting}: " + ", ".join(line), flush=True)
     finally:
         for server in list(servers.values()) + list(theirs.values()):
@@ -193,14 +204,20 @@ def main(argv=None) -> None:
     results = {}
     for setting in args.settings:
         results[setting] = {"ours_s": statistics.median(ours_t[setting]),
+                            "ours_cpu_s": statistics.median(ours_cpu[setting]),
                             "machine": servers[setting].info["machine"]}
-        line = [f"ours {results[setting]['ours_s']:.4f} s"]
+        line = [f"ours {results[setting]['ours_s']:.4f} s (CPU {results[setting]['ours_cpu_s']:.3f} s)"]
         for fmt in args.torch_formats:
-            r = ratios[setting, fmt]
+            r, rc = ratios[setting, fmt], cpu_ratios[setting, fmt]
             results[setting][fmt] = {"pcdarts_s": statistics.median(theirs_t[setting, fmt]),
-                                     "ratio": statistics.median(r), "ratio_range": [min(r), max(r)]}
-            line.append(f"PC-DARTS {fmt} {results[setting][fmt]['pcdarts_s']:.4f} s: "
-                        f"{statistics.median(r):.3f}x (turns {min(r):.3f}-{max(r):.3f})")
+                                     "pcdarts_cpu_s": statistics.median(theirs_cpu[setting, fmt]),
+                                     "ratio": statistics.median(r), "ratio_range": [min(r), max(r)],
+                                     "cpu_ratio": statistics.median(rc),
+                                     "cpu_ratio_range": [min(rc), max(rc)]}
+            line.append(f"PC-DARTS {fmt} {results[setting][fmt]['pcdarts_s']:.4f} s "
+                        f"(CPU {results[setting][fmt]['pcdarts_cpu_s']:.3f} s): wall "
+                        f"{statistics.median(r):.3f}x (turns {min(r):.3f}-{max(r):.3f}), CPU "
+                        f"{statistics.median(rc):.3f}x (turns {min(rc):.3f}-{max(rc):.3f})")
         print(f"  {setting:10s} " + "  |  ".join(line))
     if args.json:
         print(json.dumps({"load": [load_start, load_end], "results": results}))

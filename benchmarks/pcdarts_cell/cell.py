@@ -29,11 +29,11 @@ weights, alpha and beta). Usage::
     .venv-pcdarts/bin/python benchmarks/pcdarts_cell/cell.py [--batch 8] [--size 64] [--C 16] [--K 4]
         [--runs 5] [--warmup 2] [--threads 2] [--memory-format nchw|channels_last]
 
-prints one JSON object: the median seconds of ``--runs`` steps after ``--warmup`` untimed ones,
-every time, the thread count, PyTorch's version and the parameter count. ``--serve`` builds the
-cell once, then reads lines ``RUNS`` from standard input and answers each with one JSON line of
-``RUNS`` step times (``benchmarks/search_cell_vs_pcdarts.py`` drives it so, in turns with the
-TensorFlow cell).
+prints one JSON object: the median wall seconds of ``--runs`` steps after ``--warmup`` untimed
+ones, every time, the CPU seconds of each (user + system, all threads), the thread count,
+PyTorch's version and the parameter count. ``--serve`` builds the cell once, then reads lines
+``RUNS`` from standard input and answers each with one JSON line of ``RUNS`` step times, wall and
+CPU (``benchmarks/search_cell_vs_pcdarts.py`` drives it so, in turns with the TensorFlow cell).
 """
 
 from __future__ import annotations
@@ -228,13 +228,15 @@ def make_step(batch=8, size=64, c_prev_prev=64, c_prev=64, C=16, K=4, seed=0,
     return step, sum(p.numel() for p in cell.parameters())
 
 
-def timed(step, runs: int) -> list[float]:
-    times = []
+def timed(step, runs: int) -> tuple[list[float], list[float]]:
+    """Wall and CPU seconds (user + system of every thread of the process) of ``runs`` steps."""
+    times, cpu = [], []
     for _ in range(runs):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         step()
         times.append(time.perf_counter() - start)
-    return times
+        cpu.append(time.process_time() - cpu_start)
+    return times, cpu
 
 
 def main(argv=None) -> None:
@@ -267,10 +269,12 @@ def main(argv=None) -> None:
         for line in sys.stdin:
             if not line.strip():
                 continue
-            print(json.dumps({"times": timed(step, int(line))}), flush=True)
+            times, cpu = timed(step, int(line))
+            print(json.dumps({"times": times, "cpu": cpu}), flush=True)
         return
-    times = timed(step, args.runs)
-    print(json.dumps({"median_s": statistics.median(times), "times": times, "runs": args.runs,
+    times, cpu = timed(step, args.runs)
+    print(json.dumps({"median_s": statistics.median(times), "times": times,
+                      "median_cpu_s": statistics.median(cpu), "cpu": cpu, "runs": args.runs,
                       "warmup": args.warmup, **info}))
 
 
