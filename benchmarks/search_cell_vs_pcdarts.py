@@ -29,6 +29,11 @@ Threads: PyTorch ``torch.set_num_threads(--torch-threads)`` (default 2) and Tens
 PyTorch's OpenMP threads wait passively (``OMP_WAIT_POLICY=PASSIVE``, ``--omp-wait-policy``): on
 a host shared with other jobs, OpenMP's default spinning made the PyTorch cell several times
 slower (which would flatter our ratio); ``--omp-wait-policy default`` leaves the variable unset.
+
+Machine kinds: where our setting emulates an AVX2 CPU (``onednn-off``: TensorFlow's default there;
+``avx2``: oneDNN limited to AVX2, what iac_tf does there), the PyTorch cell runs limited to AVX2
+as well (``ONEDNN_MAX_CPU_ISA=AVX2``, ``ATEN_CPU_CAPABILITY=avx2``; ``--torch-isa native`` turns
+this off): kernels of that instruction set, not that CPU's speed.
 """
 
 from __future__ import annotations
@@ -54,6 +59,12 @@ SETTINGS = {
     "onednn-on": {"TF_ENABLE_ONEDNN_OPTS": "1"},
     "avx2": {"TF_ENABLE_ONEDNN_OPTS": "1", "ONEDNN_MAX_CPU_ISA": "AVX2"},
 }
+#: The instruction set PyTorch's side gets per setting (``--torch-isa match``): where our side
+#: emulates an AVX2 CPU (oneDNN limited to AVX2, or off as TensorFlow leaves it on such CPUs), the
+#: PyTorch cell runs its AVX2 kernels too (PyTorch's own oneDNN limited to AVX2, its ATen kernels
+#: dispatched to AVX2), as it would on that CPU.
+TORCH_ISA = {"default": "native", "onednn-on": "native", "onednn-off": "avx2", "avx2": "avx2"}
+TORCH_ISA_ENV = {"native": {}, "avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}}
 CU, CS, C, SIZE, BATCH = 64, 64, 16, 64, 8
 
 
@@ -128,6 +139,8 @@ def main(argv=None) -> None:
     p.add_argument("--runs", type=int, default=3, help="steps per side and turn")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps after each build")
     p.add_argument("--torch-threads", type=int, default=2)
+    p.add_argument("--torch-isa", choices=["match", "native"], default="match",
+                   help="match: PyTorch limited to AVX2 where our setting emulates an AVX2 CPU")
     p.add_argument("--omp-wait-policy", choices=["passive", "default"], default="passive")
     p.add_argument("--torch-python", default=TORCH_PYTHON)
     p.add_argument("--torch-formats", nargs="+", default=["nchw", "channels_last"],
@@ -152,17 +165,20 @@ def main(argv=None) -> None:
         torch_env["OMP_WAIT_POLICY"] = "PASSIVE"
     servers, theirs = {}, {}
     try:
-        for fmt in args.torch_formats:
-            theirs[fmt] = Server(f"PC-DARTS (PyTorch, {fmt})", [
-                args.torch_python, CELL_SCRIPT, "--serve", "--K", str(args.K), "--C", str(C),
-                "--batch", str(BATCH), "--size", str(SIZE), "--c-prev-prev", str(CU), "--c-prev",
-                str(CS), "--threads", str(args.torch_threads), "--warmup", str(args.warmup),
-                "--memory-format", fmt], torch_env)
-            info = theirs[fmt].info
-            print(f"PC-DARTS cell, {fmt}: PyTorch {info['torch']}, threads {info['threads']} (inter-op "
-                  f"{info['interop_threads']}), OMP_WAIT_POLICY={torch_env.get('OMP_WAIT_POLICY', 'unset')}, "
-                  f"{info['parameters']} parameters, output {info['shape']['out_channels']} channels",
-                  flush=True)
+        isa_of = {s: TORCH_ISA[s] if args.torch_isa == "match" else "native" for s in args.settings}
+        for isa in sorted(set(isa_of.values())):
+            for fmt in args.torch_formats:
+                theirs[isa, fmt] = Server(f"PC-DARTS (PyTorch, {isa}, {fmt})", [
+                    args.torch_python, CELL_SCRIPT, "--serve", "--K", str(args.K), "--C", str(C),
+                    "--batch", str(BATCH), "--size", str(SIZE), "--c-prev-prev", str(CU), "--c-prev",
+                    str(CS), "--threads", str(args.torch_threads), "--warmup", str(args.warmup),
+                    "--memory-format", fmt], {**torch_env, **TORCH_ISA_ENV[isa]})
+                info = theirs[isa, fmt].info
+                print(f"PC-DARTS cell, {fmt}, {isa} ({' '.join(f'{k}={v}' for k, v in TORCH_ISA_ENV[isa].items())}"
+                      f"): PyTorch {info['torch']}, CPU capability {info['cpu_capability']}, threads "
+                      f"{info['threads']} (inter-op {info['interop_threads']}), OMP_WAIT_POLICY="
+                      f"{torch_env.get('OMP_WAIT_POLICY', 'unset')}, {info['parameters']} parameters, "
+                      f"output {info['shape']['out_channels']} channels", flush=True)
         for setting in args.settings:
             cmd = [sys.executable, os.path.abspath(__file__), "--child", "--K", str(args.K),
                    "--warmup", str(args.warmup)]
@@ -176,7 +192,8 @@ def main(argv=None) -> None:
         cpu_ratios = {(s, f): [] for s in args.settings for f in args.torch_formats}
         for turn in range(args.turns):
             for setting in args.settings:
-                order = [("ours", servers[setting])] + [(f, theirs[f]) for f in args.torch_formats]
+                order = [("ours", servers[setting])] + [
+                    (f, theirs[isa_of[setting], f]) for f in args.torch_formats]
                 if turn % 2:
                     order.reverse()
                 got = {name: server.times(args.runs) for name, server in order}
@@ -218,7 +235,7 @@ def main(argv=None) -> None:
                         f"(CPU {results[setting][fmt]['pcdarts_cpu_s']:.3f} s): wall "
                         f"{statistics.median(r):.3f}x (turns {min(r):.3f}-{max(r):.3f}), CPU "
                         f"{statistics.median(rc):.3f}x (turns {min(rc):.3f}-{max(rc):.3f})")
-        print(f"  {setting:10s} " + "  |  ".join(line))
+        print(f"  {setting:10s} (PyTorch {isa_of[setting]}) " + "  |  ".join(line))
     if args.json:
         print(json.dumps({"load": [load_start, load_end], "results": results}))
 

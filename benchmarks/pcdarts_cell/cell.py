@@ -259,7 +259,8 @@ def main(argv=None) -> None:
                                 memory_format=args.memory_format)
     for _ in range(args.warmup):
         step()
-    info = {"torch": torch.__version__, "threads": torch.get_num_threads(),
+    info = {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "threads": torch.get_num_threads(),
             "interop_threads": torch.get_num_interop_threads(), "parameters": n_params,
             "memory_format": args.memory_format,
             "shape": {"batch": args.batch, "size": args.size, "inputs": [args.c_prev_prev, args.c_prev],
