@@ -45,11 +45,9 @@ from iac_tf.config import ConfigError, from_dict, load_yaml
 from iac_tf.config.experiment import ExperimentConfig
 from iac_tf.files import atomic_write_json, atomic_write_text
 from iac_tf.locks import LockedError, folder_lock
-from iac_tf.run_layout import GRID_RECORD, RunLayout, UnreadableRecord, run_status
+from iac_tf.run_layout import RunLayout, UnreadableRecord, run_status
 from iac_tf.run_records import STAGES, show_value, stage_differences
 from iac_tf.unets import BACKBONES
-
-GRID_FILE = GRID_RECORD  # written into each run folder: dataset, backbone, device
 
 
 @dataclasses.dataclass(frozen=True)
@@ -337,8 +335,8 @@ def _run_setting(s: Setting, device: str, extra_args: tuple[str, ...]) -> int:
     layout = RunLayout(s.run_dir)
     with layout.lock():  # released before `iac run` takes it
         layout.claim()
-        atomic_write_json(s.run_dir / GRID_FILE, {"dataset": s.dataset, "backbone": s.backbone,
-                                                  "grid": str(cfg_path), "device": device})
+        atomic_write_json(layout.grid_record, {"dataset": s.dataset, "backbone": s.backbone,
+                                               "grid": str(cfg_path), "device": device})
     return subprocess.call([sys.executable, "-m", "iac_tf.cli", "run", str(cfg_path), *extra_args])
 
 

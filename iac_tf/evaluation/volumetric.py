@@ -39,11 +39,10 @@ import numpy as np
 from scipy import ndimage
 from tqdm.auto import tqdm
 
-from iac_tf.errors import DataError
 from iac_tf.data.datasets import _json_classes
 from iac_tf.data.nifti import AFFINE_TOLERANCE, is_prediction
 from iac_tf.diskspace import check_writable_folder
-from iac_tf.errors import UserError
+from iac_tf.errors import DataError, UserError
 from iac_tf.evaluation.metrics import confusion_counts, dice_from_counts
 from iac_tf.run_layout import VOLUMETRIC_CSV, VOLUMETRIC_SUMMARY
 from iac_tf.files import (RefusedPath, atomic_write_json, atomic_write_text, check_new_or_ours,

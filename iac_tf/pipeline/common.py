@@ -16,16 +16,15 @@ import numpy as np
 
 from iac_tf.console import run_log
 from iac_tf.data import prepare_dataset
-from iac_tf.errors import DataError
 from iac_tf.data.fingerprint import data_record, same_as_legacy
 from iac_tf.diskspace import disk_full_guard
-from iac_tf.errors import UserError
+from iac_tf.errors import DataError, UserError
 from iac_tf.evaluation.metrics import mean_case_dice
 from iac_tf.config.experiment import ExperimentConfig
 from iac_tf.labels import LabelRule
 from iac_tf.models import load_unet
 from iac_tf.run_layout import DatasetMismatch
-from iac_tf.run_records import check_stages, restart_from, restart_plan, write_resolved
+from iac_tf.run_records import restart_from, restart_plan, write_resolved
 from iac_tf.run_unet import adopt, checked_source, run_unet
 
 log = logging.getLogger("iac_tf.pipeline")
@@ -86,12 +85,6 @@ def unet_to_check(cfg: ExperimentConfig, restart: int | None = None) -> pathlib.
 
 
 # ---------------------------------------------------------------------------- checks, then writes
-def check_records(cfg: ExperimentConfig, stages: tuple[int, ...]) -> None:
-    """The stage records of ``stages`` (the run plan's: what the command reads and
-    ``--restart`` keeps) hold this config (raises before anything is written)."""
-    check_stages(cfg, stages)
-
-
 @dataclasses.dataclass
 class CheckedData:
     """The dataset record of ``data`` now and whether the run's record is to be written."""

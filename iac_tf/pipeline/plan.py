@@ -18,7 +18,7 @@ import pathlib
 
 from iac_tf.config import ConfigError
 from iac_tf.config.experiment import ExperimentConfig
-from iac_tf.run_layout import CONFIG, DATA_RECORD, SAVEDMODEL, VERSION, training_done
+from iac_tf.run_layout import CONFIG, DATA_RECORD, VERSION, training_done
 from iac_tf.run_records import STAGE_NAMES, restart_plan
 
 #: the commands that are a plan: ``iac <command> CONFIG``
@@ -203,9 +203,7 @@ class _State:
     def unit(self, name: str, folder: pathlib.Path, epochs: int, export: bool = False) -> Unit:
         if self.gone(folder):
             return Unit(name, folder, False)
-        done = training_done(folder, epochs) is not None and (
-            not export or (folder / SAVEDMODEL).is_dir())
-        return Unit(name, folder, done)
+        return Unit(name, folder, training_done(folder, epochs, export) is not None)
 
     def searched(self) -> bool:
         return not self.gone(self.cfg.layout.stage(2)) and \

@@ -14,7 +14,7 @@ from iac_tf.evaluation.plots import plot_genotype_epochs
 from iac_tf.config.experiment import ExperimentConfig
 from iac_tf.files import atomic_write_json
 from iac_tf.losses import LOSS_NAMES
-from iac_tf.pipeline.common import (check_records, checked_data, early_data_check, epoch_data,
+from iac_tf.pipeline.common import (checked_data, early_data_check, epoch_data,
                                     guarded, label_rule, prepare, trained_unet_path,
                                     unet_to_check, write_run_records)
 from iac_tf.pipeline.evaluate import run_evaluation
@@ -24,7 +24,7 @@ from iac_tf.pipeline.units import (comparison_unit, iac_unit, stage1_unit, strat
                                    train_unit, unet_continued_unit)
 from iac_tf.preflight import checked_prepare
 from iac_tf.run_layout import HISTORY
-from iac_tf.run_records import record_machine, record_stage
+from iac_tf.run_records import check_stages, record_machine, record_stage
 from iac_tf.training.history import CsvHistory
 from iac_tf.training.precision import precision_policy
 from iac_tf.training.seeding import seed_everything
@@ -239,7 +239,8 @@ def run_all(cfg: ExperimentConfig, restart: int | None = None) -> None:
 
 
 # ---------------------------------------------------------------------------- the executor
-#: what each kind of step of a run plan does: ``(cfg, prepared) -> its result``
+#: what each kind of step of a run plan does: ``(cfg, prepared) -> its result`` (each looks its
+#: function up when it runs, so a replaced module attribute is the one called)
 STEPS = {
     "stage1": lambda cfg, prepared: _stage1(cfg, prepared),
     "stage2": lambda cfg, prepared: _stage2(cfg, prepared),
@@ -258,7 +259,7 @@ def execute(cfg: ExperimentConfig, plan: RunPlan, prepared=None) -> dict:
     from Keras' seed generator, so before any unit seeds), and the steps run in order, each
     stage's record written before it and each unit seeded once at its start. Returns
     ``{step kind: result}`` of the steps that ran (``prepared``: data already prepared)."""
-    check_records(cfg, plan.checked_stages)
+    check_stages(cfg, plan.checked_stages)  # the stage records the command reads and keeps
     data = early_data_check(cfg) if plan.checks_data else None
     if plan.preflight is not None:
         prepared = _preflight(cfg, plan)

@@ -27,9 +27,8 @@ from iac_tf.genotype import Genotype
 from iac_tf.losses import LOSS_NAMES
 from iac_tf.pipeline.common import (case_scorer, epoch_data, fixed, label_rule,
                                     trained_unet_path)
-from iac_tf.run_records import unit_record
 from iac_tf.run_layout import BEST_MODEL, CONFIG, HISTORY, LEARNING_CURVES, training_done
-from iac_tf.run_records import as_recorded
+from iac_tf.run_records import as_recorded, unit_record
 from iac_tf.training.precision import precision_policy
 from iac_tf.training.seeding import seed_everything
 from iac_tf.training.fit import TrainResult, train_model

@@ -21,7 +21,7 @@ def _cfg(tmp_path, **sets):
 
 def _no_checks_no_writes(monkeypatch):
     """``run_all`` without its checks, records and evaluation: only the order of the stages."""
-    for name in ("check_records", "write_run_records", "record_stage", "record_machine",
+    for name in ("check_stages", "write_run_records", "record_stage", "record_machine",
                  "seed_everything", "run_evaluation", "label_rule"):
         monkeypatch.setattr(stages, name, lambda *a, **k: None)
     monkeypatch.setattr(stages, "checked_data", lambda c: {})

@@ -39,6 +39,7 @@ def test_missing_genotype_epoch_fails_before_anything_runs(tmp_path, capsys, mon
 
 def test_sweep_and_comparison_run_then_resume(tmp_path, capsys, monkeypatch):
     import iac_tf.pipeline.common as common
+    import iac_tf.pipeline.stages as stages
 
     monkeypatch.chdir(ROOT)
     calls = {"prepare": 0, "check_stages": 0}
@@ -50,7 +51,7 @@ def test_sweep_and_comparison_run_then_resume(tmp_path, capsys, monkeypatch):
         return wrapper
 
     monkeypatch.setattr(common, "prepare_dataset", counted("prepare", common.prepare_dataset))
-    monkeypatch.setattr(common, "check_stages", counted("check_stages", common.check_stages))
+    monkeypatch.setattr(stages, "check_stages", counted("check_stages", stages.check_stages))
     assert main(["run"] + _args(tmp_path)) == 0
     # `iac run` checks the stage records and prepares the data once, for every stage
     assert calls == {"prepare": 1, "check_stages": 1}
