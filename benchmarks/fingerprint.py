@@ -31,6 +31,7 @@ import numpy as np
 
 from iac_tf.config.data import DataConfig
 from iac_tf.data.fingerprint import data_record, legacy_fingerprint
+from iac_tf.machine import header
 
 SAMPLE = pathlib.Path(__file__).resolve().parents[1] / "data" / "sample" / \
     "Dataset001_PyradiomicsSample"
@@ -90,6 +91,7 @@ def main(argv=None) -> None:
     parser.add_argument("--synthetic", type=int, default=0, metavar="N")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
+    print(header(tensorflow=False), flush=True)  # SHA-256 and file reads: no TensorFlow
     measure(args.data, args.repeats)
     if args.synthetic:
         with tempfile.TemporaryDirectory(prefix="iac_fingerprint_") as tmp:
