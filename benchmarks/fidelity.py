@@ -69,12 +69,13 @@ def replace_2x(cfg):
 
     from iac_tf import pipeline
     from iac_tf.pipeline.units import iac_unit
+    from iac_tf.run_layout import RunLayout
 
     doubled = dataclasses.replace(cfg, stage3=dataclasses.replace(
         cfg.stage3, epochs=2 * cfg.stage3.epochs, implant_mode="replace", extra_implant_modes=()))
     unit = iac_unit(doubled, "iac_replace_2x", pipeline.stage3_genotype_path(cfg),
-                    cfg.layout.compare("iac_replace_2x"), "replace")
-    with cfg.layout.lock():
+                    RunLayout.of(cfg).compare("iac_replace_2x"), "replace")
+    with RunLayout.of(cfg).lock():
         return pipeline.train_unit(cfg, pipeline.prepare(cfg), unit)
 
 
@@ -113,7 +114,9 @@ def evaluate(cfg, split: str = "val_dt") -> dict:
 
 def best_epochs(cfg) -> dict:
     """Selected epoch of each trained model (0 = the model before any update)."""
-    layout = cfg.layout
+    from iac_tf.run_layout import RunLayout
+
+    layout = RunLayout.of(cfg)
     dirs = {"unet": layout.stage(1), "unet_continued": layout.compare("unet_continued"),
             "iac_residual": layout.stage(3), "iac_replace": layout.compare("iac_replace"),
             "iac_replace_2x": layout.compare("iac_replace_2x")}

@@ -656,90 +656,15 @@ def is_marked(folder: str | os.PathLike, marker: str) -> bool:
 
 
 def is_run_folder(folder: str | os.PathLike) -> bool:
-    """A run folder of this tool (:meth:`iac_tf.run_layout.RunLayout.is_run`, the one rule)."""
-    from iac_tf.run_layout import RunLayout  # noqa: PLC0415 (run_layout builds on this module)
-
-    return RunLayout(folder).is_run()
-
-
-def looks_like_old_run(folder: str | os.PathLike) -> bool:
-    """:meth:`iac_tf.run_layout.RunLayout.looks_like_old_run`."""
-    from iac_tf.run_layout import RunLayout  # noqa: PLC0415
-
-    return RunLayout(folder).looks_like_old_run()
-
-
-def looks_like_run(folder: str | os.PathLike) -> bool:
-    """A run folder or something that looks like one: never written over by other commands
-    (:meth:`iac_tf.run_layout.RunLayout.looks_like_run`)."""
-    from iac_tf.run_layout import RunLayout  # noqa: PLC0415
-
-    return RunLayout(folder).looks_like_run()
+    """The one rule of "is this a run folder": a folder holding the run marker (only a marked
+    folder is ever written as a run; :meth:`iac_tf.run_layout.RunLayout.is_run` asks it)."""
+    folder = pathlib.Path(folder)
+    return folder.is_dir() and is_marked(folder, RUN_MARKER)
 
 
 def adopt_hint(folder: str | os.PathLike) -> str:
     """The one command that makes an old-style run folder a run of this tool."""
     return f"iac adopt {folder}"
-
-
-def runs_within(folder: str | os.PathLike, depth: int = 2) -> list[pathlib.Path]:
-    """Folders that are or look like runs at ``folder`` or up to ``depth`` levels below it."""
-    folder = pathlib.Path(folder)
-    if not folder.is_dir():
-        return []
-    found = [folder] if looks_like_run(folder) else []
-    if depth > 0:
-        try:
-            children = sorted(p for p in folder.iterdir() if p.is_dir() and not p.is_symlink())
-        except OSError:
-            children = []
-        for child in children:
-            found += runs_within(child, depth - 1)
-    return found
-
-
-def run_above(path: str | os.PathLike) -> pathlib.Path | None:
-    """The run folder (or old-style one) ``path`` is in or is, else ``None``."""
-    path = _abs(path)
-    for folder in (path, *path.parents):
-        if looks_like_run(folder):
-            return folder
-    return None
-
-
-def check_outside_runs(path: str | os.PathLike, what: str, option: str,
-                       holds: bool = True) -> None:
-    """Raise :class:`RefusedPath` if ``path`` is, is inside, or (``holds``) holds a run folder:
-    commands other than a run's own never write there."""
-    run = run_above(path)
-    if run is not None:
-        where = "is a run folder" if run == _abs(path) else f"is inside the run folder {run}"
-        raise RefusedPath(f"{path}: {where}; {what} is never written into a run. Nothing was "
-                          f"changed. Choose {option} outside the run folders")
-    runs = runs_within(path) if holds else []
-    if runs:
-        raise RefusedPath(f"{path}: holds the run folder {runs[0]}; {what} is never written "
-                          f"over a run. Nothing was changed. Choose {option} outside the run "
-                          "folders")
-
-
-def check_replaceable_folder(folder: str | os.PathLike, marker: str, what: str,
-                             option: str = "--out") -> None:
-    """Raise :class:`RefusedPath` unless ``folder`` may be written as ``what``: it does not
-    exist, is empty, or carries ``marker`` (the tool wrote it); and it is not, and holds no,
-    run folder. (Which files in it may be replaced is the manifest's to say.)"""
-    folder = pathlib.Path(folder)
-    if folder.exists() and not folder.is_dir():
-        raise RefusedPath(f"{folder}: is a file, not a folder for {what}; choose another {option}")
-    runs = runs_within(folder)
-    if runs:
-        where = "is a run folder" if runs[0] == folder else f"holds the run folder {runs[0]}"
-        raise RefusedPath(f"{folder}: {where}; {what} is never written over a run. Nothing was "
-                          f"changed. Choose a new {option} folder outside the run folders")
-    if folder.is_dir() and any(folder.iterdir()) and not is_marked(folder, marker):
-        raise RefusedPath(f"{folder}: not empty and not {what} written by this tool (no "
-                          f"{marker} file); nothing was changed. Choose a new or empty {option} "
-                          "folder")
 
 
 def check_new_or_ours(path: str | os.PathLike, what: str, hint: str = "") -> None:

@@ -37,6 +37,7 @@ from iac_tf.labels import label_mode
 from iac_tf.models import UNetInfo, inspect_unet, match_data, stage1_params
 from iac_tf.run_unet import checked_source
 from iac_tf.unets.registry import get_backbone
+from iac_tf.run_layout import RunLayout, trained_unet
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
 TRAINING_CASES = "U-Net's training cases"
@@ -314,10 +315,10 @@ def doctor(cfg) -> list[Check]:
         output_row = stage1_output_check(cfg, shape)
         if output_row is not None:
             rows.append(output_row)
-    path = cfg.trained_unet
+    path = trained_unet(cfg)
     if cfg.unet.pretrained:
         try:  # the run's own copy when the run has one (the file named may be gone)
-            path = checked_source(cfg.layout, cfg.unet.pretrained)
+            path = checked_source(RunLayout.of(cfg), cfg.unet.pretrained)
         except UserError as exc:
             rows.append(Check("U-Net", FAIL, str(exc)))
             path = None
@@ -332,7 +333,7 @@ def doctor(cfg) -> list[Check]:
     if cfg.stage3.genotype:
         rows.append(genotype_check(cfg.stage3.genotype))
     else:
-        found = cfg.layout.genotype_files()
+        found = RunLayout.of(cfg).genotype_files()
         rows.append(genotype_check(found[-1]) if found else
                     Check("genotype", SKIP, "stage3.genotype not set: Stage II writes it"))
     params = info.params if info is not None else stage1_params(cfg, shape)

@@ -48,10 +48,11 @@ import yaml
 from iac_tf.config import to_dict
 from iac_tf.config.stages import Stage1Config, Stage2Config, Stage3Config
 from iac_tf.config.data import TEST_SPLIT
+from iac_tf.config.experiment import EvaluationConfig, ExperimentConfig
 from iac_tf.data.fingerprint import SCHEME, differences
 from iac_tf.errors import UserError
-from iac_tf.files import (RUN_MARKER, RefusedPath, adopt_folder, adopt_hint, atomic_write_json, is_marked,
-                          mark, run_lock_path)
+from iac_tf.files import (RUN_MARKER, RefusedPath, adopt_folder, adopt_hint, atomic_write_json,
+                          is_marked, is_run_folder, mark, run_lock_path)
 from iac_tf.locks import attach, folder_lock, read_holder
 
 CONFIG = "config.yaml"  # the run's resolved config; in a stage or compare/ folder: its record
@@ -165,6 +166,11 @@ class RunLayout:
     def __init__(self, root: str | os.PathLike):
         self.root = pathlib.Path(root)
 
+    @classmethod
+    def of(cls, cfg: ExperimentConfig) -> RunLayout:
+        """The run folder the experiment config ``cfg`` names (``output_dir/name``)."""
+        return cls(cfg.run_dir)
+
     # ------------------------------------------------------------------ paths
     @property
     def config(self) -> pathlib.Path:
@@ -270,6 +276,20 @@ class RunLayout:
     def compare(self, method: str) -> pathlib.Path:
         return self.compare_root / method
 
+    def stage3_models(self, genotype_epochs=(), extra_implant_modes=(), unet_continued=False
+                      ) -> list[tuple[str, pathlib.Path]]:
+        """The models Stage III trains, in order, as ``(model name, folder)``: ``iac`` in
+        ``stage3/``, or with a genotype-epoch sweep one ``iac_epoch_XXX`` per epoch in
+        ``stage3/epoch_XXX/``; then ``iac_<mode>`` per extra implant mode in
+        ``compare/iac_<mode>/``; then (``unet_continued``) the budget-matched U-Net in
+        ``compare/unet_continued/``. The one list the run plan, Stage III and the run's status
+        read."""
+        out = ([(f"iac_{epoch_name(int(e))}", self.sweep(int(e))) for e in genotype_epochs]
+               or [("iac", self.stage(3))])
+        out += [(f"iac_{mode}", self.compare(f"iac_{mode}")) for mode in extra_implant_modes]
+        return out + ([("unet_continued", self.compare("unet_continued"))] if unet_continued
+                      else [])
+
     def unit_record(self, folder: pathlib.Path) -> pathlib.Path:
         """What the trained model in ``folder`` depends on (``--restart`` reads it)."""
         return pathlib.Path(folder) / UNIT_RECORD
@@ -334,8 +354,9 @@ class RunLayout:
     # ------------------------------------------------------------------ ownership
     def is_run(self) -> bool:
         """The one rule of "is this a run folder": a folder holding the run marker (only a
-        marked folder is ever written as a run). :func:`iac_tf.files.is_run_folder` asks it."""
-        return self.root.is_dir() and is_marked(self.root, RUN_MARKER)
+        marked folder is ever written as a run): :func:`iac_tf.files.is_run_folder`, which the
+        writer gate asks too."""
+        return is_run_folder(self.root)
 
     def looks_like_old_run(self) -> bool:
         """An unmarked folder holding ``config.yaml`` beside ``version.txt`` or ``models.json``:
@@ -459,16 +480,12 @@ class RunLayout:
                 out.append(Part(self.stage_name(2), None, self.stage(2), int(s2["epochs"]),
                                 "stage2"))
             export = bool(s3.get("export_savedmodel"))
-            sweep = [int(e) for e in s3.get("genotype_epochs") or []]
-            folders = ([(f"iac_{epoch_name(e)}", self.sweep(e)) for e in sweep] if sweep
-                       else [("iac", self.stage(3))])
-            folders += [(f"iac_{mode}", self.compare(f"iac_{mode}"))
-                        for mode in s3.get("extra_implant_modes") or []]
-            out += [Part(self._part_name(folder), model, folder, int(s3["epochs"]), "stage3",
-                         export) for model, folder in folders]
-            if cfg["evaluation"].get("unet_continued"):
-                out.append(Part(self._part_name(self.compare("unet_continued")), "unet_continued",
-                                self.compare("unet_continued"), int(s3["epochs"]), "compare"))
+            models = self.stage3_models(s3.get("genotype_epochs") or (),
+                                        s3.get("extra_implant_modes") or (),
+                                        bool(cfg["evaluation"].get("unet_continued")))
+            out += [Part(self._part_name(folder), model, folder, int(s3["epochs"]),
+                         "compare" if model == "unet_continued" else "stage3",
+                         export and model != "unet_continued") for model, folder in models]
         methods = list(dict.fromkeys(([method] if method != "iac" else [])
                                      + [str(m) for m in (cfg.get("compare") or [])]))
         out += [Part(self._part_name(self.compare(m)), m, self.compare(m), int(s3["epochs"]),
@@ -712,7 +729,6 @@ def read_config(path: pathlib.Path) -> dict:
 def with_stage_defaults(cfg: dict) -> dict:
     """``cfg`` with the ``stage1``-``stage3`` and ``evaluation`` sections completed by the config classes'
     defaults (one source of defaults for every "finished" rule)."""
-    from iac_tf.config.experiment import EvaluationConfig  # noqa: PLC0415 (it imports this module)
 
     out = dict(cfg)
     for key, cls in (("stage1", Stage1Config), ("stage2", Stage2Config), ("stage3", Stage3Config),
@@ -738,6 +754,76 @@ def csv_columns(path: pathlib.Path) -> list[str] | None:
         return None
     with path.open(newline="") as fh:
         return next(csv.reader(fh), [])
+
+
+def trained_unet(cfg: ExperimentConfig) -> pathlib.Path:
+    """The U-Net that Stages II/III improve, as the config names it: ``unet.pretrained`` (the
+    user's file), else Stage I's best model (which may not exist yet)."""
+    if cfg.unet.pretrained:
+        return pathlib.Path(cfg.unet.pretrained)
+    layout = RunLayout.of(cfg)
+    return layout.best_model(layout.stage(1))
+
+
+# ---------------------------------------------------------------------------- runs among other folders
+def runs_within(folder: str | os.PathLike, depth: int = 2) -> list[pathlib.Path]:
+    """Folders that are or look like runs at ``folder`` or up to ``depth`` levels below it."""
+    folder = pathlib.Path(folder)
+    if not folder.is_dir():
+        return []
+    found = [folder] if RunLayout(folder).looks_like_run() else []
+    if depth > 0:
+        try:
+            children = sorted(p for p in folder.iterdir() if p.is_dir() and not p.is_symlink())
+        except OSError:
+            children = []
+        for child in children:
+            found += runs_within(child, depth - 1)
+    return found
+
+
+def run_above(path: str | os.PathLike) -> pathlib.Path | None:
+    """The run folder (or old-style one) ``path`` is in or is, else ``None``."""
+    path = pathlib.Path(os.path.abspath(path))
+    for folder in (path, *path.parents):
+        if RunLayout(folder).looks_like_run():
+            return folder
+    return None
+
+
+def check_outside_runs(path: str | os.PathLike, what: str, option: str,
+                       holds: bool = True) -> None:
+    """Raise :class:`RefusedPath` if ``path`` is, is inside, or (``holds``) holds a run folder:
+    commands other than a run's own never write there."""
+    run = run_above(path)
+    if run is not None:
+        where = "is a run folder" if run == pathlib.Path(os.path.abspath(path)) else f"is inside the run folder {run}"
+        raise RefusedPath(f"{path}: {where}; {what} is never written into a run. Nothing was "
+                          f"changed. Choose {option} outside the run folders")
+    runs = runs_within(path) if holds else []
+    if runs:
+        raise RefusedPath(f"{path}: holds the run folder {runs[0]}; {what} is never written "
+                          f"over a run. Nothing was changed. Choose {option} outside the run "
+                          "folders")
+
+
+def check_replaceable_folder(folder: str | os.PathLike, marker: str, what: str,
+                             option: str = "--out") -> None:
+    """Raise :class:`RefusedPath` unless ``folder`` may be written as ``what``: it does not
+    exist, is empty, or carries ``marker`` (the tool wrote it); and it is not, and holds no,
+    run folder. (Which files in it may be replaced is the manifest's to say.)"""
+    folder = pathlib.Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise RefusedPath(f"{folder}: is a file, not a folder for {what}; choose another {option}")
+    runs = runs_within(folder)
+    if runs:
+        where = "is a run folder" if runs[0] == folder else f"holds the run folder {runs[0]}"
+        raise RefusedPath(f"{folder}: {where}; {what} is never written over a run. Nothing was "
+                          f"changed. Choose a new {option} folder outside the run folders")
+    if folder.is_dir() and any(folder.iterdir()) and not is_marked(folder, marker):
+        raise RefusedPath(f"{folder}: not empty and not {what} written by this tool (no "
+                          f"{marker} file); nothing was changed. Choose a new or empty {option} "
+                          "folder")
 
 
 # ---------------------------------------------------------------------------- module API

@@ -96,7 +96,7 @@ def as_recorded(cfg: ExperimentConfig) -> ExperimentConfig:
     """``cfg`` as the run records it: with ``unet.pretrained``, ``unet.backbone`` is the label of
     the run's own copy of that U-Net (``custom: my_unet.keras, 3f2a1b4c``, see
     :mod:`iac_tf.run_unet`) instead of the unused zoo backbone."""
-    record = cfg.layout.read_unet_record() if cfg.unet.pretrained else None
+    record = RunLayout.of(cfg).read_unet_record() if cfg.unet.pretrained else None
     if not record or not record.get("label"):
         return cfg
     return dataclasses.replace(cfg, unet=dataclasses.replace(cfg.unet, backbone=record["label"]))
@@ -115,7 +115,7 @@ def stage_differences(cfg: ExperimentConfig, stage: int) -> dict[str, tuple[Any,
     """``None`` if the stage folder holds no results; else ``{key: (recorded, now)}`` of the
     keys that differ from the stage's record (empty: same config). A folder with files but no
     record is reported as ``{"(no record)": ...}``."""
-    folder = cfg.stage_dir(stage)
+    folder = RunLayout.of(cfg).stage(stage)
     if not folder.is_dir() or not any(folder.iterdir()):
         return None
     record = RunLayout.record(folder)
@@ -148,7 +148,7 @@ def check_stages(cfg: ExperimentConfig, stages) -> None:
         diff = stage_differences(cfg, stage)
         if not diff:
             continue
-        folder = cfg.stage_dir(stage)
+        folder = RunLayout.of(cfg).stage(stage)
         lines = [f"{folder} holds {STAGE_NAMES[stage]} results of another config "
                  f"({RunLayout.record(folder)}); these keys differ (recorded -> now):"]
         lines += [f"  {key}: {show_value(a)} -> {show_value(b)}" for key, (a, b) in diff.items()]
@@ -174,7 +174,7 @@ def show_value(value: Any) -> str:
 def record_stage(cfg: ExperimentConfig, stage: int) -> pathlib.Path:
     """Write ``stageN/config.yaml`` (the resolved config the stage runs with) and
     ``stageN/version.txt``, and record the machine in the run's ``machine.json``."""
-    folder = cfg.stage_dir(stage)
+    folder = RunLayout.of(cfg).stage(stage)
     dump_yaml(as_recorded(cfg), RunLayout.record(folder))
     atomic_write_text(folder / VERSION, code_version() + "\n")
     record_machine(cfg, RunLayout.stage_name(stage))
@@ -184,7 +184,7 @@ def record_stage(cfg: ExperimentConfig, stage: int) -> pathlib.Path:
 def record_machine(cfg: ExperimentConfig, part: str) -> None:
     """Add this machine (:func:`iac_tf.machine.describe`, TensorFlow asked) to the run's
     ``machine.json`` for ``part``, unless the part already lists a machine of the same kind."""
-    cfg.layout.add_machine(part, describe(tensorflow=True), same=lambda a, b: kind(a) == kind(b))
+    RunLayout.of(cfg).add_machine(part, describe(tensorflow=True), same=lambda a, b: kind(a) == kind(b))
 
 
 def unit_record(settings: Any, depends_on: tuple[int, ...]) -> dict:
@@ -200,7 +200,7 @@ def unit_record(settings: Any, depends_on: tuple[int, ...]) -> dict:
 def _still_valid(cfg: ExperimentConfig, folder: pathlib.Path, stage: int) -> bool:
     """Whether ``compare/<folder>`` survives ``--restart stage<stage>``: it reads no result of
     that stage or a later one, and its training keys equal this config's Stage III keys."""
-    record_path = cfg.layout.unit_record(folder)
+    record_path = RunLayout.of(cfg).unit_record(folder)
     try:
         record = yaml.safe_load(record_path.read_text()) or {}
         depends = [int(s) for s in record["depends_on_stages"]]
@@ -220,7 +220,7 @@ def restart_plan(cfg: ExperimentConfig, stage: int) -> tuple[list[pathlib.Path],
     training keys: a Stage III restart with the same training keys keeps them)."""
     if stage not in STAGES:
         raise ConfigError(f"--restart: expected stage1, stage2 or stage3, got stage{stage}")
-    layout = cfg.layout
+    layout = RunLayout.of(cfg)
     removed = [layout.stage(s) for s in STAGES if s >= stage]
     kept = []
     root = layout.compare_root
@@ -238,17 +238,17 @@ def restart_from(cfg: ExperimentConfig, stage: int,
     only after the config, the data and the U-Net passed)."""
     gone = list(removed) if removed is not None else restart_plan(cfg, stage)[0]
     check_removable(gone, "a result of this run", f"Nothing was deleted; move it out of "
-                    f"{cfg.layout.root}, then rerun with --restart stage{stage}")
+                    f"{RunLayout.of(cfg).root}, then rerun with --restart stage{stage}")
     for path in gone:
         remove(path)
-    cfg.layout.unregister_inside(gone)
+    RunLayout.of(cfg).unregister_inside(gone)
     return gone
 
 
 def write_resolved(cfg: ExperimentConfig) -> pathlib.Path:
     """Mark the run folder as the tool's and write ``config.yaml`` (resolved) and
     ``version.txt`` into it."""
-    layout = cfg.layout
+    layout = RunLayout.of(cfg)
     layout.claim()
     dump_yaml(as_recorded(cfg), layout.config)
     atomic_write_text(layout.version, code_version() + "\n")

@@ -164,11 +164,12 @@ import json
 from iac_tf.evaluation.report import case_scores, mean_dice
 from iac_tf.models import load_unet
 from iac_tf.pipeline.common import label_rule
+from iac_tf.run_layout import trained_unet
 fresh = {}
 for run in (cfg, mine):
     prepared = pipeline.prepare(run)
     images, masks, ids = prepared.arrays(run.evaluation.split)
-    scores = case_scores(load_unet(run.trained_unet), images, masks, ids,
+    scores = case_scores(load_unet(trained_unet(run)), images, masks, ids,
                          run.evaluation.batch_size, label_rule(run, prepared))
     models = ['iac'] + [f'iac_{m}' for m in run.stage3.extra_implant_modes]
     models += ['unet_continued'] if run.evaluation.unet_continued else []

@@ -18,7 +18,7 @@ from iac_tf.config.experiment import load_experiment
 from iac_tf.files import atomic_write_text
 from iac_tf.run_records import (RunConflict, check_stages, record_stage, restart_from,
                                 restart_plan, unit_record)
-from iac_tf.run_layout import model_paths, register_model
+from iac_tf.run_layout import RunLayout, model_paths, register_model
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "experiments" / "sample.yaml"
@@ -120,8 +120,8 @@ def test_stage_keys_decide_per_stage(tmp_path):
 
 def test_stage_folder_without_record_is_not_reused(tmp_path):
     cfg = _cfg(tmp_path)
-    (cfg.stage_dir(1)).mkdir(parents=True)
-    (cfg.stage_dir(1) / "history.csv").write_text("epoch\n1\n")
+    (RunLayout.of(cfg).stage(1)).mkdir(parents=True)
+    (RunLayout.of(cfg).stage(1) / "history.csv").write_text("epoch\n1\n")
     with pytest.raises(RunConflict, match="no config.yaml"):
         check_stages(cfg, (1,))
 
@@ -130,24 +130,24 @@ def test_restart_clears_the_stage_and_later_ones_and_their_models(tmp_path):
     cfg = _cfg(tmp_path)
     for stage in (1, 2, 3):
         record_stage(cfg, stage)
-        atomic_write_text(cfg.stage_dir(stage) / "best_model.keras", "m")
+        atomic_write_text(RunLayout.of(cfg).stage(stage) / "best_model.keras", "m")
     (cfg.run_dir / "evaluation").mkdir()
-    register_model(cfg.run_dir, "unet", cfg.stage_dir(1) / "best_model.keras")
-    register_model(cfg.run_dir, "iac", cfg.stage_dir(3) / "best_model.keras")
+    register_model(cfg.run_dir, "unet", RunLayout.of(cfg).stage(1) / "best_model.keras")
+    register_model(cfg.run_dir, "iac", RunLayout.of(cfg).stage(3) / "best_model.keras")
     gone = restart_from(cfg, 2)
     assert sorted(p.name for p in gone) == ["evaluation", "stage2", "stage3"]
-    assert cfg.stage_dir(1).is_dir() and not cfg.stage_dir(2).exists()
+    assert RunLayout.of(cfg).stage(1).is_dir() and not RunLayout.of(cfg).stage(2).exists()
     assert sorted(model_paths(cfg.run_dir)) == ["unet"]
 
 
 def _compare_unit(cfg, name, depends_on, settings=None):
-    folder = cfg.layout.compare(name)
+    folder = RunLayout.of(cfg).compare(name)
     folder.mkdir(parents=True)
     atomic_write_text(folder / "best_model.keras", "m")
     register_model(cfg.run_dir, name, folder / "best_model.keras")
     if depends_on is not None:
         record = unit_record(settings if settings is not None else cfg.stage3, depends_on)
-        atomic_write_text(cfg.layout.unit_record(folder), yaml.safe_dump(record))
+        atomic_write_text(RunLayout.of(cfg).unit_record(folder), yaml.safe_dump(record))
     return folder
 
 
@@ -172,9 +172,9 @@ def test_restart_removes_exactly_what_depends_on_the_restarted_stage(tmp_path):
     removed, kept = restart_plan(cfg, 1)
     assert kept == [] and len(removed) == 7
     gone = restart_from(cfg, 3)
-    assert cfg.layout.compare("unet_continued").is_dir() and not cfg.stage_dir(3).exists()
+    assert RunLayout.of(cfg).compare("unet_continued").is_dir() and not RunLayout.of(cfg).stage(3).exists()
     assert sorted(model_paths(cfg.run_dir)) == ["attention", "unet_continued"]
-    assert cfg.layout.compare("unet_continued") not in gone
+    assert RunLayout.of(cfg).compare("unet_continued") not in gone
 
 
 def test_the_conflict_message_says_what_a_restart_removes_and_keeps(tmp_path):

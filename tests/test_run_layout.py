@@ -175,8 +175,9 @@ def test_one_rule_says_what_a_run_folder_is(tmp_path):
                                  (tmp_path / "absent", False, False)):
         layout = RunLayout(folder)
         assert layout.is_run() == files.is_run_folder(folder) == run, folder
-        assert layout.looks_like_old_run() == files.looks_like_old_run(folder) == old_run, folder
-        assert layout.looks_like_run() == files.looks_like_run(folder) == (run or old_run), folder
+        assert layout.looks_like_old_run() == old_run, folder
+        assert layout.looks_like_run() == (run or old_run), folder
+        assert (rl.run_above(folder) == folder) == (run or old_run), folder
     (marked / files.RUN_MARKER).unlink()
     (marked / files.RUN_MARKER).mkdir()  # a folder of that name is no marker
     assert not RunLayout(marked).is_run() and not files.is_run_folder(marked)

@@ -160,13 +160,13 @@ def _finished_looking_run(config: pathlib.Path) -> pathlib.Path:
     """Stage records of all three stages plus files in each, Stage I finished (no training
     needed)."""
     cfg = load_experiment(config)
-    with cfg.layout.lock():  # written as the tool writes a run: through its writer gate
+    with RunLayout.of(cfg).lock():  # written as the tool writes a run: through its writer gate
         write_resolved(cfg)
         for stage in (1, 2, 3):
             record_stage(cfg, stage)
-            atomic_write_text(cfg.stage_dir(stage) / "marker.txt", f"stage {stage}")
-        atomic_write_text(cfg.stage_dir(1) / "history.csv", "epoch,val_soft_dice\n1,0.5\n")
-        atomic_write_text(cfg.stage_dir(1) / "summary.json", json.dumps(
+            atomic_write_text(RunLayout.of(cfg).stage(stage) / "marker.txt", f"stage {stage}")
+        atomic_write_text(RunLayout.of(cfg).stage(1) / "history.csv", "epoch,val_soft_dice\n1,0.5\n")
+        atomic_write_text(RunLayout.of(cfg).stage(1) / "summary.json", json.dumps(
             {"best_epoch": 1, "best_val_soft_dice": 0.5}))
         atomic_write_text(cfg.run_dir / "evaluation" / "dice_table.md", "table")
     return cfg.run_dir
@@ -189,7 +189,7 @@ def test_a_cut_off_record_is_one_line_before_any_work(dataset, cache, tmp_path, 
     config = write_config(tmp_path, dataset, cache)
     run_dir = _finished_looking_run(config)
     cfg = load_experiment(config)
-    with cfg.layout.lock():
+    with RunLayout.of(cfg).lock():
         atomic_write_text(run_dir / "stage3" / "summary.json", '{"best_val_soft')
     before = _snapshot(run_dir)
     for command in (["run", config], ["stage3", config]):
@@ -257,8 +257,8 @@ def test_the_dataset_record_sees_every_byte_that_matters(tmp_path, capsys):
     config = write_config(tmp_path, dataset, tmp_path / "cache")
     run_dir = _finished_looking_run(config)
     cfg = load_experiment(config)
-    with cfg.layout.lock():
-        atomic_write_json(cfg.layout.data_record, checked_data(cfg).record)
+    with RunLayout.of(cfg).lock():
+        atomic_write_json(RunLayout.of(cfg).data_record, checked_data(cfg).record)
     label = dataset / "labelsTr" / "case_b.nii.gz"
     original = label.read_bytes()
     edited = bytearray(original)

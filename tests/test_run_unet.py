@@ -177,10 +177,10 @@ def _cfg(tmp_path, pretrained=None) -> ExperimentConfig:
 def test_the_recorded_config_names_the_users_unet(tmp_path):
     source = user_file(tmp_path / "my_unet.keras", b"A" * 100)
     cfg = _cfg(tmp_path, str(source))
-    record = adopt(cfg.layout, source)
-    with cfg.layout.lock():
+    record = adopt(RunLayout.of(cfg), source)
+    with RunLayout.of(cfg).lock():
         write_resolved(cfg)
-    written = yaml.safe_load(cfg.layout.config.read_text())
+    written = yaml.safe_load(RunLayout.of(cfg).config.read_text())
     assert written["unet"]["backbone"] == record["label"] == as_recorded(cfg).unet.backbone
     assert record["label"].startswith("custom: my_unet.keras, ")
     # the zoo keys do not decide a stage's results when unet.pretrained is set
@@ -195,8 +195,8 @@ def _reported_run(root: pathlib.Path, name: str, unet_bytes: bytes | None, tmp_p
     source = user_file(tmp_path / f"{name}_src" / "my_unet.keras", unet_bytes or b"x")
     cfg = dataclasses.replace(_cfg(tmp_path, str(source)), name=name, output_dir=str(root))
     if unet_bytes is not None:
-        adopt(cfg.layout, source)
-    with cfg.layout.lock():
+        adopt(RunLayout.of(cfg), source)
+    with RunLayout.of(cfg).lock():
         write_resolved(cfg)
     user_file(cfg.run_dir / "evaluation" / "dice_per_case.csv",
               b"case,class,unet,iac\nc1,a,0.5,0.6\n")

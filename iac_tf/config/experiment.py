@@ -30,6 +30,7 @@ from typing import Any, Literal
 from iac_tf.config import ConfigError, from_dict, load_yaml
 from iac_tf.config.data import SPLITS, DataConfig
 from iac_tf.config.stages import Stage1Config, Stage2Config, Stage3Config
+from iac_tf.files import is_run_folder
 
 #: The comparison methods of ``method`` / ``compare`` (their modules are the rows of
 #: ``iac_tf.comparisons.METHODS``; named here so that loading a config needs no TensorFlow).
@@ -165,27 +166,6 @@ class ExperimentConfig:
     def run_dir(self) -> pathlib.Path:
         return pathlib.Path(self.output_dir) / self.name
 
-    @property
-    def layout(self):
-        """``RunLayout(self.run_dir)``: the run folder's paths, "finished" rules, lock and
-        dataset record. The config layer names the run folder (``run_dir``) but does not own
-        it, so :mod:`iac_tf.run_layout` (above this layer) is imported when the layout is asked
-        for: loading a config never loads it (the config layer's one import from above)."""
-        from iac_tf.run_layout import RunLayout  # noqa: PLC0415 - run_layout sits above the config
-
-        return RunLayout(self.run_dir)
-
-    @property
-    def trained_unet(self) -> pathlib.Path:
-        """The U-Net that Stages II/III improve: ``unet.pretrained``, else Stage I's best model
-        (which may not exist yet)."""
-        if self.unet.pretrained:
-            return pathlib.Path(self.unet.pretrained)
-        return self.layout.best_model(self.layout.stage(1))
-
-    def stage_dir(self, stage: int) -> pathlib.Path:
-        return self.layout.stage(stage)
-
 
 def check_run_name(name: str) -> None:
     """``name`` is one folder name inside ``output_dir`` (not empty, ``.``, ``..`` or a path)."""
@@ -219,14 +199,11 @@ def load_experiment(path, overrides: dict | None = None) -> ExperimentConfig:
 
 def _where_the_run_is(cfg: ExperimentConfig, path: pathlib.Path, overrides: dict
                       ) -> ExperimentConfig:
-    """A run's own ``config.yaml`` (beside the run's ``.iac-run`` marker) names the folder it
-    was written in; a run moved since is the folder the file is in now (unless ``--set``
-    names output_dir or name)."""
-    from iac_tf.run_layout import CONFIG, RunLayout  # noqa: PLC0415 - run_layout sits above
-
+    """A YAML file at the root of a run folder (beside its ``.iac-run`` marker: the run's own
+    config, which only the tool writes there) names the folder it was written in; a run moved
+    since is the folder the file is in now (unless ``--set`` names output_dir or name)."""
     here = path.parent
-    if (path.name != CONFIG or not RunLayout(here).is_run()
-            or {"output_dir", "name"} & set(overrides)):
+    if not is_run_folder(here) or {"output_dir", "name"} & set(overrides):
         return cfg
     if cfg.run_dir.resolve() == here.resolve():
         return cfg

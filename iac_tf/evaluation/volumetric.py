@@ -44,9 +44,8 @@ from iac_tf.data.nifti import AFFINE_TOLERANCE, is_prediction
 from iac_tf.diskspace import check_writable_folder
 from iac_tf.errors import DataError, UserError
 from iac_tf.evaluation.metrics import confusion_counts, dice_from_counts
-from iac_tf.run_layout import VOLUMETRIC_CSV, VOLUMETRIC_SUMMARY
-from iac_tf.files import (RefusedPath, atomic_write_json, atomic_write_text, check_new_or_ours,
-                          check_outside_runs)
+from iac_tf.run_layout import VOLUMETRIC_CSV, VOLUMETRIC_SUMMARY, check_outside_runs
+from iac_tf.files import RefusedPath, atomic_write_json, atomic_write_text, check_new_or_ours
 
 log = logging.getLogger(__name__)
 

@@ -54,8 +54,8 @@ from iac_tf.errors import UserError
 from iac_tf._keras import keras, tf
 from iac_tf.diskspace import DiskFullError, check_writable_folder, is_disk_full
 from iac_tf.files import (EXPORT_MARKER, MANIFEST, RefusedPath, atomic_path, atomic_write_json,
-                          check_replaceable_folder, discard, is_marked, mark, remove,
-                          target_problem)
+                          discard, is_marked, mark, remove, target_problem)
+from iac_tf.run_layout import check_replaceable_folder
 from iac_tf.inference.client import RECIPE
 from iac_tf.labels import (LabelRule, probabilities_to_labels,
                                      probabilities_to_labels_tf)

@@ -77,16 +77,11 @@ def resolve_model_path(model: str | pathlib.Path, stage: int | None = None,
     name = method or ("unet" if stage == 1 else "iac")
     layout = RunLayout(model)
     index = layout.model_paths()
-    if index:
-        if name not in index:
-            raise UserError(f"{layout.models_index}: no model {name!r}; registered: "
-                             f"{sorted(index)}")
-        path = index[name]
-    elif method and method not in ("iac", "unet"):  # a run folder from before models.json
-        path = layout.best_model(layout.compare(method))
-    else:
-        path = layout.best_model(layout.stage(1 if name == "unet" else 3))
-    if name == "unet" and index:
+    if name not in index:
+        raise UserError(f"{layout.models_index}: no model {name!r}; registered: "
+                        f"{sorted(index) or 'none (no stage has finished a model yet)'}")
+    path = index[name]
+    if name == "unet":
         path = checked_model(layout, path)  # the run's own copy, its hash checked
     if not path.exists():
         raise FileNotFoundError(f"{path}: model {name!r} of run {model} not found (has that "

@@ -37,7 +37,8 @@ from iac_tf.data.preprocessing import Preprocessing
 from iac_tf.data.nifti import PREDICTION_TAG, is_prediction, load_nifti  # noqa: F401  (re-exported)
 from iac_tf.diskspace import check_writable_folder
 from iac_tf.errors import DataError, UserValueError
-from iac_tf.files import RefusedPath, atomic_write_bytes, check_new_or_ours, check_outside_runs
+from iac_tf.files import RefusedPath, atomic_write_bytes, check_new_or_ours
+from iac_tf.run_layout import check_outside_runs
 from iac_tf.inference.inputs import (NIFTI_ENDINGS, InputCase, check_case_data, check_cases,
                                      collect_cases)
 from iac_tf.labels import LabelRule

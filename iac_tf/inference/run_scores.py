@@ -33,7 +33,7 @@ from iac_tf.inference.model_source import LoadedModel
 from iac_tf.inference.predict import predict_volume
 from iac_tf.inference.tiling import keras_predictor
 from iac_tf.labels import LabelRule
-from iac_tf.run_layout import VOLUMETRIC_CSV, VOLUMETRIC_SUMMARY
+from iac_tf.run_layout import RunLayout, VOLUMETRIC_CSV, VOLUMETRIC_SUMMARY
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +140,7 @@ def score_volumes(cfg, models: dict, split: str, *, prepared=None,
                                  "hd95_mm": r[f"{name}_hd95_mm"]} for r in rows],
                                prep.class_names) for name in loaded}
     if out_dir is None:
-        out_dir = cfg.layout.split_evaluation(split, cfg.evaluation.split)
+        out_dir = RunLayout.of(cfg).split_evaluation(split, cfg.evaluation.split)
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_per_case(out_dir / VOLUMETRIC_CSV, rows, list(loaded))

@@ -23,7 +23,7 @@ from iac_tf.evaluation.metrics import mean_case_dice
 from iac_tf.config.experiment import ExperimentConfig
 from iac_tf.labels import LabelRule
 from iac_tf.models import load_unet
-from iac_tf.run_layout import DatasetMismatch
+from iac_tf.run_layout import DatasetMismatch, RunLayout, trained_unet
 from iac_tf.run_records import restart_from, restart_plan, write_resolved
 from iac_tf.run_unet import adopt, checked_source, run_unet
 
@@ -37,7 +37,7 @@ def guarded(command):
     temporaries (``.*.tmp*``, ``*_temp`` checkpoint parts) removed."""
     @functools.wraps(command)
     def run(cfg: ExperimentConfig, *args, **kwargs):
-        layout = cfg.layout
+        layout = RunLayout.of(cfg)
         with layout.lock(), run_log(layout.log, layout.is_run, _command_line(command)), \
                 disk_full_guard(
                 cfg.run_dir, "the run's outputs", "output_dir",
@@ -64,8 +64,8 @@ def trained_unet_path(cfg: ExperimentConfig) -> pathlib.Path:
     (:mod:`iac_tf.run_unet`; in a run made before runs kept their U-Net, the file outside it),
     or Stage I's best model."""
     if cfg.unet.pretrained:
-        return run_unet(cfg.layout, cfg.unet.pretrained)
-    path = cfg.trained_unet
+        return run_unet(RunLayout.of(cfg), cfg.unet.pretrained)
+    path = trained_unet(cfg)
     if not path.exists():
         raise FileNotFoundError(
             f"{path}: no trained U-Net. Run Stage I first (`iac stage1 CONFIG`) or set "
@@ -80,7 +80,7 @@ def unet_to_check(cfg: ExperimentConfig, restart: int | None = None) -> pathlib.
     (:func:`iac_tf.run_unet.checked_source`: refuses other content than the run was made with);
     else Stage I's model."""
     if cfg.unet.pretrained:
-        return checked_source(cfg.layout, cfg.unet.pretrained, restart)
+        return checked_source(RunLayout.of(cfg), cfg.unet.pretrained, restart)
     return trained_unet_path(cfg)
 
 
@@ -97,7 +97,7 @@ def checked_data(cfg: ExperimentConfig) -> CheckedData:
     """The dataset record of ``data`` now (by content: :mod:`iac_tf.data.fingerprint`),
     compared with the run's (raises DatasetMismatch naming both datasets and the files that
     differ, before anything is written)."""
-    previous = cfg.layout.read_data_record()
+    previous = RunLayout.of(cfg).read_data_record()
     try:
         record = data_record(cfg.data, previous, training_cases=True)
     except DataError as exc:
@@ -108,15 +108,15 @@ def checked_data(cfg: ExperimentConfig) -> CheckedData:
             f"({previous.get('files')} files), but data.root now names {cfg.data.root}, which "
             f"cannot be read ({exc}). Nothing was changed. Point data.root at the run's "
             "dataset (an absolute path), or start a new run (--set name=...)") from None
-    write = cfg.layout.check_data(record, lambda old: same_as_legacy(old, cfg.data))
-    cfg.layout.check_unet_train_cases(record)
+    write = RunLayout.of(cfg).check_data(record, lambda old: same_as_legacy(old, cfg.data))
+    RunLayout.of(cfg).check_unet_train_cases(record)
     return CheckedData(record, write)
 
 
 def early_data_check(cfg: ExperimentConfig) -> CheckedData | None:
     """For a run that has a dataset record: :func:`checked_data` before any other work (a
     rerun on another dataset stops before its slice cache is built); ``None`` otherwise."""
-    return checked_data(cfg) if cfg.layout.data_record.is_file() else None
+    return checked_data(cfg) if RunLayout.of(cfg).data_record.is_file() else None
 
 
 def write_run_records(cfg: ExperimentConfig, restart: int | None, data: CheckedData,
@@ -133,13 +133,13 @@ def write_run_records(cfg: ExperimentConfig, restart: int | None, data: CheckedD
             log.info("--restart stage%d: kept %s (it depends on earlier stages and on training "
                      "keys that did not change)", restart, path)
     if cfg.unet.pretrained:
-        cfg.layout.claim()
-        adopt(cfg.layout, cfg.unet.pretrained)
+        RunLayout.of(cfg).claim()
+        adopt(RunLayout.of(cfg), cfg.unet.pretrained)
     write_resolved(cfg)
     # after a restart the record is rewritten too: the restarted stages may use another
     # preprocessing (zoom, spacing), which inference reads from it
     if data.write or restart is not None:
-        cfg.layout.write_data_record(data.record)
+        RunLayout.of(cfg).write_data_record(data.record)
 
 
 # ---------------------------------------------------------------------------- data of a training
@@ -168,7 +168,7 @@ def label_rule(cfg: ExperimentConfig, prepared) -> LabelRule:
     try:
         return LabelRule.for_outputs(classes, channels, cfg.evaluation.metric)
     except ValueError as exc:
-        what = cfg.trained_unet if cfg.unet.pretrained else "unet.output: softmax"
+        what = trained_unet(cfg) if cfg.unet.pretrained else "unet.output: softmax"
         raise UserError(f"{what}: the U-Net does not suit the classes "
                         f"{list(prepared.class_names)} of {cfg.data.root}: {exc}") from None
 
@@ -183,9 +183,9 @@ def unet_output_channels(cfg: ExperimentConfig) -> int | None:
     leaves the seeded initialisation of the cells as it was."""
     if not cfg.unet.pretrained:
         return None
-    path = pathlib.Path(cfg.trained_unet)
+    path = pathlib.Path(trained_unet(cfg))
     if not path.exists():  # a run folder moved without the user's file: the run's own copy
-        path = run_unet(cfg.layout, cfg.unet.pretrained)
+        path = run_unet(RunLayout.of(cfg), cfg.unet.pretrained)
     st = path.stat()
     return _output_channels(str(path.resolve()), st.st_mtime_ns, st.st_size)
 

@@ -26,7 +26,7 @@ from iac_tf.files import atomic_write_text, remove
 from iac_tf.inference.run_scores import score_volumes, volumetric_scores
 from iac_tf.models import load_unet
 from iac_tf.pipeline.common import label_rule, prepare, trained_unet_path
-from iac_tf.run_layout import DICE_TABLE
+from iac_tf.run_layout import DICE_TABLE, RunLayout
 
 log = logging.getLogger("iac_tf.pipeline")
 
@@ -35,11 +35,7 @@ def evaluation_models(cfg: ExperimentConfig) -> dict[str, pathlib.Path]:
     """The models the evaluation compares with the U-Net, in table order: ``iac``, the sweep's
     ``iac_epoch_XXX``, the other implant modes, ``unet_continued``, the configured comparisons,
     then anything else registered."""
-    layout = cfg.layout
-    registered = {k: v for k, v in layout.model_paths().items() if k != "unet"}
-    legacy = layout.best_model(layout.stage(3))  # a run folder from before models.json
-    if "iac" not in registered and legacy.exists():
-        registered["iac"] = legacy
+    registered = {k: v for k, v in RunLayout.of(cfg).model_paths().items() if k != "unet"}
     order = (["iac"] + sorted(k for k in registered if k.startswith("iac_epoch_"))
              + [f"iac_{m}" for m in cfg.stage3.extra_implant_modes] + ["unet_continued"]
              + list(cfg.comparisons))
@@ -50,21 +46,21 @@ def evaluation_models(cfg: ExperimentConfig) -> dict[str, pathlib.Path]:
 def run_evaluation(cfg: ExperimentConfig, prepared=None) -> dict:
     """``iac evaluate`` (:func:`iac_tf.pipeline.stages.evaluate`) without its checks (the caller
     made them: the evaluation step of a run plan), holding the run's lock (re-entrant: the commands already hold it)."""
-    with cfg.layout.lock():
+    with RunLayout.of(cfg).lock():
         return _run_evaluation(cfg, prepared)
 
 
 def _run_evaluation(cfg: ExperimentConfig, prepared=None) -> dict:
     models = evaluation_models(cfg)
     if not models:
-        raise FileNotFoundError(f"{cfg.layout.models_index}: no trained model to evaluate; "
+        raise FileNotFoundError(f"{RunLayout.of(cfg).models_index}: no trained model to evaluate; "
                                 "run Stage III (`iac stage3`) or the comparisons (`iac compare`) first")
     if prepared is None:
         prepared = prepare(cfg)
     images, masks, case_ids = prepared.arrays(cfg.evaluation.split)
     loaded = {"unet": load_unet(trained_unet_path(cfg))}
     loaded.update({name: load_unet(path) for name, path in models.items()})
-    out_dir = cfg.layout.evaluation
+    out_dir = RunLayout.of(cfg).evaluation
     split = cfg.evaluation.split
     # the IAC (every mode) against the budget-matched baseline too
     pairs = [("unet_continued", n) for n in loaded if n.startswith("iac") and "unet_continued" in loaded]
@@ -90,8 +86,8 @@ def _test_scores(cfg: ExperimentConfig, prepared, loaded: dict, pairs, table: st
     table) and nothing else is written (scores of an earlier evaluation with test cases are
     removed). Returns the ``test_dt`` ``stats.json`` content (with ``volumetric``: the
     summary), or None."""
-    out_dir = cfg.layout.evaluation
-    test_dir = cfg.layout.test_evaluation
+    out_dir = RunLayout.of(cfg).evaluation
+    test_dir = RunLayout.of(cfg).test_evaluation
     test_cases = list(getattr(prepared, "test_cases", []))
     scores = None
     if test_cases:

@@ -21,6 +21,7 @@ from iac_tf.config.experiment import ExperimentConfig
 from iac_tf.files import atomic_write_json
 from iac_tf.models import load_unet
 from iac_tf.pipeline.common import label_rule, trained_unet_path
+from iac_tf.run_layout import RunLayout
 
 log = logging.getLogger("iac_tf.pipeline")
 
@@ -59,7 +60,7 @@ def score_given_unet(cfg: ExperimentConfig, prepared, model=None) -> dict:
               "cases": len(scores),
               "mean_dice": score, "expected_dice": expected,
               "tolerance": EXPECTED_DICE_TOLERANCE, "below_expected": below}
-    atomic_write_json(cfg.layout.unet_score, record)
+    atomic_write_json(RunLayout.of(cfg).unet_score, record)
     log_score(record)
     return record
 

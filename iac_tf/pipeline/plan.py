@@ -18,7 +18,7 @@ import pathlib
 
 from iac_tf.config import ConfigError
 from iac_tf.config.experiment import ExperimentConfig
-from iac_tf.run_layout import CONFIG, DATA_RECORD, VERSION, training_done
+from iac_tf.run_layout import CONFIG, DATA_RECORD, RunLayout, VERSION, trained_unet, training_done
 from iac_tf.run_records import STAGE_NAMES, restart_plan
 
 #: the commands that are a plan: ``iac <command> CONFIG``
@@ -160,7 +160,7 @@ def build_plan(cfg: ExperimentConfig, command: str, restart: int | None = None,
         refuse_restart_of_inputs(cfg, stage, restart, f"`iac {command}`")
     elif command == "compare":  # reads Stage I's U-Net
         refuse_restart_of_inputs(cfg, 2, restart, "`iac compare`")
-    layout = cfg.layout
+    layout = RunLayout.of(cfg)
     layout.check_ours()
     if command != "evaluate":
         layout.check_readable()
@@ -206,40 +206,34 @@ class _State:
         return Unit(name, folder, training_done(folder, epochs, export) is not None)
 
     def searched(self) -> bool:
-        return not self.gone(self.cfg.layout.stage(2)) and \
-            self.cfg.layout.search_done(self.cfg.stage2.epochs)
+        return not self.gone(RunLayout.of(self.cfg).stage(2)) and \
+            RunLayout.of(self.cfg).search_done(self.cfg.stage2.epochs)
 
 
 def _unet_read(cfg: ExperimentConfig) -> pathlib.Path:
-    return pathlib.Path(cfg.trained_unet)
+    return pathlib.Path(trained_unet(cfg))
 
 
 def _stage1(cfg: ExperimentConfig, state: _State) -> Step:
-    folder = cfg.layout.stage(1)
+    folder = RunLayout.of(cfg).stage(1)
     return Step("stage1", STAGE_NAMES[1], record=1,
                 units=(state.unit("unet", folder, cfg.stage1.epochs),),
                 reads=(pathlib.Path(cfg.data.root),), writes=(folder,))
 
 
 def _stage2(cfg: ExperimentConfig, state: _State) -> Step:
-    folder = cfg.layout.stage(2)
+    folder = RunLayout.of(cfg).stage(2)
     return Step("stage2", STAGE_NAMES[2], record=2, seeds=True,
                 units=(Unit("search", folder, state.searched()),),
                 reads=(_unet_read(cfg),), writes=(folder,))
 
 
 def _stage3(cfg: ExperimentConfig, state: _State) -> Step:
-    layout, s3 = cfg.layout, cfg.stage3
-    export = s3.export_savedmodel
-    if s3.genotype_epochs:
-        units = [state.unit(f"iac_epoch_{e:03d}", layout.sweep(e), s3.epochs, export)
-                 for e in s3.genotype_epochs]
-    else:
-        units = [state.unit("iac", layout.stage(3), s3.epochs, export)]
-    units += [state.unit(f"iac_{m}", layout.compare(f"iac_{m}"), s3.epochs, export)
-              for m in s3.extra_implant_modes]
-    if cfg.evaluation.unet_continued:
-        units.append(state.unit("unet_continued", layout.compare("unet_continued"), s3.epochs))
+    layout, s3 = RunLayout.of(cfg), cfg.stage3
+    units = [state.unit(name, folder, s3.epochs, s3.export_savedmodel and name != "unet_continued")
+             for name, folder in layout.stage3_models(s3.genotype_epochs or (),
+                                                      s3.extra_implant_modes,
+                                                      cfg.evaluation.unet_continued)]
     genotypes = pathlib.Path(s3.genotype) if s3.genotype else layout.genotypes
     return Step("stage3", STAGE_NAMES[3], record=3, units=tuple(units),
                 reads=(_unet_read(cfg), genotypes),
@@ -248,14 +242,14 @@ def _stage3(cfg: ExperimentConfig, state: _State) -> Step:
 
 
 def _compare(cfg: ExperimentConfig, state: _State) -> Step:
-    units = tuple(state.unit(m, cfg.layout.compare(m), cfg.stage3.epochs)
+    units = tuple(state.unit(m, RunLayout.of(cfg).compare(m), cfg.stage3.epochs)
                   for m in cfg.comparisons)
     return Step("compare", "comparisons", skipped=None if units else NO_COMPARISONS,
                 units=units, reads=(_unet_read(cfg),), writes=tuple(u.folder for u in units))
 
 
 def _evaluate(cfg: ExperimentConfig) -> Step:
-    layout = cfg.layout
+    layout = RunLayout.of(cfg)
     return Step("evaluate", "evaluation", reads=(layout.models_index, _unet_read(cfg)),
                 writes=(layout.evaluation,))
 
@@ -270,7 +264,7 @@ def _run_steps(cfg: ExperimentConfig, state: _State) -> list[Step]:
     for stage in (1, 2, 3) if cfg.method == "iac" else (1,):
         if stage == 3 and 2 in skipped and cfg.unet.pretrained:
             steps.append(Step("score_unet", "the given U-Net", reads=(_unet_read(cfg),),
-                              writes=(cfg.layout.unet_score,)))
+                              writes=(RunLayout.of(cfg).unet_score,)))
         step = makers[stage](cfg, state)
         steps.append(dataclasses.replace(step, skipped=skipped.get(stage)))
     return steps + [_compare(cfg, state), _evaluate(cfg)]
@@ -280,7 +274,7 @@ def _run_preflight(cfg: ExperimentConfig, state: _State) -> Preflight:
     """``iac run``'s one pre-flight: Stage I's checks when it will train the U-Net, else the
     trained U-Net against the data (and the genotypes Stage III will read when Stage II will
     not write them)."""
-    if not cfg.unet.pretrained and not state.unit("unet", cfg.layout.stage(1),
+    if not cfg.unet.pretrained and not state.unit("unet", RunLayout.of(cfg).stage(1),
                                                   cfg.stage1.epochs).finished:
         return Preflight(1)
     iac = cfg.method == "iac"

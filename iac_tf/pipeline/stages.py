@@ -23,7 +23,7 @@ from iac_tf.pipeline.plan import RunPlan, build_plan, skipped_stages  # noqa: F4
 from iac_tf.pipeline.units import (comparison_unit, iac_unit, stage1_unit, strategy,
                                    train_unit, unet_continued_unit)
 from iac_tf.preflight import checked_prepare
-from iac_tf.run_layout import HISTORY
+from iac_tf.run_layout import HISTORY, RunLayout, epoch_number
 from iac_tf.run_records import check_stages, record_machine, record_stage
 from iac_tf.training.history import CsvHistory
 from iac_tf.training.precision import precision_policy
@@ -65,7 +65,7 @@ def run_stage2(cfg: ExperimentConfig, restart: int | None = None) -> SearchResul
 
 
 def _stage2(cfg: ExperimentConfig, prepared) -> SearchResult:
-    layout = cfg.layout
+    layout = RunLayout.of(cfg)
     folder = layout.stage(2)
     if layout.search_done(cfg.stage2.epochs):
         paths = layout.genotype_files()
@@ -100,7 +100,7 @@ def stage3_genotype_path(cfg: ExperimentConfig) -> pathlib.Path:
     the last epoch searched)."""
     if cfg.stage3.genotype:
         return pathlib.Path(cfg.stage3.genotype)
-    layout = cfg.layout
+    layout = RunLayout.of(cfg)
     if cfg.stage3.genotype_epoch is not None:
         path = layout.genotype(cfg.stage3.genotype_epoch)
         if not path.exists():
@@ -120,22 +120,18 @@ def stage3_units(cfg: ExperimentConfig) -> list[tuple[str, pathlib.Path, pathlib
     ``stage3/epoch_XXX/`` (name ``iac_epoch_XXX``); then one per ``stage3.extra_implant_modes``
     into ``compare/iac_<mode>/``. Every genotype must exist (checked here, before anything is
     trained)."""
-    epochs, layout = cfg.stage3.genotype_epochs, cfg.layout
-    if not epochs:
-        units = [("iac", stage3_genotype_path(cfg), layout.stage(3))]
-    else:
-        missing = [e for e in epochs if not layout.genotype(e).exists()]
-        if missing:
-            stopped = (f"; the search stopped at epoch {len(layout.genotype_files())} "
-                       "(stage2.stop_when_stable): list only epochs it reached"
-                       if layout.search_done(cfg.stage2.epochs) else "")
-            raise FileNotFoundError(f"stage3.genotype_epochs: no Stage II genotype for epoch(s) "
-                                    f"{missing} in {layout.genotypes}{stopped}; nothing was "
-                                    "trained")
-        units = [(f"iac_epoch_{e:03d}", layout.genotype(e), layout.sweep(e)) for e in epochs]
-    main = units[0][1] if len(units) == 1 else stage3_genotype_path(cfg)
-    return units + [(f"iac_{mode}", main, layout.compare(f"iac_{mode}"))
-                    for mode in cfg.stage3.extra_implant_modes]
+    epochs, layout = cfg.stage3.genotype_epochs, RunLayout.of(cfg)
+    missing = [e for e in epochs or () if not layout.genotype(e).exists()]
+    if missing:
+        stopped = (f"; the search stopped at epoch {len(layout.genotype_files())} "
+                   "(stage2.stop_when_stable): list only epochs it reached"
+                   if layout.search_done(cfg.stage2.epochs) else "")
+        raise FileNotFoundError(f"stage3.genotype_epochs: no Stage II genotype for epoch(s) "
+                                f"{missing} in {layout.genotypes}{stopped}; nothing was trained")
+    models = layout.stage3_models(epochs or (), cfg.stage3.extra_implant_modes)
+    main = layout.genotype(epochs[0]) if epochs and len(epochs) == 1 else stage3_genotype_path(cfg)
+    return [(name, layout.genotype(epoch_number(folder.name)) if folder.parent == layout.stage(3)
+             else main, folder) for name, folder in models]
 
 
 def select_genotype(cfg: ExperimentConfig, best_val: dict[str, float]) -> int:
@@ -152,7 +148,7 @@ def select_genotype(cfg: ExperimentConfig, best_val: dict[str, float]) -> int:
 def _register_selected(cfg: ExperimentConfig, results: dict[str, TrainResult]) -> None:
     """With a sweep: register the selected epoch's IAC U-Net as ``iac``, record the choice and
     draw Fig. 6."""
-    layout = cfg.layout
+    layout = RunLayout.of(cfg)
     sweep = {n: r for n, r in results.items() if n.startswith("iac_epoch_")}
     final = select_genotype(cfg, {n: r.best_score for n, r in sweep.items()})
     layout.register_model("iac", layout.best_model(layout.sweep(final)))
@@ -178,7 +174,7 @@ def run_stage3(cfg: ExperimentConfig, restart: int | None = None, evaluate_after
 
 
 def _stage3(cfg: ExperimentConfig, prepared) -> dict[str, TrainResult]:
-    cfg.layout.register_model("unet", trained_unet_path(cfg))
+    RunLayout.of(cfg).register_model("unet", trained_unet_path(cfg))
     modes = {"iac_" + m: m for m in cfg.stage3.extra_implant_modes}
     results = {name: train_unit(cfg, prepared,
                                 iac_unit(cfg, name, geno, folder,
@@ -194,7 +190,7 @@ def _stage3(cfg: ExperimentConfig, prepared) -> dict[str, TrainResult]:
 def run_unet_continued(cfg: ExperimentConfig, prepared=None) -> TrainResult:
     """The budget-matched baseline ``unet_continued`` alone (see
     :func:`~iac_tf.pipeline.units.unet_continued_unit`)."""
-    with cfg.layout.lock():  # re-entrant: the commands already hold it
+    with RunLayout.of(cfg).lock():  # re-entrant: the commands already hold it
         return train_unit(cfg, prepared if prepared is not None else prepare(cfg),
                           unet_continued_unit(cfg))
 
@@ -212,7 +208,7 @@ def run_compare(cfg: ExperimentConfig, restart: int | None = None, evaluate_afte
 
 
 def _compare(cfg: ExperimentConfig, prepared) -> dict[str, TrainResult]:
-    cfg.layout.register_model("unet", trained_unet_path(cfg))
+    RunLayout.of(cfg).register_model("unet", trained_unet_path(cfg))
     record_machine(cfg, "compare")
     return {m: train_unit(cfg, prepared, comparison_unit(cfg, m)) for m in cfg.comparisons}
 

@@ -27,7 +27,8 @@ from iac_tf.genotype import Genotype
 from iac_tf.losses import LOSS_NAMES
 from iac_tf.pipeline.common import (case_scorer, epoch_data, fixed, label_rule,
                                     trained_unet_path)
-from iac_tf.run_layout import BEST_MODEL, CONFIG, HISTORY, LEARNING_CURVES, training_done
+from iac_tf.run_layout import (BEST_MODEL, CONFIG, HISTORY, LEARNING_CURVES, RunLayout,
+                              trained_unet, training_done)
 from iac_tf.run_records import as_recorded, unit_record
 from iac_tf.training.precision import precision_policy
 from iac_tf.training.seeding import seed_everything
@@ -114,7 +115,7 @@ def train_unit(cfg: ExperimentConfig, prepared, unit: TrainingUnit,
                  rule.output, LOSS_NAMES[rule.output])
         if unit.depends_on is not None:
             unit.folder.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(cfg.layout.unit_record(unit.folder), yaml.safe_dump(
+            atomic_write_text(RunLayout.of(cfg).unit_record(unit.folder), yaml.safe_dump(
                 unit_record(unit.settings, unit.depends_on), sort_keys=False))
         seed_everything(cfg.seed, cfg.deterministic)
         s = unit.settings
@@ -131,7 +132,7 @@ def train_unit(cfg: ExperimentConfig, prepared, unit: TrainingUnit,
                  " (early stop: patience)" if result.stopped_early else "")
         if on_trained is not None:
             on_trained(result)
-    cfg.layout.register_model(unit.name, unit.folder / BEST_MODEL)
+    RunLayout.of(cfg).register_model(unit.name, unit.folder / BEST_MODEL)
     return result
 
 
@@ -140,11 +141,11 @@ def stage1_unit(cfg: ExperimentConfig, prepared) -> TrainingUnit:
     """Stage I: the configured zoo U-Net, built and trained on train_dt."""
     def fit(train, val, scorer, rule):
         model = build_configured_unet(cfg, prepared.in_channels, prepared.num_classes)
-        return train_model(model, train, val, cfg.stage1, cfg.layout.stage(1), seed=cfg.seed,
+        return train_model(model, train, val, cfg.stage1, RunLayout.of(cfg).stage(1), seed=cfg.seed,
                            case_scorer=scorer, rule=rule)
 
     return TrainingUnit(
-        "unet", "Stage I", cfg.layout.stage(1), cfg.stage1, fit,
+        "unet", "Stage I", RunLayout.of(cfg).stage(1), cfg.stage1, fit,
         f"{cfg.unet.backbone} U-Net on {prepared.num_slices('train_dt')} train / "
         f"{prepared.num_slices('val_dt')} val slices")
 
@@ -164,7 +165,7 @@ def iac_unit(cfg: ExperimentConfig, name: str, genotype_path: pathlib.Path,
     intro = (f"{mode} implant, epoch selection by val_dt {s3.monitor}"
              f"{', epoch 0 included' if s3.evaluate_initial else ''}; genotype {genotype_path}\n"
              f"{Genotype.from_json(genotype_path)}")
-    in_compare = folder.parent == cfg.layout.compare_root
+    in_compare = folder.parent == RunLayout.of(cfg).compare_root
     return TrainingUnit(name, f"Stage III {name}", folder, s3, fit, intro,
                         needs_export=s3.export_savedmodel,
                         depends_on=_unet_stage(cfg) + (() if s3.genotype else (2,)) + (3,)
@@ -177,7 +178,7 @@ def unet_continued_unit(cfg: ExperimentConfig) -> TrainingUnit:
     selection metric and epoch 0."""
     s3 = cfg.stage3
     settings = s3.training()
-    folder = cfg.layout.compare("unet_continued")
+    folder = RunLayout.of(cfg).compare("unet_continued")
 
     def fit(train, val, scorer, rule):
         return train_model(load_unet(trained_unet_path(cfg)), train, val, settings, folder,
@@ -185,14 +186,14 @@ def unet_continued_unit(cfg: ExperimentConfig) -> TrainingUnit:
 
     return TrainingUnit("unet_continued", "unet_continued", folder, settings, fit,
                         f"budget-matched baseline, {s3.epochs} more epochs of "
-                        f"{cfg.trained_unet}, selection by val_dt {s3.monitor}",
+                        f"{trained_unet(cfg)}, selection by val_dt {s3.monitor}",
                         depends_on=_unet_stage(cfg))
 
 
 def comparison_unit(cfg: ExperimentConfig, method: str) -> TrainingUnit:
     """A comparison method (paper, Section V-A): its modules in the frozen trained U-Net,
     trained with Stage III's settings; its resolved config in its folder."""
-    folder = cfg.layout.compare(method)
+    folder = RunLayout.of(cfg).compare(method)
 
     def fit(train, val, scorer, rule):
         folder.mkdir(parents=True, exist_ok=True)
@@ -201,7 +202,7 @@ def comparison_unit(cfg: ExperimentConfig, method: str) -> TrainingUnit:
                                 cfg.stage3, folder, seed=cfg.seed, case_scorer=scorer, rule=rule)
 
     return TrainingUnit(method, f"comparison {method}", folder, cfg.stage3, fit,
-                        f"its modules in the frozen U-Net {cfg.trained_unet}",
+                        f"its modules in the frozen U-Net {trained_unet(cfg)}",
                         depends_on=_unet_stage(cfg))
 
 

@@ -48,11 +48,11 @@ import re
 
 from iac_tf.diskspace import check_writable_folder
 from iac_tf.errors import UserError, UserValueError
-from iac_tf.files import (REPORT_MARKER, RefusedPath, Staging, check_listed_unchanged,
-                          check_replaceable_folder, dumps_json)
+from iac_tf.files import REPORT_MARKER, RefusedPath, Staging, check_listed_unchanged, dumps_json
 from iac_tf.reporting import figures as figs
 from iac_tf.reporting.collect import expand_run_dirs, read_run, use_split
 from iac_tf.reporting.tables import Table, all_tables
+from iac_tf.run_layout import check_replaceable_folder
 from iac_tf.version import code_version
 
 log_ = logging.getLogger(__name__)

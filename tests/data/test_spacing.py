@@ -16,6 +16,7 @@ from iac_tf.data.prepare import cached_path
 from iac_tf.inference import LoadedModel, Preprocessing, predict_cases
 from iac_tf.inference.tiling import keras_predictor
 from iac_tf.inference.volume import to_slices
+from iac_tf.run_layout import RunLayout
 from tests.data import fixtures
 
 #: 0.5 mm along x, 1 mm along y, 3 mm slices: a 1 mm target halves x and keeps y
@@ -191,9 +192,9 @@ def test_a_restart_records_the_new_spacing_that_predict_reads(tmp_path):
         return CheckedData(data_record(c.data, training_cases=True), write=first)
 
     def recorded():
-        return Preprocessing.from_record(cfg.layout.read_data_record()["preprocessing"]).spacing
+        return Preprocessing.from_record(RunLayout.of(cfg).read_data_record()["preprocessing"]).spacing
 
-    with cfg.layout.lock():
+    with RunLayout.of(cfg).lock():
         write_run_records(cfg, None, checked(cfg, True))
         write_run_records(new, None, checked(new, False))
         assert recorded() is None

@@ -225,11 +225,11 @@ def test_a_rerun_of_the_run_with_another_fold_is_refused_before_anything_is_writ
     files = splits_final(tmp_path / "splits_final.json")
     data = _cfg(dataset, tmp_path, splits_file=str(files), fold=0)
     cfg = dataclasses.replace(ExperimentConfig(data=data), name="run", output_dir=str(tmp_path))
-    with cfg.layout.lock():
+    with RunLayout.of(cfg).lock():
         write_run_records(cfg, None, checked_data(cfg))
-    before = cfg.layout.data_record.read_text()
+    before = RunLayout.of(cfg).data_record.read_text()
     assert checked_data(cfg).record["unet_train_cases"]["sha256"]  # the same list: accepted
     other = dataclasses.replace(cfg, data=dataclasses.replace(data, fold=1))
     with pytest.raises(DatasetMismatch, match="fold 0.*fold 1"):
         checked_data(other)
-    assert cfg.layout.data_record.read_text() == before
+    assert RunLayout.of(cfg).data_record.read_text() == before

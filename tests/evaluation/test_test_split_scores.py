@@ -13,7 +13,7 @@ from iac_tf._keras import keras
 from iac_tf.data import DataConfig, prepare_dataset
 from iac_tf.config.experiment import ExperimentConfig
 from iac_tf.pipeline.evaluate import run_evaluation
-from iac_tf.run_layout import register_model
+from iac_tf.run_layout import RunLayout, register_model
 from iac_tf.run_records import write_resolved
 from iac_tf.unets import build_unet
 from tests.data.fixtures import write_nnunet
@@ -27,7 +27,7 @@ def _run(tmp_path, test_cases=()):
     data = DataConfig(format="nnunet", root=str(ds), cache_dir=str(tmp_path / "cache"),
                       patch_size=PATCH)
     cfg = dataclasses.replace(ExperimentConfig(data=data), name="run", output_dir=str(tmp_path))
-    with cfg.layout.lock():  # only the holder of a run's lock writes into it
+    with RunLayout.of(cfg).lock():  # only the holder of a run's lock writes into it
         write_resolved(cfg)
     for seed, folder in ((0, "stage1"), (1, "stage3")):
         keras.utils.set_random_seed(seed)

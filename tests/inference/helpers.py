@@ -10,6 +10,7 @@ from iac_tf.config.data import DataConfig
 from iac_tf.config.experiment import ExperimentConfig
 from iac_tf.run_records import write_resolved
 from iac_tf.unets import build_unet
+from iac_tf.run_layout import RunLayout
 from tests.data.fixtures import write_nnunet
 
 PATCH = 48  # > the fixture's 40 x 36 in-plane: one padded window per slice
@@ -24,7 +25,7 @@ def make_run(tmp_path: pathlib.Path, channels=("T2", "ADC"), patch: int = PATCH,
     data = DataConfig(format="nnunet", root=str(ds), cache_dir=str(tmp_path / "cache"),
                       patch_size=patch, **data_kwargs)
     cfg = dataclasses.replace(ExperimentConfig(data=data), name="run", output_dir=str(tmp_path))
-    with cfg.layout.lock():  # only the holder of a run's lock writes into it
+    with RunLayout.of(cfg).lock():  # only the holder of a run's lock writes into it
         write_resolved(cfg)
     keras.utils.set_random_seed(seed)
     model = build_unet("base", input_shape=(patch, patch, len(channels)), classes=2,

@@ -18,7 +18,7 @@ from iac_tf.config.experiment import load_experiment
 from iac_tf.inference import LoadedModel, Preprocessing, predict_cases, probabilities_to_labels
 from iac_tf.inference.run_scores import volumetric_scores
 from iac_tf.inference.tiling import keras_predictor
-from iac_tf.run_layout import register_model
+from iac_tf.run_layout import RunLayout, register_model
 from tests.data.fixtures import KITS_AFFINE, RAS, SHAPE, save, to_kits_order, volume
 from tests.inference.helpers import PATCH, make_run
 
@@ -205,7 +205,7 @@ def test_volumetric_scores_of_the_evaluation_split(run):
     run_dir, _, model = run
     cfg = load_experiment(run_dir / "config.yaml")
     prepared = types.SimpleNamespace(splits={"cases": {"val_dt": ["case_b", "case_d"]}})
-    with cfg.layout.lock():  # only the holder of a run's lock writes into it
+    with RunLayout.of(cfg).lock():  # only the holder of a run's lock writes into it
         summary = volumetric_scores(cfg, prepared, {"unet": model, "iac": model})
     assert set(summary) == {"unet", "iac"} and set(summary["unet"]) == {"organ", "lesion"}
     assert summary["unet"] == summary["iac"]

@@ -15,6 +15,7 @@ from iac_tf.pipeline import given_unet, stages
 from iac_tf.pipeline.common import label_rule
 from iac_tf.run_unet import adopt
 from iac_tf.pipeline.given_unet import EXPECTED_DICE_TOLERANCE, score_given_unet
+from iac_tf.run_layout import RunLayout
 from tests.data import fixtures
 from tests.tiny import tiny_unet, write_config
 
@@ -45,9 +46,9 @@ def _cfg(setup, tmp_path, **extra):
     folder, dataset, unet = setup
     cfg = load_experiment(write_config(tmp_path, dataset, folder / "cache",
                                        unet__pretrained=str(unet), **extra))
-    with cfg.layout.lock():  # as every stage writes into its run: holding the run's lock
-        cfg.layout.claim()
-        adopt(cfg.layout, cfg.unet.pretrained)
+    with RunLayout.of(cfg).lock():  # as every stage writes into its run: holding the run's lock
+        RunLayout.of(cfg).claim()
+        adopt(RunLayout.of(cfg), cfg.unet.pretrained)
     return cfg
 
 
@@ -66,7 +67,7 @@ def test_the_score_is_the_tables_and_is_recorded(setup, tmp_path, caplog, metric
     cfg = _cfg(setup, tmp_path, evaluation__metric=metric)
     prepared = prepare_dataset(cfg.data, progress=False)
     model = everything_model()
-    with caplog.at_level(logging.INFO, logger="iac_tf"), cfg.layout.lock():
+    with caplog.at_level(logging.INFO, logger="iac_tf"), RunLayout.of(cfg).lock():
         record = score_given_unet(cfg, prepared, model)
     _, masks, case_ids = prepared.arrays("val_dt")
     if metric == "paper_channels":  # every channel alone: every pixel predicted, every class
@@ -78,7 +79,7 @@ def test_the_score_is_the_tables_and_is_recorded(setup, tmp_path, caplog, metric
                             prepared.class_names, tmp_path / "table",
                             rule=label_rule(cfg, prepared))
     assert table["mean_dice"]["unet"] == pytest.approx(record["mean_dice"], abs=1e-12)
-    assert json.loads(cfg.layout.unet_score.read_text()) == record
+    assert json.loads(RunLayout.of(cfg).unet_score.read_text()) == record
     assert record["expected_dice"] is None and not record["below_expected"]
     assert "set unet.expected_dice" in caplog.text
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
@@ -87,7 +88,7 @@ def test_the_score_is_the_tables_and_is_recorded(setup, tmp_path, caplog, metric
 def test_far_below_its_own_number_is_a_warning_naming_preprocessing(setup, tmp_path, caplog):
     cfg = _cfg(setup, tmp_path, unet__expected_dice=0.95)
     prepared = prepare_dataset(cfg.data, progress=False)
-    with caplog.at_level(logging.INFO, logger="iac_tf"), cfg.layout.lock():
+    with caplog.at_level(logging.INFO, logger="iac_tf"), RunLayout.of(cfg).lock():
         record = score_given_unet(cfg, prepared, everything_model())
     assert record["mean_dice"] < 0.95 - EXPECTED_DICE_TOLERANCE and record["below_expected"]
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
@@ -99,7 +100,7 @@ def test_far_below_its_own_number_is_a_warning_naming_preprocessing(setup, tmp_p
     # within the tolerance: no warning
     caplog.clear()
     near = _cfg(setup, tmp_path, unet__expected_dice=round(record["mean_dice"] + 0.09, 4))
-    with caplog.at_level(logging.INFO, logger="iac_tf"), near.layout.lock():
+    with caplog.at_level(logging.INFO, logger="iac_tf"), RunLayout.of(near).lock():
         assert not score_given_unet(near, prepared, everything_model())["below_expected"]
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
@@ -109,7 +110,7 @@ def test_stage2_scores_the_given_unet_before_searching(setup, tmp_path, monkeypa
     seen = {}
 
     def no_search(*args, **kwargs):
-        seen["record"] = json.loads(cfg.layout.unet_score.read_text())
+        seen["record"] = json.loads(RunLayout.of(cfg).unet_score.read_text())
         raise KeyboardInterrupt  # stop here: the search itself is tested elsewhere
 
     monkeypatch.setattr(stages, "search", no_search)

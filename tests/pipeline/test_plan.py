@@ -16,6 +16,7 @@ from iac_tf.config.experiment import load_experiment
 from iac_tf.files import atomic_write_text
 from iac_tf.pipeline.plan import NO_COMPARISONS, Preflight, build_plan
 from iac_tf.run_records import record_stage, unit_record, write_resolved
+from iac_tf.run_layout import RunLayout
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "experiments" / "sample.yaml"
@@ -32,18 +33,18 @@ def _cfg(tmp_path, **extra):
 def _run_with_stage1_done(tmp_path):
     """Records of Stages I-III, Stage I finished, two models of compare/ with their records."""
     cfg = _cfg(tmp_path)
-    with cfg.layout.lock():
+    with RunLayout.of(cfg).lock():
         write_resolved(cfg)
         for stage in (1, 2, 3):
             record_stage(cfg, stage)
-        atomic_write_text(cfg.stage_dir(1) / "history.csv", "epoch,val_soft_dice\n1,0.5\n")
-        atomic_write_text(cfg.stage_dir(1) / "summary.json",
+        atomic_write_text(RunLayout.of(cfg).stage(1) / "history.csv", "epoch,val_soft_dice\n1,0.5\n")
+        atomic_write_text(RunLayout.of(cfg).stage(1) / "summary.json",
                           json.dumps({"best_epoch": 1, "best_val_soft_dice": 0.5,
                                       "stopped_early": True}))
         for name, depends in (("attention", (1,)), ("iac_residual", (1, 2, 3))):
-            atomic_write_text(cfg.layout.unit_record(cfg.layout.compare(name)),
+            atomic_write_text(RunLayout.of(cfg).unit_record(RunLayout.of(cfg).compare(name)),
                               yaml.safe_dump(unit_record(cfg.stage3, depends)))
-        atomic_write_text(cfg.layout.evaluation / "dice_table.md", "table")
+        atomic_write_text(RunLayout.of(cfg).evaluation / "dice_table.md", "table")
     return cfg
 
 
@@ -113,4 +114,33 @@ def test_plan_prints_the_plan_and_writes_nothing(tmp_path, capsys):
     assert main(["stage3", str(SAMPLE), "--plan", *args]) == 0
     assert main(["evaluate", str(SAMPLE), "--plan", *args]) == 0
     assert _snapshot(tmp_path) == before
-    assert cfg.layout.lock_holder() is None
+    assert RunLayout.of(cfg).lock_holder() is None
+
+
+def test_stage_three_models_are_one_list_for_the_plan_the_stage_and_the_status(tmp_path):
+    """The plan's Stage III units, the units Stage III trains and the parts of the run's status
+    come from one list (RunLayout.stage3_models): same names, folders and order."""
+    sets = {"stage3.genotype_epochs": [1, 2], "stage3.extra_implant_modes": ["replace"],
+            "evaluation.unet_continued": True}
+    cfg = _cfg(tmp_path, **sets)
+    layout = RunLayout.of(cfg)
+    layout.claim()
+    with layout.lock():
+        for epoch in (1, 2):  # the genotypes Stage III reads
+            atomic_write_text(layout.genotype(epoch), "{}")
+    expected = [("iac_epoch_001", layout.sweep(1)), ("iac_epoch_002", layout.sweep(2)),
+                ("iac_replace", layout.compare("iac_replace")),
+                ("unet_continued", layout.compare("unet_continued"))]
+    step = {s.kind: s for s in build_plan(cfg, "run").steps}["stage3"]
+    assert [(u.name, u.folder) for u in step.units] == expected
+    from iac_tf.pipeline.stages import stage3_units  # TensorFlow: only this test needs it
+
+    trained = stage3_units(cfg)
+    assert [(n, f) for n, _, f in trained] == expected[:3]
+    assert [g for _, g, _ in trained] == [layout.genotype(1), layout.genotype(2),
+                                           layout.genotype(2)]
+    from iac_tf.config import to_dict
+
+    parts = [(p.model, p.folder) for p in layout.parts(to_dict(cfg))
+             if p.kind not in ("stage1", "stage2")]
+    assert parts[:4] == expected

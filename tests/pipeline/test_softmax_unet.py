@@ -20,6 +20,7 @@ from iac_tf.config.experiment import load_experiment
 from iac_tf.inference.client import load_export, predict_nifti
 from iac_tf.models import load_unet
 from iac_tf.pipeline.common import label_rule
+from iac_tf.run_layout import RunLayout
 from tests.data import fixtures
 from tests.tiny import tiny_unet, write_config
 
@@ -136,13 +137,13 @@ def test_stage1_can_train_a_softmax_zoo_unet(tmp_path):
     config = write_config(tmp_path, dataset, tmp_path / "cache", unet__output="softmax")
     assert main(["stage1", str(config)]) == 0
     cfg = load_experiment(config)
-    model = load_unet(cfg.layout.stage(1) / "best_model.keras")
+    model = load_unet(RunLayout.of(cfg).stage(1) / "best_model.keras")
     assert model.output_shape[-1] == 3 and model.layers[-1].name == "softmax"
     x = np.random.default_rng(0).normal(0, 1, (2, 32, 32, 1)).astype(np.float32)
     np.testing.assert_allclose(model.predict(x, verbose=0).sum(axis=-1), 1.0, rtol=1e-5)
-    summary = json.loads((cfg.layout.stage(1) / "summary.json").read_text())
+    summary = json.loads((RunLayout.of(cfg).stage(1) / "summary.json").read_text())
     assert summary["selection_rule"]["label_mode"] == "softmax"
-    last = _rows(cfg.layout.stage(1) / "history.csv")[-1]
+    last = _rows(RunLayout.of(cfg).stage(1) / "history.csv")[-1]
     assert float(last["loss"]) > 1.0 - float(last["soft_dice"]) + 1e-3  # + cross-entropy
     rule = label_rule(cfg, prepare_dataset(cfg.data, progress=False))
     assert rule.mode == "softmax"

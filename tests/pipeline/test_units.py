@@ -58,7 +58,7 @@ def cfg(tmp_path):
 
 
 def test_a_unit_trains_once_registers_and_is_then_skipped(cfg, caplog):
-    folder = cfg.layout.compare("toy")
+    folder = RunLayout.of(cfg).compare("toy")
     calls = []
     unit = TrainingUnit("toy", "toy unit", folder, Stage1Config(epochs=2, batch_size=3),
                         _fake_fit(folder, calls), "a toy")
@@ -78,7 +78,7 @@ def test_a_unit_trains_once_registers_and_is_then_skipped(cfg, caplog):
 
 
 def test_a_unit_that_needs_its_export_is_unfinished_without_it(cfg):
-    folder = cfg.layout.stage(3)
+    folder = RunLayout.of(cfg).stage(3)
     unit = TrainingUnit("iac", "Stage III iac", folder, Stage1Config(epochs=2), _fake_fit(folder, []),
                         "", needs_export=True)
     _fake_fit(folder, [])(lambda e, s: None, lambda e, s: None, None)
@@ -88,14 +88,14 @@ def test_a_unit_that_needs_its_export_is_unfinished_without_it(cfg):
 
 
 def test_a_unit_with_fewer_epochs_than_asked_is_unfinished(cfg):
-    folder = cfg.layout.stage(1)
+    folder = RunLayout.of(cfg).stage(1)
     _fake_fit(folder, [])(lambda e, s: None, lambda e, s: None, None)
     assert finished(TrainingUnit("u", "u", folder, Stage1Config(epochs=3), None, "")) is None
     assert finished(TrainingUnit("u", "u", folder, Stage1Config(epochs=2), None, "")) is not None
 
 
 def test_every_kind_of_model_is_a_unit_with_its_own_name_folder_and_settings(cfg):
-    layout = cfg.layout
+    layout = RunLayout.of(cfg)
     s1 = stage1_unit(cfg, _Prepared())
     assert (s1.name, s1.folder, s1.settings) == ("unet", layout.stage(1), cfg.stage1)
     cont = unet_continued_unit(cfg)
