@@ -18,7 +18,8 @@ PATCH = 48  # > the fixture's 40 x 36 in-plane: one padded window per slice
 
 def make_run(tmp_path: pathlib.Path, channels=("T2", "ADC"), patch: int = PATCH, seed: int = 0,
              **data_kwargs):
-    """``(run_dir, dataset_dir, model)``; the model is saved as ``stage3/best_model.keras``."""
+    """``(run_dir, dataset_dir, model)``; the model is saved as ``stage3/best_model.keras`` and
+    registered as the run's ``iac`` model."""
     from iac_tf._keras import keras
 
     ds = write_nnunet(tmp_path / "data", channels=channels)
@@ -32,4 +33,6 @@ def make_run(tmp_path: pathlib.Path, channels=("T2", "ADC"), patch: int = PATCH,
                        base_filters=4)
     (cfg.run_dir / "stage3").mkdir(parents=True)
     model.save(cfg.run_dir / "stage3" / "best_model.keras")
+    with RunLayout.of(cfg).lock():
+        RunLayout.of(cfg).register_model("iac", cfg.run_dir / "stage3" / "best_model.keras")
     return cfg.run_dir, ds, model
