@@ -1,3 +1,9 @@
+"""Typed experiment configs: errors name the key, values are converted and round-trip, the sample
+loads with overrides, loading a config imports no TensorFlow.
+
+Covers: iac_tf/config/experiment.py
+"""
+
 import dataclasses
 import pathlib
 from typing import Literal

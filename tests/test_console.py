@@ -1,5 +1,8 @@
 """The console (`iac_tf.console`): the per-epoch line with time and ETA, and the run's log.txt
-(records held back until the run folder is the tool's, dropped when it never is)."""
+(records held back until the run folder is the tool's, dropped when it never is).
+
+Covers: iac_tf/training/loop.py
+"""
 
 import logging
 import time

@@ -4,6 +4,8 @@ Every row builds its fixture, runs one command and asserts the exit status, the 
 message names, that no traceback is printed, and that nothing is left behind (no temp files, no
 run folder when the failure comes before training). Full disks are simulated with a patched
 writer raising ``OSError(ENOSPC)`` / TensorFlow's ``ResourceExhaustedError`` (no root mounts).
+
+Covers: iac_tf/diskspace.py, iac_tf/data/cache.py, iac_tf/data/prepare.py
 """
 
 from __future__ import annotations

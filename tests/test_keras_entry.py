@@ -1,4 +1,7 @@
-"""The one Keras entry point: flags set before TensorFlow, Keras 3 refused with instructions."""
+"""The one Keras entry point: flags set before TensorFlow, Keras 3 refused with instructions.
+
+Covers: iac_tf/__init__.py, iac_tf/_keras.py
+"""
 
 import os
 import subprocess

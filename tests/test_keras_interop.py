@@ -1,6 +1,9 @@
 """Keras interop: after ``import iac_tf`` alone, ``tf.keras.models.load_model`` loads every kind of
 model the tool saves (in a fresh process, whichever of TensorFlow and iac_tf is imported first),
-and IAC / comparison U-Nets, loaded and trained further with ``fit``, save as ``.h5``."""
+and IAC / comparison U-Nets, loaded and trained further with ``fit``, save as ``.h5``.
+
+Covers: iac_tf/_serializable.py, iac_tf/layer_scope.py
+"""
 
 from __future__ import annotations
 

@@ -1,6 +1,9 @@
 """oneDNN: who turns it on (iac_tf._flags), what `iac doctor` says, and the numerics files run a
 second time with the other setting, so the Eigen path (oneDNN off) and the oneDNN path both stay
-tested on every machine (docs/decisions.md, "oneDNN on every x86-64 CPU")."""
+tested on every machine (docs/decisions.md, "oneDNN on every x86-64 CPU").
+
+Covers: iac_tf/_flags.py, iac_tf/_keras.py
+"""
 
 import os
 import subprocess

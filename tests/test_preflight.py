@@ -1,5 +1,8 @@
 """Pre-flight checks on tiny models, without the CLI: what a trained U-Net file offers
-(``iac_tf.models.inspect_unet``), how it is matched against the data, and the free-space check."""
+(``iac_tf.models.inspect_unet``), how it is matched against the data, and the free-space check.
+
+Covers: iac_tf/models.py
+"""
 
 from __future__ import annotations
 

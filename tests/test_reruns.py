@@ -1,5 +1,8 @@
 """Run folders you can trust: each stage records its config; a rerun with another config stops
-naming the keys and touches nothing; a finished stage says so; files are world-readable."""
+naming the keys and touches nothing; a finished stage says so; files are world-readable.
+
+Covers: iac_tf/run_records.py
+"""
 
 import hashlib
 import json

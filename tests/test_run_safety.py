@@ -1,7 +1,10 @@
 """What the tool never does to a user's files, through the ``iac`` CLI: one writer per run folder
 (real second processes), ``--restart`` deletes only after every check, a run never mixes two
 datasets, names and values that would write elsewhere are refused, and a disk without the space
-a run needs stops it before any work."""
+a run needs stops it before any work.
+
+Covers: iac_tf/locks.py, iac_tf/pipeline/common.py
+"""
 
 from __future__ import annotations
 

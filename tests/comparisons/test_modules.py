@@ -1,5 +1,9 @@
 """Comparison modules: forward pass against NumPy re-computations of the papers' formulas,
-shapes and channel order, get_config and save -> load round trips."""
+shapes and channel order, get_config and save -> load round trips.
+
+Covers: iac_tf/comparisons/attention.py, iac_tf/comparisons/nested.py
+Covers: iac_tf/comparisons/residual_attention.py, iac_tf/comparisons/registry.py
+"""
 
 import numpy as np
 import pytest

@@ -4,6 +4,8 @@ step, leaving the U-Net's weights and BatchNorm statistics bit-identical.
 Cheap by construction: each U-Net is built once (32x32 input, slim decoder) and implanted once,
 the three methods taking turns over its skip levels (so every model holds all three modules,
 and the nested node still sees the deeper skip); one eager gradient step trains them.
+
+Covers: iac_tf/comparisons/registry.py
 """
 
 import numpy as np

@@ -1,4 +1,7 @@
-"""HDF5 cache reuse/invalidation/atomicity, the tf.data pipeline, the npz format, the sample."""
+"""HDF5 cache reuse/invalidation/atomicity, the tf.data pipeline, the npz format, the sample.
+
+Covers: iac_tf/data/pipeline.py, iac_tf/data/prepare.py, iac_tf/config/data.py
+"""
 
 import os
 import pathlib

@@ -1,4 +1,7 @@
-"""Each bad input is a DataError naming the file and the problem; nothing half-written remains."""
+"""Each bad input is a DataError naming the file and the problem; nothing half-written remains.
+
+Covers: iac_tf/config/data.py, iac_tf/data/check.py, iac_tf/data/prepare.py
+"""
 
 import gzip
 

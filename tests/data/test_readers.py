@@ -1,4 +1,7 @@
-"""Every reader on its fixture layout: cases, patients, classes, channels, orientation."""
+"""Every reader on its fixture layout: cases, patients, classes, channels, orientation.
+
+Covers: iac_tf/data/datasets.py, iac_tf/data/nifti.py
+"""
 
 import numpy as np
 import pytest

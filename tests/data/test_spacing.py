@@ -1,6 +1,9 @@
 """``data.spacing``: a target in-plane spacing in mm, resampled from each volume's header spacing
 in training and inference (NumPy references on an anisotropic volume), inverted by predict, part
-of the cache's identity and refused next to ``zoom``."""
+of the cache's identity and refused next to ``zoom``.
+
+Covers: iac_tf/inference/volume.py, iac_tf/data/preprocessing.py
+"""
 
 import dataclasses
 import pathlib

@@ -1,6 +1,9 @@
 """test_dt: the dataset's imagesTs/labelsTs or data.test_fraction of the patients, held out before
 the Fig. 5 splits; never in train_dt, val_dt, the search subsets or the slice cache; recorded in
-splits.json; no test cases: the splits.json and cache of earlier versions."""
+splits.json; no test cases: the splits.json and cache of earlier versions.
+
+Covers: iac_tf/data/prepare.py, iac_tf/data/check.py
+"""
 
 import json
 

@@ -1,7 +1,10 @@
 """The cases a given U-Net was trained on (nnU-Net's ``splits_final.json`` + fold, or a plain
 list): never in val_dt, val_search_dt or test_dt; unknown ids and too few held-out patients
 refused; recorded in splits.json and the run's dataset record; ``iac doctor`` warns without
-them."""
+them.
+
+Covers: iac_tf/data/fingerprint.py
+"""
 
 import dataclasses
 import json

@@ -1,4 +1,7 @@
-"""Section V-C statistics over settings against scipy called directly on fixed arrays."""
+"""Section V-C statistics over settings against scipy called directly on fixed arrays.
+
+Covers: iac_tf/reporting/paper.py
+"""
 
 import math
 

@@ -2,7 +2,10 @@
 white matter (two classes that exclude each other) gets the same labels and the same Dice from
 the epoch-selection metrics (``val_soft_dice``, ``val_case_dice``), the val_dt table, the label
 painting of ``iac predict``, the export's ``labels`` output and the overlays. Expected values
-come from a NumPy reference written here."""
+come from a NumPy reference written here.
+
+Covers: iac_tf/pipeline/common.py
+"""
 
 from __future__ import annotations
 

@@ -1,3 +1,9 @@
+"""Per-case Dice from exact confusion counts, the paired tests against scipy, and the tables of
+a pair of models.
+
+Covers: iac_tf/evaluation/metrics.py, iac_tf/evaluation/stats.py, iac_tf/evaluation/report.py
+"""
+
 import math
 
 import numpy as np

@@ -1,5 +1,8 @@
 """The Fig. 6 overlay: one line per genotype epoch in each panel; n/a values are skipped; epochs
-are ticked at whole numbers (also on every learning-curve plot of a run)."""
+are ticked at whole numbers (also on every learning-curve plot of a run).
+
+Covers: iac_tf/evaluation/plots.py
+"""
 
 import pathlib
 from iac_tf.evaluation.plots import _plt, plot_genotype_epochs, plot_history

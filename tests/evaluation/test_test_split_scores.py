@@ -1,6 +1,9 @@
 """The evaluation of ``iac run`` / ``iac evaluate`` scores every model of models.json on the whole
 volumes of test_dt (evaluation/test_dt/), and the table and the console name the split that
-selected the epochs (val_dt) and the split scored; without test cases one line says so."""
+selected the epochs (val_dt) and the split scored; without test cases one line says so.
+
+Covers: iac_tf/pipeline/evaluate.py
+"""
 
 import csv
 import dataclasses

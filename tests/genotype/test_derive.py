@@ -1,4 +1,7 @@
-"""derive_genotype: the PC-DARTS rule against a NumPy reference, hand-made cap cases, ties."""
+"""derive_genotype: the PC-DARTS rule against a NumPy reference, hand-made cap cases, ties.
+
+Covers: iac_tf/genotype/__init__.py
+"""
 
 import numpy as np
 import pytest

@@ -1,4 +1,7 @@
-"""Genotype record: validation, JSON round trip and errors, printing, DOT and PNG drawing."""
+"""Genotype record: validation, JSON round trip and errors, printing, DOT and PNG drawing.
+
+Covers: iac_tf/genotype/draw.py, iac_tf/genotype/__init__.py
+"""
 
 import json
 

@@ -1,4 +1,7 @@
-"""implant on hand-written U-Nets: identity, frozen U-Net, BatchNorm statistics, errors, names."""
+"""implant on hand-written U-Nets: identity, frozen U-Net, BatchNorm statistics, errors, names.
+
+Covers: iac_tf/implant/freeze.py, iac_tf/implant/modules.py, iac_tf/implant/rebuild.py
+"""
 
 import numpy as np
 import pytest

@@ -1,7 +1,10 @@
 """The export's recipe as code: :func:`iac_tf.inference.client.predict_nifti` on an exported tiny
 model gives the labels ``iac predict`` writes (zoom, several windows per slice, MRI non-zero
 normalisation, mirroring on and off, step sizes, a non-RAS array with its affine, a CT override);
-``preprocessing.json`` carries the recipe and no training case id."""
+``preprocessing.json`` carries the recipe and no training case id.
+
+Covers: iac_tf/data/preprocessing.py
+"""
 
 import json
 

@@ -1,5 +1,8 @@
 """Probabilities -> label values: the one decision rule per label mode (exclusive classes,
-nested regions, softmax), against NumPy references; TF twins == NumPy."""
+nested regions, softmax), against NumPy references; TF twins == NumPy.
+
+Covers: iac_tf/labels.py
+"""
 
 import numpy as np
 import pytest

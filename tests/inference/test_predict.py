@@ -1,6 +1,10 @@
 """``iac predict``: a run folder's model on NIfTI cases; output grid, labels equal to the model's
 own slice predictions mapped back by hand, large scans tiled without cut-off, orientation,
-multi-channel cases, probabilities, bad inputs, and the volumetric scores of ``iac run``."""
+multi-channel cases, probabilities, bad inputs, and the volumetric scores of ``iac run``.
+
+Covers: iac_tf/inference/__init__.py, iac_tf/inference/model_source.py
+Covers: iac_tf/inference/run_scores.py
+"""
 
 import json
 import pathlib

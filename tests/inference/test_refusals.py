@@ -1,7 +1,10 @@
 """``iac predict`` and ``iac export`` replace only files they wrote, after every check: an
 output that is an input or a file of someone else, one ``.nii.gz`` for several cases, inputs
 that cannot be read whole, a bad ``--batch-size``, an export folder of other files or one that
-cannot be written are refused with exit status 2, one line naming the path, nothing written."""
+cannot be written are refused with exit status 2, one line naming the path, nothing written.
+
+Covers: iac_tf/inference/api.py
+"""
 
 import json
 import os

@@ -1,4 +1,7 @@
-"""Run status: every part a run's config asks for is checked, absent parts are named."""
+"""Run status: every part a run's config asks for is checked, absent parts are named.
+
+Covers: iac_tf/reporting/tables.py
+"""
 
 import pytest
 import yaml

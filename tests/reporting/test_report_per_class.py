@@ -5,6 +5,8 @@ every p-value of fewer than five pairs.
 Small fake run folders (tests/reporting/test_report_safety.py's ``fake_run``) with hand-written
 evaluation tables; every expected number is computed here again from those tables with
 ``csv`` + NumPy + ``scipy.stats``, not with the report's own code.
+
+Covers: iac_tf/reporting/tables.py
 """
 
 import csv

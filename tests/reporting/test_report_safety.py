@@ -3,6 +3,8 @@
 Small fake run folders (a few bytes each, no TensorFlow model): the report writes only a folder
 it made itself, reads damaged run files as warnings, takes one run per setting and checks
 --slices and --out first; the grid checks every setting's data.root before starting one.
+
+Covers: iac_tf/diskspace.py
 """
 
 import json

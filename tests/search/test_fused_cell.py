@@ -1,7 +1,10 @@
 """The fused SearchCell (ops grouped by the state they read) against the edge-by-edge reference:
 same outputs, same gradients for omega, alpha and beta, same BatchNorm moving statistics, in
 float32 (to 1e-5) and mixed_float16 (both within float16 accuracy of float32), for K = 1, 2, 4 and
-both edge normalisations."""
+both edge normalisations.
+
+Covers: iac_tf/search/cell_io.py
+"""
 
 import numpy as np
 import pytest

@@ -1,7 +1,10 @@
 """Stage II's cells absorbing U-Net layers: ``fuse_output_conv`` (each cell's output 1x1
 convolution composed with the frozen convolution after it) and ``fuse_upsampling`` (each cell
 takes the tensor before the nearest upsampling of its ``up`` input) compute the same supernet,
-the same gradients and the same search step as the cells without them."""
+the same gradients and the same search step as the cells without them.
+
+Covers: iac_tf/implant/graph.py
+"""
 
 import numpy as np
 import pytest

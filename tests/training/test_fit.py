@@ -1,6 +1,9 @@
 """Fitting a model (``iac_tf.training.fit``) on tiny models: the loss, the best checkpoint, the
 history and the summary, epoch 0, the selection metric, patience and resume; and the training
-settings it reads."""
+settings it reads.
+
+Covers: iac_tf/config/stages.py
+"""
 
 import csv
 import json

@@ -1,3 +1,9 @@
+"""Stage II's schedules against independent references: cosine power annealing of the weight
+learning rate and the linear ramp of lambda.
+
+Covers: iac_tf/config/schedules.py, iac_tf/config/stages.py
+"""
+
 import math
 
 import numpy as np

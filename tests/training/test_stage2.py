@@ -1,5 +1,8 @@
 """Stage II (Algorithm 1) on a tiny frozen U-Net: outputs, warm-up, frozen weights, which batch
-updates which parameters, resume == uninterrupted, mixed precision."""
+updates which parameters, resume == uninterrupted, mixed precision.
+
+Covers: iac_tf/training/precision.py
+"""
 
 import json
 import math

@@ -1,4 +1,7 @@
-"""build_unet arguments and errors, mixed precision, and the equivalence with sm.Unet."""
+"""build_unet arguments and errors, mixed precision, and the equivalence with sm.Unet.
+
+Covers: iac_tf/unets/registry.py
+"""
 
 import numpy as np
 import pytest

@@ -1,4 +1,7 @@
-"""Structural skip locators and the registered ConvNeXt LayerScale."""
+"""Structural skip locators and the registered ConvNeXt LayerScale.
+
+Covers: iac_tf/unets/features.py, iac_tf/unets/layers.py
+"""
 
 import numpy as np
 import pytest

@@ -3,6 +3,8 @@ parameter counts, freezing, and save -> load equality (one model per family and 
 
 Each (backbone, channels) U-Net is built once for the whole module (module-scoped fixture);
 pytest groups the tests by model so at most one is alive at a time.
+
+Covers: iac_tf/unets/registry.py
 """
 
 import numpy as np
