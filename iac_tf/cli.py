@@ -93,10 +93,9 @@ def _load(args):
 
 def _stage(function: str, command: str) -> Callable[[argparse.Namespace], int]:
     def handler(args) -> int:
-        from iac_tf import pipeline
-
         if args.plan:
             return _print_plan(args, command)
+        from iac_tf import pipeline
 
         getattr(pipeline, function)(_load(args), restart=args.restart)
         return 0
@@ -105,10 +104,9 @@ def _stage(function: str, command: str) -> Callable[[argparse.Namespace], int]:
 
 
 def _evaluate(args) -> int:
-    from iac_tf import pipeline
-
     if args.plan:
         return _print_plan(args, "evaluate")
+    from iac_tf import pipeline
 
     pipeline.evaluate(_load(args))  # prints the table it writes
     return 0
@@ -352,7 +350,8 @@ def main(argv=None) -> int:
     else:
         command = COMMANDS[args.command]
     try:
-        if command.tensorflow and not args.verbose:
+        # --plan builds and prints the plan only (no TensorFlow)
+        if command.tensorflow and not args.verbose and not getattr(args, "plan", False):
             import_tensorflow_quietly()
         return command.handler(args)
     except UserError as exc:  # the project's own errors; anything else is a bug: traceback

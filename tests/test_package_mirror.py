@@ -45,7 +45,6 @@ EXEMPT = {
     "iac_tf/data/__init__.py": "re-exports the data modules and names the bundled sample",
     "iac_tf/evaluation/__init__.py": "re-exports metrics and stats",
     "iac_tf/implant/__init__.py": "re-exports the implant modules",
-    "iac_tf/pipeline/__init__.py": "re-exports the stage functions",
     "iac_tf/reporting/__init__.py": "a docstring only",
     "iac_tf/search/__init__.py": "re-exports the search-space modules",
     "iac_tf/unets/__init__.py": "re-exports the zoo and registers its layers (iac_tf/unets/layers.py)",

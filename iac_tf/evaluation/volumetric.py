@@ -178,12 +178,16 @@ def label_classes(values: set[int], dataset_json: str | pathlib.Path | None
     return [str(v) for v in values], [(v,) for v in values]
 
 
-#: Keys of the summary that are not classes.
+#: Keys of ``volumetric_summary.json`` (:func:`volumetric_summary`).
+SCHEMA = "schema"
 LEFT_OUT = "cases_left_out"
 UNEXPECTED = "unexpected_label_values"
 FOREGROUND = "foreground_mean"
 TOLERANCE = "nsd_tolerance_mm"
-NOT_CLASSES = (LEFT_OUT, UNEXPECTED, FOREGROUND, TOLERANCE)
+#: ``volumetric_summary.json``'s schema version (raised when its keys change)
+SUMMARY_SCHEMA = 1
+#: the cases ``iac evaluate-folder`` leaves out of the scores, by reason
+LEFT_OUT_KEYS = ("predictions_without_ground_truth", "ground_truth_without_prediction")
 NIFTI_ENDINGS = (".nii.gz", ".nii")
 
 
@@ -261,10 +265,12 @@ def evaluate_folder(*, gt: str | pathlib.Path, pred: str | pathlib.Path,
     ``volumetric_per_case.csv`` (a run's schema, :func:`write_per_case`: ``split`` empty,
     ``metric`` ``labels``, case, class, then ``pred_<metric>`` for :data:`METRICS` and
     :data:`COUNTS`) and
-    ``volumetric_summary.json`` (per class: mean and median of every metric, the summed and
-    mean counts, ``n``, ``n_empty``; ``foreground_mean``: the mean over the classes of each
-    class mean, as nnU-Net's; ``nsd_tolerance_mm``) to ``out`` (default ``pred``; never
-    inside ``gt``). Keyword-only, so a call cannot swap the folders by position.
+    ``volumetric_summary.json`` (:func:`volumetric_summary`, a run's schema: one model,
+    :data:`FOLDER_MODEL`; per class the mean and median of every metric, the summed and mean
+    counts, ``n``, ``n_empty``; ``foreground_mean``: the mean over the classes of each class
+    mean, as nnU-Net's; ``nsd_tolerance_mm``) to ``out`` (default ``pred``; never inside
+    ``gt``), and return that summary. Keyword-only, so a call cannot swap the folders by
+    position.
 
     Classes: the regions of ``dataset_json`` (default: a ``dataset.json`` in ``gt`` or beside
     it), else one class per label value found. Folder roles are checked first
@@ -351,15 +357,58 @@ def evaluate_folder(*, gt: str | pathlib.Path, pred: str | pathlib.Path,
     for case, p, g, spacing in tqdm(loaded, desc="scoring", unit="case", disable=not progress):
         for name, metrics in zip(names, case_metrics(p, g, classes, spacing, nsd_tolerance)):
             rows.append({"case": case, "class": name, **metrics})
-    summary = summarise(rows, names)
-    summary[FOREGROUND] = foreground_mean(summary, names)
-    summary[TOLERANCE] = float(nsd_tolerance)
-    summary[LEFT_OUT] = left_out
-    summary[UNEXPECTED] = unexpected
     write_per_case(out_dir / VOLUMETRIC_CSV, [
         per_case_row("", "labels", r["case"], r["class"], {FOLDER_MODEL: r}) for r in rows],
         [FOLDER_MODEL], what="a score file")
-    atomic_write_json(out_dir / VOLUMETRIC_SUMMARY, summary, what="a score file")
+    return write_volumetric_summary(
+        out_dir, {FOLDER_MODEL: summarise(rows, names)}, names, cases,
+        nsd_tolerance=float(nsd_tolerance), left_out=left_out, unexpected=unexpected,
+        what="a score file")
+
+
+def volumetric_summary(per_model: dict[str, dict], class_names: Sequence[str],
+                       cases: Sequence[str], *, split: str | None = None,
+                       rule: dict | None = None, nsd_tolerance: float | None = None,
+                       left_out: dict[str, list[str]] | None = None,
+                       unexpected: dict | None = None) -> dict:
+    """The one schema of ``volumetric_summary.json`` (a run's evaluation and ``iac
+    evaluate-folder``; ``docs/files.md``)::
+
+        {"schema": 1, "split": ..., "rule": ..., "cases": [...], "nsd_tolerance_mm": ...,
+         "models": {model: {"classes": {class: summary}, "foreground_mean": {...}}},
+         "cases_left_out": {"predictions_without_ground_truth": [...],
+                            "ground_truth_without_prediction": [...]},
+         "unexpected_label_values": {case: {"prediction"|"ground_truth": [values]}}}
+
+    ``per_model``: ``{model: {class: summary}}`` (:func:`summarise`); ``foreground_mean`` is
+    computed here (:func:`foreground_mean`). ``None`` (JSON ``null``) where the writer does not
+    know a value: ``split`` and ``rule`` for ``evaluate-folder`` (label files of any tool, no
+    split), ``nsd_tolerance_mm`` for a run (it scores Dice and HD95 only). A run leaves no case
+    out and finds no unexpected label value (empty lists and ``{}``): a case of its split
+    missing from the dataset and a ground truth with a value outside the dataset's labels stop
+    it, and its predictions are painted from the classes."""
+    return {
+        SCHEMA: SUMMARY_SCHEMA,
+        "split": split,
+        "rule": rule,
+        "cases": sorted(cases),
+        TOLERANCE: nsd_tolerance,
+        "models": {name: {"classes": {c: per_class[c] for c in class_names},
+                          FOREGROUND: foreground_mean(per_class, class_names)}
+                   for name, per_class in per_model.items()},
+        LEFT_OUT: {key: list((left_out or {}).get(key, [])) for key in LEFT_OUT_KEYS},
+        UNEXPECTED: dict(unexpected or {}),
+    }
+
+
+def write_volumetric_summary(out_dir: pathlib.Path, per_model: dict[str, dict],
+                             class_names: Sequence[str], cases: Sequence[str], *,
+                             what: str = "a file", **known) -> dict:
+    """The one writer of ``volumetric_summary.json``: :func:`volumetric_summary` of the
+    arguments (``known``: its keyword arguments), written atomically into ``out_dir``;
+    returns what it wrote."""
+    summary = volumetric_summary(per_model, class_names, cases, **known)
+    atomic_write_json(pathlib.Path(out_dir) / VOLUMETRIC_SUMMARY, summary, what=what)
     return summary
 
 
@@ -464,12 +513,14 @@ def foreground_mean(summary: dict, names: Sequence[str]) -> dict:
 
 
 def format_summary(summary: dict) -> str:
-    """The per-class table of means (and the foreground mean), then the cases left out and the
-    unexpected label values (if any)."""
+    """The per-class table of means (and the foreground mean) of each model of a
+    :func:`volumetric_summary` (a line naming the model before its table when there are
+    several), then the cases left out and the unexpected label values (if any)."""
     tol = summary.get(TOLERANCE)
     nsd = f"NSD@{tol:g}mm" if tol is not None else "NSD"
-    lines = [f"{'class':<20}{'n':>4}{'Dice':>8}{'IoU':>8}{'Prec':>8}{'Recall':>8}{nsd:>12}"
-             f"{'HD95 mm':>10}"]
+    header = (f"{'class':<20}{'n':>4}{'Dice':>8}{'IoU':>8}{'Prec':>8}{'Recall':>8}{nsd:>12}"
+              f"{'HD95 mm':>10}")
+    lines = []
 
     def line(name, n, s):
         return (f"{name:<20}{n:>4}{s.get('dice_mean', math.nan):>8.4f}"
@@ -477,11 +528,15 @@ def format_summary(summary: dict) -> str:
                 f"{s.get('recall_mean', math.nan):>8.4f}{s.get('nsd_mean', math.nan):>12.4f}"
                 f"{s.get('hd95_mm_mean', math.nan):>10.2f}")
 
-    for name, s in summary.items():
-        if name not in NOT_CLASSES:
+    models = summary["models"]
+    for model, scores in models.items():
+        if len(models) > 1:
+            lines.append(f"{model}:")
+        lines.append(header)
+        for name, s in scores["classes"].items():
             lines.append(line(name, s["n"], s))
-    if summary.get(FOREGROUND):
-        lines.append(line("foreground mean", "", summary[FOREGROUND]))
+        if scores.get(FOREGROUND):
+            lines.append(line("foreground mean", "", scores[FOREGROUND]))
     for key, cases in (summary.get(LEFT_OUT) or {}).items():
         if cases:
             lines.append(f"left out, {key.replace('_', ' ')}: {', '.join(cases)}")

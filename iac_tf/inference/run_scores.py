@@ -8,9 +8,9 @@ writes (``labels``) or each output channel alone (``paper_channels``).
 For ``evaluation.split`` (val_dt by default) this writes ``evaluation/volumetric_per_case.csv``
 (``split, metric, case, class, <model>_dice, <model>_hd95_mm`` per model; the writer and
 schema of :func:`iac_tf.evaluation.volumetric.write_per_case`) and
-``evaluation/volumetric_summary.json`` (per model and class, as
-:func:`iac_tf.evaluation.volumetric.summarise`); for any other split (``test_dt``) the same two
-files in ``evaluation/<split>/``.
+``evaluation/volumetric_summary.json`` (per model and class, the writer and schema of
+:func:`iac_tf.evaluation.volumetric.write_volumetric_summary`, with the split and the decision
+rule); for any other split (``test_dt``) the same two files in ``evaluation/<split>/``.
 """
 
 from __future__ import annotations
@@ -27,13 +27,12 @@ from iac_tf.data.prepare import volume_cases
 from iac_tf.data.preprocessing import Preprocessing
 from iac_tf.errors import DataError
 from iac_tf.evaluation.volumetric import (per_case_row, score_case, score_channels, summarise,
-                                          write_per_case)
-from iac_tf.files import atomic_write_json
+                                          write_per_case, write_volumetric_summary)
 from iac_tf.inference.model_source import LoadedModel
 from iac_tf.inference.predict import predict_volume
 from iac_tf.inference.tiling import keras_predictor
 from iac_tf.labels import LabelRule
-from iac_tf.run_layout import RunLayout, VOLUMETRIC_CSV, VOLUMETRIC_SUMMARY
+from iac_tf.run_layout import VOLUMETRIC_CSV, RunLayout
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +47,9 @@ class VolumeScores:
         class_names: the classes, in mask-channel order.
         models: the model names, in the order given.
         rows: one per case and class: ``case``, ``class``, ``<model>_dice``, ``<model>_hd95_mm``.
-        summary: ``{model: {class: summary}}`` (:func:`~iac_tf.evaluation.volumetric.summarise`).
+        summary: ``{model: {class: summary}}`` (:func:`~iac_tf.evaluation.volumetric.summarise`;
+            ``volumetric_summary.json`` holds it under ``models``, each model's classes under
+            ``classes``).
         rule: the decision rule the masks were scored with (``LabelRule.record()``).
     """
 
@@ -144,7 +145,8 @@ def score_volumes(cfg, models: dict, split: str, *, prepared=None,
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_per_case(out_dir / VOLUMETRIC_CSV, rows, list(loaded))
-    atomic_write_json(out_dir / VOLUMETRIC_SUMMARY, summary)
+    write_volumetric_summary(out_dir, summary, prep.class_names, wanted, split=split,
+                             rule=rule.record())
     for name, per_class in summary.items():
         text = ", ".join(f"{c}: Dice {s['dice_mean']:.4f}, HD95 {s['hd95_mm_mean']:.2f} mm"
                          for c, s in per_class.items())

@@ -27,17 +27,61 @@ selects each stage's best epoch, and the *per-case Dice* of the evaluation (hard
 score per case and class, the paper's Table numbers). Both follow the run's one decision rule
 from probabilities to labels (:func:`iac_tf.pipeline.common.label_rule`,
 ``evaluation.metric``).
+
+Importing the package (or :mod:`iac_tf.pipeline.plan`) imports no TensorFlow: the names below
+are imported on first use (``pipeline.run_stage1`` imports :mod:`~iac_tf.pipeline.stages`, and
+with it TensorFlow), so ``iac ... --plan`` prints its plan without TensorFlow. The modules that
+load models register the package's layers themselves (:mod:`iac_tf.pipeline.common`).
 """
 
-import iac_tf.comparisons  # noqa: F401  (registers the comparison modules, so they load)
-import iac_tf.search  # noqa: F401  (registers the IAC cells, so IAC U-Nets load)
-from iac_tf.pipeline.common import prepare, trained_unet_path
-from iac_tf.pipeline.evaluate import evaluation_models
-from iac_tf.pipeline.stages import (evaluate, run_all, run_compare, run_stage1, run_stage2,
-                                    run_stage3, run_unet_continued, select_genotype,
-                                    stage3_genotype_path, stage3_units)
-from iac_tf.pipeline.units import TrainingUnit, train_unit
+import importlib
+import sys
+import types
+
+#: public name -> the module of this package that defines it (imported on first use)
+_EXPORTS = {
+    "prepare": "common", "trained_unet_path": "common",
+    "evaluation_models": "evaluate",
+    "evaluate": "stages", "run_all": "stages", "run_compare": "stages", "run_stage1": "stages",
+    "run_stage2": "stages", "run_stage3": "stages", "run_unet_continued": "stages",
+    "select_genotype": "stages", "stage3_genotype_path": "stages", "stage3_units": "stages",
+    "TrainingUnit": "units", "train_unit": "units",
+}
+
+#: the modules of this package reachable as attributes (``pipeline.common.label_rule``);
+#: ``pipeline.evaluate`` is the function :func:`iac_tf.pipeline.stages.evaluate`, not the module
+_MODULES = ("common", "given_unet", "plan", "stages", "units")
 
 __all__ = ["TrainingUnit", "evaluate", "evaluation_models", "prepare", "run_all", "run_compare",
            "run_stage1", "run_stage2", "run_stage3", "run_unet_continued", "select_genotype",
            "stage3_genotype_path", "stage3_units", "train_unit", "trained_unet_path"]
+
+
+def __getattr__(name: str):
+    """Import a public name or a module of this package on first use (PEP 562)."""
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    elif name in _MODULES:
+        value = importlib.import_module(f"{__name__}.{name}")
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS) | set(_MODULES))
+
+
+class _Package(types.ModuleType):
+    """Python binds a submodule to its package's attribute of the same name when it loads it;
+    for ``iac_tf.pipeline.evaluate`` that would replace the function ``pipeline.evaluate``
+    (whichever imported the module first), so that one binding is refused."""
+
+    def __setattr__(self, name: str, value) -> None:
+        if name == "evaluate" and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

@@ -14,6 +14,8 @@ import sys
 
 import numpy as np
 
+import iac_tf.comparisons  # noqa: F401  (registers the comparison modules, so they load)
+import iac_tf.search  # noqa: F401  (registers the IAC cells, so IAC U-Nets load)
 from iac_tf.console import run_log
 from iac_tf.data import prepare_dataset
 from iac_tf.data.fingerprint import data_record, same_as_legacy

@@ -9,11 +9,16 @@ import csv
 import dataclasses
 import json
 import logging
+import pathlib
+import shutil
 
 import numpy as np
+import pytest
 
 from iac_tf._keras import keras
 from iac_tf.data import DataConfig, prepare_dataset
+from iac_tf.evaluation.volumetric import evaluate_folder
+from iac_tf.inference.run_scores import score_volumes
 from iac_tf.config.experiment import ExperimentConfig
 from iac_tf.pipeline.evaluate import run_evaluation
 from iac_tf.run_layout import RunLayout, register_model
@@ -57,8 +62,8 @@ def test_every_model_is_scored_on_test_dt_volumes_and_both_splits_are_named(tmp_
                                    "iac_hd95_mm"]
     assert [(r["case"], r["class"]) for r in volumetric] == [
         (c, k) for c in ("t0", "t1") for k in ("organ", "lesion")]
-    summary = json.loads((test_dir / "volumetric_summary.json").read_text())
-    assert set(summary) == {"unet", "iac"} and set(summary["iac"]) == {"organ", "lesion"}
+    models = json.loads((test_dir / "volumetric_summary.json").read_text())["models"]
+    assert set(models) == {"unet", "iac"} and set(models["iac"]["classes"]) == {"organ", "lesion"}
     # one Dice column per model, the same values as the volumetric table
     dice = _rows(test_dir / "dice_per_case.csv")
     assert list(dice[0]) == ["split", "metric", "case", "class", "unet", "iac"]
@@ -99,3 +104,41 @@ def test_a_run_without_test_cases_says_so_once_and_writes_no_test_scores(tmp_pat
     assert "In-sample" in table and table.rstrip().endswith(
         "another split the run trained or selected on.")
     assert (ev / "volumetric_per_case.csv").is_file() and (ev / "stats.json").is_file()
+
+
+def test_a_run_and_evaluate_folder_write_one_summary_schema(tmp_path):
+    """``volumetric_summary.json`` of a run's scores and of ``iac evaluate-folder``: the same
+    top-level keys, each model ``classes`` and ``foreground_mean``, each class the same
+    statistics (a run scores Dice and HD95 only; evaluate-folder every metric)."""
+    cfg, _ = _run(tmp_path, test_cases=("t0", "t1"))
+    models = {"unet": keras.models.load_model(cfg.run_dir / "stage1" / "best_model.keras")}
+    with cfg.layout.lock():
+        score_volumes(cfg, models, "test_dt", case_ids=["t0", "t1"])
+    run = json.loads((cfg.layout.test_evaluation / "volumetric_summary.json").read_text())
+    ds = pathlib.Path(cfg.data.root)
+    pred = tmp_path / "pred"
+    shutil.copytree(ds / "labelsTs", pred)
+    evaluate_folder(gt=ds / "labelsTs", pred=pred, dataset_json=ds / "dataset.json",
+                    out=tmp_path / "scores", progress=False)
+    folder = json.loads((tmp_path / "scores" / "volumetric_summary.json").read_text())
+    assert list(run) == list(folder)
+    assert run["schema"] == folder["schema"] == 1 and run["cases"] == folder["cases"] == ["t0", "t1"]
+    assert run["split"] == "test_dt" and folder["split"] is None
+    assert run["rule"]["metric"] == "labels" and folder["rule"] is None
+    assert run["cases_left_out"] == folder["cases_left_out"] == {
+        "predictions_without_ground_truth": [], "ground_truth_without_prediction": []}
+    assert run["unexpected_label_values"] == folder["unexpected_label_values"] == {}
+    assert run["nsd_tolerance_mm"] is None and folder["nsd_tolerance_mm"] == 1.0
+    assert list(run["models"]) == ["unet"] and list(folder["models"]) == ["pred"]
+    ours, theirs = run["models"]["unet"], folder["models"]["pred"]
+    assert list(ours) == list(theirs) == ["classes", "foreground_mean"]
+    assert list(ours["classes"]) == list(theirs["classes"]) == ["organ", "lesion"]
+    stats = ["n", "n_empty", "dice_mean", "dice_median", "hd95_mm_mean", "hd95_mm_median"]
+    for name in ("organ", "lesion"):
+        assert list(ours["classes"][name]) == stats
+        assert set(stats) < set(theirs["classes"][name])
+        assert theirs["classes"][name]["dice_mean"] == 1.0  # the labels against themselves
+    assert list(ours["foreground_mean"]) == ["dice_mean", "hd95_mm_mean"]
+    assert set(ours["foreground_mean"]) < set(theirs["foreground_mean"])
+    assert ours["foreground_mean"]["dice_mean"] == pytest.approx(
+        np.nanmean([ours["classes"][c]["dice_mean"] for c in ("organ", "lesion")]))

@@ -90,7 +90,8 @@ def test_evaluate_folder_cli(tmp_path, capsys):
     assert float(rows[1]["pred_dice"]) == pytest.approx(0.0) and float(rows[1]["pred_hd95_mm"]) == 1.0
     assert float(rows[0]["pred_hd95_mm"]) == pytest.approx(1.0)  # shifted 2 voxels of 0.5 mm
     summary = json.loads((pred_dir / "volumetric_summary.json").read_text())
-    assert summary["1"]["n"] == 1 and summary["1"]["n_empty"] == 1
+    classes = summary["models"]["pred"]["classes"]
+    assert classes["1"]["n"] == 1 and classes["1"]["n_empty"] == 1
     save_labels(pred, np.diag([1.0, 0.5, 2.0, 1.0]), pred_dir / "c1.nii.gz", tagged=True)
     assert main(["evaluate-folder", str(gt_dir), str(pred_dir)]) == 2
     assert f"{pred_dir / 'c1.nii.gz'}: affine differs" in capsys.readouterr().err
@@ -127,7 +128,7 @@ def test_cases_left_out_and_unexpected_labels_are_warned_and_listed(tmp_path, ca
     assert summary["cases_left_out"] == {"predictions_without_ground_truth": ["c3"],
                                          "ground_truth_without_prediction": ["c4"]}
     assert summary["unexpected_label_values"] == {"c1": {"prediction": [7]}}
-    assert summary["organ"]["n"] == 2
+    assert summary["models"]["pred"]["classes"]["organ"]["n"] == 2
     assert "without ground truth: c3" in captured.out and "without prediction: c4" in captured.out
     assert "ignored label values: c1 (prediction: 7)" in captured.out
 
@@ -240,7 +241,7 @@ def test_python_api_takes_the_folders_by_keyword_only(tmp_path):
     with pytest.raises(TypeError):
         evaluate_folder(pred_dir, gt_dir)  # the old positional order fails loudly
     summary = evaluate_folder(gt=gt_dir, pred=pred_dir, progress=False)
-    assert summary["1"]["dice_mean"] == 1.0
+    assert summary["models"]["pred"]["classes"]["1"]["dice_mean"] == 1.0
 
 
 def test_channels_scored_alone_or_as_a_label_map():

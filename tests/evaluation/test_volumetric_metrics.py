@@ -134,6 +134,7 @@ def test_evaluate_folder_per_case_and_means_against_the_reference(tmp_path, caps
                              "pred_tp", "pred_fp", "pred_fn"]  # a run's schema, model "pred"
     summary = json.loads((pred_dir / "volumetric_summary.json").read_text())
     assert summary["nsd_tolerance_mm"] == 1.5
+    scores = summary["models"]["pred"]
     wants = {}
     for row in rows:
         pred, gt = cases[row["case"]]
@@ -146,12 +147,12 @@ def test_evaluate_folder_per_case_and_means_against_the_reference(tmp_path, caps
     for name, per_case in wants.items():
         for key in ("dice", "iou", "precision", "recall", "nsd", "hd95_mm"):
             mean = np.nanmean([w[key] for w in per_case])
-            assert summary[name][f"{key}_mean"] == pytest.approx(mean, rel=1e-9)
+            assert scores["classes"][name][f"{key}_mean"] == pytest.approx(mean, rel=1e-9)
             class_means.setdefault(key, []).append(mean)
         for key in ("tp", "fp", "fn"):
-            assert summary[name][key] == sum(w[key] for w in per_case)
+            assert scores["classes"][name][key] == sum(w[key] for w in per_case)
     for key, means in class_means.items():
-        assert summary["foreground_mean"][f"{key}_mean"] == pytest.approx(np.mean(means))
+        assert scores["foreground_mean"][f"{key}_mean"] == pytest.approx(np.mean(means))
     assert sorted(p.name for p in gt_dir.iterdir()) == ["c1.nii.gz", "c2.nii.gz"]
 
 

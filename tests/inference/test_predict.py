@@ -217,4 +217,5 @@ def test_volumetric_scores_of_the_evaluation_split(run):
     assert rows[0] == "split,metric,case,class,unet_dice,unet_hd95_mm,iac_dice,iac_hd95_mm"
     assert len(rows) == 1 + 2 * 2
     saved = json.loads((run_dir / "evaluation" / "volumetric_summary.json").read_text())
-    assert saved["unet"]["organ"]["n"] + saved["unet"]["organ"]["n_empty"] == 2
+    organ = saved["models"]["unet"]["classes"]["organ"]
+    assert organ["n"] + organ["n_empty"] == 2

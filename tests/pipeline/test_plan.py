@@ -1,11 +1,18 @@
 """The run plan (``iac_tf.pipeline.plan``): built once from the config and the command, what
-``--restart`` removes and keeps, and ``--plan``, which prints it and writes nothing."""
+``--restart`` removes and keeps, and ``--plan``, which prints it and writes nothing; the
+pipeline package's names, imported on first use.
+
+Covers: iac_tf/pipeline/__init__.py
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import pathlib
+import subprocess
+import sys
 
 import pytest
 import yaml
@@ -115,6 +122,48 @@ def test_plan_prints_the_plan_and_writes_nothing(tmp_path, capsys):
     assert main(["evaluate", str(SAMPLE), "--plan", *args]) == 0
     assert _snapshot(tmp_path) == before
     assert RunLayout.of(cfg).lock_holder() is None
+
+
+# calls the CLI with the given arguments, then prints whether TensorFlow was imported
+_NO_TENSORFLOW = """
+import sys
+from iac_tf.cli import main
+status = main(sys.argv[1:])
+print("tensorflow imported:", "tensorflow" in sys.modules or "tf_keras" in sys.modules)
+sys.exit(status)
+"""
+
+
+def test_plan_imports_no_tensorflow(tmp_path):
+    cfg = _run_with_stage1_done(tmp_path)
+    before = _snapshot(tmp_path)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    for command, shows in ((["run", str(SAMPLE), "--plan", "--restart", "stage3"],
+                            "--restart stage3 removes: "),
+                           (["evaluate", str(SAMPLE), "--plan"], "evaluation: reads")):
+        done = subprocess.run(
+            [sys.executable, "-c", _NO_TENSORFLOW, *command,
+             "--set", f"output_dir={tmp_path}", "--set", "name=run"],
+            env=env, capture_output=True, text=True, timeout=120, check=False)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.startswith(f"plan of `iac {command[0]}") and shows in done.stdout
+        assert "tensorflow imported: False" in done.stdout
+    assert _snapshot(tmp_path) == before
+    assert RunLayout.of(cfg).lock_holder() is None
+
+
+def test_the_package_imports_its_names_on_first_use():
+    import iac_tf.pipeline as pipeline
+    from iac_tf.pipeline import common, stages, units  # binds pipeline.evaluate's module, too
+
+    assert pipeline.evaluate is stages.evaluate  # the function, not iac_tf.pipeline.evaluate
+    assert pipeline.run_stage1 is stages.run_stage1 and pipeline.train_unit is units.train_unit
+    assert pipeline.common is common and pipeline.common.label_rule is common.label_rule
+    assert all(callable(getattr(pipeline, name)) for name in pipeline.__all__)
+    assert set(pipeline.__all__) <= set(dir(pipeline))
+    with pytest.raises(AttributeError, match="no_such_name"):
+        pipeline.no_such_name  # noqa: B018
 
 
 def test_stage_three_models_are_one_list_for_the_plan_the_stage_and_the_status(tmp_path):
