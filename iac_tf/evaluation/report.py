@@ -20,7 +20,7 @@ also names the decision rule that turned probabilities into the scored masks
   dice_table.md       mean Dice per class, one column per model; then the statistics per method
   dice_paired.png     per-case Dice, U-Net vs the first method; dice_methods.png all models
 
-``iac run`` / ``iac evaluate`` (:mod:`iac_tf.pipeline.evaluate`) also write ``evaluation/test_dt/``
+``iac run`` / ``iac evaluate`` (:mod:`iac_tf.pipeline.evaluation`) also write ``evaluation/test_dt/``
 when the run has a test split: the same ``dice_per_case.csv``, ``stats.json``,
 ``dice_table.md`` and plots, of whole-volume Dice (:func:`compare_scores`), and
 ``dice_table.md`` of ``evaluation/`` gets a ``test_dt`` section (:func:`volume_section`).

@@ -12,7 +12,7 @@ Modules: ``plan`` (the run plan every command is: its steps, skips, units, check
 ``--restart`` removes), ``common`` (the lock, the checks before any write, data sources),
 ``units`` (one unit of training; every trained model of a run is a row of its table),
 ``stages`` (the stage commands, the executor of a plan, the genotype-epoch sweep and its
-selection), ``evaluate``.
+selection), ``evaluation`` (the evaluation step).
 
 The run folder's layout is :mod:`iac_tf.run_layout`; every trained model is registered in its
 ``models.json`` (``unet``, ``iac``, ``iac_epoch_XXX``, ``attention``, ...). Every stage first
@@ -35,22 +35,19 @@ load models register the package's layers themselves (:mod:`iac_tf.pipeline.comm
 """
 
 import importlib
-import sys
-import types
 
 #: public name -> the module of this package that defines it (imported on first use)
 _EXPORTS = {
     "prepare": "common", "trained_unet_path": "common",
-    "evaluation_models": "evaluate",
+    "evaluation_models": "evaluation",
     "evaluate": "stages", "run_all": "stages", "run_compare": "stages", "run_stage1": "stages",
     "run_stage2": "stages", "run_stage3": "stages", "run_unet_continued": "stages",
     "select_genotype": "stages", "stage3_genotype_path": "stages", "stage3_units": "stages",
     "TrainingUnit": "units", "train_unit": "units",
 }
 
-#: the modules of this package reachable as attributes (``pipeline.common.label_rule``);
-#: ``pipeline.evaluate`` is the function :func:`iac_tf.pipeline.stages.evaluate`, not the module
-_MODULES = ("common", "given_unet", "plan", "stages", "units")
+#: the modules of this package reachable as attributes (``pipeline.common.label_rule``)
+_MODULES = ("common", "evaluation", "given_unet", "plan", "stages", "units")
 
 __all__ = ["TrainingUnit", "evaluate", "evaluation_models", "prepare", "run_all", "run_compare",
            "run_stage1", "run_stage2", "run_stage3", "run_unet_continued", "select_genotype",
@@ -71,17 +68,3 @@ def __getattr__(name: str):
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_EXPORTS) | set(_MODULES))
-
-
-class _Package(types.ModuleType):
-    """Python binds a submodule to its package's attribute of the same name when it loads it;
-    for ``iac_tf.pipeline.evaluate`` that would replace the function ``pipeline.evaluate``
-    (whichever imported the module first), so that one binding is refused."""
-
-    def __setattr__(self, name: str, value) -> None:
-        if name == "evaluate" and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

@@ -17,7 +17,7 @@ from iac_tf.losses import LOSS_NAMES
 from iac_tf.pipeline.common import (checked_data, early_data_check, epoch_data,
                                     guarded, label_rule, prepare, trained_unet_path,
                                     unet_to_check, write_run_records)
-from iac_tf.pipeline.evaluate import run_evaluation
+from iac_tf.pipeline.evaluation import run_evaluation
 from iac_tf.pipeline.given_unet import log_score, score_given_unet
 from iac_tf.pipeline.plan import RunPlan, build_plan, skipped_stages  # noqa: F401 (API)
 from iac_tf.pipeline.units import (comparison_unit, iac_unit, stage1_unit, strategy,

@@ -2,7 +2,7 @@
 volumes of test_dt (evaluation/test_dt/), and the table and the console name the split that
 selected the epochs (val_dt) and the split scored; without test cases one line says so.
 
-Covers: iac_tf/pipeline/evaluate.py
+Covers: iac_tf/pipeline/evaluation.py
 """
 
 import csv
@@ -20,7 +20,7 @@ from iac_tf.data import DataConfig, prepare_dataset
 from iac_tf.evaluation.volumetric import evaluate_folder
 from iac_tf.inference.run_scores import score_volumes
 from iac_tf.config.experiment import ExperimentConfig
-from iac_tf.pipeline.evaluate import run_evaluation
+from iac_tf.pipeline.evaluation import run_evaluation
 from iac_tf.run_layout import RunLayout, register_model
 from iac_tf.run_records import write_resolved
 from iac_tf.unets import build_unet

@@ -155,9 +155,9 @@ def test_plan_imports_no_tensorflow(tmp_path):
 
 def test_the_package_imports_its_names_on_first_use():
     import iac_tf.pipeline as pipeline
-    from iac_tf.pipeline import common, stages, units  # binds pipeline.evaluate's module, too
+    from iac_tf.pipeline import common, evaluation, stages, units
 
-    assert pipeline.evaluate is stages.evaluate  # the function, not iac_tf.pipeline.evaluate
+    assert pipeline.evaluate is stages.evaluate and pipeline.evaluation is evaluation
     assert pipeline.run_stage1 is stages.run_stage1 and pipeline.train_unit is units.train_unit
     assert pipeline.common is common and pipeline.common.label_rule is common.label_rule
     assert all(callable(getattr(pipeline, name)) for name in pipeline.__all__)
