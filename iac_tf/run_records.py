@@ -236,12 +236,13 @@ def restart_from(cfg: ExperimentConfig, stage: int,
     plan took from it, :mod:`iac_tf.pipeline.plan`) and their entries in ``models.json``;
     return what was deleted. Callers check everything first (:func:`iac_tf.pipeline` deletes
     only after the config, the data and the U-Net passed)."""
+    layout = RunLayout.of(cfg)
     gone = list(removed) if removed is not None else restart_plan(cfg, stage)[0]
     check_removable(gone, "a result of this run", f"Nothing was deleted; move it out of "
-                    f"{RunLayout.of(cfg).root}, then rerun with --restart stage{stage}")
+                    f"{layout.root}, then rerun with --restart stage{stage}")
     for path in gone:
         remove(path)
-    RunLayout.of(cfg).unregister_inside(gone)
+    layout.unregister_inside(gone)
     return gone
 
 

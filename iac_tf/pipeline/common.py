@@ -99,7 +99,8 @@ def checked_data(cfg: ExperimentConfig) -> CheckedData:
     """The dataset record of ``data`` now (by content: :mod:`iac_tf.data.fingerprint`),
     compared with the run's (raises DatasetMismatch naming both datasets and the files that
     differ, before anything is written)."""
-    previous = RunLayout.of(cfg).read_data_record()
+    layout = RunLayout.of(cfg)
+    previous = layout.read_data_record()
     try:
         record = data_record(cfg.data, previous, training_cases=True)
     except DataError as exc:
@@ -110,8 +111,8 @@ def checked_data(cfg: ExperimentConfig) -> CheckedData:
             f"({previous.get('files')} files), but data.root now names {cfg.data.root}, which "
             f"cannot be read ({exc}). Nothing was changed. Point data.root at the run's "
             "dataset (an absolute path), or start a new run (--set name=...)") from None
-    write = RunLayout.of(cfg).check_data(record, lambda old: same_as_legacy(old, cfg.data))
-    RunLayout.of(cfg).check_unet_train_cases(record)
+    write = layout.check_data(record, lambda old: same_as_legacy(old, cfg.data))
+    layout.check_unet_train_cases(record)
     return CheckedData(record, write)
 
 
@@ -127,6 +128,7 @@ def write_run_records(cfg: ExperimentConfig, restart: int | None, data: CheckedD
     kept)``, else :func:`~iac_tf.run_records.restart_plan` now), then the run records are
     written (the run folder marked as the tool's, its copy of ``unet.pretrained``, the resolved
     config, the dataset record: written once, and again after a restart)."""
+    layout = RunLayout.of(cfg)
     if restart is not None:
         removed, kept = removal if removal is not None else restart_plan(cfg, restart)
         for path in restart_from(cfg, restart, removed):
@@ -135,13 +137,13 @@ def write_run_records(cfg: ExperimentConfig, restart: int | None, data: CheckedD
             log.info("--restart stage%d: kept %s (it depends on earlier stages and on training "
                      "keys that did not change)", restart, path)
     if cfg.unet.pretrained:
-        RunLayout.of(cfg).claim()
-        adopt(RunLayout.of(cfg), cfg.unet.pretrained)
+        layout.claim()
+        adopt(layout, cfg.unet.pretrained)
     write_resolved(cfg)
     # after a restart the record is rewritten too: the restarted stages may use another
     # preprocessing (zoom, spacing), which inference reads from it
     if data.write or restart is not None:
-        RunLayout.of(cfg).write_data_record(data.record)
+        layout.write_data_record(data.record)
 
 
 # ---------------------------------------------------------------------------- data of a training

@@ -51,16 +51,16 @@ def run_evaluation(cfg: ExperimentConfig, prepared=None) -> dict:
 
 
 def _run_evaluation(cfg: ExperimentConfig, prepared=None) -> dict:
-    models = evaluation_models(cfg)
+    layout, models = RunLayout.of(cfg), evaluation_models(cfg)
     if not models:
-        raise FileNotFoundError(f"{RunLayout.of(cfg).models_index}: no trained model to evaluate; "
+        raise FileNotFoundError(f"{layout.models_index}: no trained model to evaluate; "
                                 "run Stage III (`iac stage3`) or the comparisons (`iac compare`) first")
     if prepared is None:
         prepared = prepare(cfg)
     images, masks, case_ids = prepared.arrays(cfg.evaluation.split)
     loaded = {"unet": load_unet(trained_unet_path(cfg))}
     loaded.update({name: load_unet(path) for name, path in models.items()})
-    out_dir = RunLayout.of(cfg).evaluation
+    out_dir = layout.evaluation
     split = cfg.evaluation.split
     # the IAC (every mode) against the budget-matched baseline too
     pairs = [("unet_continued", n) for n in loaded if n.startswith("iac") and "unet_continued" in loaded]
@@ -86,8 +86,8 @@ def _test_scores(cfg: ExperimentConfig, prepared, loaded: dict, pairs, table: st
     table) and nothing else is written (scores of an earlier evaluation with test cases are
     removed). Returns the ``test_dt`` ``stats.json`` content (with ``volumetric``: the
     summary), or None."""
-    out_dir = RunLayout.of(cfg).evaluation
-    test_dir = RunLayout.of(cfg).test_evaluation
+    layout = RunLayout.of(cfg)
+    out_dir, test_dir = layout.evaluation, layout.test_evaluation
     test_cases = list(getattr(prepared, "test_cases", []))
     scores = None
     if test_cases:

@@ -206,8 +206,8 @@ class _State:
         return Unit(name, folder, training_done(folder, epochs, export) is not None)
 
     def searched(self) -> bool:
-        return not self.gone(RunLayout.of(self.cfg).stage(2)) and \
-            RunLayout.of(self.cfg).search_done(self.cfg.stage2.epochs)
+        layout = RunLayout.of(self.cfg)
+        return not self.gone(layout.stage(2)) and layout.search_done(self.cfg.stage2.epochs)
 
 
 def _unet_read(cfg: ExperimentConfig) -> pathlib.Path:

@@ -112,9 +112,9 @@ def test_a_run_and_evaluate_folder_write_one_summary_schema(tmp_path):
     statistics (a run scores Dice and HD95 only; evaluate-folder every metric)."""
     cfg, _ = _run(tmp_path, test_cases=("t0", "t1"))
     models = {"unet": keras.models.load_model(cfg.run_dir / "stage1" / "best_model.keras")}
-    with cfg.layout.lock():
+    with RunLayout.of(cfg).lock():
         score_volumes(cfg, models, "test_dt", case_ids=["t0", "t1"])
-    run = json.loads((cfg.layout.test_evaluation / "volumetric_summary.json").read_text())
+    run = json.loads((RunLayout.of(cfg).test_evaluation / "volumetric_summary.json").read_text())
     ds = pathlib.Path(cfg.data.root)
     pred = tmp_path / "pred"
     shutil.copytree(ds / "labelsTs", pred)
