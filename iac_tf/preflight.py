@@ -27,8 +27,8 @@ from iac_tf._keras import onednn_enabled, onednn_status, tf
 from iac_tf.data import check_dataset
 from iac_tf.data.cache import slice_bytes
 from iac_tf.data.check import DataShape, data_shape
-from iac_tf.config.data import TEST_SPLIT
-from iac_tf.data.prepare import cached_path, case_lists, resolve_paths
+from iac_tf.config.data import TEST_SPLIT, resolve_paths
+from iac_tf.data.prepare import cached_path, case_lists
 from iac_tf.data.splits import split_patients
 from iac_tf.diskspace import MARGIN_BYTES, check_writable_folder, free_bytes, human
 from iac_tf.errors import UserError

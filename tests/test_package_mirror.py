@@ -42,7 +42,6 @@ EXEMPT = {
     "iac_tf/primitives.py": "a tuple of operation names, pure data (tests/search/test_operations.py "
                             "checks that the OPS table agrees with it)",
     "iac_tf/comparisons/__init__.py": "re-exports the comparison modules",
-    "iac_tf/data/__init__.py": "re-exports the data modules and names the bundled sample",
     "iac_tf/evaluation/__init__.py": "re-exports metrics and stats",
     "iac_tf/implant/__init__.py": "re-exports the implant modules",
     "iac_tf/reporting/__init__.py": "a docstring only",

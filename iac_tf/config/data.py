@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import pathlib
 from typing import Literal
 
 from iac_tf.config import ConfigError, from_dict, load_yaml
@@ -181,6 +182,13 @@ class DataConfig:
             skip.add("spacing")
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
                 if f.name not in skip}
+
+
+def resolve_paths(cfg: DataConfig) -> tuple[pathlib.Path, pathlib.Path]:
+    """``(root, cache_dir)``; a relative ``cache_dir`` is relative to the working directory."""
+    root = pathlib.Path(cfg.root).expanduser()
+    cache_dir = pathlib.Path(cfg.cache_dir).expanduser()
+    return root, (cache_dir if cache_dir.is_absolute() else pathlib.Path.cwd() / cache_dir)
 
 
 def load_data_config(path) -> DataConfig:

@@ -19,12 +19,21 @@ DataError is in :mod:`iac_tf.errors`. Modules: ``datasets`` (the registry of lay
 ``iac data prepare|check``).
 """
 
-from iac_tf.config.data import FORMATS, SPLITS, TEST_SPLIT, DataConfig, load_data_config
-from iac_tf.data.check import CheckReport, check_dataset
-from iac_tf.data.datasets import DATASETS
-from iac_tf.data.pipeline import PreparedDataset
-from iac_tf.data.prepare import prepare_dataset
-from iac_tf.errors import DataError
+import importlib
+
+#: public name -> the module that defines it, imported on first use (PEP 562): the data
+#: layer's records (``iac_tf.data.fingerprint``, ``preprocessing``) load without the slice cache,
+#: tf.data or SciPy
+_EXPORTS = {
+    "FORMATS": "iac_tf.config.data", "SPLITS": "iac_tf.config.data",
+    "TEST_SPLIT": "iac_tf.config.data", "DataConfig": "iac_tf.config.data",
+    "load_data_config": "iac_tf.config.data",
+    "CheckReport": "iac_tf.data.check", "check_dataset": "iac_tf.data.check",
+    "DATASETS": "iac_tf.data.datasets",
+    "PreparedDataset": "iac_tf.data.pipeline",
+    "prepare_dataset": "iac_tf.data.prepare",
+    "DataError": "iac_tf.errors",
+}
 
 #: The bundled sample (relative to the repository root).
 SAMPLE_DATASET = "data/sample/Dataset001_PyradiomicsSample"
@@ -43,3 +52,16 @@ __all__ = [
     "load_data_config",
     "prepare_dataset",
 ]
+
+
+def __getattr__(name: str):
+    """Import a public name on first use."""
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -7,11 +7,11 @@ import pathlib
 
 import numpy as np
 
-from iac_tf.config.data import TEST_SPLIT
+from iac_tf.config.data import TEST_SPLIT, resolve_paths
 from iac_tf.errors import DataError
 from iac_tf.data.datasets import (DATASETS, detect_format, list_cases, list_test_cases,
                                   read_case, unlabelled_warning)
-from iac_tf.data.prepare import axial_slices, case_lists, load_npz, resolve_paths
+from iac_tf.data.prepare import axial_slices, case_lists, load_npz
 
 
 @dataclasses.dataclass(frozen=True)

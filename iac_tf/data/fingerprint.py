@@ -33,9 +33,8 @@ import hashlib
 import json
 import pathlib
 
-from iac_tf.config.data import DataConfig
+from iac_tf.config.data import DataConfig, resolve_paths
 from iac_tf.data.datasets import list_cases
-from iac_tf.data.prepare import resolve_paths
 from iac_tf.data.preprocessing import Preprocessing
 from iac_tf.data.unet_cases import read_unet_train_cases
 from iac_tf.errors import DataError

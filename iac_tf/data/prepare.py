@@ -12,7 +12,7 @@ import nibabel as nib
 import numpy as np
 from tqdm.auto import tqdm
 
-from iac_tf.config.data import TEST_SPLIT, DataConfig
+from iac_tf.config.data import TEST_SPLIT, DataConfig, resolve_paths
 from iac_tf.data import cache as cache_lib
 from iac_tf.data.datasets import (DATASETS, Case, list_cases, list_test_cases, read_case,
                                   unlabelled_warning)
@@ -26,13 +26,6 @@ from iac_tf.data.splits import hold_out_patients, load_or_make_splits
 from iac_tf.data.unet_cases import UNetTrainCases, read_unet_train_cases, shown
 
 log = logging.getLogger(__name__)
-
-
-def resolve_paths(cfg: DataConfig) -> tuple[pathlib.Path, pathlib.Path]:
-    """``(root, cache_dir)``; a relative ``cache_dir`` is relative to the working directory."""
-    root = pathlib.Path(cfg.root).expanduser()
-    cache_dir = pathlib.Path(cfg.cache_dir).expanduser()
-    return root, (cache_dir if cache_dir.is_absolute() else pathlib.Path.cwd() / cache_dir)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,9 +14,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from iac_tf.config.data import DataConfig
+from iac_tf.config.data import DataConfig, resolve_paths
 from iac_tf.data.datasets import DATASETS, list_cases, read_dataset_json
-from iac_tf.data.prepare import resolve_paths
 from iac_tf.data.preprocess import in_plane_spacing, zoom_factors
 from iac_tf.errors import DataError
 
