@@ -187,6 +187,19 @@ def containment(classes: Classes) -> np.ndarray:
     return np.array([[b <= a for b in sets] for a in sets], bool)
 
 
+def _soft_form(mode: str, metric: str) -> str:
+    """Which soft channels :func:`soft_channels` (and its TensorFlow twin) give: ``classes``
+    (a softmax's channels without the background), ``outputs`` (``paper_channels``: the output
+    channels as they are), else the soft label rule of ``exclusive`` or nested ``regions``."""
+    if mode == "softmax":
+        return "classes"
+    if metric == "paper_channels":
+        return "outputs"
+    if metric != "labels":
+        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+    return mode
+
+
 def soft_channels(probs: np.ndarray, classes: Classes, mode: str | None = None,
                   metric: str = "labels") -> np.ndarray:
     """The channels ``(..., N)`` a soft Dice scores, float32.
@@ -201,13 +214,12 @@ def soft_channels(probs: np.ndarray, classes: Classes, mode: str | None = None,
     mode = _mode(classes, mode)
     probs = np.asarray(probs, np.float32)
     _check_channels(probs.shape[-1], mode, classes)
-    if mode == "softmax":
+    form = _soft_form(mode, metric)
+    if form == "classes":
         return probs[..., 1:]
-    if metric == "paper_channels":
+    if form == "outputs":
         return probs
-    if metric != "labels":
-        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
-    if mode == "exclusive":
+    if form == "exclusive":
         winner = np.argmax(probs, axis=-1)
         return np.where(np.arange(len(classes)) == winner[..., None], probs, 0.0
                         ).astype(np.float32)
@@ -357,15 +369,13 @@ def soft_channels_tf(probs, classes: Classes, mode: str | None = None,
     """:func:`soft_channels` in TensorFlow (float32)."""
     from iac_tf._keras import tf  # noqa: PLC0415
 
-    mode = _mode(classes, mode)
+    form = _soft_form(_mode(classes, mode), metric)
     probs = tf.cast(probs, tf.float32)
-    if mode == "softmax":
+    if form == "classes":
         return probs[..., 1:]
-    if metric == "paper_channels":
+    if form == "outputs":
         return probs
-    if metric != "labels":
-        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
-    if mode == "exclusive":
+    if form == "exclusive":
         winner = tf.argmax(probs, axis=-1, output_type=tf.int32)
         return probs * tf.one_hot(winner, len(classes), dtype=tf.float32)
     inside = tf.constant(containment(classes), tf.float32)
