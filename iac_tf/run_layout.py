@@ -361,8 +361,7 @@ class RunLayout:
     def looks_like_old_run(self) -> bool:
         """An unmarked folder holding ``config.yaml`` beside ``version.txt`` or ``models.json``:
         what runs written before the marker look like (or a user's folder that happens to)."""
-        return (self.root.is_dir() and not is_marked(self.root, RUN_MARKER)
-                and self.config.is_file()
+        return (self.root.is_dir() and not self.is_run() and self.config.is_file()
                 and any((self.root / name).exists() for name in OLD_RUN_FILES))
 
     def looks_like_run(self) -> bool:
@@ -483,27 +482,24 @@ class RunLayout:
             models = self.stage3_models(s3.get("genotype_epochs") or (),
                                         s3.get("extra_implant_modes") or (),
                                         bool(cfg["evaluation"].get("unet_continued")))
-            out += [Part(self._part_name(folder), model, folder, int(s3["epochs"]),
+            out += [Part(self.rel(folder), model, folder, int(s3["epochs"]),
                          "compare" if model == "unet_continued" else "stage3",
                          export and model != "unet_continued") for model, folder in models]
-        methods = list(dict.fromkeys(([method] if method != "iac" else [])
-                                     + [str(m) for m in (cfg.get("compare") or [])]))
-        out += [Part(self._part_name(self.compare(m)), m, self.compare(m), int(s3["epochs"]),
-                     "compare") for m in methods]
+        out += [Part(self.rel(self.compare(m)), m, self.compare(m), int(s3["epochs"]),
+                     "compare") for m in comparison_methods(cfg)]
         return out
 
-    def _part_name(self, folder: pathlib.Path) -> str:
-        return folder.relative_to(self.root).as_posix()
+    def rel(self, path: pathlib.Path) -> str:
+        """``path`` inside the run as the run names it (``stage3/epoch_025``, ``stage2/arch``)."""
+        return pathlib.Path(path).relative_to(self.root).as_posix()
 
     @staticmethod
     def evaluated_models(cfg: dict) -> list[str]:
         """The model columns the run's ``dice_per_case.csv`` must have: ``unet`` (the reference
         every model is compared with), ``iac`` with ``method: iac``, and each comparison method
         (the evaluation also scores every other registered model)."""
-        method = str(cfg.get("method") or "iac")
-        return list(dict.fromkeys(["unet"] + (["iac"] if method == "iac" else [])
-                                  + ([method] if method != "iac" else [])
-                                  + [str(m) for m in (cfg.get("compare") or [])]))
+        iac = ["iac"] if str(cfg.get("method") or "iac") == "iac" else []
+        return list(dict.fromkeys(["unet", *iac, *comparison_methods(cfg)]))
 
     def part_done(self, part: Part) -> bool:
         """:meth:`search_done` for Stage II, :meth:`trained` for every other part."""
@@ -756,6 +752,14 @@ def csv_columns(path: pathlib.Path) -> list[str] | None:
         return next(csv.reader(fh), [])
 
 
+def comparison_methods(cfg: dict) -> list[str]:
+    """The comparison methods a run of ``cfg`` (a plain config mapping) trains: ``method`` if
+    not ``iac``, then ``compare`` (:attr:`ExperimentConfig.comparisons` of a loaded config)."""
+    method = str(cfg.get("method") or "iac")  # a comparison-only run has no IAC
+    return list(dict.fromkeys(([method] if method != "iac" else [])
+                              + [str(m) for m in (cfg.get("compare") or [])]))
+
+
 def trained_unet(cfg: ExperimentConfig) -> pathlib.Path:
     """The U-Net that Stages II/III improve, as the config names it: ``unet.pretrained`` (the
     user's file), else Stage I's best model (which may not exist yet)."""
@@ -797,7 +801,8 @@ def check_outside_runs(path: str | os.PathLike, what: str, option: str,
     commands other than a run's own never write there."""
     run = run_above(path)
     if run is not None:
-        where = "is a run folder" if run == pathlib.Path(os.path.abspath(path)) else f"is inside the run folder {run}"
+        where = ("is a run folder" if run == pathlib.Path(os.path.abspath(path))
+                 else f"is inside the run folder {run}")
         raise RefusedPath(f"{path}: {where}; {what} is never written into a run. Nothing was "
                           f"changed. Choose {option} outside the run folders")
     runs = runs_within(path) if holds else []

@@ -206,7 +206,7 @@ def adopt(layout: RunLayout, pretrained: str | os.PathLike) -> dict:
             shutil.copyfile(source, tmp)
     sha = fingerprint(dest)
     files = _files(dest) if dest.is_dir() else [dest]
-    new = {"file": dest.relative_to(layout.root).as_posix(), "sha256": sha,
+    new = {"file": layout.rel(dest), "sha256": sha,
            "kind": "folder" if dest.is_dir() else "file", "source": str(source.resolve()),
            "name": source.name, "label": label(source.name, sha),
            "bytes": sum(f.stat().st_size for f in files)}

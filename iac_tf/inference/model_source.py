@@ -95,8 +95,9 @@ def find_run_config(model: str | pathlib.Path) -> pathlib.Path:
     """``config.yaml`` of the run that ``model`` belongs to (searched upwards, 4 levels)."""
     path = pathlib.Path(model).resolve()
     for folder in [path] + list(path.parents)[:4]:
-        if RunLayout(folder).config.is_file():
-            return RunLayout(folder).config
+        config = RunLayout(folder).config
+        if config.is_file():
+            return config
     raise FileNotFoundError(f"{model}: no {CONFIG} of a run found next to the model; pass "
                             f"--config RUN/{CONFIG} (the preprocessing is read from it)")
 

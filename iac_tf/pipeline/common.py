@@ -187,7 +187,7 @@ def unet_output_channels(cfg: ExperimentConfig) -> int | None:
     leaves the seeded initialisation of the cells as it was."""
     if not cfg.unet.pretrained:
         return None
-    path = pathlib.Path(trained_unet(cfg))
+    path = trained_unet(cfg)
     if not path.exists():  # a run folder moved without the user's file: the run's own copy
         path = run_unet(RunLayout.of(cfg), cfg.unet.pretrained)
     st = path.stat()

@@ -210,10 +210,6 @@ class _State:
         return not self.gone(layout.stage(2)) and layout.search_done(self.cfg.stage2.epochs)
 
 
-def _unet_read(cfg: ExperimentConfig) -> pathlib.Path:
-    return pathlib.Path(trained_unet(cfg))
-
-
 def _stage1(cfg: ExperimentConfig, state: _State) -> Step:
     folder = RunLayout.of(cfg).stage(1)
     return Step("stage1", STAGE_NAMES[1], record=1,
@@ -225,7 +221,7 @@ def _stage2(cfg: ExperimentConfig, state: _State) -> Step:
     folder = RunLayout.of(cfg).stage(2)
     return Step("stage2", STAGE_NAMES[2], record=2, seeds=True,
                 units=(Unit("search", folder, state.searched()),),
-                reads=(_unet_read(cfg),), writes=(folder,))
+                reads=(trained_unet(cfg),), writes=(folder,))
 
 
 def _stage3(cfg: ExperimentConfig, state: _State) -> Step:
@@ -236,7 +232,7 @@ def _stage3(cfg: ExperimentConfig, state: _State) -> Step:
                                                       cfg.evaluation.unet_continued)]
     genotypes = pathlib.Path(s3.genotype) if s3.genotype else layout.genotypes
     return Step("stage3", STAGE_NAMES[3], record=3, units=tuple(units),
-                reads=(_unet_read(cfg), genotypes),
+                reads=(trained_unet(cfg), genotypes),
                 writes=(layout.stage(3), *(u.folder for u in units[1:]
                                            if u.folder.parent == layout.compare_root)))
 
@@ -245,12 +241,12 @@ def _compare(cfg: ExperimentConfig, state: _State) -> Step:
     units = tuple(state.unit(m, RunLayout.of(cfg).compare(m), cfg.stage3.epochs)
                   for m in cfg.comparisons)
     return Step("compare", "comparisons", skipped=None if units else NO_COMPARISONS,
-                units=units, reads=(_unet_read(cfg),), writes=tuple(u.folder for u in units))
+                units=units, reads=(trained_unet(cfg),), writes=tuple(u.folder for u in units))
 
 
 def _evaluate(cfg: ExperimentConfig) -> Step:
     layout = RunLayout.of(cfg)
-    return Step("evaluate", "evaluation", reads=(layout.models_index, _unet_read(cfg)),
+    return Step("evaluate", "evaluation", reads=(layout.models_index, trained_unet(cfg)),
                 writes=(layout.evaluation,))
 
 
@@ -263,7 +259,7 @@ def _run_steps(cfg: ExperimentConfig, state: _State) -> list[Step]:
     steps = []
     for stage in (1, 2, 3) if cfg.method == "iac" else (1,):
         if stage == 3 and 2 in skipped and cfg.unet.pretrained:
-            steps.append(Step("score_unet", "the given U-Net", reads=(_unet_read(cfg),),
+            steps.append(Step("score_unet", "the given U-Net", reads=(trained_unet(cfg),),
                               writes=(RunLayout.of(cfg).unet_score,)))
         step = makers[stage](cfg, state)
         steps.append(dataclasses.replace(step, skipped=skipped.get(stage)))

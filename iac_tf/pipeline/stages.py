@@ -23,7 +23,7 @@ from iac_tf.pipeline.plan import RunPlan, build_plan, skipped_stages  # noqa: F4
 from iac_tf.pipeline.units import (comparison_unit, iac_unit, stage1_unit, strategy,
                                    train_unit, unet_continued_unit)
 from iac_tf.preflight import checked_prepare
-from iac_tf.run_layout import HISTORY, RunLayout, epoch_number
+from iac_tf.run_layout import HISTORY, RunLayout
 from iac_tf.run_records import check_stages, record_machine, record_stage
 from iac_tf.training.history import CsvHistory
 from iac_tf.training.precision import precision_policy
@@ -128,10 +128,12 @@ def stage3_units(cfg: ExperimentConfig) -> list[tuple[str, pathlib.Path, pathlib
                    if layout.search_done(cfg.stage2.epochs) else "")
         raise FileNotFoundError(f"stage3.genotype_epochs: no Stage II genotype for epoch(s) "
                                 f"{missing} in {layout.genotypes}{stopped}; nothing was trained")
+    genotypes = [layout.genotype(e) for e in epochs] if epochs else [stage3_genotype_path(cfg)]
+    main = genotypes[0] if len(genotypes) == 1 else stage3_genotype_path(cfg)
+    genotypes += [main] * len(cfg.stage3.extra_implant_modes)
     models = layout.stage3_models(epochs or (), cfg.stage3.extra_implant_modes)
-    main = layout.genotype(epochs[0]) if epochs and len(epochs) == 1 else stage3_genotype_path(cfg)
-    return [(name, layout.genotype(epoch_number(folder.name)) if folder.parent == layout.stage(3)
-             else main, folder) for name, folder in models]
+    return [(name, genotype, folder) for (name, folder), genotype in zip(models, genotypes,
+                                                                          strict=True)]
 
 
 def select_genotype(cfg: ExperimentConfig, best_val: dict[str, float]) -> int:

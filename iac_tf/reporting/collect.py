@@ -473,15 +473,13 @@ def _unreadable_parts(read: _Reader, layout: RunLayout) -> list[str]:
     """``PART (unreadable FILE)`` for each trained part (Stage I, Stage III and its sweep
     epochs, each comparison) whose ``summary.json`` or ``history.csv`` is there but cannot be
     read (a warning names the problem; each file is warned about once)."""
-    def name(folder):
-        return folder.relative_to(layout.root).as_posix()
-
-    parts = {name(layout.stage(1)): layout.stage(1)}
-    parts.update({name(folder): folder for folder in layout.stage3_dirs().values()})
+    parts = {layout.rel(layout.stage(1)): layout.stage(1)}
+    parts.update({layout.rel(folder): folder for folder in layout.stage3_dirs().values()})
     if layout.summary(layout.stage(3)).exists():
-        parts[name(layout.stage(3))] = layout.stage(3)
+        parts[layout.rel(layout.stage(3))] = layout.stage(3)
     if layout.compare_root.is_dir():
-        parts.update({name(d): d for d in sorted(layout.compare_root.iterdir()) if d.is_dir()})
+        parts.update({layout.rel(d): d for d in sorted(layout.compare_root.iterdir())
+                      if d.is_dir()})
     out = []
     for part, folder in parts.items():
         for name in (SUMMARY, HISTORY):

@@ -103,7 +103,7 @@ def stage3_curves(rec: RunRecord, out_png: pathlib.Path) -> pathlib.Path:
 def arch_evolution(rec: RunRecord, out_png: pathlib.Path) -> pathlib.Path:
     layout = RunLayout(rec.run_dir)
     files = layout.arch_files()
-    pattern = f"{layout.arch.relative_to(layout.root).as_posix()}/{EPOCH_GLOB}.json"
+    pattern = f"{layout.rel(layout.arch)}/{EPOCH_GLOB}.json"
     if not files:
         raise FigureUnavailable(f"no {pattern}")
     states = []
@@ -156,8 +156,7 @@ def genotype_diagrams(rec: RunRecord, out_dir: pathlib.Path) -> list[tuple[str, 
     layout = RunLayout(rec.run_dir)
     jsons = layout.genotype_files()
     if not jsons:
-        raise FigureUnavailable(f"no {layout.genotypes.relative_to(layout.root).as_posix()}/"
-                                f"{EPOCH_GLOB}.json")
+        raise FigureUnavailable(f"no {layout.rel(layout.genotypes)}/{EPOCH_GLOB}.json")
     wanted = {jsons[-1]}
     wanted |= {layout.genotype(e) for e in rec.epoch_scores if layout.genotype(e).exists()}
     out = []
