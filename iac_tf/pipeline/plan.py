@@ -18,7 +18,7 @@ import pathlib
 
 from iac_tf.config import ConfigError
 from iac_tf.config.experiment import ExperimentConfig
-from iac_tf.run_layout import CONFIG, DATA_RECORD, RunLayout, VERSION, trained_unet, training_done
+from iac_tf.run_layout import CONFIG, DATA_RECORD, RunLayout, VERSION, trained_unet
 from iac_tf.run_records import STAGE_NAMES, restart_plan
 
 #: the commands that are a plan: ``iac <command> CONFIG``
@@ -165,22 +165,22 @@ def build_plan(cfg: ExperimentConfig, command: str, restart: int | None = None,
     if command != "evaluate":
         layout.check_readable()
     removes, keeps = restart_plan(cfg, restart) if restart is not None else ([], [])
-    state = _State(cfg, restart, tuple(removes))
+    state = _State(cfg, layout, trained_unet(cfg), tuple(removes))
     last = 3 if (stage == 3 or (command in ("run", "evaluate") and cfg.method == "iac")) else 1
     checked = tuple(s for s in used_stages(cfg, stage or last) if restart is None or s < restart)
     active = command != "compare" or bool(cfg.comparisons)
     if command == "evaluate":
-        steps = [_evaluate(cfg)]
+        steps = [_evaluate(state)]
     elif command == "run":
-        steps = _run_steps(cfg, state)
+        steps = _run_steps(state)
     elif command == "compare":
-        steps = [_compare(cfg, state)] + ([_evaluate(cfg)] if evaluate and active else [])
+        steps = [_compare(state)] + ([_evaluate(state)] if evaluate and active else [])
     else:
-        steps = [(_stage1, _stage2, _stage3)[stage - 1](cfg, state)]
-        steps += [_evaluate(cfg)] if stage == 3 and evaluate else []
+        steps = [(_stage1, _stage2, _stage3)[stage - 1](state)]
+        steps += [_evaluate(state)] if stage == 3 and evaluate else []
     preflight = None
     if command == "run":
-        preflight = _run_preflight(cfg, state)
+        preflight = _run_preflight(state)
     elif stage is not None or (command == "compare" and active):
         preflight = Preflight(stage or 3, unet=stage != 1, genotypes=stage == 3)
     return RunPlan(command, cfg.run_dir, restart, checked,
@@ -191,86 +191,89 @@ def build_plan(cfg: ExperimentConfig, command: str, restart: int | None = None,
 
 @dataclasses.dataclass(frozen=True)
 class _State:
-    """What the run folder holds now, as the plan sees it after ``--restart``."""
+    """What the plan decides from: the config, its run folder, the U-Net Stages II/III read
+    (:func:`~iac_tf.run_layout.trained_unet`), and what the folder holds now, after
+    ``--restart`` removed ``removed``."""
 
     cfg: ExperimentConfig
-    restart: int | None
+    layout: RunLayout
+    unet: pathlib.Path
     removed: tuple[pathlib.Path, ...]
 
     def gone(self, folder: pathlib.Path) -> bool:
         return any(folder == r or r in folder.parents for r in self.removed)
 
     def unit(self, name: str, folder: pathlib.Path, epochs: int, export: bool = False) -> Unit:
-        if self.gone(folder):
-            return Unit(name, folder, False)
-        return Unit(name, folder, training_done(folder, epochs, export) is not None)
+        finished = not self.gone(folder) and self.layout.trained(folder, epochs, export) is not None
+        return Unit(name, folder, finished)
 
     def searched(self) -> bool:
-        layout = RunLayout.of(self.cfg)
-        return not self.gone(layout.stage(2)) and layout.search_done(self.cfg.stage2.epochs)
+        return (not self.gone(self.layout.stage(2))
+                and self.layout.search_done(self.cfg.stage2.epochs))
 
 
-def _stage1(cfg: ExperimentConfig, state: _State) -> Step:
-    folder = RunLayout.of(cfg).stage(1)
+def _stage1(state: _State) -> Step:
+    folder, cfg = state.layout.stage(1), state.cfg
     return Step("stage1", STAGE_NAMES[1], record=1,
                 units=(state.unit("unet", folder, cfg.stage1.epochs),),
                 reads=(pathlib.Path(cfg.data.root),), writes=(folder,))
 
 
-def _stage2(cfg: ExperimentConfig, state: _State) -> Step:
-    folder = RunLayout.of(cfg).stage(2)
+def _stage2(state: _State) -> Step:
+    folder = state.layout.stage(2)
     return Step("stage2", STAGE_NAMES[2], record=2, seeds=True,
                 units=(Unit("search", folder, state.searched()),),
-                reads=(trained_unet(cfg),), writes=(folder,))
+                reads=(state.unet,), writes=(folder,))
 
 
-def _stage3(cfg: ExperimentConfig, state: _State) -> Step:
-    layout, s3 = RunLayout.of(cfg), cfg.stage3
+def _stage3(state: _State) -> Step:
+    layout, s3 = state.layout, state.cfg.stage3
     units = [state.unit(name, folder, s3.epochs, s3.export_savedmodel and name != "unet_continued")
              for name, folder in layout.stage3_models(s3.genotype_epochs or (),
                                                       s3.extra_implant_modes,
-                                                      cfg.evaluation.unet_continued)]
+                                                      state.cfg.evaluation.unet_continued)]
     genotypes = pathlib.Path(s3.genotype) if s3.genotype else layout.genotypes
     return Step("stage3", STAGE_NAMES[3], record=3, units=tuple(units),
-                reads=(trained_unet(cfg), genotypes),
+                reads=(state.unet, genotypes),
                 writes=(layout.stage(3), *(u.folder for u in units[1:]
                                            if u.folder.parent == layout.compare_root)))
 
 
-def _compare(cfg: ExperimentConfig, state: _State) -> Step:
-    units = tuple(state.unit(m, RunLayout.of(cfg).compare(m), cfg.stage3.epochs)
-                  for m in cfg.comparisons)
+def _compare(state: _State) -> Step:
+    units = tuple(state.unit(m, state.layout.compare(m), state.cfg.stage3.epochs)
+                  for m in state.cfg.comparisons)
     return Step("compare", "comparisons", skipped=None if units else NO_COMPARISONS,
-                units=units, reads=(trained_unet(cfg),), writes=tuple(u.folder for u in units))
+                units=units, reads=(state.unet,), writes=tuple(u.folder for u in units))
 
 
-def _evaluate(cfg: ExperimentConfig) -> Step:
-    layout = RunLayout.of(cfg)
-    return Step("evaluate", "evaluation", reads=(layout.models_index, trained_unet(cfg)),
-                writes=(layout.evaluation,))
+def _evaluate(state: _State) -> Step:
+    return Step("evaluate", "evaluation", reads=(state.layout.models_index, state.unet),
+                writes=(state.layout.evaluation,))
 
 
-def _run_steps(cfg: ExperimentConfig, state: _State) -> list[Step]:
+def _run_steps(state: _State) -> list[Step]:
     """``iac run``: Stages I (unless ``unet.pretrained``), II and III (if ``method`` is
     ``iac``; Stage II unless ``stage3.genotype``; a given U-Net is scored before Stage III when
     no search does it), the comparisons, the evaluation."""
+    cfg = state.cfg
     skipped = skipped_stages(cfg)
     makers = {1: _stage1, 2: _stage2, 3: _stage3}
     steps = []
     for stage in (1, 2, 3) if cfg.method == "iac" else (1,):
         if stage == 3 and 2 in skipped and cfg.unet.pretrained:
-            steps.append(Step("score_unet", "the given U-Net", reads=(trained_unet(cfg),),
-                              writes=(RunLayout.of(cfg).unet_score,)))
-        step = makers[stage](cfg, state)
+            steps.append(Step("score_unet", "the given U-Net", reads=(state.unet,),
+                              writes=(state.layout.unet_score,)))
+        step = makers[stage](state)
         steps.append(dataclasses.replace(step, skipped=skipped.get(stage)))
-    return steps + [_compare(cfg, state), _evaluate(cfg)]
+    return steps + [_compare(state), _evaluate(state)]
 
 
-def _run_preflight(cfg: ExperimentConfig, state: _State) -> Preflight:
+def _run_preflight(state: _State) -> Preflight:
     """``iac run``'s one pre-flight: Stage I's checks when it will train the U-Net, else the
     trained U-Net against the data (and the genotypes Stage III will read when Stage II will
     not write them)."""
-    if not cfg.unet.pretrained and not state.unit("unet", RunLayout.of(cfg).stage(1),
+    cfg = state.cfg
+    if not cfg.unet.pretrained and not state.unit("unet", state.layout.stage(1),
                                                   cfg.stage1.epochs).finished:
         return Preflight(1)
     iac = cfg.method == "iac"
