@@ -42,7 +42,7 @@ _EXPORTS = {
     "evaluation_models": "evaluation",
     "evaluate": "stages", "run_all": "stages", "run_compare": "stages", "run_stage1": "stages",
     "run_stage2": "stages", "run_stage3": "stages", "run_unet_continued": "stages",
-    "select_genotype": "stages", "stage3_genotype_path": "stages", "stage3_units": "stages",
+    "select_genotype": "stages", "stage3_genotype_path": "plan", "stage3_units": "plan",
     "TrainingUnit": "units", "train_unit": "units",
 }
 

@@ -69,12 +69,15 @@ class Step:
 class Preflight:
     """The checks before anything is written (:func:`iac_tf.preflight.checked_prepare`), then
     the data preparation: folders; with ``stage`` 1 Stage I's (backbone, data shape, output
-    space); with ``unet`` the trained U-Net against the data; with ``genotypes`` the genotype
-    files Stage III reads."""
+    space); with ``unet`` the trained U-Net against the data; ``genotypes``: the genotype files
+    Stage III reads (:func:`stage3_units`), checked before it trains; ``missing``: why they
+    cannot be found (the command stops with it once the stage records and the dataset passed,
+    before the other checks)."""
 
     stage: int
     unet: bool = False
-    genotypes: bool = False
+    genotypes: tuple[pathlib.Path, ...] = ()
+    missing: str | None = None
 
     def describe(self) -> str:
         parts = ["folders"]
@@ -84,6 +87,8 @@ class Preflight:
             parts.append("the trained U-Net against the data")
         if self.genotypes:
             parts.append("the genotypes Stage III trains")
+        if self.missing:
+            parts.append(f"the genotypes Stage III trains: missing: {self.missing}")
         return ", ".join(parts) + ", then the data preparation"
 
 
@@ -144,6 +149,56 @@ def skipped_stages(cfg: ExperimentConfig) -> dict[int, str]:
     return skipped
 
 
+def stage3_genotype_path(cfg: ExperimentConfig) -> pathlib.Path:
+    """``stage3.genotype`` if set, else Stage II's genotype of ``stage3.genotype_epoch`` (default:
+    the last epoch searched)."""
+    if cfg.stage3.genotype:
+        return pathlib.Path(cfg.stage3.genotype)
+    layout = RunLayout.of(cfg)
+    if cfg.stage3.genotype_epoch is not None:
+        path = layout.genotype(cfg.stage3.genotype_epoch)
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no genotype for stage3.genotype_epoch="
+                                    f"{cfg.stage3.genotype_epoch}")
+        return path
+    paths = layout.genotype_files()
+    if not paths:
+        raise FileNotFoundError(f"{layout.genotypes}: no genotypes. Run Stage II first or set "
+                                "stage3.genotype.")
+    return paths[-1]
+
+
+def stage3_units(cfg: ExperimentConfig) -> list[tuple[str, pathlib.Path, pathlib.Path]]:
+    """The Stage III trainings of a run as ``(model name, genotype path, folder)``: one into
+    ``stage3/`` (name ``iac``), or with ``stage3.genotype_epochs`` one per epoch into
+    ``stage3/epoch_XXX/`` (name ``iac_epoch_XXX``); then one per ``stage3.extra_implant_modes``
+    into ``compare/iac_<mode>/``. Every genotype must exist (checked here, before anything is
+    trained)."""
+    epochs, layout = cfg.stage3.genotype_epochs, RunLayout.of(cfg)
+    missing = [e for e in epochs or () if not layout.genotype(e).exists()]
+    if missing:
+        stopped = (f"; the search stopped at epoch {len(layout.genotype_files())} "
+                   "(stage2.stop_when_stable): list only epochs it reached"
+                   if layout.search_done(cfg.stage2.epochs) else "")
+        raise FileNotFoundError(f"stage3.genotype_epochs: no Stage II genotype for epoch(s) "
+                                f"{missing} in {layout.genotypes}{stopped}; nothing was trained")
+    genotypes = [layout.genotype(e) for e in epochs] if epochs else [stage3_genotype_path(cfg)]
+    main = genotypes[0] if len(genotypes) == 1 else stage3_genotype_path(cfg)
+    genotypes += [main] * len(cfg.stage3.extra_implant_modes)
+    models = layout.stage3_models(epochs or (), cfg.stage3.extra_implant_modes)
+    return [(name, genotype, folder) for (name, folder), genotype in zip(models, genotypes,
+                                                                          strict=True)]
+
+
+def _genotype_check(cfg: ExperimentConfig) -> dict:
+    """The pre-flight's share of Stage III: the genotype files it trains (:func:`stage3_units`),
+    each once, or why they cannot be found."""
+    try:
+        return {"genotypes": tuple(dict.fromkeys(g for _, g, _ in stage3_units(cfg)))}
+    except FileNotFoundError as exc:
+        return {"missing": str(exc)}
+
+
 def build_plan(cfg: ExperimentConfig, command: str, restart: int | None = None,
                evaluate: bool = True) -> RunPlan:
     """The plan of ``iac <command> CONFIG [--restart stage<restart>]`` (``evaluate``: whether
@@ -160,12 +215,12 @@ def build_plan(cfg: ExperimentConfig, command: str, restart: int | None = None,
         refuse_restart_of_inputs(cfg, stage, restart, f"`iac {command}`")
     elif command == "compare":  # reads Stage I's U-Net
         refuse_restart_of_inputs(cfg, 2, restart, "`iac compare`")
-    layout = RunLayout.of(cfg)
+    layout, unet = RunLayout.of(cfg), trained_unet(cfg)
     layout.check_ours()
     if command != "evaluate":
         layout.check_readable()
     removes, keeps = restart_plan(cfg, restart) if restart is not None else ([], [])
-    state = _State(cfg, layout, trained_unet(cfg), tuple(removes))
+    state = _State(cfg, layout, unet, tuple(removes))
     last = 3 if (stage == 3 or (command in ("run", "evaluate") and cfg.method == "iac")) else 1
     checked = tuple(s for s in used_stages(cfg, stage or last) if restart is None or s < restart)
     active = command != "compare" or bool(cfg.comparisons)
@@ -182,7 +237,8 @@ def build_plan(cfg: ExperimentConfig, command: str, restart: int | None = None,
     if command == "run":
         preflight = _run_preflight(state)
     elif stage is not None or (command == "compare" and active):
-        preflight = Preflight(stage or 3, unet=stage != 1, genotypes=stage == 3)
+        preflight = Preflight(stage or 3, unet=stage != 1,
+                              **(_genotype_check(cfg) if stage == 3 else {}))
     return RunPlan(command, cfg.run_dir, restart, checked,
                    checks_data=active, preflight=preflight,
                    writes_records=active and command != "evaluate",
@@ -278,7 +334,8 @@ def _run_preflight(state: _State) -> Preflight:
         return Preflight(1)
     iac = cfg.method == "iac"
     searches = iac and not cfg.stage3.genotype and not state.searched()
-    return Preflight(2 if searches else 3, unet=True, genotypes=iac and not searches)
+    return Preflight(2 if searches else 3, unet=True,
+                     **(_genotype_check(cfg) if iac and not searches else {}))
 
 
 # ---------------------------------------------------------------------------- --plan

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import pathlib
 
 from iac_tf.evaluation.plots import plot_genotype_epochs
 from iac_tf.config.experiment import ExperimentConfig
@@ -19,7 +18,8 @@ from iac_tf.pipeline.common import (checked_data, early_data_check, epoch_data,
                                     unet_to_check, write_run_records)
 from iac_tf.pipeline.evaluation import run_evaluation
 from iac_tf.pipeline.given_unet import log_score, score_given_unet
-from iac_tf.pipeline.plan import RunPlan, build_plan, skipped_stages  # noqa: F401 (API)
+from iac_tf.pipeline.plan import (RunPlan, build_plan, skipped_stages,  # noqa: F401 (API)
+                                  stage3_genotype_path, stage3_units)
 from iac_tf.pipeline.units import (comparison_unit, iac_unit, stage1_unit, strategy,
                                    train_unit, unet_continued_unit)
 from iac_tf.preflight import checked_prepare
@@ -95,47 +95,6 @@ def _stage2(cfg: ExperimentConfig, prepared) -> SearchResult:
 
 
 # ---------------------------------------------------------------------------- Stage III
-def stage3_genotype_path(cfg: ExperimentConfig) -> pathlib.Path:
-    """``stage3.genotype`` if set, else Stage II's genotype of ``stage3.genotype_epoch`` (default:
-    the last epoch searched)."""
-    if cfg.stage3.genotype:
-        return pathlib.Path(cfg.stage3.genotype)
-    layout = RunLayout.of(cfg)
-    if cfg.stage3.genotype_epoch is not None:
-        path = layout.genotype(cfg.stage3.genotype_epoch)
-        if not path.exists():
-            raise FileNotFoundError(f"{path}: no genotype for stage3.genotype_epoch="
-                                    f"{cfg.stage3.genotype_epoch}")
-        return path
-    paths = layout.genotype_files()
-    if not paths:
-        raise FileNotFoundError(f"{layout.genotypes}: no genotypes. Run Stage II first or set "
-                                "stage3.genotype.")
-    return paths[-1]
-
-
-def stage3_units(cfg: ExperimentConfig) -> list[tuple[str, pathlib.Path, pathlib.Path]]:
-    """The Stage III trainings of a run as ``(model name, genotype path, folder)``: one into
-    ``stage3/`` (name ``iac``), or with ``stage3.genotype_epochs`` one per epoch into
-    ``stage3/epoch_XXX/`` (name ``iac_epoch_XXX``); then one per ``stage3.extra_implant_modes``
-    into ``compare/iac_<mode>/``. Every genotype must exist (checked here, before anything is
-    trained)."""
-    epochs, layout = cfg.stage3.genotype_epochs, RunLayout.of(cfg)
-    missing = [e for e in epochs or () if not layout.genotype(e).exists()]
-    if missing:
-        stopped = (f"; the search stopped at epoch {len(layout.genotype_files())} "
-                   "(stage2.stop_when_stable): list only epochs it reached"
-                   if layout.search_done(cfg.stage2.epochs) else "")
-        raise FileNotFoundError(f"stage3.genotype_epochs: no Stage II genotype for epoch(s) "
-                                f"{missing} in {layout.genotypes}{stopped}; nothing was trained")
-    genotypes = [layout.genotype(e) for e in epochs] if epochs else [stage3_genotype_path(cfg)]
-    main = genotypes[0] if len(genotypes) == 1 else stage3_genotype_path(cfg)
-    genotypes += [main] * len(cfg.stage3.extra_implant_modes)
-    models = layout.stage3_models(epochs or (), cfg.stage3.extra_implant_modes)
-    return [(name, genotype, folder) for (name, folder), genotype in zip(models, genotypes,
-                                                                          strict=True)]
-
-
 def select_genotype(cfg: ExperimentConfig, best_val: dict[str, float]) -> int:
     """The sweep epoch whose Stage III is the run's final IAC U-Net (``stage3.select_genotype``):
     ``best_val`` the best val_dt score of the selection metric ``stage3.monitor`` (ties: the
@@ -283,7 +242,9 @@ def _preflight(cfg: ExperimentConfig, plan: RunPlan):
     """The plan's pre-flight checks (:class:`~iac_tf.pipeline.plan.Preflight`), then the
     prepared data every step uses."""
     check = plan.preflight
+    if check.missing:
+        raise FileNotFoundError(check.missing)
     return checked_prepare(
         cfg, check.stage, prepare,
         unet_path=unet_to_check(cfg, plan.restart) if check.unet else None,
-        genotype_path=[g for _, g, _ in stage3_units(cfg)] if check.genotypes else None)
+        genotype_path=list(check.genotypes) or None)

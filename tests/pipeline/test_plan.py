@@ -21,7 +21,8 @@ from iac_tf.cli import main
 from iac_tf.config import ConfigError
 from iac_tf.config.experiment import load_experiment
 from iac_tf.files import atomic_write_text
-from iac_tf.pipeline.plan import NO_COMPARISONS, Preflight, build_plan
+from iac_tf.pipeline.plan import (NO_COMPARISONS, Preflight, build_plan, format_plan,
+                                  stage3_units)
 from iac_tf.run_records import record_stage, unit_record, write_resolved
 from iac_tf.run_layout import RunLayout
 
@@ -80,7 +81,7 @@ def test_a_given_unet_and_genotype_skip_stages_one_and_two_and_score_the_unet(tm
     assert plan.runs == ("score_unet", "stage3", "compare", "evaluate")
     assert "unet.pretrained" in plan.step("stage1").skipped
     assert "stage3.genotype" in plan.step("stage2").skipped
-    assert plan.preflight == Preflight(3, unet=True, genotypes=True)
+    assert plan.preflight == Preflight(3, unet=True, genotypes=(tmp_path / "g.json",))
     assert plan.checked_stages == (3,)
 
 
@@ -92,7 +93,15 @@ def test_the_other_commands(tmp_path):
     plan = build_plan(_cfg(tmp_path), "evaluate")
     assert plan.runs == ("evaluate",) and plan.preflight is None and not plan.writes_records
     assert plan.checked_stages == (1, 2, 3) and plan.checks_data
-    assert build_plan(_cfg(tmp_path), "stage3", evaluate=False).runs == ("stage3",)
+    plan = build_plan(_cfg(tmp_path), "stage3", evaluate=False)
+    assert plan.runs == ("stage3",)
+    assert "no genotypes" in plan.preflight.missing and "no genotypes" in format_plan(plan)
+    layout = RunLayout.of(_cfg(tmp_path))
+    layout.claim()
+    with layout.lock():
+        atomic_write_text(layout.genotype(1), "{}")
+    plan = build_plan(_cfg(tmp_path), "stage3", evaluate=False)
+    assert plan.preflight == Preflight(3, unet=True, genotypes=(layout.genotype(1),))
     assert build_plan(_cfg(tmp_path), "stage2").preflight == Preflight(2, unet=True)
 
 
@@ -182,8 +191,6 @@ def test_stage_three_models_are_one_list_for_the_plan_the_stage_and_the_status(t
                 ("unet_continued", layout.compare("unet_continued"))]
     step = {s.kind: s for s in build_plan(cfg, "run").steps}["stage3"]
     assert [(u.name, u.folder) for u in step.units] == expected
-    from iac_tf.pipeline.stages import stage3_units  # TensorFlow: only this test needs it
-
     trained = stage3_units(cfg)
     assert [(n, f) for n, _, f in trained] == expected[:3]
     assert [g for _, g, _ in trained] == [layout.genotype(1), layout.genotype(2),
