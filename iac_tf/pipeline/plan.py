@@ -88,7 +88,7 @@ class Preflight:
         if self.genotypes:
             parts.append("the genotypes Stage III trains")
         if self.missing:
-            parts.append(f"the genotypes Stage III trains: missing: {self.missing}")
+            parts.append(f"the genotypes Stage III trains (missing: {self.missing.rstrip('.')})")
         return ", ".join(parts) + ", then the data preparation"
 
 
