@@ -41,7 +41,7 @@ import dataclasses
 import json
 import os
 import pathlib
-from typing import Any, Iterator
+from typing import Any, Iterator, NamedTuple
 
 import yaml
 
@@ -134,6 +134,16 @@ class RunStatus:
         if not self.exists:
             return "not started"
         return "finished" if not self.missing else "partial"
+
+
+class Stage3Model(NamedTuple):
+    """A model Stage III trains (:meth:`RunLayout.stage3_models`): its name in ``models.json``,
+    its folder, and whether it is an IAC U-Net (trained from a genotype, exported with
+    ``stage3.export_savedmodel``; the budget-matched ``unet_continued`` is not)."""
+
+    name: str
+    folder: pathlib.Path
+    iac: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -277,18 +287,19 @@ class RunLayout:
         return self.compare_root / method
 
     def stage3_models(self, genotype_epochs=(), extra_implant_modes=(), unet_continued=False
-                      ) -> list[tuple[str, pathlib.Path]]:
-        """The models Stage III trains, in order, as ``(model name, folder)``: ``iac`` in
-        ``stage3/``, or with a genotype-epoch sweep one ``iac_epoch_XXX`` per epoch in
-        ``stage3/epoch_XXX/``; then ``iac_<mode>`` per extra implant mode in
-        ``compare/iac_<mode>/``; then (``unet_continued``) the budget-matched U-Net in
-        ``compare/unet_continued/``. The one list the run plan, Stage III and the run's status
-        read."""
-        out = ([(f"iac_{epoch_name(int(e))}", self.sweep(int(e))) for e in genotype_epochs]
-               or [("iac", self.stage(3))])
-        out += [(f"iac_{mode}", self.compare(f"iac_{mode}")) for mode in extra_implant_modes]
-        return out + ([("unet_continued", self.compare("unet_continued"))] if unet_continued
-                      else [])
+                      ) -> list[Stage3Model]:
+        """The models Stage III trains, in order: ``iac`` in ``stage3/``, or with a
+        genotype-epoch sweep one ``iac_epoch_XXX`` per epoch in ``stage3/epoch_XXX/``; then
+        ``iac_<mode>`` per extra implant mode in ``compare/iac_<mode>/``; then
+        (``unet_continued``) the budget-matched U-Net in ``compare/unet_continued/``, the one
+        that is no IAC U-Net. The one list the run plan, Stage III and the run's status read."""
+        out = ([Stage3Model(f"iac_{epoch_name(int(e))}", self.sweep(int(e)))
+                for e in genotype_epochs] or [Stage3Model("iac", self.stage(3))])
+        out += [Stage3Model(f"iac_{mode}", self.compare(f"iac_{mode}"))
+                for mode in extra_implant_modes]
+        if unet_continued:
+            out.append(Stage3Model("unet_continued", self.compare("unet_continued"), iac=False))
+        return out
 
     def unit_record(self, folder: pathlib.Path) -> pathlib.Path:
         """What the trained model in ``folder`` depends on (``--restart`` reads it)."""
@@ -482,9 +493,8 @@ class RunLayout:
             models = self.stage3_models(s3.get("genotype_epochs") or (),
                                         s3.get("extra_implant_modes") or (),
                                         bool(cfg["evaluation"].get("unet_continued")))
-            out += [Part(self.rel(folder), model, folder, int(s3["epochs"]),
-                         "compare" if model == "unet_continued" else "stage3",
-                         export and model != "unet_continued") for model, folder in models]
+            out += [Part(self.rel(m.folder), m.name, m.folder, int(s3["epochs"]),
+                         "stage3" if m.iac else "compare", export and m.iac) for m in models]
         out += [Part(self.rel(self.compare(m)), m, self.compare(m), int(s3["epochs"]),
                      "compare") for m in comparison_methods(cfg)]
         return out

@@ -186,8 +186,7 @@ def stage3_units(cfg: ExperimentConfig) -> list[tuple[str, pathlib.Path, pathlib
     main = genotypes[0] if len(genotypes) == 1 else stage3_genotype_path(cfg)
     genotypes += [main] * len(cfg.stage3.extra_implant_modes)
     models = layout.stage3_models(epochs or (), cfg.stage3.extra_implant_modes)
-    return [(name, genotype, folder) for (name, folder), genotype in zip(models, genotypes,
-                                                                          strict=True)]
+    return [(m.name, genotype, m.folder) for m, genotype in zip(models, genotypes, strict=True)]
 
 
 def _genotype_check(cfg: ExperimentConfig) -> dict:
@@ -284,10 +283,9 @@ def _stage2(state: _State) -> Step:
 
 def _stage3(state: _State) -> Step:
     layout, s3 = state.layout, state.cfg.stage3
-    units = [state.unit(name, folder, s3.epochs, s3.export_savedmodel and name != "unet_continued")
-             for name, folder in layout.stage3_models(s3.genotype_epochs or (),
-                                                      s3.extra_implant_modes,
-                                                      state.cfg.evaluation.unet_continued)]
+    units = [state.unit(m.name, m.folder, s3.epochs, s3.export_savedmodel and m.iac)
+             for m in layout.stage3_models(s3.genotype_epochs or (), s3.extra_implant_modes,
+                                           state.cfg.evaluation.unet_continued)]
     genotypes = pathlib.Path(s3.genotype) if s3.genotype else layout.genotypes
     return Step("stage3", STAGE_NAMES[3], record=3, units=tuple(units),
                 reads=(state.unet, genotypes),
