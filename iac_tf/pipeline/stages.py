@@ -19,7 +19,7 @@ from iac_tf.pipeline.common import (checked_data, early_data_check, epoch_data,
 from iac_tf.pipeline.evaluation import run_evaluation
 from iac_tf.pipeline.given_unet import log_score, score_given_unet
 from iac_tf.pipeline.plan import (RunPlan, build_plan, skipped_stages,  # noqa: F401 (API)
-                                  stage3_genotype_path, stage3_units)
+                                  stage3_units)
 from iac_tf.pipeline.units import (comparison_unit, iac_unit, stage1_unit, strategy,
                                    train_unit, unet_continued_unit)
 from iac_tf.preflight import checked_prepare
