@@ -286,6 +286,17 @@ class RunLayout:
     def compare(self, method: str) -> pathlib.Path:
         return self.compare_root / method
 
+    def model_folder(self, name: str) -> pathlib.Path:
+        """Where the stage that trains the model ``name`` (of ``models.json``) writes it:
+        ``unet`` Stage I, ``iac`` Stage III, ``iac_epoch_XXX`` that epoch of a sweep, any other
+        (``iac_<mode>``, ``unet_continued``, a comparison method) ``compare/<name>/``."""
+        if name == "unet":
+            return self.stage(1)
+        if name == "iac":
+            return self.stage(3)
+        epoch = epoch_number(name.removeprefix("iac_")) if name.startswith("iac_") else None
+        return self.sweep(epoch) if epoch is not None else self.compare(name)
+
     def stage3_models(self, genotype_epochs=(), extra_implant_modes=(), unet_continued=False
                       ) -> list[Stage3Model]:
         """The models Stage III trains, in order: ``iac`` in ``stage3/``, or with a

@@ -50,6 +50,17 @@ def test_paths_of_a_run(tmp_path):
         layout.stage(4)
 
 
+def test_every_model_of_a_run_has_the_folder_its_stage_writes():
+    layout = RunLayout("/runs/r")
+    assert layout.model_folder("unet") == layout.stage(1)
+    assert layout.model_folder("attention") == layout.compare("attention")
+    stage3 = layout.stage3_models((3, 25), ("replace",), unet_continued=True)
+    assert [m.name for m in stage3] == ["iac_epoch_003", "iac_epoch_025", "iac_replace",
+                                        "unet_continued"]
+    assert all(layout.model_folder(m.name) == m.folder for m in stage3)
+    assert all(layout.model_folder(m.name) == m.folder for m in layout.stage3_models())
+
+
 def _string_constants(path: pathlib.Path):
     """The string constants of a module that are not docstrings."""
     tree = ast.parse(path.read_text())

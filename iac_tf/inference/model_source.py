@@ -78,9 +78,9 @@ def resolve_model_path(model: str | pathlib.Path, stage: int | None = None,
     layout = RunLayout(model)
     index = layout.model_paths()
     if name not in index:
-        where = {"unet": layout.stage(1), "iac": layout.stage(3)}.get(name, layout.compare(name))
         raise UserError(f"{layout.models_index}: no model {name!r} (it would be "
-                        f"{layout.best_model(where)}: has that stage run?); registered: "
+                        f"{layout.best_model(layout.model_folder(name))}: has that stage "
+                        "run?); registered: "
                         f"{sorted(index) or 'none'}")
     path = index[name]
     if name == "unet":

@@ -200,7 +200,8 @@ def test_models_json_is_used_and_names_the_missing_model(run, tmp_path, capsys):
     register_model(run_dir, "iac", run_dir / "stage3" / "best_model.keras")
     case = [str(ds / "imagesTr" / f"case_b_{c:04d}.nii.gz") for c in range(2)]
     assert main(["predict", str(run_dir), "--method", "attention"] + case + [str(tmp_path)]) == 2
-    assert "no model 'attention'" in capsys.readouterr().err
+    assert "no model 'attention' (it would be " in (err := capsys.readouterr().err)
+    assert str(pathlib.Path("compare") / "attention" / "best_model.keras") in err
     assert main(["predict", str(run_dir)] + case + [str(tmp_path / "p")]) == 0
     assert (tmp_path / "p" / "case_b.nii.gz").is_file()
 
