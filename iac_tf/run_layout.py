@@ -110,6 +110,23 @@ def epoch_number(name: str) -> int | None:
     return int(digits) if digits.isdigit() else None
 
 
+def sweep_model(epoch: int) -> str:
+    """``iac_epoch_025``: the name in ``models.json`` of the IAC U-Net a genotype-epoch sweep
+    trains from Stage II's genotype of ``epoch``."""
+    return f"iac_{epoch_name(epoch)}"
+
+
+def sweep_epoch(name: str) -> int | None:
+    """The epoch of a :func:`sweep_model` name (``iac_epoch_025`` -> 25), else ``None``."""
+    return epoch_number(name.removeprefix("iac_")) if name.startswith("iac_") else None
+
+
+def implant_model(mode: str) -> str:
+    """``iac_residual``: the name in ``models.json`` of the IAC U-Net Stage III trains with the
+    extra implant mode ``mode`` (``stage3.extra_implant_modes``)."""
+    return f"iac_{mode}"
+
+
 STAGES = (1, 2, 3)
 
 
@@ -294,7 +311,7 @@ class RunLayout:
             return self.stage(1)
         if name == "iac":
             return self.stage(3)
-        epoch = epoch_number(name.removeprefix("iac_")) if name.startswith("iac_") else None
+        epoch = sweep_epoch(name)
         return self.sweep(epoch) if epoch is not None else self.compare(name)
 
     def stage3_models(self, genotype_epochs=(), extra_implant_modes=(), unet_continued=False
@@ -304,9 +321,9 @@ class RunLayout:
         ``iac_<mode>`` per extra implant mode in ``compare/iac_<mode>/``; then
         (``unet_continued``) the budget-matched U-Net in ``compare/unet_continued/``, the one
         that is no IAC U-Net. The one list the run plan, Stage III and the run's status read."""
-        out = ([Stage3Model(f"iac_{epoch_name(int(e))}", self.sweep(int(e)))
-                for e in genotype_epochs] or [Stage3Model("iac", self.stage(3))])
-        out += [Stage3Model(f"iac_{mode}", self.compare(f"iac_{mode}"))
+        out = ([Stage3Model(sweep_model(e), self.sweep(int(e))) for e in genotype_epochs]
+               or [Stage3Model("iac", self.stage(3))])
+        out += [Stage3Model(implant_model(mode), self.compare(implant_model(mode)))
                 for mode in extra_implant_modes]
         if unet_continued:
             out.append(Stage3Model("unet_continued", self.compare("unet_continued"), iac=False))

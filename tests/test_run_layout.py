@@ -61,6 +61,14 @@ def test_every_model_of_a_run_has_the_folder_its_stage_writes():
     assert all(layout.model_folder(m.name) == m.folder for m in layout.stage3_models())
 
 
+def test_a_sweep_model_name_gives_back_its_epoch():
+    assert rl.sweep_model(25) == "iac_epoch_025"
+    assert [rl.sweep_epoch(rl.sweep_model(e)) for e in (1, 25, 200)] == [1, 25, 200]
+    for name in ("iac", "unet", "iac_replace", rl.implant_model("residual"), "iac_epoch_",
+                 "iac_epoch_x1", "epoch_025", "unet_continued"):
+        assert rl.sweep_epoch(name) is None, name
+
+
 def _string_constants(path: pathlib.Path):
     """The string constants of a module that are not docstrings."""
     tree = ast.parse(path.read_text())

@@ -26,7 +26,7 @@ from iac_tf.files import atomic_write_text, remove
 from iac_tf.inference.run_scores import score_volumes, volumetric_scores
 from iac_tf.models import load_unet
 from iac_tf.pipeline.common import label_rule, prepare, trained_unet_path
-from iac_tf.run_layout import DICE_TABLE, RunLayout
+from iac_tf.run_layout import DICE_TABLE, RunLayout, implant_model, sweep_epoch
 
 log = logging.getLogger("iac_tf.pipeline")
 
@@ -36,8 +36,8 @@ def evaluation_models(cfg: ExperimentConfig) -> dict[str, pathlib.Path]:
     ``iac_epoch_XXX``, the other implant modes, ``unet_continued``, the configured comparisons,
     then anything else registered."""
     registered = {k: v for k, v in RunLayout.of(cfg).model_paths().items() if k != "unet"}
-    order = (["iac"] + sorted(k for k in registered if k.startswith("iac_epoch_"))
-             + [f"iac_{m}" for m in cfg.stage3.extra_implant_modes] + ["unet_continued"]
+    order = (["iac"] + sorted(k for k in registered if sweep_epoch(k) is not None)
+             + [implant_model(m) for m in cfg.stage3.extra_implant_modes] + ["unet_continued"]
              + list(cfg.comparisons))
     names = [k for k in order if k in registered] + sorted(k for k in registered if k not in order)
     return {k: registered[k] for k in names}

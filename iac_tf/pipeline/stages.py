@@ -23,7 +23,7 @@ from iac_tf.pipeline.plan import (RunPlan, build_plan, skipped_stages,  # noqa: 
 from iac_tf.pipeline.units import (comparison_unit, iac_unit, stage1_unit, strategy,
                                    train_unit, unet_continued_unit)
 from iac_tf.preflight import checked_prepare
-from iac_tf.run_layout import HISTORY, RunLayout
+from iac_tf.run_layout import HISTORY, RunLayout, implant_model, sweep_epoch, sweep_model
 from iac_tf.run_records import check_stages, record_machine, record_stage
 from iac_tf.training.history import CsvHistory
 from iac_tf.training.precision import precision_policy
@@ -102,7 +102,7 @@ def select_genotype(cfg: ExperimentConfig, best_val: dict[str, float]) -> int:
     epochs = list(cfg.stage3.genotype_epochs)
     if cfg.stage3.select_genotype == "last":
         return epochs[-1]
-    scores = [best_val[f"iac_epoch_{e:03d}"] for e in epochs]
+    scores = [best_val[sweep_model(e)] for e in epochs]
     return epochs[max(range(len(epochs)), key=lambda i: (scores[i], -i))]
 
 
@@ -110,7 +110,7 @@ def _register_selected(cfg: ExperimentConfig, results: dict[str, TrainResult]) -
     """With a sweep: register the selected epoch's IAC U-Net as ``iac``, record the choice and
     draw Fig. 6."""
     layout = RunLayout.of(cfg)
-    sweep = {n: r for n, r in results.items() if n.startswith("iac_epoch_")}
+    sweep = {n: r for n, r in results.items() if sweep_epoch(n) is not None}
     final = select_genotype(cfg, {n: r.best_score for n, r in sweep.items()})
     layout.register_model("iac", layout.best_model(layout.sweep(final)))
     atomic_write_json(layout.selected_genotype, {
@@ -136,7 +136,7 @@ def run_stage3(cfg: ExperimentConfig, restart: int | None = None, evaluate_after
 
 def _stage3(cfg: ExperimentConfig, prepared) -> dict[str, TrainResult]:
     RunLayout.of(cfg).register_model("unet", trained_unet_path(cfg))
-    modes = {"iac_" + m: m for m in cfg.stage3.extra_implant_modes}
+    modes = {implant_model(m): m for m in cfg.stage3.extra_implant_modes}
     results = {name: train_unit(cfg, prepared,
                                 iac_unit(cfg, name, geno, folder,
                                          modes.get(name, cfg.stage3.implant_mode)))

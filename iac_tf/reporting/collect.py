@@ -19,7 +19,6 @@ import io
 import json
 import math
 import pathlib
-import re
 
 import numpy as np
 import yaml
@@ -27,10 +26,9 @@ import yaml
 from iac_tf.config.data import TEST_SPLIT
 from iac_tf.errors import UserError
 from iac_tf.run_layout import (DICE_CSV, DICE_PER_CASE, HISTORY, SUMMARY, VOLUMETRIC_CSV,
-                               RunLayout, RunStatus, epoch_number)
+                               RunLayout, RunStatus, epoch_number, sweep_epoch)
 from iac_tf.run_unet import unet_label, verified
 
-EPOCH_COLUMN = re.compile(r"^iac_epoch_(\d+)$")
 #: columns of ``dice_per_case.csv`` that are not models (``split``, ``metric``: the split and the
 #: decision rule the table scores, :mod:`iac_tf.evaluation.report`)
 NOT_MODELS = {"case", "class", "gain", "split", "metric"}
@@ -114,7 +112,7 @@ class RunRecord:
     @property
     def methods(self) -> list[str]:
         """Models compared with the U-Net in this run (IAC first), sweep columns excluded."""
-        names = [m for m in self.scores if m != "unet" and not EPOCH_COLUMN.match(m)]
+        names = [m for m in self.scores if m != "unet" and sweep_epoch(m) is None]
         return sorted(names, key=lambda m: (m != "iac", m))
 
 
@@ -341,9 +339,9 @@ def _set_scores(rec: RunRecord, per_case: dict[str, np.ndarray], split: str) -> 
                   for m, v in per_case.items()}
     rec.epoch_scores = {}
     for m, v in rec.scores.items():
-        hit = EPOCH_COLUMN.match(m)
-        if hit:
-            rec.epoch_scores[int(hit.group(1))] = v
+        epoch = sweep_epoch(m)
+        if epoch is not None:
+            rec.epoch_scores[epoch] = v
             rec.epoch_score_source = f"per-case Dice on {split} (evaluation)"
 
 
