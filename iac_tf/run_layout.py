@@ -48,7 +48,7 @@ import yaml
 from iac_tf.config import to_dict
 from iac_tf.config.stages import Stage1Config, Stage2Config, Stage3Config
 from iac_tf.config.data import TEST_SPLIT
-from iac_tf.config.experiment import EvaluationConfig, ExperimentConfig
+from iac_tf.config.experiment import EvaluationConfig, ExperimentConfig, comparison_methods
 from iac_tf.data.fingerprint import SCHEME, differences
 from iac_tf.errors import UserError
 from iac_tf.files import (RUN_MARKER, RefusedPath, adopt_folder, adopt_hint, atomic_write_json,
@@ -524,7 +524,7 @@ class RunLayout:
             out += [Part(self.rel(m.folder), m.name, m.folder, int(s3["epochs"]),
                          "stage3" if m.iac else "compare", export and m.iac) for m in models]
         out += [Part(self.rel(self.compare(m)), m, self.compare(m), int(s3["epochs"]),
-                     "compare") for m in comparison_methods(cfg)]
+                     "compare") for m in recorded_comparisons(cfg)]
         return out
 
     def rel(self, path: pathlib.Path) -> str:
@@ -537,7 +537,7 @@ class RunLayout:
         every model is compared with), ``iac`` with ``method: iac``, and each comparison method
         (the evaluation also scores every other registered model)."""
         iac = ["iac"] if str(cfg.get("method") or "iac") == "iac" else []
-        return list(dict.fromkeys(["unet", *iac, *comparison_methods(cfg)]))
+        return list(dict.fromkeys(["unet", *iac, *recorded_comparisons(cfg)]))
 
     def part_done(self, part: Part) -> bool:
         """:meth:`search_done` for Stage II, :meth:`trained` for every other part."""
@@ -790,12 +790,11 @@ def csv_columns(path: pathlib.Path) -> list[str] | None:
         return next(csv.reader(fh), [])
 
 
-def comparison_methods(cfg: dict) -> list[str]:
-    """The comparison methods a run of ``cfg`` (a plain config mapping) trains: ``method`` if
-    not ``iac``, then ``compare`` (:attr:`ExperimentConfig.comparisons` of a loaded config)."""
-    method = str(cfg.get("method") or "iac")  # a comparison-only run has no IAC
-    return list(dict.fromkeys(([method] if method != "iac" else [])
-                              + [str(m) for m in (cfg.get("compare") or [])]))
+def recorded_comparisons(cfg: dict) -> tuple[str, ...]:
+    """:func:`~iac_tf.config.experiment.comparison_methods` of a run's recorded config (a plain
+    mapping, :attr:`ExperimentConfig.comparisons` of a loaded one)."""
+    return comparison_methods(str(cfg.get("method") or "iac"),
+                              [str(m) for m in (cfg.get("compare") or [])])
 
 
 def trained_unet(cfg: ExperimentConfig) -> pathlib.Path:

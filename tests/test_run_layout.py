@@ -4,6 +4,7 @@ Tiny fake run folders (a few bytes each, no model): what the rules read is writt
 """
 
 import ast
+import dataclasses
 import json
 import pathlib
 import re
@@ -16,6 +17,7 @@ from iac_tf.run_layout import RunLayout, UnreadableRecord, run_status, training_
 from tests.finished_runs import finish_parts, finish_search, finish_training
 
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "iac_tf"
+SAMPLE_CONFIG = PACKAGE.parent / "experiments" / "sample.yaml"
 SMALL = {"stage1": {"epochs": 2}, "stage2": {"epochs": 3}, "stage3": {"epochs": 4},
          "evaluation": {"unet_continued": False}}
 
@@ -67,6 +69,21 @@ def test_a_sweep_model_name_gives_back_its_epoch():
     for name in ("iac", "unet", "iac_replace", rl.implant_model("residual"), "iac_epoch_",
                  "iac_epoch_x1", "epoch_025", "unet_continued"):
         assert rl.sweep_epoch(name) is None, name
+
+
+@pytest.mark.parametrize("recorded, expected", [
+    ({}, ()),
+    ({"method": "iac", "compare": ["attention", "nested"]}, ("attention", "nested")),
+    ({"method": "nested"}, ("nested",)),
+    ({"method": "nested", "compare": ["attention", "nested"]}, ("nested", "attention"))])
+def test_a_recorded_config_trains_the_comparisons_of_the_loaded_one(recorded, expected):
+    from iac_tf.config.experiment import load_experiment
+
+    loaded = dataclasses.replace(load_experiment(SAMPLE_CONFIG),
+                                 method=recorded.get("method", "iac"),
+                                 compare=tuple(recorded.get("compare", ())))
+    assert loaded.comparisons == expected
+    assert rl.recorded_comparisons(recorded) == expected
 
 
 def _string_constants(path: pathlib.Path):

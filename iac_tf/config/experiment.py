@@ -37,6 +37,12 @@ from iac_tf.files import is_run_folder
 COMPARISON_METHODS = ("attention", "residual_attention", "nested")
 
 
+def comparison_methods(method: str, compare) -> tuple[str, ...]:
+    """The comparison methods a run of ``method`` / ``compare`` trains: ``method`` (if not
+    ``iac``: a comparison-only run has no IAC), then ``compare``, each once."""
+    return tuple(dict.fromkeys(((method,) if method != "iac" else ()) + tuple(compare)))
+
+
 @dataclasses.dataclass(frozen=True)
 class UNetConfig:
     """The ``unet:`` section.
@@ -158,9 +164,8 @@ class ExperimentConfig:
 
     @property
     def comparisons(self) -> tuple[str, ...]:
-        """The comparison methods this run trains: ``method`` (if not ``iac``), then ``compare``."""
-        first = (self.method,) if self.method != "iac" else ()
-        return first + tuple(m for m in self.compare if m not in first)
+        """The comparison methods this run trains (:func:`comparison_methods`)."""
+        return comparison_methods(self.method, self.compare)
 
     @property
     def run_dir(self) -> pathlib.Path:
